@@ -1,0 +1,225 @@
+//! The traits every plugin kind implements, and the values they exchange.
+//!
+//! Everything here is backend-free: an algorithm owns its Burn backend and models;
+//! tasks, rewards and metrics exchange text and numbers; KL controllers and
+//! schedulers are plain numeric state machines.
+
+use crate::config::Config;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// The error a plugin returns: any error type of its own crate.
+pub type PluginError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What a builder may read while turning its config into a value.
+#[derive(Debug, Clone, Copy)]
+pub struct BuildCtx<'a> {
+    /// The whole resolved config (for values a plugin shares with others, e.g. `sampling`).
+    pub config: &'a Config,
+}
+
+/// A dataset split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    /// Training prompts.
+    Train,
+    /// Validation.
+    Val,
+    /// Test.
+    Test,
+}
+
+impl Split {
+    /// The lowercase name (`train`, `val`, `test`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Val => "val",
+            Split::Test => "test",
+        }
+    }
+}
+
+/// One example of a task: a prompt and its reference continuations.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    /// Stable id (e.g. `imdb_train_17`).
+    pub id: String,
+    /// The prompt (TRIL's `prompt_or_input_text`).
+    pub prompt: String,
+    /// Reference continuations; at least one.
+    pub references: Vec<String>,
+    /// Free-form metadata carried to rewards and metrics.
+    #[serde(default)]
+    pub meta: BTreeMap<String, String>,
+}
+
+/// A task: the samples of each split.
+pub trait Task: Send {
+    /// The samples of `split`, in a deterministic order.
+    fn samples(&self, split: Split) -> Result<Vec<Sample>, PluginError>;
+}
+
+/// The text a reward or metric scores, one entry per sample.
+#[derive(Debug, Clone, Copy)]
+pub struct TextBatch<'a> {
+    /// Prompts.
+    pub prompts: &'a [String],
+    /// Generated continuations.
+    pub generations: &'a [String],
+    /// Reference continuations of each sample.
+    pub references: &'a [Vec<String>],
+}
+
+impl TextBatch<'_> {
+    /// Number of samples; checks that all columns agree.
+    pub fn len(&self) -> Result<usize, PluginError> {
+        let n = self.prompts.len();
+        if self.generations.len() != n || self.references.len() != n {
+            return Err(format!(
+                "batch columns disagree: {} prompts, {} generations, {} reference lists",
+                n,
+                self.generations.len(),
+                self.references.len()
+            )
+            .into());
+        }
+        Ok(n)
+    }
+
+    /// True when the batch holds no sample.
+    pub fn is_empty(&self) -> bool {
+        self.prompts.is_empty()
+    }
+}
+
+/// A reward function: one scalar per generated sequence (TRIL's `compute_reward`).
+pub trait RewardFn: Send {
+    /// Scores each (prompt, generation, references) triple.
+    fn score(&mut self, batch: TextBatch<'_>) -> Result<Vec<f64>, PluginError>;
+}
+
+/// One metric value: per-sample scores (when meaningful) and the corpus score.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricValue {
+    /// Per-sample scores, aligned with the batch.
+    pub per_sample: Option<Vec<f64>>,
+    /// The corpus-level score.
+    pub corpus: f64,
+}
+
+/// Metric results keyed `namespace/name` (TRIL's keys, e.g. `lexical/rouge_rouge1`).
+pub type MetricOutput = BTreeMap<String, MetricValue>;
+
+/// An evaluation metric over generated text.
+pub trait Metric: Send {
+    /// Computes the metric over a whole split's generations.
+    fn compute(&mut self, batch: TextBatch<'_>) -> Result<MetricOutput, PluginError>;
+}
+
+/// Where and how a run executes, handed to an algorithm.
+#[derive(Debug, Clone)]
+pub struct RunCtx<'a> {
+    /// The resolved config.
+    pub config: &'a Config,
+    /// The run directory (already created, `config.resolved.yaml` written).
+    pub run_dir: PathBuf,
+    /// A run directory to resume from, if `--resume` was given.
+    pub resume_from: Option<PathBuf>,
+    /// No progress bars.
+    pub quiet: bool,
+}
+
+/// A training algorithm: owns its models and loop, reads its typed config.
+pub trait Algorithm {
+    /// Runs training to the end (or to an error), writing into `ctx.run_dir`.
+    fn run(self: Box<Self>, ctx: &RunCtx<'_>) -> Result<(), PluginError>;
+}
+
+/// A KL-penalty coefficient controller (TRIL's `KLRegistry`).
+pub trait KlController: Send {
+    /// The current coefficient.
+    fn coeff(&self) -> f64;
+    /// Updates the coefficient from the mean per-trajectory KL of one iteration.
+    fn step(&mut self, kl: f64, n_steps: usize);
+    /// The state to checkpoint (the coefficient and anything else it keeps).
+    fn state(&self) -> Vec<f64>;
+    /// Restores a checkpointed state.
+    fn load_state(&mut self, state: &[f64]) -> Result<(), PluginError>;
+}
+
+/// A learning-rate schedule: the factor applied to the base learning rate after `step`
+/// scheduler steps (TRIL steps the scheduler once per iteration). Pure, so resuming
+/// needs only the step count.
+pub trait LrSchedule: Send + Sync + std::fmt::Debug {
+    /// Multiplier of the base learning rate after `step` steps.
+    fn factor(&self, step: u64) -> f64;
+}
+
+/// The optimizer families tril implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    /// Adam with L2 weight decay added to the gradient (torch `Adam`).
+    Adam,
+    /// Adam with decoupled weight decay (torch `AdamW`).
+    AdamW,
+}
+
+/// A fully specified optimizer: what an algorithm needs to build one on its backend.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OptimizerSpec {
+    /// The family.
+    pub kind: OptimizerKind,
+    /// Base learning rate.
+    pub lr: f64,
+    /// First and second moment decay rates.
+    pub betas: (f64, f64),
+    /// Denominator epsilon.
+    pub eps: f64,
+    /// Weight decay (decoupled for AdamW).
+    pub weight_decay: f64,
+    /// Parameter-name substrings that get no weight decay (TRIL: biases and LayerNorm).
+    pub no_decay: Vec<String>,
+}
+
+/// What kind of language model a policy wraps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelType {
+    /// Decoder-only (GPT-2 family).
+    Causal,
+    /// Encoder-decoder (T5 family).
+    Seq2seq,
+}
+
+/// How the value function shares parameters with the policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CriticLayout {
+    /// A separate full copy of the model with a value head (TRIL's `actor_critic`).
+    Separate,
+    /// One trunk with an LM head and a value head.
+    SharedTrunk,
+}
+
+/// A fully specified policy: which models to load and how they are wired.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicySpec {
+    /// Model type.
+    pub model_type: ModelType,
+    /// Hub id or local directory of the policy weights (or a built-in preset).
+    pub model_name: String,
+    /// Whether a frozen reference copy is kept for the KL penalty.
+    pub create_reference: bool,
+    /// Critic layout.
+    pub critic: CriticLayout,
+    /// An MLP value head instead of a single linear layer.
+    pub mlp_head: bool,
+    /// Maximum prompt length in tokens.
+    pub max_prompt_len: usize,
+    /// Maximum generated tokens.
+    pub max_gen_len: usize,
+}

@@ -1,0 +1,154 @@
+//! The typed shape of the root config (what `cfgs/` composes into).
+//!
+//! Plugin sections (`task`, `reward_fn`, `eval_metrics`, `alg.*`) are checked here only
+//! for their id; their `args` are validated by the registry entry that reads them.
+
+use serde::de::IgnoredAny;
+use serde::Deserialize;
+
+/// The root of a composed config.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RootConfig {
+    /// Name of the experiment (first part of the run directory).
+    pub experiment_name: String,
+    /// The run directory, usually `outputs/${experiment_name}/${now:...}`.
+    pub run_dir: String,
+    /// `cpu` or `cuda:N`.
+    pub device: String,
+    /// Whether to log to Weights & Biases (key from `WANDB_API_KEY`).
+    pub log_to_wandb: bool,
+    /// W&B entity.
+    pub entity_name: Option<String>,
+    /// W&B project.
+    pub project_name: String,
+    /// The task.
+    pub task: Component,
+    /// The reward function (absent for supervised tasks).
+    pub reward_fn: Option<Component>,
+    /// Prompt/generation shapes and sampling settings.
+    pub sampling: SamplingConfig,
+    /// Metrics computed at each evaluation.
+    #[serde(default)]
+    pub eval_metrics: Vec<Component>,
+    /// The algorithm section chosen for the task.
+    pub alg: AlgConfig,
+}
+
+/// A `{id, args}` section whose args a registry entry validates.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Component {
+    /// Registry id.
+    pub id: String,
+    /// Arguments, validated by the entry.
+    #[serde(default)]
+    pub args: Option<IgnoredAny>,
+}
+
+/// Which side padding or truncation applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    /// The start of the sequence.
+    Left,
+    /// The end of the sequence.
+    Right,
+}
+
+/// TRIL's `sampling` block.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SamplingConfig {
+    /// Generations per `generate` call on each process.
+    pub batch_size_per_process: usize,
+    /// Prompt length in tokens (prompts are padded/truncated to it).
+    pub max_prompt_len: usize,
+    /// Maximum generated tokens.
+    pub max_gen_len: usize,
+    /// Prompt padding side.
+    pub prompt_padding_side: Side,
+    /// Prompt truncation side.
+    pub prompt_truncation_side: Side,
+    /// Reference (context) padding side.
+    pub context_padding_side: Side,
+    /// Reference (context) truncation side.
+    pub context_truncation_side: Side,
+    /// Generation settings for rollouts.
+    pub train_generation_kwargs: GenKwargs,
+    /// Generation settings for evaluation.
+    pub eval_generation_kwargs: GenKwargs,
+}
+
+/// Generation settings, with the names TRIL passes to HF `generate`.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenKwargs {
+    /// Sample (true) or greedy (false).
+    #[serde(default)]
+    pub do_sample: bool,
+    /// Keep the k most likely tokens (0 = off).
+    #[serde(default)]
+    pub top_k: Option<usize>,
+    /// Nucleus sampling mass (1.0 = off).
+    #[serde(default)]
+    pub top_p: Option<f64>,
+    /// Softmax temperature.
+    #[serde(default)]
+    pub temperature: Option<f64>,
+    /// Minimum new tokens before EOS may be sampled (TRIL rewrites `min_length` this way).
+    #[serde(default)]
+    pub min_length: Option<usize>,
+    /// Maximum new tokens.
+    pub max_new_tokens: usize,
+    /// Beam search width (only 1 is supported by tril's sampler).
+    #[serde(default)]
+    pub num_beams: Option<usize>,
+}
+
+/// The algorithm section (`cfgs/alg/<alg>.yaml`, section for the task).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlgConfig {
+    /// Algorithm registry id.
+    pub id: String,
+    /// Whether the task's reward function is built.
+    #[serde(default)]
+    pub build_reward: bool,
+    /// Algorithm arguments, validated by the algorithm entry.
+    #[serde(default)]
+    pub args: Option<IgnoredAny>,
+    /// KL controller (`kl_type` plus its fields).
+    #[serde(default)]
+    pub kl_div: Option<IgnoredAny>,
+    /// Optimizer.
+    #[serde(default)]
+    pub optimizer: Option<Component>,
+    /// Learning-rate scheduler.
+    #[serde(default)]
+    pub scheduler: Option<Component>,
+    /// Tokenizer settings.
+    #[serde(default)]
+    pub tokenizer: Option<TokenizerConfig>,
+    /// Policy layout.
+    #[serde(default)]
+    pub policy: Option<Component>,
+    /// LoRA settings (TRIL's `lora.peft_config`).
+    #[serde(default)]
+    pub lora: Option<IgnoredAny>,
+}
+
+/// TRIL's `alg.tokenizer` block.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenizerConfig {
+    /// Hub id or local directory holding `tokenizer.json`, or a built-in name.
+    pub model_name: String,
+    /// Padding side.
+    pub padding_side: Side,
+    /// Truncation side.
+    pub truncation_side: Side,
+    /// Use the EOS token as the pad token.
+    #[serde(default)]
+    pub pad_token_as_eos_token: bool,
+}
