@@ -46,7 +46,7 @@ pub enum CoreError {
     },
 
     /// A mandatory group (`???` in config.yaml) was not chosen.
-    #[error("you must choose a {group}, e.g. {group}=<OPTION> (known: {known})")]
+    #[error("choose a `{group}` on the command line, e.g. {group}=<OPTION> (known: {known})")]
     MissingGroup {
         /// The group.
         group: String,

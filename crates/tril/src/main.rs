@@ -1,1 +1,4 @@
-fn main() {}
+//! The `tril` command.
+fn main() -> std::process::ExitCode {
+    tril::main()
+}

@@ -193,7 +193,16 @@ fn write_seq(items: &[Node], indent: usize, out: &mut String) {
     for v in items {
         out.push_str(&" ".repeat(indent));
         out.push('-');
-        write_child(&v.value, indent, out);
+        match &v.value {
+            // `- k: v` with the map's other keys aligned under the first.
+            Value::Map(m) if !m.is_empty() => {
+                let mut first = String::new();
+                write_map(m, indent + 2, &mut first);
+                out.push(' ');
+                out.push_str(&first[indent + 2..]);
+            }
+            other => write_child(other, indent, out),
+        }
     }
 }
 

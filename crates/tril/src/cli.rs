@@ -1,0 +1,81 @@
+//! The command line: `tril run`, `tril config`, `tril list`.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+const EXAMPLES: &str = "\
+Examples:
+  tril run task=imdb alg=ppo                    train PPO on IMDB
+  tril run task=imdb alg=ppo alg.args.n_iters=7 sampling.max_gen_len=20
+  tril run --resume outputs/tril_experiment/2026-11-23_10-00-00
+  tril run --config outputs/x/2026-11-23_10-00-00/config.resolved.yaml
+  tril config task=imdb alg=ppo                 print the resolved config
+  tril config task=imdb alg=ppo --provenance    ...with the source of every value
+  tril list reward_fn                           registered reward functions
+
+Overrides:
+  a.b=v      set an existing key (YAML-typed: 7, 1e-5, true, null, [a, b], {k: v})
+  +a.b=v     add a new key
+  ~a.b       delete a key
+  task=X alg=Y logging=Z   choose config files (cfgs/<group>/<X>.yaml)
+  TRIL_A__B=v in the environment sets a.b (below the command line in precedence)
+
+Exit codes: 0 ok, 2 usage or config error, 1 failure while running.";
+
+/// tril: reinforcement learning and preference fine-tuning of language models, on Burn.
+#[derive(Debug, Parser)]
+#[command(name = "tril", version, about, after_help = EXAMPLES)]
+pub struct Cli {
+    /// No progress bars; warnings and errors only on stderr.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+    /// More log output (-v debug, -vv trace). TRIL_LOG=<filter> overrides.
+    #[arg(long, short, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where the config comes from.
+#[derive(Debug, clap::Args)]
+pub struct ConfigArgs {
+    /// Config directory (default: TRIL_CONFIG_DIR, else ./cfgs, else the embedded cfgs/).
+    #[arg(long, value_name = "DIR")]
+    pub config_dir: Option<PathBuf>,
+    /// A composed config file to start from instead of composing (e.g. a run's config.resolved.yaml).
+    #[arg(long, value_name = "FILE", conflicts_with = "config_dir")]
+    pub config: Option<PathBuf>,
+    /// `task=X alg=Y` and `[+|~]a.b[=v]` overrides.
+    #[arg(value_name = "OVERRIDES", allow_hyphen_values = true)]
+    pub overrides: Vec<String>,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Train: compose the config, build the algorithm, run it into a new run directory.
+    Run {
+        /// Config source and overrides.
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Continue the run in this directory from its last checkpoint.
+        #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["config", "config_dir"])]
+        resume: Option<PathBuf>,
+    },
+    /// Print the resolved config as YAML (every `${...}` resolved) and check it.
+    Config {
+        /// Config source and overrides.
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Print `key: value  # source` for every value instead of YAML.
+        #[arg(long)]
+        provenance: bool,
+    },
+    /// List registered plugins (all kinds, or one: task, reward_fn, metric, algorithm,
+    /// policy, kl_controller, optimizer, scheduler).
+    List {
+        /// The kind to list.
+        kind: Option<String>,
+    },
+}

@@ -1,0 +1,147 @@
+//! What each subcommand does. Errors are classified: config/usage problems exit 2,
+//! failures while running exit 1.
+
+use crate::cli::ConfigArgs;
+use crate::store;
+use anyhow::{anyhow, Context};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use tril_core::config::{compose, compose_file, ComposeRequest, Config};
+use tril_core::plugin::RunCtx;
+use tril_core::registry::{self, Kind};
+use tril_core::schema::RootConfig;
+use tril_core::CoreError;
+
+/// A failed command: its class decides the exit code.
+#[derive(Debug)]
+pub enum Failure {
+    /// Bad usage or config (exit 2).
+    Config(anyhow::Error),
+    /// Failure while running (exit 1).
+    Runtime(anyhow::Error),
+}
+
+impl From<CoreError> for Failure {
+    fn from(e: CoreError) -> Self {
+        Failure::Config(e.into())
+    }
+}
+
+type CmdResult = Result<(), Failure>;
+
+fn request(args: &ConfigArgs) -> ComposeRequest {
+    let env = std::env::vars().filter(|(k, _)| k.starts_with("TRIL_")).collect();
+    ComposeRequest { args: args.overrides.clone(), env }
+}
+
+/// Composes the config a command asked for.
+pub fn load_config(args: &ConfigArgs) -> Result<Config, CoreError> {
+    let req = request(args);
+    match &args.config {
+        Some(file) => compose_file(file, &req),
+        None => compose(store::select(args.config_dir.as_deref()).as_ref(), &req),
+    }
+}
+
+/// Checks the typed root and every plugin section. Unknown plugin ids are returned
+/// separately: `tril config` reports them as warnings, `tril run` as errors.
+fn check(config: &Config) -> Result<Vec<CoreError>, Failure> {
+    registry::check_duplicates()?;
+    config.extract::<RootConfig>("")?;
+    let (unknown, errors): (Vec<_>, Vec<_>) = registry::check_config_sections(config)
+        .into_iter()
+        .partition(|e| matches!(e, CoreError::UnknownId { .. }));
+    if !errors.is_empty() {
+        let all: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
+        return Err(Failure::Config(anyhow!("invalid config:\n{}", all.join("\n"))));
+    }
+    Ok(unknown)
+}
+
+/// `tril config`.
+pub fn config(args: &ConfigArgs, provenance: bool) -> CmdResult {
+    let config = load_config(args)?;
+    let text = if provenance { config.provenance() } else { config.to_yaml() };
+    let unknown = check(&config)?;
+    std::io::stdout().write_all(text.as_bytes()).map_err(|e| Failure::Runtime(e.into()))?;
+    for e in unknown {
+        eprintln!("warning: {e} (`tril run` will refuse this config)");
+    }
+    Ok(())
+}
+
+/// `tril list [kind]`.
+pub fn list(kind: Option<&str>) -> CmdResult {
+    registry::check_duplicates()?;
+    let kinds: Vec<Kind> = match kind {
+        None => Kind::ALL.to_vec(),
+        Some(name) => vec![Kind::from_name(name).ok_or_else(|| {
+            let names: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
+            Failure::Config(anyhow!(
+                "unknown plugin kind `{name}`{}; kinds: {}",
+                tril_core::error::did_you_mean(name, names.iter().copied()),
+                names.join(", ")
+            ))
+        })?],
+    };
+    let mut out = String::new();
+    for kind in kinds {
+        let entries = kind.list();
+        out.push_str(&format!("{}:\n", kind.name()));
+        if entries.is_empty() {
+            out.push_str("  (none registered)\n");
+        }
+        let width = entries.iter().map(|e| e.id.len()).max().unwrap_or(0);
+        for e in entries {
+            out.push_str(&format!("  {:width$}  {}  [{}]\n", e.id, e.doc, e.crate_name));
+        }
+    }
+    print!("{out}");
+    Ok(())
+}
+
+/// `tril run`.
+pub fn run(args: &ConfigArgs, resume: Option<&Path>, quiet: bool) -> CmdResult {
+    let (config, run_dir) = match resume {
+        Some(dir) => {
+            let file = dir.join("config.resolved.yaml");
+            let config = compose_file(&file, &request(args))?;
+            (config, dir.to_path_buf())
+        }
+        None => {
+            let config = load_config(args)?;
+            let dir: String = config.extract("run_dir")?;
+            (config, PathBuf::from(dir))
+        }
+    };
+    let mut unknown = check(&config)?;
+    if !unknown.is_empty() {
+        // The algorithm first: without it nothing else matters.
+        unknown.sort_by_key(|e| !matches!(e, CoreError::UnknownId { kind: "algorithm", .. }));
+        let all: Vec<String> = unknown.iter().map(|e| format!("  {e}")).collect();
+        return Err(Failure::Config(anyhow!(
+            "this build of tril cannot run this config (see `tril list`):\n{}",
+            all.join("\n")
+        )));
+    }
+    let section = config.section("alg")?;
+    let algorithm = registry::build_algorithm(&section, &config).map_err(|e| Failure::Config(anyhow!(e)))?;
+    if resume.is_none() {
+        create_run_dir(&run_dir, &config).map_err(Failure::Runtime)?;
+    }
+    tracing::info!(run_dir = %run_dir.display(), "run directory");
+    let ctx = RunCtx { config: &config, run_dir, resume_from: resume.map(Path::to_path_buf), quiet };
+    algorithm.run(&ctx).map_err(|e| Failure::Runtime(anyhow!(e)))
+}
+
+/// Creates the run directory and writes `config.resolved.yaml` atomically.
+fn create_run_dir(dir: &Path, config: &Config) -> anyhow::Result<()> {
+    if dir.join("config.resolved.yaml").exists() {
+        anyhow::bail!("{} already holds a run; use --resume to continue it", dir.display());
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating run directory {}", dir.display()))?;
+    let tmp = dir.join(".config.resolved.yaml.tmp");
+    std::fs::write(&tmp, config.to_yaml()).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, dir.join("config.resolved.yaml")).context("renaming config.resolved.yaml into place")?;
+    Ok(())
+}
