@@ -47,7 +47,7 @@ pub struct ConfigArgs {
     #[arg(long, value_name = "FILE", conflicts_with = "config_dir")]
     pub config: Option<PathBuf>,
     /// `task=X alg=Y` and `[+|~]a.b[=v]` overrides.
-    #[arg(value_name = "OVERRIDES", allow_hyphen_values = true)]
+    #[arg(value_name = "OVERRIDES")]
     pub overrides: Vec<String>,
 }
 

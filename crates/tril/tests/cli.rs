@@ -1,0 +1,221 @@
+//! End-to-end tests of the `tril` command line: composition goldens for every shipped
+//! task x alg pair, precedence through the environment, errors and exit codes.
+//! Regenerate goldens with `UPDATE_GOLDENS=1 cargo test -p tril --test cli`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn cfgs() -> PathBuf {
+    repo().join("cfgs")
+}
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn tril_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Out {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tril"));
+    cmd.current_dir(dir).args(args).env_remove("TRIL_CONFIG_DIR").env_remove("TRIL_LOG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run tril");
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8(out.stdout).unwrap(),
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    }
+}
+
+/// `tril <cmd> --config-dir cfgs <rest>` from the repository root.
+fn tril(cmd: &str, rest: &[&str], env: &[(&str, &str)]) -> Out {
+    let dir = cfgs();
+    let mut args = vec![cmd, "--config-dir", dir.to_str().unwrap()];
+    args.extend_from_slice(rest);
+    tril_in(&repo(), &args, env)
+}
+
+fn options(group: &str) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(cfgs().join(group))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.strip_suffix(".yaml").map(str::to_string))
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn golden_resolved_config_for_every_task_alg_pair() {
+    let bless = std::env::var_os("UPDATE_GOLDENS").is_some();
+    let mut checked = 0;
+    for task in options("task") {
+        for alg in options("alg") {
+            let alg_text = std::fs::read_to_string(cfgs().join(format!("alg/{alg}.yaml"))).unwrap();
+            let has_section = alg_text.lines().any(|l| l == format!("{task}:"));
+            let (t, a) = (format!("task={task}"), format!("alg={alg}"));
+            let out = tril("config", &[&t, &a, "run_dir=outputs/golden"], &[]);
+            if !has_section {
+                assert_eq!(out.code, 2, "{task} x {alg} should be refused: {}", out.stderr);
+                assert!(out.stderr.contains(&format!("has no section for task `{task}`")), "{}", out.stderr);
+                continue;
+            }
+            assert_eq!(out.code, 0, "{task} x {alg}: {}", out.stderr);
+            assert!(!out.stdout.contains("${"), "unresolved interpolation in {task} x {alg}");
+            let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/golden/{task}__{alg}.yaml"));
+            if bless {
+                std::fs::write(&golden, &out.stdout).unwrap();
+            }
+            let expected = std::fs::read_to_string(&golden)
+                .unwrap_or_else(|_| panic!("missing golden {}; run with UPDATE_GOLDENS=1", golden.display()));
+            assert_eq!(out.stdout, expected, "{task} x {alg} differs from {}", golden.display());
+            checked += 1;
+        }
+    }
+    assert!(checked >= 2, "expected goldens for imdb x ppo and synthetic x ppo");
+}
+
+#[test]
+fn max_gen_len_override_reaches_every_interpolation() {
+    let out = tril("config", &["task=imdb", "alg=ppo", "sampling.max_gen_len=20", "alg.args.n_iters=7"], &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let y = &out.stdout;
+    assert!(y.contains("  max_gen_len: 20\n"), "sampling: {y}");
+    assert!(y.contains("    max_gen_len: 20\n"), "alg.args: {y}");
+    assert!(y.contains("      max_gen_len: 20\n"), "alg.policy.args: {y}");
+    assert!(!y.contains("max_gen_len: 48"), "{y}");
+    assert!(y.contains("    n_iters: 7\n"), "{y}");
+}
+
+#[test]
+fn environment_sits_between_files_and_command_line() {
+    let env = [("TRIL_ALG__ARGS__N_ITERS", "3")];
+    let out = tril("config", &["task=imdb", "alg=ppo", "--provenance"], &env);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("alg.args.n_iters: 3  # environment variable TRIL_ALG__ARGS__N_ITERS"), "{}", out.stdout);
+    let out = tril("config", &["task=imdb", "alg=ppo", "alg.args.n_iters=7", "--provenance"], &env);
+    assert!(out.stdout.contains("alg.args.n_iters: 7  # command line `alg.args.n_iters=7`"), "{}", out.stdout);
+}
+
+#[test]
+fn provenance_names_files_and_lines() {
+    let out = tril("config", &["task=imdb", "alg=ppo", "--provenance"], &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("task.id: imdb  # ") && out.stdout.contains("task/imdb.yaml:4"), "{}", out.stdout);
+    assert!(out.stdout.contains("alg.optimizer.args.lr: 1e-5  # "), "{}", out.stdout);
+}
+
+#[test]
+fn wrong_type_names_key_value_and_source() {
+    let out = tril("config", &["task=imdb", "alg=ppo", "sampling.max_gen_len=abc"], &[]);
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("sampling.max_gen_len: expected"), "{}", out.stderr);
+    assert!(out.stderr.contains("found \"abc\" (command line `sampling.max_gen_len=abc`)"), "{}", out.stderr);
+}
+
+#[test]
+fn unknown_key_in_yaml_names_key_and_file_line() {
+    let dir = tempfile::tempdir().unwrap();
+    for group in ["", "task", "alg", "logging"] {
+        std::fs::create_dir_all(dir.path().join(group)).unwrap();
+    }
+    for rel in ["config.yaml", "alg/ppo.yaml", "logging/default.yaml", "logging/wandb.yaml", "task/synthetic.yaml"] {
+        std::fs::copy(cfgs().join(rel), dir.path().join(rel)).unwrap();
+    }
+    let imdb = std::fs::read_to_string(cfgs().join("task/imdb.yaml")).unwrap();
+    std::fs::write(dir.path().join("task/imdb.yaml"), imdb.replace("  context_padding_side: right", "  context_paddin_side: right")).unwrap();
+    let d = dir.path().to_str().unwrap();
+    let out = tril_in(&repo(), &["config", "--config-dir", d, "task=imdb", "alg=ppo"], &[]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("sampling.context_paddin_side: unknown key; did you mean `context_padding_side`?"), "{}", out.stderr);
+    assert!(out.stderr.contains("task/imdb.yaml:21)"), "{}", out.stderr);
+}
+
+#[test]
+fn unknown_key_on_command_line_is_refused() {
+    let out = tril("config", &["task=imdb", "alg=ppo", "sampling.max_gen_lenn=3"], &[]);
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("did you mean `max_gen_len`?"), "{}", out.stderr);
+    let out = tril("config", &["task=imdb", "alg=ppo", "+sampling.max_gen_lenn=3"], &[]);
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("sampling.max_gen_lenn: unknown key; did you mean `max_gen_len`?"), "{}", out.stderr);
+    assert!(out.stderr.contains("(command line `+sampling.max_gen_lenn=3`)"), "{}", out.stderr);
+}
+
+#[test]
+fn unknown_task_and_alg_ids() {
+    let out = tril("config", &["task=imbd", "alg=ppo"], &[]);
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("unknown task `imbd`") && out.stderr.contains("did you mean `imdb`?"), "{}", out.stderr);
+    let out = tril("config", &["task=imdb", "alg=ppx"], &[]);
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("unknown alg `ppx`") && out.stderr.contains("known: ppo"), "{}", out.stderr);
+    let out = tril("config", &["task=imdb"], &[]);
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("choose a `alg`"), "{}", out.stderr);
+}
+
+#[test]
+fn run_refuses_an_unregistered_algorithm_without_creating_a_run_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("out");
+    let run_dir = format!("run_dir={}", out_dir.display());
+    let out = tril("run", &["task=imdb", "alg=ppo", &run_dir, "alg.id=nosuchalg"], &[]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("alg.id: unknown algorithm `nosuchalg`"), "{}", out.stderr);
+    assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+    assert!(!out_dir.exists());
+}
+
+#[test]
+fn usage_errors_exit_2_and_help_exits_0() {
+    assert_eq!(tril_in(&repo(), &["frobnicate"], &[]).code, 2);
+    let help = tril_in(&repo(), &["--help"], &[]);
+    assert_eq!(help.code, 0);
+    assert!(help.stdout.contains("tril run task=imdb alg=ppo"), "{}", help.stdout);
+    let out = tril_in(&repo(), &["list", "rewards"], &[]);
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("did you mean `reward_fn`?"), "{}", out.stderr);
+}
+
+#[test]
+fn list_is_sorted_and_names_every_kind() {
+    let out = tril_in(&repo(), &["list"], &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let kinds = ["task", "reward_fn", "metric", "algorithm", "policy", "kl_controller", "optimizer", "scheduler"];
+    for kind in kinds {
+        assert!(out.stdout.contains(&format!("{kind}:\n")), "{kind} missing: {}", out.stdout);
+    }
+    let mut ids: Vec<Vec<String>> = Vec::new();
+    for line in out.stdout.lines() {
+        if !line.starts_with(' ') {
+            ids.push(Vec::new());
+        } else if !line.contains("(none registered)") {
+            ids.last_mut().unwrap().push(line.split_whitespace().next().unwrap().to_string());
+        }
+    }
+    for group in ids {
+        let mut sorted = group.clone();
+        sorted.sort();
+        assert_eq!(group, sorted);
+    }
+}
+
+#[test]
+fn resolved_file_round_trips_and_embedded_cfgs_work_anywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = tril_in(dir.path(), &["config", "task=imdb", "alg=ppo", "run_dir=x"], &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let file = dir.path().join("resolved.yaml");
+    std::fs::write(&file, &out.stdout).unwrap();
+    let again = tril_in(dir.path(), &["config", "--config", file.to_str().unwrap()], &[]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert_eq!(again.stdout, out.stdout);
+    let prov = tril_in(dir.path(), &["config", "task=imdb", "alg=ppo", "--provenance"], &[]);
+    assert!(prov.stdout.contains("<embedded>/cfgs/task/imdb.yaml:4"), "{}", prov.stdout);
+}
