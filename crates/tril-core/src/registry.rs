@@ -116,7 +116,8 @@ pub struct Listing {
 /// section for flat ones (KL controllers keep TRIL's `kl_type, coeff, ...` layout).
 fn args_of<'a>(kind: Kind, section: &Section<'a>) -> Section<'a> {
     if kind.id_field() == "id" {
-        static NULL: crate::config::Node = crate::config::Node { value: crate::config::Value::Null, origin: Origin::Composer };
+        static NULL: crate::config::Node =
+            crate::config::Node { value: crate::config::Value::Null, origin: Origin::Composer };
         let node = section.node().get("args").unwrap_or(&NULL);
         Section::new(section.key(), node).with_suffix("args")
     } else {
@@ -175,7 +176,12 @@ builders! {
 pub fn check_duplicates() -> Result<()> {
     for &kind in Kind::ALL {
         if let Some((a, b)) = first_duplicate(&kind.list()) {
-            return Err(CoreError::DuplicateId { kind: kind.name(), id: a.id, first: a.crate_name, second: b.crate_name });
+            return Err(CoreError::DuplicateId {
+                kind: kind.name(),
+                id: a.id,
+                first: a.crate_name,
+                second: b.crate_name,
+            });
         }
     }
     Ok(())
@@ -223,26 +229,6 @@ pub fn check_config_sections(config: &Config) -> Vec<CoreError> {
     errors
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn duplicates_are_found_in_sorted_listings() {
-        let l = |id, c| Listing { id, doc: "", crate_name: c };
-        assert!(first_duplicate(&[l("a", "x"), l("b", "y")]).is_none());
-        let (a, b) = first_duplicate(&[l("a", "x"), l("b", "one"), l("b", "two")]).unwrap();
-        assert_eq!((a.crate_name, b.crate_name), ("one", "two"));
-    }
-
-    #[test]
-    fn kinds_round_trip_names() {
-        for &k in Kind::ALL {
-            assert_eq!(Kind::from_name(k.name()), Some(k));
-        }
-    }
-}
-
 /// Registers a plugin beside its implementation.
 ///
 /// ```ignore
@@ -282,4 +268,24 @@ macro_rules! __register {
             }
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duplicates_are_found_in_sorted_listings() {
+        let l = |id, c| Listing { id, doc: "", crate_name: c };
+        assert!(first_duplicate(&[l("a", "x"), l("b", "y")]).is_none());
+        let (a, b) = first_duplicate(&[l("a", "x"), l("b", "one"), l("b", "two")]).unwrap();
+        assert_eq!((a.crate_name, b.crate_name), ("one", "two"));
+    }
+
+    #[test]
+    fn kinds_round_trip_names() {
+        for &k in Kind::ALL {
+            assert_eq!(Kind::from_name(k.name()), Some(k));
+        }
+    }
 }

@@ -23,12 +23,7 @@ const TASK: &str = "task:\n  id: toy\nlevel_a: task\nreward_fn:\n  id: from_task
 const ALG: &str = "alg_id: ppo\ntoy:\n  id: ppo\n  args:\n    n_iters: 50\n    gen: ${sampling.max_gen_len}\n    label: n${sampling.max_gen_len}\n  reward_fn:\n    id: from_alg\n";
 
 fn base() -> tempfile::TempDir {
-    cfgs(&[
-        ("config.yaml", CONFIG),
-        ("logging/default.yaml", LOGGING),
-        ("task/toy.yaml", TASK),
-        ("alg/ppo.yaml", ALG),
-    ])
+    cfgs(&[("config.yaml", CONFIG), ("logging/default.yaml", LOGGING), ("task/toy.yaml", TASK), ("alg/ppo.yaml", ALG)])
 }
 
 fn run(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<Config, CoreError> {

@@ -3,7 +3,7 @@
 
 use tril_core::config::Section;
 use tril_core::plugin::{BuildCtx, LrSchedule, PluginError};
-use tril_core::registry::{check_duplicates, check_config, Kind, SchedulerEntry};
+use tril_core::registry::{check_config, check_duplicates, Kind, SchedulerEntry};
 
 #[derive(Debug)]
 struct Flat;

@@ -35,12 +35,12 @@ fn request(args: &ConfigArgs) -> ComposeRequest {
 }
 
 /// Composes the config a command asked for.
-pub fn load_config(args: &ConfigArgs) -> Result<Config, CoreError> {
+pub fn load_config(args: &ConfigArgs) -> Result<Config, Failure> {
     let req = request(args);
-    match &args.config {
-        Some(file) => compose_file(file, &req),
-        None => compose(store::select(args.config_dir.as_deref()).as_ref(), &req),
-    }
+    Ok(match &args.config {
+        Some(file) => compose_file(file, &req)?,
+        None => compose(store::select(args.config_dir.as_deref()).as_ref(), &req)?,
+    })
 }
 
 /// Checks the typed root and every plugin section. Unknown plugin ids are returned
@@ -48,9 +48,8 @@ pub fn load_config(args: &ConfigArgs) -> Result<Config, CoreError> {
 fn check(config: &Config) -> Result<Vec<CoreError>, Failure> {
     registry::check_duplicates()?;
     config.extract::<RootConfig>("")?;
-    let (unknown, errors): (Vec<_>, Vec<_>) = registry::check_config_sections(config)
-        .into_iter()
-        .partition(|e| matches!(e, CoreError::UnknownId { .. }));
+    let (unknown, errors): (Vec<_>, Vec<_>) =
+        registry::check_config_sections(config).into_iter().partition(|e| matches!(e, CoreError::UnknownId { .. }));
     if !errors.is_empty() {
         let all: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
         return Err(Failure::Config(anyhow!("invalid config:\n{}", all.join("\n"))));

@@ -97,7 +97,11 @@ fn environment_sits_between_files_and_command_line() {
     let env = [("TRIL_ALG__ARGS__N_ITERS", "3")];
     let out = tril("config", &["task=imdb", "alg=ppo", "--provenance"], &env);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert!(out.stdout.contains("alg.args.n_iters: 3  # environment variable TRIL_ALG__ARGS__N_ITERS"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("alg.args.n_iters: 3  # environment variable TRIL_ALG__ARGS__N_ITERS"),
+        "{}",
+        out.stdout
+    );
     let out = tril("config", &["task=imdb", "alg=ppo", "alg.args.n_iters=7", "--provenance"], &env);
     assert!(out.stdout.contains("alg.args.n_iters: 7  # command line `alg.args.n_iters=7`"), "{}", out.stdout);
 }
@@ -128,11 +132,19 @@ fn unknown_key_in_yaml_names_key_and_file_line() {
         std::fs::copy(cfgs().join(rel), dir.path().join(rel)).unwrap();
     }
     let imdb = std::fs::read_to_string(cfgs().join("task/imdb.yaml")).unwrap();
-    std::fs::write(dir.path().join("task/imdb.yaml"), imdb.replace("  context_padding_side: right", "  context_paddin_side: right")).unwrap();
+    std::fs::write(
+        dir.path().join("task/imdb.yaml"),
+        imdb.replace("  context_padding_side: right", "  context_paddin_side: right"),
+    )
+    .unwrap();
     let d = dir.path().to_str().unwrap();
     let out = tril_in(&repo(), &["config", "--config-dir", d, "task=imdb", "alg=ppo"], &[]);
     assert_eq!(out.code, 2, "{}", out.stderr);
-    assert!(out.stderr.contains("sampling.context_paddin_side: unknown key; did you mean `context_padding_side`?"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("sampling.context_paddin_side: unknown key; did you mean `context_padding_side`?"),
+        "{}",
+        out.stderr
+    );
     assert!(out.stderr.contains("task/imdb.yaml:21)"), "{}", out.stderr);
 }
 
@@ -151,7 +163,11 @@ fn unknown_key_on_command_line_is_refused() {
 fn unknown_task_and_alg_ids() {
     let out = tril("config", &["task=imbd", "alg=ppo"], &[]);
     assert_eq!(out.code, 2);
-    assert!(out.stderr.contains("unknown task `imbd`") && out.stderr.contains("did you mean `imdb`?"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("unknown task `imbd`") && out.stderr.contains("did you mean `imdb`?"),
+        "{}",
+        out.stderr
+    );
     let out = tril("config", &["task=imdb", "alg=ppx"], &[]);
     assert_eq!(out.code, 2);
     assert!(out.stderr.contains("unknown alg `ppx`") && out.stderr.contains("known: ppo"), "{}", out.stderr);

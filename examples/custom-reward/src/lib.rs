@@ -81,7 +81,13 @@ mod tests {
     #[test]
     fn builds_from_a_composed_config_through_the_registry() {
         let store = DirStore::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../cfgs"));
-        let args = ["task=imdb", "alg=ppo", "reward_fn.id=length_penalty", "~reward_fn.args", "+reward_fn.args={target_words: 2}"];
+        let args = [
+            "task=imdb",
+            "alg=ppo",
+            "reward_fn.id=length_penalty",
+            "~reward_fn.args",
+            "+reward_fn.args={target_words: 2}",
+        ];
         let req = ComposeRequest { args: args.iter().map(|s| s.to_string()).collect(), env: vec![] };
         let config = compose(&store, &req).unwrap();
         let mut reward = registry::build_reward_fn(&config.section("reward_fn").unwrap(), &config).unwrap();

@@ -138,10 +138,9 @@ pub fn compose(store: &dyn ConfigStore, req: &ComposeRequest) -> Result<Config> 
     }
     let mut selected = Vec::new();
     for (group, option) in &choices {
-        let option = option.clone().ok_or_else(|| CoreError::MissingGroup {
-            group: group.clone(),
-            known: store.options(group).join(", "),
-        })?;
+        let option = option
+            .clone()
+            .ok_or_else(|| CoreError::MissingGroup { group: group.clone(), known: store.options(group).join(", ") })?;
         selected.push((group.clone(), option));
     }
     for (group, option) in selected.iter().filter(|(g, _)| g != "alg") {
@@ -164,7 +163,11 @@ pub fn compose(store: &dyn ConfigStore, req: &ComposeRequest) -> Result<Config> 
             Arg::Set { key, value, add } => set_value(&mut root, key, value, *add, raw, origin)?,
             Arg::Delete { key } => {
                 if root.remove(key).is_none() {
-                    return Err(CoreError::Override { arg: raw.clone(), message: format!("no key `{key}` to delete"), origin });
+                    return Err(CoreError::Override {
+                        arg: raw.clone(),
+                        message: format!("no key `{key}` to delete"),
+                        origin,
+                    });
                 }
             }
         }
@@ -319,7 +322,8 @@ fn apply_alg(store: &dyn ConfigStore, root: &mut Node, alg: &str) -> Result<()> 
         _ => alg.to_string(),
     };
     let sections: Vec<String> = tree.as_map().map(|m| m.keys().cloned().collect()).unwrap_or_default();
-    let no_section = || CoreError::NoAlgSection { file: file.clone(), task: task_id.clone(), sections: sections.join(", ") };
+    let no_section =
+        || CoreError::NoAlgSection { file: file.clone(), task: task_id.clone(), sections: sections.join(", ") };
     let mut section = tree.remove(&task_id).ok_or_else(no_section)?;
     match section.get("id") {
         Some(Node { value: Value::Str(id), .. }) if *id == alg_id => {}
@@ -361,11 +365,8 @@ fn set_value(root: &mut Node, key: &str, raw_value: &str, add: bool, arg: &str, 
     if !add && !exists {
         let parent = key.rsplit_once('.').map_or("", |(p, _)| p);
         let last = key.rsplit_once('.').map_or(key, |(_, l)| l);
-        let siblings: Vec<String> = root
-            .get(parent)
-            .and_then(Node::as_map)
-            .map(|m| m.keys().cloned().collect())
-            .unwrap_or_default();
+        let siblings: Vec<String> =
+            root.get(parent).and_then(Node::as_map).map(|m| m.keys().cloned().collect()).unwrap_or_default();
         let hint = did_you_mean(last, siblings.iter().map(String::as_str));
         return Err(bad(format!("no key `{key}` in the composed config{hint} (use `+{key}=...` to add a new key)")));
     }
@@ -390,11 +391,11 @@ mod tests {
     #[test]
     fn args_parse() {
         let groups = vec!["task".to_string(), "alg".to_string()];
-        assert_eq!(parse_arg("task=imdb", &groups).unwrap(), Arg::Choose { group: "task".into(), option: "imdb".into() });
         assert_eq!(
-            parse_arg("+a.b=1", &groups).unwrap(),
-            Arg::Set { key: "a.b".into(), value: "1".into(), add: true }
+            parse_arg("task=imdb", &groups).unwrap(),
+            Arg::Choose { group: "task".into(), option: "imdb".into() }
         );
+        assert_eq!(parse_arg("+a.b=1", &groups).unwrap(), Arg::Set { key: "a.b".into(), value: "1".into(), add: true });
         assert_eq!(parse_arg("~a.b", &groups).unwrap(), Arg::Delete { key: "a.b".into() });
         assert!(parse_arg("a..b=1", &groups).is_err());
         assert!(parse_arg("novalue", &groups).is_err());

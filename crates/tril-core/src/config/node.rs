@@ -115,7 +115,11 @@ pub fn format_float(x: f64) -> String {
     if x.is_nan() {
         ".nan".into()
     } else if x.is_infinite() {
-        if x > 0.0 { ".inf".into() } else { "-.inf".into() }
+        if x > 0.0 {
+            ".inf".into()
+        } else {
+            "-.inf".into()
+        }
     } else if x != 0.0 && (x.abs() < 1e-4 || x.abs() >= 1e16) {
         format!("{x:e}")
     } else if x.fract() == 0.0 {
@@ -318,10 +322,8 @@ mod tests {
             ("a", map(vec![("x", leaf(Value::Int(1))), ("y", leaf(Value::Int(2)))])),
             ("l", leaf(Value::Seq(vec![leaf(Value::Int(1)), leaf(Value::Int(2))]))),
         ]);
-        let over = map(vec![
-            ("a", map(vec![("y", leaf(Value::Int(3)))])),
-            ("l", leaf(Value::Seq(vec![leaf(Value::Int(9))]))),
-        ]);
+        let over =
+            map(vec![("a", map(vec![("y", leaf(Value::Int(3)))])), ("l", leaf(Value::Seq(vec![leaf(Value::Int(9))])))]);
         base.merge(over);
         assert_eq!(base.get("a.x").unwrap().value, Value::Int(1));
         assert_eq!(base.get("a.y").unwrap().value, Value::Int(3));

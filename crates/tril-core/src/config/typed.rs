@@ -37,19 +37,16 @@ impl Config {
 
     /// The section at a dotted key (`""` is the root).
     pub fn section(&self, key: &str) -> Result<Section<'_>> {
-        let node = self.root.get(key).ok_or_else(|| CoreError::MissingKey {
-            key: key.to_string(),
-            origin: self.root.origin.clone(),
-        })?;
+        let node = self
+            .root
+            .get(key)
+            .ok_or_else(|| CoreError::MissingKey { key: key.to_string(), origin: self.root.origin.clone() })?;
         Ok(Section { key: key.to_string(), node })
     }
 
     /// The section at a key, or `None` when it is absent or null.
     pub fn optional_section(&self, key: &str) -> Option<Section<'_>> {
-        self.root
-            .get(key)
-            .filter(|n| n.value != Value::Null)
-            .map(|node| Section { key: key.to_string(), node })
+        self.root.get(key).filter(|n| n.value != Value::Null).map(|node| Section { key: key.to_string(), node })
     }
 
     /// Deserializes the value at `key` into `T`.
@@ -157,22 +154,20 @@ impl<'a> Section<'a> {
                 origin: node.get(&field).map_or(origin, |n| n.origin.clone()),
             },
             Kind::MissingField(field) => CoreError::MissingKey { key: join_path(&key, &field), origin },
-            Kind::InvalidType(_, expected) => CoreError::InvalidValue {
-                key,
-                value: value(),
-                message: format!("expected {expected}"),
-                origin,
-            },
-            Kind::InvalidValue(_, expected) => CoreError::InvalidValue {
-                key,
-                value: value(),
-                message: format!("expected {expected}"),
-                origin,
-            },
+            Kind::InvalidType(_, expected) => {
+                CoreError::InvalidValue { key, value: value(), message: format!("expected {expected}"), origin }
+            }
+            Kind::InvalidValue(_, expected) => {
+                CoreError::InvalidValue { key, value: value(), message: format!("expected {expected}"), origin }
+            }
             Kind::UnknownVariant(variant, expected) => CoreError::InvalidValue {
                 key,
                 value: format!("{variant:?}"),
-                message: format!("expected one of {}{}", expected.join(", "), did_you_mean(&variant, expected.iter().copied())),
+                message: format!(
+                    "expected one of {}{}",
+                    expected.join(", "),
+                    did_you_mean(&variant, expected.iter().copied())
+                ),
                 origin,
             },
             other => CoreError::InvalidValue { key, value: value(), message: other.to_string(), origin },
@@ -236,6 +231,7 @@ mod tests {
         let c = config("alg:\n  args:\n    n_iters: 7\n    lr: 1e-5\n    side: left\n");
         let args: Args = c.extract("alg.args").unwrap();
         assert_eq!(args.n_iters, 7);
+        assert_eq!(args.lr, 1e-5);
         assert_eq!(args.side, Some(Side::Left));
     }
 

@@ -317,7 +317,8 @@ mod tests {
 
     #[test]
     fn emit_round_trips() {
-        let text = "a:\n  b: 1\n  c:\n  - x\n  - \"1.0\"\n  - 1.0\n  d: {}\n  e: \"has: colon\"\n  f: null\n  g: 1e-5\n";
+        let text =
+            "a:\n  b: 1\n  c:\n  - x\n  - \"1.0\"\n  - 1.0\n  d: {}\n  e: \"has: colon\"\n  f: null\n  g: 1e-5\n";
         let node = parse_yaml(text, Path::new("f.yaml")).unwrap();
         let again = parse_yaml(&to_yaml(&node), Path::new("g.yaml")).unwrap();
         let mut a = Vec::new();
