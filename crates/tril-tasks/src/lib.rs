@@ -1,8 +1,24 @@
 //! # tril-tasks
 //!
 //! Tasks: datasets of prompts and references, registered with
-//! `tril_core::register!(task, ...)` and implementing [`tril_core::plugin::Task`].
-//! The task implementations (`synthetic`, `imdb`, `tldr`, `commongen`, preference data)
-//! arrive with the issues that use them; this crate is linked by the `tril` binary so
-//! that their registrations are collected.
+//! [`tril_core::register!`] and implementing [`tril_core::plugin::Task`].
+//!
+//! | id | what |
+//! |---|---|
+//! | `synthetic` | [`synthetic::Synthetic`]: counting prompts, the embedded default |
+//! | `imdb` | [`imdb::Imdb`]: TRIL's IMDB continuation task from local CSV/JSONL |
+//!
+//! ```
+//! use tril_core::plugin::{Split, Task};
+//! use tril_tasks::synthetic::{Synthetic, SyntheticConfig};
+//! let task = Synthetic::new(SyntheticConfig { n_val: 4, ..Default::default() }).unwrap();
+//! assert_eq!(task.samples(Split::Val).unwrap().len(), 4);
+//! ```
 #![deny(missing_docs)]
+
+pub mod error;
+pub mod imdb;
+pub mod synthetic;
+pub mod table;
+
+pub use error::TaskError;

@@ -1,0 +1,63 @@
+//! The one error type of `tril-tasks`.
+
+use std::path::PathBuf;
+
+/// Errors while loading or preparing task data.
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    /// A data file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file's format is not one tril reads.
+    #[error("{path}: unsupported data file format (expected .csv, .jsonl or .json lines)")]
+    Format {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A row is malformed or misses a required column.
+    #[error("{path}: row {row}: {message}")]
+    Row {
+        /// The file.
+        path: PathBuf,
+        /// 1-based data row (header excluded).
+        row: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// A required column is absent from the file.
+    #[error("{path}: no column `{column}` (columns: {columns}); set {key} to one of them")]
+    MissingColumn {
+        /// The file.
+        path: PathBuf,
+        /// The column asked for.
+        column: String,
+        /// The columns the file has.
+        columns: String,
+        /// The config key that names the column.
+        key: String,
+    },
+    /// A split would be empty.
+    #[error("task `{task}`: split `{split}` is empty ({detail})")]
+    EmptySplit {
+        /// Task id.
+        task: String,
+        /// Split name.
+        split: String,
+        /// Why.
+        detail: String,
+    },
+    /// The task needs data it was not given.
+    #[error("task `{task}`: {message}")]
+    Config {
+        /// Task id.
+        task: String,
+        /// What to do.
+        message: String,
+    },
+}
