@@ -1,6 +1,18 @@
 //! # tril-metrics
 //!
-//! Evaluation metrics, registered with `tril_core::register!(metric, ...)` and
-//! implementing [`tril_core::plugin::Metric`]. Implementations (`learned_reward`,
-//! perplexities, rouge, bleu, meteor, cider, diversity) arrive with the issues that use them.
+//! Evaluation metrics, registered with [`tril_core::register!`] and implementing
+//! [`tril_core::plugin::Metric`]. Keys keep TRIL's `namespace/name` form.
+//!
+//! | id | keys |
+//! |---|---|
+//! | `diversity` | [`diversity`]: `diversity_metrics/{distinct,unique,vocab_size}-n`, `msttr-W`, lengths |
+//! | `increasing_numbers` | [`reward_metrics`]: `synthetic/increasing_numbers` |
+//!
+//! ```
+//! let out = tril_metrics::diversity::diversity(&["a b a".to_string()], 100);
+//! assert_eq!(out["diversity_metrics/vocab_size-1"].corpus, 2.0);
+//! ```
 #![deny(missing_docs)]
+
+pub mod diversity;
+pub mod reward_metrics;

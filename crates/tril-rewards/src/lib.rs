@@ -1,6 +1,16 @@
 //! # tril-rewards
 //!
-//! Reward functions, registered with `tril_core::register!(reward_fn, ...)` and
-//! implementing [`tril_core::plugin::RewardFn`]. Implementations (`learned_reward`,
-//! rule-based rewards, ensembles, metric rewards) arrive with the issues that use them.
+//! Reward functions, registered with [`tril_core::register!`] and implementing
+//! [`tril_core::plugin::RewardFn`] (text in, one scalar per sequence out).
+//!
+//! | id | what |
+//! |---|---|
+//! | `increasing_numbers` | [`increasing_numbers::IncreasingNumbers`], the synthetic task's rule reward |
+//!
+//! ```
+//! use tril_rewards::increasing_numbers::increasing_numbers_reward;
+//! assert_eq!(increasing_numbers_reward("3 4 5 6", 4), 1.0);
+//! ```
 #![deny(missing_docs)]
+
+pub mod increasing_numbers;
