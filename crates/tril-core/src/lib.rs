@@ -32,6 +32,7 @@
 
 pub mod config;
 pub mod error;
+pub mod ops;
 pub mod plugin;
 pub mod registry;
 pub mod schema;
