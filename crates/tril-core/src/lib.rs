@@ -35,6 +35,7 @@ pub mod error;
 pub mod ops;
 pub mod plugin;
 pub mod registry;
+pub mod run_dir;
 pub mod schema;
 
 pub use error::{CoreError, Result};

@@ -138,9 +138,8 @@ fn create_run_dir(dir: &Path, config: &Config) -> anyhow::Result<()> {
     if dir.join("config.resolved.yaml").exists() {
         anyhow::bail!("{} already holds a run; use --resume to continue it", dir.display());
     }
-    std::fs::create_dir_all(dir).with_context(|| format!("creating run directory {}", dir.display()))?;
-    let tmp = dir.join(".config.resolved.yaml.tmp");
-    std::fs::write(&tmp, config.to_yaml()).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, dir.join("config.resolved.yaml")).context("renaming config.resolved.yaml into place")?;
+    let run =
+        tril_core::run_dir::RunDir::open(dir).with_context(|| format!("creating run directory {}", dir.display()))?;
+    run.write_atomic("config.resolved.yaml", config.to_yaml().as_bytes())?;
     Ok(())
 }
