@@ -33,6 +33,7 @@
 pub mod config;
 pub mod error;
 pub mod ops;
+pub mod plot;
 pub mod plugin;
 pub mod registry;
 pub mod run_dir;
