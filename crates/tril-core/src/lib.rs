@@ -38,6 +38,7 @@ pub mod plugin;
 pub mod registry;
 pub mod run_dir;
 pub mod schema;
+pub mod tracker;
 
 pub use error::{CoreError, Result};
 #[doc(hidden)]

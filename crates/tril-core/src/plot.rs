@@ -47,7 +47,8 @@ fn range(values: impl Iterator<Item = f64> + Clone) -> std::ops::Range<f64> {
     if !lo.is_finite() {
         return 0.0..1.0;
     }
-    let pad = ((hi - lo) * 0.05).max(1e-6);
+    let span = hi - lo;
+    let pad = if span < 1e-9 { (lo.abs() * 0.1).max(0.1) } else { span * 0.05 };
     (lo - pad)..(hi + pad)
 }
 
@@ -86,8 +87,12 @@ fn draw_panel<DB: DrawingBackend>(
     chart.configure_mesh().x_desc(panel.x_label.as_str()).label_style(("sans-serif", 14)).draw()?;
     for (i, series) in panel.series.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
+        // Non-finite values (a NaN loss) are skipped rather than drawn off the chart.
+        let points: Vec<(f64, f64)> =
+            series.points.iter().copied().filter(|(x, y)| x.is_finite() && y.is_finite()).collect();
+        chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
         chart
-            .draw_series(LineSeries::new(series.points.iter().copied(), color.stroke_width(2)))?
+            .draw_series(LineSeries::new(points, color.stroke_width(2)))?
             .label(series.label.as_str())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
     }

@@ -123,6 +123,13 @@ pub fn run(args: &ConfigArgs, resume: Option<&Path>, quiet: bool) -> CmdResult {
             all.join("\n")
         )));
     }
+    let root: RootConfig = config.extract("")?;
+    if root.log_to_wandb {
+        return Err(Failure::Config(anyhow!(
+            "log_to_wandb: Weights & Biases logging is not implemented in tril yet; use logging=default \
+             (every metric is in the run directory's JSONL files and plots/)"
+        )));
+    }
     let section = config.section("alg")?;
     let algorithm = registry::build_algorithm(&section, &config).map_err(|e| Failure::Config(anyhow!(e)))?;
     if resume.is_none() {

@@ -1,0 +1,178 @@
+//! Trackers: what a run logs, in TRIL's files and key namespaces.
+//!
+//! | file | one line per | content |
+//! |---|---|---|
+//! | `rollout_info.jsonl` | iteration | `{"iteration": n, "rollout_buffer/...": x, ...}` |
+//! | `training_info.jsonl` | iteration | `{"iteration": n, "ppo/...": x, "time/...": x, ...}` |
+//! | `{split}_split_metrics.jsonl` | evaluation | `{"epoch": n, "metrics": {key: corpus score}}` (TRIL's form) |
+//! | `epoch_{n}_{split}_split_predictions.json` | evaluation | a list of `{split_name, sample_id, prompt_text, generated_text, ref_text, <metric>: score}` |
+//! | `plots/curves.png` | evaluation | the logged curves of the keys asked for |
+//!
+//! Every value is also kept in memory so plots need no re-reading.
+
+use crate::error::Result;
+use crate::plot::{plot_panels, Panel, Series};
+use crate::plugin::{MetricOutput, Sample, Split};
+use crate::run_dir::RunDir;
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+
+/// Scalar statistics keyed by their metric name (`ppo/approx_kl`, ...).
+pub type Stats = BTreeMap<String, f64>;
+
+/// Writes a run's logs into its run directory.
+#[derive(Debug)]
+pub struct Tracker {
+    run: RunDir,
+    history: BTreeMap<String, Vec<(f64, f64)>>,
+}
+
+impl Tracker {
+    /// A tracker writing into `run`.
+    pub fn new(run: RunDir) -> Self {
+        Tracker { run, history: BTreeMap::new() }
+    }
+
+    /// The run directory.
+    pub fn run_dir(&self) -> &RunDir {
+        &self.run
+    }
+
+    fn record(&mut self, file: &str, x_key: &str, x: usize, stats: &Stats) -> Result<()> {
+        let mut line = Map::new();
+        line.insert(x_key.into(), json!(x));
+        for (k, v) in stats {
+            line.insert(k.clone(), json_number(*v));
+            self.history.entry(k.clone()).or_default().push((x as f64, *v));
+        }
+        self.run.append_jsonl(file, &Value::Object(line))
+    }
+
+    /// Logs one iteration's rollout statistics (`rollout_buffer/*`).
+    pub fn log_rollout(&mut self, iteration: usize, stats: &Stats) -> Result<()> {
+        self.record("rollout_info.jsonl", "iteration", iteration, stats)
+    }
+
+    /// Logs one iteration's training statistics (`ppo/*`, `time/*`, ...).
+    pub fn log_training(&mut self, iteration: usize, stats: &Stats) -> Result<()> {
+        self.record("training_info.jsonl", "iteration", iteration, stats)
+    }
+
+    /// Logs an evaluation: corpus scores to `{split}_split_metrics.jsonl` and every
+    /// prediction with its per-sample scores to `epoch_{epoch}_{split}_split_predictions.json`.
+    pub fn log_eval(
+        &mut self,
+        epoch: usize,
+        split: Split,
+        metrics: &MetricOutput,
+        samples: &[Sample],
+        generations: &[String],
+    ) -> Result<()> {
+        let corpus: Map<String, Value> = metrics.iter().map(|(k, v)| (k.clone(), json_number(v.corpus))).collect();
+        for (k, v) in metrics {
+            self.history.entry(format!("{}/{k}", split.name())).or_default().push((epoch as f64, v.corpus));
+        }
+        self.run.append_jsonl(
+            &format!("{}_split_metrics.jsonl", split.name()),
+            &json!({"epoch": epoch, "metrics": corpus}),
+        )?;
+        let rows: Vec<Value> = samples
+            .iter()
+            .zip(generations)
+            .enumerate()
+            .map(|(i, (sample, generated))| {
+                let mut row = Map::new();
+                row.insert("split_name".into(), json!(split.name()));
+                row.insert("sample_id".into(), json!(sample.id));
+                row.insert("prompt_text".into(), json!(sample.prompt));
+                row.insert("generated_text".into(), json!(generated));
+                row.insert("ref_text".into(), json!(ref_text(&sample.references)));
+                for (k, v) in metrics {
+                    let score = v.per_sample.as_ref().and_then(|s| s.get(i)).map_or(json!("n/a"), |x| json_number(*x));
+                    row.insert(k.clone(), score);
+                }
+                Value::Object(row)
+            })
+            .collect();
+        let text = serde_json::to_string_pretty(&rows).unwrap_or_else(|_| "[]".into());
+        self.run.write_atomic(format!("epoch_{epoch}_{}_split_predictions.json", split.name()), text.as_bytes())
+    }
+
+    /// The logged points of a key (`rollout_buffer/rewards`, `val/semantic/...`).
+    pub fn history(&self, key: &str) -> &[(f64, f64)] {
+        self.history.get(key).map_or(&[], Vec::as_slice)
+    }
+
+    /// Redraws `plots/curves.png` with one panel per key that has points.
+    pub fn plot(&self, keys: &[&str]) -> Result<()> {
+        let panels: Vec<Panel> = keys
+            .iter()
+            .filter(|k| !self.history(k).is_empty())
+            .map(|k| Panel {
+                title: (*k).to_string(),
+                x_label: "iteration".into(),
+                series: vec![Series { label: (*k).to_string(), points: self.history(k).to_vec() }],
+            })
+            .collect();
+        if panels.is_empty() {
+            return Ok(());
+        }
+        std::fs::create_dir_all(self.run.join("plots"))
+            .map_err(|source| crate::CoreError::Io { path: self.run.join("plots"), source })?;
+        plot_panels(&self.run.join("plots/curves.png"), &panels)
+    }
+}
+
+/// TRIL's reference format: `<START-1>ref one<END-1><START-2>ref two<END-2>`.
+pub fn ref_text(references: &[String]) -> String {
+    references.iter().enumerate().map(|(i, r)| format!("<START-{n}>{r}<END-{n}>", n = i + 1)).collect()
+}
+
+/// A JSON number, or `null` for NaN/infinity (which JSON cannot hold).
+fn json_number(x: f64) -> Value {
+    serde_json::Number::from_f64(x).map_or(Value::Null, Value::Number)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugin::MetricValue;
+
+    #[test]
+    fn writes_tril_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = Tracker::new(RunDir::open(dir.path()).unwrap());
+        t.log_rollout(1, &Stats::from([("rollout_buffer/rewards".into(), 0.5)])).unwrap();
+        t.log_rollout(2, &Stats::from([("rollout_buffer/rewards".into(), f64::NAN)])).unwrap();
+        let metrics = MetricOutput::from([(
+            "semantic/x".to_string(),
+            MetricValue { per_sample: Some(vec![1.0, 0.0]), corpus: 0.5 },
+        )]);
+        let samples: Vec<Sample> = (0..2)
+            .map(|i| Sample {
+                id: format!("s{i}"),
+                prompt: "p".into(),
+                references: vec!["a".into(), "b".into()],
+                meta: Default::default(),
+            })
+            .collect();
+        t.log_eval(10, Split::Val, &metrics, &samples, &["g0".into(), "g1".into()]).unwrap();
+        let rollout = std::fs::read_to_string(dir.path().join("rollout_info.jsonl")).unwrap();
+        assert_eq!(
+            rollout,
+            "{\"iteration\":1,\"rollout_buffer/rewards\":0.5}\n{\"iteration\":2,\"rollout_buffer/rewards\":null}\n"
+        );
+        let m = std::fs::read_to_string(dir.path().join("val_split_metrics.jsonl")).unwrap();
+        assert_eq!(m, "{\"epoch\":10,\"metrics\":{\"semantic/x\":0.5}}\n");
+        let preds: Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join("epoch_10_val_split_predictions.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(preds[1]["generated_text"], "g1");
+        assert_eq!(preds[0]["ref_text"], "<START-1>a<END-1><START-2>b<END-2>");
+        assert_eq!(preds[0]["semantic/x"], 1.0);
+        assert_eq!(t.history("val/semantic/x"), &[(10.0, 0.5)]);
+        t.plot(&["rollout_buffer/rewards", "val/semantic/x", "absent"]).unwrap();
+        assert!(dir.path().join("plots/curves.png").is_file());
+    }
+}
