@@ -6,7 +6,7 @@
 //! Listing is sorted; a duplicate id is a start-up error naming both crates; an
 //! unknown id is an error listing the known ids and the closest one.
 
-use crate::config::{Config, Origin, Section};
+use crate::config::{Config, Section};
 use crate::error::{did_you_mean, CoreError, Result};
 use crate::plugin::{
     Algorithm, BuildCtx, KlController, LrSchedule, Metric, OptimizerSpec, PluginError, PolicySpec, RewardFn, Task,
@@ -116,10 +116,10 @@ pub struct Listing {
 /// section for flat ones (KL controllers keep TRIL's `kl_type, coeff, ...` layout).
 fn args_of<'a>(kind: Kind, section: &Section<'a>) -> Section<'a> {
     if kind.id_field() == "id" {
-        static NULL: crate::config::Node =
-            crate::config::Node { value: crate::config::Value::Null, origin: Origin::Composer };
-        let node = section.node().get("args").unwrap_or(&NULL);
-        Section::new(section.key(), node).with_suffix("args")
+        match section.node().get("args") {
+            Some(node) => Section::new(section.key(), node).with_suffix("args"),
+            None => Section::absent(section.key(), section.node().origin.clone()).with_suffix("args"),
+        }
     } else {
         section.clone()
     }

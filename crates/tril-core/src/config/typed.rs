@@ -41,12 +41,12 @@ impl Config {
             .root
             .get(key)
             .ok_or_else(|| CoreError::MissingKey { key: key.to_string(), origin: self.root.origin.clone() })?;
-        Ok(Section { key: key.to_string(), node })
+        Ok(Section::new(key, node))
     }
 
     /// The section at a key, or `None` when it is absent or null.
     pub fn optional_section(&self, key: &str) -> Option<Section<'_>> {
-        self.root.get(key).filter(|n| n.value != Value::Null).map(|node| Section { key: key.to_string(), node })
+        self.root.get(key).filter(|n| n.value != Value::Null).map(|node| Section::new(key, node))
     }
 
     /// Deserializes the value at `key` into `T`.
@@ -74,17 +74,25 @@ impl Config {
 pub struct Section<'a> {
     key: String,
     node: &'a Node,
+    /// Where to point errors about a section that is absent (e.g. a missing `args:`).
+    absent_origin: Option<Origin>,
 }
 
 impl<'a> Section<'a> {
     /// A section over any node, named by `key` in messages.
     pub fn new(key: impl Into<String>, node: &'a Node) -> Self {
-        Section { key: key.into(), node }
+        Section { key: key.into(), node, absent_origin: None }
+    }
+
+    /// A stand-in for an absent section: a null node whose errors point at `origin`.
+    pub fn absent(key: impl Into<String>, origin: Origin) -> Self {
+        static NULL: Node = Node { value: Value::Null, origin: Origin::Composer };
+        Section { key: key.into(), node: &NULL, absent_origin: Some(origin) }
     }
 
     /// The same node named `key.suffix` in messages.
     pub fn with_suffix(self, suffix: &str) -> Self {
-        Section { key: join_path(&self.key, suffix), node: self.node }
+        Section { key: join_path(&self.key, suffix), ..self }
     }
 
     /// The dotted key of this section.
@@ -145,7 +153,10 @@ impl<'a> Section<'a> {
         let key = join_path(&self.key, &rel);
         let node = self.node.get(&rel).unwrap_or(self.node);
         let value = || node.value.to_string();
-        let origin = node.origin.clone();
+        let origin = match (&node.value, &self.absent_origin) {
+            (Value::Null, Some(origin)) => origin.clone(),
+            _ => node.origin.clone(),
+        };
         match err.kind {
             Kind::UnknownField(field, expected) => CoreError::UnknownKey {
                 key: join_path(&key, &field),

@@ -1,0 +1,207 @@
+//! Policy layouts (TRIL's `PolicyRegistry`), configured by `alg.policy: {id, args}` and
+//! built into a [`PolicySpec`] that an algorithm loads models from.
+//!
+//! | id | layout |
+//! |---|---|
+//! | `actor_critic` | TRIL's `LMActorCritic`: the policy plus a separate full copy of the model with a value head ([`CriticLayout::Separate`]) |
+//! | `actor_critic_shared` | one trunk carrying the LM head and a value head ([`CriticLayout::SharedTrunk`]); half the memory, and the value loss shapes the policy's features |
+//!
+//! Both read [`ActorCriticArgs`], TRIL's `policy.args`.
+//!
+//! ```
+//! use tril_algorithms::policies::ActorCriticArgs;
+//! use tril_core::plugin::{CriticLayout, ModelType};
+//! use tril_core::schema::{GenKwargs, Side};
+//! let gen_kwargs = GenKwargs { do_sample: true, top_k: Some(0), top_p: None, temperature: None,
+//!     min_length: Some(48), max_new_tokens: 48, num_beams: None };
+//! let args = ActorCriticArgs { model_type: ModelType::Causal, model_name: "gpt2".into(),
+//!     max_prompt_len: 64, max_gen_len: 48, create_reference: true, mlp_head: false,
+//!     quantize_model: false, gen_kwargs, prompt_truncation_side: Side::Left };
+//! let spec = args.spec(CriticLayout::Separate);
+//! assert_eq!((spec.critic, spec.max_gen_len), (CriticLayout::Separate, 48));
+//! ```
+
+use crate::validate::{ensure, invalid};
+use serde::{Deserialize, Serialize};
+use tril_core::config::Section;
+use tril_core::plugin::{BuildCtx, CriticLayout, ModelType, PluginError, PolicySpec};
+use tril_core::schema::{GenKwargs, Side};
+use tril_core::CoreError;
+
+/// TRIL's `policy.args` for the actor-critic layouts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActorCriticArgs {
+    /// `causal` (GPT-2 family) or `seq2seq` (T5 family).
+    pub model_type: ModelType,
+    /// Hub id or local directory of the policy weights, or a built-in preset.
+    pub model_name: String,
+    /// Prompt length in tokens (> 0).
+    pub max_prompt_len: usize,
+    /// Maximum generated tokens (> 0).
+    pub max_gen_len: usize,
+    /// Keep a frozen reference copy for the KL penalty.
+    #[serde(default = "yes")]
+    pub create_reference: bool,
+    /// Value head `Linear(h, 2h) → ReLU → Linear(2h, 1)` instead of `Linear(h, 1)`.
+    #[serde(default)]
+    pub mlp_head: bool,
+    /// TRIL's bitsandbytes 4-bit loading; tril refuses `true`.
+    #[serde(default)]
+    pub quantize_model: bool,
+    /// Rollout generation settings (TRIL: `${sampling.train_generation_kwargs}`).
+    pub gen_kwargs: GenKwargs,
+    /// Which end of a too-long prompt is cut (TRIL default `left`).
+    #[serde(default = "left")]
+    pub prompt_truncation_side: Side,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn left() -> Side {
+    Side::Left
+}
+
+impl ActorCriticArgs {
+    /// The spec for these args with the given critic layout.
+    pub fn spec(&self, critic: CriticLayout) -> PolicySpec {
+        PolicySpec {
+            model_type: self.model_type,
+            model_name: self.model_name.clone(),
+            create_reference: self.create_reference,
+            critic,
+            mlp_head: self.mlp_head,
+            max_prompt_len: self.max_prompt_len,
+            max_gen_len: self.max_gen_len,
+        }
+    }
+}
+
+/// Extracts the args and checks what tril cannot honour.
+fn extract(section: &Section<'_>) -> Result<ActorCriticArgs, CoreError> {
+    let args: ActorCriticArgs = section.extract()?;
+    ensure(!args.model_name.trim().is_empty(), section, "model_name", "expected a model name")?;
+    ensure(args.max_prompt_len > 0, section, "max_prompt_len", "expected at least 1 token")?;
+    ensure(args.max_gen_len > 0, section, "max_gen_len", "expected at least 1 token")?;
+    if args.quantize_model {
+        let message = "4-bit quantization is not supported by tril; set alg.policy.args.quantize_model=false";
+        return Err(invalid(section, "quantize_model", message));
+    }
+    Ok(args)
+}
+
+fn build_separate(section: &Section<'_>, _ctx: &BuildCtx<'_>) -> Result<Box<PolicySpec>, PluginError> {
+    Ok(Box::new(extract(section)?.spec(CriticLayout::Separate)))
+}
+
+tril_core::register!(policy,
+    id: "actor_critic",
+    doc: "Policy plus a separate full-model critic with a value head (TRIL's LMActorCritic).",
+    config: ActorCriticArgs,
+    build: build_separate);
+
+fn build_shared(section: &Section<'_>, _ctx: &BuildCtx<'_>) -> Result<Box<PolicySpec>, PluginError> {
+    Ok(Box::new(extract(section)?.spec(CriticLayout::SharedTrunk)))
+}
+
+tril_core::register!(policy,
+    id: "actor_critic_shared",
+    doc: "One trunk with an LM head and a value head (half the memory of actor_critic).",
+    config: ActorCriticArgs,
+    build: build_shared);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+    use tril_core::config::{parse_yaml, Config};
+    use tril_core::registry::{build_policy, Kind};
+
+    const ARGS: &str = "      model_type: causal
+      model_name: rajkumarrrk/gpt2-fine-tuned-on-imdb-positive-reviews
+      max_prompt_len: 64
+      max_gen_len: 48
+      gen_kwargs:
+        do_sample: true
+        top_k: 0
+        min_length: 48
+        max_new_tokens: 48
+";
+
+    /// Builds `alg.policy` with id `id` and args `ARGS` plus `extra` lines.
+    fn build(id: &str, extra: &str) -> Result<Box<PolicySpec>, PluginError> {
+        let yaml = format!("alg:\n  policy:\n    id: {id}\n    args:\n{ARGS}{extra}");
+        let config = Config::new(parse_yaml(&yaml, Path::new("alg/ppo.yaml")).unwrap(), vec![]);
+        build_policy(&config.section("alg.policy").unwrap(), &config)
+    }
+
+    #[test]
+    fn tril_imdb_actor_critic() {
+        let spec = build("actor_critic", "").unwrap();
+        let want = PolicySpec {
+            model_type: ModelType::Causal,
+            model_name: "rajkumarrrk/gpt2-fine-tuned-on-imdb-positive-reviews".into(),
+            create_reference: true,
+            critic: CriticLayout::Separate,
+            mlp_head: false,
+            max_prompt_len: 64,
+            max_gen_len: 48,
+        };
+        assert_eq!(*spec, want);
+    }
+
+    #[test]
+    fn shared_trunk_and_overrides() {
+        let spec = build("actor_critic_shared", "      mlp_head: true\n      create_reference: false\n").unwrap();
+        assert_eq!(spec.critic, CriticLayout::SharedTrunk);
+        assert!(spec.mlp_head && !spec.create_reference);
+    }
+
+    #[test]
+    fn args_defaults_and_round_trip() {
+        let yaml = format!("alg:\n  policy:\n    args:\n{ARGS}      prompt_truncation_side: right\n");
+        let config = Config::new(parse_yaml(&yaml, Path::new("alg/ppo.yaml")).unwrap(), vec![]);
+        let args: ActorCriticArgs = config.extract("alg.policy.args").unwrap();
+        assert_eq!(args.prompt_truncation_side, Side::Right);
+        assert_eq!((args.gen_kwargs.top_k, args.gen_kwargs.max_new_tokens), (Some(0), 48));
+        let json = serde_json::to_string(&args).unwrap();
+        assert_eq!(serde_json::from_str::<ActorCriticArgs>(&json).unwrap(), args);
+    }
+
+    #[test]
+    fn quantization_is_refused() {
+        let err = build("actor_critic", "      quantize_model: true\n").err().unwrap().to_string();
+        assert!(err.contains("4-bit quantization is not supported by tril"), "{err}");
+        assert!(err.contains("alg.policy.args.quantize_model") && err.contains("alg/ppo.yaml:14"), "{err}");
+    }
+
+    #[test]
+    fn config_errors_name_the_key() {
+        let cases = [
+            ("max_gen_len: 48", "max_gen_len: 0", "alg.policy.args.max_gen_len: expected at least 1 token"),
+            ("max_prompt_len: 64", "max_prompt_len: -1", "alg.policy.args.max_prompt_len"),
+            ("model_type: causal", "model_type: casual", "did you mean `causal`"),
+            ("max_new_tokens: 48", "max_new_token: 48", "alg.policy.args.gen_kwargs.max_new_token: unknown key"),
+        ];
+        for (from, to, want) in cases {
+            let yaml = format!("alg:\n  policy:\n    id: actor_critic\n    args:\n{}", ARGS.replace(from, to));
+            let config = Config::new(parse_yaml(&yaml, Path::new("alg/ppo.yaml")).unwrap(), vec![]);
+            let err = build_policy(&config.section("alg.policy").unwrap(), &config).err().unwrap().to_string();
+            assert!(err.contains(want) && err.contains("alg/ppo.yaml:"), "{to}: {err}");
+        }
+        let err = build("actor_critic", "      lora: true\n").err().unwrap().to_string();
+        assert!(err.contains("alg.policy.args.lora: unknown key"), "{err}");
+        let err = build("actor_critc", "").err().unwrap().to_string();
+        assert!(err.contains("did you mean `actor_critic`"), "{err}");
+    }
+
+    #[test]
+    fn ids_are_registered() {
+        let ids: Vec<&str> = Kind::Policy.list().iter().map(|l| l.id).collect();
+        for id in ["actor_critic", "actor_critic_shared"] {
+            assert!(ids.contains(&id), "{id} missing from {ids:?}");
+        }
+    }
+}
