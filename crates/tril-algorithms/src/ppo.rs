@@ -100,21 +100,21 @@ impl PpoArgs {
             check(v > 0, format!("{key} must be > 0"))?;
         }
         check(
-            self.trajectories_per_update % batch_size_per_process == 0,
+            self.trajectories_per_update.is_multiple_of(batch_size_per_process),
             format!(
                 "alg.args.trajectories_per_update ({}) must be divisible by sampling.batch_size_per_process ({})",
                 self.trajectories_per_update, batch_size_per_process
             ),
         )?;
         check(
-            self.batch_size % self.grad_accumulation == 0,
+            self.batch_size.is_multiple_of(self.grad_accumulation),
             format!(
                 "alg.args.batch_size ({}) must be divisible by alg.args.grad_accumulation ({})",
                 self.batch_size, self.grad_accumulation
             ),
         )?;
         check(
-            self.trajectories_per_update % self.batch_size == 0,
+            self.trajectories_per_update.is_multiple_of(self.batch_size),
             format!(
                 "alg.args.trajectories_per_update ({}) must be divisible by alg.args.batch_size ({})",
                 self.trajectories_per_update, self.batch_size
