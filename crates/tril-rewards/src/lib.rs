@@ -6,6 +6,7 @@
 //! | id | what |
 //! |---|---|
 //! | `increasing_numbers` | [`increasing_numbers::IncreasingNumbers`], the synthetic task's rule reward |
+//! | `learned_reward` | [`learned_reward::LearnedReward`], a classifier's label probability (TRIL's IMDB reward) |
 //!
 //! ```
 //! use tril_rewards::increasing_numbers::increasing_numbers_reward;
@@ -13,4 +14,9 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod classifier;
+pub mod error;
 pub mod increasing_numbers;
+pub mod learned_reward;
+
+pub use error::RewardError;

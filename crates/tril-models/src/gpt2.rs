@@ -1,0 +1,531 @@
+//! GPT-2 causal language model (HF `GPT2LMHeadModel`), generic over the Burn backend.
+//!
+//! The module tree mirrors HF's names (`wte`, `wpe`, `h[i].{ln_1, attn.c_attn, attn.c_proj, ln_2,
+//! mlp.c_fc, mlp.c_proj}`, `ln_f`); HF's `Conv1D` weights are `[in, out]`, which is Burn's
+//! [`Linear`] layout, so they load untransposed. The LM head is tied to `wte`.
+//!
+//! Left padding: positions count from the first real token (`cumsum(mask) - 1`, pad slots get 1),
+//! exactly as HF `generate` derives `position_ids` from the attention mask, and padded keys get
+//! an additive `-1e9` bias. There is no dropout (TRIL runs its models in `eval()` mode).
+
+use burn::config::Config;
+use burn::module::Module;
+use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::tensor::backend::Backend;
+use burn::tensor::{activation, Bool, Int, Tensor};
+use serde::{Deserialize, Serialize};
+
+/// Additive attention bias for masked keys (finite, so fully masked rows stay finite).
+pub const MASK_BIAS: f32 = -1e9;
+
+/// Activation of the GPT-2 MLP (HF `activation_function`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Activation {
+    /// `gelu_new` / `gelu_pytorch_tanh`: the tanh approximation (GPT-2's own).
+    GeluNew,
+    /// `gelu`: the exact erf GELU.
+    Gelu,
+    /// `relu`.
+    Relu,
+}
+
+impl Activation {
+    /// Parse an HF activation name (`gelu_new`, `gelu_pytorch_tanh`, `gelu_fast`, `gelu`, `relu`).
+    pub fn from_hf(name: &str) -> Option<Self> {
+        match name {
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Some(Activation::GeluNew),
+            "gelu" => Some(Activation::Gelu),
+            "relu" => Some(Activation::Relu),
+            _ => None,
+        }
+    }
+
+    /// The HF name written to `config.json`.
+    pub fn hf_name(self) -> &'static str {
+        match self {
+            Activation::GeluNew => "gelu_new",
+            Activation::Gelu => "gelu",
+            Activation::Relu => "relu",
+        }
+    }
+
+    /// Apply the activation.
+    pub fn apply<B: Backend, const D: usize>(self, x: Tensor<B, D>) -> Tensor<B, D> {
+        match self {
+            Activation::GeluNew => activation::gelu_approximate(x),
+            Activation::Gelu => activation::gelu(x),
+            Activation::Relu => activation::relu(x),
+        }
+    }
+}
+
+/// GPT-2 hyper-parameters (the fields of HF's `GPT2Config` that change the computation).
+#[derive(Config, Debug)]
+pub struct Gpt2Config {
+    /// Vocabulary size (rows of `wte`).
+    pub vocab_size: usize,
+    /// Maximum sequence length (rows of `wpe`).
+    pub n_positions: usize,
+    /// Model width.
+    pub n_embd: usize,
+    /// Number of transformer blocks.
+    pub n_layer: usize,
+    /// Number of attention heads; must divide `n_embd`.
+    pub n_head: usize,
+    /// MLP width; `None` means `4 * n_embd`.
+    #[config(default = "None")]
+    pub n_inner: Option<usize>,
+    /// LayerNorm epsilon.
+    #[config(default = 1e-5)]
+    pub layer_norm_epsilon: f64,
+    /// MLP activation.
+    #[config(default = "Activation::GeluNew")]
+    pub activation: Activation,
+    /// Beginning-of-sequence id (written back to `config.json`).
+    #[config(default = "None")]
+    pub bos_token_id: Option<u32>,
+    /// End-of-sequence id (written back to `config.json`).
+    #[config(default = "None")]
+    pub eos_token_id: Option<u32>,
+}
+
+impl Gpt2Config {
+    /// A tiny model for tests: 2 layers, 4 heads, width 64, vocab 512, 128 positions.
+    pub fn tiny() -> Self {
+        Self::new(512, 128, 64, 2, 4)
+    }
+
+    /// `gpt2` (124 M parameters).
+    pub fn gpt2() -> Self {
+        Self::new(50257, 1024, 768, 12, 12).with_bos_token_id(Some(50256)).with_eos_token_id(Some(50256))
+    }
+
+    /// `gpt2-medium` (355 M parameters).
+    pub fn gpt2_medium() -> Self {
+        Self::new(50257, 1024, 1024, 24, 16).with_bos_token_id(Some(50256)).with_eos_token_id(Some(50256))
+    }
+
+    /// `gpt2-large` (774 M parameters).
+    pub fn gpt2_large() -> Self {
+        Self::new(50257, 1024, 1280, 36, 20).with_bos_token_id(Some(50256)).with_eos_token_id(Some(50256))
+    }
+
+    /// MLP width (`n_inner` or `4 * n_embd`).
+    pub fn inner_dim(&self) -> usize {
+        self.n_inner.unwrap_or(4 * self.n_embd)
+    }
+
+    /// Build a randomly initialised model (parameters are lazily initialised, so building a
+    /// model only to load weights into it costs nothing).
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Gpt2Model<B> {
+        let d = self.n_embd;
+        let block = |_| Gpt2Block {
+            ln_1: LayerNormConfig::new(d).with_epsilon(self.layer_norm_epsilon).init(device),
+            attn: Gpt2Attention {
+                c_attn: LinearConfig::new(d, 3 * d).init(device),
+                c_proj: LinearConfig::new(d, d).init(device),
+                n_head: self.n_head,
+            },
+            ln_2: LayerNormConfig::new(d).with_epsilon(self.layer_norm_epsilon).init(device),
+            mlp: Gpt2Mlp {
+                c_fc: LinearConfig::new(d, self.inner_dim()).init(device),
+                c_proj: LinearConfig::new(self.inner_dim(), d).init(device),
+                activation: self.activation,
+            },
+        };
+        Gpt2Model {
+            wte: EmbeddingConfig::new(self.vocab_size, d).init(device),
+            wpe: EmbeddingConfig::new(self.n_positions, d).init(device),
+            h: (0..self.n_layer).map(block).collect(),
+            ln_f: LayerNormConfig::new(d).with_epsilon(self.layer_norm_epsilon).init(device),
+            n_positions: self.n_positions,
+        }
+    }
+}
+
+/// Multi-head causal self-attention (HF `GPT2Attention`).
+#[derive(Module, Debug)]
+pub struct Gpt2Attention<B: Backend> {
+    /// Fused query/key/value projection, `[d, 3d]`.
+    pub c_attn: Linear<B>,
+    /// Output projection, `[d, d]`.
+    pub c_proj: Linear<B>,
+    /// Number of heads.
+    pub n_head: usize,
+}
+
+/// Key and value tensors of one layer, `[B, H, T, head_dim]` each.
+pub type LayerKv<B> = (Tensor<B, 4>, Tensor<B, 4>);
+
+impl<B: Backend> Gpt2Attention<B> {
+    /// Attend over `x` (and the cached keys/values of earlier positions, which are updated).
+    ///
+    /// # Shapes
+    /// - x: `[B, T, D]`
+    /// - bias: `[B, 1, T, past + T]` additive (0 or [`MASK_BIAS`]), or `None`
+    /// - cache: `[B, H, past, D/H]` keys and values, replaced by `[B, H, past + T, D/H]`
+    /// - output: `[B, T, D]`
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        bias: Option<Tensor<B, 4>>,
+        cache: Option<&mut Option<LayerKv<B>>>,
+    ) -> Tensor<B, 3> {
+        let [b, t, d] = x.dims();
+        let hd = d / self.n_head;
+        let qkv = self.c_attn.forward(x); // [B, T, 3D]
+        let heads = |i: usize| qkv.clone().narrow(2, i * d, d).reshape([b, t, self.n_head, hd]).swap_dims(1, 2);
+        let (q, mut k, mut v) = (heads(0), heads(1), heads(2)); // [B, H, T, hd]
+        if let Some(slot) = cache {
+            if let Some((pk, pv)) = slot.take() {
+                k = Tensor::cat(vec![pk, k], 2);
+                v = Tensor::cat(vec![pv, v], 2);
+            }
+            *slot = Some((k.clone(), v.clone()));
+        }
+        let scores = q.matmul(k.swap_dims(2, 3)) / (hd as f64).sqrt(); // [B, H, T, Tk]
+        let scores = match bias {
+            Some(bias) => scores + bias,
+            None => scores,
+        };
+        let probs = activation::softmax(scores, 3);
+        let out = probs.matmul(v).swap_dims(1, 2).reshape([b, t, d]); // [B, T, D]
+        self.c_proj.forward(out)
+    }
+}
+
+/// Position-wise MLP (HF `GPT2MLP`).
+#[derive(Module, Debug)]
+pub struct Gpt2Mlp<B: Backend> {
+    /// `[d, inner]`.
+    pub c_fc: Linear<B>,
+    /// `[inner, d]`.
+    pub c_proj: Linear<B>,
+    /// Activation between the two projections.
+    #[module(skip)]
+    pub activation: Activation,
+}
+
+impl<B: Backend> Gpt2Mlp<B> {
+    /// # Shapes
+    /// - x: `[B, T, D]` -> `[B, T, D]`
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.c_proj.forward(self.activation.apply(self.c_fc.forward(x)))
+    }
+}
+
+/// One pre-LayerNorm transformer block (HF `GPT2Block`).
+#[derive(Module, Debug)]
+pub struct Gpt2Block<B: Backend> {
+    /// LayerNorm before attention.
+    pub ln_1: LayerNorm<B>,
+    /// Self-attention.
+    pub attn: Gpt2Attention<B>,
+    /// LayerNorm before the MLP.
+    pub ln_2: LayerNorm<B>,
+    /// MLP.
+    pub mlp: Gpt2Mlp<B>,
+}
+
+impl<B: Backend> Gpt2Block<B> {
+    /// # Shapes
+    /// - x: `[B, T, D]` -> `[B, T, D]`; bias and cache as in [`Gpt2Attention::forward`].
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        bias: Option<Tensor<B, 4>>,
+        cache: Option<&mut Option<LayerKv<B>>>,
+    ) -> Tensor<B, 3> {
+        let x = x.clone() + self.attn.forward(self.ln_1.forward(x), bias, cache);
+        x.clone() + self.mlp.forward(self.ln_2.forward(x))
+    }
+}
+
+/// Keys and values of all layers for incremental decoding.
+#[derive(Debug, Clone)]
+pub struct KvCache<B: Backend> {
+    layers: Vec<Option<LayerKv<B>>>,
+}
+
+impl<B: Backend> KvCache<B> {
+    /// An empty cache for a model with `n_layer` blocks.
+    pub fn new(n_layer: usize) -> Self {
+        Self { layers: vec![None; n_layer] }
+    }
+
+    /// Number of cached positions (0 when empty).
+    pub fn len(&self) -> usize {
+        self.layers.first().and_then(|l| l.as_ref()).map_or(0, |(k, _)| k.dims()[2])
+    }
+
+    /// Whether nothing is cached yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Which positions get LM logits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogitsSpan {
+    /// Every position: `[B, T, V]`.
+    #[default]
+    All,
+    /// Only the last position: `[B, 1, V]` (what generation needs).
+    Last,
+}
+
+/// Inputs of [`Gpt2Model::forward_with`].
+#[derive(Debug, Clone)]
+pub struct Gpt2Input<B: Backend> {
+    /// Token ids, `[B, T]`.
+    pub input_ids: Tensor<B, 2, Int>,
+    /// 1 for real tokens, 0 for padding, `[B, past + T]` (covers the cached positions too).
+    pub attention_mask: Option<Tensor<B, 2, Int>>,
+    /// Explicit positions `[B, T]`; by default derived from the mask (see module docs).
+    pub position_ids: Option<Tensor<B, 2, Int>>,
+    /// Return the hidden state after the embeddings and after every block.
+    pub output_hidden_states: bool,
+    /// Which positions get logits.
+    pub logits: LogitsSpan,
+}
+
+impl<B: Backend> Gpt2Input<B> {
+    /// Ids only: no padding, positions `past..past + T`, logits everywhere.
+    pub fn new(input_ids: Tensor<B, 2, Int>) -> Self {
+        Self {
+            input_ids,
+            attention_mask: None,
+            position_ids: None,
+            output_hidden_states: false,
+            logits: LogitsSpan::All,
+        }
+    }
+
+    /// Set the attention mask `[B, past + T]`.
+    pub fn with_mask(mut self, attention_mask: Tensor<B, 2, Int>) -> Self {
+        self.attention_mask = Some(attention_mask);
+        self
+    }
+
+    /// Set explicit position ids `[B, T]`.
+    pub fn with_positions(mut self, position_ids: Tensor<B, 2, Int>) -> Self {
+        self.position_ids = Some(position_ids);
+        self
+    }
+
+    /// Also return all hidden states.
+    pub fn with_hidden_states(mut self) -> Self {
+        self.output_hidden_states = true;
+        self
+    }
+
+    /// Compute logits for the last position only.
+    pub fn last_logits_only(mut self) -> Self {
+        self.logits = LogitsSpan::Last;
+        self
+    }
+}
+
+/// Outputs of the GPT-2 trunk (everything but the LM head).
+#[derive(Debug, Clone)]
+pub struct Gpt2Hidden<B: Backend> {
+    /// Final hidden state after `ln_f`, `[B, T, D]`.
+    pub last_hidden_state: Tensor<B, 3>,
+    /// With `output_hidden_states`: embeddings output, then each block's output (the last
+    /// entry is after `ln_f`, as in HF), `n_layer + 1` tensors of `[B, T, D]`.
+    pub hidden_states: Option<Vec<Tensor<B, 3>>>,
+}
+
+/// Outputs of [`Gpt2Model::forward_with`].
+#[derive(Debug, Clone)]
+pub struct Gpt2Output<B: Backend> {
+    /// LM logits, `[B, T, V]` (or `[B, 1, V]` with [`LogitsSpan::Last`]).
+    pub logits: Tensor<B, 3>,
+    /// Final hidden state after `ln_f`, `[B, T, D]`.
+    pub last_hidden_state: Tensor<B, 3>,
+    /// See [`Gpt2Hidden::hidden_states`].
+    pub hidden_states: Option<Vec<Tensor<B, 3>>>,
+}
+
+/// GPT-2 with a tied LM head (HF `GPT2LMHeadModel`).
+#[derive(Module, Debug)]
+pub struct Gpt2Model<B: Backend> {
+    /// Token embeddings `[V, D]`, also the (transposed) LM head.
+    pub wte: Embedding<B>,
+    /// Position embeddings `[n_positions, D]`.
+    pub wpe: Embedding<B>,
+    /// Transformer blocks.
+    pub h: Vec<Gpt2Block<B>>,
+    /// Final LayerNorm.
+    pub ln_f: LayerNorm<B>,
+    /// Maximum sequence length.
+    pub n_positions: usize,
+}
+
+/// Positions from an attention mask as HF `generate` derives them: `cumsum(mask) - 1`, with
+/// padded slots set to 1.
+///
+/// # Shapes
+/// - mask: `[B, T]` (1 real, 0 pad) -> `[B, T]`
+pub fn position_ids_from_mask<B: Backend>(mask: Tensor<B, 2, Int>) -> Tensor<B, 2, Int> {
+    let pad = mask.clone().equal_elem(0);
+    (mask.cumsum(1) - 1).mask_fill(pad, 1)
+}
+
+/// Additive attention bias: padded keys and future keys get [`MASK_BIAS`].
+///
+/// # Shapes
+/// - mask: `[B, past + T]`; output `[B, 1, T, past + T]` (or `[1, 1, T, past + T]` without mask);
+///   `None` when nothing is masked (no mask and `T == 1`).
+pub fn attention_bias<B: Backend>(
+    mask: Option<Tensor<B, 2, Int>>,
+    q_len: usize,
+    past: usize,
+    device: &B::Device,
+) -> Option<Tensor<B, 4>> {
+    let k_len = past + q_len;
+    let pad = mask.map(|m| {
+        let [b, _] = m.dims();
+        ((m.float() - 1.0) * (-MASK_BIAS)).reshape([b, 1, 1, k_len])
+    });
+    let causal = (q_len > 1).then(|| {
+        let future: Tensor<B, 2, Bool> = Tensor::tril_mask([q_len, k_len], past as i64, device);
+        Tensor::<B, 2>::zeros([q_len, k_len], device).mask_fill(future, MASK_BIAS).reshape([1, 1, q_len, k_len])
+    });
+    match (pad, causal) {
+        (Some(p), Some(c)) => Some(p + c),
+        (p, c) => p.or(c),
+    }
+}
+
+impl<B: Backend> Gpt2Model<B> {
+    /// Full forward with a padding mask: logits at every position.
+    ///
+    /// # Shapes
+    /// - input_ids: `[B, T]`, attention_mask: `[B, T]` (1 real, 0 pad)
+    /// - output logits: `[B, T, V]`
+    pub fn forward(&self, input_ids: Tensor<B, 2, Int>, attention_mask: Option<Tensor<B, 2, Int>>) -> Gpt2Output<B> {
+        let mut input = Gpt2Input::new(input_ids);
+        input.attention_mask = attention_mask;
+        self.forward_with(input, None)
+    }
+
+    /// Forward with every option: cache, explicit positions, hidden states, last-only logits.
+    ///
+    /// # Shapes
+    /// See [`Gpt2Input`] and [`Gpt2Output`].
+    pub fn forward_with(&self, input: Gpt2Input<B>, cache: Option<&mut KvCache<B>>) -> Gpt2Output<B> {
+        let span = input.logits;
+        let hidden = self.trunk(input, cache);
+        let last = match span {
+            LogitsSpan::All => hidden.last_hidden_state.clone(),
+            LogitsSpan::Last => {
+                let t = hidden.last_hidden_state.dims()[1];
+                hidden.last_hidden_state.clone().narrow(1, t - 1, 1)
+            }
+        };
+        Gpt2Output {
+            logits: self.lm_logits(last),
+            last_hidden_state: hidden.last_hidden_state,
+            hidden_states: hidden.hidden_states,
+        }
+    }
+
+    /// The trunk without the LM head (what a value model needs).
+    ///
+    /// # Shapes
+    /// See [`Gpt2Input`] and [`Gpt2Hidden`].
+    pub fn trunk(&self, input: Gpt2Input<B>, cache: Option<&mut KvCache<B>>) -> Gpt2Hidden<B> {
+        let device = input.input_ids.device();
+        let [b, t] = input.input_ids.dims();
+        let past = cache.as_ref().map_or(0, |c| c.len());
+        let positions = match (input.position_ids, &input.attention_mask) {
+            (Some(p), _) => p,
+            (None, Some(mask)) => position_ids_from_mask(mask.clone()).narrow(1, past, t),
+            (None, None) => {
+                Tensor::<B, 1, Int>::arange(past as i64..(past + t) as i64, &device).reshape([1, t]).repeat_dim(0, b)
+            }
+        };
+        let bias = attention_bias(input.attention_mask, t, past, &device);
+        let mut x = self.wte.forward(input.input_ids) + self.wpe.forward(positions); // [B, T, D]
+        let mut states = input.output_hidden_states.then(Vec::new);
+        let mut layer_caches = cache.map(|c| c.layers.iter_mut());
+        for block in &self.h {
+            if let Some(s) = states.as_mut() {
+                s.push(x.clone());
+            }
+            let slot = layer_caches.as_mut().and_then(|it| it.next());
+            x = block.forward(x, bias.clone(), slot);
+        }
+        let x = self.ln_f.forward(x);
+        if let Some(s) = states.as_mut() {
+            s.push(x.clone());
+        }
+        Gpt2Hidden { last_hidden_state: x, hidden_states: states }
+    }
+
+    /// The tied LM head: `hidden @ wte^T`.
+    ///
+    /// # Shapes
+    /// - hidden: `[B, T, D]` -> `[B, T, V]`
+    pub fn lm_logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
+        burn::tensor::module::linear(hidden, self.wte.weight.val().transpose(), None)
+    }
+
+    /// Vocabulary size (rows of `wte`).
+    pub fn vocab_size(&self) -> usize {
+        self.wte.weight.lazy_shape().dims::<2>()[0]
+    }
+
+    /// Model width.
+    pub fn d_model(&self) -> usize {
+        self.wte.weight.lazy_shape().dims::<2>()[1]
+    }
+
+    /// Number of blocks.
+    pub fn n_layer(&self) -> usize {
+        self.h.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::CpuBackend;
+    use burn::tensor::TensorData;
+
+    #[test]
+    fn positions_follow_left_padding() {
+        let dev = Default::default();
+        let mask =
+            Tensor::<CpuBackend, 2, Int>::from_data(TensorData::new(vec![0i64, 0, 1, 1, 1, 1, 1, 1], [2, 4]), &dev);
+        let pos = position_ids_from_mask(mask).into_data().convert::<i64>().to_vec::<i64>().unwrap();
+        assert_eq!(pos, vec![1, 1, 0, 1, 0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn bias_masks_pad_and_future() {
+        let dev = Default::default();
+        let mask = Tensor::<CpuBackend, 2, Int>::from_data(TensorData::new(vec![0i64, 1, 1], [1, 3]), &dev);
+        let bias = attention_bias(Some(mask), 3, 0, &dev).unwrap();
+        assert_eq!(bias.dims(), [1, 1, 3, 3]);
+        let v = bias.into_data().to_vec::<f32>().unwrap();
+        let m = MASK_BIAS;
+        assert_eq!(v, vec![m, m, m, m, 0.0, m, m, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn cache_matches_full_forward() {
+        let dev = Default::default();
+        let model = Gpt2Config::tiny().init::<CpuBackend>(&dev);
+        let ids = Tensor::<CpuBackend, 2, Int>::from_data(TensorData::new(vec![5i64, 9, 3, 7, 1, 2], [1, 6]), &dev);
+        let full = model.forward(ids.clone(), None).logits.narrow(1, 5, 1);
+        let mut cache = KvCache::new(model.n_layer());
+        model.forward_with(Gpt2Input::new(ids.clone().narrow(1, 0, 4)), Some(&mut cache));
+        model.forward_with(Gpt2Input::new(ids.clone().narrow(1, 4, 1)), Some(&mut cache));
+        let step = model.forward_with(Gpt2Input::new(ids.narrow(1, 5, 1)), Some(&mut cache)).logits;
+        assert_eq!(cache.len(), 6);
+        let diff = (full - step).abs().max().into_scalar();
+        assert!(diff < 1e-5, "max |diff| {diff}");
+    }
+}

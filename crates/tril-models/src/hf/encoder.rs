@@ -1,0 +1,255 @@
+//! BERT / DistilBERT sequence classifiers in HF layout.
+
+use std::path::Path;
+
+use burn::tensor::backend::Backend;
+use serde_json::json;
+
+use super::gpt2::Loaded;
+use super::{
+    read_json, write_json, write_safetensors, Checkpoint, JsonConfig, LoadReport, Table, CONFIG_FILE, SAFETENSORS_FILE,
+    TOKENIZER_FILE,
+};
+use crate::bert::{EncoderClassifier, EncoderConfig, EncoderKind};
+use crate::error::{ModelError, Result};
+use crate::gpt2::Activation;
+use crate::tokenizer::TextTokenizer;
+
+/// Number of labels: `len(id2label)`, else `num_labels`, else 2 (HF's default).
+pub fn num_labels(json: &serde_json::Value, file: &Path) -> Result<usize> {
+    if let Some(map) = json.get("id2label").and_then(|m| m.as_object()) {
+        return Ok(map.len());
+    }
+    Ok(JsonConfig { file, json }.opt_usize(&["num_labels"])?.unwrap_or(2))
+}
+
+fn labels(json: &serde_json::Value) -> Vec<String> {
+    let Some(map) = json.get("id2label").and_then(|m| m.as_object()) else { return Vec::new() };
+    let mut pairs: Vec<(usize, String)> =
+        map.iter().filter_map(|(k, v)| Some((k.parse().ok()?, v.as_str().unwrap_or_default().to_string()))).collect();
+    pairs.sort();
+    pairs.into_iter().map(|(_, v)| v).collect()
+}
+
+/// Parse a BERT (`model_type: bert`) or DistilBERT (`model_type: distilbert`) `config.json`.
+pub fn encoder_config_from_json(json: &serde_json::Value, file: &Path) -> Result<EncoderConfig> {
+    let c = JsonConfig { file, json };
+    let kind = match c.opt_str("model_type")? {
+        Some("bert") => EncoderKind::Bert,
+        Some("distilbert") => EncoderKind::DistilBert,
+        Some(_) => return Err(c.invalid("model_type", &json["model_type"], "expected \"bert\" or \"distilbert\"")),
+        None => return Err(ModelError::MissingConfigKey { file: file.to_path_buf(), key: "model_type".into() }),
+    };
+    let act_key = if kind == EncoderKind::Bert { "hidden_act" } else { "activation" };
+    let activation = match c.opt_str(act_key)? {
+        None => Activation::Gelu,
+        Some(name) => Activation::from_hf(name)
+            .ok_or_else(|| c.invalid(act_key, &json[act_key], "supported: gelu, gelu_new, relu"))?,
+    };
+    let cfg = match kind {
+        EncoderKind::Bert => EncoderConfig::new(
+            kind,
+            c.usize(&["vocab_size"])?,
+            c.usize(&["hidden_size"])?,
+            c.usize(&["num_hidden_layers"])?,
+            c.usize(&["num_attention_heads"])?,
+            c.usize(&["intermediate_size"])?,
+            c.usize(&["max_position_embeddings"])?,
+            num_labels(json, file)?,
+        )
+        .with_type_vocab_size(c.opt_usize(&["type_vocab_size"])?.unwrap_or(2))
+        .with_layer_norm_eps(c.opt_f64("layer_norm_eps")?.unwrap_or(1e-12)),
+        EncoderKind::DistilBert => {
+            if c.opt_bool("sinusoidal_pos_embds")? == Some(true) {
+                return Err(c.invalid(
+                    "sinusoidal_pos_embds",
+                    &json["sinusoidal_pos_embds"],
+                    "only learned position embeddings are supported",
+                ));
+            }
+            EncoderConfig::new(
+                kind,
+                c.usize(&["vocab_size"])?,
+                c.usize(&["dim"])?,
+                c.usize(&["n_layers"])?,
+                c.usize(&["n_heads"])?,
+                c.usize(&["hidden_dim"])?,
+                c.usize(&["max_position_embeddings"])?,
+                num_labels(json, file)?,
+            )
+            .with_type_vocab_size(0)
+        }
+    };
+    if cfg.num_heads == 0 || cfg.hidden_size % cfg.num_heads != 0 {
+        return Err(ModelError::InvalidConfigValue {
+            file: file.to_path_buf(),
+            key: "num_heads".into(),
+            value: cfg.num_heads.to_string(),
+            reason: format!("must divide the width {}", cfg.hidden_size),
+        });
+    }
+    Ok(cfg.with_activation(activation).with_labels(labels(json)))
+}
+
+/// The rename table of both encoders (all weights are torch `nn.Linear`, stored `[out, in]`).
+///
+/// ```text
+/// BERT (BertForSequenceClassification)               DistilBERT (...ForSequenceClassification)        tril
+/// bert.embeddings.word_embeddings.weight             distilbert.embeddings.word_embeddings.weight     embeddings.word
+/// bert.embeddings.position_embeddings.weight         distilbert.embeddings.position_embeddings.weight embeddings.position
+/// bert.embeddings.token_type_embeddings.weight       -                                                embeddings.token_type
+/// bert.embeddings.LayerNorm                          distilbert.embeddings.LayerNorm                  embeddings.layer_norm
+/// bert.encoder.layer.{i}.attention.self.query        distilbert.transformer.layer.{i}.attention.q_lin layers[i].query
+/// bert.encoder.layer.{i}.attention.self.key          ...attention.k_lin                               layers[i].key
+/// bert.encoder.layer.{i}.attention.self.value        ...attention.v_lin                               layers[i].value
+/// bert.encoder.layer.{i}.attention.output.dense      ...attention.out_lin                             layers[i].attn_out
+/// bert.encoder.layer.{i}.attention.output.LayerNorm  ...sa_layer_norm                                 layers[i].attn_norm
+/// bert.encoder.layer.{i}.intermediate.dense          ...ffn.lin1                                      layers[i].ffn_in
+/// bert.encoder.layer.{i}.output.dense                ...ffn.lin2                                      layers[i].ffn_out
+/// bert.encoder.layer.{i}.output.LayerNorm            ...output_layer_norm                             layers[i].ffn_norm
+/// bert.pooler.dense                                  pre_classifier                                   pooler
+/// classifier                                         classifier                                       classifier
+/// legacy names: `*.LayerNorm.gamma` / `.beta` are read as `.weight` / `.bias`
+/// ignored: *.embeddings.position_ids (buffer)
+/// ```
+fn encoder_table<'a, B: Backend>(m: &'a mut EncoderClassifier<B>) -> Table<'a, B> {
+    let mut t = Table::new();
+    let bert = m.kind == EncoderKind::Bert;
+    let root = if bert { "bert" } else { "distilbert" };
+    let e = &mut m.embeddings;
+    t.embedding(&format!("{root}.embeddings.word_embeddings.weight"), &mut e.word);
+    t.embedding(&format!("{root}.embeddings.position_embeddings.weight"), &mut e.position);
+    if let Some(tt) = e.token_type.as_mut() {
+        t.embedding(&format!("{root}.embeddings.token_type_embeddings.weight"), tt);
+    }
+    t.layer_norm(&format!("{root}.embeddings.LayerNorm"), &mut e.layer_norm);
+    for (i, l) in m.layers.iter_mut().enumerate() {
+        let names: [&str; 8] = if bert {
+            [
+                "attention.self.query",
+                "attention.self.key",
+                "attention.self.value",
+                "attention.output.dense",
+                "attention.output.LayerNorm",
+                "intermediate.dense",
+                "output.dense",
+                "output.LayerNorm",
+            ]
+        } else {
+            [
+                "attention.q_lin",
+                "attention.k_lin",
+                "attention.v_lin",
+                "attention.out_lin",
+                "sa_layer_norm",
+                "ffn.lin1",
+                "ffn.lin2",
+                "output_layer_norm",
+            ]
+        };
+        let p = if bert { format!("bert.encoder.layer.{i}") } else { format!("distilbert.transformer.layer.{i}") };
+        t.linear(&format!("{p}.{}", names[0]), &mut l.query);
+        t.linear(&format!("{p}.{}", names[1]), &mut l.key);
+        t.linear(&format!("{p}.{}", names[2]), &mut l.value);
+        t.linear(&format!("{p}.{}", names[3]), &mut l.attn_out);
+        t.layer_norm(&format!("{p}.{}", names[4]), &mut l.attn_norm);
+        t.linear(&format!("{p}.{}", names[5]), &mut l.ffn_in);
+        t.linear(&format!("{p}.{}", names[6]), &mut l.ffn_out);
+        t.layer_norm(&format!("{p}.{}", names[7]), &mut l.ffn_norm);
+    }
+    t.linear(if bert { "bert.pooler.dense" } else { "pre_classifier" }, &mut m.pooler);
+    t.linear("classifier", &mut m.classifier);
+    t
+}
+
+/// Load a BERT or DistilBERT sequence classifier from an HF-layout directory.
+pub fn load_encoder_classifier<B: Backend>(
+    dir: &Path,
+    device: &B::Device,
+) -> Result<Loaded<EncoderClassifier<B>, EncoderConfig>> {
+    let file = dir.join(CONFIG_FILE);
+    let config = encoder_config_from_json(&read_json(&file)?, &file)?;
+    let mut ckpt = Checkpoint::open(dir)?;
+    ckpt.rename(|n| {
+        n.strip_suffix("LayerNorm.gamma")
+            .map(|p| format!("{p}LayerNorm.weight"))
+            .or_else(|| n.strip_suffix("LayerNorm.beta").map(|p| format!("{p}LayerNorm.bias")))
+    });
+    let mut model = config.init::<B>(device);
+    let loaded = encoder_table(&mut model).load(&mut ckpt, device)?;
+    let unused = ckpt.unused(|n| n.ends_with("embeddings.position_ids"));
+    if !unused.is_empty() {
+        tracing::warn!(location = %dir.display(), ?unused, "checkpoint tensors not used by the model");
+    }
+    Ok(Loaded { model, config, report: LoadReport { loaded, unused } })
+}
+
+/// `config.json` for an encoder classifier.
+pub fn encoder_config_to_json(c: &EncoderConfig) -> serde_json::Value {
+    let id2label: serde_json::Map<String, serde_json::Value> = (0..c.num_labels)
+        .map(|i| (i.to_string(), json!(c.labels.get(i).cloned().unwrap_or_else(|| format!("LABEL_{i}")))))
+        .collect();
+    let label2id: serde_json::Map<String, serde_json::Value> = id2label
+        .iter()
+        .map(|(k, v)| (v.as_str().unwrap_or_default().to_string(), json!(k.parse::<usize>().unwrap_or(0))))
+        .collect();
+    match c.kind {
+        EncoderKind::Bert => json!({
+            "architectures": ["BertForSequenceClassification"], "model_type": "bert",
+            "vocab_size": c.vocab_size, "hidden_size": c.hidden_size, "num_hidden_layers": c.num_layers,
+            "num_attention_heads": c.num_heads, "intermediate_size": c.intermediate_size,
+            "max_position_embeddings": c.max_position_embeddings, "type_vocab_size": c.type_vocab_size,
+            "layer_norm_eps": c.layer_norm_eps, "hidden_act": c.activation.hf_name(),
+            "id2label": id2label, "label2id": label2id, "pad_token_id": 0,
+        }),
+        EncoderKind::DistilBert => json!({
+            "architectures": ["DistilBertForSequenceClassification"], "model_type": "distilbert",
+            "vocab_size": c.vocab_size, "dim": c.hidden_size, "n_layers": c.num_layers, "n_heads": c.num_heads,
+            "hidden_dim": c.intermediate_size, "max_position_embeddings": c.max_position_embeddings,
+            "activation": c.activation.hf_name(), "sinusoidal_pos_embds": false,
+            "id2label": id2label, "label2id": label2id, "pad_token_id": 0,
+        }),
+    }
+}
+
+/// Save an encoder classifier in HF layout (`config.json`, `model.safetensors`, optional
+/// `tokenizer.json`). DistilBERT checkpoints hold LayerNorm eps 1e-12 implicitly, as HF's do.
+pub fn save_encoder_classifier<B: Backend>(
+    model: &EncoderClassifier<B>,
+    config: &EncoderConfig,
+    dir: &Path,
+    tokenizer: Option<&TextTokenizer>,
+) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
+    let mut m = model.clone();
+    write_json(&dir.join(CONFIG_FILE), &encoder_config_to_json(config))?;
+    write_safetensors(&dir.join(SAFETENSORS_FILE), encoder_table(&mut m).export())?;
+    if let Some(tok) = tokenizer {
+        tok.save(&dir.join(TOKENIZER_FILE))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn distilbert_config_keys() {
+        let j = json!({"model_type": "distilbert", "vocab_size": 30, "dim": 8, "n_layers": 1, "n_heads": 2,
+                       "hidden_dim": 16, "max_position_embeddings": 12, "id2label": {"1": "POS", "0": "NEG"}});
+        let c = encoder_config_from_json(&j, Path::new("c.json")).unwrap();
+        assert_eq!(
+            (c.hidden_size, c.num_labels, c.labels.clone(), c.type_vocab_size),
+            (8, 2, vec!["NEG".to_string(), "POS".to_string()], 0)
+        );
+        let back = encoder_config_from_json(&encoder_config_to_json(&c), Path::new("c.json")).unwrap();
+        assert_eq!((back.intermediate_size, back.labels), (16, c.labels));
+        let mut j = j;
+        j.as_object_mut().unwrap().remove("dim");
+        assert_eq!(
+            encoder_config_from_json(&j, Path::new("c.json")).unwrap_err().to_string(),
+            "c.json: missing config key `dim`"
+        );
+    }
+}

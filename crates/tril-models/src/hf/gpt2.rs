@@ -1,0 +1,312 @@
+//! GPT-2 checkpoints in HF layout: `config.json` + `model.safetensors` (+ `tokenizer.json`).
+
+use std::path::Path;
+
+use burn::tensor::backend::Backend;
+use serde_json::json;
+
+use super::{
+    read_json, write_json, write_safetensors, Checkpoint, JsonConfig, LoadReport, Table, CONFIG_FILE, SAFETENSORS_FILE,
+    TOKENIZER_FILE,
+};
+use crate::error::{ModelError, Result};
+use crate::gpt2::{Activation, Gpt2Config, Gpt2Model};
+use crate::heads::{Gpt2Classifier, Gpt2ValueModel, ScoreHeadConfig, ValueHead, ValueHeadConfig};
+use crate::tokenizer::TextTokenizer;
+
+/// A model loaded from a checkpoint, with its config and what the load did.
+#[derive(Debug)]
+pub struct Loaded<M, C> {
+    /// The model.
+    pub model: M,
+    /// Its config.
+    pub config: C,
+    /// Tensors loaded and unused.
+    pub report: LoadReport,
+}
+
+/// Parse an HF GPT-2 `config.json` (`file` is only used in error messages).
+///
+/// Required: `vocab_size`, `n_positions` (or `n_ctx`), `n_embd`, `n_layer`, `n_head`.
+/// Optional: `n_inner`, `layer_norm_epsilon` (1e-5), `activation_function` (`gelu_new`),
+/// `bos_token_id`, `eos_token_id`. Rejected: `tie_word_embeddings: false`,
+/// `scale_attn_by_inverse_layer_idx: true`, `scale_attn_weights: false`, `model_type` other
+/// than `gpt2`.
+pub fn gpt2_config_from_json(json: &serde_json::Value, file: &Path) -> Result<Gpt2Config> {
+    let c = JsonConfig { file, json };
+    if let Some(t) = c.opt_str("model_type")? {
+        if t != "gpt2" {
+            return Err(c.invalid("model_type", &json["model_type"], "expected \"gpt2\""));
+        }
+    }
+    for (key, supported) in
+        [("tie_word_embeddings", true), ("scale_attn_by_inverse_layer_idx", false), ("scale_attn_weights", true)]
+    {
+        if c.opt_bool(key)?.is_some_and(|v| v != supported) {
+            return Err(c.invalid(key, &json[key], &format!("only {supported} is supported")));
+        }
+    }
+    let activation = match c.opt_str("activation_function")? {
+        None => Activation::GeluNew,
+        Some(name) => Activation::from_hf(name).ok_or_else(|| {
+            c.invalid(
+                "activation_function",
+                &json["activation_function"],
+                "supported: gelu_new, gelu_pytorch_tanh, gelu_fast, gelu, relu",
+            )
+        })?,
+    };
+    let cfg = Gpt2Config::new(
+        c.usize(&["vocab_size"])?,
+        c.usize(&["n_positions", "n_ctx"])?,
+        c.usize(&["n_embd"])?,
+        c.usize(&["n_layer"])?,
+        c.usize(&["n_head"])?,
+    )
+    .with_n_inner(c.opt_usize(&["n_inner"])?)
+    .with_layer_norm_epsilon(c.opt_f64("layer_norm_epsilon")?.unwrap_or(1e-5))
+    .with_activation(activation)
+    .with_bos_token_id(c.opt_token_id("bos_token_id")?)
+    .with_eos_token_id(c.opt_token_id("eos_token_id")?);
+    if cfg.n_head == 0 || cfg.n_embd % cfg.n_head != 0 {
+        return Err(c.invalid("n_head", &json["n_head"], &format!("must divide n_embd = {}", cfg.n_embd)));
+    }
+    Ok(cfg)
+}
+
+/// Read `dir/config.json` as a GPT-2 config.
+pub fn read_gpt2_config(dir: &Path) -> Result<Gpt2Config> {
+    let file = dir.join(CONFIG_FILE);
+    gpt2_config_from_json(&read_json(&file)?, &file)
+}
+
+/// The `config.json` that transformers needs to rebuild this model as `GPT2LMHeadModel`.
+pub fn gpt2_config_to_json(cfg: &Gpt2Config) -> serde_json::Value {
+    json!({
+        "architectures": ["GPT2LMHeadModel"],
+        "model_type": "gpt2",
+        "activation_function": cfg.activation.hf_name(),
+        "vocab_size": cfg.vocab_size,
+        "n_positions": cfg.n_positions,
+        "n_ctx": cfg.n_positions,
+        "n_embd": cfg.n_embd,
+        "n_layer": cfg.n_layer,
+        "n_head": cfg.n_head,
+        "n_inner": cfg.n_inner,
+        "layer_norm_epsilon": cfg.layer_norm_epsilon,
+        "bos_token_id": cfg.bos_token_id,
+        "eos_token_id": cfg.eos_token_id,
+        "tie_word_embeddings": true,
+        "scale_attn_weights": true,
+        "scale_attn_by_inverse_layer_idx": false,
+        "reorder_and_upcast_attn": false,
+        "attn_pdrop": 0.1,
+        "embd_pdrop": 0.1,
+        "resid_pdrop": 0.1,
+        "initializer_range": 0.02,
+        "use_cache": true,
+        "torch_dtype": "float32",
+    })
+}
+
+/// The GPT-2 rename table. `p` is the checkpoint prefix (`"transformer."` for
+/// `GPT2LMHeadModel` / `GPT2ForSequenceClassification` files, `""` for bare `GPT2Model` files
+/// such as the hub's `gpt2`).
+///
+/// ```text
+/// HF name                                  tril parameter                 layout
+/// {p}wte.weight                            wte.weight                     [V, D]
+/// {p}wpe.weight                            wpe.weight                     [P, D]
+/// {p}h.{i}.ln_1.{weight,bias}              h[i].ln_1.{gamma,beta}         [D]
+/// {p}h.{i}.attn.c_attn.{weight,bias}       h[i].attn.c_attn               Conv1D [D, 3D] = Burn [in, out]
+/// {p}h.{i}.attn.c_proj.{weight,bias}       h[i].attn.c_proj               Conv1D [D, D]
+/// {p}h.{i}.ln_2.{weight,bias}              h[i].ln_2.{gamma,beta}         [D]
+/// {p}h.{i}.mlp.c_fc.{weight,bias}          h[i].mlp.c_fc                  Conv1D [D, I]
+/// {p}h.{i}.mlp.c_proj.{weight,bias}        h[i].mlp.c_proj                Conv1D [I, D]
+/// {p}ln_f.{weight,bias}                    ln_f.{gamma,beta}              [D]
+/// ignored: lm_head.weight (tied to wte), {p}h.{i}.attn.bias / .masked_bias (mask buffers)
+/// ```
+fn gpt2_table<'a, B: Backend>(m: &'a mut Gpt2Model<B>, p: &str) -> Table<'a, B> {
+    let mut t = Table::new();
+    t.embedding(&format!("{p}wte.weight"), &mut m.wte);
+    t.embedding(&format!("{p}wpe.weight"), &mut m.wpe);
+    for (i, b) in m.h.iter_mut().enumerate() {
+        t.layer_norm(&format!("{p}h.{i}.ln_1"), &mut b.ln_1);
+        t.conv1d(&format!("{p}h.{i}.attn.c_attn"), &mut b.attn.c_attn);
+        t.conv1d(&format!("{p}h.{i}.attn.c_proj"), &mut b.attn.c_proj);
+        t.layer_norm(&format!("{p}h.{i}.ln_2"), &mut b.ln_2);
+        t.conv1d(&format!("{p}h.{i}.mlp.c_fc"), &mut b.mlp.c_fc);
+        t.conv1d(&format!("{p}h.{i}.mlp.c_proj"), &mut b.mlp.c_proj);
+    }
+    t.layer_norm(&format!("{p}ln_f"), &mut m.ln_f);
+    t
+}
+
+/// Value-head rename table: `v_head.weight` (linear head) or `v_head.0.*` / `v_head.2.*` (the
+/// MLP head as an `nn.Sequential(Linear, ReLU, Linear)`), torch `[out, in]` layout.
+fn value_head_table<'a, B: Backend>(t: &mut Table<'a, B>, head: &'a mut ValueHead<B>) {
+    match head.hidden.as_mut() {
+        Some(hidden) => {
+            t.linear("v_head.0", hidden);
+            t.linear("v_head.2", &mut head.out);
+        }
+        None => t.linear("v_head", &mut head.out),
+    }
+}
+
+fn is_known_buffer(name: &str) -> bool {
+    name == "lm_head.weight" || name.ends_with(".attn.bias") || name.ends_with(".attn.masked_bias")
+}
+
+/// The checkpoint prefix of the GPT-2 trunk (`"transformer."` or `""`).
+fn trunk_prefix(ckpt: &Checkpoint) -> Result<&'static str> {
+    if ckpt.contains("transformer.wte.weight") {
+        Ok("transformer.")
+    } else if ckpt.contains("wte.weight") {
+        Ok("")
+    } else {
+        Err(ModelError::MissingTensor {
+            name: "transformer.wte.weight".into(),
+            location: ckpt.location().to_path_buf(),
+        })
+    }
+}
+
+fn finish(ckpt: &Checkpoint, loaded: usize) -> LoadReport {
+    let unused = ckpt.unused(is_known_buffer);
+    if !unused.is_empty() {
+        tracing::warn!(location = %ckpt.location().display(), ?unused, "checkpoint tensors not used by the model");
+    }
+    LoadReport { loaded, unused }
+}
+
+/// Load a GPT-2 LM from an HF-layout directory (`config.json` + safetensors, single or sharded).
+pub fn load_gpt2<B: Backend>(dir: &Path, device: &B::Device) -> Result<Loaded<Gpt2Model<B>, Gpt2Config>> {
+    let config = read_gpt2_config(dir)?;
+    let mut ckpt = Checkpoint::open(dir)?;
+    let mut model = config.init::<B>(device);
+    let p = trunk_prefix(&ckpt)?;
+    let loaded = gpt2_table(&mut model, p).load(&mut ckpt, device)?;
+    Ok(Loaded { model, config, report: finish(&ckpt, loaded) })
+}
+
+/// Load HF `GPT2ForSequenceClassification` (`num_labels` from `id2label` or `num_labels`).
+pub fn load_gpt2_classifier<B: Backend>(
+    dir: &Path,
+    device: &B::Device,
+) -> Result<Loaded<Gpt2Classifier<B>, Gpt2Config>> {
+    let file = dir.join(CONFIG_FILE);
+    let json = read_json(&file)?;
+    let num_labels = super::encoder::num_labels(&json, &file)?;
+    let config = gpt2_config_from_json(&json, &file)?;
+    let mut ckpt = Checkpoint::open(dir)?;
+    let mut model = Gpt2Classifier {
+        transformer: config.init(device),
+        score: ScoreHeadConfig::new(config.n_embd, num_labels).init(device),
+    };
+    let mut t = gpt2_table(&mut model.transformer, trunk_prefix(&ckpt)?);
+    t.linear("score", &mut model.score.score);
+    let loaded = t.load(&mut ckpt, device)?;
+    Ok(Loaded { model, config, report: finish(&ckpt, loaded) })
+}
+
+/// Load a critic: the GPT-2 trunk from `dir`, and the value head from it when the checkpoint
+/// has `v_head.*` tensors (as [`save_gpt2_value_model`] writes), else a fresh head (TRIL builds
+/// its critic from the policy's LM checkpoint this way).
+pub fn load_gpt2_value_model<B: Backend>(
+    dir: &Path,
+    mlp_head: bool,
+    device: &B::Device,
+) -> Result<Loaded<Gpt2ValueModel<B>, Gpt2Config>> {
+    let config = read_gpt2_config(dir)?;
+    let mut ckpt = Checkpoint::open(dir)?;
+    let mut model = Gpt2ValueModel {
+        transformer: config.init(device),
+        v_head: ValueHeadConfig::new(config.n_embd).with_mlp(mlp_head).init(device),
+    };
+    let has_head = ckpt.names().any(|n| n.starts_with("v_head."));
+    let mut t = gpt2_table(&mut model.transformer, trunk_prefix(&ckpt)?);
+    if has_head {
+        value_head_table(&mut t, &mut model.v_head);
+    }
+    let loaded = t.load(&mut ckpt, device)?;
+    Ok(Loaded { model, config, report: finish(&ckpt, loaded) })
+}
+
+fn write_dir(
+    dir: &Path,
+    config: serde_json::Value,
+    tensors: Vec<(String, Vec<f32>, Vec<usize>)>,
+    tokenizer: Option<&TextTokenizer>,
+) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
+    write_json(&dir.join(CONFIG_FILE), &config)?;
+    write_safetensors(&dir.join(SAFETENSORS_FILE), tensors)?;
+    if let Some(tok) = tokenizer {
+        tok.save(&dir.join(TOKENIZER_FILE))?;
+    }
+    Ok(())
+}
+
+/// Save a GPT-2 LM in HF layout (`transformers.AutoModelForCausalLM.from_pretrained(dir)` loads
+/// it): `config.json`, `model.safetensors` (`transformer.*` names, tied head omitted as
+/// transformers does) and, if given, `tokenizer.json`.
+pub fn save_gpt2<B: Backend>(
+    model: &Gpt2Model<B>,
+    config: &Gpt2Config,
+    dir: &Path,
+    tokenizer: Option<&TextTokenizer>,
+) -> Result<()> {
+    let mut m = model.clone();
+    let tensors = gpt2_table(&mut m, "transformer.").export();
+    write_dir(dir, gpt2_config_to_json(config), tensors, tokenizer)
+}
+
+/// Save a critic: the trunk as [`save_gpt2`] does plus `v_head.*` tensors; the directory still
+/// loads in transformers as a causal LM (the value head is reported as unexpected there).
+pub fn save_gpt2_value_model<B: Backend>(
+    model: &Gpt2ValueModel<B>,
+    config: &Gpt2Config,
+    dir: &Path,
+    tokenizer: Option<&TextTokenizer>,
+) -> Result<()> {
+    let mut m = model.clone();
+    let mut t = gpt2_table(&mut m.transformer, "transformer.");
+    value_head_table(&mut t, &mut m.v_head);
+    write_dir(dir, gpt2_config_to_json(config), t.export(), tokenizer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn missing_config_key_is_named() {
+        let j = json!({"vocab_size": 10, "n_positions": 8, "n_embd": 8, "n_head": 2});
+        let err = gpt2_config_from_json(&j, Path::new("m/config.json")).unwrap_err().to_string();
+        assert_eq!(err, "m/config.json: missing config key `n_layer`");
+    }
+
+    #[test]
+    fn config_aliases_and_defaults() {
+        let j = json!({"vocab_size": 10, "n_ctx": 8, "n_embd": 8, "n_head": 2, "n_layer": 1, "eos_token_id": [3, 4]});
+        let c = gpt2_config_from_json(&j, Path::new("c.json")).unwrap();
+        assert_eq!(
+            (c.n_positions, c.eos_token_id, c.activation, c.layer_norm_epsilon),
+            (8, Some(3), Activation::GeluNew, 1e-5)
+        );
+        let j = json!({"vocab_size": 10, "n_ctx": 8, "n_embd": 8, "n_head": 3, "n_layer": 1});
+        assert!(gpt2_config_from_json(&j, Path::new("c.json")).unwrap_err().to_string().contains("must divide"));
+        let j = json!({"vocab_size": 10, "n_ctx": 8, "n_embd": 8, "n_head": 2, "n_layer": 1, "activation_function": "swish"});
+        let err = gpt2_config_from_json(&j, Path::new("c.json")).unwrap_err().to_string();
+        assert!(err.contains("activation_function") && err.contains("swish"), "{err}");
+    }
+
+    #[test]
+    fn config_json_round_trips() {
+        let c = Gpt2Config::gpt2_medium();
+        let back = gpt2_config_from_json(&gpt2_config_to_json(&c), Path::new("x")).unwrap();
+        assert_eq!((back.n_embd, back.n_layer, back.n_head, back.eos_token_id), (1024, 24, 16, Some(50256)));
+    }
+}
