@@ -7,6 +7,8 @@
 //! |---|---|
 //! | `diversity` | [`diversity`]: `diversity_metrics/{distinct,unique,vocab_size}-n`, `msttr-W`, lengths |
 //! | `increasing_numbers` | [`reward_metrics`]: `synthetic/increasing_numbers` |
+//! | `learned_reward` | [`reward_metrics`]: `semantic/learned_automodel_metric` |
+//! | `causal_output_perplexity` | [`perplexity`]: `fluency_metrics/output_perplexity` |
 //!
 //! ```
 //! let out = tril_metrics::diversity::diversity(&["a b a".to_string()], 100);
@@ -15,4 +17,5 @@
 #![deny(missing_docs)]
 
 pub mod diversity;
+pub mod perplexity;
 pub mod reward_metrics;

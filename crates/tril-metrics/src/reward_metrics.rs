@@ -3,6 +3,7 @@
 use tril_core::config::Section;
 use tril_core::plugin::{BuildCtx, Metric, MetricOutput, MetricValue, PluginError, RewardFn, TextBatch};
 use tril_rewards::increasing_numbers::{IncreasingNumbers, IncreasingNumbersConfig};
+use tril_rewards::learned_reward::{LearnedReward, LearnedRewardConfig};
 
 /// A metric that scores each sample with a reward function and reports the mean.
 pub struct RewardMetric {
@@ -35,6 +36,18 @@ tril_core::register!(metric,
     doc: "Mean `increasing_numbers` reward of the generations (key synthetic/increasing_numbers).",
     config: IncreasingNumbersConfig,
     build: build_increasing);
+
+fn build_learned(section: &Section<'_>, _ctx: &BuildCtx<'_>) -> Result<Box<dyn Metric>, PluginError> {
+    let config: LearnedRewardConfig = section.extract()?;
+    let reward = LearnedReward::load(config, section.key())?;
+    Ok(Box::new(RewardMetric::new("semantic/learned_automodel_metric", Box::new(reward))))
+}
+
+tril_core::register!(metric,
+    id: "learned_reward",
+    doc: "Mean classifier probability of `label_ix` (key semantic/learned_automodel_metric, TRIL's).",
+    config: LearnedRewardConfig,
+    build: build_learned);
 
 #[cfg(test)]
 mod tests {

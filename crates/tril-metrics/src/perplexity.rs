@@ -1,0 +1,179 @@
+//! Perplexity with HF's strided sliding window (TRIL's `Perplexity` / `OutputPerplexity`):
+//! texts are joined with `"\n\n"`, tokenized once, and scored in windows of the model's
+//! `n_positions` tokens advancing by `stride`, each window predicting only the tokens
+//! not scored by the previous one:
+//!
+//! ```tex
+//! \mathrm{PPL} = \exp\Big(\frac{1}{N} \sum_w \mathrm{trg}_w \cdot \overline{\mathrm{NLL}}_w\Big)
+//! ```
+//! where `trg_w` is the number of new target tokens of window `w`, `NLL_w` the mean NLL of
+//! its targets (the window's first token has no prediction), and `N` the last window end.
+//!
+//! `causal_output_perplexity` scores the generations under a fixed LM (`model_id`).
+//! `causal_perplexity` scores the references under the *current policy*, so it needs the
+//! policy from the algorithm; it arrives with the PPO loop.
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+use tril_core::config::Section;
+use tril_core::ops::gather_logprobs;
+use tril_core::plugin::{BuildCtx, Metric, MetricOutput, MetricValue, PluginError, TextBatch};
+use tril_models::gpt2::Gpt2Model;
+use tril_models::tokenizer::TextTokenizer;
+use tril_models::CpuBackend;
+
+/// `(begin, end, trg_len)` of every window over `n` tokens (HF's loop).
+pub fn windows(n: usize, max_length: usize, stride: usize) -> Vec<(usize, usize, usize)> {
+    let mut out = Vec::new();
+    let mut prev_end = 0;
+    let mut begin = 0;
+    while begin < n {
+        let end = (begin + max_length).min(n);
+        out.push((begin, end, end - prev_end));
+        prev_end = end;
+        if end == n {
+            break;
+        }
+        begin += stride.max(1);
+    }
+    out
+}
+
+/// Mean NLL of the last `trg_len` tokens of `ids` (those with a preceding token).
+fn window_nll<B: Backend>(model: &Gpt2Model<B>, ids: &[u32], trg_len: usize, device: &B::Device) -> f64 {
+    let l = ids.len();
+    let data: Vec<i64> = ids.iter().map(|&x| x as i64).collect();
+    let input: Tensor<B, 2, Int> = Tensor::from_data(TensorData::new(data, [1, l]), device); // [1, L]
+    let logits = model.forward(input.clone(), None).logits; // [1, L, V]
+    let v = logits.dims()[2];
+    let logits = logits.slice([0..1, 0..l - 1, 0..v]); // [1, L-1, V]: predicts tokens 1..L
+    let targets = input.slice([0..1, 1..l]); // [1, L-1]
+    let logprobs = gather_logprobs(logits, targets).into_data().convert::<f32>(); // [1, L-1]
+    let logprobs = logprobs.to_vec::<f32>().unwrap_or_default();
+    let first_target = (l - trg_len).max(1); // token index of the first target
+    let scored = &logprobs[first_target - 1..];
+    -scored.iter().map(|&x| f64::from(x)).sum::<f64>() / scored.len().max(1) as f64
+}
+
+/// Strided perplexity of `ids` under `model` (see the module docs).
+pub fn strided_perplexity<B: Backend>(
+    model: &Gpt2Model<B>,
+    ids: &[u32],
+    max_length: usize,
+    stride: usize,
+    device: &B::Device,
+) -> f64 {
+    if ids.len() < 2 {
+        return f64::NAN;
+    }
+    let mut total = 0.0;
+    let mut end = 0;
+    for (begin, stop, trg_len) in windows(ids.len(), max_length, stride) {
+        total += window_nll(model, &ids[begin..stop], trg_len, device) * trg_len as f64;
+        end = stop;
+    }
+    (total / end as f64).exp()
+}
+
+/// Config of `causal_output_perplexity` (`eval_metrics[i].args`, TRIL's).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputPerplexityConfig {
+    /// Local HF-layout directory (or hub id) of the scoring GPT-2.
+    pub model_id: String,
+    /// Window stride in tokens (TRIL: 512).
+    #[serde(default = "default_stride")]
+    pub stride: usize,
+    /// Only `causal` is supported.
+    #[serde(default = "causal")]
+    pub model_type: String,
+}
+
+fn default_stride() -> usize {
+    512
+}
+
+fn causal() -> String {
+    "causal".into()
+}
+
+/// `causal_output_perplexity`: perplexity of the generations under a fixed GPT-2.
+#[derive(Debug)]
+pub struct OutputPerplexity {
+    model: Gpt2Model<CpuBackend>,
+    tokenizer: TextTokenizer,
+    max_length: usize,
+    stride: usize,
+}
+
+impl OutputPerplexity {
+    /// Loads the scoring model.
+    pub fn load(config: &OutputPerplexityConfig, key: &str) -> Result<Self, PluginError> {
+        if config.model_type != "causal" {
+            return Err(format!("{key}.model_type: only `causal` is supported, found `{}`", config.model_type).into());
+        }
+        let dir = tril_rewards::classifier::model_dir(&config.model_id, &format!("{key}.model_id"))?;
+        let loaded = tril_models::hf::load_gpt2::<CpuBackend>(&dir, &Default::default())?;
+        let tokenizer = TextTokenizer::from_dir(&dir)?;
+        let max_length = loaded.config.n_positions;
+        Ok(OutputPerplexity { model: loaded.model, tokenizer, max_length, stride: config.stride })
+    }
+}
+
+impl Metric for OutputPerplexity {
+    fn compute(&mut self, batch: TextBatch<'_>) -> Result<MetricOutput, PluginError> {
+        batch.len()?;
+        let ids = self.tokenizer.encode(&batch.generations.join("\n\n"), false)?;
+        let ppl = strided_perplexity(&self.model, &ids, self.max_length, self.stride, &Default::default());
+        Ok(MetricOutput::from([(
+            "fluency_metrics/output_perplexity".to_string(),
+            MetricValue { per_sample: None, corpus: ppl },
+        )]))
+    }
+}
+
+fn build(section: &Section<'_>, _ctx: &BuildCtx<'_>) -> Result<Box<dyn Metric>, PluginError> {
+    Ok(Box::new(OutputPerplexity::load(&section.extract()?, section.key())?))
+}
+
+tril_core::register!(metric,
+    id: "causal_output_perplexity",
+    doc: "Perplexity of the generations under a fixed GPT-2 (key fluency_metrics/output_perplexity).",
+    config: OutputPerplexityConfig,
+    build: build);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_follow_hf() {
+        assert_eq!(windows(10, 4, 4), vec![(0, 4, 4), (4, 8, 4), (8, 10, 2)]);
+        assert_eq!(windows(10, 4, 2), vec![(0, 4, 4), (2, 6, 2), (4, 8, 2), (6, 10, 2)]);
+        assert_eq!(windows(3, 8, 4), vec![(0, 3, 3)]);
+    }
+
+    #[test]
+    fn matches_transformers_on_the_fixture_gpt2() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let expected: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("perplexity.json")).unwrap()).unwrap();
+        let config = OutputPerplexityConfig {
+            model_id: std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../tril-models/tests/fixtures/gpt2")
+                .display()
+                .to_string(),
+            stride: expected["stride"].as_u64().unwrap() as usize,
+            model_type: "causal".into(),
+        };
+        let mut metric = OutputPerplexity::load(&config, "eval_metrics.0.args").unwrap();
+        let gens: Vec<String> = serde_json::from_value(expected["texts"].clone()).unwrap();
+        let n = gens.len();
+        let (p, r) = (vec![String::new(); n], vec![vec![]; n]);
+        let out = metric.compute(TextBatch { prompts: &p, generations: &gens, references: &r }).unwrap();
+        let got = out["fluency_metrics/output_perplexity"].corpus;
+        let want = expected["perplexity"].as_f64().unwrap();
+        assert!((got - want).abs() / want < 1e-4, "{got} vs {want}");
+    }
+}
