@@ -10,8 +10,16 @@
 //! - [`optimizers`]: `adam` and `adamw`, built into a [`tril_core::plugin::OptimizerSpec`].
 //! - [`policies`]: `actor_critic` and `actor_critic_shared`, built into a
 //!   [`tril_core::plugin::PolicySpec`].
-//! - [`ppo`]: PPO's typed arguments, plan and pure loss functions (the training loop
-//!   lands with the PPO issue, so `ppo` is not registered as an algorithm yet).
+//! - [`onpolicy`]: the on-policy spine (actor-critic module, rollouts, evaluation helpers).
+//! - [`ppo`]: PPO's typed arguments, plan and pure loss functions; [`ppo_run`]: the
+//!   registered `ppo` algorithm (its training loop).
+//! - [`dpo`]: DPO's typed arguments and pure losses (sigmoid/cDPO, IPO, hinge, robust),
+//!   plus per-sequence log-probs; not registered as an algorithm yet.
+//! - [`kto`]: KTO's typed arguments, KL reference point and pure loss; not registered yet.
+//! - [`grpo`]: GRPO's typed arguments, group-relative advantages and the clipped loss
+//!   with its four aggregations (`grpo`, `bnpo`, `dr_grpo`, `dapo`); not registered yet.
+//! - [`gspo`]: GSPO's sequence-level (and GSPO-token) clipped loss on GRPO's pieces;
+//!   not registered yet.
 //!
 //! ```
 //! use tril_algorithms::schedulers::Linear;
@@ -21,9 +29,15 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod dpo;
+pub mod grpo;
+pub mod gspo;
 pub mod kl_controller;
+pub mod kto;
+pub mod onpolicy;
 pub mod optimizers;
 pub mod policies;
 pub mod ppo;
+pub mod ppo_run;
 pub mod schedulers;
 mod validate;

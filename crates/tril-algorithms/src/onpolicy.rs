@@ -1,0 +1,366 @@
+//! The spine every on-policy algorithm shares (DESIGN.md "Data flow of one PPO iteration"):
+//! the actor-critic module, the tokenizer and models a [`PolicySpec`] names, prompt
+//! batches and rollouts (generate, score, reference and value passes) and evaluation.
+//! Functions only: the loop that orders them lives in each algorithm's file.
+
+use burn::module::Module;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor, TensorData};
+use rand_chacha::ChaCha8Rng;
+use std::collections::HashMap;
+use tril_core::ops::{entropy_from_logits, gather_logprobs};
+use tril_core::plugin::{CriticLayout, PluginError, PolicySpec, Sample};
+use tril_core::schema::{GenKwargs, Side};
+use tril_models::generate::{generate, GenerationConfig, GenerationOutput, SpecialTokens};
+use tril_models::gpt2::{Gpt2Config, Gpt2Input, Gpt2Model};
+use tril_models::heads::{Gpt2ValueModel, ValueHead, ValueHeadConfig};
+use tril_models::tokenizer::{PaddingSide, TextTokenizer, TokenizerOptions, TruncationSide};
+
+/// Policy LM and critic in one module, so one optimizer and one gradient clip cover both.
+/// Exactly one of `critic` (TRIL's separate copy) and `shared_head` (a value head on the
+/// policy's own trunk) is set.
+#[derive(Module, Debug)]
+pub struct ActorCritic<B: Backend> {
+    /// The policy LM.
+    pub policy: Gpt2Model<B>,
+    /// Separate critic (trunk + value head).
+    pub critic: Option<Gpt2ValueModel<B>>,
+    /// Value head on the policy trunk.
+    pub shared_head: Option<ValueHead<B>>,
+}
+
+/// What one forward pass over `prompt + generation` gives for the generated positions.
+#[derive(Debug, Clone)]
+pub struct Scored<B: Backend> {
+    /// Log-probs of the generated tokens, `[B, N]`.
+    pub logprobs: Tensor<B, 2>,
+    /// Entropy of the policy at each generated position, `[B, N]`.
+    pub entropy: Tensor<B, 2>,
+    /// Value of the state before each generated token, `[B, N]`.
+    pub values: Tensor<B, 2>,
+}
+
+/// The generated-position slice: logits at `t - 1` predict token `t`.
+fn generated_span(len: usize, n: usize) -> std::ops::Range<usize> {
+    len - n - 1..len - 1
+}
+
+impl<B: Backend> ActorCritic<B> {
+    /// Scores the generated part of `ids` (its last `n` columns).
+    ///
+    /// # Shapes
+    /// `ids`, `mask`: `[B, P + N]` -> [`Scored`] of `[B, N]`
+    pub fn score(&self, ids: Tensor<B, 2, Int>, mask: Tensor<B, 2, Int>, n: usize) -> Scored<B> {
+        let [b, len] = ids.dims();
+        let out = self.policy.forward_with(Gpt2Input::new(ids.clone()).with_mask(mask.clone()), None);
+        let v = out.logits.dims()[2];
+        let span = generated_span(len, n);
+        let logits = out.logits.slice([0..b, span.clone(), 0..v]); // [B, N, V]
+        let actions = ids.clone().slice([0..b, len - n..len]); // [B, N]
+        let values = match (&self.critic, &self.shared_head) {
+            (Some(critic), _) => critic.forward(ids, Some(mask)), // [B, P + N]
+            (None, Some(head)) => head.forward(out.last_hidden_state), // [B, P + N]
+            (None, None) => panic!("ActorCritic built without a critic"),
+        };
+        Scored {
+            logprobs: gather_logprobs(logits.clone(), actions),
+            entropy: entropy_from_logits(logits),
+            values: values.slice([0..b, span]),
+        }
+    }
+}
+
+/// Log-probs of the last `n` tokens of `ids` under an LM (the reference pass).
+///
+/// # Shapes
+/// `ids`, `mask`: `[B, P + N]` -> `[B, N]`
+pub fn lm_logprobs<B: Backend>(
+    lm: &Gpt2Model<B>,
+    ids: Tensor<B, 2, Int>,
+    mask: Tensor<B, 2, Int>,
+    n: usize,
+) -> Tensor<B, 2> {
+    let [b, len] = ids.dims();
+    let logits = lm.forward(ids.clone(), Some(mask)).logits; // [B, P + N, V]
+    let v = logits.dims()[2];
+    gather_logprobs(logits.slice([0..b, generated_span(len, n), 0..v]), ids.slice([0..b, len - n..len]))
+}
+
+/// The built-in vocabulary of the `synthetic` task: `<|endoftext|>` (id 0, EOS and pad)
+/// and the numbers `0..NUMBERS` as whole words (the task's default `max_number`).
+/// Numbers in the built-in vocabulary.
+pub const NUMBERS: u32 = 20;
+
+#[allow(missing_docs)]
+pub fn numbers_tokenizer() -> Result<TextTokenizer, PluginError> {
+    use tokenizers::models::wordlevel::WordLevel;
+    use tokenizers::pre_tokenizers::whitespace::WhitespaceSplit;
+    let mut vocab: HashMap<String, u32> = HashMap::from([("<|endoftext|>".to_string(), 0)]);
+    vocab.extend((0..NUMBERS).map(|n| (n.to_string(), n + 1)));
+    let model = WordLevel::builder().vocab(vocab.into_iter().collect()).unk_token("<|endoftext|>".into()).build()?;
+    let mut tok = tokenizers::Tokenizer::new(model);
+    tok.with_pre_tokenizer(Some(WhitespaceSplit));
+    tok.add_special_tokens(vec![tokenizers::AddedToken::from("<|endoftext|>", true)])?;
+    Ok(TextTokenizer::new(tok).with_eos_token("<|endoftext|>")?)
+}
+
+fn side_padding(side: Side) -> PaddingSide {
+    match side {
+        Side::Left => PaddingSide::Left,
+        Side::Right => PaddingSide::Right,
+    }
+}
+
+fn side_truncation(side: Side) -> TruncationSide {
+    match side {
+        Side::Left => TruncationSide::Left,
+        Side::Right => TruncationSide::Right,
+    }
+}
+
+/// Loads the tokenizer named by `alg.tokenizer.model_name` (`builtin:numbers`, a local
+/// directory or a hub id in the HF cache).
+pub fn load_tokenizer(name: &str) -> Result<TextTokenizer, PluginError> {
+    if name == "builtin:numbers" {
+        return numbers_tokenizer();
+    }
+    if let Some(other) = name.strip_prefix("builtin:") {
+        return Err(format!("alg.tokenizer.model_name: unknown built-in tokenizer `{other}` (known: numbers)").into());
+    }
+    Ok(TextTokenizer::from_dir(&tril_models::resolve::resolve_model(name)?)?)
+}
+
+/// The same tokenizer set up for prompts: padded and truncated to exactly `max_len`.
+pub fn prompt_tokenizer(
+    tok: &TextTokenizer,
+    padding: Side,
+    truncation: Side,
+    max_len: usize,
+    pad_as_eos: bool,
+) -> TextTokenizer {
+    tok.clone().with_options(TokenizerOptions {
+        padding_side: side_padding(padding),
+        truncation_side: side_truncation(truncation),
+        max_length: Some(max_len),
+        pad_to_max_length: true,
+        pad_token_as_eos_token: pad_as_eos,
+        add_special_tokens: false,
+    })
+}
+
+/// Builds the actor-critic and the frozen reference a policy spec names. `builtin:tiny-gpt2`
+/// is a 2-layer, 64-wide GPT-2 initialized from `seed` for the embedded default.
+pub fn build_models<B: Backend>(
+    spec: &PolicySpec,
+    vocab_size: usize,
+    seed: u64,
+    device: &B::Device,
+) -> Result<(ActorCritic<B>, Gpt2Model<B>, Gpt2Config), PluginError> {
+    B::seed(device, seed);
+    let (policy, config) = if spec.model_name == "builtin:tiny-gpt2" {
+        let config = Gpt2Config::new(vocab_size, (spec.max_prompt_len + spec.max_gen_len).max(32), 64, 2, 4);
+        let mut model = config.init::<B>(device);
+        // HF initialises embeddings with N(0, 0.02); Burn's N(0, 1) would make the tied LM
+        // head's logits so peaked that a fresh policy never explores.
+        let normal = burn::tensor::Distribution::Normal(0.0, 0.02);
+        model.wte.weight = burn::module::Param::from_tensor(Tensor::random([vocab_size, 64], normal, device));
+        model.wpe.weight = burn::module::Param::from_tensor(Tensor::random([config.n_positions, 64], normal, device));
+        (model, config)
+    } else {
+        let dir = tril_models::resolve::resolve_model(&spec.model_name)?;
+        let loaded = tril_models::hf::load_gpt2::<B>(&dir, device)?;
+        (loaded.model, loaded.config)
+    };
+    // Parameters initialise lazily and a clone of an uninitialised parameter would draw
+    // its own values: materialise them so policy, reference and critic trunk start equal.
+    // A clone also keeps the parameter ids, which key gradients and optimizer state, so
+    // the critic's trunk gets fresh ids (the reference is never optimized).
+    policy.visit(&mut Materialize);
+    let (reference, critic_trunk) = (policy.clone(), policy.clone().map(&mut FreshIds));
+    if config.vocab_size < vocab_size {
+        return Err(format!(
+            "the policy has {} token embeddings but the tokenizer has {vocab_size} tokens",
+            config.vocab_size
+        )
+        .into());
+    }
+    let head = ValueHeadConfig::new(config.n_embd).with_mlp(spec.mlp_head).init::<B>(device);
+    let model = match spec.critic {
+        CriticLayout::Separate => ActorCritic {
+            policy,
+            critic: Some(Gpt2ValueModel { transformer: critic_trunk, v_head: head }),
+            shared_head: None,
+        },
+        CriticLayout::SharedTrunk => ActorCritic { policy, critic: None, shared_head: Some(head) },
+    };
+    Ok((model, reference.no_grad(), config))
+}
+
+/// Forces every lazily initialised parameter to take its value.
+struct Materialize;
+
+impl<B: Backend> burn::module::ModuleVisitor<B> for Materialize {
+    fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<B, D>>) {
+        let _ = param.val();
+    }
+}
+
+/// Gives every float parameter a new id (an independent copy for the optimizer).
+struct FreshIds;
+
+impl<B: Backend> burn::module::ModuleMapper<B> for FreshIds {
+    fn map_float<const D: usize>(
+        &mut self,
+        param: burn::module::Param<Tensor<B, D>>,
+    ) -> burn::module::Param<Tensor<B, D>> {
+        let (_, tensor, _) = param.consume();
+        burn::module::Param::initialized(burn::module::ParamId::new(), tensor)
+    }
+}
+
+/// TRIL's generation kwargs as tril-models' generation config (HF defaults where unset).
+pub fn generation_config(kw: &GenKwargs) -> GenerationConfig {
+    let d = GenerationConfig::default();
+    GenerationConfig {
+        do_sample: kw.do_sample,
+        temperature: kw.temperature.unwrap_or(d.temperature),
+        top_k: kw.top_k.unwrap_or(d.top_k),
+        top_p: kw.top_p.unwrap_or(d.top_p),
+        min_length: kw.min_length.unwrap_or(0),
+        max_new_tokens: kw.max_new_tokens,
+        num_beams: kw.num_beams.unwrap_or(1),
+        use_cache: true,
+    }
+}
+
+/// An endless, seeded stream of shuffled sample indices (TRIL's infinite shuffled loader).
+#[derive(Debug, Clone)]
+pub struct PromptSampler {
+    order: Vec<usize>,
+    next: usize,
+}
+
+impl PromptSampler {
+    /// A sampler over `n` samples.
+    pub fn new(n: usize) -> Self {
+        PromptSampler { order: (0..n).collect(), next: n }
+    }
+
+    /// The next `k` indices, reshuffling with `rng` whenever the order is used up.
+    pub fn take(&mut self, k: usize, rng: &mut ChaCha8Rng) -> Vec<usize> {
+        use rand::seq::SliceRandom;
+        let mut out = Vec::with_capacity(k);
+        while out.len() < k && !self.order.is_empty() {
+            if self.next >= self.order.len() {
+                self.order.shuffle(rng);
+                self.next = 0;
+            }
+            out.push(self.order[self.next]);
+            self.next += 1;
+        }
+        out
+    }
+}
+
+/// Prompts of `samples` tokenized, and their generated continuations decoded.
+#[derive(Debug, Clone)]
+pub struct Generated<B: Backend> {
+    /// `prompt + generation` ids, `[B, P + N]`.
+    pub ids: Tensor<B, 2, Int>,
+    /// Attention mask of `ids`, `[B, P + N]`.
+    pub mask: Tensor<B, 2, Int>,
+    /// Mask of the generated tokens as floats, `[B, N]`.
+    pub gen_mask: Tensor<B, 2>,
+    /// The raw generation output.
+    pub output: GenerationOutput,
+    /// Decoded prompts (as the policy saw them, after truncation).
+    pub prompts: Vec<String>,
+    /// Decoded generations (special tokens skipped).
+    pub texts: Vec<String>,
+}
+
+/// Tokenizes the prompts of `samples`, generates with `lm` and decodes.
+pub fn generate_for<B: Backend>(
+    lm: &Gpt2Model<B>,
+    tokenizer: &TextTokenizer,
+    samples: &[&Sample],
+    cfg: &GenerationConfig,
+    rng: &mut ChaCha8Rng,
+    device: &B::Device,
+) -> Result<Generated<B>, PluginError> {
+    let prompts: Vec<&str> = samples.iter().map(|s| s.prompt.as_str()).collect();
+    let encoded = tokenizer.encode_batch(&prompts)?;
+    let (prompt_ids, prompt_mask) = encoded.to_tensors::<B>(device); // [B, P]
+    let eos = tokenizer.eos_token_id();
+    let pad = tokenizer.pad_token_id().or(eos).ok_or("the tokenizer has neither a pad nor an EOS token")?;
+    let output = generate(
+        lm,
+        prompt_ids.clone(),
+        prompt_mask.clone(),
+        cfg,
+        SpecialTokens { eos_token_id: eos, pad_token_id: pad },
+        rng,
+    )?;
+    let (tokens, _, gen_mask) = output.to_tensors::<B>(device); // [B, N]
+    let ids = Tensor::cat(vec![prompt_ids, tokens], 1);
+    let mask = Tensor::cat(vec![prompt_mask, gen_mask.clone().int()], 1);
+    let rows: Vec<Vec<u32>> = (0..encoded.batch).map(|i| encoded.row(i).to_vec()).collect();
+    let prompts = tokenizer.decode_batch(&rows, true)?;
+    let gen_rows: Vec<Vec<u32>> = (0..output.batch).map(|i| output.row(i).to_vec()).collect();
+    let texts = tokenizer.decode_batch(&gen_rows, true)?;
+    Ok(Generated { ids, mask, gen_mask, output, prompts, texts })
+}
+
+/// Token ids of each sample's first reference, right-padded/truncated to `n` (TRIL's
+/// target-regularization targets), with their mask.
+///
+/// # Shapes
+/// -> ids `[B, N]`, mask `[B, N]`
+pub fn reference_targets<B: Backend>(
+    tokenizer: &TextTokenizer,
+    samples: &[&Sample],
+    n: usize,
+    device: &B::Device,
+) -> Result<(Tensor<B, 2, Int>, Tensor<B, 2>), PluginError> {
+    let pad = tokenizer.pad_token_id().or(tokenizer.eos_token_id()).unwrap_or(0);
+    let mut ids = vec![pad as i64; samples.len() * n];
+    let mut mask = vec![0f32; samples.len() * n];
+    for (i, s) in samples.iter().enumerate() {
+        let reference = s.references.first().map_or("", String::as_str);
+        let toks = tokenizer.encode(reference, false)?;
+        for (j, t) in toks.iter().take(n).enumerate() {
+            ids[i * n + j] = *t as i64;
+            mask[i * n + j] = 1.0;
+        }
+    }
+    let shape = [samples.len(), n];
+    Ok((
+        Tensor::from_data(TensorData::new(ids, shape), device),
+        Tensor::from_data(TensorData::new(mask, shape), device),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn numbers_tokenizer_round_trips() {
+        let tok = numbers_tokenizer().unwrap();
+        let ids = tok.encode("3 4 17", false).unwrap();
+        assert_eq!(ids, vec![4, 5, 18]);
+        assert_eq!(tok.decode_batch(&[vec![4u32, 5, 18, 0, 0]], true).unwrap(), vec!["3 4 17"]);
+        assert_eq!(tok.eos_token_id(), Some(0));
+    }
+
+    #[test]
+    fn prompt_sampler_covers_every_sample_each_pass() {
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let mut s = PromptSampler::new(5);
+        let mut first: Vec<usize> = s.take(5, &mut rng);
+        first.sort_unstable();
+        assert_eq!(first, vec![0, 1, 2, 3, 4]);
+        assert_eq!(s.take(7, &mut rng).len(), 7);
+    }
+}
