@@ -271,7 +271,7 @@ impl Loop<'_> {
                 self.checkpoint(iteration)?;
             }
         }
-        let k = rewards.len().min(3).max(1);
+        let k = rewards.len().clamp(1, 3);
         tracing::info!(
             start_reward = format!("{:.4}", mean(&rewards[..k.min(rewards.len())])),
             end_reward = format!("{:.4}", mean(&rewards[rewards.len().saturating_sub(k)..])),

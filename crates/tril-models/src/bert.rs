@@ -15,7 +15,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{activation, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::gpt2::{attention_bias, Activation};
+use crate::gpt2::{attention_bias, linear3, Activation};
 
 /// Which encoder family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -149,7 +149,7 @@ impl<B: Backend> EncoderLayer<B> {
     pub fn forward(&self, x: Tensor<B, 3>, bias: Option<Tensor<B, 4>>) -> Tensor<B, 3> {
         let [b, t, d] = x.dims();
         let hd = d / self.n_head;
-        let heads = |l: &Linear<B>| l.forward(x.clone()).reshape([b, t, self.n_head, hd]).swap_dims(1, 2);
+        let heads = |l: &Linear<B>| linear3(l, x.clone()).reshape([b, t, self.n_head, hd]).swap_dims(1, 2);
         let (q, k, v) = (heads(&self.query), heads(&self.key), heads(&self.value)); // [B, H, T, hd]
         let scores = q.matmul(k.swap_dims(2, 3)) / (hd as f64).sqrt(); // [B, H, T, T]
         let scores = match bias {
@@ -157,8 +157,8 @@ impl<B: Backend> EncoderLayer<B> {
             None => scores,
         };
         let ctx = activation::softmax(scores, 3).matmul(v).swap_dims(1, 2).reshape([b, t, d]);
-        let x = self.attn_norm.forward(x + self.attn_out.forward(ctx));
-        let f = self.ffn_out.forward(self.activation.apply(self.ffn_in.forward(x.clone())));
+        let x = self.attn_norm.forward(x + linear3(&self.attn_out, ctx));
+        let f = linear3(&self.ffn_out, self.activation.apply(linear3(&self.ffn_in, x.clone())));
         self.ffn_norm.forward(x + f)
     }
 }

@@ -52,6 +52,14 @@ pub enum ModelError {
         /// The parse error.
         source: safetensors::SafeTensorError,
     },
+    /// A directory has no safetensors checkpoint.
+    #[error("{dir}: no model.safetensors or model.safetensors.index.json{hint}")]
+    MissingCheckpoint {
+        /// The directory searched.
+        dir: PathBuf,
+        /// Extra advice (e.g. only `pytorch_model.bin` was found).
+        hint: String,
+    },
     /// A tensor the architecture needs is not in the checkpoint.
     #[error("missing tensor `{name}` in {location}")]
     MissingTensor {

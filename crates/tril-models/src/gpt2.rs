@@ -90,9 +90,9 @@ pub struct Gpt2Config {
 }
 
 impl Gpt2Config {
-    /// A tiny model for tests: 2 layers, 4 heads, width 64, vocab 512, 128 positions.
+    /// A tiny model for tests and CPU benchmarks: 2 layers, 4 heads, width 64, vocab 512, 256 positions.
     pub fn tiny() -> Self {
-        Self::new(512, 128, 64, 2, 4)
+        Self::new(512, 256, 64, 2, 4)
     }
 
     /// `gpt2` (124 M parameters).
@@ -169,19 +169,15 @@ impl<B: Backend> Gpt2Attention<B> {
         &self,
         x: Tensor<B, 3>,
         bias: Option<Tensor<B, 4>>,
-        cache: Option<&mut Option<LayerKv<B>>>,
+        cache: Option<LayerCache<'_, B>>,
     ) -> Tensor<B, 3> {
         let [b, t, d] = x.dims();
         let hd = d / self.n_head;
-        let qkv = self.c_attn.forward(x); // [B, T, 3D]
+        let qkv = linear3(&self.c_attn, x); // [B, T, 3D]
         let heads = |i: usize| qkv.clone().narrow(2, i * d, d).reshape([b, t, self.n_head, hd]).swap_dims(1, 2);
         let (q, mut k, mut v) = (heads(0), heads(1), heads(2)); // [B, H, T, hd]
-        if let Some(slot) = cache {
-            if let Some((pk, pv)) = slot.take() {
-                k = Tensor::cat(vec![pk, k], 2);
-                v = Tensor::cat(vec![pv, v], 2);
-            }
-            *slot = Some((k.clone(), v.clone()));
+        if let Some(c) = cache {
+            (k, v) = c.append(k, v);
         }
         let scores = q.matmul(k.swap_dims(2, 3)) / (hd as f64).sqrt(); // [B, H, T, Tk]
         let scores = match bias {
@@ -190,7 +186,44 @@ impl<B: Backend> Gpt2Attention<B> {
         };
         let probs = activation::softmax(scores, 3);
         let out = probs.matmul(v).swap_dims(1, 2).reshape([b, t, d]); // [B, T, D]
-        self.c_proj.forward(out)
+        linear3(&self.c_proj, out)
+    }
+}
+
+/// One layer's slot of a [`KvCache`] during a forward pass.
+#[derive(Debug)]
+pub struct LayerCache<'a, B: Backend> {
+    slot: &'a mut Option<LayerKv<B>>,
+    past: usize,
+    capacity: usize,
+}
+
+impl<B: Backend> LayerCache<'_, B> {
+    /// Store the new keys/values after the `past` cached ones and return all of them.
+    /// Writes in place into a preallocated buffer while it has room (no copy of the past on
+    /// backends that mutate uniquely owned tensors, e.g. ndarray and CubeCL), else concatenates.
+    ///
+    /// # Shapes
+    /// - k, v: `[B, H, T, hd]` -> `[B, H, past + T, hd]` each
+    fn append(self, k: Tensor<B, 4>, v: Tensor<B, 4>) -> LayerKv<B> {
+        let [b, h, t, hd] = k.dims();
+        let total = self.past + t;
+        let write = |buf: Tensor<B, 4>, new: Tensor<B, 4>| buf.slice_assign([0..b, 0..h, self.past..total, 0..hd], new);
+        let (kb, vb) = match self.slot.take() {
+            Some((kb, vb)) if kb.dims()[2] >= total => (write(kb, k), write(vb, v)),
+            Some((kb, vb)) => (
+                Tensor::cat(vec![kb.narrow(2, 0, self.past), k], 2),
+                Tensor::cat(vec![vb.narrow(2, 0, self.past), v], 2),
+            ),
+            None if self.capacity > total => {
+                let device = k.device();
+                let zeros = || Tensor::<B, 4>::zeros([b, h, self.capacity, hd], &device);
+                (write(zeros(), k), write(zeros(), v))
+            }
+            None => (k, v),
+        };
+        *self.slot = Some((kb.clone(), vb.clone()));
+        (kb.narrow(2, 0, total), vb.narrow(2, 0, total))
     }
 }
 
@@ -210,7 +243,7 @@ impl<B: Backend> Gpt2Mlp<B> {
     /// # Shapes
     /// - x: `[B, T, D]` -> `[B, T, D]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        self.c_proj.forward(self.activation.apply(self.c_fc.forward(x)))
+        linear3(&self.c_proj, self.activation.apply(linear3(&self.c_fc, x)))
     }
 }
 
@@ -234,7 +267,7 @@ impl<B: Backend> Gpt2Block<B> {
         &self,
         x: Tensor<B, 3>,
         bias: Option<Tensor<B, 4>>,
-        cache: Option<&mut Option<LayerKv<B>>>,
+        cache: Option<LayerCache<'_, B>>,
     ) -> Tensor<B, 3> {
         let x = x.clone() + self.attn.forward(self.ln_1.forward(x), bias, cache);
         x.clone() + self.mlp.forward(self.ln_2.forward(x))
@@ -242,25 +275,35 @@ impl<B: Backend> Gpt2Block<B> {
 }
 
 /// Keys and values of all layers for incremental decoding.
+///
+/// [`KvCache::with_capacity`] preallocates `[B, H, capacity, hd]` buffers on first use and
+/// writes each step in place; [`KvCache::new`] grows by concatenation.
 #[derive(Debug, Clone)]
 pub struct KvCache<B: Backend> {
     layers: Vec<Option<LayerKv<B>>>,
+    len: usize,
+    capacity: usize,
 }
 
 impl<B: Backend> KvCache<B> {
-    /// An empty cache for a model with `n_layer` blocks.
+    /// An empty, growing cache for a model with `n_layer` blocks.
     pub fn new(n_layer: usize) -> Self {
-        Self { layers: vec![None; n_layer] }
+        Self::with_capacity(n_layer, 0)
+    }
+
+    /// An empty cache whose buffers hold `capacity` positions (prompt + new tokens).
+    pub fn with_capacity(n_layer: usize, capacity: usize) -> Self {
+        Self { layers: vec![None; n_layer], len: 0, capacity }
     }
 
     /// Number of cached positions (0 when empty).
     pub fn len(&self) -> usize {
-        self.layers.first().and_then(|l| l.as_ref()).map_or(0, |(k, _)| k.dims()[2])
+        self.len
     }
 
     /// Whether nothing is cached yet.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.len == 0
     }
 }
 
@@ -281,7 +324,10 @@ pub struct Gpt2Input<B: Backend> {
     pub input_ids: Tensor<B, 2, Int>,
     /// 1 for real tokens, 0 for padding, `[B, past + T]` (covers the cached positions too).
     pub attention_mask: Option<Tensor<B, 2, Int>>,
-    /// Explicit positions `[B, T]`; by default derived from the mask (see module docs).
+    /// Explicit positions `[B, T]`; by default derived from the mask (see module docs), as
+    /// HF `generate` does. Note that a plain HF forward without `position_ids` (and so
+    /// TRIL's log-prob recomputation) uses `past..past + T` even for left-padded rows; pass
+    /// those positions here to reproduce it.
     pub position_ids: Option<Tensor<B, 2, Int>>,
     /// Return the hidden state after the embeddings and after every block.
     pub output_hidden_states: bool,
@@ -360,6 +406,18 @@ pub struct Gpt2Model<B: Backend> {
     pub ln_f: LayerNorm<B>,
     /// Maximum sequence length.
     pub n_positions: usize,
+}
+
+/// `l.forward(x)` for a `[B, T, D]` input as one 2-D matmul over `B * T` rows (burn-ndarray
+/// runs a 3-D input as `B` separate products, which is about 10x slower).
+///
+/// # Shapes
+/// - x: `[B, T, D_in]` -> `[B, T, D_out]`
+pub fn linear3<B: Backend>(l: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
+    let [b, t, d] = x.dims();
+    let y = l.forward(x.reshape([b * t, d]));
+    let o = y.dims()[1];
+    y.reshape([b, t, o])
 }
 
 /// Positions from an attention mask as HF `generate` derives them: `cumsum(mask) - 1`, with
@@ -449,13 +507,18 @@ impl<B: Backend> Gpt2Model<B> {
         let bias = attention_bias(input.attention_mask, t, past, &device);
         let mut x = self.wte.forward(input.input_ids) + self.wpe.forward(positions); // [B, T, D]
         let mut states = input.output_hidden_states.then(Vec::new);
-        let mut layer_caches = cache.map(|c| c.layers.iter_mut());
+        let capacity = cache.as_ref().map_or(0, |c| c.capacity);
+        let mut cache = cache;
+        let mut slots = cache.as_mut().map(|c| c.layers.iter_mut());
         for block in &self.h {
             if let Some(s) = states.as_mut() {
                 s.push(x.clone());
             }
-            let slot = layer_caches.as_mut().and_then(|it| it.next());
+            let slot = slots.as_mut().and_then(|it| it.next()).map(|slot| LayerCache { slot, past, capacity });
             x = block.forward(x, bias.clone(), slot);
+        }
+        if let Some(c) = cache {
+            c.len += t;
         }
         let x = self.ln_f.forward(x);
         if let Some(s) = states.as_mut() {
@@ -469,7 +532,10 @@ impl<B: Backend> Gpt2Model<B> {
     /// # Shapes
     /// - hidden: `[B, T, D]` -> `[B, T, V]`
     pub fn lm_logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
-        burn::tensor::module::linear(hidden, self.wte.weight.val().transpose(), None)
+        let [b, t, d] = hidden.dims();
+        let logits = hidden.reshape([b * t, d]).matmul(self.wte.weight.val().transpose()); // [B*T, V]
+        let v = logits.dims()[1];
+        logits.reshape([b, t, v])
     }
 
     /// Vocabulary size (rows of `wte`).
@@ -523,9 +589,18 @@ mod tests {
         let mut cache = KvCache::new(model.n_layer());
         model.forward_with(Gpt2Input::new(ids.clone().narrow(1, 0, 4)), Some(&mut cache));
         model.forward_with(Gpt2Input::new(ids.clone().narrow(1, 4, 1)), Some(&mut cache));
-        let step = model.forward_with(Gpt2Input::new(ids.narrow(1, 5, 1)), Some(&mut cache)).logits;
+        let step = model.forward_with(Gpt2Input::new(ids.clone().narrow(1, 5, 1)), Some(&mut cache)).logits;
         assert_eq!(cache.len(), 6);
-        let diff = (full - step).abs().max().into_scalar();
+        let diff = (full.clone() - step).abs().max().into_scalar();
         assert!(diff < 1e-5, "max |diff| {diff}");
+        // Preallocated (with room, and too small so that it falls back to concatenation).
+        for cap in [8, 5] {
+            let mut cache = KvCache::with_capacity(model.n_layer(), cap);
+            model.forward_with(Gpt2Input::new(ids.clone().narrow(1, 0, 4)), Some(&mut cache));
+            model.forward_with(Gpt2Input::new(ids.clone().narrow(1, 4, 1)), Some(&mut cache));
+            let step = model.forward_with(Gpt2Input::new(ids.clone().narrow(1, 5, 1)), Some(&mut cache)).logits;
+            let diff = (full.clone() - step).abs().max().into_scalar();
+            assert!(diff < 1e-5, "capacity {cap}: max |diff| {diff}");
+        }
     }
 }

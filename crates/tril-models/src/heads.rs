@@ -13,7 +13,7 @@ use burn::nn::{Linear, LinearConfig};
 use burn::tensor::backend::Backend;
 use burn::tensor::{activation, Int, Tensor};
 
-use crate::gpt2::{Gpt2Input, Gpt2Model};
+use crate::gpt2::{linear3, Gpt2Input, Gpt2Model};
 
 /// Configuration of a [`ValueHead`].
 #[derive(Config, Debug)]
@@ -53,10 +53,10 @@ impl<B: Backend> ValueHead<B> {
     /// - hidden: `[B, T, D]` -> values `[B, T]`
     pub fn forward(&self, hidden: Tensor<B, 3>) -> Tensor<B, 2> {
         let x = match &self.hidden {
-            Some(l) => activation::relu(l.forward(hidden)),
+            Some(l) => activation::relu(linear3(l, hidden)),
             None => hidden,
         };
-        let v = self.out.forward(x); // [B, T, 1]
+        let v = linear3(&self.out, x); // [B, T, 1]
         let [b, t, _] = v.dims();
         v.reshape([b, t])
     }

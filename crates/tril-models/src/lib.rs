@@ -1,6 +1,64 @@
-//! placeholder (crate doc written at the end)
+//! tril-models: the language models of tril on Burn 0.21 — GPT-2 and BERT/DistilBERT with
+//! Hugging Face weights in and out, tokenizers, and KV-cache generation equal to transformers.
+//!
+//! Key types, by module:
+//! - [`gpt2`]: [`gpt2::Gpt2Config`] (from HF `config.json`, presets `tiny`, `gpt2`,
+//!   `gpt2_medium`, `gpt2_large`), [`gpt2::Gpt2Model`] (HF `GPT2LMHeadModel`, tied head; forward
+//!   with attention mask, left-padding-aware positions, optional hidden states and KV cache
+//!   [`gpt2::KvCache`]), [`gpt2::Gpt2Output`].
+//! - [`heads`]: [`heads::ValueHead`] (TRIL `mlp_head` off/on), [`heads::Gpt2ValueModel`]
+//!   (separate critic), [`heads::Gpt2WithValueHead`] (shared trunk), [`heads::Gpt2Classifier`]
+//!   (HF `GPT2ForSequenceClassification`).
+//! - [`bert`]: [`bert::EncoderClassifier`] for BERT and DistilBERT
+//!   (`*ForSequenceClassification`), with [`bert::EncoderKind`]; logits and label probabilities.
+//! - [`hf`]: [`hf::load_gpt2`], [`hf::save_gpt2`], [`hf::load_gpt2_classifier`],
+//!   [`hf::load_gpt2_value_model`], [`hf::load_encoder_classifier`],
+//!   [`hf::save_encoder_classifier`]; [`hf::Checkpoint`] reads `model.safetensors` or a sharded
+//!   `model.safetensors.index.json`. One rename table per architecture; missing tensors and
+//!   shape mismatches are errors naming the tensor, unused tensors are reported.
+//! - [`resolve`]: [`resolve::resolve_model`] maps a model id to a local directory (a directory,
+//!   else the HF hub cache; downloading is not built in).
+//! - [`tokenizer`]: [`tokenizer::TextTokenizer`] (`tokenizer.json`; [`tokenizer::PaddingSide`],
+//!   [`tokenizer::TruncationSide`], `max_length`, `pad_token_as_eos_token`; batch encode to flat
+//!   ids + mask, batch decode with `skip_special_tokens`); [`gpt2_tokenizer::gpt2_tokenizer`]
+//!   builds the exact GPT-2 tokenizer offline from tiktoken-rs's embedded r50k_base ranks.
+//! - [`generate`]: [`generate::GenerationConfig`] (TRIL's `gen_kwargs` names),
+//!   [`generate::generate`] (batched, left-padded, KV cache, greedy / temperature / top-k /
+//!   top-p, `min_length` new tokens, per-row EOS, seeded), [`generate::GenerationOutput`].
+//! - [`bench`]: [`bench::bench_generate`], tokens/s on random weights.
+//! - [`error`]: [`ModelError`], the crate's one error type.
+//!
+//! Backends: [`CpuBackend`] (ndarray, the default), [`CpuAutodiff`]; `FlexBackend` with the
+//! `flex` feature, `CudaBackend` with the `cuda` feature. Every model is generic over
+//! `B: Backend`. No model has dropout (TRIL runs its models in eval mode).
+//!
+//! ```
+//! use rand::SeedableRng;
+//! use tril_models::generate::{generate, GenerationConfig, SpecialTokens};
+//! use tril_models::gpt2::Gpt2Config;
+//! use tril_models::tokenizer::{TextTokenizer, TokenizerOptions};
+//! use tril_models::CpuBackend;
+//!
+//! # fn main() -> tril_models::Result<()> {
+//! let device = Default::default();
+//! let tokenizer = TextTokenizer::gpt2()?.with_options(TokenizerOptions { pad_token_as_eos_token: true, ..Default::default() });
+//! let model = Gpt2Config::new(50257, 64, 32, 1, 2).init::<CpuBackend>(&device); // random weights
+//! let batch = tokenizer.encode_batch(&["Hello world", "A longer prompt, padded on the left"])?;
+//! let (ids, mask) = batch.to_tensors::<CpuBackend>(&device);
+//! let eos = tokenizer.eos_token_id().unwrap();
+//! let special = SpecialTokens { eos_token_id: Some(eos), pad_token_id: eos };
+//! let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+//! let cfg = GenerationConfig { do_sample: true, top_k: 50, max_new_tokens: 4, ..Default::default() };
+//! let out = generate(&model, ids, mask, &cfg, special, &mut rng)?;
+//! assert_eq!((out.batch, out.max_new_tokens), (2, 4));
+//! let texts = tokenizer.decode_batch(&[out.row(0), out.row(1)], true)?;
+//! assert_eq!(texts.len(), 2);
+//! # Ok(())
+//! # }
+//! ```
 #![deny(missing_docs)]
 
+pub mod bench;
 pub mod bert;
 pub mod error;
 pub mod generate;
@@ -8,6 +66,7 @@ pub mod gpt2;
 pub mod gpt2_tokenizer;
 pub mod heads;
 pub mod hf;
+pub mod resolve;
 pub mod sampling;
 pub mod tokenizer;
 
@@ -17,3 +76,9 @@ pub use error::{ModelError, Result};
 pub type CpuBackend = burn::backend::NdArray<f32>;
 /// [`CpuBackend`] with autodiff, for training on CPU.
 pub type CpuAutodiff = burn::backend::Autodiff<CpuBackend>;
+/// Pure-Rust multithreaded CPU backend (feature `flex`).
+#[cfg(feature = "flex")]
+pub type FlexBackend = burn::backend::Flex<f32>;
+/// CUDA backend (feature `cuda`).
+#[cfg(feature = "cuda")]
+pub type CudaBackend = burn::backend::Cuda<f32, i32>;

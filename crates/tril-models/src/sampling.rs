@@ -28,22 +28,39 @@ pub fn apply_top_k(scores: &mut [f32], k: usize) {
 /// Nucleus filtering (HF `TopPLogitsWarper`): sort ascending, drop the tokens whose
 /// cumulative probability is `<= 1 - top_p`, always keeping the most likely token.
 /// `top_p >= 1` is a no-op.
+///
+/// Equivalently (and so implemented): in descending order, a token is kept while the mass of
+/// the tokens before it is `< top_p`. Only the head of the distribution is sorted: the 1024
+/// most likely tokens, or all of them if those do not reach `top_p`.
 pub fn apply_top_p(scores: &mut [f32], top_p: f64) {
-    if top_p >= 1.0 {
+    if top_p >= 1.0 || scores.is_empty() {
         return;
     }
     let probs = softmax(scores);
-    let mut order: Vec<usize> = (0..scores.len()).collect();
-    order.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
-    let threshold = 1.0 - top_p;
-    let mut cum = 0.0f64;
-    let last = order.len() - 1;
-    for (rank, &i) in order.iter().enumerate() {
-        cum += probs[i];
-        if cum <= threshold && rank < last {
-            scores[i] = f32::NEG_INFINITY;
-        } else {
+    let desc = |a: &usize, b: &usize| probs[*b].total_cmp(&probs[*a]);
+    let mut order: Vec<usize> = (0..scores.len()).filter(|&i| probs[i] > 0.0).collect();
+    const HEAD: usize = 1024;
+    let mut sorted = false;
+    if order.len() > HEAD {
+        order.select_nth_unstable_by(HEAD - 1, desc);
+        order[..HEAD].sort_by(desc);
+        sorted = order[..HEAD].iter().map(|&i| probs[i]).sum::<f64>() >= top_p;
+    }
+    if !sorted {
+        order.sort_by(desc);
+    }
+    let mut keep = vec![false; scores.len()];
+    let mut before = 0.0f64;
+    for &i in &order {
+        if before >= top_p {
             break;
+        }
+        keep[i] = true;
+        before += probs[i];
+    }
+    for (s, k) in scores.iter_mut().zip(keep) {
+        if !k {
+            *s = f32::NEG_INFINITY;
         }
     }
 }
@@ -95,7 +112,7 @@ pub fn sample<R: Rng + ?Sized>(scores: &[f32], rng: &mut R) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::SeedableRng;
+    use rand::{Rng, SeedableRng};
 
     #[test]
     fn top_k_keeps_ties() {
@@ -120,6 +137,28 @@ mod tests {
         let mut s = vec![0.0f32, -100.0];
         apply_top_p(&mut s, 0.01);
         assert!(s[0].is_finite());
+    }
+
+    /// The partial sort gives what the literal HF algorithm (full ascending sort) gives.
+    #[test]
+    fn top_p_head_sort_equals_full_sort() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        for (n, scale, top_p) in [(5000, 1.0, 0.9), (5000, 8.0, 0.5), (3000, 0.01, 0.95), (50, 3.0, 0.3)] {
+            let scores: Vec<f32> = (0..n).map(|_| rng.random::<f32>() * scale).collect();
+            let mut ours = scores.clone();
+            apply_top_p(&mut ours, top_p);
+            let probs = softmax(&scores);
+            let mut order: Vec<usize> = (0..n).collect();
+            order.sort_by(|&a, &b| probs[a].total_cmp(&probs[b]));
+            let mut cum = 0.0;
+            let mut removed = vec![false; n];
+            for &i in &order[..n - 1] {
+                cum += probs[i];
+                removed[i] = cum <= 1.0 - top_p;
+            }
+            let ours_removed: Vec<bool> = ours.iter().map(|s| *s == f32::NEG_INFINITY).collect();
+            assert_eq!(ours_removed, removed, "n {n} scale {scale} top_p {top_p}");
+        }
     }
 
     #[test]

@@ -44,9 +44,11 @@ fn left_padded_logits_equal_transformers() {
     let (logits_exp, lshape) = exp.read_f32("logits").unwrap();
     assert_eq!(out.logits.dims().to_vec(), lshape);
     let d = max_diff_where(&values(out.logits), &logits_exp, lshape[2], &keep);
+    eprintln!("logits max |diff| {d:.2e}");
     assert!(d <= TOL, "logits max |diff| {d}");
     let (hidden_exp, hshape) = exp.read_f32("last_hidden_state").unwrap();
     let d = max_diff_where(&values(out.last_hidden_state), &hidden_exp, hshape[2], &keep);
+    eprintln!("hidden max |diff| {d:.2e}");
     assert!(d <= TOL, "hidden max |diff| {d}");
     assert_eq!(out.hidden_states.unwrap().len(), 3);
 
@@ -54,6 +56,7 @@ fn left_padded_logits_equal_transformers() {
     let pos = int_tensor::<2>(&mut exp, "position_ids");
     let out2 = loaded.model.forward_with(Gpt2Input::new(ids).with_mask(mask).with_positions(pos), None);
     let d = max_diff_where(&values(out2.logits), &logits_exp, lshape[2], &keep);
+    eprintln!("logits (explicit positions) max |diff| {d:.2e}");
     assert!(d <= TOL, "logits (explicit positions) max |diff| {d}");
 }
 
@@ -117,6 +120,7 @@ fn kv_cache_generation_equals_full_recompute() {
         assert_eq!(cached.tokens, full.tokens);
         assert_eq!(cached.mask, full.mask);
         let d = cached.logprobs.iter().zip(&full.logprobs).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        eprintln!("logprob max |diff| {d:.2e}");
         assert!(d <= TOL, "logprob max |diff| {d}");
     }
 }
@@ -145,6 +149,7 @@ fn logprobs_equal_a_teacher_forced_forward() {
     let logits = model.forward(full, Some(full_mask)).logits.narrow(1, p - 1, 6); // [B, 6, V]
     let lp = burn::tensor::activation::log_softmax(logits, 2).gather(2, gen.reshape([b, 6, 1])).reshape([b, 6]);
     let d = values(lp).iter().zip(&out.logprobs).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    eprintln!("logprob max |diff| {d:.2e}");
     assert!(d <= TOL, "logprob max |diff| {d}");
 }
 
@@ -162,5 +167,6 @@ fn sequence_classifier_equals_transformers() {
     let (want, _) = exp.read_f32("score_logits").unwrap();
     let got = values(logits);
     let d = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    eprintln!("score max |diff| {d:.2e}");
     assert!(d <= TOL, "score max |diff| {d}");
 }

@@ -13,9 +13,9 @@ use tril_models::tokenizer::{PaddingSide, TextTokenizer, TokenizerOptions, Trunc
 #[derive(Debug)]
 pub enum Classifier<B: Backend> {
     /// BERT or DistilBERT with a classification head.
-    Encoder(EncoderClassifier<B>),
+    Encoder(Box<EncoderClassifier<B>>),
     /// GPT-2 scored at the last non-pad token.
-    Gpt2(Gpt2Classifier<B>),
+    Gpt2(Box<Gpt2Classifier<B>>),
 }
 
 /// A classifier with its tokenizer, scoring texts in batches.
@@ -45,11 +45,11 @@ impl<B: Backend> TextClassifier<B> {
         let (model, max_len) = match kind.as_str() {
             "gpt2" => {
                 let loaded = tril_models::hf::load_gpt2_classifier::<B>(dir, device)?;
-                (Classifier::Gpt2(loaded.model), loaded.config.n_positions)
+                (Classifier::Gpt2(Box::new(loaded.model)), loaded.config.n_positions)
             }
             _ => {
                 let loaded = tril_models::hf::load_encoder_classifier::<B>(dir, device)?;
-                (Classifier::Encoder(loaded.model), loaded.config.max_position_embeddings)
+                (Classifier::Encoder(Box::new(loaded.model)), loaded.config.max_position_embeddings)
             }
         };
         let options = TokenizerOptions {
@@ -89,15 +89,9 @@ impl<B: Backend> TextClassifier<B> {
     }
 }
 
-/// The local directory of a model named in a config. Hub ids are not resolved yet:
-/// tril-models' resolver (HF cache, downloads) replaces this.
+/// The directory of a model named in a config: a local HF-layout directory, or a hub id
+/// found in the Hugging Face cache (see `tril_models::resolve`).
 pub fn model_dir(name: &str, key: &str) -> Result<std::path::PathBuf, RewardError> {
-    let path = Path::new(name);
-    if path.join("config.json").is_file() {
-        return Ok(path.to_path_buf());
-    }
-    Err(RewardError::Config {
-        key: key.into(),
-        message: format!("`{name}` is not a local model directory (config.json, model.safetensors, tokenizer.json)"),
-    })
+    tril_models::resolve::resolve_model(name)
+        .map_err(|e| RewardError::Config { key: key.into(), message: e.to_string() })
 }

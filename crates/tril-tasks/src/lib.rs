@@ -18,6 +18,7 @@
 
 pub mod error;
 pub mod imdb;
+pub mod preference;
 pub mod synthetic;
 pub mod table;
 

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 const EXAMPLES: &str = "\
 Examples:
+  tril run                                      the embedded default: task=synthetic alg=ppo, CPU, no downloads
   tril run task=imdb alg=ppo                    train PPO on IMDB
   tril run task=imdb alg=ppo alg.args.n_iters=7 sampling.max_gen_len=20
   tril run --resume outputs/tril_experiment/2026-11-23_10-00-00
@@ -54,7 +55,8 @@ pub struct ConfigArgs {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Train: compose the config, build the algorithm, run it into a new run directory.
+    /// Train: compose the config, build the algorithm, run it into a new run directory
+    /// (no arguments: the embedded default `task=synthetic alg=ppo`).
     Run {
         /// Config source and overrides.
         #[command(flatten)]

@@ -29,6 +29,9 @@ impl From<CoreError> for Failure {
 
 type CmdResult = Result<(), Failure>;
 
+/// What `tril run` with no arguments runs: the synthetic task, trained by PPO on the CPU.
+pub const EMBEDDED_DEFAULT: &[&str] = &["task=synthetic", "alg=ppo"];
+
 fn request(args: &ConfigArgs) -> ComposeRequest {
     let env = std::env::vars().filter(|(k, _)| k.starts_with("TRIL_")).collect();
     ComposeRequest { args: args.overrides.clone(), env }
@@ -101,6 +104,18 @@ pub fn list(kind: Option<&str>) -> CmdResult {
 
 /// `tril run`.
 pub fn run(args: &ConfigArgs, resume: Option<&Path>, quiet: bool) -> CmdResult {
+    let defaulted;
+    let args = if resume.is_none() && args.config.is_none() && args.overrides.is_empty() {
+        tracing::info!("no arguments: running the embedded default, task=synthetic alg=ppo");
+        defaulted = ConfigArgs {
+            config_dir: args.config_dir.clone(),
+            config: None,
+            overrides: EMBEDDED_DEFAULT.iter().map(|s| s.to_string()).collect(),
+        };
+        &defaulted
+    } else {
+        args
+    };
     let (config, run_dir) = match resume {
         Some(dir) => {
             let file = dir.join("config.resolved.yaml");

@@ -80,7 +80,7 @@ pub fn encoder_config_from_json(json: &serde_json::Value, file: &Path) -> Result
             .with_type_vocab_size(0)
         }
     };
-    if cfg.num_heads == 0 || cfg.hidden_size % cfg.num_heads != 0 {
+    if cfg.num_heads == 0 || !cfg.hidden_size.is_multiple_of(cfg.num_heads) {
         return Err(ModelError::InvalidConfigValue {
             file: file.to_path_buf(),
             key: "num_heads".into(),

@@ -68,7 +68,7 @@ pub fn gpt2_config_from_json(json: &serde_json::Value, file: &Path) -> Result<Gp
     .with_activation(activation)
     .with_bos_token_id(c.opt_token_id("bos_token_id")?)
     .with_eos_token_id(c.opt_token_id("eos_token_id")?);
-    if cfg.n_head == 0 || cfg.n_embd % cfg.n_head != 0 {
+    if cfg.n_head == 0 || !cfg.n_embd.is_multiple_of(cfg.n_head) {
         return Err(c.invalid("n_head", &json["n_head"], &format!("must divide n_embd = {}", cfg.n_embd)));
     }
     Ok(cfg)

@@ -20,7 +20,7 @@ use safetensors::tensor::{Dtype, TensorInfo};
 use crate::error::{ModelError, Result};
 
 pub use encoder::{load_encoder_classifier, save_encoder_classifier};
-pub use gpt2::{load_gpt2, load_gpt2_classifier, save_gpt2};
+pub use gpt2::{load_gpt2, load_gpt2_classifier, load_gpt2_value_model, save_gpt2, save_gpt2_value_model, Loaded};
 
 /// File name of a single-file safetensors checkpoint.
 pub const SAFETENSORS_FILE: &str = "model.safetensors";
@@ -89,14 +89,12 @@ impl Checkpoint {
             return Self::from_index(&index);
         }
         let hint = if path.join("pytorch_model.bin").exists() {
-            " (only pytorch_model.bin found: convert it to safetensors, e.g. with transformers `save_pretrained(dir, safe_serialization=True)`)"
+            " (only pytorch_model.bin found: convert it, e.g. with transformers \
+             `save_pretrained(dir, safe_serialization=True)`)"
         } else {
             ""
         };
-        Err(ModelError::MissingTensor {
-            name: format!("{SAFETENSORS_FILE} or {SAFETENSORS_INDEX_FILE}{hint}"),
-            location: path.to_path_buf(),
-        })
+        Err(ModelError::MissingCheckpoint { dir: path.to_path_buf(), hint: hint.to_string() })
     }
 
     fn from_index(index_path: &Path) -> Result<Self> {

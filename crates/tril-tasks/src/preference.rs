@@ -1,0 +1,358 @@
+//! Preference data for DPO-style and KTO training, from local CSV/JSONL files.
+//!
+//! Two of TRL's dataset formats (`dataset_formats.md`), both "standard" (plain text, not
+//! chat messages):
+//! - **paired preference** (DPO, IPO, ...): `prompt`, `chosen`, `rejected` columns, read by
+//!   [`PreferenceConfig::load`] into [`PreferencePair`]s;
+//! - **unpaired preference** (KTO): `prompt`, `completion`, `label` columns, read by
+//!   [`UnpairedConfig::load`] into [`UnpairedExample`]s.
+//!
+//! Several files are concatenated in the order listed (as FAI-RL's `data.datasets`); every
+//! example remembers its dataset index and 1-based data row ([`SourceRow`]). A missing
+//! column, an empty value, a bad label or a file without data rows is an error naming the
+//! file (and the row, and the config key that names the column).
+//!
+//! Truncation to `max_length` / `max_prompt_length` happens at tokenization; here the two
+//! are only checked.
+//!
+//! # Not supported yet
+//! - HF hub datasets: `subset` and `split` (FAI-RL's keys) only make sense for those, so
+//!   setting either is an error naming the key rather than being silently ignored.
+//! - Conversational (`messages`) rows, and parquet (no parquet dependency).
+
+use crate::error::TaskError;
+use crate::table::Table;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+const TASK: &str = "preference";
+
+fn default_prompt() -> String {
+    "prompt".into()
+}
+fn default_chosen() -> String {
+    "chosen".into()
+}
+fn default_rejected() -> String {
+    "rejected".into()
+}
+fn default_completion() -> String {
+    "completion".into()
+}
+fn default_label() -> String {
+    "label".into()
+}
+fn default_max_length() -> usize {
+    1024
+}
+fn default_max_prompt_length() -> usize {
+    512
+}
+
+/// One file of paired preferences (one entry of `task.args.datasets`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreferenceSource {
+    /// A `.csv` (with a header row) or `.jsonl` file.
+    pub path: PathBuf,
+    /// Column holding the prompt.
+    #[serde(default = "default_prompt")]
+    pub prompt_column: String,
+    /// Column holding the preferred completion.
+    #[serde(default = "default_chosen")]
+    pub chosen_column: String,
+    /// Column holding the dispreferred completion.
+    #[serde(default = "default_rejected")]
+    pub rejected_column: String,
+    /// HF hub subset (config name). Hub datasets are not read yet: setting it is an error.
+    #[serde(default)]
+    pub subset: Option<String>,
+    /// HF hub split. Hub datasets are not read yet: setting it is an error.
+    #[serde(default)]
+    pub split: Option<String>,
+}
+
+/// One file of unpaired, labelled completions (KTO; one entry of `task.args.datasets`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnpairedSource {
+    /// A `.csv` (with a header row) or `.jsonl` file.
+    pub path: PathBuf,
+    /// Column holding the prompt.
+    #[serde(default = "default_prompt")]
+    pub prompt_column: String,
+    /// Column holding the completion.
+    #[serde(default = "default_completion")]
+    pub completion_column: String,
+    /// Column holding the label: `true`/`false`/`1`/`0` (case-insensitive), true = desirable.
+    #[serde(default = "default_label")]
+    pub label_column: String,
+    /// HF hub subset (config name). Hub datasets are not read yet: setting it is an error.
+    #[serde(default)]
+    pub subset: Option<String>,
+    /// HF hub split. Hub datasets are not read yet: setting it is an error.
+    #[serde(default)]
+    pub split: Option<String>,
+}
+
+/// Paired preference data (`task.args` of a DPO-style run).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreferenceConfig {
+    /// Files read and concatenated in this order (at least one).
+    pub datasets: Vec<PreferenceSource>,
+    /// Prompt + completion tokens kept at tokenization (TRL: 1024; FAI-RL: 512).
+    #[serde(default = "default_max_length")]
+    pub max_length: usize,
+    /// Prompt tokens kept at tokenization (TRL <= 0.2x: 512; FAI-RL: 256).
+    #[serde(default = "default_max_prompt_length")]
+    pub max_prompt_length: usize,
+}
+
+/// Unpaired preference data (`task.args` of a KTO run).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnpairedConfig {
+    /// Files read and concatenated in this order (at least one).
+    pub datasets: Vec<UnpairedSource>,
+    /// Prompt + completion tokens kept at tokenization (TRL's KTO: 1024).
+    #[serde(default = "default_max_length")]
+    pub max_length: usize,
+    /// Prompt tokens kept at tokenization (TRL <= 0.2x: 512).
+    #[serde(default = "default_max_prompt_length")]
+    pub max_prompt_length: usize,
+}
+
+/// Where an example came from: the index into `datasets` and the 1-based data row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SourceRow {
+    /// Index of the file in `task.args.datasets`.
+    pub dataset: usize,
+    /// 1-based data row of that file (the header excluded).
+    pub row: usize,
+}
+
+/// A prompt with a preferred and a dispreferred completion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreferencePair {
+    /// The prompt.
+    pub prompt: String,
+    /// The preferred completion.
+    pub chosen: String,
+    /// The dispreferred completion.
+    pub rejected: String,
+    /// Where it was read.
+    pub source_row: SourceRow,
+}
+
+/// A prompt with one completion labelled desirable (`true`) or undesirable (`false`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnpairedExample {
+    /// The prompt.
+    pub prompt: String,
+    /// The completion.
+    pub completion: String,
+    /// True when the completion is desirable.
+    pub label: bool,
+    /// Where it was read.
+    pub source_row: SourceRow,
+}
+
+fn config_error(message: String) -> TaskError {
+    TaskError::Config { task: TASK.into(), message }
+}
+
+/// Checks the shared settings: at least one dataset and sane token budgets.
+fn check_lengths(n_datasets: usize, max_length: usize, max_prompt_length: usize) -> Result<(), TaskError> {
+    if n_datasets == 0 {
+        return Err(config_error("task.args.datasets is empty: list at least one CSV/JSONL file".into()));
+    }
+    if max_length == 0 {
+        return Err(config_error("task.args.max_length must be > 0, found 0".into()));
+    }
+    if max_prompt_length == 0 || max_prompt_length >= max_length {
+        return Err(config_error(format!(
+            "task.args.max_prompt_length must be > 0 and < task.args.max_length ({max_length}), \
+             found {max_prompt_length}"
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses hub-only keys and reads the file, which must have at least one data row.
+fn read_source(ix: usize, path: &Path, subset: &Option<String>, split: &Option<String>) -> Result<Table, TaskError> {
+    for (key, value) in [("subset", subset), ("split", split)] {
+        if let Some(value) = value {
+            return Err(config_error(format!(
+                "task.args.datasets[{ix}].{key} = `{value}` selects from a HF hub dataset, which tril does not \
+                 read yet; remove it to read the local file {}",
+                path.display()
+            )));
+        }
+    }
+    let table = Table::read(path)?;
+    if table.is_empty() {
+        return Err(config_error(format!("{}: no data rows (task.args.datasets[{ix}].path)", path.display())));
+    }
+    Ok(table)
+}
+
+/// `true`/`false`/`1`/`0`, case-insensitive and trimmed.
+fn parse_label(text: &str) -> Option<bool> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" => Some(true),
+        "false" | "0" => Some(false),
+        _ => None,
+    }
+}
+
+impl PreferenceConfig {
+    /// Checks the settings and reads every file, in order.
+    pub fn load(&self) -> Result<Vec<PreferencePair>, TaskError> {
+        check_lengths(self.datasets.len(), self.max_length, self.max_prompt_length)?;
+        let mut pairs = Vec::new();
+        for (ix, source) in self.datasets.iter().enumerate() {
+            let table = read_source(ix, &source.path, &source.subset, &source.split)?;
+            let key = |field: &str| format!("task.args.datasets[{ix}].{field}");
+            let prompts = table.column(&source.prompt_column, &key("prompt_column"))?;
+            let chosen = table.column(&source.chosen_column, &key("chosen_column"))?;
+            let rejected = table.column(&source.rejected_column, &key("rejected_column"))?;
+            let rows = prompts.into_iter().zip(chosen).zip(rejected).enumerate();
+            pairs.extend(rows.map(|(i, ((prompt, chosen), rejected))| PreferencePair {
+                prompt,
+                chosen,
+                rejected,
+                source_row: SourceRow { dataset: ix, row: i + 1 },
+            }));
+        }
+        Ok(pairs)
+    }
+}
+
+impl UnpairedConfig {
+    /// Checks the settings and reads every file, in order; labels must be booleans.
+    pub fn load(&self) -> Result<Vec<UnpairedExample>, TaskError> {
+        check_lengths(self.datasets.len(), self.max_length, self.max_prompt_length)?;
+        let mut examples = Vec::new();
+        for (ix, source) in self.datasets.iter().enumerate() {
+            let table = read_source(ix, &source.path, &source.subset, &source.split)?;
+            let key = |field: &str| format!("task.args.datasets[{ix}].{field}");
+            let prompts = table.column(&source.prompt_column, &key("prompt_column"))?;
+            let completions = table.column(&source.completion_column, &key("completion_column"))?;
+            let labels = table.column(&source.label_column, &key("label_column"))?;
+            for (i, ((prompt, completion), label)) in prompts.into_iter().zip(completions).zip(labels).enumerate() {
+                let label = parse_label(&label).ok_or_else(|| TaskError::Row {
+                    path: source.path.clone(),
+                    row: i + 1,
+                    message: format!("column `{}`: `{label}` is not a boolean (true/false/1/0)", source.label_column),
+                })?;
+                examples.push(UnpairedExample {
+                    prompt,
+                    completion,
+                    label,
+                    source_row: SourceRow { dataset: ix, row: i + 1 },
+                });
+            }
+        }
+        Ok(examples)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn source(path: PathBuf) -> PreferenceSource {
+        serde_json::from_value(serde_json::json!({ "path": path })).unwrap()
+    }
+
+    fn pairs(datasets: Vec<PreferenceSource>) -> Result<Vec<PreferencePair>, TaskError> {
+        PreferenceConfig { datasets, max_length: 64, max_prompt_length: 32 }.load()
+    }
+
+    #[test]
+    fn csv_and_jsonl_are_concatenated_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = write(dir.path(), "a.csv", "prompt,chosen,rejected\n\"Hi, you\",hello,go away\nQ,A,B\n");
+        let jsonl = write(dir.path(), "b.jsonl", "{\"q\": \"2+2\", \"good\": \"4\", \"bad\": \"5\", \"id\": 7}\n");
+        let mut b = source(jsonl);
+        (b.prompt_column, b.chosen_column, b.rejected_column) = ("q".into(), "good".into(), "bad".into());
+        let got = pairs(vec![source(csv), b]).unwrap();
+        assert_eq!(got.len(), 3);
+        assert_eq!(
+            (got[0].prompt.as_str(), got[0].chosen.as_str(), got[0].rejected.as_str()),
+            ("Hi, you", "hello", "go away")
+        );
+        assert_eq!(got[1].source_row, SourceRow { dataset: 0, row: 2 });
+        assert_eq!((got[2].prompt.as_str(), got[2].source_row), ("2+2", SourceRow { dataset: 1, row: 1 }));
+    }
+
+    #[test]
+    fn bad_files_are_reported_with_file_row_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = write(dir.path(), "m.csv", "prompt,chosen\nQ,A\n");
+        let err = pairs(vec![source(missing)]).unwrap_err().to_string();
+        assert!(
+            err.contains("m.csv: no column `rejected`") && err.contains("task.args.datasets[0].rejected_column"),
+            "{err}"
+        );
+        let hole = write(dir.path(), "h.jsonl", "{\"prompt\": \"Q\", \"chosen\": \"A\", \"rejected\": \"B\"}\n{\"prompt\": \"Q\", \"chosen\": \"\", \"rejected\": \"B\"}\n");
+        let err = pairs(vec![source(hole)]).unwrap_err().to_string();
+        assert!(err.contains("h.jsonl: row 2: column `chosen` is empty"), "{err}");
+        for (name, text) in [("e.jsonl", ""), ("e.csv", ""), ("header.csv", "prompt,chosen,rejected\n")] {
+            let err = pairs(vec![source(write(dir.path(), name, text))]).unwrap_err().to_string();
+            assert!(err.contains(name) && err.contains("no data rows"), "{name}: {err}");
+        }
+        let err = pairs(vec![source(dir.path().join("absent.csv"))]).unwrap_err().to_string();
+        assert!(err.contains("absent.csv"), "{err}");
+    }
+
+    #[test]
+    fn hub_keys_and_bad_lengths_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = write(dir.path(), "a.csv", "prompt,chosen,rejected\nQ,A,B\n");
+        let mut s = source(csv.clone());
+        s.split = Some("train".into());
+        let err = pairs(vec![source(csv.clone()), s]).unwrap_err().to_string();
+        assert!(err.contains("task.args.datasets[1].split = `train`") && err.contains("HF hub"), "{err}");
+        let err = pairs(vec![]).unwrap_err().to_string();
+        assert!(err.contains("task.args.datasets is empty"), "{err}");
+        let config = PreferenceConfig { datasets: vec![source(csv)], max_length: 16, max_prompt_length: 16 };
+        assert!(config.load().unwrap_err().to_string().contains("task.args.max_prompt_length must be > 0 and <"));
+        let err = serde_json::from_str::<PreferenceSource>("{\"path\": \"a.csv\", \"name\": \"x\"}").unwrap_err();
+        assert!(err.to_string().contains("unknown field `name`"), "{err}");
+    }
+
+    #[test]
+    fn unpaired_labels_accept_booleans_and_digits() {
+        let dir = tempfile::tempdir().unwrap();
+        let jsonl = write(
+            dir.path(),
+            "k.jsonl",
+            "{\"prompt\": \"Q\", \"completion\": \"A\", \"label\": true}\n{\"prompt\": \"Q\", \"completion\": \"B\", \"label\": 0}\n",
+        );
+        let csv = write(dir.path(), "k.csv", "prompt,completion,label\nQ,C,False\nQ,D,1\n");
+        let datasets = [jsonl, csv]
+            .into_iter()
+            .map(|path| serde_json::from_value(serde_json::json!({ "path": path })).unwrap())
+            .collect();
+        let config = UnpairedConfig { datasets, max_length: 64, max_prompt_length: 32 };
+        let labels: Vec<bool> = config.load().unwrap().iter().map(|e| e.label).collect();
+        assert_eq!(labels, vec![true, false, false, true]);
+    }
+
+    #[test]
+    fn unpaired_bad_label_names_file_and_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = write(dir.path(), "k.csv", "prompt,completion,label\nQ,C,1\nQ,D,yes\n");
+        let datasets = vec![serde_json::from_value(serde_json::json!({ "path": csv })).unwrap()];
+        let err = UnpairedConfig { datasets, max_length: 64, max_prompt_length: 32 }.load().unwrap_err().to_string();
+        assert!(err.contains("k.csv: row 2: column `label`: `yes` is not a boolean (true/false/1/0)"), "{err}");
+    }
+}

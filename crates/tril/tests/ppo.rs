@@ -1,0 +1,92 @@
+//! PPO through the real CLI on the embedded synthetic task (tiny GPT-2, CPU, seeded).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn tril(args: &[&str]) -> (i32, String) {
+    let cfgs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../cfgs");
+    let out = Command::new(env!("CARGO_BIN_EXE_tril"))
+        .args(["--quiet", "run", "--config-dir", cfgs.to_str().unwrap()])
+        .args(args)
+        .env_remove("TRIL_LOG")
+        .output()
+        .expect("run tril");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn jsonl(path: &Path, key: &str) -> Vec<f64> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()[key].as_f64().unwrap())
+        .collect()
+}
+
+fn run_dir(tmp: &tempfile::TempDir, name: &str) -> (PathBuf, String) {
+    let dir = tmp.path().join(name);
+    let arg = format!("run_dir={}", dir.display());
+    (dir, arg)
+}
+
+/// 12 seeded iterations raise the mean rollout reward by at least 0.15
+/// (measured: 0.28 over the first three iterations -> 0.52 over the last three).
+#[test]
+fn ppo_improves_the_synthetic_reward_and_fills_the_run_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, arg) = run_dir(&tmp, "run");
+    let (code, stderr) = tril(&["task=synthetic", "alg=ppo", &arg, "alg.args.n_iters=12", "alg.args.eval_every=6"]);
+    assert_eq!(code, 0, "{stderr}");
+    let rewards = jsonl(&dir.join("rollout_info.jsonl"), "rollout_buffer/rewards");
+    assert_eq!(rewards.len(), 12);
+    let first = rewards[..3].iter().sum::<f64>() / 3.0;
+    let last = rewards[9..].iter().sum::<f64>() / 3.0;
+    assert!(last - first >= 0.15, "reward did not rise enough: {rewards:?}");
+    let losses = jsonl(&dir.join("training_info.jsonl"), "ppo/loss");
+    assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
+    for file in [
+        "config.resolved.yaml",
+        "val_split_metrics.jsonl",
+        "epoch_0_val_split_predictions.json",
+        "epoch_6_val_split_predictions.json",
+        "epoch_12_val_split_predictions.json",
+        "plots/curves.png",
+        "checkpoints/iter_12/policy/model.safetensors",
+        "checkpoints/iter_12/policy/config.json",
+        "checkpoints/iter_12/policy/tokenizer.json",
+        "checkpoints/iter_12/critic/model.safetensors",
+        "checkpoints/iter_12/trainer_state.json",
+    ] {
+        assert!(dir.join(file).is_file(), "missing {file}");
+    }
+    let metrics = std::fs::read_to_string(dir.join("val_split_metrics.jsonl")).unwrap();
+    assert!(metrics.contains("synthetic/increasing_numbers") && metrics.contains("diversity_metrics/distinct-1"));
+}
+
+#[test]
+fn ppo_is_deterministic_for_a_seed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut logs = Vec::new();
+    for name in ["a", "b"] {
+        let (dir, arg) = run_dir(&tmp, name);
+        let (code, stderr) =
+            tril(&["task=synthetic", "alg=ppo", &arg, "alg.args.n_iters=2", "alg.args.eval_zero_shot=false"]);
+        assert_eq!(code, 0, "{stderr}");
+        logs.push(std::fs::read_to_string(dir.join("rollout_info.jsonl")).unwrap());
+    }
+    assert_eq!(logs[0], logs[1]);
+}
+
+#[test]
+fn bad_plans_and_resume_are_refused_with_reasons() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, arg) = run_dir(&tmp, "bad");
+    let (code, stderr) = tril(&["task=synthetic", "alg=ppo", &arg, "alg.args.batch_size=5"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("alg.args.trajectories_per_update (32) must be divisible by alg.args.batch_size (5)"),
+        "{stderr}"
+    );
+    let (code, stderr) = tril(&["--resume", tmp.path().join("bad").to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("config.resolved.yaml") || stderr.contains("--resume"), "{stderr}");
+}
