@@ -29,7 +29,8 @@ impl From<CoreError> for Failure {
 
 type CmdResult = Result<(), Failure>;
 
-/// What `tril run` with no arguments runs: the synthetic task, trained by PPO on the CPU.
+/// What `tril run` runs when neither `task=` nor `alg=` is given: the synthetic task,
+/// trained by PPO on the CPU.
 pub const EMBEDDED_DEFAULT: &[&str] = &["task=synthetic", "alg=ppo"];
 
 fn request(args: &ConfigArgs) -> ComposeRequest {
@@ -105,12 +106,13 @@ pub fn list(kind: Option<&str>) -> CmdResult {
 /// `tril run`.
 pub fn run(args: &ConfigArgs, resume: Option<&Path>, quiet: bool) -> CmdResult {
     let defaulted;
-    let args = if resume.is_none() && args.config.is_none() && args.overrides.is_empty() {
-        tracing::info!("no arguments: running the embedded default, task=synthetic alg=ppo");
+    let chooses = |group: &str| args.overrides.iter().any(|o| o.starts_with(&format!("{group}=")));
+    let args = if resume.is_none() && args.config.is_none() && !chooses("task") && !chooses("alg") {
+        tracing::info!("no task= or alg= given: running the embedded default, task=synthetic alg=ppo");
         defaulted = ConfigArgs {
             config_dir: args.config_dir.clone(),
             config: None,
-            overrides: EMBEDDED_DEFAULT.iter().map(|s| s.to_string()).collect(),
+            overrides: EMBEDDED_DEFAULT.iter().map(|s| s.to_string()).chain(args.overrides.iter().cloned()).collect(),
         };
         &defaulted
     } else {
@@ -150,6 +152,9 @@ pub fn run(args: &ConfigArgs, resume: Option<&Path>, quiet: bool) -> CmdResult {
     if resume.is_none() {
         create_run_dir(&run_dir, &config).map_err(Failure::Runtime)?;
     }
+    std::fs::create_dir_all(&run_dir).map_err(|e| Failure::Runtime(e.into()))?;
+    crate::set_log_file(&run_dir.join("log.txt"))
+        .map_err(|e| Failure::Runtime(anyhow!("opening {}: {e}", run_dir.join("log.txt").display())))?;
     tracing::info!(run_dir = %run_dir.display(), "run directory");
     let ctx = RunCtx { config: &config, run_dir, resume_from: resume.map(Path::to_path_buf), quiet };
     algorithm.run(&ctx).map_err(|e| Failure::Runtime(anyhow!(e)))

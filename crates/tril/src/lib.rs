@@ -57,15 +57,49 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Where `log.txt` goes once a run directory exists (until then, nowhere).
+static LOG_FILE: std::sync::Mutex<Option<std::fs::File>> = std::sync::Mutex::new(None);
+
+/// Starts copying every log line into `path` (a run's `log.txt`), appending.
+pub fn set_log_file(path: &std::path::Path) -> std::io::Result<()> {
+    let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    *LOG_FILE.lock().unwrap_or_else(|e| e.into_inner()) = Some(file);
+    Ok(())
+}
+
+/// A `MakeWriter` for the log file slot.
+struct LogFile;
+
+impl std::io::Write for LogFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match LOG_FILE.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            Some(f) => f.write(buf),
+            None => Ok(buf.len()),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match LOG_FILE.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            Some(f) => f.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
 fn init_logging(quiet: bool, verbose: u8) {
-    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{fmt, EnvFilter, Layer};
     let default = match (quiet, verbose) {
         (true, _) => "warn",
         (false, 0) => "info",
         (false, 1) => "debug",
         (false, _) => "trace",
     };
-    let filter = EnvFilter::try_from_env("TRIL_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    let _ =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+    let filter = || EnvFilter::try_from_env("TRIL_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let file_filter = EnvFilter::try_from_env("TRIL_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(if verbose > 0 { default } else { "info" }));
+    let stderr = fmt::layer().with_writer(std::io::stderr).with_target(false).with_filter(filter());
+    let file = fmt::layer().with_writer(|| LogFile).with_ansi(false).with_target(false).with_filter(file_filter);
+    let _ = tracing_subscriber::registry().with(stderr).with(file).try_init();
 }

@@ -45,6 +45,7 @@ fn ppo_improves_the_synthetic_reward_and_fills_the_run_directory() {
     assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
     for file in [
         "config.resolved.yaml",
+        "log.txt",
         "val_split_metrics.jsonl",
         "epoch_0_val_split_predictions.json",
         "epoch_6_val_split_predictions.json",
@@ -58,6 +59,8 @@ fn ppo_improves_the_synthetic_reward_and_fills_the_run_directory() {
     ] {
         assert!(dir.join(file).is_file(), "missing {file}");
     }
+    let log = std::fs::read_to_string(dir.join("log.txt")).unwrap();
+    assert!(log.contains("iteration=12") && !log.contains('\u{1b}'), "log.txt holds the run's log without colors");
     let metrics = std::fs::read_to_string(dir.join("val_split_metrics.jsonl")).unwrap();
     assert!(metrics.contains("synthetic/increasing_numbers") && metrics.contains("diversity_metrics/distinct-1"));
 }
