@@ -488,7 +488,9 @@ impl Loop<'_> {
             }
             let summary: Vec<String> = merged.iter().map(|(k, v)| format!("{k}={:.4}", v.corpus)).collect();
             tracing::info!(iteration, split = split.name(), "eval {}", summary.join(" "));
-            plotted.extend(merged.keys().take(2).map(|k| format!("{}/{k}", split.name())));
+            // The task's own metrics first; of the many diversity keys only distinct-2.
+            let headline = merged.keys().filter(|k| !k.starts_with("diversity_metrics/") || k.ends_with("/distinct-2"));
+            plotted.extend(headline.take(3).map(|k| format!("{}/{k}", split.name())));
             self.tracker.log_eval(iteration, split, &merged, &samples, &texts)?;
         }
         let keys: Vec<&str> = plotted.iter().map(String::as_str).collect();
