@@ -292,7 +292,7 @@ impl Loop<'_> {
             .into());
         }
         let policy = self.model.valid();
-        let mut parts: Vec<[Tensor<CpuBackend, 2>; 5]> = Vec::new();
+        let mut parts: Vec<[Tensor<CpuBackend, 2>; 6]> = Vec::new();
         let mut ids_parts = Vec::new();
         let mut terminal = Vec::new();
         for _ in 0..self.ppo.plan.generate_calls {
@@ -316,11 +316,11 @@ impl Loop<'_> {
             let p = gen.ids.dims()[1] - n;
             let prompt = gen.ids.clone().slice([0..samples.len(), 0..p]);
             ids_parts.push((gen.ids, gen.mask, Tensor::cat(vec![prompt, t_ids], 1)));
-            parts.push([gen.gen_mask, scored.logprobs, ref_lp, scored.values, t_mask]);
-            let _ = scored.entropy;
+            parts.push([gen.gen_mask, scored.logprobs, ref_lp, scored.values, t_mask, scored.entropy]);
         }
         let cat = |k: usize| Tensor::cat(parts.iter().map(|p| p[k].clone()).collect(), 0);
         let (gen_mask, logprobs, ref_lp, values, target_mask) = (cat(0), cat(1), cat(2), cat(3), cat(4));
+        let entropy = host(cat(5)).iter().map(|&e| f64::from(e)).collect::<Vec<_>>();
         let t = terminal.len();
         let terminal = Tensor::<CpuBackend, 1>::from_data(TensorData::new(terminal, [t]), &self.device);
         let kl_coeff = self.ppo.kl.coeff();
@@ -342,6 +342,7 @@ impl Loop<'_> {
             "rollout_buffer/value".into(),
             mean(&host(values.clone()).iter().map(|&v| f64::from(v)).collect::<Vec<_>>()),
         );
+        stats.insert("rollout_buffer/entropy".into(), mean(&entropy));
         stats.insert("rollout_buffer/episode_lengths".into(), mean(&lengths));
         stats.insert("rollout_buffer/kl_coef".into(), kl_coeff);
         self.ppo.kl.step(mean(&kl_sums), t * n);
