@@ -93,3 +93,56 @@ fn bad_plans_and_resume_are_refused_with_reasons() {
     assert_ne!(code, 0);
     assert!(stderr.contains("config.resolved.yaml") || stderr.contains("--resume"), "{stderr}");
 }
+
+/// TRIL's IMDB x PPO config, shrunk: the shared IMDB CSV, the tiny transformers-made GPT-2
+/// as policy/tokenizer and the tiny DistilBERT as reward and metric (tril-models fixtures).
+#[test]
+fn imdb_wiring_with_tiny_models() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let data = repo.join("../shared/data/imdb_reviews_2499.csv");
+    if !data.is_file() {
+        eprintln!("skipped: {} not found (shared data absent)", data.display());
+        return;
+    }
+    let fixtures = repo.join("crates/tril-models/tests/fixtures");
+    let (gpt2, distilbert) = (fixtures.join("gpt2"), fixtures.join("distilbert"));
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, arg) = run_dir(&tmp, "imdb");
+    let owned = [
+        format!("+task.args.train_file={}", data.display()),
+        format!("alg.policy.args.model_name={}", gpt2.display()),
+        format!("alg.tokenizer.model_name={}", gpt2.display()),
+        format!("reward_fn.args.model_name={}", distilbert.display()),
+        format!(
+            "eval_metrics=[{{id: learned_reward, args: {{model_name: {}, label_ix: 1, batch_size: 50}}}}, {{id: diversity, args: {{}}}}]",
+            distilbert.display()
+        ),
+    ];
+    let mut args: Vec<&str> =
+        vec!["task=imdb", "alg=ppo", &arg, "+task.args.text_column=review", "+task.args.label_column=sentiment"];
+    args.extend(owned.iter().map(String::as_str));
+    args.extend([
+        "alg.args.n_iters=2",
+        "alg.args.trajectories_per_update=8",
+        "alg.args.batch_size=4",
+        "sampling.batch_size_per_process=8",
+        "sampling.max_prompt_len=16",
+        "sampling.max_gen_len=8",
+        "sampling.train_generation_kwargs.min_length=8",
+        "sampling.train_generation_kwargs.max_new_tokens=8",
+        "sampling.eval_generation_kwargs.min_length=8",
+        "sampling.eval_generation_kwargs.max_new_tokens=8",
+        "alg.args.eval_every=2",
+    ]);
+    let (code, stderr) = tril(&args);
+    assert_eq!(code, 0, "{stderr}");
+    let rewards = jsonl(&dir.join("rollout_info.jsonl"), "rollout_buffer/rewards");
+    assert_eq!(rewards.len(), 2);
+    assert!(rewards.iter().all(|r| (0.0..=1.0).contains(r)), "learned_reward is a probability: {rewards:?}");
+    let metrics = std::fs::read_to_string(dir.join("val_split_metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 2, "zero-shot and final evaluation");
+    assert!(metrics.contains("semantic/learned_automodel_metric"), "{metrics}");
+    for file in ["log.txt", "epoch_2_val_split_predictions.json", "checkpoints/iter_2/policy/model.safetensors"] {
+        assert!(dir.join(file).is_file(), "missing {file}");
+    }
+}
