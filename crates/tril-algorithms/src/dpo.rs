@@ -253,15 +253,9 @@ pub fn dpo_loss<B: Backend>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::backend::NdArray;
     use burn::tensor::TensorData;
 
-    type Cpu = NdArray<f32>;
-
-    fn t1(v: &[f64]) -> Tensor<Cpu, 1> {
-        let data: Vec<f32> = v.iter().map(|&x| x as f32).collect();
-        Tensor::from_data(TensorData::new(data, [v.len()]), &Default::default())
-    }
+    use crate::test_util::{t1, Cpu};
 
     fn s(x: Tensor<Cpu, 1>) -> f64 {
         x.into_scalar() as f64

@@ -166,20 +166,9 @@ pub fn gspo_loss<B: Backend>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::backend::{Autodiff, NdArray};
-    use burn::tensor::TensorData;
+    use burn::backend::Autodiff;
 
-    type Cpu = NdArray<f32>;
-
-    fn t1<B: Backend>(v: &[f64]) -> Tensor<B, 1> {
-        let data: Vec<f32> = v.iter().map(|&x| x as f32).collect();
-        Tensor::from_data(TensorData::new(data, [v.len()]), &Default::default())
-    }
-
-    fn t2<B: Backend>(v: &[f64], rows: usize) -> Tensor<B, 2> {
-        let data: Vec<f32> = v.iter().map(|&x| x as f32).collect();
-        Tensor::from_data(TensorData::new(data, [rows, v.len() / rows]), &Default::default())
-    }
+    use crate::test_util::{t1_on as t1, t2_on as t2, Cpu};
 
     const NEW: [f64; 6] = [-1.0, -0.5, -2.0, -0.3, -1.1, -0.7];
     const OLD: [f64; 6] = [-1.0004, -0.5002, -9.0, -0.3, -1.1001, -0.6981];

@@ -40,4 +40,6 @@ pub mod policies;
 pub mod ppo;
 pub mod ppo_run;
 pub mod schedulers;
+#[cfg(test)]
+mod test_util;
 mod validate;

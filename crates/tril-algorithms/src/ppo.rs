@@ -253,14 +253,12 @@ pub fn target_loss<B: Backend>(target_logprobs: Tensor<B, 2>, target_masks: Tens
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::backend::NdArray;
     use burn::tensor::TensorData;
 
-    type Cpu = NdArray<f32>;
+    use crate::test_util::{t2, Cpu};
 
     fn t(v: &[f64]) -> Tensor<Cpu, 2> {
-        let data: Vec<f32> = v.iter().map(|&x| x as f32).collect();
-        Tensor::from_data(TensorData::new(data, [2, v.len() / 2]), &Default::default())
+        t2(v, 2)
     }
 
     fn s(x: Tensor<Cpu, 1>) -> f64 {
