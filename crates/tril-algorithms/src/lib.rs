@@ -13,6 +13,8 @@
 //! - [`onpolicy`]: the on-policy spine (actor-critic module, rollouts, evaluation helpers).
 //! - [`ppo`]: PPO's typed arguments, plan and pure loss functions; [`ppo_run`]: the
 //!   registered `ppo` algorithm (its training loop).
+//! - [`trainer`]: what every loop shares (backend, optimizer, exact module/optimizer/RNG
+//!   state for `--resume`).
 //! - [`dpo`]: DPO's typed arguments and pure losses (sigmoid/cDPO, IPO, hinge, robust),
 //!   plus per-sequence log-probs; not registered as an algorithm yet.
 //! - [`kto`]: KTO's typed arguments, KL reference point and pure loss; not registered yet.
@@ -42,4 +44,5 @@ pub mod ppo_run;
 pub mod schedulers;
 #[cfg(test)]
 mod test_util;
+pub mod trainer;
 mod validate;

@@ -24,20 +24,19 @@ use crate::onpolicy::{
 };
 use crate::policies::ActorCriticArgs;
 use crate::ppo::{entropy_loss, policy_loss, target_loss, token_rewards, value_loss, PpoArgs, PpoPlan};
-use burn::backend::Autodiff;
+use crate::trainer::{section, training_device, Ad, Optim};
 use burn::module::AutodiffModule;
-use burn::optim::adaptor::OptimizerAdaptor;
-use burn::optim::{Adam, AdamConfig, AdamW, AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
+use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::{Int, Tensor, TensorData};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::time::Instant;
-use tril_core::config::{Config, Section};
+use tril_core::config::Section;
 use tril_core::ops::{clip_grad_norm, gae};
 use tril_core::plugin::{
-    Algorithm, BuildCtx, KlController, LrSchedule, Metric, MetricOutput, OptimizerKind, OptimizerSpec, PluginError,
-    PolicySpec, RewardFn, RunCtx, Sample, Split, Task, TextBatch,
+    Algorithm, BuildCtx, KlController, LrSchedule, Metric, MetricOutput, OptimizerSpec, PluginError, PolicySpec,
+    RewardFn, RunCtx, Sample, Split, Task, TextBatch,
 };
 use tril_core::registry;
 use tril_core::run_dir::RunDir;
@@ -47,7 +46,6 @@ use tril_models::gpt2::Gpt2Model;
 use tril_models::tokenizer::TextTokenizer;
 use tril_models::CpuBackend;
 
-type Ad = Autodiff<CpuBackend>;
 type Model = ActorCritic<Ad>;
 
 /// Everything PPO reads from the composed config, built and validated up front.
@@ -64,46 +62,6 @@ pub struct Ppo {
     kl: Box<dyn KlController>,
     schedule: Box<dyn LrSchedule>,
     optimizer: OptimizerSpec,
-}
-
-/// Optimizer of either family (they are different Burn types).
-enum Optim {
-    Adam(OptimizerAdaptor<Adam, Model, Ad>),
-    AdamW(OptimizerAdaptor<AdamW, Model, Ad>),
-}
-
-impl Optim {
-    fn new(spec: &OptimizerSpec) -> Self {
-        let (b1, b2, eps) = (spec.betas.0 as f32, spec.betas.1 as f32, spec.eps as f32);
-        match spec.kind {
-            OptimizerKind::AdamW => Optim::AdamW(
-                AdamWConfig::new()
-                    .with_beta_1(b1)
-                    .with_beta_2(b2)
-                    .with_epsilon(eps)
-                    .with_weight_decay(spec.weight_decay as f32)
-                    .init(),
-            ),
-            OptimizerKind::Adam => {
-                let decay = (spec.weight_decay > 0.0)
-                    .then(|| burn::optim::decay::WeightDecayConfig::new(spec.weight_decay as f32));
-                Optim::Adam(
-                    AdamConfig::new().with_beta_1(b1).with_beta_2(b2).with_epsilon(eps).with_weight_decay(decay).init(),
-                )
-            }
-        }
-    }
-
-    fn step(&mut self, lr: f64, model: Model, grads: GradientsParams) -> Model {
-        match self {
-            Optim::Adam(o) => o.step(lr, model, grads),
-            Optim::AdamW(o) => o.step(lr, model, grads),
-        }
-    }
-}
-
-fn section<'a>(config: &'a Config, key: &str) -> Result<Section<'a>, PluginError> {
-    Ok(config.section(key)?)
 }
 
 fn build(_args: &Section<'_>, ctx: &BuildCtx<'_>) -> Result<Box<dyn Algorithm>, PluginError> {
@@ -182,12 +140,12 @@ struct Loop<'a> {
     gpt_config: tril_models::gpt2::Gpt2Config,
     tokenizer: TextTokenizer,
     prompt_tok: TextTokenizer,
-    optim: Optim,
+    optim: Optim<Model>,
     rng: ChaCha8Rng,
     tracker: Tracker,
     train: Vec<Sample>,
     sampler: PromptSampler,
-    device: burn::backend::ndarray::NdArrayDevice,
+    device: crate::trainer::CpuDevice,
 }
 
 impl Algorithm for Ppo {
@@ -196,12 +154,7 @@ impl Algorithm for Ppo {
             return Err("--resume is not implemented for ppo yet (checkpoints lack optimizer and RNG state)".into());
         }
         let root: RootConfig = ctx.config.extract("")?;
-        if root.device != "cpu" {
-            return Err(
-                format!("device: `{}` needs the CUDA build of tril; this build runs on `cpu`", root.device).into()
-            );
-        }
-        let device = Default::default();
+        let device = training_device(&root)?;
         let tokenizer = load_tokenizer(&self.tokenizer.model_name)?;
         let s = &self.sampling;
         let prompt_tok = prompt_tokenizer(
