@@ -234,7 +234,8 @@ pub fn generation_config(kw: &GenKwargs) -> GenerationConfig {
 }
 
 /// An endless, seeded stream of shuffled sample indices (TRIL's infinite shuffled loader).
-#[derive(Debug, Clone)]
+/// Serializable, so a checkpoint resumes mid-pass.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PromptSampler {
     order: Vec<usize>,
     next: usize,
@@ -244,6 +245,16 @@ impl PromptSampler {
     /// A sampler over `n` samples.
     pub fn new(n: usize) -> Self {
         PromptSampler { order: (0..n).collect(), next: n }
+    }
+
+    /// Number of samples it draws from.
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    /// True when it draws from no sample.
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
     }
 
     /// The next `k` indices, reshuffling with `rng` whenever the order is used up.

@@ -15,8 +15,15 @@
 //! - Weight decay applies to every parameter (Burn's optimizers have no parameter
 //!   groups yet); TRIL exempts biases and LayerNorm weights.
 //! - Runs on the CPU backend; `device: cuda:N` needs the CUDA build (GPU issue).
-//! - `--resume` is not implemented yet: checkpoints hold the policy and critic in HF
-//!   layout, but not the optimizer and RNG state an exact resume needs.
+//!
+//! # Checkpoints and `--resume`
+//! `checkpoints/iter_<n>/` (written to a temporary directory, then renamed) holds
+//! `policy/` and `critic/` as HF model directories, `trainer/{model,optimizer}.bin` (the
+//! exact Burn state, parameter ids included, that the optimizer's moments are keyed by)
+//! and `trainer_state.json` (iteration, KL controller, RNG position, prompt-sampler
+//! position). `tril run --resume RUN_DIR` continues after the newest complete checkpoint:
+//! log lines written after it are dropped, and every later metric equals an uninterrupted
+//! run's on the CPU backend (tested in `crates/tril/tests/ppo.rs`).
 
 use crate::onpolicy::{
     build_models, generate_for, generation_config, lm_logprobs, load_tokenizer, prompt_tokenizer, reference_targets,
@@ -24,7 +31,7 @@ use crate::onpolicy::{
 };
 use crate::policies::ActorCriticArgs;
 use crate::ppo::{entropy_loss, policy_loss, target_loss, token_rewards, value_loss, PpoArgs, PpoPlan};
-use crate::trainer::{section, training_device, Ad, Optim};
+use crate::trainer::{latest_checkpoint, load_module, save_module, section, training_device, Ad, Optim, RngState};
 use burn::module::AutodiffModule;
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::{Int, Tensor, TensorData};
@@ -103,6 +110,19 @@ tril_core::register!(algorithm,
     config: PpoArgs,
     build: build);
 
+/// What `trainer_state.json` of a checkpoint holds besides the model and optimizer files.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct TrainerState {
+    /// The last completed iteration.
+    iteration: usize,
+    /// The KL controller's state.
+    kl_state: Vec<f64>,
+    /// The training RNG (sampling, shuffling).
+    rng: RngState,
+    /// The position in the shuffled train prompts.
+    sampler: PromptSampler,
+}
+
 /// One iteration's rollouts, on the CPU backend without autodiff.
 struct Buffer {
     ids: Tensor<CpuBackend, 2, Int>,
@@ -150,9 +170,6 @@ struct Loop<'a> {
 
 impl Algorithm for Ppo {
     fn run(mut self: Box<Self>, ctx: &RunCtx<'_>) -> Result<(), PluginError> {
-        if ctx.resume_from.is_some() {
-            return Err("--resume is not implemented for ppo yet (checkpoints lack optimizer and RNG state)".into());
-        }
         let root: RootConfig = ctx.config.extract("")?;
         let device = training_device(&root)?;
         let tokenizer = load_tokenizer(&self.tokenizer.model_name)?;
@@ -184,28 +201,70 @@ impl Algorithm for Ppo {
             device,
             ppo: &mut self,
         };
-        state.learn()
+        let first = match &ctx.resume_from {
+            Some(dir) => state.restore(dir)? + 1,
+            None => 1,
+        };
+        state.learn(first)
     }
 }
 
 impl Loop<'_> {
-    fn learn(&mut self) -> Result<(), PluginError> {
+    /// Restores the newest checkpoint of `run_dir`; returns its iteration.
+    fn restore(&mut self, run_dir: &std::path::Path) -> Result<usize, PluginError> {
+        let (iteration, dir) = latest_checkpoint(run_dir)?;
+        let state_file = dir.join("trainer_state.json");
+        let text = std::fs::read_to_string(&state_file).map_err(|e| format!("{}: {e}", state_file.display()))?;
+        let state: TrainerState = serde_json::from_str(&text)
+            .map_err(|e| format!("{}: not a tril PPO trainer state: {e}", state_file.display()))?;
+        if state.iteration != iteration {
+            return Err(
+                format!("{}: holds iteration {}, expected {iteration}", state_file.display(), state.iteration).into()
+            );
+        }
+        self.model = load_module(self.model.clone(), &dir.join("trainer/model"), &self.device)?;
+        let optim = std::mem::replace(&mut self.optim, Optim::new(&self.ppo.optimizer));
+        self.optim = optim.load(&dir.join("trainer/optimizer"), &self.device)?;
+        self.ppo.kl.load_state(&state.kl_state)?;
+        self.rng = state.rng.restore();
+        if state.sampler.len() != self.train.len() {
+            return Err(format!(
+                "{}: the checkpoint was taken over {} train prompts, the task now has {}",
+                state_file.display(),
+                state.sampler.len(),
+                self.train.len()
+            )
+            .into());
+        }
+        self.sampler = state.sampler;
+        self.tracker = Tracker::resume(RunDir::open(run_dir)?, iteration)?;
+        tracing::info!(iteration, checkpoint = %dir.display(), "resuming after the checkpoint of iteration {iteration}");
+        Ok(iteration)
+    }
+
+    fn learn(&mut self, first: usize) -> Result<(), PluginError> {
         let n_iters = self.ppo.args.n_iters;
-        if self.ppo.args.eval_zero_shot {
+        if first > n_iters {
+            tracing::info!(n_iters, "the run already finished its {n_iters} iterations; nothing to resume");
+            return Ok(());
+        }
+        if self.ppo.args.eval_zero_shot && first == 1 {
             self.evaluate(0)?;
         }
         let started = Instant::now();
-        let mut rewards = Vec::new();
-        for iteration in 1..=n_iters {
+        let mut rewards: Vec<f64> = self.tracker.history("rollout_buffer/rewards").iter().map(|p| p.1).collect();
+        for iteration in first..=n_iters {
             let (buffer, rollout) = self.collect_rollouts(iteration)?;
             let reward = rollout["rollout_buffer/rewards"];
             rewards.push(reward);
             let mut train = self.train_step(iteration, &buffer)?;
             let elapsed = started.elapsed().as_secs_f64();
             let steps = iteration * self.ppo.args.trajectories_per_update * self.ppo.args.max_gen_len;
+            let steps_here =
+                (iteration + 1 - first) * self.ppo.args.trajectories_per_update * self.ppo.args.max_gen_len;
             train.insert("time/iterations".into(), iteration as f64);
             train.insert("time/total_timesteps".into(), steps as f64);
-            train.insert("time/fps".into(), steps as f64 / elapsed.max(1e-9));
+            train.insert("time/fps".into(), steps_here as f64 / elapsed.max(1e-9));
             self.tracker.log_rollout(iteration, &rollout)?;
             self.tracker.log_training(iteration, &train)?;
             tracing::info!(
@@ -451,12 +510,20 @@ impl Loop<'_> {
         Ok(self.tracker.plot(&keys)?)
     }
 
-    /// Writes `checkpoints/iter_<n>/{policy,critic}` (HF layout) atomically.
+    /// Writes `checkpoints/iter_<n>/` atomically: HF `policy/` and `critic/`, the exact
+    /// `trainer/` state and `trainer_state.json` (see the module docs).
     fn checkpoint(&mut self, iteration: usize) -> Result<(), PluginError> {
         let model = self.model.valid();
         let config = &self.gpt_config;
         let tokenizer = &self.tokenizer;
-        let state = serde_json::json!({"iteration": iteration, "kl_coeff": self.ppo.kl.coeff()});
+        let state = TrainerState {
+            iteration,
+            kl_state: self.ppo.kl.state(),
+            rng: RngState::of(&self.rng),
+            sampler: self.sampler.clone(),
+        };
+        let state = serde_json::to_string_pretty(&state)?;
+        let (full, optim) = (&self.model, &self.optim);
         let dir =
             self.tracker.run_dir().write_dir_atomic::<PluginError>(format!("checkpoints/iter_{iteration}"), |tmp| {
                 tril_models::hf::save_gpt2(&model.policy, config, &tmp.join("policy"), Some(tokenizer))?;
@@ -471,7 +538,11 @@ impl Loop<'_> {
                 if let Some(c) = critic {
                     tril_models::hf::gpt2::save_gpt2_value_model(&c, config, &tmp.join("critic"), None)?;
                 }
-                Ok(tril_core::run_dir::write_atomic(&tmp.join("trainer_state.json"), state.to_string().as_bytes())?)
+                std::fs::create_dir_all(tmp.join("trainer"))?;
+                save_module(full, &tmp.join("trainer/model"))?;
+                optim.save(&tmp.join("trainer/optimizer"))?;
+                // Last: its presence marks the checkpoint complete.
+                Ok(tril_core::run_dir::write_atomic(&tmp.join("trainer_state.json"), state.as_bytes())?)
             })?;
         tracing::info!(iteration, dir = %dir.display(), "checkpoint written");
         Ok(())

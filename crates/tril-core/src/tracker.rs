@@ -33,6 +33,60 @@ impl Tracker {
         Tracker { run, history: BTreeMap::new() }
     }
 
+    /// A tracker continuing a run from its checkpoint at `iteration` (`--resume`): every
+    /// log line after that iteration (written by the interrupted process after its last
+    /// checkpoint, or half-written when it was killed) is dropped from the JSONL files,
+    /// which are rewritten atomically, and the kept points are reloaded for the plots.
+    pub fn resume(run: RunDir, iteration: usize) -> Result<Self> {
+        let mut tracker = Tracker::new(run);
+        for file in ["rollout_info.jsonl", "training_info.jsonl"] {
+            for line in tracker.keep_until(file, "iteration", iteration)? {
+                let x = line["iteration"].as_f64().unwrap_or_default();
+                for (k, v) in &line {
+                    if k != "iteration" {
+                        tracker.history.entry(k.clone()).or_default().push((x, v.as_f64().unwrap_or(f64::NAN)));
+                    }
+                }
+            }
+        }
+        for split in [Split::Train, Split::Val, Split::Test] {
+            let file = format!("{}_split_metrics.jsonl", split.name());
+            for line in tracker.keep_until(&file, "epoch", iteration)? {
+                let x = line["epoch"].as_f64().unwrap_or_default();
+                for (k, v) in line["metrics"].as_object().into_iter().flatten() {
+                    let key = format!("{}/{k}", split.name());
+                    tracker.history.entry(key).or_default().push((x, v.as_f64().unwrap_or(f64::NAN)));
+                }
+            }
+        }
+        Ok(tracker)
+    }
+
+    /// Keeps the lines of `file` whose `x_key` is at most `last` (and that parse), rewriting
+    /// the file when anything was dropped; returns the kept lines.
+    fn keep_until(&self, file: &str, x_key: &str, last: usize) -> Result<Vec<Map<String, Value>>> {
+        let path = self.run.join(file);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => return Err(crate::CoreError::Io { path, source }),
+        };
+        let kept: Vec<Map<String, Value>> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Map<String, Value>>(l).ok())
+            .filter(|m| m.get(x_key).and_then(Value::as_u64).is_some_and(|x| x as usize <= last))
+            .collect();
+        if kept.len() != text.lines().count() {
+            let mut out = String::new();
+            for line in &kept {
+                out.push_str(&Value::Object(line.clone()).to_string());
+                out.push('\n');
+            }
+            self.run.write_atomic(file, out.as_bytes())?;
+        }
+        Ok(kept)
+    }
+
     /// The run directory.
     pub fn run_dir(&self) -> &RunDir {
         &self.run
@@ -137,6 +191,34 @@ fn json_number(x: f64) -> Value {
 mod tests {
     use super::*;
     use crate::plugin::MetricValue;
+
+    #[test]
+    fn resume_drops_lines_after_the_checkpoint_and_reloads_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = Tracker::new(RunDir::open(dir.path()).unwrap());
+        for i in 1..=4 {
+            t.log_rollout(i, &Stats::from([("rollout_buffer/rewards".into(), i as f64 / 10.0)])).unwrap();
+        }
+        let metrics = MetricOutput::from([("m".to_string(), MetricValue { per_sample: None, corpus: 1.5 })]);
+        t.log_eval(2, Split::Val, &metrics, &[], &[]).unwrap();
+        t.log_eval(4, Split::Val, &metrics, &[], &[]).unwrap();
+        // A killed process may leave half a line.
+        let path = dir.path().join("rollout_info.jsonl");
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str("{\"iteration\":5,\"rollout_bu");
+        std::fs::write(&path, text).unwrap();
+
+        let t = Tracker::resume(RunDir::open(dir.path()).unwrap(), 2).unwrap();
+        assert_eq!(t.history("rollout_buffer/rewards"), &[(1.0, 0.1), (2.0, 0.2)]);
+        assert_eq!(t.history("val/m"), &[(2.0, 1.5)]);
+        let kept = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            kept,
+            "{\"iteration\":1,\"rollout_buffer/rewards\":0.1}\n{\"iteration\":2,\"rollout_buffer/rewards\":0.2}\n"
+        );
+        let m = std::fs::read_to_string(dir.path().join("val_split_metrics.jsonl")).unwrap();
+        assert_eq!(m.lines().count(), 1);
+    }
 
     #[test]
     fn writes_tril_files() {
