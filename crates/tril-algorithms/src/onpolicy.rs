@@ -9,7 +9,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use rand_chacha::ChaCha8Rng;
 use std::collections::HashMap;
 use tril_core::ops::{entropy_from_logits, gather_logprobs};
-use tril_core::plugin::{CriticLayout, PluginError, PolicySpec, Sample};
+use tril_core::plugin::{CriticLayout, PluginError, PolicyLm, PolicySpec, Sample};
 use tril_core::schema::{GenKwargs, Side};
 use tril_models::generate::{generate, GenerationConfig, GenerationOutput, SpecialTokens};
 use tril_models::gpt2::{Gpt2Config, Gpt2Input, Gpt2Model};
@@ -84,6 +84,40 @@ pub fn lm_logprobs<B: Backend>(
     let logits = lm.forward(ids.clone(), Some(mask)).logits; // [B, P + N, V]
     let v = logits.dims()[2];
     gather_logprobs(logits.slice([0..b, generated_span(len, n), 0..v]), ids.slice([0..b, len - n..len]))
+}
+
+/// A policy LM and its tokenizer as metrics see it ([`PolicyLm`]).
+pub struct PolicyView<'a, B: Backend> {
+    /// The policy.
+    pub lm: &'a Gpt2Model<B>,
+    /// Its tokenizer.
+    pub tokenizer: &'a TextTokenizer,
+    /// Its context length (`n_positions`).
+    pub n_positions: usize,
+    /// Where it runs.
+    pub device: B::Device,
+}
+
+impl<B: Backend> PolicyLm for PolicyView<'_, B> {
+    fn encode(&self, text: &str) -> Result<Vec<u32>, PluginError> {
+        Ok(self.tokenizer.encode(text, false)?)
+    }
+
+    fn token_logprobs(&self, ids: &[u32]) -> Result<Vec<f64>, PluginError> {
+        if ids.len() < 2 {
+            return Ok(Vec::new());
+        }
+        let n = ids.len();
+        let data: Vec<i64> = ids.iter().map(|&x| i64::from(x)).collect();
+        let input = Tensor::<B, 2, Int>::from_data(TensorData::new(data, [1, n]), &self.device); // [1, n]
+        let mask = input.ones_like();
+        let lp = lm_logprobs(self.lm, input, mask, n - 1); // [1, n - 1]
+        Ok(lp.into_data().convert::<f64>().to_vec::<f64>().map_err(|e| format!("{e:?}"))?)
+    }
+
+    fn context_len(&self) -> usize {
+        self.n_positions
+    }
 }
 
 /// The built-in vocabulary of the `synthetic` task: `<|endoftext|>` (id 0, EOS and pad)

@@ -27,7 +27,7 @@
 
 use crate::onpolicy::{
     build_models, generate_for, generation_config, lm_logprobs, load_tokenizer, prompt_tokenizer, reference_targets,
-    ActorCritic, PromptSampler,
+    ActorCritic, PolicyView, PromptSampler,
 };
 use crate::policies::ActorCriticArgs;
 use crate::ppo::{entropy_loss, policy_loss, target_loss, token_rewards, value_loss, PpoArgs, PpoPlan};
@@ -495,9 +495,15 @@ impl Loop<'_> {
             let prompts: Vec<String> = samples.iter().map(|s| s.prompt.clone()).collect();
             let references: Vec<Vec<String>> = samples.iter().map(|s| s.references.clone()).collect();
             let mut merged = MetricOutput::new();
+            let view = PolicyView {
+                lm: &policy.policy,
+                tokenizer: &self.tokenizer,
+                n_positions: self.gpt_config.n_positions,
+                device: self.device,
+            };
             for metric in &mut self.ppo.metrics {
                 let batch = TextBatch { prompts: &prompts, generations: &texts, references: &references };
-                merged.extend(metric.compute(batch)?);
+                merged.extend(metric.compute_with_policy(batch, &view)?);
             }
             let summary: Vec<String> = merged.iter().map(|(k, v)| format!("{k}={:.4}", v.corpus)).collect();
             tracing::info!(iteration, split = split.name(), "eval {}", summary.join(" "));

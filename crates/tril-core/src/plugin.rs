@@ -117,6 +117,29 @@ pub type MetricOutput = BTreeMap<String, MetricValue>;
 pub trait Metric: Send {
     /// Computes the metric over a whole split's generations.
     fn compute(&mut self, batch: TextBatch<'_>) -> Result<MetricOutput, PluginError>;
+
+    /// Computes the metric with the policy under training at hand (TRIL hands its model
+    /// to every metric). Metrics that score text with the policy (`causal_perplexity`)
+    /// override this; the others ignore the policy.
+    fn compute_with_policy(
+        &mut self,
+        batch: TextBatch<'_>,
+        policy: &dyn PolicyLm,
+    ) -> Result<MetricOutput, PluginError> {
+        let _ = policy;
+        self.compute(batch)
+    }
+}
+
+/// The policy under training as a metric sees it: a causal LM over token ids, without
+/// its backend.
+pub trait PolicyLm {
+    /// Token ids of `text` under the policy's tokenizer (no special tokens added).
+    fn encode(&self, text: &str) -> Result<Vec<u32>, PluginError>;
+    /// `log p(ids[t] | ids[..t])` for `t = 1..ids.len()` (so `ids.len() - 1` values).
+    fn token_logprobs(&self, ids: &[u32]) -> Result<Vec<f64>, PluginError>;
+    /// The longest sequence the model takes (GPT-2's `n_positions`).
+    fn context_len(&self) -> usize;
 }
 
 /// Where and how a run executes, handed to an algorithm.

@@ -9,6 +9,7 @@
 //! | `increasing_numbers` | [`reward_metrics`]: `synthetic/increasing_numbers` |
 //! | `learned_reward` | [`reward_metrics`]: `semantic/learned_automodel_metric` |
 //! | `causal_output_perplexity` | [`perplexity`]: `fluency_metrics/output_perplexity` |
+//! | `causal_perplexity` | [`perplexity`]: `fluency_metrics/perplexity` (the policy on the references) |
 //!
 //! ```
 //! let out = tril_metrics::diversity::diversity(&["a b a".to_string()], 100);

@@ -10,15 +10,18 @@
 //! its targets (the window's first token has no prediction), and `N` the last window end.
 //!
 //! `causal_output_perplexity` scores the generations under a fixed LM (`model_id`).
-//! `causal_perplexity` scores the references under the *current policy*, so it needs the
-//! policy from the algorithm; it arrives with the PPO loop.
+//! `causal_perplexity` scores the references under the *current policy*, which the
+//! algorithm hands over through [`Metric::compute_with_policy`].
+//!
+//! Deviation: TRIL shards the texts over processes and averages the shard perplexities;
+//! tril runs one process, so it scores all texts at once (TRIL's single-process value).
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 use tril_core::config::Section;
 use tril_core::ops::gather_logprobs;
-use tril_core::plugin::{BuildCtx, Metric, MetricOutput, MetricValue, PluginError, TextBatch};
+use tril_core::plugin::{BuildCtx, Metric, MetricOutput, MetricValue, PluginError, PolicyLm, TextBatch};
 use tril_models::gpt2::Gpt2Model;
 use tril_models::tokenizer::TextTokenizer;
 use tril_models::CpuBackend;
@@ -40,8 +43,41 @@ pub fn windows(n: usize, max_length: usize, stride: usize) -> Vec<(usize, usize,
     out
 }
 
-/// Mean NLL of the last `trg_len` tokens of `ids` (those with a preceding token).
-fn window_nll<B: Backend>(model: &Gpt2Model<B>, ids: &[u32], trg_len: usize, device: &B::Device) -> f64 {
+/// Mean NLL of the last `trg_len` tokens of a window, from the log-probs of its tokens
+/// `1..len` (the window's first token has no prediction).
+fn window_nll(logprobs: &[f64], trg_len: usize) -> f64 {
+    let l = logprobs.len() + 1;
+    let first_target = (l - trg_len).max(1); // token index of the first target
+    let scored = &logprobs[first_target - 1..];
+    -scored.iter().sum::<f64>() / scored.len().max(1) as f64
+}
+
+/// Strided perplexity of `ids` given a function returning each window's token log-probs
+/// (see the module docs). `NaN` for fewer than two tokens.
+pub fn strided_perplexity_with(
+    ids: &[u32],
+    max_length: usize,
+    stride: usize,
+    mut window_logprobs: impl FnMut(&[u32]) -> Result<Vec<f64>, PluginError>,
+) -> Result<f64, PluginError> {
+    if ids.len() < 2 {
+        return Ok(f64::NAN);
+    }
+    let mut total = 0.0;
+    let mut end = 0;
+    for (begin, stop, trg_len) in windows(ids.len(), max_length, stride) {
+        let window = &ids[begin..stop];
+        if window.len() < 2 {
+            break; // a last window of one token adds no prediction
+        }
+        total += window_nll(&window_logprobs(window)?, trg_len) * trg_len as f64;
+        end = stop;
+    }
+    Ok((total / end as f64).exp())
+}
+
+/// `log p(ids[t] | ids[..t])`, `t = 1..len`, under `model`.
+pub fn causal_logprobs<B: Backend>(model: &Gpt2Model<B>, ids: &[u32], device: &B::Device) -> Vec<f64> {
     let l = ids.len();
     let data: Vec<i64> = ids.iter().map(|&x| x as i64).collect();
     let input: Tensor<B, 2, Int> = Tensor::from_data(TensorData::new(data, [1, l]), device); // [1, L]
@@ -50,10 +86,7 @@ fn window_nll<B: Backend>(model: &Gpt2Model<B>, ids: &[u32], trg_len: usize, dev
     let logits = logits.slice([0..1, 0..l - 1, 0..v]); // [1, L-1, V]: predicts tokens 1..L
     let targets = input.slice([0..1, 1..l]); // [1, L-1]
     let logprobs = gather_logprobs(logits, targets).into_data().convert::<f32>(); // [1, L-1]
-    let logprobs = logprobs.to_vec::<f32>().unwrap_or_default();
-    let first_target = (l - trg_len).max(1); // token index of the first target
-    let scored = &logprobs[first_target - 1..];
-    -scored.iter().map(|&x| f64::from(x)).sum::<f64>() / scored.len().max(1) as f64
+    logprobs.to_vec::<f32>().unwrap_or_default().into_iter().map(f64::from).collect()
 }
 
 /// Strided perplexity of `ids` under `model` (see the module docs).
@@ -64,16 +97,7 @@ pub fn strided_perplexity<B: Backend>(
     stride: usize,
     device: &B::Device,
 ) -> f64 {
-    if ids.len() < 2 {
-        return f64::NAN;
-    }
-    let mut total = 0.0;
-    let mut end = 0;
-    for (begin, stop, trg_len) in windows(ids.len(), max_length, stride) {
-        total += window_nll(model, &ids[begin..stop], trg_len, device) * trg_len as f64;
-        end = stop;
-    }
-    (total / end as f64).exp()
+    strided_perplexity_with(ids, max_length, stride, |w| Ok(causal_logprobs(model, w, device))).unwrap_or(f64::NAN)
 }
 
 /// Config of `causal_output_perplexity` (`eval_metrics[i].args`, TRIL's).
@@ -143,6 +167,97 @@ tril_core::register!(metric,
     config: OutputPerplexityConfig,
     build: build);
 
+/// Config of `causal_perplexity` (`eval_metrics[i].args`, TRIL's).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PerplexityConfig {
+    /// Window stride in tokens (TRIL: 512).
+    #[serde(default = "default_stride")]
+    pub stride: usize,
+    /// Tokenizer of the references (TRIL: `gpt2`): a local directory or a hub id in the
+    /// HF cache. It must share the policy's vocabulary. Without it, the policy's own.
+    #[serde(default)]
+    pub tokenizer_id: Option<String>,
+    /// Only `causal` is supported.
+    #[serde(default = "causal")]
+    pub model_type: String,
+    /// TRIL's switch to score `meta_data["reference"]` instead; only `false` is supported.
+    #[serde(default)]
+    pub use_text_from_meta_data: bool,
+}
+
+/// `causal_perplexity`: perplexity of the current policy on the reference texts.
+#[derive(Debug)]
+pub struct Perplexity {
+    tokenizer: Option<TextTokenizer>,
+    stride: usize,
+    key: String,
+}
+
+impl Perplexity {
+    /// Checks the config and loads the tokenizer it names.
+    pub fn load(config: &PerplexityConfig, key: &str) -> Result<Self, PluginError> {
+        if config.model_type != "causal" {
+            return Err(format!("{key}.model_type: only `causal` is supported, found `{}`", config.model_type).into());
+        }
+        if config.use_text_from_meta_data {
+            return Err(
+                format!("{key}.use_text_from_meta_data: only `false` is supported (score the references)").into()
+            );
+        }
+        if config.stride == 0 {
+            return Err(format!("{key}.stride: expected at least 1 token").into());
+        }
+        let tokenizer = match &config.tokenizer_id {
+            Some(id) => {
+                let dir = tril_rewards::classifier::model_dir(id, &format!("{key}.tokenizer_id"))?;
+                Some(TextTokenizer::from_dir(&dir)?)
+            }
+            None => None,
+        };
+        Ok(Perplexity { tokenizer, stride: config.stride, key: key.to_string() })
+    }
+}
+
+impl Metric for Perplexity {
+    fn compute(&mut self, _batch: TextBatch<'_>) -> Result<MetricOutput, PluginError> {
+        Err(format!(
+            "{}: causal_perplexity scores the references with the policy under training, and this algorithm \
+             does not hand its policy to metrics",
+            self.key
+        )
+        .into())
+    }
+
+    fn compute_with_policy(
+        &mut self,
+        batch: TextBatch<'_>,
+        policy: &dyn PolicyLm,
+    ) -> Result<MetricOutput, PluginError> {
+        batch.len()?;
+        let text = batch.references.iter().flatten().cloned().collect::<Vec<_>>().join("\n\n");
+        let ids = match &self.tokenizer {
+            Some(tok) => tok.encode(&text, false)?,
+            None => policy.encode(&text)?,
+        };
+        let ppl = strided_perplexity_with(&ids, policy.context_len(), self.stride, |w| policy.token_logprobs(w))?;
+        Ok(MetricOutput::from([(
+            "fluency_metrics/perplexity".to_string(),
+            MetricValue { per_sample: None, corpus: ppl },
+        )]))
+    }
+}
+
+fn build_policy_perplexity(section: &Section<'_>, _ctx: &BuildCtx<'_>) -> Result<Box<dyn Metric>, PluginError> {
+    Ok(Box::new(Perplexity::load(&section.extract()?, section.key())?))
+}
+
+tril_core::register!(metric,
+    id: "causal_perplexity",
+    doc: "Perplexity of the policy under training on the references (key fluency_metrics/perplexity).",
+    config: PerplexityConfig,
+    build: build_policy_perplexity);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,5 +290,58 @@ mod tests {
         let got = out["fluency_metrics/output_perplexity"].corpus;
         let want = expected["perplexity"].as_f64().unwrap();
         assert!((got - want).abs() / want < 1e-4, "{got} vs {want}");
+    }
+
+    /// The fixture GPT-2 as a policy.
+    struct FixturePolicy {
+        model: Gpt2Model<CpuBackend>,
+        tokenizer: TextTokenizer,
+        n_positions: usize,
+    }
+
+    impl PolicyLm for FixturePolicy {
+        fn encode(&self, text: &str) -> Result<Vec<u32>, PluginError> {
+            Ok(self.tokenizer.encode(text, false)?)
+        }
+        fn token_logprobs(&self, ids: &[u32]) -> Result<Vec<f64>, PluginError> {
+            Ok(causal_logprobs(&self.model, ids, &Default::default()))
+        }
+        fn context_len(&self) -> usize {
+            self.n_positions
+        }
+    }
+
+    /// The references scored by the policy give transformers' perplexity of the same
+    /// texts (the fixture's), to 1e-4 relative; without the policy the metric refuses.
+    #[test]
+    fn policy_perplexity_on_references_matches_transformers() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let expected: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(root.join("tests/fixtures/perplexity.json")).unwrap())
+                .unwrap();
+        let dir = root.join("../tril-models/tests/fixtures/gpt2");
+        let loaded = tril_models::hf::load_gpt2::<CpuBackend>(&dir, &Default::default()).unwrap();
+        let policy = FixturePolicy {
+            n_positions: loaded.config.n_positions,
+            model: loaded.model,
+            tokenizer: TextTokenizer::from_dir(&dir).unwrap(),
+        };
+        let texts: Vec<String> = serde_json::from_value(expected["texts"].clone()).unwrap();
+        let n = texts.len();
+        let refs: Vec<Vec<String>> = texts.iter().map(|t| vec![t.clone()]).collect();
+        let (p, g) = (vec![String::new(); n], vec![String::new(); n]);
+        let batch = TextBatch { prompts: &p, generations: &g, references: &refs };
+        let config = PerplexityConfig {
+            stride: expected["stride"].as_u64().unwrap() as usize,
+            tokenizer_id: Some(dir.display().to_string()),
+            model_type: "causal".into(),
+            use_text_from_meta_data: false,
+        };
+        let mut metric = Perplexity::load(&config, "eval_metrics.1.args").unwrap();
+        let got = metric.compute_with_policy(batch, &policy).unwrap()["fluency_metrics/perplexity"].corpus;
+        let want = expected["perplexity"].as_f64().unwrap();
+        assert!((got - want).abs() / want < 1e-4, "{got} vs {want}");
+        let err = metric.compute(batch).unwrap_err().to_string();
+        assert!(err.contains("eval_metrics.1.args") && err.contains("policy"), "{err}");
     }
 }

@@ -197,12 +197,16 @@ fn imdb_wiring_with_tiny_models() {
         format!("alg.tokenizer.model_name={}", gpt2.display()),
         format!("reward_fn.args.model_name={}", distilbert.display()),
         format!(
-            "eval_metrics=[{{id: learned_reward, args: {{model_name: {}, label_ix: 1, batch_size: 50}}}}, {{id: diversity, args: {{}}}}]",
-            distilbert.display()
+            "eval_metrics=[{{id: learned_reward, args: {{model_name: {}, label_ix: 1, batch_size: 50}}}}, \
+             {{id: causal_perplexity, args: {{tokenizer_id: {}, stride: 64}}}}, {{id: diversity, args: {{}}}}]",
+            distilbert.display(),
+            gpt2.display()
         ),
     ];
     let mut args: Vec<&str> =
         vec!["task=imdb", "alg=ppo", &arg, "+task.args.text_column=review", "+task.args.label_column=sentiment"];
+    // 2% of the non-test rows (about 40 reviews) for validation keeps the evaluations quick.
+    args.push("+task.args.val_fraction=0.02");
     args.extend(owned.iter().map(String::as_str));
     args.extend([
         "alg.args.n_iters=2",
@@ -225,6 +229,11 @@ fn imdb_wiring_with_tiny_models() {
     let metrics = std::fs::read_to_string(dir.join("val_split_metrics.jsonl")).unwrap();
     assert_eq!(metrics.lines().count(), 2, "zero-shot and final evaluation");
     assert!(metrics.contains("semantic/learned_automodel_metric"), "{metrics}");
+    for line in metrics.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let ppl = v["metrics"]["fluency_metrics/perplexity"].as_f64().unwrap_or(f64::NAN);
+        assert!(ppl.is_finite() && ppl > 1.0, "policy perplexity on the references: {line}");
+    }
     for file in ["log.txt", "epoch_2_val_split_predictions.json", "checkpoints/iter_2/policy/model.safetensors"] {
         assert!(dir.join(file).is_file(), "missing {file}");
     }
