@@ -152,6 +152,39 @@ fn side_truncation(side: Side) -> TruncationSide {
     }
 }
 
+/// Warns (once, with a count and an example) when prompts of `split` are longer than
+/// `max_len` tokens: they are cut on the `side` end, as TRIL does, which users may not
+/// expect. Returns how many are cut.
+pub fn warn_long_prompts(
+    tokenizer: &TextTokenizer,
+    samples: &[Sample],
+    max_len: usize,
+    side: Side,
+    split: &str,
+) -> Result<usize, PluginError> {
+    let mut long = 0;
+    let mut example = None;
+    for s in samples {
+        let n = tokenizer.encode(&s.prompt, false)?.len();
+        if n > max_len {
+            long += 1;
+            example.get_or_insert_with(|| (s.id.clone(), n));
+        }
+    }
+    if let Some((id, n)) = example {
+        tracing::warn!(
+            "{long} of {} {split} prompts are longer than sampling.max_prompt_len ({max_len} tokens) and are cut on \
+             the {} (sampling.prompt_truncation_side); e.g. `{id}` has {n} tokens",
+            samples.len(),
+            match side {
+                Side::Left => "left",
+                Side::Right => "right",
+            }
+        );
+    }
+    Ok(long)
+}
+
 /// Loads the tokenizer named by `alg.tokenizer.model_name` (`builtin:numbers`, a local
 /// directory or a hub id in the HF cache).
 pub fn load_tokenizer(name: &str) -> Result<TextTokenizer, PluginError> {
@@ -209,6 +242,15 @@ pub fn build_models<B: Backend>(
     // its own values: materialise them so policy, reference and critic trunk start equal.
     // A clone also keeps the parameter ids, which key gradients and optimizer state, so
     // the critic's trunk gets fresh ids (the reference is never optimized).
+    let context = spec.max_prompt_len + spec.max_gen_len;
+    if context > config.n_positions {
+        return Err(format!(
+            "alg.policy.args: max_prompt_len ({}) + max_gen_len ({}) = {context} tokens exceed the context of `{}` \
+             ({} positions); lower sampling.max_prompt_len or sampling.max_gen_len",
+            spec.max_prompt_len, spec.max_gen_len, spec.model_name, config.n_positions
+        )
+        .into());
+    }
     policy.visit(&mut Materialize);
     let (reference, critic_trunk) = (policy.clone(), policy.clone().map(&mut FreshIds));
     if config.vocab_size < vocab_size {

@@ -27,7 +27,7 @@
 
 use crate::onpolicy::{
     build_models, generate_for, generation_config, lm_logprobs, load_tokenizer, prompt_tokenizer, reference_targets,
-    ActorCritic, PolicyView, PromptSampler,
+    warn_long_prompts, ActorCritic, PolicyView, PromptSampler,
 };
 use crate::policies::ActorCriticArgs;
 use crate::ppo::{entropy_loss, policy_loss, target_loss, token_rewards, value_loss, PpoArgs, PpoPlan};
@@ -187,6 +187,17 @@ impl Algorithm for Ppo {
         if train.is_empty() {
             return Err("task: the train split is empty".into());
         }
+        for split in &self.args.eval_splits {
+            if self.task.samples(*split)?.is_empty() {
+                return Err(format!(
+                    "task: the {} split is empty, but alg.args.eval_splits evaluates on it",
+                    split.name()
+                )
+                .into());
+            }
+        }
+        let side = self.policy_args.prompt_truncation_side;
+        warn_long_prompts(&tokenizer, &train, self.sampling.max_prompt_len, side, "train")?;
         let mut state = Loop {
             sampler: PromptSampler::new(train.len()),
             train,

@@ -238,3 +238,135 @@ fn imdb_wiring_with_tiny_models() {
         assert!(dir.join(file).is_file(), "missing {file}");
     }
 }
+
+/// A run refused early over bad input: its exit code and stderr.
+fn refused(args: &[&str]) -> (i32, String) {
+    let (code, stderr) = tril(args);
+    assert_ne!(code, 0, "expected a refusal for {args:?}");
+    (code, stderr)
+}
+
+/// Bad input on the embedded task: an evaluation split that is empty stops the run before
+/// training; prompts longer than `sampling.max_prompt_len` are cut as TRIL does, with a
+/// warning that says how many and which.
+#[test]
+fn synthetic_bad_inputs_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, arg) = run_dir(&tmp, "empty");
+    let (_, stderr) = refused(&["task=synthetic", "alg=ppo", &arg, "task.args.n_val=0"]);
+    assert!(stderr.contains("the val split is empty, but alg.args.eval_splits evaluates on it"), "{stderr}");
+    assert!(!dir.join("rollout_info.jsonl").exists(), "nothing was trained");
+
+    let (dir, arg) = run_dir(&tmp, "long");
+    let (code, stderr) = tril(&[
+        "task=synthetic",
+        "alg=ppo",
+        &arg,
+        "alg.args.n_iters=1",
+        "alg.args.eval_zero_shot=false",
+        "sampling.max_prompt_len=1",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let log = std::fs::read_to_string(dir.join("log.txt")).unwrap();
+    assert!(
+        log.contains(
+            "512 of 512 train prompts are longer than sampling.max_prompt_len (1 tokens) and are cut on the left"
+        ),
+        "{log}"
+    );
+}
+
+/// Copies the tiny DistilBERT reward with NaN classifier weights: a reward model that
+/// outputs NaN.
+fn nan_reward_model(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+    let bytes = std::fs::read(from.join("model.safetensors")).unwrap();
+    let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut owned: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (name, view) in tensors.tensors() {
+        let mut data = view.data().to_vec();
+        if name == "classifier.weight" {
+            data = f32::NAN.to_le_bytes().repeat(data.len() / 4);
+        }
+        owned.push((name, view.dtype(), view.shape().to_vec(), data));
+    }
+    let views: Vec<(String, safetensors::tensor::TensorView)> = owned
+        .iter()
+        .map(|(n, d, s, b)| (n.clone(), safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap()))
+        .collect();
+    safetensors::serialize_to_file(views, None, &to.join("model.safetensors")).unwrap();
+}
+
+/// Bad input on IMDB (skips without the shared CSV): a missing column names the file and
+/// the columns there are; an empty file, the split; a context too small for prompt +
+/// generation, the keys; a NaN reward stops the run at that iteration naming the sample,
+/// before any update.
+#[test]
+fn imdb_bad_inputs_are_named() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let data = repo.join("../shared/data/imdb_reviews_2499.csv");
+    if !data.is_file() {
+        eprintln!("skipped: {} not found (shared data absent)", data.display());
+        return;
+    }
+    let fixtures = repo.join("crates/tril-models/tests/fixtures");
+    let tmp = tempfile::tempdir().unwrap();
+    let models = |reward: &Path| {
+        vec![
+            format!("alg.policy.args.model_name={}", fixtures.join("gpt2").display()),
+            format!("alg.tokenizer.model_name={}", fixtures.join("gpt2").display()),
+            format!("reward_fn.args.model_name={}", reward.display()),
+            "eval_metrics=[]".to_string(),
+            "sampling.max_prompt_len=16".to_string(),
+            "sampling.max_gen_len=8".to_string(),
+            "sampling.train_generation_kwargs.min_length=8".to_string(),
+            "sampling.train_generation_kwargs.max_new_tokens=8".to_string(),
+            "sampling.eval_generation_kwargs.min_length=8".to_string(),
+            "sampling.eval_generation_kwargs.max_new_tokens=8".to_string(),
+            "alg.args.trajectories_per_update=8".to_string(),
+            "alg.args.batch_size=4".to_string(),
+            "sampling.batch_size_per_process=8".to_string(),
+            "alg.args.eval_zero_shot=false".to_string(),
+        ]
+    };
+    let distilbert = fixtures.join("distilbert");
+    let run = |name: &str, file: &Path, extra: &[&str], reward: &Path| {
+        let (dir, arg) = run_dir(&tmp, name);
+        let mut owned = models(reward);
+        owned.push(format!("+task.args.train_file={}", file.display()));
+        owned.push(arg);
+        let mut args: Vec<&str> = vec!["task=imdb", "alg=ppo", "+task.args.label_column=sentiment"];
+        args.extend(owned.iter().map(String::as_str));
+        args.extend(extra);
+        let (code, stderr) = tril(&args);
+        (dir, code, stderr)
+    };
+
+    let (_, code, stderr) = run("column", &data, &["+task.args.text_column=text_body"], &distilbert);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("imdb_reviews_2499.csv: no column `text_body` (columns: review, sentiment)"), "{stderr}");
+
+    let empty = tmp.path().join("empty.csv");
+    std::fs::write(&empty, "review,sentiment\n").unwrap();
+    let (_, code, stderr) = run("empty", &empty, &["+task.args.text_column=review"], &distilbert);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("split `train` is empty") && stderr.contains("empty.csv"), "{stderr}");
+
+    let (_, code, stderr) =
+        run("context", &data, &["+task.args.text_column=review", "sampling.max_prompt_len=124"], &distilbert);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("max_prompt_len (124) + max_gen_len (8) = 132 tokens exceed the context"), "{stderr}");
+    assert!(stderr.contains("(128 positions)"), "{stderr}");
+
+    let nan = tmp.path().join("nan-reward");
+    nan_reward_model(&distilbert, &nan);
+    let (dir, code, stderr) = run("nan", &data, &["+task.args.text_column=review"], &nan);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("iteration 1: the reward of sample `imdb_train_"), "{stderr}");
+    assert!(stderr.contains("is NaN") && stderr.contains("stopping instead of training on it"), "{stderr}");
+    assert!(!dir.join("training_info.jsonl").exists(), "no update ran on a NaN reward");
+}
