@@ -45,6 +45,7 @@ use tril_core::plugin::{
     Algorithm, BuildCtx, KlController, LrSchedule, Metric, MetricOutput, OptimizerSpec, PluginError, PolicySpec,
     RewardFn, RunCtx, Sample, Split, Task, TextBatch,
 };
+use tril_core::progress;
 use tril_core::registry;
 use tril_core::run_dir::RunDir;
 use tril_core::schema::{RootConfig, SamplingConfig, TokenizerConfig};
@@ -263,6 +264,8 @@ impl Loop<'_> {
             self.evaluate(0)?;
         }
         let started = Instant::now();
+        let bar = progress::bar(n_iters as u64, "ppo");
+        bar.set_position(first as u64 - 1);
         let mut rewards: Vec<f64> = self.tracker.history("rollout_buffer/rewards").iter().map(|p| p.1).collect();
         for iteration in first..=n_iters {
             let (buffer, rollout) = self.collect_rollouts(iteration)?;
@@ -286,6 +289,7 @@ impl Loop<'_> {
                 loss = format!("{:.4}", train.get("ppo/loss").copied().unwrap_or(f64::NAN)),
                 "ppo"
             );
+            bar.set_message(format!("reward {reward:.3}"));
             if iteration % self.ppo.args.eval_every.max(1) == 0 || iteration == n_iters {
                 self.evaluate(iteration)?;
             }
@@ -293,7 +297,9 @@ impl Loop<'_> {
             if save || iteration == n_iters {
                 self.checkpoint(iteration)?;
             }
+            bar.inc(1);
         }
+        bar.finish_and_clear();
         let k = rewards.len().clamp(1, 3);
         tracing::info!(
             start_reward = format!("{:.4}", mean(&rewards[..k.min(rewards.len())])),
@@ -318,6 +324,7 @@ impl Loop<'_> {
         let mut parts: Vec<[Tensor<CpuBackend, 2>; 6]> = Vec::new();
         let mut ids_parts = Vec::new();
         let mut terminal = Vec::new();
+        let bar = progress::bar(self.ppo.plan.generate_calls as u64, "rollout");
         for _ in 0..self.ppo.plan.generate_calls {
             let idx = self.sampler.take(bpp, &mut self.rng);
             let samples: Vec<&Sample> = idx.iter().map(|&i| &self.train[i]).collect();
@@ -340,7 +347,9 @@ impl Loop<'_> {
             let prompt = gen.ids.clone().slice([0..samples.len(), 0..p]);
             ids_parts.push((gen.ids, gen.mask, Tensor::cat(vec![prompt, t_ids], 1)));
             parts.push([gen.gen_mask, scored.logprobs, ref_lp, scored.values, t_mask, scored.entropy]);
+            bar.inc(1);
         }
+        bar.finish_and_clear();
         let cat = |k: usize| Tensor::cat(parts.iter().map(|p| p[k].clone()).collect(), 0);
         let (gen_mask, logprobs, ref_lp, values, target_mask) = (cat(0), cat(1), cat(2), cat(3), cat(4));
         let entropy = host(cat(5)).iter().map(|&e| f64::from(e)).collect::<Vec<_>>();
@@ -395,6 +404,7 @@ impl Loop<'_> {
         let lr = self.ppo.optimizer.lr * self.ppo.schedule.factor((iteration - 1) as u64);
         let mut acc: std::collections::BTreeMap<&'static str, Vec<f64>> = Default::default();
         let mut order: Vec<usize> = (0..total).collect();
+        let bar = progress::bar((args.n_epochs * total.div_ceil(args.batch_size)) as u64, "update");
         'epochs: for _ in 0..args.n_epochs {
             order.shuffle(&mut self.rng);
             for minibatch in order.chunks(args.batch_size) {
@@ -467,12 +477,14 @@ impl Loop<'_> {
                 };
                 acc.entry("ppo/grad_norm").or_default().push(norm);
                 self.model = self.optim.step(lr, self.model.clone(), grads);
+                bar.inc(1);
                 if args.target_kl.is_some_and(|target| approx_kl > 1.5 * target) {
                     tracing::info!(iteration, approx_kl, "early stop: approx_kl above 1.5 x target_kl");
                     break 'epochs;
                 }
             }
         }
+        bar.finish_and_clear();
         let mut out: Stats = acc.into_iter().map(|(k, v)| (k.to_string(), mean(&v))).collect();
         let old = host(buf.values.clone());
         let ret = host(buf.returns.clone());
@@ -498,11 +510,14 @@ impl Loop<'_> {
         for split in self.ppo.args.eval_splits.clone() {
             let samples = self.ppo.task.samples(split)?;
             let mut texts = Vec::with_capacity(samples.len());
+            let bar = progress::bar(samples.len() as u64, &format!("eval {}", split.name()));
             for chunk in samples.chunks(self.ppo.args.eval_batch_size.max(1)) {
                 let refs: Vec<&Sample> = chunk.iter().collect();
                 texts
                     .extend(generate_for(&policy.policy, &self.prompt_tok, &refs, &cfg, &mut rng, &self.device)?.texts);
+                bar.inc(chunk.len() as u64);
             }
+            bar.finish_and_clear();
             let prompts: Vec<String> = samples.iter().map(|s| s.prompt.clone()).collect();
             let references: Vec<Vec<String>> = samples.iter().map(|s| s.references.clone()).collect();
             let mut merged = MetricOutput::new();

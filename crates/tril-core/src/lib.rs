@@ -12,6 +12,7 @@
 //!   [`plugin::LrSchedule`]) and the specs they produce ([`plugin::OptimizerSpec`],
 //!   [`plugin::PolicySpec`]).
 //! - [`schema`]: the typed root config.
+//! - [`progress`]: indicatif progress bars, hidden off a terminal and with `--quiet`.
 //! - [`error`]: [`CoreError`], the one error type of this crate.
 //!
 //! ```
@@ -35,6 +36,7 @@ pub mod error;
 pub mod ops;
 pub mod plot;
 pub mod plugin;
+pub mod progress;
 pub mod registry;
 pub mod run_dir;
 pub mod schema;

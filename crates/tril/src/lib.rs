@@ -67,6 +67,20 @@ pub fn set_log_file(path: &std::path::Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Stderr for log lines: clears the progress bars while a line is written.
+struct BarSafeStderr;
+
+impl std::io::Write for BarSafeStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        tril_core::progress::suspend(|| std::io::Write::write_all(&mut std::io::stderr(), buf))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
 /// A `MakeWriter` for the log file slot.
 struct LogFile;
 
@@ -99,7 +113,8 @@ fn init_logging(quiet: bool, verbose: u8) {
     let filter = || EnvFilter::try_from_env("TRIL_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let file_filter = EnvFilter::try_from_env("TRIL_LOG")
         .unwrap_or_else(|_| EnvFilter::new(if verbose > 0 { default } else { "info" }));
-    let stderr = fmt::layer().with_writer(std::io::stderr).with_target(false).with_filter(filter());
+    tril_core::progress::set_quiet(quiet);
+    let stderr = fmt::layer().with_writer(|| BarSafeStderr).with_target(false).with_filter(filter());
     let file = fmt::layer().with_writer(|| LogFile).with_ansi(false).with_target(false).with_filter(file_filter);
     let _ = tracing_subscriber::registry().with(stderr).with(file).try_init();
 }

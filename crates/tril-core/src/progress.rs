@@ -1,0 +1,73 @@
+//! Progress bars for long work (rollouts, updates, evaluation), drawn on stderr with
+//! indicatif and an ETA. They are hidden when stderr is not a terminal (CI, pipes, log
+//! files) or when the user asked for `--quiet`; log lines printed while bars are shown
+//! go through [`suspend`] so they do not tear the bars.
+//!
+//! ```
+//! use tril_core::progress;
+//! let bar = progress::bar(3, "rollout");
+//! for _ in 0..3 {
+//!     bar.inc(1);
+//! }
+//! bar.finish_and_clear();
+//! ```
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+
+static QUIET: AtomicBool = AtomicBool::new(false);
+
+fn multi() -> &'static MultiProgress {
+    static MULTI: OnceLock<MultiProgress> = OnceLock::new();
+    MULTI.get_or_init(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(4)))
+}
+
+/// Hides every bar from now on (`--quiet`).
+pub fn set_quiet(quiet: bool) {
+    QUIET.store(quiet, Ordering::Relaxed);
+}
+
+/// True when bars are drawn: stderr is a terminal and `--quiet` was not given.
+pub fn enabled() -> bool {
+    !QUIET.load(Ordering::Relaxed) && std::io::stderr().is_terminal()
+}
+
+/// A bar of `len` steps labelled `label` (e.g. `ppo 3/50 rollout`), with elapsed time and
+/// ETA; hidden when bars are off.
+pub fn bar(len: u64, label: &str) -> ProgressBar {
+    if !enabled() {
+        return ProgressBar::hidden();
+    }
+    let style = ProgressStyle::with_template("{prefix:>14} [{bar:30.cyan/blue}] {pos}/{len} {msg} ({elapsed} < {eta})")
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+    let bar = multi().add(ProgressBar::new(len).with_style(style));
+    bar.set_prefix(label.to_string());
+    bar
+}
+
+/// Runs `f` (which writes to stderr) with the bars cleared, then redraws them.
+pub fn suspend<R>(f: impl FnOnce() -> R) -> R {
+    if enabled() {
+        multi().suspend(f)
+    } else {
+        f()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quiet_hides_bars_and_suspend_still_runs() {
+        set_quiet(true);
+        let b = bar(10, "update");
+        assert!(b.is_hidden());
+        b.inc(3);
+        assert_eq!(b.position(), 3, "a hidden bar still counts");
+        assert_eq!(suspend(|| 7), 7);
+    }
+}
