@@ -12,8 +12,6 @@
 //! - With a separate critic, the policy's and the critic's gradients are clipped to
 //!   `max_grad_norm` each (TRIL clips them together, so an early large value loss
 //!   shrinks the policy's step to almost nothing).
-//! - Weight decay applies to every parameter (Burn's optimizers have no parameter
-//!   groups yet); TRIL exempts biases and LayerNorm weights.
 //! - Runs on the CPU backend; `device: cuda:N` needs the CUDA build (GPU issue).
 //!
 //! # Checkpoints and `--resume`
@@ -202,7 +200,7 @@ impl Algorithm for Ppo {
         let mut state = Loop {
             sampler: PromptSampler::new(train.len()),
             train,
-            optim: Optim::new(&self.optimizer),
+            optim: Optim::for_module(&self.optimizer, &model),
             rng: ChaCha8Rng::seed_from_u64(self.args.seed),
             tracker: Tracker::new(RunDir::open(&ctx.run_dir)?),
             reference: reference.valid(),
@@ -235,8 +233,9 @@ impl Loop<'_> {
             );
         }
         self.model = load_module(self.model.clone(), &dir.join("trainer/model"), &self.device)?;
-        let optim = std::mem::replace(&mut self.optim, Optim::new(&self.ppo.optimizer));
-        self.optim = optim.load(&dir.join("trainer/optimizer"), &self.device)?;
+        // The parameter groups are keyed by the restored parameter ids.
+        self.optim =
+            Optim::for_module(&self.ppo.optimizer, &self.model).load(&dir.join("trainer/optimizer"), &self.device)?;
         self.ppo.kl.load_state(&state.kl_state)?;
         self.rng = state.rng.restore();
         if state.sampler.len() != self.train.len() {

@@ -9,13 +9,15 @@
 //! do not carry parameter ids.)
 
 use burn::backend::Autodiff;
-use burn::module::AutodiffModule;
+use burn::module::{AutodiffModule, ModuleVisitor, Param, ParamId};
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{Adam, AdamConfig, AdamW, AdamWConfig, GradientsParams, Optimizer};
 use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
+use burn::tensor::Tensor;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
 use std::path::Path;
 use tril_core::config::{Config, Section};
 use tril_core::plugin::{OptimizerKind, OptimizerSpec, PluginError};
@@ -43,67 +45,178 @@ pub fn training_device(root: &RootConfig) -> Result<CpuDevice, PluginError> {
     Ok(Default::default())
 }
 
-/// An optimizer of either family (they are different Burn types) for module `M`.
-pub enum Optim<M: AutodiffModule<Ad>> {
-    /// torch `Adam` (L2 decay added to the gradient).
+/// One Burn optimizer of either family (they are different Burn types) for module `M`.
+enum Family<M: AutodiffModule<Ad>> {
     Adam(OptimizerAdaptor<Adam, M, Ad>),
-    /// torch `AdamW` (decoupled decay).
     AdamW(OptimizerAdaptor<AdamW, M, Ad>),
 }
 
-impl<M: AutodiffModule<Ad>> Optim<M> {
-    /// Builds the optimizer a spec names. Weight decay applies to every parameter: Burn's
-    /// optimizers have no parameter groups, so `spec.no_decay` is not honoured (a
-    /// documented deviation from TRIL, which exempts biases and LayerNorm weights).
-    pub fn new(spec: &OptimizerSpec) -> Self {
+impl<M: AutodiffModule<Ad>> Family<M> {
+    fn new(spec: &OptimizerSpec, weight_decay: f64) -> Self {
         let (b1, b2, eps) = (spec.betas.0 as f32, spec.betas.1 as f32, spec.eps as f32);
         match spec.kind {
-            OptimizerKind::AdamW => Optim::AdamW(
+            OptimizerKind::AdamW => Family::AdamW(
                 AdamWConfig::new()
                     .with_beta_1(b1)
                     .with_beta_2(b2)
                     .with_epsilon(eps)
-                    .with_weight_decay(spec.weight_decay as f32)
+                    .with_weight_decay(weight_decay as f32)
                     .init(),
             ),
             OptimizerKind::Adam => {
-                let decay = (spec.weight_decay > 0.0)
-                    .then(|| burn::optim::decay::WeightDecayConfig::new(spec.weight_decay as f32));
-                Optim::Adam(
+                let decay =
+                    (weight_decay > 0.0).then(|| burn::optim::decay::WeightDecayConfig::new(weight_decay as f32));
+                Family::Adam(
                     AdamConfig::new().with_beta_1(b1).with_beta_2(b2).with_epsilon(eps).with_weight_decay(decay).init(),
                 )
             }
         }
     }
 
-    /// One optimizer step at learning rate `lr`.
-    pub fn step(&mut self, lr: f64, model: M, grads: GradientsParams) -> M {
+    fn step(&mut self, lr: f64, model: M, grads: GradientsParams) -> M {
         match self {
-            Optim::Adam(o) => o.step(lr, model, grads),
-            Optim::AdamW(o) => o.step(lr, model, grads),
+            Family::Adam(o) => o.step(lr, model, grads),
+            Family::AdamW(o) => o.step(lr, model, grads),
         }
     }
 
-    /// Writes the optimizer state (moment estimates keyed by parameter id) to `path`
-    /// (Burn appends `.bin`).
-    pub fn save(&self, path: &Path) -> Result<(), PluginError> {
+    fn save(&self, path: &Path) -> Result<(), PluginError> {
         let failed = |e| format!("writing optimizer state {}: {e}", path.display());
         match self {
-            Optim::Adam(o) => Bin::new().record(o.to_record(), path.to_path_buf()).map_err(failed)?,
-            Optim::AdamW(o) => Bin::new().record(o.to_record(), path.to_path_buf()).map_err(failed)?,
+            Family::Adam(o) => Bin::new().record(o.to_record(), path.to_path_buf()).map_err(failed)?,
+            Family::AdamW(o) => Bin::new().record(o.to_record(), path.to_path_buf()).map_err(failed)?,
         }
         Ok(())
     }
 
-    /// Restores the state [`Optim::save`] wrote.
-    pub fn load(self, path: &Path, device: &CpuDevice) -> Result<Self, PluginError> {
+    fn load(self, path: &Path, device: &CpuDevice) -> Result<Self, PluginError> {
         let failed = |e| format!("reading optimizer state {}: {e}", path.display());
         Ok(match self {
-            Optim::Adam(o) => Optim::Adam(o.load_record(Bin::new().load(path.to_path_buf(), device).map_err(failed)?)),
-            Optim::AdamW(o) => {
-                Optim::AdamW(o.load_record(Bin::new().load(path.to_path_buf(), device).map_err(failed)?))
+            Family::Adam(o) => {
+                Family::Adam(o.load_record(Bin::new().load(path.to_path_buf(), device).map_err(failed)?))
+            }
+            Family::AdamW(o) => {
+                Family::AdamW(o.load_record(Bin::new().load(path.to_path_buf(), device).map_err(failed)?))
             }
         })
+    }
+}
+
+/// The optimizer an [`OptimizerSpec`] names, for module `M`, with TRIL's two parameter
+/// groups: parameters whose path (e.g. `policy.h.0.ln_1.gamma`) contains one of
+/// `spec.no_decay` get no weight decay. Burn's optimizers have no parameter groups, so
+/// the exempt parameters get a second optimizer of the same family without decay; each
+/// keeps the moments of its own parameters (Adam's state is per parameter, so this is
+/// exactly torch's two groups).
+pub struct Optim<M: AutodiffModule<Ad>> {
+    decayed: Family<M>,
+    exempt: Option<(Family<M>, HashSet<ParamId>)>,
+}
+
+impl<M: AutodiffModule<Ad>> Optim<M> {
+    /// Weight decay on every parameter (no groups).
+    pub fn new(spec: &OptimizerSpec) -> Self {
+        Optim { decayed: Family::new(spec, spec.weight_decay), exempt: None }
+    }
+
+    /// TRIL's groups over `module`'s parameter paths (see the type's docs); the same as
+    /// [`Optim::new`] when there is no weight decay or no exempt parameter.
+    pub fn for_module(spec: &OptimizerSpec, module: &M) -> Self {
+        let mut names = ParamPaths::default();
+        module.visit(&mut names);
+        let exempt: HashSet<ParamId> = names
+            .params
+            .into_iter()
+            .filter(|(path, _)| spec.no_decay.iter().any(|pat| path.contains(pat.as_str())))
+            .map(|(_, id)| id)
+            .collect();
+        if spec.weight_decay == 0.0 || exempt.is_empty() {
+            return Optim::new(spec);
+        }
+        Optim { decayed: Family::new(spec, spec.weight_decay), exempt: Some((Family::new(spec, 0.0), exempt)) }
+    }
+
+    /// Number of parameters exempt from weight decay.
+    pub fn n_exempt(&self) -> usize {
+        self.exempt.as_ref().map_or(0, |(_, ids)| ids.len())
+    }
+
+    /// One optimizer step at learning rate `lr`.
+    pub fn step(&mut self, lr: f64, model: M, mut grads: GradientsParams) -> M {
+        let Some((plain, ids)) = &mut self.exempt else {
+            return self.decayed.step(lr, model, grads);
+        };
+        let mut split = SplitGrads { ids, from: &mut grads, to: GradientsParams::new() };
+        model.visit(&mut split);
+        let exempt_grads = split.to;
+        let model = self.decayed.step(lr, model, grads);
+        plain.step(lr, model, exempt_grads)
+    }
+
+    /// Writes the optimizer state (moment estimates keyed by parameter id) to `path`
+    /// (Burn appends `.bin`; the exempt group goes to `<path>_no_decay.bin`).
+    pub fn save(&self, path: &Path) -> Result<(), PluginError> {
+        self.decayed.save(path)?;
+        if let Some((plain, _)) = &self.exempt {
+            plain.save(&no_decay_path(path))?;
+        }
+        Ok(())
+    }
+
+    /// Restores the state [`Optim::save`] wrote. Build `self` with [`Optim::for_module`]
+    /// over the *restored* module: parameter ids differ between processes until a module
+    /// record restores them, and the groups are keyed by them.
+    pub fn load(self, path: &Path, device: &CpuDevice) -> Result<Self, PluginError> {
+        let decayed = self.decayed.load(path, device)?;
+        let exempt = match self.exempt {
+            Some((plain, ids)) => Some((plain.load(&no_decay_path(path), device)?, ids)),
+            None => None,
+        };
+        Ok(Optim { decayed, exempt })
+    }
+}
+
+fn no_decay_path(path: &Path) -> std::path::PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push("_no_decay");
+    path.with_file_name(name)
+}
+
+/// Collects every float parameter's dotted path and id.
+#[derive(Default)]
+struct ParamPaths {
+    stack: Vec<String>,
+    params: Vec<(String, ParamId)>,
+}
+
+impl ModuleVisitor<Ad> for ParamPaths {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.stack.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.stack.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<Ad, D>>) {
+        self.params.push((self.stack.join("."), param.id));
+    }
+}
+
+/// Moves the gradients of the parameters in `ids` from `from` to `to`.
+struct SplitGrads<'a> {
+    ids: &'a HashSet<ParamId>,
+    from: &'a mut GradientsParams,
+    to: GradientsParams,
+}
+
+impl ModuleVisitor<Ad> for SplitGrads<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<Ad, D>>) {
+        if self.ids.contains(&param.id) {
+            if let Some(g) = self.from.remove::<CpuBackend, D>(param.id) {
+                self.to.register::<CpuBackend, D>(param.id, g);
+            }
+        }
     }
 }
 
@@ -184,6 +297,85 @@ pub fn latest_checkpoint(run_dir: &Path) -> Result<(usize, std::path::PathBuf), 
 mod tests {
     use super::*;
     use rand::RngCore;
+
+    use burn::module::Module;
+    use burn::nn::{Linear, LinearConfig};
+    use burn::tensor::TensorData;
+
+    fn spec(weight_decay: f64) -> OptimizerSpec {
+        OptimizerSpec {
+            kind: OptimizerKind::AdamW,
+            lr: 0.1,
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            weight_decay,
+            no_decay: vec!["bias".into()],
+        }
+    }
+
+    /// Zero gradients: AdamW's step is then decay alone, `w <- w (1 - lr wd)`.
+    fn zero_grads(model: &Linear<Ad>) -> GradientsParams {
+        let x = Tensor::<Ad, 2>::from_data(TensorData::new(vec![1.0f32, 2.0], [1, 2]), &Default::default());
+        let loss = (model.forward(x) * 0.0).sum();
+        GradientsParams::from_grads(loss.backward(), model)
+    }
+
+    fn values(t: Tensor<Ad, 1>) -> Vec<f32> {
+        t.into_data().to_vec::<f32>().unwrap()
+    }
+
+    #[test]
+    fn no_decay_parameters_keep_their_values_under_weight_decay() {
+        let model: Linear<Ad> = LinearConfig::new(2, 3).init(&Default::default());
+        let (w0, b0) = (values(model.weight.val().flatten(0, 1)), values(model.bias.as_ref().unwrap().val()));
+        let mut optim = Optim::for_module(&spec(0.5), &model);
+        assert_eq!(optim.n_exempt(), 1, "the bias");
+        let grads = zero_grads(&model);
+        let model = optim.step(0.1, model, grads);
+        let (w1, b1) = (values(model.weight.val().flatten(0, 1)), values(model.bias.as_ref().unwrap().val()));
+        for (a, b) in w0.iter().zip(&w1) {
+            assert!((b - a * 0.95).abs() < 1e-6, "weight decayed by lr x wd: {a} -> {b}");
+        }
+        assert_eq!(b0, b1, "the bias is exempt");
+        // Without groups, the bias decays too.
+        let mut all = Optim::new(&spec(0.5));
+        let grads = zero_grads(&model);
+        let model = all.step(0.1, model, grads);
+        let b2 = values(model.bias.as_ref().unwrap().val());
+        assert!(b1.iter().zip(&b2).all(|(a, b)| (b - a * 0.95).abs() < 1e-6));
+    }
+
+    #[test]
+    fn optimizer_state_round_trips_with_both_groups() {
+        let dir = tempfile_dir("optim-state");
+        let device = Default::default();
+        let model: Linear<Ad> = LinearConfig::new(2, 3).init(&device);
+        let step_with = |optim: &mut Optim<Linear<Ad>>, model: Linear<Ad>| {
+            let x = Tensor::<Ad, 2>::from_data(TensorData::new(vec![1.0f32, -2.0], [1, 2]), &device);
+            let loss = model.forward(x).powf_scalar(2.0).sum();
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            optim.step(0.01, model, grads)
+        };
+        let mut optim = Optim::for_module(&spec(0.1), &model);
+        let model = step_with(&mut optim, model);
+        optim.save(&dir.join("optimizer")).unwrap();
+        save_module(&model, &dir.join("model")).unwrap();
+        let restored_model = load_module(LinearConfig::new(2, 3).init(&device), &dir.join("model"), &device).unwrap();
+        let mut restored =
+            Optim::for_module(&spec(0.1), &restored_model).load(&dir.join("optimizer"), &device).unwrap();
+        let a = step_with(&mut optim, model);
+        let b = step_with(&mut restored, restored_model);
+        assert_eq!(values(a.weight.val().flatten(0, 1)), values(b.weight.val().flatten(0, 1)));
+        assert_eq!(values(a.bias.unwrap().val()), values(b.bias.unwrap().val()));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn tempfile_dir(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("tril-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
 
     #[test]
     fn rng_state_round_trips_through_json_mid_stream() {
