@@ -20,7 +20,8 @@
 //! TRIL tokenizes with spaCy's `en_core_web_sm` tokenizer before scoring; tril has no
 //! spaCy. [`tokenize`] reproduces spaCy's English rules for the common cases (split off
 //! leading/trailing punctuation and quotes, hyphens between letters, the clitics
-//! `n't 's 're 've 'll 'm 'd`; keep decimals and inner apostrophes) and leaves rarer spaCy exceptions out (e.g.
+//! `n't 's 're 've 'll 'm 'd`, `cannot gonna gotta wanna gimme lemme`; keep decimals and
+//! inner apostrophes) and leaves rarer spaCy exceptions out (e.g.
 //! abbreviations such as `U.S.`, emoticons, `can't` -> `ca n't`). The scorer itself is
 //! checked to 1e-9 against pycocoevalcap on pre-tokenized text; the divergence of the
 //! whole metric from spaCy-tokenized scoring on the fixture is measured in the parity test.
@@ -51,6 +52,9 @@ impl Default for CiderConfig {
 const PREFIX: &[char] = &['"', '\'', '(', '[', '{', '<', '`', '«', '“', '‘', '$', '#', '¿', '¡', '*'];
 const SUFFIX: &[char] =
     &['.', ',', '!', '?', ';', ':', '"', '\'', ')', ']', '}', '>', '»', '”', '’', '%', '…', '*'];
+/// spaCy's English exceptions that split one word in two (split point in bytes).
+const SPLITS: &[(&str, usize)] =
+    &[("cannot", 3), ("gonna", 3), ("gotta", 3), ("wanna", 3), ("gimme", 3), ("lemme", 3)];
 const CLITICS: &[&str] = &["n't", "'s", "'re", "'ve", "'ll", "'m", "'d", "’s", "n’t"];
 
 /// spaCy-like English tokenization, tokens joined by single spaces.
@@ -94,7 +98,10 @@ pub fn tokenize(text: &str) -> String {
             }
         }
         let lower = piece.to_lowercase();
-        if let Some(cl) = CLITICS.iter().find(|cl| lower.ends_with(*cl) && lower.len() > cl.len()) {
+        if let Some((_, cut)) = SPLITS.iter().find(|(w, _)| *w == lower) {
+            out.push(piece[..*cut].to_string());
+            out.push(piece[*cut..].to_string());
+        } else if let Some(cl) = CLITICS.iter().find(|cl| lower.ends_with(*cl) && lower.len() > cl.len()) {
             let cut = piece.len() - cl.len();
             out.push(piece[..cut].to_string());
             out.push(piece[cut..].to_string());
@@ -235,6 +242,7 @@ mod tests {
     #[test]
     fn tokenizer_splits_punctuation_and_clitics() {
         assert_eq!(tokenize("A dog's bone, (fresh)!"), "A dog 's bone , ( fresh ) !");
+        assert_eq!(tokenize("Cannot, gonna"), "Can not , gon na");
         assert_eq!(tokenize("It isn't 3.5 well-known..."), "It is n't 3.5 well - known ...");
     }
 
