@@ -50,11 +50,9 @@ impl Default for CiderConfig {
 }
 
 const PREFIX: &[char] = &['"', '\'', '(', '[', '{', '<', '`', '«', '“', '‘', '$', '#', '¿', '¡', '*'];
-const SUFFIX: &[char] =
-    &['.', ',', '!', '?', ';', ':', '"', '\'', ')', ']', '}', '>', '»', '”', '’', '%', '…', '*'];
+const SUFFIX: &[char] = &['.', ',', '!', '?', ';', ':', '"', '\'', ')', ']', '}', '>', '»', '”', '’', '%', '…', '*'];
 /// spaCy's English exceptions that split one word in two (split point in bytes).
-const SPLITS: &[(&str, usize)] =
-    &[("cannot", 3), ("gonna", 3), ("gotta", 3), ("wanna", 3), ("gimme", 3), ("lemme", 3)];
+const SPLITS: &[(&str, usize)] = &[("cannot", 3), ("gonna", 3), ("gotta", 3), ("wanna", 3), ("gimme", 3), ("lemme", 3)];
 const CLITICS: &[&str] = &["n't", "'s", "'re", "'ve", "'ll", "'m", "'d", "’s", "n’t"];
 
 /// spaCy-like English tokenization, tokens joined by single spaces.
@@ -205,7 +203,9 @@ impl Cider {
     /// Checks `config` (n >= 1, sigma > 0).
     pub fn new(config: CiderConfig) -> Result<Self, PluginError> {
         if config.n == 0 || config.sigma.is_nan() || config.sigma <= 0.0 {
-            return Err(format!("cider: need n >= 1 and sigma > 0, found n = {}, sigma = {}", config.n, config.sigma).into());
+            return Err(
+                format!("cider: need n >= 1 and sigma > 0, found n = {}, sigma = {}", config.n, config.sigma).into()
+            );
         }
         Ok(Cider { config })
     }

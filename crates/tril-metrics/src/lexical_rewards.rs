@@ -228,8 +228,11 @@ impl RewardFn for ConceptCover {
             .enumerate()
             .map(|(i, (p, g))| {
                 concept_cover(p, g, &self.0.prefix).ok_or_else(|| {
-                    format!("common_gen_concept_cover: prompt {i} does not contain reward_fn.args.prefix `{}`", self.0.prefix)
-                        .into()
+                    format!(
+                        "common_gen_concept_cover: prompt {i} does not contain reward_fn.args.prefix `{}`",
+                        self.0.prefix
+                    )
+                    .into()
                 })
             })
             .collect()

@@ -96,7 +96,8 @@ pub fn single_meteor(reference: &[String], hypothesis: &[String], config: &Meteo
     let (hyp, refs) = (enumerate(hypothesis), enumerate(reference));
     let (hyp_len, ref_len) = (hyp.len(), refs.len());
     let (mut matches, hyp, refs) = match_enums(hyp, refs);
-    let stemmed = |v: Vec<(usize, String)>| -> Vec<(usize, String)> { v.into_iter().map(|(i, w)| (i, stem(&w))).collect() };
+    let stemmed =
+        |v: Vec<(usize, String)>| -> Vec<(usize, String)> { v.into_iter().map(|(i, w)| (i, stem(&w))).collect() };
     let (stem_matches, _, _) = match_enums(stemmed(hyp), stemmed(refs));
     matches.extend(stem_matches);
     matches.sort_by_key(|m| m.0);

@@ -130,6 +130,9 @@ mod tests {
                 "Please", "buy", "me", "two", "of", "them.", "Thanks", "."
             ]
         );
-        assert_eq!(word_tokenize("I can't \"go\", cannot."), ["I", "ca", "n't", "``", "go", "''", ",", "can", "not", "."]);
+        assert_eq!(
+            word_tokenize("I can't \"go\", cannot."),
+            ["I", "ca", "n't", "``", "go", "''", ",", "can", "not", "."]
+        );
     }
 }

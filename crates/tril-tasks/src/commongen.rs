@@ -90,12 +90,8 @@ pub fn read_split(path: &Path, split: Split, config: &CommonGenConfig) -> Result
         if refs.is_empty() {
             refs = vec!["empty reference".into()];
         }
-        let prompt = format!(
-            "{}{}{}",
-            config.prefix,
-            concepts.join(&config.concept_separator_token),
-            config.concept_end_token
-        );
+        let prompt =
+            format!("{}{}{}", config.prefix, concepts.join(&config.concept_separator_token), config.concept_end_token);
         match by_prompt.get(&prompt) {
             Some(&k) => samples[k].references.extend(refs),
             None => {

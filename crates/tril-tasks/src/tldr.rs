@@ -113,9 +113,10 @@ impl Tldr {
         let tok = if config.tokenizer_id == "gpt2" {
             TextTokenizer::gpt2()?
         } else {
-            TextTokenizer::from_dir(&tril_models::resolve::resolve_model(&config.tokenizer_id).map_err(|e| {
-                format!("task.args.tokenizer_id: {e}")
-            })?)?
+            TextTokenizer::from_dir(
+                &tril_models::resolve::resolve_model(&config.tokenizer_id)
+                    .map_err(|e| format!("task.args.tokenizer_id: {e}"))?,
+            )?
         };
         let mut splits = BTreeMap::new();
         for ((split, _, _, keep), path) in files.iter().zip(paths) {
@@ -126,7 +127,12 @@ impl Tldr {
             for (ix, (post, label)) in posts.into_iter().zip(labels).take(*keep).enumerate() {
                 let prompt = tldr_prompt(&tok, &post, config.max_prompt_length)?;
                 let meta = BTreeMap::from([("reference".to_string(), label.clone())]);
-                samples.push(Sample { id: format!("tldr_{}_{ix}", split.name()), prompt, references: vec![label], meta });
+                samples.push(Sample {
+                    id: format!("tldr_{}_{ix}", split.name()),
+                    prompt,
+                    references: vec![label],
+                    meta,
+                });
             }
             if samples.is_empty() {
                 return Err(TaskError::EmptySplit {
