@@ -175,7 +175,7 @@ pub fn cider_d(hypotheses: &[String], references: &[Vec<String>], config: &Cider
             let r = to_vec(r);
             let delta = h.length - r.length;
             let penalty = (-(delta * delta) / (2.0 * config.sigma * config.sigma)).exp();
-            for k in 0..n {
+            for (k, total) in score.iter_mut().enumerate() {
                 let mut val: f64 = 0.0;
                 for (g, &vh) in &h.vec[k] {
                     let vr = r.vec[k].get(g).copied().unwrap_or(0.0);
@@ -184,7 +184,7 @@ pub fn cider_d(hypotheses: &[String], references: &[Vec<String>], config: &Cider
                 if h.norm[k] != 0.0 && r.norm[k] != 0.0 {
                     val /= h.norm[k] * r.norm[k];
                 }
-                score[k] += val * penalty;
+                *total += val * penalty;
             }
         }
         let avg = score.iter().sum::<f64>() / n as f64;
