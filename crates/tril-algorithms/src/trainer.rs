@@ -298,7 +298,6 @@ mod tests {
     use super::*;
     use rand::RngCore;
 
-    use burn::module::Module;
     use burn::nn::{Linear, LinearConfig};
     use burn::tensor::TensorData;
 

@@ -10,6 +10,14 @@
 //! | `learned_reward` | [`reward_metrics`]: `semantic/learned_automodel_metric` |
 //! | `causal_output_perplexity` | [`perplexity`]: `fluency_metrics/output_perplexity` |
 //! | `causal_perplexity` | [`perplexity`]: `fluency_metrics/perplexity` (the policy on the references) |
+//! | `rouge` | [`rouge`]: `lexical/rouge_{rouge1,rouge2,rougeL,rougeLsum}` |
+//! | `bleu` | [`bleu`]: `lexical/bleu` |
+//! | `meteor` | [`meteor`]: `lexical/meteor` |
+//! | `cider` | [`cider`]: `lexical/cider` |
+//!
+//! The lexical metrics also back the lexical rewards (`meteor`, `rouge`, `bleu`,
+//! `spider` without SPICE, `common_gen_concept_cover`), registered in
+//! [`lexical_rewards`] because `tril-rewards` sits below this crate.
 //!
 //! ```
 //! let out = tril_metrics::diversity::diversity(&["a b a".to_string()], 100);
@@ -17,6 +25,13 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod bleu;
+pub mod cider;
 pub mod diversity;
+pub mod lexical_rewards;
+pub mod meteor;
+pub mod nltk_tokenize;
 pub mod perplexity;
+pub mod porter;
 pub mod reward_metrics;
+pub mod rouge;

@@ -7,6 +7,8 @@
 //! |---|---|
 //! | `synthetic` | [`synthetic::Synthetic`]: counting prompts, the embedded default |
 //! | `imdb` | [`imdb::Imdb`]: TRIL's IMDB continuation task from local CSV/JSONL |
+//! | `tldr` | [`tldr::Tldr`]: TRIL's TL;DR summarization from local CSV/JSONL |
+//! | `commongen` | [`commongen::CommonGen`]: TRIL's CommonGen from local JSONL |
 //!
 //! ```
 //! use tril_core::plugin::{Split, Task};
@@ -16,10 +18,12 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod commongen;
 pub mod error;
 pub mod imdb;
 pub mod preference;
 pub mod synthetic;
 pub mod table;
+pub mod tldr;
 
 pub use error::TaskError;
