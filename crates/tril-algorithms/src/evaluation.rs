@@ -49,7 +49,8 @@ impl Evaluation<'_> {
             let mut texts = Vec::with_capacity(samples.len());
             for chunk in samples.chunks(self.batch_size.max(1)) {
                 let refs: Vec<&Sample> = chunk.iter().collect();
-                let gen = generate_for(self.policy, self.prompt_tokenizer, &refs, self.generation, &mut rng, self.device)?;
+                let gen =
+                    generate_for(self.policy, self.prompt_tokenizer, &refs, self.generation, &mut rng, self.device)?;
                 texts.extend(gen.texts);
             }
             let prompts: Vec<String> = samples.iter().map(|s| s.prompt.clone()).collect();

@@ -239,7 +239,8 @@ pub fn build<O: GroupObjective>(args: &Section<'_>, ctx: &BuildCtx<'_>) -> Resul
     if !root.alg.build_reward {
         return Err(format!("alg.build_reward: {id} needs the task's reward function; set it to true").into());
     }
-    let reward_section = config.optional_section("reward_fn").ok_or(format!("reward_fn: {id} needs a reward function"))?;
+    let reward_section =
+        config.optional_section("reward_fn").ok_or(format!("reward_fn: {id} needs a reward function"))?;
     let tokenizer = root.alg.tokenizer.clone().ok_or(format!("alg.tokenizer: {id} needs a tokenizer section"))?;
     let policy_args: ActorCriticArgs = config.extract("alg.policy.args")?;
     let mut generation = generation_config(&policy_args.gen_kwargs);
@@ -364,7 +365,9 @@ struct Loop<'a, O: GroupObjective> {
 impl<O: GroupObjective> Algorithm for GroupAlgorithm<O> {
     fn run(mut self: Box<Self>, ctx: &RunCtx<'_>) -> Result<(), PluginError> {
         if ctx.resume_from.is_some() {
-            return Err(format!("--resume is not implemented for {} yet (checkpoints hold the policy only)", O::ID).into());
+            return Err(
+                format!("--resume is not implemented for {} yet (checkpoints hold the policy only)", O::ID).into()
+            );
         }
         let root: RootConfig = ctx.config.extract("")?;
         let device = training_device(&root)?;
@@ -532,20 +535,30 @@ impl<O: GroupObjective> Loop<'_, O> {
         for _ in 0..settings.num_iterations {
             order.shuffle(&mut self.rng);
             for step in order.chunks(step_rows) {
-                let items: f64 =
-                    step.iter().map(|&i| gen_mask_host[i * n..(i + 1) * n].iter().map(|&m| f64::from(m)).sum::<f64>()).sum();
+                let items: f64 = step
+                    .iter()
+                    .map(|&i| gen_mask_host[i * n..(i + 1) * n].iter().map(|&m| f64::from(m)).sum::<f64>())
+                    .sum();
                 let mut accum = GradientsAccumulator::<Gpt2Model<Ad>>::new();
                 let mut step_loss = 0.0;
                 for micro in step.chunks(t.batch_size) {
                     let rows: Vec<i64> = micro.iter().map(|&i| i as i64).collect();
-                    let idx = Tensor::<CpuBackend, 1, Int>::from_data(TensorData::new(rows, [micro.len()]), &self.device);
-                    let pick = |x: &Tensor<CpuBackend, 2>| Tensor::<Ad, 2>::from_inner(x.clone().select(0, idx.clone()));
-                    let pick_int =
-                        |x: &Tensor<CpuBackend, 2, Int>| Tensor::<Ad, 2, Int>::from_inner(x.clone().select(0, idx.clone()));
+                    let idx =
+                        Tensor::<CpuBackend, 1, Int>::from_data(TensorData::new(rows, [micro.len()]), &self.device);
+                    let pick =
+                        |x: &Tensor<CpuBackend, 2>| Tensor::<Ad, 2>::from_inner(x.clone().select(0, idx.clone()));
+                    let pick_int = |x: &Tensor<CpuBackend, 2, Int>| {
+                        Tensor::<Ad, 2, Int>::from_inner(x.clone().select(0, idx.clone()))
+                    };
                     let mask = pick(&buf.gen_mask); // [b, T]
                     let advantages = Tensor::<Ad, 1>::from_inner(buf.advantages.clone().select(0, idx.clone())); // [b]
-                    let (new_logprobs, logits) =
-                        completion_logprobs(&self.policy, pick_int(&buf.ids), pick_int(&buf.mask), n, settings.temperature);
+                    let (new_logprobs, logits) = completion_logprobs(
+                        &self.policy,
+                        pick_int(&buf.ids),
+                        pick_int(&buf.mask),
+                        n,
+                        settings.temperature,
+                    );
                     let old_logprobs = buf.old_logprobs.as_ref().map_or_else(|| new_logprobs.clone().detach(), &pick);
                     let ref_logprobs = buf.ref_logprobs.as_ref().map(&pick);
                     let (loss, stats) = self.alg.objective.loss(
@@ -615,5 +628,97 @@ impl<O: GroupObjective> Loop<'_, O> {
             })?;
         tracing::info!(iteration, dir = %dir.display(), "checkpoint written");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grpo::GrpoArgs;
+    use crate::test_util::Cpu;
+
+    fn settings(batch_size: usize, grad_accumulation: usize, spg: Option<usize>, g: usize) -> GroupSettings {
+        let args = GrpoArgs {
+            batch_size,
+            grad_accumulation,
+            steps_per_generation: spg,
+            num_generations: g,
+            ..Default::default()
+        };
+        args.settings()
+    }
+
+    #[test]
+    fn plan_derives_the_generation_batch_and_steps() {
+        // TRL's default: steps_per_generation = grad_accumulation, one on-policy step.
+        let plan = settings(8, 4, None, 8).plan().unwrap();
+        assert_eq!(plan, GroupPlan { steps_per_generation: 4, generation_batch: 32, prompts: 4, optimizer_steps: 1 });
+        assert!(!plan.off_policy());
+        // The GSPO paper's 4 minibatches per rollout batch, twice (num_iterations 2).
+        let mut s = settings(28, 1, Some(4), 8);
+        s.num_iterations = 2;
+        let plan = s.plan().unwrap();
+        assert_eq!((plan.generation_batch, plan.prompts, plan.optimizer_steps), (112, 14, 8));
+        assert!(plan.off_policy());
+    }
+
+    #[test]
+    fn plan_errors_name_the_keys() {
+        let err = settings(6, 1, Some(2), 8).plan().unwrap_err();
+        assert!(err.contains("alg.args.batch_size (6) x alg.args.steps_per_generation (2) = 12"), "{err}");
+        assert!(err.contains("alg.args.num_generations (8)"), "{err}");
+        let err = settings(8, 2, Some(3), 2).plan().unwrap_err();
+        assert_eq!(err, "alg.args.steps_per_generation (3) must be a multiple of alg.args.grad_accumulation (2)");
+    }
+
+    #[test]
+    fn loop_keys_are_range_checked() {
+        let node = tril_core::config::parse_yaml("n_iters: 0\n", std::path::Path::new("alg/grpo.yaml")).unwrap();
+        let err = GrpoArgs::extract(&Section::new("alg.args", &node)).unwrap_err().to_string();
+        assert!(err.contains("alg.args.n_iters") && err.contains("at least 1"), "{err}");
+        let node = tril_core::config::parse_yaml("max_grad_norm: -1\n", std::path::Path::new("alg/gspo.yaml")).unwrap();
+        let err = crate::gspo::GspoArgs::extract(&Section::new("alg.args", &node)).unwrap_err().to_string();
+        assert!(err.contains("alg.args.max_grad_norm"), "{err}");
+    }
+
+    #[test]
+    fn groups_are_consecutive_rows() {
+        assert_eq!(repeat_groups(&[5, 2], 3), vec![5, 5, 5, 2, 2, 2]);
+        let (m, s) = mean_std(&[1.0, 2.0, 4.0]);
+        // mean 7/3; unbiased variance ((4/3)^2 + (1/3)^2 + (5/3)^2) / 2 = 7/3.
+        assert!((m - 7.0 / 3.0).abs() < 1e-12 && (s - (7.0f64 / 3.0).sqrt()).abs() < 1e-12);
+        assert_eq!(mean_std(&[3.0]), (3.0, 0.0));
+    }
+
+    /// At temperature 1 the log-probs equal the PPO spine's `lm_logprobs` (a second
+    /// implementation); at temperature 2 they match a host log-softmax of logits / 2.
+    #[test]
+    fn completion_logprobs_scale_logits_by_the_temperature() {
+        let device = Default::default();
+        let model = Gpt2Config::new(7, 16, 8, 1, 2).init::<Cpu>(&device);
+        let ids =
+            Tensor::<Cpu, 2, Int>::from_data(TensorData::new(vec![0i64, 3, 4, 1, 2, 6, 5, 5, 6, 1], [2, 5]), &device);
+        let mask =
+            Tensor::<Cpu, 2, Int>::from_data(TensorData::new(vec![0i64, 1, 1, 1, 1, 1, 1, 1, 1, 0], [2, 5]), &device);
+        let (lp1, _) = completion_logprobs(&model, ids.clone(), mask.clone(), 3, 1.0);
+        let want = crate::onpolicy::lm_logprobs(&model, ids.clone(), mask.clone(), 3);
+        let (a, b) = (host(lp1), host(want));
+        assert!(a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-6), "{a:?} vs {b:?}");
+
+        let (lp2, logits) = completion_logprobs(&model, ids.clone(), mask.clone(), 3, 2.0);
+        let raw = model.forward(ids.clone(), Some(mask)).logits; // [2, 5, 7]
+        let raw: Vec<f32> = raw.into_data().to_vec().unwrap();
+        let ids: Vec<i64> = ids.into_data().convert::<i64>().to_vec().unwrap();
+        let got = host(lp2);
+        for row in 0..2 {
+            for (j, pos) in (1..4).enumerate() {
+                // logits at pos predict the token at pos + 1.
+                let z: Vec<f64> = (0..7).map(|v| f64::from(raw[(row * 5 + pos) * 7 + v]) / 2.0).collect();
+                let lse = z.iter().map(|x| x.exp()).sum::<f64>().ln();
+                let want = z[ids[row * 5 + pos + 1] as usize] - lse;
+                assert!((f64::from(got[row * 3 + j]) - want).abs() < 1e-5, "row {row} pos {pos}");
+            }
+        }
+        assert_eq!(logits.dims(), [2, 3, 7]);
     }
 }

@@ -13,8 +13,8 @@
 //! larger than the gradient-accumulation steps, or `num_iterations > 1`); on-policy the
 //! ratio is 1 either way.
 
-use crate::grpo::{add_kl_penalty, clipped_surrogate, GrpoLoss, GrpoStats, RewardScaling};
 use crate::group_run::{check_train, GroupObjective, GroupSettings, TrainArgs};
+use crate::grpo::{add_kl_penalty, clipped_surrogate, GrpoLoss, GrpoStats, RewardScaling};
 use crate::validate::ensure;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
