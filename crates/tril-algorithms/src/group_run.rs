@@ -449,7 +449,7 @@ impl<O: GroupObjective> Loop<'_, O> {
         Ok(())
     }
 
-    /// 1-4: generates `G` completions of each sampled prompt, scores them and computes
+    /// Steps 1-4: generates `G` completions of each sampled prompt, scores them and computes
     /// advantages, old and reference log-probs.
     fn collect(&mut self, iteration: usize) -> Result<(Buffer, Stats), PluginError> {
         let (g, n, temp) =
@@ -458,8 +458,7 @@ impl<O: GroupObjective> Loop<'_, O> {
         // 1. prompts, each repeated G times, generated in chunks of batch_size_per_process
         let prompts = self.sampler.take(self.alg.plan.prompts, &mut self.rng);
         let rows = repeat_groups(&prompts, g);
-        let mut parts: Vec<(Tensor<CpuBackend, 2, Int>, Tensor<CpuBackend, 2, Int>, Tensor<CpuBackend, 2>)> =
-            Vec::new();
+        let (mut ids_parts, mut mask_parts, mut gen_mask_parts) = (Vec::new(), Vec::new(), Vec::new());
         let (mut old_parts, mut ref_parts, mut scores) = (Vec::new(), Vec::new(), Vec::new());
         for chunk in rows.chunks(self.alg.sampling.batch_size_per_process.max(1)) {
             let samples: Vec<&Sample> = chunk.iter().map(|&i| &self.train[i]).collect();
@@ -484,7 +483,9 @@ impl<O: GroupObjective> Loop<'_, O> {
             if let Some(reference) = &self.reference {
                 ref_parts.push(completion_logprobs(reference, gen.ids.clone(), gen.mask.clone(), n, temp).0);
             }
-            parts.push((gen.ids, gen.mask, gen.gen_mask));
+            ids_parts.push(gen.ids);
+            mask_parts.push(gen.mask);
+            gen_mask_parts.push(gen.gen_mask);
         }
         // 3. group-relative advantages
         let total = scores.len();
@@ -493,9 +494,8 @@ impl<O: GroupObjective> Loop<'_, O> {
             &self.device,
         );
         let advantages = group_advantages(rewards, g, self.alg.settings.scale_rewards); // [N]
-        let cat = |k: usize| Tensor::cat(parts.iter().map(|p| [p.0.clone(), p.1.clone()][k].clone()).collect(), 0);
         let cat_f = |xs: Vec<Tensor<CpuBackend, 2>>| (!xs.is_empty()).then(|| Tensor::cat(xs, 0));
-        let gen_mask = Tensor::cat(parts.iter().map(|p| p.2.clone()).collect(), 0); // [N, T]
+        let gen_mask = Tensor::cat(gen_mask_parts, 0); // [N, T]
         let lengths: Vec<f64> =
             host(gen_mask.clone()).chunks(n).map(|r| r.iter().map(|&x| f64::from(x)).sum()).collect();
         let zero_std = scores.chunks(g).filter(|grp| grp.iter().all(|&r| r == grp[0])).count();
@@ -506,8 +506,8 @@ impl<O: GroupObjective> Loop<'_, O> {
         stats.insert("rollout/completion_length".into(), mean_std(&lengths).0);
         stats.insert("rollout/frac_reward_zero_std".into(), zero_std as f64 / (total / g) as f64);
         let buffer = Buffer {
-            ids: cat(0),
-            mask: cat(1),
+            ids: Tensor::cat(ids_parts, 0),
+            mask: Tensor::cat(mask_parts, 0),
             gen_mask,
             advantages,
             old_logprobs: cat_f(old_parts),
@@ -516,7 +516,7 @@ impl<O: GroupObjective> Loop<'_, O> {
         Ok((buffer, stats))
     }
 
-    /// 5. `num_iterations` shuffled passes of micro-batches; one optimizer step per
+    /// Step 5: `num_iterations` shuffled passes of micro-batches, one optimizer step per
     /// `grad_accumulation` of them.
     fn train_step(&mut self, iteration: usize, buf: &Buffer) -> Result<Stats, PluginError> {
         let settings = self.alg.settings.clone();
@@ -593,7 +593,7 @@ impl<O: GroupObjective> Loop<'_, O> {
         Ok(out)
     }
 
-    /// 6. evaluation on the configured splits, then the plots.
+    /// Step 6: evaluation on the configured splits, then the plots.
     fn evaluate(&mut self, iteration: usize) -> Result<(), PluginError> {
         let policy = self.policy.valid();
         let generation = generation_config(&self.alg.sampling.eval_generation_kwargs);

@@ -135,3 +135,63 @@ fn bad_group_configs_are_refused_naming_the_keys() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("alg.args.bogus"), "{stderr}");
 }
+
+/// TRIL's IMDB task with GRPO's IMDB section, shrunk: the shared IMDB CSV, the tiny
+/// transformers-made GPT-2 as policy/tokenizer and the tiny DistilBERT as reward and
+/// metric (tril-models fixtures); beta > 0 so the reference model is built too.
+#[test]
+fn grpo_imdb_wiring_with_tiny_models() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    // The main checkout sits beside `shared/`; a worktree under `wt/` one level deeper.
+    let Some(data) = ["../shared/data", "../../shared/data"]
+        .iter()
+        .map(|d| repo.join(d).join("imdb_reviews_2499.csv"))
+        .find(|p| p.is_file())
+    else {
+        eprintln!("skipped: shared/data/imdb_reviews_2499.csv not found (shared data absent)");
+        return;
+    };
+    let fixtures = repo.join("crates/tril-models/tests/fixtures");
+    let (gpt2, distilbert) = (fixtures.join("gpt2"), fixtures.join("distilbert"));
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, arg) = run_dir(&tmp, "imdb");
+    let owned = [
+        format!("+task.args.train_file={}", data.display()),
+        format!("alg.policy.args.model_name={}", gpt2.display()),
+        format!("alg.tokenizer.model_name={}", gpt2.display()),
+        format!("reward_fn.args.model_name={}", distilbert.display()),
+        format!(
+            "eval_metrics=[{{id: learned_reward, args: {{model_name: {}, label_ix: 1, batch_size: 50}}}}, {{id: diversity, args: {{}}}}]",
+            distilbert.display()
+        ),
+    ];
+    let mut args: Vec<&str> =
+        vec!["task=imdb", "alg=grpo", &arg, "+task.args.text_column=review", "+task.args.label_column=sentiment"];
+    args.extend(owned.iter().map(String::as_str));
+    args.extend([
+        "alg.args.n_iters=2",
+        "alg.args.num_generations=4",
+        "alg.args.batch_size=4",
+        "alg.args.grad_accumulation=2",
+        "alg.args.beta=0.04",
+        "sampling.batch_size_per_process=8",
+        "sampling.max_prompt_len=16",
+        "sampling.max_gen_len=8",
+        "sampling.train_generation_kwargs.min_length=8",
+        "sampling.train_generation_kwargs.max_new_tokens=8",
+        "sampling.eval_generation_kwargs.min_length=8",
+        "sampling.eval_generation_kwargs.max_new_tokens=8",
+        "alg.args.eval_every=2",
+    ]);
+    let (code, stderr) = tril(&args);
+    assert_eq!(code, 0, "{stderr}");
+    let rewards = jsonl(&dir.join("rollout_info.jsonl"), "rollout/reward_mean");
+    assert_eq!(rewards.len(), 2);
+    assert!(rewards.iter().all(|r| (0.0..=1.0).contains(r)), "learned_reward is a probability: {rewards:?}");
+    let kl = jsonl(&dir.join("training_info.jsonl"), "grpo/kl");
+    assert!(kl.len() == 2 && kl.iter().all(|k| k.is_finite() && *k >= -1e-6), "k3 KL is >= 0: {kl:?}");
+    let metrics = std::fs::read_to_string(dir.join("val_split_metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 2, "zero-shot and final evaluation");
+    assert!(metrics.contains("semantic/learned_automodel_metric"), "{metrics}");
+    assert!(dir.join("checkpoints/iter_2/policy/model.safetensors").is_file());
+}
