@@ -23,7 +23,7 @@
 //!   correction, or the `cispo`/`sapo`/`luspo`/`vespo` loss types.
 //! - Rewards are not NaN-aware (TRL's `nanmean`/`nanstd` skip unscorable completions).
 
-use crate::group_run::{check_train, GroupObjective, GroupSettings, TrainArgs};
+use crate::group::{check_train, GroupObjective, GroupSettings, TrainArgs};
 use crate::validate::ensure;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
@@ -78,7 +78,8 @@ pub struct GrpoArgs {
     pub loss_type: GrpoLoss,
     /// Advantage scaling (TRL: `group`).
     pub scale_rewards: RewardScaling,
-    /// Optimizer steps per generation batch; null: the gradient-accumulation steps (TRL).
+    /// Micro-batches of `batch_size` per generation batch (TRL's "steps"); null:
+    /// `grad_accumulation`, i.e. one optimizer step per generation (TRL).
     pub steps_per_generation: Option<usize>,
     /// Updates per generation batch, the paper's mu (TRL: 1, i.e. exactly on-policy).
     pub num_iterations: usize,

@@ -13,7 +13,7 @@
 //! larger than the gradient-accumulation steps, or `num_iterations > 1`); on-policy the
 //! ratio is 1 either way.
 
-use crate::group_run::{check_train, GroupObjective, GroupSettings, TrainArgs};
+use crate::group::{check_train, GroupObjective, GroupSettings, TrainArgs};
 use crate::grpo::{add_kl_penalty, clipped_surrogate, GrpoLoss, GrpoStats, RewardScaling};
 use crate::validate::ensure;
 use burn::tensor::backend::Backend;
@@ -55,8 +55,8 @@ pub struct GspoArgs {
     pub scale_rewards: RewardScaling,
     /// GSPO (`sequence`) or GSPO-token (`token`).
     pub level: GspoLevel,
-    /// Optimizer steps per generation batch (the paper: 4 mini-batches per rollout batch;
-    /// null: the gradient-accumulation steps, as TRL).
+    /// Micro-batches of `batch_size` per generation batch (the paper: 4 mini-batches per
+    /// rollout batch; null: `grad_accumulation`, one optimizer step, as TRL).
     pub steps_per_generation: Option<usize>,
     /// Updates per generation batch (TRL: 1).
     pub num_iterations: usize,

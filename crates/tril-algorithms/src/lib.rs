@@ -22,6 +22,8 @@
 //!   with its four aggregations (`grpo`, `bnpo`, `dr_grpo`, `dapo`); the registered `grpo`.
 //! - [`gspo`]: GSPO's sequence-level (and GSPO-token) clipped loss on GRPO's pieces; the
 //!   registered `gspo`.
+//! - [`group`]: what `grpo` and `gspo` share besides the loop: loop settings, the
+//!   objective trait, the derived plan and pure rollout helpers.
 //! - [`group_run`]: the training loop `grpo` and `gspo` share (generate G completions per
 //!   prompt, score, group advantages, clipped updates), parameterised by the loss.
 //! - [`evaluation`]: generation on the evaluation splits, metrics and prediction logs.
@@ -36,6 +38,7 @@
 
 pub mod dpo;
 pub mod evaluation;
+pub mod group;
 pub mod group_run;
 pub mod grpo;
 pub mod gspo;
