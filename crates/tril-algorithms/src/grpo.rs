@@ -2,10 +2,11 @@
 //! <https://arxiv.org/abs/2402.03300>), with the loss aggregations of TRL's `GRPOTrainer`
 //! (Dr. GRPO, <https://arxiv.org/abs/2503.20783>; DAPO, <https://arxiv.org/abs/2503.14476>).
 //!
-//! This file holds the typed `alg.args` ([`GrpoArgs`]) and the pure functions
-//! [`group_advantages`] and [`grpo_loss`]. The generate-score-update loop lands with the
-//! GRPO issue; nothing here is registered as an algorithm yet. GSPO ([`crate::gspo`])
-//! reuses the advantages, the clipped surrogate and the aggregations below.
+//! This file holds the typed `alg.args` ([`GrpoArgs`]), the pure functions
+//! [`group_advantages`] and [`grpo_loss`], and the registration of the `grpo` algorithm;
+//! its generate-score-update loop is [`crate::group_run`], shared with GSPO
+//! ([`crate::gspo`]), which also reuses the advantages, the clipped surrogate and the
+//! aggregations below. The loop's own metrics are listed in [`crate::group_run`].
 //!
 //! # Logged metrics
 //! | key | meaning |
@@ -22,12 +23,14 @@
 //!   correction, or the `cispo`/`sapo`/`luspo`/`vespo` loss types.
 //! - Rewards are not NaN-aware (TRL's `nanmean`/`nanstd` skip unscorable completions).
 
+use crate::group::{check_train, GroupObjective, GroupSettings, TrainArgs};
 use crate::validate::ensure;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 use tril_core::config::Section;
 use tril_core::ops::{kl_estimate, masked_mean, KlEstimator};
+use tril_core::plugin::Split;
 use tril_core::CoreError;
 
 /// How per-token losses are aggregated into the scalar loss (TRL's `loss_type`).
@@ -75,7 +78,8 @@ pub struct GrpoArgs {
     pub loss_type: GrpoLoss,
     /// Advantage scaling (TRL: `group`).
     pub scale_rewards: RewardScaling,
-    /// Optimizer steps per generation batch; null: the gradient-accumulation steps (TRL).
+    /// Micro-batches of `batch_size` per generation batch (TRL's "steps"); null:
+    /// `grad_accumulation`, i.e. one optimizer step per generation (TRL).
     pub steps_per_generation: Option<usize>,
     /// Updates per generation batch, the paper's mu (TRL: 1, i.e. exactly on-policy).
     pub num_iterations: usize,
@@ -83,6 +87,28 @@ pub struct GrpoArgs {
     pub temperature: f64,
     /// Maximum generated tokens; also the Dr. GRPO normalizer (TRL: 512).
     pub max_completion_length: usize,
+    /// Seed of every RNG of the run: model initialisation, prompt order and sampling.
+    pub seed: u64,
+    /// Iterations; each generates one batch and trains on it (TRL counts `max_steps`).
+    pub n_iters: usize,
+    /// Completions per forward/backward pass (TRL `per_device_train_batch_size`: 8).
+    pub batch_size: usize,
+    /// Micro-batches per optimizer step (TRL `gradient_accumulation_steps`: 1).
+    pub grad_accumulation: usize,
+    /// Global gradient-norm clip (TRL `max_grad_norm`: 1.0).
+    pub max_grad_norm: f64,
+    /// Prompts per evaluation `generate` call.
+    pub eval_batch_size: usize,
+    /// Evaluate every this many iterations (and after the last).
+    pub eval_every: usize,
+    /// Checkpoint every this many iterations when `save_checkpoints` (the last always is).
+    pub save_every: usize,
+    /// Evaluate before training.
+    pub eval_zero_shot: bool,
+    /// Write periodic checkpoints.
+    pub save_checkpoints: bool,
+    /// Splits evaluated.
+    pub eval_splits: Vec<Split>,
 }
 
 impl Default for GrpoArgs {
@@ -98,6 +124,17 @@ impl Default for GrpoArgs {
             num_iterations: 1,
             temperature: 1.0,
             max_completion_length: 512,
+            seed: 0,
+            n_iters: 100,
+            batch_size: 8,
+            grad_accumulation: 1,
+            max_grad_norm: 1.0,
+            eval_batch_size: 64,
+            eval_every: 10,
+            save_every: 100,
+            eval_zero_shot: true,
+            save_checkpoints: false,
+            eval_splits: vec![Split::Val],
         }
     }
 }
@@ -115,6 +152,7 @@ impl GrpoArgs {
         ensure(args.num_iterations >= 1, section, "num_iterations", "expected at least 1")?;
         ensure(args.temperature > 0.0, section, "temperature", "expected a temperature > 0")?;
         ensure(args.max_completion_length > 0, section, "max_completion_length", "expected at least 1 token")?;
+        check_train(section, &args.train())?;
         Ok(args)
     }
 
@@ -343,6 +381,65 @@ pub fn grpo_loss<B: Backend>(
     let loss = args.loss_type.aggregate(per_token_loss, mask, args.max_completion_length, num_items_in_batch);
     (loss, stats)
 }
+
+impl GrpoArgs {
+    /// The loop settings (the keys shared with the other group algorithm).
+    pub fn train(&self) -> TrainArgs {
+        TrainArgs {
+            seed: self.seed,
+            n_iters: self.n_iters,
+            batch_size: self.batch_size,
+            grad_accumulation: self.grad_accumulation,
+            max_grad_norm: self.max_grad_norm,
+            eval_batch_size: self.eval_batch_size,
+            eval_every: self.eval_every,
+            save_every: self.save_every,
+            eval_zero_shot: self.eval_zero_shot,
+            save_checkpoints: self.save_checkpoints,
+            eval_splits: self.eval_splits.clone(),
+        }
+    }
+}
+
+impl GroupObjective for GrpoArgs {
+    const ID: &'static str = "grpo";
+
+    fn extract(section: &Section<'_>) -> Result<Self, CoreError> {
+        GrpoArgs::extract(section)
+    }
+
+    fn settings(&self) -> GroupSettings {
+        GroupSettings {
+            num_generations: self.num_generations,
+            scale_rewards: self.scale_rewards,
+            loss_type: self.loss_type,
+            steps_per_generation: self.steps_per_generation,
+            num_iterations: self.num_iterations,
+            temperature: self.temperature,
+            max_completion_length: self.max_completion_length,
+            beta: self.beta,
+            train: self.train(),
+        }
+    }
+
+    fn loss<B: Backend>(
+        &self,
+        new_logprobs: Tensor<B, 2>,
+        old_logprobs: Tensor<B, 2>,
+        ref_logprobs: Option<Tensor<B, 2>>,
+        advantages: Tensor<B, 1>,
+        mask: Tensor<B, 2>,
+        num_items_in_batch: Option<f64>,
+    ) -> (Tensor<B, 1>, GrpoStats<B>) {
+        grpo_loss(new_logprobs, old_logprobs, ref_logprobs, advantages, mask, self, num_items_in_batch)
+    }
+}
+
+tril_core::register!(algorithm,
+    id: "grpo",
+    doc: "GRPO: G sampled completions per prompt, group-normalized advantages, token-level clipped ratio, optional k3 KL (TRL's GRPOTrainer).",
+    config: GrpoArgs,
+    build: crate::group_run::build::<GrpoArgs>);
 
 #[cfg(test)]
 mod tests {

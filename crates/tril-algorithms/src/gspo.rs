@@ -6,18 +6,21 @@
 //! This file holds the typed `alg.args` ([`GspoArgs`]) and the pure [`gspo_loss`]. The
 //! advantages are GRPO's ([`crate::grpo::group_advantages`]), the clipped surrogate, KL
 //! term and loss aggregations are shared with [`crate::grpo`], and the stats are
-//! [`GrpoStats`] (same metric keys). Nothing is registered as an algorithm yet.
+//! [`GrpoStats`] (same metric keys). The `gspo` algorithm registered here runs the loop
+//! of [`crate::group_run`] with this loss.
 //!
 //! GSPO only differs from GRPO once training is off-policy (`steps_per_generation`
 //! larger than the gradient-accumulation steps, or `num_iterations > 1`); on-policy the
 //! ratio is 1 either way.
 
+use crate::group::{check_train, GroupObjective, GroupSettings, TrainArgs};
 use crate::grpo::{add_kl_penalty, clipped_surrogate, GrpoLoss, GrpoStats, RewardScaling};
 use crate::validate::ensure;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 use tril_core::config::Section;
+use tril_core::plugin::Split;
 use tril_core::CoreError;
 
 /// Where the importance ratio lives and how its gradient flows.
@@ -52,8 +55,8 @@ pub struct GspoArgs {
     pub scale_rewards: RewardScaling,
     /// GSPO (`sequence`) or GSPO-token (`token`).
     pub level: GspoLevel,
-    /// Optimizer steps per generation batch (the paper: 4 mini-batches per rollout batch;
-    /// null: the gradient-accumulation steps, as TRL).
+    /// Micro-batches of `batch_size` per generation batch (the paper: 4 mini-batches per
+    /// rollout batch; null: `grad_accumulation`, one optimizer step, as TRL).
     pub steps_per_generation: Option<usize>,
     /// Updates per generation batch (TRL: 1).
     pub num_iterations: usize,
@@ -62,6 +65,28 @@ pub struct GspoArgs {
     /// Maximum generated tokens, also the Dr. GRPO normalizer (TRL: 512; FAI-RL:
     /// `max_length - max_prompt_length` = 256).
     pub max_completion_length: usize,
+    /// Seed of every RNG of the run: model initialisation, prompt order and sampling.
+    pub seed: u64,
+    /// Iterations; each generates one batch and trains on it (TRL counts `max_steps`).
+    pub n_iters: usize,
+    /// Completions per forward/backward pass (TRL `per_device_train_batch_size`: 8).
+    pub batch_size: usize,
+    /// Micro-batches per optimizer step (TRL `gradient_accumulation_steps`: 1).
+    pub grad_accumulation: usize,
+    /// Global gradient-norm clip (TRL `max_grad_norm`: 1.0).
+    pub max_grad_norm: f64,
+    /// Prompts per evaluation `generate` call.
+    pub eval_batch_size: usize,
+    /// Evaluate every this many iterations (and after the last).
+    pub eval_every: usize,
+    /// Checkpoint every this many iterations when `save_checkpoints` (the last always is).
+    pub save_every: usize,
+    /// Evaluate before training.
+    pub eval_zero_shot: bool,
+    /// Write periodic checkpoints.
+    pub save_checkpoints: bool,
+    /// Splits evaluated.
+    pub eval_splits: Vec<Split>,
 }
 
 impl Default for GspoArgs {
@@ -78,6 +103,17 @@ impl Default for GspoArgs {
             num_iterations: 1,
             temperature: 1.0,
             max_completion_length: 512,
+            seed: 0,
+            n_iters: 100,
+            batch_size: 8,
+            grad_accumulation: 1,
+            max_grad_norm: 1.0,
+            eval_batch_size: 64,
+            eval_every: 10,
+            save_every: 100,
+            eval_zero_shot: true,
+            save_checkpoints: false,
+            eval_splits: vec![Split::Val],
         }
     }
 }
@@ -94,6 +130,7 @@ impl GspoArgs {
         ensure(args.num_iterations >= 1, section, "num_iterations", "expected at least 1")?;
         ensure(args.temperature > 0.0, section, "temperature", "expected a temperature > 0")?;
         ensure(args.max_completion_length > 0, section, "max_completion_length", "expected at least 1 token")?;
+        check_train(section, &args.train())?;
         Ok(args)
     }
 }
@@ -162,6 +199,65 @@ pub fn gspo_loss<B: Backend>(
     let loss = args.loss_type.aggregate(per_token_loss, mask, args.max_completion_length, num_items_in_batch);
     (loss, stats)
 }
+
+impl GspoArgs {
+    /// The loop settings (the keys shared with the other group algorithm).
+    pub fn train(&self) -> TrainArgs {
+        TrainArgs {
+            seed: self.seed,
+            n_iters: self.n_iters,
+            batch_size: self.batch_size,
+            grad_accumulation: self.grad_accumulation,
+            max_grad_norm: self.max_grad_norm,
+            eval_batch_size: self.eval_batch_size,
+            eval_every: self.eval_every,
+            save_every: self.save_every,
+            eval_zero_shot: self.eval_zero_shot,
+            save_checkpoints: self.save_checkpoints,
+            eval_splits: self.eval_splits.clone(),
+        }
+    }
+}
+
+impl GroupObjective for GspoArgs {
+    const ID: &'static str = "gspo";
+
+    fn extract(section: &Section<'_>) -> Result<Self, CoreError> {
+        GspoArgs::extract(section)
+    }
+
+    fn settings(&self) -> GroupSettings {
+        GroupSettings {
+            num_generations: self.num_generations,
+            scale_rewards: self.scale_rewards,
+            loss_type: self.loss_type,
+            steps_per_generation: self.steps_per_generation,
+            num_iterations: self.num_iterations,
+            temperature: self.temperature,
+            max_completion_length: self.max_completion_length,
+            beta: self.beta,
+            train: self.train(),
+        }
+    }
+
+    fn loss<B: Backend>(
+        &self,
+        new_logprobs: Tensor<B, 2>,
+        old_logprobs: Tensor<B, 2>,
+        ref_logprobs: Option<Tensor<B, 2>>,
+        advantages: Tensor<B, 1>,
+        mask: Tensor<B, 2>,
+        num_items_in_batch: Option<f64>,
+    ) -> (Tensor<B, 1>, GrpoStats<B>) {
+        gspo_loss(new_logprobs, old_logprobs, ref_logprobs, advantages, mask, self, num_items_in_batch)
+    }
+}
+
+tril_core::register!(algorithm,
+    id: "gspo",
+    doc: "GSPO: GRPO with a length-normalized sequence-level importance ratio (TRL importance_sampling_level=sequence, FAI-RL's gspo).",
+    config: GspoArgs,
+    build: crate::group_run::build::<GspoArgs>);
 
 #[cfg(test)]
 mod tests {

@@ -19,9 +19,14 @@
 //!   plus per-sequence log-probs; not registered as an algorithm yet.
 //! - [`kto`]: KTO's typed arguments, KL reference point and pure loss; not registered yet.
 //! - [`grpo`]: GRPO's typed arguments, group-relative advantages and the clipped loss
-//!   with its four aggregations (`grpo`, `bnpo`, `dr_grpo`, `dapo`); not registered yet.
-//! - [`gspo`]: GSPO's sequence-level (and GSPO-token) clipped loss on GRPO's pieces;
-//!   not registered yet.
+//!   with its four aggregations (`grpo`, `bnpo`, `dr_grpo`, `dapo`); the registered `grpo`.
+//! - [`gspo`]: GSPO's sequence-level (and GSPO-token) clipped loss on GRPO's pieces; the
+//!   registered `gspo`.
+//! - [`group`]: what `grpo` and `gspo` share besides the loop: loop settings, the
+//!   objective trait, the derived plan and pure rollout helpers.
+//! - [`group_run`]: the training loop `grpo` and `gspo` share (generate G completions per
+//!   prompt, score, group advantages, clipped updates), parameterised by the loss.
+//! - [`evaluation`]: generation on the evaluation splits, metrics and prediction logs.
 //!
 //! ```
 //! use tril_algorithms::schedulers::Linear;
@@ -32,6 +37,9 @@
 #![deny(missing_docs)]
 
 pub mod dpo;
+pub mod evaluation;
+pub mod group;
+pub mod group_run;
 pub mod grpo;
 pub mod gspo;
 pub mod kl_controller;

@@ -1,0 +1,71 @@
+//! Evaluation shared by the on-policy loops: generate on each evaluation split with the
+//! task's eval generation settings, compute every metric, and log the corpus scores and
+//! predictions (TRIL's `evaluate_on_samples`, reference/tril.md). The shape is PPO's
+//! `evaluate`; the loop that calls it decides when.
+
+use crate::onpolicy::generate_for;
+use crate::trainer::CpuDevice;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use tril_core::plugin::{Metric, MetricOutput, PluginError, Sample, Split, Task, TextBatch};
+use tril_core::tracker::Tracker;
+use tril_models::generate::GenerationConfig;
+use tril_models::gpt2::Gpt2Model;
+use tril_models::tokenizer::TextTokenizer;
+use tril_models::CpuBackend;
+
+/// What one evaluation reads: the policy, how to prompt it, and what to score.
+pub struct Evaluation<'a> {
+    /// The policy LM (no autodiff).
+    pub policy: &'a Gpt2Model<CpuBackend>,
+    /// The prompt tokenizer (padded and truncated to `max_prompt_len`).
+    pub prompt_tokenizer: &'a TextTokenizer,
+    /// Generation settings (`sampling.eval_generation_kwargs`).
+    pub generation: &'a GenerationConfig,
+    /// The task whose splits are evaluated.
+    pub task: &'a dyn Task,
+    /// The metrics (`eval_metrics`).
+    pub metrics: &'a mut [Box<dyn Metric>],
+    /// Splits evaluated.
+    pub splits: &'a [Split],
+    /// Prompts per `generate` call.
+    pub batch_size: usize,
+    /// The run's seed; sampling (if the eval settings sample) uses `seed ^ 0x5eed_0000 ^ iteration`.
+    pub seed: u64,
+    /// The device.
+    pub device: &'a CpuDevice,
+}
+
+impl Evaluation<'_> {
+    /// Evaluates at `iteration`: logs `{split}_split_metrics.jsonl` and
+    /// `epoch_{iteration}_{split}_split_predictions.json`. Returns the headline keys worth
+    /// plotting (`{split}/{metric}`: the task's own metrics first, of the diversity keys
+    /// only distinct-2, at most three per split).
+    pub fn run(self, iteration: usize, tracker: &mut Tracker) -> Result<Vec<String>, PluginError> {
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ 0x5eed_0000 ^ iteration as u64);
+        let mut plotted = Vec::new();
+        for &split in self.splits {
+            let samples = self.task.samples(split)?;
+            let mut texts = Vec::with_capacity(samples.len());
+            for chunk in samples.chunks(self.batch_size.max(1)) {
+                let refs: Vec<&Sample> = chunk.iter().collect();
+                let gen =
+                    generate_for(self.policy, self.prompt_tokenizer, &refs, self.generation, &mut rng, self.device)?;
+                texts.extend(gen.texts);
+            }
+            let prompts: Vec<String> = samples.iter().map(|s| s.prompt.clone()).collect();
+            let references: Vec<Vec<String>> = samples.iter().map(|s| s.references.clone()).collect();
+            let mut merged = MetricOutput::new();
+            for metric in self.metrics.iter_mut() {
+                let batch = TextBatch { prompts: &prompts, generations: &texts, references: &references };
+                merged.extend(metric.compute(batch)?);
+            }
+            let summary: Vec<String> = merged.iter().map(|(k, v)| format!("{k}={:.4}", v.corpus)).collect();
+            tracing::info!(iteration, split = split.name(), "eval {}", summary.join(" "));
+            let headline = merged.keys().filter(|k| !k.starts_with("diversity_metrics/") || k.ends_with("/distinct-2"));
+            plotted.extend(headline.take(3).map(|k| format!("{}/{k}", split.name())));
+            tracker.log_eval(iteration, split, &merged, &samples, &texts)?;
+        }
+        Ok(plotted)
+    }
+}

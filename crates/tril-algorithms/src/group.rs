@@ -1,0 +1,284 @@
+//! The pieces the group-relative algorithms (GRPO, [`crate::grpo`]; GSPO, [`crate::gspo`])
+//! share: the loop settings of `alg.args` ([`TrainArgs`]), what the loop reads from an
+//! objective ([`GroupSettings`], [`GroupObjective`]), the derived [`GroupPlan`] with TRL's
+//! divisibility rules, and the pure helpers of a rollout (group row layout, log-probs at a
+//! temperature). The loop itself is [`crate::group_run`].
+
+use crate::grpo::{GrpoLoss, GrpoStats, RewardScaling};
+use crate::validate::ensure;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor};
+use tril_core::config::Section;
+use tril_core::ops::gather_logprobs;
+use tril_core::plugin::Split;
+use tril_core::CoreError;
+use tril_models::gpt2::Gpt2Model;
+
+/// The loop settings of `alg.args` (the same keys in [`crate::grpo::GrpoArgs`] and
+/// [`crate::gspo::GspoArgs`]; see their field docs).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainArgs {
+    /// Seed of every RNG of the run.
+    pub seed: u64,
+    /// Iterations (one generation batch each).
+    pub n_iters: usize,
+    /// Completions per forward/backward pass.
+    pub batch_size: usize,
+    /// Micro-batches per optimizer step.
+    pub grad_accumulation: usize,
+    /// Global gradient-norm clip.
+    pub max_grad_norm: f64,
+    /// Prompts per evaluation `generate` call.
+    pub eval_batch_size: usize,
+    /// Evaluate every this many iterations.
+    pub eval_every: usize,
+    /// Checkpoint every this many iterations.
+    pub save_every: usize,
+    /// Evaluate before training.
+    pub eval_zero_shot: bool,
+    /// Write periodic checkpoints.
+    pub save_checkpoints: bool,
+    /// Splits evaluated.
+    pub eval_splits: Vec<Split>,
+}
+
+/// Range checks of the loop settings; errors name `alg.args.<key>`.
+pub fn check_train(section: &Section<'_>, t: &TrainArgs) -> Result<(), CoreError> {
+    ensure(t.n_iters >= 1, section, "n_iters", "expected at least 1 iteration")?;
+    ensure(t.batch_size >= 1, section, "batch_size", "expected at least 1 completion")?;
+    ensure(t.grad_accumulation >= 1, section, "grad_accumulation", "expected at least 1")?;
+    ensure(t.max_grad_norm.is_finite() && t.max_grad_norm > 0.0, section, "max_grad_norm", "expected a norm > 0")?;
+    ensure(t.eval_batch_size >= 1, section, "eval_batch_size", "expected at least 1")?;
+    ensure(t.eval_every >= 1, section, "eval_every", "expected at least 1")?;
+    ensure(t.save_every >= 1, section, "save_every", "expected at least 1")
+}
+
+/// What the loop reads from an objective's args.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupSettings {
+    /// Completions per prompt, `G`.
+    pub num_generations: usize,
+    /// Advantage scaling.
+    pub scale_rewards: RewardScaling,
+    /// Loss aggregation (decides whether the loss is divided by `grad_accumulation`).
+    pub loss_type: GrpoLoss,
+    /// Micro-batches per generation batch (null: `grad_accumulation`).
+    pub steps_per_generation: Option<usize>,
+    /// Passes over each generation batch.
+    pub num_iterations: usize,
+    /// Sampling and log-prob temperature.
+    pub temperature: f64,
+    /// Generated tokens (must equal the generation settings' `max_new_tokens`).
+    pub max_completion_length: usize,
+    /// KL coefficient (a reference model is built only when > 0).
+    pub beta: f64,
+    /// The loop settings.
+    pub train: TrainArgs,
+}
+
+/// Derived per-iteration numbers (R11: computed, never written back into the config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupPlan {
+    /// Micro-batches per generation batch.
+    pub steps_per_generation: usize,
+    /// Completions generated per iteration (`batch_size * steps_per_generation`).
+    pub generation_batch: usize,
+    /// Distinct prompts per iteration (`generation_batch / num_generations`).
+    pub prompts: usize,
+    /// Optimizer steps per iteration (`steps_per_generation / grad_accumulation * num_iterations`).
+    pub optimizer_steps: usize,
+}
+
+impl GroupPlan {
+    /// Whether the policy moves between generation and the last update, so that the
+    /// ratio needs log-probs saved at generation time.
+    pub fn off_policy(&self) -> bool {
+        self.optimizer_steps > 1
+    }
+}
+
+impl GroupSettings {
+    /// Checks TRL's divisibility rules (one process) and derives the [`GroupPlan`].
+    pub fn plan(&self) -> Result<GroupPlan, String> {
+        let t = &self.train;
+        let spg = self.steps_per_generation.unwrap_or(t.grad_accumulation);
+        if !spg.is_multiple_of(t.grad_accumulation) {
+            return Err(format!(
+                "alg.args.steps_per_generation ({spg}) must be a multiple of alg.args.grad_accumulation ({})",
+                t.grad_accumulation
+            ));
+        }
+        let generation_batch = t.batch_size * spg;
+        if !generation_batch.is_multiple_of(self.num_generations) {
+            return Err(format!(
+                "alg.args.batch_size ({}) x alg.args.steps_per_generation ({spg}) = {generation_batch} completions per \
+                 generation must be divisible by alg.args.num_generations ({})",
+                t.batch_size, self.num_generations
+            ));
+        }
+        Ok(GroupPlan {
+            steps_per_generation: spg,
+            generation_batch,
+            prompts: generation_batch / self.num_generations,
+            optimizer_steps: spg / t.grad_accumulation * self.num_iterations,
+        })
+    }
+}
+
+/// A group-relative objective: its typed `alg.args` and its loss.
+pub trait GroupObjective: Clone + Send + 'static {
+    /// Registry id, and the namespace of its training metrics (`grpo/loss`).
+    const ID: &'static str;
+
+    /// Deserializes and range-checks `alg.args`.
+    fn extract(section: &Section<'_>) -> Result<Self, CoreError>;
+
+    /// What the loop reads.
+    fn settings(&self) -> GroupSettings;
+
+    /// The loss of one micro-batch and its stats.
+    ///
+    /// # Shapes
+    /// `new_logprobs`, `old_logprobs`, `ref_logprobs`, `mask`: `[N, T]`; `advantages`: `[N]`
+    /// -> loss `[1]`
+    fn loss<B: Backend>(
+        &self,
+        new_logprobs: Tensor<B, 2>,
+        old_logprobs: Tensor<B, 2>,
+        ref_logprobs: Option<Tensor<B, 2>>,
+        advantages: Tensor<B, 1>,
+        mask: Tensor<B, 2>,
+        num_items_in_batch: Option<f64>,
+    ) -> (Tensor<B, 1>, GrpoStats<B>);
+}
+
+/// Log-probs of the last `n` tokens of `ids` under `lm` with logits divided by
+/// `temperature`, and the logits themselves (for the entropy).
+///
+/// # Shapes
+/// `ids`, `mask`: `[B, P + N]` -> log-probs `[B, N]`, logits `[B, N, V]`
+pub fn completion_logprobs<B: Backend>(
+    lm: &Gpt2Model<B>,
+    ids: Tensor<B, 2, Int>,
+    mask: Tensor<B, 2, Int>,
+    n: usize,
+    temperature: f64,
+) -> (Tensor<B, 2>, Tensor<B, 3>) {
+    let [b, len] = ids.dims();
+    let logits = lm.forward(ids.clone(), Some(mask)).logits; // [B, P + N, V]
+    let v = logits.dims()[2];
+    let logits = logits.slice([0..b, len - n - 1..len - 1, 0..v]) / temperature; // [B, N, V]
+    (gather_logprobs(logits.clone(), ids.slice([0..b, len - n..len])), logits)
+}
+
+/// Row indices of a generation batch: each of `prompts` repeated `g` times in a row, so
+/// that rows `[k g, (k + 1) g)` are prompt `k`'s group.
+pub fn repeat_groups(prompts: &[usize], g: usize) -> Vec<usize> {
+    prompts.iter().flat_map(|&p| std::iter::repeat_n(p, g)).collect()
+}
+
+/// Mean and unbiased standard deviation (0 for fewer than two values).
+pub(crate) fn mean_std(xs: &[f64]) -> (f64, f64) {
+    let n = xs.len() as f64;
+    let mean = xs.iter().sum::<f64>() / n.max(1.0);
+    let var = if xs.len() < 2 { 0.0 } else { xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0) };
+    (mean, var.sqrt())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grpo::GrpoArgs;
+    use crate::test_util::Cpu;
+    use burn::tensor::TensorData;
+    use tril_models::gpt2::Gpt2Config;
+
+    fn host(t: Tensor<Cpu, 2>) -> Vec<f32> {
+        t.into_data().to_vec::<f32>().unwrap()
+    }
+
+    fn settings(batch_size: usize, grad_accumulation: usize, spg: Option<usize>, g: usize) -> GroupSettings {
+        let args = GrpoArgs {
+            batch_size,
+            grad_accumulation,
+            steps_per_generation: spg,
+            num_generations: g,
+            ..Default::default()
+        };
+        args.settings()
+    }
+
+    #[test]
+    fn plan_derives_the_generation_batch_and_steps() {
+        // TRL's default: steps_per_generation = grad_accumulation, one on-policy step.
+        let plan = settings(8, 4, None, 8).plan().unwrap();
+        assert_eq!(plan, GroupPlan { steps_per_generation: 4, generation_batch: 32, prompts: 4, optimizer_steps: 1 });
+        assert!(!plan.off_policy());
+        // The GSPO paper's 4 minibatches per rollout batch, twice (num_iterations 2).
+        let mut s = settings(28, 1, Some(4), 8);
+        s.num_iterations = 2;
+        let plan = s.plan().unwrap();
+        assert_eq!((plan.generation_batch, plan.prompts, plan.optimizer_steps), (112, 14, 8));
+        assert!(plan.off_policy());
+    }
+
+    #[test]
+    fn plan_errors_name_the_keys() {
+        let err = settings(6, 1, Some(2), 8).plan().unwrap_err();
+        assert!(err.contains("alg.args.batch_size (6) x alg.args.steps_per_generation (2) = 12"), "{err}");
+        assert!(err.contains("alg.args.num_generations (8)"), "{err}");
+        let err = settings(8, 2, Some(3), 2).plan().unwrap_err();
+        assert_eq!(err, "alg.args.steps_per_generation (3) must be a multiple of alg.args.grad_accumulation (2)");
+    }
+
+    #[test]
+    fn loop_keys_are_range_checked() {
+        let node = tril_core::config::parse_yaml("n_iters: 0\n", std::path::Path::new("alg/grpo.yaml")).unwrap();
+        let err = GrpoArgs::extract(&Section::new("alg.args", &node)).unwrap_err().to_string();
+        assert!(err.contains("alg.args.n_iters") && err.contains("at least 1"), "{err}");
+        let node = tril_core::config::parse_yaml("max_grad_norm: -1\n", std::path::Path::new("alg/gspo.yaml")).unwrap();
+        let err = crate::gspo::GspoArgs::extract(&Section::new("alg.args", &node)).unwrap_err().to_string();
+        assert!(err.contains("alg.args.max_grad_norm"), "{err}");
+    }
+
+    #[test]
+    fn groups_are_consecutive_rows() {
+        assert_eq!(repeat_groups(&[5, 2], 3), vec![5, 5, 5, 2, 2, 2]);
+        let (m, s) = mean_std(&[1.0, 2.0, 4.0]);
+        // mean 7/3; unbiased variance ((4/3)^2 + (1/3)^2 + (5/3)^2) / 2 = 7/3.
+        assert!((m - 7.0 / 3.0).abs() < 1e-12 && (s - (7.0f64 / 3.0).sqrt()).abs() < 1e-12);
+        assert_eq!(mean_std(&[3.0]), (3.0, 0.0));
+    }
+
+    /// At temperature 1 the log-probs equal the PPO spine's `lm_logprobs` (a second
+    /// implementation); at temperature 2 they match a host log-softmax of logits / 2.
+    #[test]
+    fn completion_logprobs_scale_logits_by_the_temperature() {
+        let device = Default::default();
+        let model = Gpt2Config::new(7, 16, 8, 1, 2).init::<Cpu>(&device);
+        let ids =
+            Tensor::<Cpu, 2, Int>::from_data(TensorData::new(vec![0i64, 3, 4, 1, 2, 6, 5, 5, 6, 1], [2, 5]), &device);
+        let mask =
+            Tensor::<Cpu, 2, Int>::from_data(TensorData::new(vec![0i64, 1, 1, 1, 1, 1, 1, 1, 1, 0], [2, 5]), &device);
+        let (lp1, _) = completion_logprobs(&model, ids.clone(), mask.clone(), 3, 1.0);
+        let want = crate::onpolicy::lm_logprobs(&model, ids.clone(), mask.clone(), 3);
+        let (a, b) = (host(lp1), host(want));
+        assert!(a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-6), "{a:?} vs {b:?}");
+
+        let (lp2, logits) = completion_logprobs(&model, ids.clone(), mask.clone(), 3, 2.0);
+        let raw = model.forward(ids.clone(), Some(mask)).logits; // [2, 5, 7]
+        let raw: Vec<f32> = raw.into_data().to_vec().unwrap();
+        let ids: Vec<i64> = ids.into_data().convert::<i64>().to_vec().unwrap();
+        let got = host(lp2);
+        for row in 0..2 {
+            for (j, pos) in (1..4).enumerate() {
+                // logits at pos predict the token at pos + 1.
+                let z: Vec<f64> = (0..7).map(|v| f64::from(raw[(row * 5 + pos) * 7 + v]) / 2.0).collect();
+                let lse = z.iter().map(|x| x.exp()).sum::<f64>().ln();
+                let want = z[ids[row * 5 + pos + 1] as usize] - lse;
+                assert!((f64::from(got[row * 3 + j]) - want).abs() < 1e-5, "row {row} pos {pos}");
+            }
+        }
+        assert_eq!(logits.dims(), [2, 3, 7]);
+    }
+}

@@ -1,0 +1,460 @@
+//! The training loop GRPO (`alg=grpo`, [`crate::grpo`]) and GSPO (`alg=gspo`,
+//! [`crate::gspo`]) share, as TRL's `GRPOTrainer` orders it (reference/systems.md §3.1,
+//! FAI-RL §2.5); the two differ only in their loss, the [`GroupObjective`] they plug in.
+//!
+//! Per iteration:
+//! 1. sample `P` prompts and repeat each `G = num_generations` times (rows `[kG, (k+1)G)`
+//!    are prompt `k`'s group), generate with the run's seeded sampler at `temperature`;
+//! 2. score every completion with the task's reward function (a non-finite reward stops
+//!    the run, naming the iteration and the sample);
+//! 3. group-relative advantages ([`crate::grpo::group_advantages`]);
+//! 4. old log-probs (only when a generation batch feeds more than one optimizer step;
+//!    otherwise the detached current log-probs, as TRL) and reference log-probs (only
+//!    with `beta > 0`, from a frozen copy of the initial policy);
+//! 5. `num_iterations` shuffled passes of `steps_per_generation` micro-batches of
+//!    `batch_size` completions, `grad_accumulation` of them per optimizer step, then
+//!    global-norm clipping, the optimizer step and the scheduler;
+//! 6. logs, evaluation every `eval_every`, checkpoints.
+//!
+//! # Logged metrics
+//! | key | meaning |
+//! |---|---|
+//! | `rollout/reward_mean`, `rollout/reward_std` | mean and (unbiased) std of the iteration's rewards (TRL `reward`, `reward_std`) |
+//! | `rollout/completion_length` | mean generated tokens (TRL `completions/mean_length`) |
+//! | `rollout/frac_reward_zero_std` | fraction of groups whose rewards are all equal, so without signal (TRL's key) |
+//! | `<id>/loss` | the loss of one optimizer step (what is differentiated), mean over steps |
+//! | `<id>/clip_ratio`, `<id>/clip_ratio_low`, `<id>/clip_ratio_high` | clipped fractions (TRL `clip_ratio/region_mean`, `low_mean`, `high_mean`) |
+//! | `<id>/kl` | mean k3 estimate of `KL(pi || ref)` per token (TRL `kl`); only with `beta > 0` |
+//! | `<id>/entropy` | mean per-token policy entropy at `temperature` (TRL `entropy`) |
+//! | `<id>/grad_norm`, `<id>/lr` | gradient norm before clipping; learning rate |
+//! | `time/iterations`, `time/completions_per_second` | progress |
+//!
+//! `<id>` is `grpo` or `gspo`.
+//!
+//! # Deviations from TRL
+//! - Iterations count generation batches (`n_iters`), as TRIL's PPO; TRL counts optimizer
+//!   steps (`max_steps`). `steps_per_generation` must be a multiple of `grad_accumulation`.
+//! - The learning-rate schedule steps once per iteration (TRIL's; TRL: per optimizer step).
+//! - Sampling applies the generation settings' `top_k`/`min_length`, but log-probs are the
+//!   plain softmax at `temperature` (TRL does the same with its own `top_k`/`top_p`).
+//! - Weight decay applies to every parameter (Burn's optimizers have no parameter groups).
+//! - The policy section's critic layout is ignored: no critic is built.
+//! - `--resume` is not implemented: checkpoints hold the policy in HF layout only.
+//! - Rewards are not NaN-aware: a non-finite reward stops the run.
+
+use crate::evaluation::Evaluation;
+use crate::group::{completion_logprobs, mean_std, repeat_groups, GroupObjective, GroupPlan, GroupSettings};
+use crate::grpo::{group_advantages, GrpoLoss};
+use crate::onpolicy::{build_models, generate_for, generation_config, load_tokenizer, prompt_tokenizer, PromptSampler};
+use crate::policies::ActorCriticArgs;
+use crate::trainer::{section, training_device, Ad, CpuDevice, Optim};
+use burn::module::AutodiffModule;
+use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor, TensorData};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use std::collections::BTreeMap;
+use std::time::Instant;
+use tril_core::config::Section;
+use tril_core::ops::{clip_grad_norm, entropy_from_logits, masked_mean};
+use tril_core::plugin::{
+    Algorithm, BuildCtx, CriticLayout, LrSchedule, Metric, OptimizerSpec, PluginError, PolicySpec, RewardFn, RunCtx,
+    Sample, Split, Task, TextBatch,
+};
+use tril_core::registry;
+use tril_core::run_dir::RunDir;
+use tril_core::schema::{RootConfig, SamplingConfig, TokenizerConfig};
+use tril_core::tracker::{Stats, Tracker};
+use tril_models::generate::GenerationConfig;
+use tril_models::gpt2::{Gpt2Config, Gpt2Model};
+use tril_models::tokenizer::TextTokenizer;
+use tril_models::CpuBackend;
+
+/// Everything a group algorithm reads from the composed config, built and validated up front.
+pub struct GroupAlgorithm<O: GroupObjective> {
+    objective: O,
+    settings: GroupSettings,
+    plan: GroupPlan,
+    sampling: SamplingConfig,
+    spec: PolicySpec,
+    policy_args: ActorCriticArgs,
+    tokenizer: TokenizerConfig,
+    generation: GenerationConfig,
+    task: Box<dyn Task>,
+    reward: Box<dyn RewardFn>,
+    metrics: Vec<Box<dyn Metric>>,
+    schedule: Box<dyn LrSchedule>,
+    optimizer: OptimizerSpec,
+}
+
+/// The registry builder of every group algorithm (`args` is `alg.args`).
+pub fn build<O: GroupObjective>(args: &Section<'_>, ctx: &BuildCtx<'_>) -> Result<Box<dyn Algorithm>, PluginError> {
+    let config = ctx.config;
+    let id = O::ID;
+    let root: RootConfig = config.extract("")?;
+    let objective = O::extract(args)?;
+    let settings = objective.settings();
+    let plan = settings.plan()?;
+    if !root.alg.build_reward {
+        return Err(format!("alg.build_reward: {id} needs the task's reward function; set it to true").into());
+    }
+    let reward_section =
+        config.optional_section("reward_fn").ok_or(format!("reward_fn: {id} needs a reward function"))?;
+    let tokenizer = root.alg.tokenizer.clone().ok_or(format!("alg.tokenizer: {id} needs a tokenizer section"))?;
+    let policy_args: ActorCriticArgs = config.extract("alg.policy.args")?;
+    let mut generation = generation_config(&policy_args.gen_kwargs);
+    if generation.max_new_tokens != settings.max_completion_length {
+        return Err(format!(
+            "alg.policy.args.gen_kwargs.max_new_tokens ({}) must equal alg.args.max_completion_length ({})",
+            generation.max_new_tokens, settings.max_completion_length
+        )
+        .into());
+    }
+    if !generation.do_sample {
+        return Err(format!(
+            "alg.policy.args.gen_kwargs.do_sample: {id} needs sampling (greedy decoding gives a group identical \
+             completions and zero advantages); set it to true"
+        )
+        .into());
+    }
+    if let Some(t) = policy_args.gen_kwargs.temperature.filter(|&t| t != settings.temperature) {
+        return Err(format!(
+            "alg.policy.args.gen_kwargs.temperature ({t}) differs from alg.args.temperature ({}); {id} samples and \
+             scores at alg.args.temperature, so leave the former unset or equal",
+            settings.temperature
+        )
+        .into());
+    }
+    generation.temperature = settings.temperature;
+    let metrics = (0..root.eval_metrics.len())
+        .map(|i| registry::build_metric(&section(config, &format!("eval_metrics.{i}"))?, config))
+        .collect::<Result<Vec<_>, _>>()?;
+    let schedule = match config.optional_section("alg.scheduler") {
+        Some(s) => registry::build_scheduler(&s, config)?,
+        None => Box::new(crate::schedulers::Constant) as Box<dyn LrSchedule>,
+    };
+    Ok(Box::new(GroupAlgorithm {
+        objective,
+        settings,
+        plan,
+        sampling: root.sampling,
+        spec: *registry::build_policy(&section(config, "alg.policy")?, config)?,
+        policy_args,
+        tokenizer,
+        generation,
+        task: registry::build_task(&section(config, "task")?, config)?,
+        reward: registry::build_reward_fn(&reward_section, config)?,
+        metrics,
+        schedule,
+        optimizer: *registry::build_optimizer(&section(config, "alg.optimizer")?, config)?,
+    }))
+}
+
+/// One iteration's completions and what the update needs of them, on the CPU backend.
+struct Buffer {
+    /// `prompt + completion` ids and attention mask, `[N, P + T]`.
+    ids: Tensor<CpuBackend, 2, Int>,
+    mask: Tensor<CpuBackend, 2, Int>,
+    /// Completion mask, `[N, T]`.
+    gen_mask: Tensor<CpuBackend, 2>,
+    /// Group-relative advantages, `[N]`.
+    advantages: Tensor<CpuBackend, 1>,
+    /// Log-probs at generation time, `[N, T]` (only off-policy).
+    old_logprobs: Option<Tensor<CpuBackend, 2>>,
+    /// Reference log-probs, `[N, T]` (only with `beta > 0`).
+    ref_logprobs: Option<Tensor<CpuBackend, 2>>,
+}
+
+fn host(t: Tensor<CpuBackend, 2>) -> Vec<f32> {
+    t.into_data().convert::<f32>().to_vec::<f32>().unwrap_or_default()
+}
+
+fn scalar<B: Backend>(t: Tensor<B, 1>) -> f64 {
+    t.into_data().convert::<f64>().to_vec::<f64>().ok().and_then(|v| v.first().copied()).unwrap_or(f64::NAN)
+}
+
+struct Loop<'a, O: GroupObjective> {
+    alg: &'a mut GroupAlgorithm<O>,
+    policy: Gpt2Model<Ad>,
+    reference: Option<Gpt2Model<CpuBackend>>,
+    gpt_config: Gpt2Config,
+    tokenizer: TextTokenizer,
+    prompt_tok: TextTokenizer,
+    optim: Optim<Gpt2Model<Ad>>,
+    rng: ChaCha8Rng,
+    tracker: Tracker,
+    train: Vec<Sample>,
+    sampler: PromptSampler,
+    device: CpuDevice,
+}
+
+impl<O: GroupObjective> Algorithm for GroupAlgorithm<O> {
+    fn run(mut self: Box<Self>, ctx: &RunCtx<'_>) -> Result<(), PluginError> {
+        if ctx.resume_from.is_some() {
+            return Err(
+                format!("--resume is not implemented for {} yet (checkpoints hold the policy only)", O::ID).into()
+            );
+        }
+        let root: RootConfig = ctx.config.extract("")?;
+        let device = training_device(&root)?;
+        let tokenizer = load_tokenizer(&self.tokenizer.model_name)?;
+        let s = &self.sampling;
+        let prompt_tok = prompt_tokenizer(
+            &tokenizer,
+            s.prompt_padding_side,
+            self.policy_args.prompt_truncation_side,
+            s.max_prompt_len,
+            self.tokenizer.pad_token_as_eos_token,
+        );
+        // No critic: the shared-trunk layout only adds a value head, dropped here.
+        let spec = PolicySpec { critic: CriticLayout::SharedTrunk, ..self.spec.clone() };
+        let (model, reference, gpt_config) =
+            build_models::<Ad>(&spec, tokenizer.vocab_size(), self.settings.train.seed, &device)?;
+        let train = self.task.samples(Split::Train)?;
+        if train.is_empty() {
+            return Err("task: the train split is empty".into());
+        }
+        let mut state = Loop {
+            sampler: PromptSampler::new(train.len()),
+            train,
+            optim: Optim::new(&self.optimizer),
+            rng: ChaCha8Rng::seed_from_u64(self.settings.train.seed),
+            tracker: Tracker::new(RunDir::open(&ctx.run_dir)?),
+            reference: (self.settings.beta > 0.0).then(|| reference.valid()),
+            policy: model.policy,
+            gpt_config,
+            tokenizer,
+            prompt_tok,
+            device,
+            alg: &mut self,
+        };
+        state.learn()
+    }
+}
+
+impl<O: GroupObjective> Loop<'_, O> {
+    fn learn(&mut self) -> Result<(), PluginError> {
+        let t = self.alg.settings.train.clone();
+        let id = O::ID;
+        if t.eval_zero_shot {
+            self.evaluate(0)?;
+        }
+        let started = Instant::now();
+        let mut rewards = Vec::new();
+        for iteration in 1..=t.n_iters {
+            let (buffer, mut rollout) = self.collect(iteration)?;
+            let reward = rollout["rollout/reward_mean"];
+            rewards.push(reward);
+            let mut train = self.train_step(iteration, &buffer)?;
+            let completions = iteration * self.alg.plan.generation_batch;
+            train.insert("time/iterations".into(), iteration as f64);
+            train.insert("time/completions_per_second".into(), completions as f64 / started.elapsed().as_secs_f64());
+            rollout.insert("time/total_completions".into(), completions as f64);
+            self.tracker.log_rollout(iteration, &rollout)?;
+            self.tracker.log_training(iteration, &train)?;
+            tracing::info!(
+                iteration,
+                n_iters = t.n_iters,
+                reward = format!("{reward:.4}"),
+                loss = format!("{:.4}", train.get(&format!("{id}/loss")).copied().unwrap_or(f64::NAN)),
+                "{id}"
+            );
+            if iteration % t.eval_every == 0 || iteration == t.n_iters {
+                self.evaluate(iteration)?;
+            }
+            if (t.save_checkpoints && iteration % t.save_every == 0) || iteration == t.n_iters {
+                self.checkpoint(iteration)?;
+            }
+        }
+        let k = rewards.len().clamp(1, 3);
+        tracing::info!(
+            start_reward = format!("{:.4}", mean_std(&rewards[..k.min(rewards.len())]).0),
+            end_reward = format!("{:.4}", mean_std(&rewards[rewards.len().saturating_sub(k)..]).0),
+            "mean rollout reward, first vs last {k} iterations"
+        );
+        Ok(())
+    }
+
+    /// Steps 1-4: generates `G` completions of each sampled prompt, scores them and computes
+    /// advantages, old and reference log-probs.
+    fn collect(&mut self, iteration: usize) -> Result<(Buffer, Stats), PluginError> {
+        let (g, n, temp) =
+            (self.alg.settings.num_generations, self.alg.settings.max_completion_length, self.alg.settings.temperature);
+        let policy = self.policy.valid();
+        // 1. prompts, each repeated G times, generated in chunks of batch_size_per_process
+        let prompts = self.sampler.take(self.alg.plan.prompts, &mut self.rng);
+        let rows = repeat_groups(&prompts, g);
+        let (mut ids_parts, mut mask_parts, mut gen_mask_parts) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut old_parts, mut ref_parts, mut scores) = (Vec::new(), Vec::new(), Vec::new());
+        for chunk in rows.chunks(self.alg.sampling.batch_size_per_process.max(1)) {
+            let samples: Vec<&Sample> = chunk.iter().map(|&i| &self.train[i]).collect();
+            let gen =
+                generate_for(&policy, &self.prompt_tok, &samples, &self.alg.generation, &mut self.rng, &self.device)?;
+            // 2. rewards
+            let refs: Vec<Vec<String>> = samples.iter().map(|s| s.references.clone()).collect();
+            let batch = TextBatch { prompts: &gen.prompts, generations: &gen.texts, references: &refs };
+            let chunk_scores = self.alg.reward.score(batch)?;
+            if let Some(i) = chunk_scores.iter().position(|r| !r.is_finite()) {
+                return Err(format!(
+                    "iteration {iteration}: the reward of sample `{}` is {} (generation {:?}); stopping instead of training on it",
+                    samples[i].id, chunk_scores[i], gen.texts[i]
+                )
+                .into());
+            }
+            scores.extend(chunk_scores);
+            // 4. old and reference log-probs
+            if self.alg.plan.off_policy() {
+                old_parts.push(completion_logprobs(&policy, gen.ids.clone(), gen.mask.clone(), n, temp).0);
+            }
+            if let Some(reference) = &self.reference {
+                ref_parts.push(completion_logprobs(reference, gen.ids.clone(), gen.mask.clone(), n, temp).0);
+            }
+            ids_parts.push(gen.ids);
+            mask_parts.push(gen.mask);
+            gen_mask_parts.push(gen.gen_mask);
+        }
+        // 3. group-relative advantages
+        let total = scores.len();
+        let rewards = Tensor::<CpuBackend, 1>::from_data(
+            TensorData::new(scores.iter().map(|&r| r as f32).collect::<Vec<_>>(), [total]),
+            &self.device,
+        );
+        let advantages = group_advantages(rewards, g, self.alg.settings.scale_rewards); // [N]
+        let cat_f = |xs: Vec<Tensor<CpuBackend, 2>>| (!xs.is_empty()).then(|| Tensor::cat(xs, 0));
+        let gen_mask = Tensor::cat(gen_mask_parts, 0); // [N, T]
+        let lengths: Vec<f64> =
+            host(gen_mask.clone()).chunks(n).map(|r| r.iter().map(|&x| f64::from(x)).sum()).collect();
+        let zero_std = scores.chunks(g).filter(|grp| grp.iter().all(|&r| r == grp[0])).count();
+        let (reward_mean, reward_std) = mean_std(&scores);
+        let mut stats = Stats::new();
+        stats.insert("rollout/reward_mean".into(), reward_mean);
+        stats.insert("rollout/reward_std".into(), reward_std);
+        stats.insert("rollout/completion_length".into(), mean_std(&lengths).0);
+        stats.insert("rollout/frac_reward_zero_std".into(), zero_std as f64 / (total / g) as f64);
+        let buffer = Buffer {
+            ids: Tensor::cat(ids_parts, 0),
+            mask: Tensor::cat(mask_parts, 0),
+            gen_mask,
+            advantages,
+            old_logprobs: cat_f(old_parts),
+            ref_logprobs: cat_f(ref_parts),
+        };
+        Ok((buffer, stats))
+    }
+
+    /// Step 5: `num_iterations` shuffled passes of micro-batches, one optimizer step per
+    /// `grad_accumulation` of them.
+    fn train_step(&mut self, iteration: usize, buf: &Buffer) -> Result<Stats, PluginError> {
+        let settings = self.alg.settings.clone();
+        let (t, id) = (&settings.train, O::ID);
+        let n = settings.max_completion_length;
+        let lr = self.alg.optimizer.lr * self.alg.schedule.factor((iteration - 1) as u64);
+        let step_rows = t.batch_size * t.grad_accumulation;
+        // DAPO normalizes by the whole step's token count; the others are per micro-batch means.
+        let accumulation_divisor = if settings.loss_type == GrpoLoss::Dapo { 1.0 } else { t.grad_accumulation as f64 };
+        let gen_mask_host = host(buf.gen_mask.clone());
+        let mut acc: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+        let push = |acc: &mut BTreeMap<String, Vec<f64>>, k: &str, v: f64| {
+            acc.entry(format!("{id}/{k}")).or_default().push(v);
+        };
+        let mut order: Vec<usize> = (0..buf.ids.dims()[0]).collect();
+        for _ in 0..settings.num_iterations {
+            order.shuffle(&mut self.rng);
+            for step in order.chunks(step_rows) {
+                let items: f64 = step
+                    .iter()
+                    .map(|&i| gen_mask_host[i * n..(i + 1) * n].iter().map(|&m| f64::from(m)).sum::<f64>())
+                    .sum();
+                let mut accum = GradientsAccumulator::<Gpt2Model<Ad>>::new();
+                let mut step_loss = 0.0;
+                for micro in step.chunks(t.batch_size) {
+                    let rows: Vec<i64> = micro.iter().map(|&i| i as i64).collect();
+                    let idx =
+                        Tensor::<CpuBackend, 1, Int>::from_data(TensorData::new(rows, [micro.len()]), &self.device);
+                    let pick =
+                        |x: &Tensor<CpuBackend, 2>| Tensor::<Ad, 2>::from_inner(x.clone().select(0, idx.clone()));
+                    let pick_int = |x: &Tensor<CpuBackend, 2, Int>| {
+                        Tensor::<Ad, 2, Int>::from_inner(x.clone().select(0, idx.clone()))
+                    };
+                    let mask = pick(&buf.gen_mask); // [b, T]
+                    let advantages = Tensor::<Ad, 1>::from_inner(buf.advantages.clone().select(0, idx.clone())); // [b]
+                    let (new_logprobs, logits) = completion_logprobs(
+                        &self.policy,
+                        pick_int(&buf.ids),
+                        pick_int(&buf.mask),
+                        n,
+                        settings.temperature,
+                    );
+                    let old_logprobs = buf.old_logprobs.as_ref().map_or_else(|| new_logprobs.clone().detach(), &pick);
+                    let ref_logprobs = buf.ref_logprobs.as_ref().map(&pick);
+                    let (loss, stats) = self.alg.objective.loss(
+                        new_logprobs,
+                        old_logprobs,
+                        ref_logprobs,
+                        advantages,
+                        mask.clone(),
+                        Some(items),
+                    );
+                    let entropy = masked_mean(entropy_from_logits(logits.detach()), mask);
+                    push(&mut acc, "entropy", scalar(entropy));
+                    push(&mut acc, "clip_ratio", scalar(stats.clip_ratio_region));
+                    push(&mut acc, "clip_ratio_low", scalar(stats.clip_ratio_low));
+                    push(&mut acc, "clip_ratio_high", scalar(stats.clip_ratio_high));
+                    if let Some(kl) = stats.kl_mean {
+                        push(&mut acc, "kl", scalar(kl));
+                    }
+                    let loss = loss / accumulation_divisor;
+                    step_loss += scalar(loss.clone());
+                    let grads = loss.backward();
+                    accum.accumulate(&self.policy, GradientsParams::from_grads(grads, &self.policy));
+                }
+                push(&mut acc, "loss", step_loss);
+                let (grads, norm) = clip_grad_norm(&self.policy, accum.grads(), t.max_grad_norm);
+                push(&mut acc, "grad_norm", norm);
+                self.policy = self.optim.step(lr, self.policy.clone(), grads);
+            }
+        }
+        let mut out: Stats = acc.into_iter().map(|(k, v)| (k, mean_std(&v).0)).collect();
+        out.insert(format!("{id}/lr"), lr);
+        Ok(out)
+    }
+
+    /// Step 6: evaluation on the configured splits, then the plots.
+    fn evaluate(&mut self, iteration: usize) -> Result<(), PluginError> {
+        let policy = self.policy.valid();
+        let generation = generation_config(&self.alg.sampling.eval_generation_kwargs);
+        let t = &self.alg.settings.train;
+        let headline = Evaluation {
+            policy: &policy,
+            prompt_tokenizer: &self.prompt_tok,
+            generation: &generation,
+            task: &*self.alg.task,
+            metrics: &mut self.alg.metrics,
+            splits: &t.eval_splits,
+            batch_size: t.eval_batch_size,
+            seed: t.seed,
+            device: &self.device,
+        }
+        .run(iteration, &mut self.tracker)?;
+        let mut plotted = vec!["rollout/reward_mean".to_string(), format!("{}/kl", O::ID)];
+        plotted.extend(headline);
+        let keys: Vec<&str> = plotted.iter().map(String::as_str).collect();
+        Ok(self.tracker.plot(&keys)?)
+    }
+
+    /// Writes `checkpoints/iter_<n>/policy` (HF layout) and `trainer_state.json` atomically.
+    fn checkpoint(&mut self, iteration: usize) -> Result<(), PluginError> {
+        let policy = self.policy.valid();
+        let (config, tokenizer) = (&self.gpt_config, &self.tokenizer);
+        let state = serde_json::json!({"iteration": iteration, "algorithm": O::ID});
+        let dir =
+            self.tracker.run_dir().write_dir_atomic::<PluginError>(format!("checkpoints/iter_{iteration}"), |tmp| {
+                tril_models::hf::save_gpt2(&policy, config, &tmp.join("policy"), Some(tokenizer))?;
+                Ok(tril_core::run_dir::write_atomic(&tmp.join("trainer_state.json"), state.to_string().as_bytes())?)
+            })?;
+        tracing::info!(iteration, dir = %dir.display(), "checkpoint written");
+        Ok(())
+    }
+}
