@@ -7,6 +7,10 @@
 //! |---|---|
 //! | `synthetic` | [`synthetic::Synthetic`]: counting prompts, the embedded default |
 //! | `imdb` | [`imdb::Imdb`]: TRIL's IMDB continuation task from local CSV/JSONL |
+//! | `preference` | [`preference::PreferenceTask`]: paired preferences from local CSV/JSONL (dpo, reward_model) |
+//! | `unpaired_preference` | [`preference::UnpairedTask`]: labelled completions from local CSV/JSONL (kto) |
+//! | `synthetic_preference` | [`synthetic_preference::SyntheticPreference`]: built-in counting pairs, no download |
+//! | `text_classification` | [`text_classification::TextClassification`]: labelled texts (reward_model classifier) |
 //!
 //! ```
 //! use tril_core::plugin::{Split, Task};
@@ -20,6 +24,8 @@ pub mod error;
 pub mod imdb;
 pub mod preference;
 pub mod synthetic;
+pub mod synthetic_preference;
 pub mod table;
+pub mod text_classification;
 
 pub use error::TaskError;
