@@ -78,7 +78,8 @@ impl OfflineParts {
         split: Split,
         f: impl Fn(&dyn Task, Split) -> Result<T, PluginError>,
     ) -> Result<T, PluginError> {
-        f(self.task.as_ref(), split).map_err(|e| format!("task `{}` ({} split): {e}", self.task_id, split.name()).into())
+        f(self.task.as_ref(), split)
+            .map_err(|e| format!("task `{}` ({} split): {e}", self.task_id, split.name()).into())
     }
 }
 
@@ -205,8 +206,22 @@ impl Algorithm for Dpo {
             }
             let reduction = args.loss_type.reduction();
             let chunk = args.eval_batch_size;
-            let chosen = frozen_logprobs(&reference, &out.iter().map(|p| &p.chosen).collect::<Vec<_>>(), pad, reduction, chunk, &device);
-            let rejected = frozen_logprobs(&reference, &out.iter().map(|p| &p.rejected).collect::<Vec<_>>(), pad, reduction, chunk, &device);
+            let chosen = frozen_logprobs(
+                &reference,
+                &out.iter().map(|p| &p.chosen).collect::<Vec<_>>(),
+                pad,
+                reduction,
+                chunk,
+                &device,
+            );
+            let rejected = frozen_logprobs(
+                &reference,
+                &out.iter().map(|p| &p.rejected).collect::<Vec<_>>(),
+                pad,
+                reduction,
+                chunk,
+                &device,
+            );
             for ((p, c), r) in out.iter_mut().zip(chosen).zip(rejected) {
                 (p.ref_chosen, p.ref_rejected) = (c, r);
             }

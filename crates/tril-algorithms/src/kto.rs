@@ -231,7 +231,10 @@ mod tests {
         let kl_r = [-8.5, -10.0, -9.9];
         let z0 = s(kto_kl_reference_point(t1(&kl_p), t1(&kl_r)));
         assert!((z0 - 1.4 / 3.0).abs() < 1e-6);
-        for args in [KtoArgs::default(), KtoArgs { beta: 0.5, desirable_weight: 1.33, undesirable_weight: 0.8, ..Default::default() }] {
+        for args in [
+            KtoArgs::default(),
+            KtoArgs { beta: 0.5, desirable_weight: 1.33, undesirable_weight: 0.8, ..Default::default() },
+        ] {
             let (loss, stats) = kto_loss(t1(&p), t1(&r), labels(&d), t1(&[z0]), &args);
             assert!((s(loss) - naive(&p, &r, &d, z0, &args)).abs() < 1e-6);
             let b = args.beta;

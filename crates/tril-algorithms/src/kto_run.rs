@@ -96,8 +96,7 @@ impl Objective for KtoObjective {
 
     fn loss(&self, model: &Self::Model, batch: &[&EncodedUnpaired]) -> Result<(Tensor<Ad, 1>, StatSums), PluginError> {
         let b = batch.len();
-        let rows: Vec<&Tokens> =
-            batch.iter().map(|e| &e.tokens).chain(batch.iter().map(|e| &e.kl_tokens)).collect();
+        let rows: Vec<&Tokens> = batch.iter().map(|e| &e.tokens).chain(batch.iter().map(|e| &e.kl_tokens)).collect();
         let lm = lm_batch::<Ad>(&rows, self.pad, &self.device);
         let logps = completion_logprobs(model, &lm, SequenceReduction::Sum); // [2B]
         let (policy, policy_kl) = (logps.clone().slice([0..b]), logps.slice([b..2 * b]).detach()); // [B], [B]
@@ -173,8 +172,22 @@ impl Algorithm for Kto {
             }
             let chunk = args.eval_batch_size;
             let sum = SequenceReduction::Sum;
-            let main = frozen_logprobs(&reference, &out.iter().map(|e| &e.tokens).collect::<Vec<_>>(), pad, sum, chunk, &device);
-            let kl = frozen_logprobs(&reference, &out.iter().map(|e| &e.kl_tokens).collect::<Vec<_>>(), pad, sum, chunk, &device);
+            let main = frozen_logprobs(
+                &reference,
+                &out.iter().map(|e| &e.tokens).collect::<Vec<_>>(),
+                pad,
+                sum,
+                chunk,
+                &device,
+            );
+            let kl = frozen_logprobs(
+                &reference,
+                &out.iter().map(|e| &e.kl_tokens).collect::<Vec<_>>(),
+                pad,
+                sum,
+                chunk,
+                &device,
+            );
             for ((e, m), k) in out.iter_mut().zip(main).zip(kl) {
                 (e.ref_logp, e.ref_kl_logp) = (m, k);
             }

@@ -156,7 +156,8 @@ pub fn lm_batch<B: Backend>(rows: &[&Tokens], pad_id: u32, device: &B::Device) -
             ids[i * t + j] = i64::from(id);
             mask[i * t + j] = 1;
         }
-        for j in r.prompt.len()..r.prompt.len() + r.completion.len() {
+        // The first token of a row is predicted by nothing (an empty prompt).
+        for j in r.prompt.len().max(1)..r.prompt.len() + r.completion.len() {
             target[i * (t - 1) + j - 1] = 1.0;
         }
     }
@@ -423,7 +424,10 @@ pub fn train<O: Objective>(
             objective.derive(&mut stats);
             stats.insert("grad_norm".into(), norm);
             stats.insert("learning_rate".into(), lr);
-            stats.insert("epoch".into(), epoch as f64 + (step - epoch * steps_per_epoch) as f64 / steps_per_epoch as f64);
+            stats.insert(
+                "epoch".into(),
+                epoch as f64 + (step - epoch * steps_per_epoch) as f64 / steps_per_epoch as f64,
+            );
             stats.insert("time/steps_per_second".into(), step as f64 / started.elapsed().as_secs_f64().max(1e-9));
             setup.tracker.log_training(step, &stats)?;
             tracing::info!(step, total, loss = format!("{:.4}", stats["loss"]), "{}", setup.name);
@@ -468,7 +472,8 @@ mod tests {
         let device = Default::default();
         let config = Gpt2Config::new(7, 16, 8, 1, 2);
         let lm = config.init::<Cpu>(&device);
-        let rows = [Tokens { prompt: vec![1, 2], completion: vec![3, 4, 0] }, Tokens { prompt: vec![5], completion: vec![6] }];
+        let rows =
+            [Tokens { prompt: vec![1, 2], completion: vec![3, 4, 0] }, Tokens { prompt: vec![5], completion: vec![6] }];
         let refs: Vec<&Tokens> = rows.iter().collect();
         let batch = lm_batch::<Cpu>(&refs, 0, &device);
         assert_eq!(batch.ids.dims(), [2, 5]);

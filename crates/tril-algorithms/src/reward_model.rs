@@ -165,7 +165,10 @@ pub fn bradley_terry_loss<B: Backend>(chosen: Tensor<B, 1>, rejected: Tensor<B, 
 ///
 /// # Shapes
 /// `logits`: `[B, K]`, `labels`: `[B]` -> loss `[1]`, accuracy `[1]`
-pub fn classification_loss<B: Backend>(logits: Tensor<B, 2>, labels: Tensor<B, 1, Int>) -> (Tensor<B, 1>, Tensor<B, 1>) {
+pub fn classification_loss<B: Backend>(
+    logits: Tensor<B, 2>,
+    labels: Tensor<B, 1, Int>,
+) -> (Tensor<B, 1>, Tensor<B, 1>) {
     let [b, _] = logits.dims();
     let labels = labels.reshape([b, 1]); // [B, 1]
     let picked = log_softmax(logits.clone(), 1).gather(1, labels.clone()); // [B, 1]
@@ -315,7 +318,10 @@ impl Algorithm for RewardModel {
                 names
             }
         };
-        let model = Gpt2Classifier { transformer: trunk, score: ScoreHeadConfig::new(config.n_embd, labels.len()).init(&device) };
+        let model = Gpt2Classifier {
+            transformer: trunk,
+            score: ScoreHeadConfig::new(config.n_embd, labels.len()).init(&device),
+        };
         let encode = |split: Split| -> Result<Vec<RmExample>, PluginError> {
             match args.objective {
                 RewardObjective::Pairwise => {
@@ -341,7 +347,10 @@ impl Algorithm for RewardModel {
                                 return Err(format!("{}: the text has no tokens", t.id).into());
                             }
                             ids.drain(..ids.len().saturating_sub(args.max_length));
-                            Ok(RmExample::Text(Scored { tokens: Tokens { prompt: vec![], completion: ids }, label: t.label }))
+                            Ok(RmExample::Text(Scored {
+                                tokens: Tokens { prompt: vec![], completion: ids },
+                                label: t.label,
+                            }))
                         })
                         .collect()
                 }

@@ -430,12 +430,19 @@ impl PreferenceConfig {
             let rejected = table.column(&source.rejected_column, &key("rejected_column"))?;
             let rows = prompts.into_iter().zip(chosen).zip(rejected).enumerate();
             for (i, ((prompt, chosen), rejected)) in rows {
-                for (column, value) in
-                    [(&source.prompt_column, &prompt), (&source.chosen_column, &chosen), (&source.rejected_column, &rejected)]
-                {
+                for (column, value) in [
+                    (&source.prompt_column, &prompt),
+                    (&source.chosen_column, &chosen),
+                    (&source.rejected_column, &rejected),
+                ] {
                     check_text(&source.path, i + 1, column, value)?;
                 }
-                pairs.push(PreferencePair { prompt, chosen, rejected, source_row: SourceRow { dataset: ix, row: i + 1 } });
+                pairs.push(PreferencePair {
+                    prompt,
+                    chosen,
+                    rejected,
+                    source_row: SourceRow { dataset: ix, row: i + 1 },
+                });
             }
         }
         Ok(pairs)
@@ -488,7 +495,15 @@ mod tests {
     }
 
     fn pairs(datasets: Vec<PreferenceSource>) -> Result<Vec<PreferencePair>, TaskError> {
-        PreferenceConfig { datasets, max_length: 64, max_prompt_length: 32, val_fraction: 0.1, test_fraction: 0.0, seed: 42 }.load()
+        PreferenceConfig {
+            datasets,
+            max_length: 64,
+            max_prompt_length: 32,
+            val_fraction: 0.1,
+            test_fraction: 0.0,
+            seed: 42,
+        }
+        .load()
     }
 
     #[test]
@@ -538,7 +553,14 @@ mod tests {
         assert!(err.contains("task.args.datasets[1].split = `train`") && err.contains("HF hub"), "{err}");
         let err = pairs(vec![]).unwrap_err().to_string();
         assert!(err.contains("task.args.datasets is empty"), "{err}");
-        let config = PreferenceConfig { datasets: vec![source(csv)], max_length: 16, max_prompt_length: 16, val_fraction: 0.1, test_fraction: 0.0, seed: 42 };
+        let config = PreferenceConfig {
+            datasets: vec![source(csv)],
+            max_length: 16,
+            max_prompt_length: 16,
+            val_fraction: 0.1,
+            test_fraction: 0.0,
+            seed: 42,
+        };
         assert!(config.load().unwrap_err().to_string().contains("task.args.max_prompt_length must be > 0 and <"));
         let err = serde_json::from_str::<PreferenceSource>("{\"path\": \"a.csv\", \"name\": \"x\"}").unwrap_err();
         assert!(err.to_string().contains("unknown field `name`"), "{err}");
@@ -557,7 +579,14 @@ mod tests {
             .into_iter()
             .map(|path| serde_json::from_value(serde_json::json!({ "path": path })).unwrap())
             .collect();
-        let config = UnpairedConfig { datasets, max_length: 64, max_prompt_length: 32, val_fraction: 0.1, test_fraction: 0.0, seed: 42 };
+        let config = UnpairedConfig {
+            datasets,
+            max_length: 64,
+            max_prompt_length: 32,
+            val_fraction: 0.1,
+            test_fraction: 0.0,
+            seed: 42,
+        };
         let labels: Vec<bool> = config.load().unwrap().iter().map(|e| e.label).collect();
         assert_eq!(labels, vec![true, false, false, true]);
     }
@@ -567,7 +596,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let csv = write(dir.path(), "k.csv", "prompt,completion,label\nQ,C,1\nQ,D,yes\n");
         let datasets = vec![serde_json::from_value(serde_json::json!({ "path": csv })).unwrap()];
-        let err = UnpairedConfig { datasets, max_length: 64, max_prompt_length: 32, val_fraction: 0.1, test_fraction: 0.0, seed: 42 }.load().unwrap_err().to_string();
+        let err = UnpairedConfig {
+            datasets,
+            max_length: 64,
+            max_prompt_length: 32,
+            val_fraction: 0.1,
+            test_fraction: 0.0,
+            seed: 42,
+        }
+        .load()
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("k.csv: row 2: column `label`: `yes` is not a boolean (true/false/1/0)"), "{err}");
     }
 }

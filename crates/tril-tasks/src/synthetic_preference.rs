@@ -124,7 +124,12 @@ impl Task for SyntheticPreference {
             .into_iter()
             .flat_map(|p| {
                 [(p.chosen, true, "chosen"), (p.rejected, false, "rejected")].map(|(completion, desirable, tag)| {
-                    UnpairedCompletion { id: format!("{}_{tag}", p.id), prompt: p.prompt.clone(), completion, desirable }
+                    UnpairedCompletion {
+                        id: format!("{}_{tag}", p.id),
+                        prompt: p.prompt.clone(),
+                        completion,
+                        desirable,
+                    }
                 })
             })
             .collect())
@@ -199,7 +204,10 @@ mod tests {
     fn impossible_sizes_are_refused() {
         let err = SyntheticPreference::new(SyntheticPreferenceConfig { completion_len: 11, ..Default::default() });
         let err = err.unwrap_err().to_string();
-        assert!(err.contains("task.args.completion_len must be in 2..=10 (numbers left above max_number / 2), found 11"), "{err}");
+        assert!(
+            err.contains("task.args.completion_len must be in 2..=10 (numbers left above max_number / 2), found 11"),
+            "{err}"
+        );
         let err = SyntheticPreference::new(SyntheticPreferenceConfig { prompt_numbers: 0, ..Default::default() });
         assert!(err.unwrap_err().to_string().contains("task.args.prompt_numbers"));
     }
