@@ -150,7 +150,7 @@ impl Objective for DpoObjective {
         let rows: Vec<&Tokens> = batch.iter().map(|p| &p.chosen).chain(batch.iter().map(|p| &p.rejected)).collect();
         let lm = lm_batch::<Ad>(&rows, self.pad, &self.device);
         let logps = completion_logprobs(model, &lm, self.args.loss_type.reduction()); // [2B]
-        let (chosen, rejected) = (logps.clone().slice([0..b]), logps.slice([b..2 * b])); // [B], [B]
+        let (chosen, rejected) = (logps.clone().narrow(0, 0, b), logps.narrow(0, b, b)); // [B], [B]
         let ref_chosen = tensor1::<Ad>(batch.iter().map(|p| p.ref_chosen).collect(), &self.device);
         let ref_rejected = tensor1::<Ad>(batch.iter().map(|p| p.ref_rejected).collect(), &self.device);
         let (loss, stats) = dpo_loss(chosen.clone(), rejected.clone(), ref_chosen, ref_rejected, &self.args);

@@ -99,7 +99,7 @@ impl Objective for KtoObjective {
         let rows: Vec<&Tokens> = batch.iter().map(|e| &e.tokens).chain(batch.iter().map(|e| &e.kl_tokens)).collect();
         let lm = lm_batch::<Ad>(&rows, self.pad, &self.device);
         let logps = completion_logprobs(model, &lm, SequenceReduction::Sum); // [2B]
-        let (policy, policy_kl) = (logps.clone().slice([0..b]), logps.slice([b..2 * b]).detach()); // [B], [B]
+        let (policy, policy_kl) = (logps.clone().narrow(0, 0, b), logps.narrow(0, b, b).detach()); // [B], [B]
         let ref_logps = tensor1::<Ad>(batch.iter().map(|e| e.ref_logp).collect(), &self.device);
         let ref_kl = tensor1::<Ad>(batch.iter().map(|e| e.ref_kl_logp).collect(), &self.device);
         let z0 = kto_kl_reference_point(policy_kl, ref_kl); // [1]

@@ -258,7 +258,7 @@ impl Objective for RmObjective {
                     }
                 }
                 let rewards = pairwise_rewards(self.logits(model, &rows)); // [2B]
-                let (chosen, rejected) = (rewards.clone().slice([0..b]), rewards.slice([b..2 * b]));
+                let (chosen, rejected) = (rewards.clone().narrow(0, 0, b), rewards.narrow(0, b, b));
                 let sum = |t: Tensor<Ad, 1>| host(t.detach()).iter().map(|&x| f64::from(x)).sum::<f64>();
                 let (c_sum, r_sum) = (sum(chosen.clone()), sum(rejected.clone()));
                 let (loss, accuracy) = bradley_terry_loss(chosen, rejected);

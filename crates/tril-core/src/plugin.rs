@@ -293,3 +293,25 @@ pub struct PolicySpec {
     /// Maximum generated tokens.
     pub max_gen_len: usize,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct PromptsOnly;
+
+    impl Task for PromptsOnly {
+        fn samples(&self, _split: Split) -> Result<Vec<Sample>, PluginError> {
+            Ok(Vec::new())
+        }
+    }
+
+    #[test]
+    fn offline_data_defaults_refuse_with_what_is_missing() {
+        let err = PromptsOnly.preference_pairs(Split::Train).unwrap_err().to_string();
+        assert!(err.contains("has no preference pairs") && err.contains("`synthetic_preference`"), "{err}");
+        assert!(PromptsOnly.unpaired(Split::Val).unwrap_err().to_string().contains("no unpaired preference data"));
+        assert!(PromptsOnly.labelled_texts(Split::Test).unwrap_err().to_string().contains("no labelled texts"));
+        assert!(PromptsOnly.label_names().is_empty());
+    }
+}

@@ -170,7 +170,11 @@ fn unknown_task_and_alg_ids() {
     );
     let out = tril("config", &["task=imdb", "alg=ppx"], &[]);
     assert_eq!(out.code, 2);
-    assert!(out.stderr.contains("unknown alg `ppx`") && out.stderr.contains("known: ppo"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("unknown alg `ppx`") && out.stderr.contains("known: ") && out.stderr.contains("ppo"),
+        "{}",
+        out.stderr
+    );
     let out = tril("config", &["task=imdb"], &[]);
     assert_eq!(out.code, 2);
     assert!(out.stderr.contains("choose a `alg`"), "{}", out.stderr);

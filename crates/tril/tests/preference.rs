@@ -172,7 +172,7 @@ fn reward_model_imdb_sentiment_wiring() {
         format!("alg.args.model_name={}", gpt2.display()),
         format!("alg.tokenizer.model_name={}", gpt2.display()),
     ];
-    let mut args = vec!["task=imdb_sentiment", "alg=reward_model", &arg, "task.args.max_rows=64"];
+    let mut args = vec!["task=text_classification", "alg=reward_model", &arg, "task.args.max_rows=64"];
     args.extend(owned.iter().map(String::as_str));
     args.extend(["alg.args.max_length=32", "alg.args.max_prompt_length=16", "alg.args.batch_size=8"]);
     let (code, stderr) = tril(&args);
