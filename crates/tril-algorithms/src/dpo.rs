@@ -3,9 +3,8 @@
 //! smoothing, IPO, hinge (SLiC) and robust DPO.
 //!
 //! This file holds the typed `alg.args` ([`DpoArgs`]) and the pure functions
-//! [`sequence_logprobs`] and [`dpo_loss`]. The training loop (policy and reference forward
-//! passes over the chosen/rejected pairs of `tril_tasks::preference`) lands with the DPO
-//! issue; nothing here is registered as an algorithm yet.
+//! [`sequence_logprobs`] and [`dpo_loss`]. The registered training loop (`alg=dpo`) is
+//! [`crate::dpo_run`].
 //!
 //! # Logged metrics (TRL's keys)
 //! | key | meaning |
@@ -76,8 +75,25 @@ pub struct DpoArgs {
     /// Ignore the reference in the loss (`h = log-ratio of the policy alone`); rewards are
     /// still reported against the given reference log-probs, as TRL.
     pub reference_free: bool,
-    /// AdamW learning rate (TRL: 1e-6; Salamandra: 5e-6; FAI-RL: 1e-5 full, 1e-4 LoRA).
-    pub learning_rate: f64,
+    /// The policy: `builtin:tiny-gpt2`, a local HF directory or a hub id in the HF cache.
+    /// (The learning rate is `alg.optimizer.args.lr`: TRL 1e-6; Salamandra 5e-6; FAI-RL
+    /// 1e-5 full, 1e-4 LoRA.)
+    pub model_name: String,
+    /// The frozen reference; `null` = a copy of the initial policy (Salamandra's
+    /// `ref_model_path` default; FAI-RL loads the same model explicitly).
+    pub ref_model_name: Option<String>,
+    /// Seeds model initialisation and shuffling.
+    pub seed: u64,
+    /// Global gradient-norm clip (TRL: 1.0; FAI-RL's DeepSpeed: 1.0).
+    pub max_grad_norm: f64,
+    /// Evaluate every this many optimizer steps (0: at the start and end only).
+    pub eval_every: usize,
+    /// Pairs per forward pass at evaluation.
+    pub eval_batch_size: usize,
+    /// Splits evaluated (TRL's `eval_dataset`).
+    pub eval_splits: Vec<tril_core::plugin::Split>,
+    /// Evaluate before training.
+    pub eval_zero_shot: bool,
     /// Passes over the preference data (`num_train_epochs`; Salamandra: 2; FAI-RL: 1).
     pub epochs: usize,
     /// Pairs per optimizer step on this process (`per_device_train_batch_size` x
@@ -98,7 +114,14 @@ impl Default for DpoArgs {
             loss_type: DpoLoss::Sigmoid,
             label_smoothing: 0.0,
             reference_free: false,
-            learning_rate: 1e-6,
+            model_name: "builtin:tiny-gpt2".into(),
+            ref_model_name: None,
+            seed: 0,
+            max_grad_norm: 1.0,
+            eval_every: 0,
+            eval_batch_size: 32,
+            eval_splits: vec![tril_core::plugin::Split::Val],
+            eval_zero_shot: true,
             epochs: 3,
             batch_size: 8,
             grad_accumulation: 1,
@@ -115,7 +138,9 @@ impl DpoArgs {
         ensure(a.beta.is_finite() && a.beta > 0.0, section, "beta", "expected a finite beta > 0")?;
         let eps_ok = (0.0..0.5).contains(&a.label_smoothing);
         ensure(eps_ok, section, "label_smoothing", "expected a label-flip probability in [0, 0.5)")?;
-        ensure(a.learning_rate.is_finite() && a.learning_rate > 0.0, section, "learning_rate", "expected > 0")?;
+        let norm_ok = a.max_grad_norm.is_finite() && a.max_grad_norm > 0.0;
+        ensure(norm_ok, section, "max_grad_norm", "expected a finite norm > 0")?;
+        ensure(a.eval_batch_size > 0, section, "eval_batch_size", "expected at least 1")?;
         ensure(a.epochs > 0, section, "epochs", "expected at least 1")?;
         ensure(a.grad_accumulation > 0, section, "grad_accumulation", "expected at least 1")?;
         let divisible = a.batch_size > 0 && a.batch_size.is_multiple_of(a.grad_accumulation);

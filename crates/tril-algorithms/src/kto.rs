@@ -4,7 +4,7 @@
 //!
 //! This file holds the typed `alg.args` ([`KtoArgs`]) and the pure functions
 //! [`kto_kl_reference_point`] and [`kto_loss`], as TRL's `KTOTrainer` (`loss_type: kto`).
-//! The training loop lands with the KTO issue; nothing here is registered yet.
+//! The registered training loop (`alg=kto`) is [`crate::kto_run`].
 //!
 //! The reference point `z0` is estimated, as TRL, from *mismatched* pairs: the batch's
 //! completions shifted by one against its prompts, scored by the policy and the reference;
@@ -41,11 +41,55 @@ pub struct KtoArgs {
     pub desirable_weight: f64,
     /// Weight lambda_U of undesirable examples (TRL: 1.0).
     pub undesirable_weight: f64,
+    /// The policy: `builtin:tiny-gpt2`, a local HF directory or a hub id in the HF cache
+    /// (the learning rate is `alg.optimizer.args.lr`; TRL's KTO: 1e-6).
+    pub model_name: String,
+    /// The frozen reference; `null` = a copy of the initial policy.
+    pub ref_model_name: Option<String>,
+    /// Seeds model initialisation, shuffling and the mismatched KL pairs.
+    pub seed: u64,
+    /// Passes over the training examples (TRL: 3).
+    pub epochs: usize,
+    /// Examples per optimizer step (TRL: 8 x 1).
+    pub batch_size: usize,
+    /// Micro-batches per optimizer step; `z0` is estimated per micro-batch.
+    pub grad_accumulation: usize,
+    /// Global gradient-norm clip (TRL: 1.0).
+    pub max_grad_norm: f64,
+    /// Prompt + completion tokens kept (TRL: 1024).
+    pub max_length: usize,
+    /// Prompt tokens kept (TRL <= 0.2x: 512).
+    pub max_prompt_length: usize,
+    /// Evaluate every this many optimizer steps (0: at the start and end only).
+    pub eval_every: usize,
+    /// Examples per forward pass at evaluation (and per `z0` estimate there).
+    pub eval_batch_size: usize,
+    /// Splits evaluated.
+    pub eval_splits: Vec<tril_core::plugin::Split>,
+    /// Evaluate before training.
+    pub eval_zero_shot: bool,
 }
 
 impl Default for KtoArgs {
     fn default() -> Self {
-        KtoArgs { beta: 0.1, desirable_weight: 1.0, undesirable_weight: 1.0 }
+        KtoArgs {
+            beta: 0.1,
+            desirable_weight: 1.0,
+            undesirable_weight: 1.0,
+            model_name: "builtin:tiny-gpt2".into(),
+            ref_model_name: None,
+            seed: 0,
+            epochs: 3,
+            batch_size: 8,
+            grad_accumulation: 1,
+            max_grad_norm: 1.0,
+            max_length: 1024,
+            max_prompt_length: 512,
+            eval_every: 0,
+            eval_batch_size: 32,
+            eval_splits: vec![tril_core::plugin::Split::Val],
+            eval_zero_shot: true,
+        }
     }
 }
 
@@ -57,6 +101,9 @@ impl KtoArgs {
         let weight_ok = |w: f64| w.is_finite() && w > 0.0;
         ensure(weight_ok(a.desirable_weight), section, "desirable_weight", "expected a finite weight > 0")?;
         ensure(weight_ok(a.undesirable_weight), section, "undesirable_weight", "expected a finite weight > 0")?;
+        ensure(a.max_length > 0, section, "max_length", "expected at least 1 token")?;
+        let prompt_ok = a.max_prompt_length > 0 && a.max_prompt_length < a.max_length;
+        ensure(prompt_ok, section, "max_prompt_length", "expected at least 1 token and fewer than max_length")?;
         Ok(a)
     }
 }
@@ -184,7 +231,10 @@ mod tests {
         let kl_r = [-8.5, -10.0, -9.9];
         let z0 = s(kto_kl_reference_point(t1(&kl_p), t1(&kl_r)));
         assert!((z0 - 1.4 / 3.0).abs() < 1e-6);
-        for args in [KtoArgs::default(), KtoArgs { beta: 0.5, desirable_weight: 1.33, undesirable_weight: 0.8 }] {
+        for args in [
+            KtoArgs::default(),
+            KtoArgs { beta: 0.5, desirable_weight: 1.33, undesirable_weight: 0.8, ..Default::default() },
+        ] {
             let (loss, stats) = kto_loss(t1(&p), t1(&r), labels(&d), t1(&[z0]), &args);
             assert!((s(loss) - naive(&p, &r, &d, z0, &args)).abs() < 1e-6);
             let b = args.beta;

@@ -15,9 +15,14 @@
 //!   registered `ppo` algorithm (its training loop).
 //! - [`trainer`]: what every loop shares (backend, optimizer, exact module/optimizer/RNG
 //!   state for `--resume`).
+//! - [`offline`]: the offline loop `dpo`, `kto` and `reward_model` share (tokenization with
+//!   truncation, padded batches, completion log-probs, epochs of accumulated, clipped steps).
 //! - [`dpo`]: DPO's typed arguments and pure losses (sigmoid/cDPO, IPO, hinge, robust),
-//!   plus per-sequence log-probs; not registered as an algorithm yet.
-//! - [`kto`]: KTO's typed arguments, KL reference point and pure loss; not registered yet.
+//!   plus per-sequence log-probs; [`dpo_run`]: the registered `dpo` algorithm.
+//! - [`kto`]: KTO's typed arguments, KL reference point and pure loss; [`kto_run`]: the
+//!   registered `kto` algorithm.
+//! - [`reward_model`]: the registered `reward_model` algorithm (Bradley-Terry or
+//!   classification) and its pure losses; its output loads in `learned_reward`.
 //! - [`grpo`]: GRPO's typed arguments, group-relative advantages and the clipped loss
 //!   with its four aggregations (`grpo`, `bnpo`, `dr_grpo`, `dapo`); the registered `grpo`.
 //! - [`gspo`]: GSPO's sequence-level (and GSPO-token) clipped loss on GRPO's pieces; the
@@ -37,6 +42,7 @@
 #![deny(missing_docs)]
 
 pub mod dpo;
+pub mod dpo_run;
 pub mod evaluation;
 pub mod group;
 pub mod group_run;
@@ -44,11 +50,14 @@ pub mod grpo;
 pub mod gspo;
 pub mod kl_controller;
 pub mod kto;
+pub mod kto_run;
+pub mod offline;
 pub mod onpolicy;
 pub mod optimizers;
 pub mod policies;
 pub mod ppo;
 pub mod ppo_run;
+pub mod reward_model;
 pub mod schedulers;
 #[cfg(test)]
 mod test_util;

@@ -107,6 +107,7 @@ fn kto_matches_torch() {
             beta: case["beta"].as_f64().unwrap(),
             desirable_weight: case["desirable_weight"].as_f64().unwrap(),
             undesirable_weight: case["undesirable_weight"].as_f64().unwrap(),
+            ..Default::default()
         };
         let z0 = kto_kl_reference_point(t1(&k["kl_policy"]), t1(&case["kl_ref"]));
         let desirable = Tensor::<Cpu, 1, Bool>::from_data(TensorData::new(labels.clone(), [n]), &Default::default());

@@ -56,10 +56,80 @@ pub struct Sample {
     pub meta: BTreeMap<String, String>,
 }
 
-/// A task: the samples of each split.
+/// A prompt with a preferred and a dispreferred completion (TRL's paired preference
+/// format), the data of `dpo` and of pairwise `reward_model` training.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreferencePair {
+    /// Stable id naming where the pair came from (e.g. `data/p.jsonl:row 17`).
+    pub id: String,
+    /// The prompt.
+    pub prompt: String,
+    /// The preferred completion.
+    pub chosen: String,
+    /// The dispreferred completion.
+    pub rejected: String,
+}
+
+/// A prompt with one completion labelled desirable or not (TRL's unpaired preference
+/// format), the data of `kto`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnpairedCompletion {
+    /// Stable id naming where the example came from.
+    pub id: String,
+    /// The prompt.
+    pub prompt: String,
+    /// The completion.
+    pub completion: String,
+    /// True when the completion is desirable.
+    pub desirable: bool,
+}
+
+/// A text with a class label (sequence-classifier training, e.g. IMDB sentiment).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabelledText {
+    /// Stable id naming where the example came from.
+    pub id: String,
+    /// The text the classifier reads.
+    pub text: String,
+    /// The class index, `< label_names().len()`.
+    pub label: usize,
+}
+
+/// A task: the samples of each split. Offline tasks (preference data, labelled text)
+/// override the data methods they provide; the defaults refuse with an error saying what
+/// the task lacks, which an algorithm reports with the task's id.
 pub trait Task: Send {
     /// The samples of `split`, in a deterministic order.
     fn samples(&self, split: Split) -> Result<Vec<Sample>, PluginError>;
+
+    /// Paired preferences of `split`, in a deterministic order.
+    fn preference_pairs(&self, split: Split) -> Result<Vec<PreferencePair>, PluginError> {
+        let _ = split;
+        Err("the task has no preference pairs (prompt, chosen, rejected); use a preference task such as \
+             `preference` or `synthetic_preference`"
+            .into())
+    }
+
+    /// Unpaired, labelled completions of `split` (KTO), in a deterministic order.
+    fn unpaired(&self, split: Split) -> Result<Vec<UnpairedCompletion>, PluginError> {
+        let _ = split;
+        Err("the task has no unpaired preference data (prompt, completion, label); use a task such as \
+             `unpaired_preference` or `synthetic_preference`"
+            .into())
+    }
+
+    /// Labelled texts of `split` (classifier training), in a deterministic order.
+    fn labelled_texts(&self, split: Split) -> Result<Vec<LabelledText>, PluginError> {
+        let _ = split;
+        Err("the task has no labelled texts (text, label); use a task such as `text_classification` or \
+             `synthetic_preference`"
+            .into())
+    }
+
+    /// The class names of [`Task::labelled_texts`], index = label.
+    fn label_names(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// The text a reward or metric scores, one entry per sample.
@@ -245,4 +315,26 @@ pub struct PolicySpec {
     pub max_prompt_len: usize,
     /// Maximum generated tokens.
     pub max_gen_len: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct PromptsOnly;
+
+    impl Task for PromptsOnly {
+        fn samples(&self, _split: Split) -> Result<Vec<Sample>, PluginError> {
+            Ok(Vec::new())
+        }
+    }
+
+    #[test]
+    fn offline_data_defaults_refuse_with_what_is_missing() {
+        let err = PromptsOnly.preference_pairs(Split::Train).unwrap_err().to_string();
+        assert!(err.contains("has no preference pairs") && err.contains("`synthetic_preference`"), "{err}");
+        assert!(PromptsOnly.unpaired(Split::Val).unwrap_err().to_string().contains("no unpaired preference data"));
+        assert!(PromptsOnly.labelled_texts(Split::Test).unwrap_err().to_string().contains("no labelled texts"));
+        assert!(PromptsOnly.label_names().is_empty());
+    }
 }

@@ -9,6 +9,10 @@
 //! | `imdb` | [`imdb::Imdb`]: TRIL's IMDB continuation task from local CSV/JSONL |
 //! | `tldr` | [`tldr::Tldr`]: TRIL's TL;DR summarization from local CSV/JSONL |
 //! | `commongen` | [`commongen::CommonGen`]: TRIL's CommonGen from local JSONL |
+//! | `preference` | [`preference::PreferenceTask`]: paired preferences from local CSV/JSONL (dpo, reward_model) |
+//! | `unpaired_preference` | [`preference::UnpairedTask`]: labelled completions from local CSV/JSONL (kto) |
+//! | `synthetic_preference` | [`synthetic_preference::SyntheticPreference`]: built-in counting pairs, no download |
+//! | `text_classification` | [`text_classification::TextClassification`]: labelled texts (reward_model classifier) |
 //!
 //! ```
 //! use tril_core::plugin::{Split, Task};
@@ -23,7 +27,9 @@ pub mod error;
 pub mod imdb;
 pub mod preference;
 pub mod synthetic;
+pub mod synthetic_preference;
 pub mod table;
+pub mod text_classification;
 pub mod tldr;
 
 pub use error::TaskError;

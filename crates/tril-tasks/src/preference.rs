@@ -1,4 +1,7 @@
-//! Preference data for DPO-style and KTO training, from local CSV/JSONL files.
+//! Preference data for DPO-style and KTO training, from local CSV/JSONL files, and the
+//! tasks that serve it: `preference` ([`PreferenceTask`], paired) and
+//! `unpaired_preference` ([`UnpairedTask`], KTO). Rows are split into train/val/test by a
+//! seeded shuffle ([`split_indices`]; Salamandra's converter: 10% dev, seed 42).
 //!
 //! Two of TRL's dataset formats (`dataset_formats.md`), both "standard" (plain text, not
 //! chat messages):
@@ -18,12 +21,19 @@
 //! # Not supported yet
 //! - HF hub datasets: `subset` and `split` (FAI-RL's keys) only make sense for those, so
 //!   setting either is an error naming the key rather than being silently ignored.
-//! - Conversational (`messages`) rows, and parquet (no parquet dependency).
+//! - Conversational (`messages`) rows: a JSON list or object in a text column is an error
+//!   naming the file, row and column.
+//! - Parquet: whatever `Table::read` reads is read here.
 
 use crate::error::TaskError;
 use crate::table::Table;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use tril_core::config::Section;
+use tril_core::plugin::{self as core, BuildCtx, PluginError, Sample, Split, Task};
 
 const TASK: &str = "preference";
 
@@ -47,6 +57,12 @@ fn default_max_length() -> usize {
 }
 fn default_max_prompt_length() -> usize {
     512
+}
+fn default_val_fraction() -> f64 {
+    0.1
+}
+fn default_seed() -> u64 {
+    42
 }
 
 /// One file of paired preferences (one entry of `task.args.datasets`).
@@ -107,6 +123,15 @@ pub struct PreferenceConfig {
     /// Prompt tokens kept at tokenization (TRL <= 0.2x: 512; FAI-RL: 256).
     #[serde(default = "default_max_prompt_length")]
     pub max_prompt_length: usize,
+    /// Fraction of the rows held out as the `val` split (Salamandra's `--dev_split`: 0.1).
+    #[serde(default = "default_val_fraction")]
+    pub val_fraction: f64,
+    /// Fraction of the rows held out as the `test` split (Salamandra's `--test_split`: 0.1).
+    #[serde(default)]
+    pub test_fraction: f64,
+    /// Seed of the split (Salamandra's `--random_seed`: 42).
+    #[serde(default = "default_seed")]
+    pub seed: u64,
 }
 
 /// Unpaired preference data (`task.args` of a KTO run).
@@ -121,6 +146,15 @@ pub struct UnpairedConfig {
     /// Prompt tokens kept at tokenization (TRL <= 0.2x: 512).
     #[serde(default = "default_max_prompt_length")]
     pub max_prompt_length: usize,
+    /// Fraction of the rows held out as the `val` split (Salamandra's `--dev_split`: 0.1).
+    #[serde(default = "default_val_fraction")]
+    pub val_fraction: f64,
+    /// Fraction of the rows held out as the `test` split (Salamandra's `--test_split`: 0.1).
+    #[serde(default)]
+    pub test_fraction: f64,
+    /// Seed of the split (Salamandra's `--random_seed`: 42).
+    #[serde(default = "default_seed")]
+    pub seed: u64,
 }
 
 /// Where an example came from: the index into `datasets` and the 1-based data row.
@@ -197,6 +231,183 @@ fn read_source(ix: usize, path: &Path, subset: &Option<String>, split: &Option<S
     Ok(table)
 }
 
+/// Refuses a JSON list or object where plain text is expected (the conversational
+/// `messages` format, or a nested record), naming the file, row and column.
+fn check_text(path: &Path, row: usize, column: &str, value: &str) -> Result<(), TaskError> {
+    let is_json = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("jsonl") || e.eq_ignore_ascii_case("json"));
+    let structured = is_json
+        && value.starts_with(['[', '{'])
+        && serde_json::from_str::<serde_json::Value>(value).is_ok_and(|v| v.is_array() || v.is_object());
+    if structured {
+        return Err(TaskError::Row {
+            path: path.to_path_buf(),
+            row,
+            message: format!(
+                "column `{column}` holds a JSON {}, expected text (conversational `messages` rows are not supported)",
+                if value.starts_with('[') { "list" } else { "object" }
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Splits `n` rows into (train, val, test) index lists: a seeded shuffle, the first
+/// `ceil(val_fraction n)` rows to `val`, the next `ceil(test_fraction n)` to `test`, the
+/// rest to `train`; each list keeps the file order.
+pub fn split_indices(n: usize, val_fraction: f64, test_fraction: f64, seed: u64) -> Result<[Vec<usize>; 3], TaskError> {
+    for (key, f) in [("val_fraction", val_fraction), ("test_fraction", test_fraction)] {
+        if !(0.0..1.0).contains(&f) {
+            return Err(config_error(format!("task.args.{key} must be in [0, 1), found {f}")));
+        }
+    }
+    let count = |f: f64| (f * n as f64).ceil() as usize;
+    let (n_val, n_test) = (count(val_fraction), count(test_fraction));
+    if n_val + n_test >= n {
+        return Err(config_error(format!(
+            "{n} rows leave no training rows after val_fraction {val_fraction} ({n_val} rows) and test_fraction \
+             {test_fraction} ({n_test} rows)"
+        )));
+    }
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+    let mut val = order[..n_val].to_vec();
+    let mut test = order[n_val..n_val + n_test].to_vec();
+    let mut train = order[n_val + n_test..].to_vec();
+    for v in [&mut train, &mut val, &mut test] {
+        v.sort_unstable();
+    }
+    Ok([train, val, test])
+}
+
+fn split_slot(split: Split) -> usize {
+    match split {
+        Split::Train => 0,
+        Split::Val => 1,
+        Split::Test => 2,
+    }
+}
+
+/// The rows of one split, or an error naming the task and split when it is empty.
+fn pick<T: Clone>(task: &str, all: &[T], splits: &[Vec<usize>; 3], split: Split) -> Result<Vec<T>, PluginError> {
+    let ix = &splits[split_slot(split)];
+    if ix.is_empty() {
+        return Err(TaskError::EmptySplit {
+            task: task.into(),
+            split: split.name().into(),
+            detail: format!("set task.args.{}_fraction > 0 to hold rows out for it", split.name()),
+        }
+        .into());
+    }
+    Ok(ix.iter().map(|&i| all[i].clone()).collect())
+}
+
+fn row_id(datasets: &[PathBuf], source: SourceRow) -> String {
+    format!("{}:row {}", datasets[source.dataset].display(), source.row)
+}
+
+/// The `preference` task: paired preferences read by [`PreferenceConfig::load`], split
+/// by [`split_indices`].
+#[derive(Debug, Clone)]
+pub struct PreferenceTask {
+    pairs: Vec<core::PreferencePair>,
+    splits: [Vec<usize>; 3],
+}
+
+impl PreferenceTask {
+    /// Reads the files and splits the rows.
+    pub fn new(config: &PreferenceConfig) -> Result<Self, TaskError> {
+        let paths: Vec<PathBuf> = config.datasets.iter().map(|d| d.path.clone()).collect();
+        let pairs: Vec<core::PreferencePair> = config
+            .load()?
+            .into_iter()
+            .map(|p| core::PreferencePair {
+                id: row_id(&paths, p.source_row),
+                prompt: p.prompt,
+                chosen: p.chosen,
+                rejected: p.rejected,
+            })
+            .collect();
+        let splits = split_indices(pairs.len(), config.val_fraction, config.test_fraction, config.seed)?;
+        Ok(PreferenceTask { pairs, splits })
+    }
+}
+
+impl Task for PreferenceTask {
+    fn samples(&self, split: Split) -> Result<Vec<Sample>, PluginError> {
+        Ok(self.preference_pairs(split)?.into_iter().map(pair_sample).collect())
+    }
+
+    fn preference_pairs(&self, split: Split) -> Result<Vec<core::PreferencePair>, PluginError> {
+        pick(TASK, &self.pairs, &self.splits, split)
+    }
+}
+
+/// A pair as an on-policy sample: the prompt, with the chosen completion as reference.
+pub fn pair_sample(p: core::PreferencePair) -> Sample {
+    Sample { id: p.id, prompt: p.prompt, references: vec![p.chosen], meta: Default::default() }
+}
+
+/// The `unpaired_preference` task: KTO's labelled completions read by
+/// [`UnpairedConfig::load`], split by [`split_indices`].
+#[derive(Debug, Clone)]
+pub struct UnpairedTask {
+    examples: Vec<core::UnpairedCompletion>,
+    splits: [Vec<usize>; 3],
+}
+
+impl UnpairedTask {
+    /// Reads the files and splits the rows.
+    pub fn new(config: &UnpairedConfig) -> Result<Self, TaskError> {
+        let paths: Vec<PathBuf> = config.datasets.iter().map(|d| d.path.clone()).collect();
+        let examples: Vec<core::UnpairedCompletion> = config
+            .load()?
+            .into_iter()
+            .map(|e| core::UnpairedCompletion {
+                id: row_id(&paths, e.source_row),
+                prompt: e.prompt,
+                completion: e.completion,
+                desirable: e.label,
+            })
+            .collect();
+        let splits = split_indices(examples.len(), config.val_fraction, config.test_fraction, config.seed)?;
+        Ok(UnpairedTask { examples, splits })
+    }
+}
+
+impl Task for UnpairedTask {
+    fn samples(&self, split: Split) -> Result<Vec<Sample>, PluginError> {
+        let examples = self.unpaired(split)?;
+        Ok(examples
+            .into_iter()
+            .map(|e| Sample { id: e.id, prompt: e.prompt, references: vec![e.completion], meta: Default::default() })
+            .collect())
+    }
+
+    fn unpaired(&self, split: Split) -> Result<Vec<core::UnpairedCompletion>, PluginError> {
+        pick("unpaired_preference", &self.examples, &self.splits, split)
+    }
+}
+
+fn build_paired(section: &Section<'_>, _ctx: &BuildCtx<'_>) -> Result<Box<dyn Task>, PluginError> {
+    Ok(Box::new(PreferenceTask::new(&section.extract::<PreferenceConfig>()?)?))
+}
+
+fn build_unpaired(section: &Section<'_>, _ctx: &BuildCtx<'_>) -> Result<Box<dyn Task>, PluginError> {
+    Ok(Box::new(UnpairedTask::new(&section.extract::<UnpairedConfig>()?)?))
+}
+
+tril_core::register!(task,
+    id: "preference",
+    doc: "Paired preferences (prompt, chosen, rejected) from local CSV/JSONL files, for dpo and reward_model.",
+    config: PreferenceConfig,
+    build: build_paired);
+
+tril_core::register!(task,
+    id: "unpaired_preference",
+    doc: "Unpaired preferences (prompt, completion, label) from local CSV/JSONL files, for kto.",
+    config: UnpairedConfig,
+    build: build_unpaired);
+
 /// `true`/`false`/`1`/`0`, case-insensitive and trimmed.
 fn parse_label(text: &str) -> Option<bool> {
     match text.trim().to_ascii_lowercase().as_str() {
@@ -218,12 +429,21 @@ impl PreferenceConfig {
             let chosen = table.column(&source.chosen_column, &key("chosen_column"))?;
             let rejected = table.column(&source.rejected_column, &key("rejected_column"))?;
             let rows = prompts.into_iter().zip(chosen).zip(rejected).enumerate();
-            pairs.extend(rows.map(|(i, ((prompt, chosen), rejected))| PreferencePair {
-                prompt,
-                chosen,
-                rejected,
-                source_row: SourceRow { dataset: ix, row: i + 1 },
-            }));
+            for (i, ((prompt, chosen), rejected)) in rows {
+                for (column, value) in [
+                    (&source.prompt_column, &prompt),
+                    (&source.chosen_column, &chosen),
+                    (&source.rejected_column, &rejected),
+                ] {
+                    check_text(&source.path, i + 1, column, value)?;
+                }
+                pairs.push(PreferencePair {
+                    prompt,
+                    chosen,
+                    rejected,
+                    source_row: SourceRow { dataset: ix, row: i + 1 },
+                });
+            }
         }
         Ok(pairs)
     }
@@ -246,6 +466,8 @@ impl UnpairedConfig {
                     row: i + 1,
                     message: format!("column `{}`: `{label}` is not a boolean (true/false/1/0)", source.label_column),
                 })?;
+                check_text(&source.path, i + 1, &source.prompt_column, &prompt)?;
+                check_text(&source.path, i + 1, &source.completion_column, &completion)?;
                 examples.push(UnpairedExample {
                     prompt,
                     completion,
@@ -273,7 +495,15 @@ mod tests {
     }
 
     fn pairs(datasets: Vec<PreferenceSource>) -> Result<Vec<PreferencePair>, TaskError> {
-        PreferenceConfig { datasets, max_length: 64, max_prompt_length: 32 }.load()
+        PreferenceConfig {
+            datasets,
+            max_length: 64,
+            max_prompt_length: 32,
+            val_fraction: 0.1,
+            test_fraction: 0.0,
+            seed: 42,
+        }
+        .load()
     }
 
     #[test]
@@ -323,7 +553,14 @@ mod tests {
         assert!(err.contains("task.args.datasets[1].split = `train`") && err.contains("HF hub"), "{err}");
         let err = pairs(vec![]).unwrap_err().to_string();
         assert!(err.contains("task.args.datasets is empty"), "{err}");
-        let config = PreferenceConfig { datasets: vec![source(csv)], max_length: 16, max_prompt_length: 16 };
+        let config = PreferenceConfig {
+            datasets: vec![source(csv)],
+            max_length: 16,
+            max_prompt_length: 16,
+            val_fraction: 0.1,
+            test_fraction: 0.0,
+            seed: 42,
+        };
         assert!(config.load().unwrap_err().to_string().contains("task.args.max_prompt_length must be > 0 and <"));
         let err = serde_json::from_str::<PreferenceSource>("{\"path\": \"a.csv\", \"name\": \"x\"}").unwrap_err();
         assert!(err.to_string().contains("unknown field `name`"), "{err}");
@@ -342,7 +579,14 @@ mod tests {
             .into_iter()
             .map(|path| serde_json::from_value(serde_json::json!({ "path": path })).unwrap())
             .collect();
-        let config = UnpairedConfig { datasets, max_length: 64, max_prompt_length: 32 };
+        let config = UnpairedConfig {
+            datasets,
+            max_length: 64,
+            max_prompt_length: 32,
+            val_fraction: 0.1,
+            test_fraction: 0.0,
+            seed: 42,
+        };
         let labels: Vec<bool> = config.load().unwrap().iter().map(|e| e.label).collect();
         assert_eq!(labels, vec![true, false, false, true]);
     }
@@ -352,7 +596,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let csv = write(dir.path(), "k.csv", "prompt,completion,label\nQ,C,1\nQ,D,yes\n");
         let datasets = vec![serde_json::from_value(serde_json::json!({ "path": csv })).unwrap()];
-        let err = UnpairedConfig { datasets, max_length: 64, max_prompt_length: 32 }.load().unwrap_err().to_string();
+        let err = UnpairedConfig {
+            datasets,
+            max_length: 64,
+            max_prompt_length: 32,
+            val_fraction: 0.1,
+            test_fraction: 0.0,
+            seed: 42,
+        }
+        .load()
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("k.csv: row 2: column `label`: `yes` is not a boolean (true/false/1/0)"), "{err}");
     }
 }

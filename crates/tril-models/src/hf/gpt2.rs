@@ -276,10 +276,69 @@ pub fn save_gpt2_value_model<B: Backend>(
     write_dir(dir, gpt2_config_to_json(config), t.export(), tokenizer)
 }
 
+/// Save a sequence classifier as HF `GPT2ForSequenceClassification` (what
+/// [`load_gpt2_classifier`] and `transformers.AutoModelForSequenceClassification` load):
+/// the trunk as `transformer.*`, the bias-free head as `score.weight` `[labels, D]`, and a
+/// `config.json` with `id2label`/`label2id` from `labels` (index = label) and
+/// `pad_token_id` = EOS, as GPT-2 classifiers are padded.
+pub fn save_gpt2_classifier<B: Backend>(
+    model: &Gpt2Classifier<B>,
+    config: &Gpt2Config,
+    labels: &[String],
+    dir: &Path,
+    tokenizer: Option<&TextTokenizer>,
+) -> Result<()> {
+    let n = model.score.score.weight.dims()[1];
+    if labels.len() != n {
+        return Err(ModelError::input(
+            dir.display().to_string(),
+            format!("{} label names for a classifier with {n} labels", labels.len()),
+        ));
+    }
+    let mut m = model.clone();
+    let mut t = gpt2_table(&mut m.transformer, "transformer.");
+    t.linear("score", &mut m.score.score);
+    let mut json = gpt2_config_to_json(config);
+    json["architectures"] = json!(["GPT2ForSequenceClassification"]);
+    json["id2label"] = labels.iter().enumerate().map(|(i, l)| (i.to_string(), json!(l))).collect();
+    json["label2id"] = labels.iter().enumerate().map(|(i, l)| (l.clone(), json!(i))).collect();
+    json["num_labels"] = json!(n);
+    json["pad_token_id"] = json!(config.eos_token_id);
+    write_dir(dir, json, t.export(), tokenizer)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn classifier_round_trips_through_its_hf_directory() {
+        use burn::tensor::{Int, Tensor, TensorData};
+        type Cpu = crate::CpuBackend;
+        let device = Default::default();
+        let config = Gpt2Config::new(11, 16, 8, 1, 2);
+        let model = Gpt2Classifier::<Cpu> {
+            transformer: config.init(&device),
+            score: ScoreHeadConfig::new(8, 3).init(&device),
+        };
+        let ids = Tensor::<Cpu, 2, Int>::from_data(TensorData::new(vec![1i64, 4, 7, 2, 9, 0], [2, 3]), &device);
+        let mask = Tensor::<Cpu, 2, Int>::from_data(TensorData::new(vec![1i64, 1, 1, 1, 1, 0], [2, 3]), &device);
+        // The forward pass materialises the lazily initialised parameters before saving.
+        let a = model.forward(ids.clone(), Some(mask.clone())).into_data().to_vec::<f32>().unwrap();
+        let dir = std::env::temp_dir().join(format!("tril-gpt2-classifier-{}", std::process::id()));
+        let labels = ["a", "b", "c"].map(String::from);
+        save_gpt2_classifier(&model, &config, &labels, &dir, None).unwrap();
+        let loaded = load_gpt2_classifier::<Cpu>(&dir, &device).unwrap();
+        assert!(loaded.report.unused.is_empty(), "{:?}", loaded.report.unused);
+        let json = read_json(&dir.join(CONFIG_FILE)).unwrap();
+        assert_eq!((json["id2label"]["2"].as_str(), json["label2id"]["b"].as_u64()), (Some("c"), Some(1)));
+        let b = loaded.model.forward(ids, Some(mask)).into_data().to_vec::<f32>().unwrap();
+        assert_eq!(a, b, "saved and reloaded classifiers disagree");
+        let err = save_gpt2_classifier(&model, &config, &labels[..2], &dir, None).unwrap_err().to_string();
+        assert!(err.contains("2 label names for a classifier with 3 labels"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn missing_config_key_is_named() {

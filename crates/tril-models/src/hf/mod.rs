@@ -20,7 +20,10 @@ use safetensors::tensor::{Dtype, TensorInfo};
 use crate::error::{ModelError, Result};
 
 pub use encoder::{load_encoder_classifier, save_encoder_classifier};
-pub use gpt2::{load_gpt2, load_gpt2_classifier, load_gpt2_value_model, save_gpt2, save_gpt2_value_model, Loaded};
+pub use gpt2::{
+    load_gpt2, load_gpt2_classifier, load_gpt2_value_model, save_gpt2, save_gpt2_classifier, save_gpt2_value_model,
+    Loaded,
+};
 
 /// File name of a single-file safetensors checkpoint.
 pub const SAFETENSORS_FILE: &str = "model.safetensors";

@@ -1,0 +1,212 @@
+//! KTO's training loop (`alg=kto`): the offline loop of [`crate::offline`] over the
+//! task's unpaired, labelled completions (`unpaired_preference`, `synthetic_preference`),
+//! with [`crate::kto::kto_loss`] as TRL's `KTOTrainer` (`loss_type: kto`).
+//!
+//! Per micro-batch: the policy scores each `prompt + completion + EOS` and each
+//! mismatched `prompt + other completion` (the KL pairs); the reference point `z0` is the
+//! clamped, detached mean policy-minus-reference log-ratio of the KL pairs
+//! ([`crate::kto::kto_kl_reference_point`]).
+//!
+//! # Logged keys (TRL's)
+//! `loss`, `kl`, `rewards/chosen`, `rewards/rejected`, `rewards/margins`,
+//! `logps/chosen`, `logps/rejected`, `grad_norm`, `learning_rate`, `epoch`.
+//! Output: `checkpoints/iter_<steps>/policy`.
+//!
+//! # Deviations from TRL
+//! - The mismatched completion of each example is fixed once: TRL rotates completions by
+//!   one within each batch of the dataset order; tril rotates by one along a seeded
+//!   shuffle of the split, so that neighbouring rows sharing a prompt (as
+//!   `synthetic_preference`'s chosen/rejected rows) are not paired with each other.
+//! - Reference log-probs (of completions and KL pairs) are computed once before training
+//!   (TRL's `precompute_ref_log_probs: true`).
+
+use crate::dpo::SequenceReduction;
+use crate::dpo_run::{prepare, OfflineParts};
+use crate::kto::{kto_kl_reference_point, kto_loss, KtoArgs};
+use crate::offline::{
+    check_loop_args, completion_logprobs, frozen_logprobs, host, lm_batch, load_lm, pad_id, tensor1, tokenize_pair,
+    train, Lengths, LoopArgs, Objective, StatSums, Tokens, TrainSetup,
+};
+use crate::trainer::{Ad, CpuDevice};
+use burn::tensor::{Bool, Tensor, TensorData};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use std::path::Path;
+use tril_core::config::Section;
+use tril_core::plugin::{Algorithm, BuildCtx, PluginError, RunCtx, Split};
+use tril_core::run_dir::RunDir;
+use tril_core::tracker::{Stats, Tracker};
+use tril_models::gpt2::{Gpt2Config, Gpt2Model};
+use tril_models::tokenizer::TextTokenizer;
+
+/// KTO, built and validated from the composed config.
+pub struct Kto {
+    args: KtoArgs,
+    parts: OfflineParts,
+}
+
+fn loop_args(a: &KtoArgs) -> LoopArgs {
+    LoopArgs {
+        seed: a.seed,
+        epochs: a.epochs,
+        batch_size: a.batch_size,
+        grad_accumulation: a.grad_accumulation,
+        max_grad_norm: a.max_grad_norm,
+        eval_every: a.eval_every,
+        eval_batch_size: a.eval_batch_size,
+        eval_splits: a.eval_splits.clone(),
+        eval_zero_shot: a.eval_zero_shot,
+    }
+}
+
+fn build(args: &Section<'_>, ctx: &BuildCtx<'_>) -> Result<Box<dyn Algorithm>, PluginError> {
+    let args = KtoArgs::extract(args)?;
+    check_loop_args(&loop_args(&args))?;
+    Ok(Box::new(Kto { parts: OfflineParts::build(ctx, "kto")?, args }))
+}
+
+tril_core::register!(algorithm,
+    id: "kto",
+    doc: "Kahneman-Tversky optimization from unpaired desirable/undesirable completions (TRL's KTOTrainer).",
+    config: KtoArgs,
+    build: build);
+
+/// A tokenized example, its mismatched KL pair and their reference log-probs.
+#[derive(Debug, Clone)]
+pub struct EncodedUnpaired {
+    tokens: Tokens,
+    kl_tokens: Tokens,
+    desirable: bool,
+    ref_logp: f32,
+    ref_kl_logp: f32,
+}
+
+struct KtoObjective {
+    args: KtoArgs,
+    pad: u32,
+    device: CpuDevice,
+    config: Gpt2Config,
+    tokenizer: TextTokenizer,
+}
+
+impl Objective for KtoObjective {
+    type Model = Gpt2Model<Ad>;
+    type Example = EncodedUnpaired;
+
+    fn loss(&self, model: &Self::Model, batch: &[&EncodedUnpaired]) -> Result<(Tensor<Ad, 1>, StatSums), PluginError> {
+        let b = batch.len();
+        let rows: Vec<&Tokens> = batch.iter().map(|e| &e.tokens).chain(batch.iter().map(|e| &e.kl_tokens)).collect();
+        let lm = lm_batch::<Ad>(&rows, self.pad, &self.device);
+        let logps = completion_logprobs(model, &lm, SequenceReduction::Sum); // [2B]
+        let (policy, policy_kl) = (logps.clone().narrow(0, 0, b), logps.narrow(0, b, b).detach()); // [B], [B]
+        let ref_logps = tensor1::<Ad>(batch.iter().map(|e| e.ref_logp).collect(), &self.device);
+        let ref_kl = tensor1::<Ad>(batch.iter().map(|e| e.ref_kl_logp).collect(), &self.device);
+        let z0 = kto_kl_reference_point(policy_kl, ref_kl); // [1]
+        let flags: Vec<bool> = batch.iter().map(|e| e.desirable).collect();
+        let desirable = Tensor::<Ad, 1, Bool>::from_data(TensorData::new(flags.clone(), [b]), &self.device);
+        let (loss, stats) = kto_loss(policy.clone(), ref_logps, desirable, z0, &self.args);
+        let one = |t: Tensor<Ad, 1>| f64::from(host(t)[0]);
+        let mut sums = StatSums::default();
+        sums.add("kl", one(stats.kl) * b as f64, b as f64);
+        sums.add("rewards/chosen", one(stats.chosen_sum), one(stats.chosen_count));
+        sums.add("rewards/rejected", one(stats.rejected_sum), one(stats.rejected_count));
+        for (lp, d) in host(policy.detach()).into_iter().zip(flags) {
+            sums.add(if d { "logps/chosen" } else { "logps/rejected" }, f64::from(lp), 1.0);
+        }
+        Ok((loss, sums))
+    }
+
+    fn derive(&self, stats: &mut Stats) {
+        if let (Some(c), Some(r)) = (stats.get("rewards/chosen"), stats.get("rewards/rejected")) {
+            stats.insert("rewards/margins".into(), c - r);
+        }
+    }
+
+    fn save(&self, model: &Self::Model, dir: &Path) -> Result<(), PluginError> {
+        Ok(tril_models::hf::save_gpt2(model, &self.config, dir, Some(&self.tokenizer))?)
+    }
+
+    fn model_dir(&self) -> &'static str {
+        "policy"
+    }
+
+    fn plotted(&self) -> Vec<&'static str> {
+        vec!["loss", "kl", "rewards/margins", "rewards/chosen"]
+    }
+}
+
+impl Algorithm for Kto {
+    fn run(self: Box<Self>, ctx: &RunCtx<'_>) -> Result<(), PluginError> {
+        let Kto { args, parts } = *self;
+        let (device, tokenizer) = prepare(ctx, &parts, "kto")?;
+        let lengths = Lengths { max_length: args.max_length, max_prompt_length: args.max_prompt_length };
+        let (policy, reference, config) = load_lm(
+            &args.model_name,
+            args.ref_model_name.as_deref(),
+            tokenizer.vocab_size(),
+            args.seed,
+            lengths,
+            &device,
+        )?;
+        let pad = pad_id(&tokenizer);
+        let encode = |split: Split| -> Result<Vec<EncodedUnpaired>, PluginError> {
+            let examples = parts.data(split, |t, s| t.unpaired(s))?;
+            let n = examples.len();
+            let mut order: Vec<usize> = (0..n).collect();
+            order.shuffle(&mut ChaCha8Rng::seed_from_u64(args.seed ^ 0x6b74_6f00));
+            let mut partner = vec![0; n];
+            for (k, &i) in order.iter().enumerate() {
+                partner[i] = order[(k + 1) % n];
+            }
+            let mut out = Vec::with_capacity(n);
+            for (i, e) in examples.iter().enumerate() {
+                let other = &examples[partner[i]];
+                out.push(EncodedUnpaired {
+                    tokens: tokenize_pair(&tokenizer, &e.prompt, &e.completion, lengths, true, &e.id)?,
+                    kl_tokens: tokenize_pair(&tokenizer, &e.prompt, &other.completion, lengths, true, &other.id)?,
+                    desirable: e.desirable,
+                    ref_logp: 0.0,
+                    ref_kl_logp: 0.0,
+                });
+            }
+            let chunk = args.eval_batch_size;
+            let sum = SequenceReduction::Sum;
+            let main = frozen_logprobs(
+                &reference,
+                &out.iter().map(|e| &e.tokens).collect::<Vec<_>>(),
+                pad,
+                sum,
+                chunk,
+                &device,
+            );
+            let kl = frozen_logprobs(
+                &reference,
+                &out.iter().map(|e| &e.kl_tokens).collect::<Vec<_>>(),
+                pad,
+                sum,
+                chunk,
+                &device,
+            );
+            for ((e, m), k) in out.iter_mut().zip(main).zip(kl) {
+                (e.ref_logp, e.ref_kl_logp) = (m, k);
+            }
+            Ok(out)
+        };
+        let train_examples = encode(Split::Train)?;
+        let evals = args.eval_splits.iter().map(|&s| Ok((s, encode(s)?))).collect::<Result<Vec<_>, PluginError>>()?;
+        let mut tracker = Tracker::new(RunDir::open(&ctx.run_dir)?);
+        let objective = KtoObjective { pad, device, config, tokenizer, args: args.clone() };
+        let setup = TrainSetup {
+            args: loop_args(&args),
+            optimizer: parts.optimizer.clone(),
+            schedule: parts.schedule.as_ref(),
+            train: train_examples,
+            evals,
+            tracker: &mut tracker,
+            name: "kto",
+        };
+        train(&objective, policy, setup)?;
+        Ok(())
+    }
+}

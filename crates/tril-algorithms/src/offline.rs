@@ -1,0 +1,530 @@
+//! The offline (supervised) loop that `dpo`, `kto` and `reward_model` share: fixed
+//! examples instead of rollouts. Tokenization of `prompt + completion` with TRL's
+//! truncation, right-padded batches, per-sequence completion log-probs, and [`train`]:
+//! epochs of seeded shuffled batches, gradient accumulation over micro-batches,
+//! global-norm clipping, the optimizer and learning-rate schedule from the registry,
+//! logging into the run directory and a final HF-layout checkpoint written atomically.
+//!
+//! Each algorithm supplies an [`Objective`]: its encoded example type, the loss of a
+//! micro-batch with its statistics, and how to save the model.
+//!
+//! # Run directory
+//! | file | one line per | content |
+//! |---|---|---|
+//! | `training_info.jsonl` | optimizer step | `{"iteration": step, "loss": x, "learning_rate": x, "grad_norm": x, "epoch": x, <objective keys>}` |
+//! | `{split}_split_metrics.jsonl` | evaluation | `{"epoch": step, "metrics": {<objective keys>: x}}` (TRIL's form; `epoch` holds the step) |
+//! | `checkpoints/iter_<step>/<model>` | end of training | the model in HF layout with `tokenizer.json` |
+//!
+//! # Deviations from TRL
+//! - Statistics are averaged over all examples of the logging interval (one optimizer
+//!   step) and of the evaluation split, weighting each micro-batch by its size.
+//! - The last batch of an epoch may be smaller (TRL's `dataloader_drop_last: false`).
+
+use crate::onpolicy::build_models;
+use crate::trainer::{Ad, CpuDevice, Optim};
+use burn::module::AutodiffModule;
+use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor, TensorData};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+use tril_core::ops::{clip_grad_norm, gather_logprobs};
+use tril_core::plugin::{CriticLayout, LrSchedule, ModelType, OptimizerSpec, PluginError, PolicySpec, Split};
+use tril_core::tracker::{Stats, Tracker};
+use tril_models::gpt2::{Gpt2Config, Gpt2Model};
+use tril_models::tokenizer::TextTokenizer;
+use tril_models::CpuBackend;
+
+use crate::dpo::{sequence_logprobs, SequenceReduction};
+
+/// What the shared loop reads from an algorithm's `alg.args`.
+#[derive(Debug, Clone)]
+pub struct LoopArgs {
+    /// Seeds model initialisation and the shuffling of examples.
+    pub seed: u64,
+    /// Passes over the training split.
+    pub epochs: usize,
+    /// Examples per optimizer step.
+    pub batch_size: usize,
+    /// Micro-batches per optimizer step.
+    pub grad_accumulation: usize,
+    /// Global gradient-norm clip.
+    pub max_grad_norm: f64,
+    /// Evaluate every this many optimizer steps (0: only at the start and the end).
+    pub eval_every: usize,
+    /// Examples per forward pass at evaluation.
+    pub eval_batch_size: usize,
+    /// Splits evaluated.
+    pub eval_splits: Vec<Split>,
+    /// Evaluate before the first step.
+    pub eval_zero_shot: bool,
+}
+
+/// Checks the loop settings; errors name the `alg.args` key.
+pub fn check_loop_args(a: &LoopArgs) -> Result<(), PluginError> {
+    let fail = |key: &str, expected: &str, found: String| -> Result<(), PluginError> {
+        Err(format!("alg.args.{key}: expected {expected}, found {found}").into())
+    };
+    if a.epochs == 0 {
+        return fail("epochs", "at least 1", "0".into());
+    }
+    if a.grad_accumulation == 0 {
+        return fail("grad_accumulation", "at least 1", "0".into());
+    }
+    if a.batch_size == 0 || !a.batch_size.is_multiple_of(a.grad_accumulation) {
+        return fail("batch_size", "a positive multiple of grad_accumulation", a.batch_size.to_string());
+    }
+    if !(a.max_grad_norm.is_finite() && a.max_grad_norm > 0.0) {
+        return fail("max_grad_norm", "a finite norm > 0", a.max_grad_norm.to_string());
+    }
+    if a.eval_batch_size == 0 {
+        return fail("eval_batch_size", "at least 1", "0".into());
+    }
+    Ok(())
+}
+
+/// Token budgets of `prompt + completion` (TRL's `max_length`, `max_prompt_length`).
+#[derive(Debug, Clone, Copy)]
+pub struct Lengths {
+    /// Prompt + completion tokens kept.
+    pub max_length: usize,
+    /// Prompt tokens kept.
+    pub max_prompt_length: usize,
+}
+
+/// A tokenized prompt and completion, already truncated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tokens {
+    /// Prompt ids.
+    pub prompt: Vec<u32>,
+    /// Completion ids (at least one).
+    pub completion: Vec<u32>,
+}
+
+/// Tokenizes a prompt and a completion separately (as TRL) and truncates them: the prompt
+/// keeps its last `max_prompt_length` tokens (TRL's `truncation_mode: keep_end`), then the
+/// completion (with EOS appended when `append_eos`) keeps its first
+/// `max_length - prompt` tokens. Errors name `what` when the completion has no token.
+pub fn tokenize_pair(
+    tok: &TextTokenizer,
+    prompt: &str,
+    completion: &str,
+    lengths: Lengths,
+    append_eos: bool,
+    what: &str,
+) -> Result<Tokens, PluginError> {
+    let mut p = tok.encode(prompt, false)?;
+    if p.len() > lengths.max_prompt_length {
+        p.drain(..p.len() - lengths.max_prompt_length);
+    }
+    let mut c = tok.encode(completion, false)?;
+    if append_eos {
+        c.push(tok.eos_token_id().ok_or("the tokenizer has no EOS token to end completions with")?);
+    }
+    c.truncate(lengths.max_length - p.len());
+    if c.is_empty() {
+        return Err(format!("{what}: the completion `{completion}` has no tokens").into());
+    }
+    Ok(Tokens { prompt: p, completion: c })
+}
+
+/// A right-padded batch of `prompt + completion` rows.
+#[derive(Debug, Clone)]
+pub struct LmBatch<B: Backend> {
+    /// Token ids, `[B, T]` (pad: `pad_id`).
+    pub ids: Tensor<B, 2, Int>,
+    /// Attention mask, `[B, T]`.
+    pub mask: Tensor<B, 2, Int>,
+    /// 1 where position `t + 1` is a completion token, `[B, T - 1]` (the logits at `t`
+    /// predict it).
+    pub target_mask: Tensor<B, 2>,
+}
+
+/// Builds an [`LmBatch`] (`T` = the longest row, at least 2).
+pub fn lm_batch<B: Backend>(rows: &[&Tokens], pad_id: u32, device: &B::Device) -> LmBatch<B> {
+    let t = rows.iter().map(|r| r.prompt.len() + r.completion.len()).max().unwrap_or(0).max(2);
+    let b = rows.len();
+    let mut ids = vec![i64::from(pad_id); b * t];
+    let mut mask = vec![0i64; b * t];
+    let mut target = vec![0f32; b * (t - 1)];
+    for (i, r) in rows.iter().enumerate() {
+        for (j, &id) in r.prompt.iter().chain(&r.completion).enumerate() {
+            ids[i * t + j] = i64::from(id);
+            mask[i * t + j] = 1;
+        }
+        // The first token of a row is predicted by nothing (an empty prompt).
+        for j in r.prompt.len().max(1)..r.prompt.len() + r.completion.len() {
+            target[i * (t - 1) + j - 1] = 1.0;
+        }
+    }
+    LmBatch {
+        ids: Tensor::from_data(TensorData::new(ids, [b, t]), device),
+        mask: Tensor::from_data(TensorData::new(mask, [b, t]), device),
+        target_mask: Tensor::from_data(TensorData::new(target, [b, t - 1]), device),
+    }
+}
+
+/// The log-prob of each row's completion under `lm`, reduced per sequence.
+///
+/// ```tex
+/// \log\pi(y \mid x) = \sum_{t \in y} \log\pi(y_t \mid x, y_{<t}) \quad (\text{or its mean over } |y|)
+/// ```
+///
+/// # Shapes
+/// batch `[B, T]` -> `[B]`
+pub fn completion_logprobs<B: Backend>(
+    lm: &Gpt2Model<B>,
+    batch: &LmBatch<B>,
+    reduction: SequenceReduction,
+) -> Tensor<B, 1> {
+    let [b, t] = batch.ids.dims();
+    let logits = lm.forward(batch.ids.clone(), Some(batch.mask.clone())).logits; // [B, T, V]
+    let v = logits.dims()[2];
+    let logits = logits.slice([0..b, 0..t - 1, 0..v]); // [B, T-1, V]
+    let targets = batch.ids.clone().slice([0..b, 1..t]); // [B, T-1]
+    sequence_logprobs(gather_logprobs(logits, targets), batch.target_mask.clone(), reduction)
+}
+
+/// Completion log-probs of many rows under a frozen model, `chunk` rows per pass.
+pub fn frozen_logprobs(
+    lm: &Gpt2Model<CpuBackend>,
+    rows: &[&Tokens],
+    pad_id: u32,
+    reduction: SequenceReduction,
+    chunk: usize,
+    device: &CpuDevice,
+) -> Vec<f32> {
+    let mut out = Vec::with_capacity(rows.len());
+    for part in rows.chunks(chunk.max(1)) {
+        let batch = lm_batch::<CpuBackend>(part, pad_id, device);
+        out.extend(host(completion_logprobs(lm, &batch, reduction)));
+    }
+    out
+}
+
+/// A `[B]` tensor's values on the host.
+pub fn host<B: Backend>(t: Tensor<B, 1>) -> Vec<f32> {
+    t.into_data().convert::<f32>().to_vec::<f32>().unwrap_or_default()
+}
+
+/// A `[B]` float tensor from host values.
+pub fn tensor1<B: Backend>(values: Vec<f32>, device: &B::Device) -> Tensor<B, 1> {
+    let n = values.len();
+    Tensor::from_data(TensorData::new(values, [n]), device)
+}
+
+/// The pad id of batches: the tokenizer's pad token, else EOS, else 0 (masked anyway).
+pub fn pad_id(tok: &TextTokenizer) -> u32 {
+    tok.pad_token_id().or(tok.eos_token_id()).unwrap_or(0)
+}
+
+/// The GPT-2 LM `model_name` names (`builtin:tiny-gpt2` seeded by `seed`, a local HF
+/// directory or a hub id in the HF cache) and its frozen reference: a copy of it, or
+/// `ref_model_name` when given (Salamandra's `ref_model_path`).
+pub fn load_lm(
+    model_name: &str,
+    ref_model_name: Option<&str>,
+    vocab_size: usize,
+    seed: u64,
+    lengths: Lengths,
+    device: &CpuDevice,
+) -> Result<(Gpt2Model<Ad>, Gpt2Model<CpuBackend>, Gpt2Config), PluginError> {
+    let spec = PolicySpec {
+        model_type: ModelType::Causal,
+        model_name: model_name.to_string(),
+        create_reference: true,
+        critic: CriticLayout::SharedTrunk,
+        mlp_head: false,
+        max_prompt_len: lengths.max_prompt_length,
+        max_gen_len: lengths.max_length - lengths.max_prompt_length,
+    };
+    let (model, reference, config) = build_models::<Ad>(&spec, vocab_size, seed, device)?;
+    let reference = match ref_model_name {
+        None => reference.valid(),
+        Some(name) => {
+            let dir = tril_models::resolve::resolve_model(name)?;
+            let loaded = tril_models::hf::load_gpt2::<CpuBackend>(&dir, device)?;
+            if loaded.config.vocab_size != config.vocab_size {
+                return Err(format!(
+                    "alg.args.ref_model_name: {} has {} token embeddings, the policy {}",
+                    dir.display(),
+                    loaded.config.vocab_size,
+                    config.vocab_size
+                )
+                .into());
+            }
+            loaded.model
+        }
+    };
+    Ok((model.policy, reference, config))
+}
+
+/// Sums and counts of statistics, so micro-batches and splits average correctly.
+#[derive(Debug, Clone, Default)]
+pub struct StatSums(BTreeMap<String, (f64, f64)>);
+
+impl StatSums {
+    /// Adds `sum` over `count` examples to `key`.
+    pub fn add(&mut self, key: &str, sum: f64, count: f64) {
+        let e = self.0.entry(key.to_string()).or_default();
+        e.0 += sum;
+        e.1 += count;
+    }
+
+    /// Adds another set of sums.
+    pub fn merge(&mut self, other: &StatSums) {
+        for (k, (s, c)) in &other.0 {
+            self.add(k, *s, *c);
+        }
+    }
+
+    /// The means (keys with no count are left out).
+    pub fn means(&self) -> Stats {
+        self.0.iter().filter(|(_, (_, c))| *c > 0.0).map(|(k, (s, c))| (k.clone(), s / c)).collect()
+    }
+}
+
+/// What an offline algorithm supplies to [`train`].
+pub trait Objective {
+    /// The trained module.
+    type Model: AutodiffModule<Ad> + Clone;
+    /// One encoded training example.
+    type Example;
+
+    /// The loss of a micro-batch (mean over its examples) and its statistics as sums.
+    fn loss(&self, model: &Self::Model, batch: &[&Self::Example]) -> Result<(Tensor<Ad, 1>, StatSums), PluginError>;
+
+    /// Keys derived from the means (e.g. KTO's margins); none by default.
+    fn derive(&self, stats: &mut Stats) {
+        let _ = stats;
+    }
+
+    /// Writes the model in HF layout into `dir` (created by the caller's parent).
+    fn save(&self, model: &Self::Model, dir: &Path) -> Result<(), PluginError>;
+
+    /// The name of the model directory in a checkpoint (`policy`, `reward_model`).
+    fn model_dir(&self) -> &'static str;
+
+    /// The keys drawn in `plots/curves.png`.
+    fn plotted(&self) -> Vec<&'static str>;
+}
+
+/// Means of the objective's statistics over `examples`, without updating the model.
+pub fn evaluate<O: Objective>(
+    objective: &O,
+    model: &O::Model,
+    examples: &[O::Example],
+    batch_size: usize,
+) -> Result<Stats, PluginError> {
+    let mut sums = StatSums::default();
+    for chunk in examples.chunks(batch_size.max(1)) {
+        let refs: Vec<&O::Example> = chunk.iter().collect();
+        let (loss, stats) = objective.loss(model, &refs)?;
+        sums.merge(&stats);
+        sums.add("loss", scalar(loss) * chunk.len() as f64, chunk.len() as f64);
+    }
+    let mut means = sums.means();
+    objective.derive(&mut means);
+    Ok(means)
+}
+
+fn scalar(t: Tensor<Ad, 1>) -> f64 {
+    f64::from(t.into_scalar())
+}
+
+/// Everything [`train`] needs besides the objective.
+pub struct TrainSetup<'a, O: Objective> {
+    /// Loop settings.
+    pub args: LoopArgs,
+    /// The optimizer (its `lr` is the base learning rate).
+    pub optimizer: OptimizerSpec,
+    /// The schedule, stepped once per optimizer step.
+    pub schedule: &'a dyn LrSchedule,
+    /// Training examples.
+    pub train: Vec<O::Example>,
+    /// Evaluation examples per split.
+    pub evals: Vec<(Split, Vec<O::Example>)>,
+    /// The run's tracker.
+    pub tracker: &'a mut Tracker,
+    /// A label for log lines (`dpo`, `kto`, `reward_model`).
+    pub name: &'static str,
+}
+
+fn log_eval<O: Objective>(
+    objective: &O,
+    model: &O::Model,
+    setup: &mut TrainSetup<'_, O>,
+    step: usize,
+) -> Result<(), PluginError> {
+    for (split, examples) in &setup.evals {
+        let stats = evaluate(objective, model, examples, setup.args.eval_batch_size)?;
+        let summary: Vec<String> = stats.iter().map(|(k, v)| format!("{k}={v:.4}")).collect();
+        tracing::info!(step, split = split.name(), "eval {}", summary.join(" "));
+        let metrics: serde_json::Map<String, serde_json::Value> =
+            stats.iter().map(|(k, v)| (k.clone(), serde_json::json!(v))).collect();
+        setup.tracker.run_dir().append_jsonl(
+            &format!("{}_split_metrics.jsonl", split.name()),
+            &serde_json::json!({"epoch": step, "metrics": metrics}),
+        )?;
+    }
+    Ok(())
+}
+
+/// Trains `model` on `setup.train` for `epochs`, evaluating and logging as it goes, and
+/// writes `checkpoints/iter_<steps>/<model_dir>`. Returns the trained model.
+pub fn train<O: Objective>(
+    objective: &O,
+    mut model: O::Model,
+    mut setup: TrainSetup<'_, O>,
+) -> Result<O::Model, PluginError> {
+    let args = setup.args.clone();
+    let n = setup.train.len();
+    if n == 0 {
+        return Err("task: the train split is empty".into());
+    }
+    let micro = args.batch_size / args.grad_accumulation;
+    let steps_per_epoch = n.div_ceil(args.batch_size);
+    let total = steps_per_epoch * args.epochs;
+    let mut optim: Optim<O::Model> = Optim::new(&setup.optimizer);
+    let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
+    tracing::info!(examples = n, steps = total, epochs = args.epochs, "{} training", setup.name);
+    if args.eval_zero_shot {
+        log_eval(objective, &model, &mut setup, 0)?;
+    }
+    let started = Instant::now();
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut step = 0;
+    for epoch in 0..args.epochs {
+        order.shuffle(&mut rng);
+        for batch in order.chunks(args.batch_size) {
+            let mut accum = GradientsAccumulator::<O::Model>::new();
+            let mut sums = StatSums::default();
+            for part in batch.chunks(micro) {
+                let examples: Vec<&O::Example> = part.iter().map(|&i| &setup.train[i]).collect();
+                let (loss, stats) = objective.loss(&model, &examples)?;
+                let value = scalar(loss.clone());
+                if !value.is_finite() {
+                    return Err(format!("{}: step {}: the loss is {value}; stopping", setup.name, step + 1).into());
+                }
+                sums.merge(&stats);
+                sums.add("loss", value * part.len() as f64, part.len() as f64);
+                // Weighted so the accumulated gradient is that of the batch mean.
+                let grads = (loss * (part.len() as f64 / batch.len() as f64)).backward();
+                accum.accumulate(&model, GradientsParams::from_grads(grads, &model));
+            }
+            let (grads, norm) = clip_grad_norm(&model, accum.grads(), args.max_grad_norm);
+            let lr = setup.optimizer.lr * setup.schedule.factor(step as u64);
+            model = optim.step(lr, model, grads);
+            step += 1;
+            let mut stats = sums.means();
+            objective.derive(&mut stats);
+            stats.insert("grad_norm".into(), norm);
+            stats.insert("learning_rate".into(), lr);
+            stats.insert(
+                "epoch".into(),
+                epoch as f64 + (step - epoch * steps_per_epoch) as f64 / steps_per_epoch as f64,
+            );
+            stats.insert("time/steps_per_second".into(), step as f64 / started.elapsed().as_secs_f64().max(1e-9));
+            setup.tracker.log_training(step, &stats)?;
+            tracing::info!(step, total, loss = format!("{:.4}", stats["loss"]), "{}", setup.name);
+            if args.eval_every > 0 && step % args.eval_every == 0 && step != total {
+                log_eval(objective, &model, &mut setup, step)?;
+            }
+        }
+    }
+    log_eval(objective, &model, &mut setup, step)?;
+    setup.tracker.plot(&objective.plotted())?;
+    let state = serde_json::json!({"step": step, "epochs": args.epochs});
+    let dir = setup.tracker.run_dir().write_dir_atomic::<PluginError>(format!("checkpoints/iter_{step}"), |tmp| {
+        objective.save(&model, &tmp.join(objective.model_dir()))?;
+        Ok(tril_core::run_dir::write_atomic(&tmp.join("trainer_state.json"), state.to_string().as_bytes())?)
+    })?;
+    tracing::info!(step, dir = %dir.display(), "checkpoint written");
+    Ok(model)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::onpolicy::numbers_tokenizer;
+    use crate::test_util::Cpu;
+
+    #[test]
+    fn truncation_keeps_the_prompt_end_and_the_completion_start() {
+        let tok = numbers_tokenizer().unwrap();
+        let lengths = Lengths { max_length: 5, max_prompt_length: 2 };
+        let t = tokenize_pair(&tok, "1 2 3", "4 5 6 7", lengths, true, "row 1").unwrap();
+        // ids are number + 1; the prompt keeps "2 3", the completion "4 5 6" (EOS cut).
+        assert_eq!(t, Tokens { prompt: vec![3, 4], completion: vec![5, 6, 7] });
+        let t = tokenize_pair(&tok, "1", "4", Lengths { max_length: 8, max_prompt_length: 2 }, true, "r").unwrap();
+        assert_eq!(t.completion, vec![5, 0]);
+        let err = tokenize_pair(&tok, "1", "", lengths, false, "data.jsonl:row 3").unwrap_err().to_string();
+        assert!(err.contains("data.jsonl:row 3: the completion `` has no tokens"), "{err}");
+    }
+
+    /// Completion log-probs equal a hand loop over the logits of each row.
+    #[test]
+    fn completion_logprobs_match_a_loop_over_logits() {
+        let device = Default::default();
+        let config = Gpt2Config::new(7, 16, 8, 1, 2);
+        let lm = config.init::<Cpu>(&device);
+        let rows =
+            [Tokens { prompt: vec![1, 2], completion: vec![3, 4, 0] }, Tokens { prompt: vec![5], completion: vec![6] }];
+        let refs: Vec<&Tokens> = rows.iter().collect();
+        let batch = lm_batch::<Cpu>(&refs, 0, &device);
+        assert_eq!(batch.ids.dims(), [2, 5]);
+        let got = host(completion_logprobs(&lm, &batch, SequenceReduction::Sum));
+        let mean = host(completion_logprobs(&lm, &batch, SequenceReduction::Mean));
+        for (i, r) in rows.iter().enumerate() {
+            let ids: Vec<u32> = r.prompt.iter().chain(&r.completion).copied().collect();
+            let input = Tensor::<Cpu, 2, Int>::from_data(
+                TensorData::new(ids.iter().map(|&x| i64::from(x)).collect::<Vec<_>>(), [1, ids.len()]),
+                &device,
+            );
+            let logits = lm.forward(input, None).logits.into_data().to_vec::<f32>().unwrap(); // [1, L, 7]
+            let mut want = 0.0f64;
+            for pos in r.prompt.len()..ids.len() {
+                let row = &logits[(pos - 1) * 7..pos * 7];
+                let lse = row.iter().map(|&x| f64::from(x).exp()).sum::<f64>().ln();
+                want += f64::from(row[ids[pos] as usize]) - lse;
+            }
+            assert!((f64::from(got[i]) - want).abs() < 1e-4, "row {i}: {} vs {want}", got[i]);
+            let n = r.completion.len() as f64;
+            assert!((f64::from(mean[i]) - want / n).abs() < 1e-4, "row {i} mean");
+        }
+    }
+
+    #[test]
+    fn stat_sums_weight_by_count() {
+        let mut a = StatSums::default();
+        a.add("x", 3.0, 3.0);
+        let mut b = StatSums::default();
+        b.add("x", 0.0, 1.0);
+        b.add("y", 1.0, 0.0);
+        a.merge(&b);
+        assert_eq!(a.means(), Stats::from([("x".to_string(), 0.75)]));
+    }
+
+    #[test]
+    fn loop_args_are_checked() {
+        let ok = LoopArgs {
+            seed: 0,
+            epochs: 1,
+            batch_size: 4,
+            grad_accumulation: 2,
+            max_grad_norm: 1.0,
+            eval_every: 0,
+            eval_batch_size: 8,
+            eval_splits: vec![Split::Val],
+            eval_zero_shot: true,
+        };
+        assert!(check_loop_args(&ok).is_ok());
+        let err = check_loop_args(&LoopArgs { batch_size: 3, ..ok.clone() }).unwrap_err().to_string();
+        assert_eq!(err, "alg.args.batch_size: expected a positive multiple of grad_accumulation, found 3");
+        assert!(check_loop_args(&LoopArgs { max_grad_norm: 0.0, ..ok }).is_err());
+    }
+}

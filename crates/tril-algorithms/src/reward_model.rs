@@ -1,0 +1,420 @@
+//! Reward-model training (`alg=reward_model`): a GPT-2 sequence classifier
+//! (`Gpt2Classifier`, HF `GPT2ForSequenceClassification`) trained by the offline loop of
+//! [`crate::offline`], with one of two objectives (`alg.args.objective`):
+//!
+//! - `pairwise` (TRL's `RewardTrainer`, Open-Assistant's RM): the Bradley-Terry loss on
+//!   the task's preference pairs ([`bradley_terry_loss`]); the reward of a text is
+//!   `r = l_1 - l_0`, the difference of the head's two logits ([`pairwise_rewards`]).
+//! - `classification`: cross-entropy on the task's labelled texts ([`classification_loss`]),
+//!   e.g. IMDB sentiment from `text_classification`.
+//!
+//! Either way the output, `checkpoints/iter_<steps>/reward_model`, is an HF
+//! `GPT2ForSequenceClassification` directory with `tokenizer.json` that the `learned_reward`
+//! reward and metric load: for a pairwise model, `label_ix: 1` (`preferred`) gives
+//! `softmax(l)_1 = sigmoid(r)`, the Bradley-Terry probability that the text beats a text of
+//! reward 0.
+//!
+//! Texts are scored as `learned_reward` scores them: no EOS is appended, the classifier
+//! reads the last real token; pairs are `prompt + completion` tokens truncated as TRL
+//! (prompt end kept, then the completion's start), labelled texts keep their last
+//! `max_length` tokens (`learned_reward` truncates from the left).
+//!
+//! # Logged keys
+//! `loss`, `accuracy` (TRL's `compute_accuracy`: chosen scored strictly above rejected,
+//! or the arg-max label is right), and for `pairwise` `rewards/chosen`, `rewards/rejected`,
+//! `rewards/margins`.
+//!
+//! # Deviations from TRL
+//! - Two logits with `r = l_1 - l_0` instead of TRL's one (`num_labels=1`): the same
+//!   model class (a one-logit head `w` is `w_1 - w_0`), chosen so that `learned_reward`'s
+//!   softmax gives a meaningful probability.
+//! - No `center_rewards_coefficient` and no margin column.
+//! - GPT-2 trunks only (`builtin:tiny-gpt2`, or a GPT-2 directory whose LM weights start
+//!   the trunk; the head starts fresh). BERT-family reward models are not trained yet.
+
+use crate::dpo_run::{prepare, OfflineParts};
+use crate::offline::{
+    check_loop_args, host, lm_batch, load_lm, pad_id, tokenize_pair, train, Lengths, LoopArgs, Objective, StatSums,
+    Tokens, TrainSetup,
+};
+use crate::trainer::{Ad, CpuDevice};
+use crate::validate::ensure;
+use burn::tensor::activation::{log_sigmoid, log_softmax};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use tril_core::config::Section;
+use tril_core::plugin::{Algorithm, BuildCtx, PluginError, RunCtx, Split};
+use tril_core::run_dir::RunDir;
+use tril_core::tracker::Tracker;
+use tril_core::CoreError;
+use tril_models::gpt2::Gpt2Config;
+use tril_models::heads::{Gpt2Classifier, ScoreHeadConfig};
+use tril_models::tokenizer::TextTokenizer;
+
+/// What the reward model learns from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RewardObjective {
+    /// Bradley-Terry on preference pairs.
+    Pairwise,
+    /// Cross-entropy on labelled texts.
+    Classification,
+}
+
+/// `alg.args` of `reward_model` (defaults: TRL's `RewardConfig`; the learning rate is
+/// `alg.optimizer.args.lr`, Open-Assistant's `rm-pythia-44m`: 1e-5).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RewardModelArgs {
+    /// `pairwise` or `classification`.
+    pub objective: RewardObjective,
+    /// The trunk: `builtin:tiny-gpt2`, or a GPT-2 directory / hub id in the HF cache.
+    pub model_name: String,
+    /// Seeds the head and trunk initialisation and shuffling.
+    pub seed: u64,
+    /// Passes over the training data (TRL: 1; Open-Assistant's 44M RM: 5).
+    pub epochs: usize,
+    /// Pairs (or texts) per optimizer step.
+    pub batch_size: usize,
+    /// Micro-batches per optimizer step.
+    pub grad_accumulation: usize,
+    /// Global gradient-norm clip.
+    pub max_grad_norm: f64,
+    /// Tokens kept per scored text (TRL: 1024; Open-Assistant's RM: 520).
+    pub max_length: usize,
+    /// Prompt tokens kept of a pair's prompt.
+    pub max_prompt_length: usize,
+    /// Evaluate every this many optimizer steps (0: at the start and end only).
+    pub eval_every: usize,
+    /// Examples per forward pass at evaluation.
+    pub eval_batch_size: usize,
+    /// Splits evaluated (the held-out accuracy).
+    pub eval_splits: Vec<Split>,
+    /// Evaluate before training.
+    pub eval_zero_shot: bool,
+}
+
+impl Default for RewardModelArgs {
+    fn default() -> Self {
+        RewardModelArgs {
+            objective: RewardObjective::Pairwise,
+            model_name: "builtin:tiny-gpt2".into(),
+            seed: 0,
+            epochs: 1,
+            batch_size: 8,
+            grad_accumulation: 1,
+            max_grad_norm: 1.0,
+            max_length: 1024,
+            max_prompt_length: 512,
+            eval_every: 0,
+            eval_batch_size: 32,
+            eval_splits: vec![Split::Val],
+            eval_zero_shot: true,
+        }
+    }
+}
+
+impl RewardModelArgs {
+    /// Deserializes and range-checks `alg.args`; errors name the key, value and file.
+    pub fn extract(section: &Section<'_>) -> Result<Self, CoreError> {
+        let a: RewardModelArgs = section.extract()?;
+        ensure(a.max_length > 0, section, "max_length", "expected at least 1 token")?;
+        let prompt_ok = a.max_prompt_length > 0 && a.max_prompt_length < a.max_length;
+        ensure(prompt_ok, section, "max_prompt_length", "expected at least 1 token and fewer than max_length")?;
+        Ok(a)
+    }
+}
+
+/// The scalar reward of each text: the difference of a two-logit head.
+///
+/// ```tex
+/// r = l_1 - l_0
+/// ```
+///
+/// # Shapes
+/// `logits`: `[B, 2]` -> `[B]`
+pub fn pairwise_rewards<B: Backend>(logits: Tensor<B, 2>) -> Tensor<B, 1> {
+    let [b, _] = logits.dims();
+    (logits.clone().slice([0..b, 1..2]) - logits.slice([0..b, 0..1])).reshape([b])
+}
+
+/// The Bradley-Terry loss of a reward model (Ouyang et al. 2022, eq. 1; TRL's
+/// `RewardTrainer`) and its accuracy:
+///
+/// ```tex
+/// \mathcal{L} = -\frac{1}{B}\sum_i \log\sigma(r_i^{w} - r_i^{l}), \qquad
+/// \text{acc} = \frac{1}{B}\sum_i [r_i^{w} > r_i^{l}]
+/// ```
+///
+/// # Shapes
+/// `chosen`, `rejected`: `[B]` -> loss `[1]`, accuracy `[1]`
+pub fn bradley_terry_loss<B: Backend>(chosen: Tensor<B, 1>, rejected: Tensor<B, 1>) -> (Tensor<B, 1>, Tensor<B, 1>) {
+    let diff = chosen - rejected; // [B]
+    let accuracy = diff.clone().detach().greater_elem(0.0).float().mean();
+    (log_sigmoid(diff).neg().mean(), accuracy)
+}
+
+/// Cross-entropy of a classifier and its accuracy:
+///
+/// ```tex
+/// \mathcal{L} = -\frac{1}{B}\sum_i \log\operatorname{softmax}(l_i)_{y_i}, \qquad
+/// \text{acc} = \frac{1}{B}\sum_i [\arg\max_k l_{ik} = y_i]
+/// ```
+///
+/// # Shapes
+/// `logits`: `[B, K]`, `labels`: `[B]` -> loss `[1]`, accuracy `[1]`
+pub fn classification_loss<B: Backend>(
+    logits: Tensor<B, 2>,
+    labels: Tensor<B, 1, Int>,
+) -> (Tensor<B, 1>, Tensor<B, 1>) {
+    let [b, _] = logits.dims();
+    let labels = labels.reshape([b, 1]); // [B, 1]
+    let picked = log_softmax(logits.clone(), 1).gather(1, labels.clone()); // [B, 1]
+    let accuracy = logits.detach().argmax(1).equal(labels).float().mean();
+    (picked.neg().mean(), accuracy)
+}
+
+/// `reward_model`, built and validated from the composed config.
+pub struct RewardModel {
+    args: RewardModelArgs,
+    parts: OfflineParts,
+}
+
+fn loop_args(a: &RewardModelArgs) -> LoopArgs {
+    LoopArgs {
+        seed: a.seed,
+        epochs: a.epochs,
+        batch_size: a.batch_size,
+        grad_accumulation: a.grad_accumulation,
+        max_grad_norm: a.max_grad_norm,
+        eval_every: a.eval_every,
+        eval_batch_size: a.eval_batch_size,
+        eval_splits: a.eval_splits.clone(),
+        eval_zero_shot: a.eval_zero_shot,
+    }
+}
+
+fn build(args: &Section<'_>, ctx: &BuildCtx<'_>) -> Result<Box<dyn Algorithm>, PluginError> {
+    let args = RewardModelArgs::extract(args)?;
+    check_loop_args(&loop_args(&args))?;
+    Ok(Box::new(RewardModel { parts: OfflineParts::build(ctx, "reward_model")?, args }))
+}
+
+tril_core::register!(algorithm,
+    id: "reward_model",
+    doc: "Train a GPT-2 sequence classifier: Bradley-Terry on preference pairs, or cross-entropy on labelled text; loads in learned_reward.",
+    config: RewardModelArgs,
+    build: build);
+
+/// One scored text and, for `classification`, its label.
+#[derive(Debug, Clone)]
+pub struct Scored {
+    tokens: Tokens,
+    label: usize,
+}
+
+/// A training example: a pair of texts, or one labelled text.
+#[derive(Debug, Clone)]
+pub enum RmExample {
+    /// Chosen and rejected texts.
+    Pair(Scored, Scored),
+    /// A labelled text.
+    Text(Scored),
+}
+
+struct RmObjective {
+    objective: RewardObjective,
+    labels: Vec<String>,
+    pad: u32,
+    device: CpuDevice,
+    config: Gpt2Config,
+    tokenizer: TextTokenizer,
+}
+
+impl RmObjective {
+    fn logits(&self, model: &Gpt2Classifier<Ad>, rows: &[&Tokens]) -> Tensor<Ad, 2> {
+        let batch = lm_batch::<Ad>(rows, self.pad, &self.device);
+        model.forward(batch.ids, Some(batch.mask)) // [N, labels]
+    }
+}
+
+impl Objective for RmObjective {
+    type Model = Gpt2Classifier<Ad>;
+    type Example = RmExample;
+
+    fn loss(&self, model: &Self::Model, batch: &[&RmExample]) -> Result<(Tensor<Ad, 1>, StatSums), PluginError> {
+        let b = batch.len();
+        let n = b as f64;
+        let mut sums = StatSums::default();
+        match self.objective {
+            RewardObjective::Pairwise => {
+                let mut rows = Vec::with_capacity(2 * b);
+                for pass in 0..2 {
+                    for e in batch {
+                        let RmExample::Pair(c, r) = e else { return Err("reward_model: expected pairs".into()) };
+                        rows.push(if pass == 0 { &c.tokens } else { &r.tokens });
+                    }
+                }
+                let rewards = pairwise_rewards(self.logits(model, &rows)); // [2B]
+                let (chosen, rejected) = (rewards.clone().narrow(0, 0, b), rewards.narrow(0, b, b));
+                let sum = |t: Tensor<Ad, 1>| host(t.detach()).iter().map(|&x| f64::from(x)).sum::<f64>();
+                let (c_sum, r_sum) = (sum(chosen.clone()), sum(rejected.clone()));
+                let (loss, accuracy) = bradley_terry_loss(chosen, rejected);
+                sums.add("accuracy", f64::from(host(accuracy)[0]) * n, n);
+                sums.add("rewards/chosen", c_sum, n);
+                sums.add("rewards/rejected", r_sum, n);
+                sums.add("rewards/margins", c_sum - r_sum, n);
+                Ok((loss, sums))
+            }
+            RewardObjective::Classification => {
+                let mut rows = Vec::with_capacity(b);
+                let mut labels = Vec::with_capacity(b);
+                for e in batch {
+                    let RmExample::Text(t) = e else { return Err("reward_model: expected labelled texts".into()) };
+                    rows.push(&t.tokens);
+                    labels.push(t.label as i64);
+                }
+                let labels = Tensor::<Ad, 1, Int>::from_data(TensorData::new(labels, [b]), &self.device);
+                let (loss, accuracy) = classification_loss(self.logits(model, &rows), labels);
+                sums.add("accuracy", f64::from(host(accuracy)[0]) * n, n);
+                Ok((loss, sums))
+            }
+        }
+    }
+
+    fn save(&self, model: &Self::Model, dir: &Path) -> Result<(), PluginError> {
+        Ok(tril_models::hf::save_gpt2_classifier(model, &self.config, &self.labels, dir, Some(&self.tokenizer))?)
+    }
+
+    fn model_dir(&self) -> &'static str {
+        "reward_model"
+    }
+
+    fn plotted(&self) -> Vec<&'static str> {
+        vec!["loss", "accuracy", "rewards/margins"]
+    }
+}
+
+impl Algorithm for RewardModel {
+    fn run(self: Box<Self>, ctx: &RunCtx<'_>) -> Result<(), PluginError> {
+        let RewardModel { args, parts } = *self;
+        let (device, tokenizer) = prepare(ctx, &parts, "reward_model")?;
+        let lengths = Lengths { max_length: args.max_length, max_prompt_length: args.max_prompt_length };
+        let (trunk, _, config) = load_lm(&args.model_name, None, tokenizer.vocab_size(), args.seed, lengths, &device)?;
+        let labels = match args.objective {
+            RewardObjective::Pairwise => vec!["dispreferred".to_string(), "preferred".to_string()],
+            RewardObjective::Classification => {
+                let names = parts.task.label_names();
+                if names.len() < 2 {
+                    return Err(format!(
+                        "task `{}` names no classes; alg.args.objective=classification needs a task with labelled \
+                         texts such as `text_classification`",
+                        parts.task_id
+                    )
+                    .into());
+                }
+                names
+            }
+        };
+        let model = Gpt2Classifier {
+            transformer: trunk,
+            score: ScoreHeadConfig::new(config.n_embd, labels.len()).init(&device),
+        };
+        let encode = |split: Split| -> Result<Vec<RmExample>, PluginError> {
+            match args.objective {
+                RewardObjective::Pairwise => {
+                    let pairs = parts.data(split, |t, s| t.preference_pairs(s))?;
+                    pairs
+                        .iter()
+                        .map(|p| {
+                            let text = |c: &str| -> Result<Scored, PluginError> {
+                                let tokens = tokenize_pair(&tokenizer, &p.prompt, c, lengths, false, &p.id)?;
+                                Ok(Scored { tokens, label: 0 })
+                            };
+                            Ok(RmExample::Pair(text(&p.chosen)?, text(&p.rejected)?))
+                        })
+                        .collect()
+                }
+                RewardObjective::Classification => {
+                    let texts = parts.data(split, |t, s| t.labelled_texts(s))?;
+                    texts
+                        .iter()
+                        .map(|t| {
+                            let mut ids = tokenizer.encode(&t.text, false)?;
+                            if ids.is_empty() {
+                                return Err(format!("{}: the text has no tokens", t.id).into());
+                            }
+                            ids.drain(..ids.len().saturating_sub(args.max_length));
+                            Ok(RmExample::Text(Scored {
+                                tokens: Tokens { prompt: vec![], completion: ids },
+                                label: t.label,
+                            }))
+                        })
+                        .collect()
+                }
+            }
+        };
+        let train_examples = encode(Split::Train)?;
+        let evals = args.eval_splits.iter().map(|&s| Ok((s, encode(s)?))).collect::<Result<Vec<_>, PluginError>>()?;
+        let mut tracker = Tracker::new(RunDir::open(&ctx.run_dir)?);
+        let objective =
+            RmObjective { objective: args.objective, labels, pad: pad_id(&tokenizer), device, config, tokenizer };
+        let setup = TrainSetup {
+            args: loop_args(&args),
+            optimizer: parts.optimizer.clone(),
+            schedule: parts.schedule.as_ref(),
+            train: train_examples,
+            evals,
+            tracker: &mut tracker,
+            name: "reward_model",
+        };
+        train(&objective, model, setup)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::{t1, t2, Cpu};
+
+    fn v(t: Tensor<Cpu, 1>) -> Vec<f32> {
+        t.into_data().to_vec::<f32>().unwrap()
+    }
+
+    /// Hand-computed: diffs (1, -2, 0.5): -mean(log sigma(d)) with
+    /// log sigma(1) = -0.3132617, log sigma(-2) = -2.1269280, log sigma(0.5) = -0.4740770.
+    #[test]
+    fn bradley_terry_matches_hand_values() {
+        let (loss, acc) = bradley_terry_loss(t1(&[1.0, -1.0, 2.0]), t1(&[0.0, 1.0, 1.5]));
+        let want = (0.3132617 + 2.1269280 + 0.4740770) / 3.0;
+        assert!((f64::from(v(loss)[0]) - want).abs() < 1e-6, "{:?}", want);
+        assert!((v(acc)[0] - 2.0 / 3.0).abs() < 1e-6);
+        assert_eq!(v(pairwise_rewards(t2(&[0.5, 2.0, 1.0, -1.0], 2))), vec![1.5, -2.0]);
+    }
+
+    /// Hand-computed: logits (2, 0) label 0 -> log(1 + e^-2) = 0.1269280;
+    /// logits (0, 0, 0) is another shape, so a second two-class row: (1, 3) label 0 ->
+    /// log(1 + e^2) = 2.1269280 (and a miss for the accuracy).
+    #[test]
+    fn cross_entropy_matches_hand_values() {
+        let labels = Tensor::<Cpu, 1, Int>::from_data(TensorData::new(vec![0i64, 0], [2]), &Default::default());
+        let (loss, acc) = classification_loss(t2(&[2.0, 0.0, 1.0, 3.0], 2), labels);
+        assert!((f64::from(v(loss)[0]) - (0.1269280 + 2.1269280) / 2.0).abs() < 1e-6);
+        assert_eq!(v(acc), vec![0.5]);
+    }
+
+    #[test]
+    fn args_reject_bad_lengths_and_unknown_keys() {
+        let parse = |yaml: &str| {
+            let node = tril_core::config::parse_yaml(yaml, std::path::Path::new("alg/reward_model.yaml")).unwrap();
+            RewardModelArgs::extract(&Section::new("alg.args", &node))
+        };
+        assert_eq!(parse("objective: classification\n").unwrap().objective, RewardObjective::Classification);
+        let err = parse("max_length: 8\nmax_prompt_length: 8\n").unwrap_err().to_string();
+        assert!(err.contains("alg.args.max_prompt_length"), "{err}");
+        assert!(parse("objectiv: pairwise\n").unwrap_err().to_string().contains("unknown key"));
+    }
+}
