@@ -358,8 +358,14 @@ impl OfflineIps {
         let cache = match &a.logp_cache {
             Some(path) => {
                 let cache = LogpCache::load(Path::new(path))?;
-                if let Some(m) = cache.meta.get("model").filter(|m| **m != a.model) {
-                    tracing::warn!(cache_model = %m, model = %a.model, "the log-prob cache was computed with another model");
+                let (seed, max_length) = (a.seed.to_string(), a.max_length.to_string());
+                let ours = [("model", a.model.as_str()), ("seed", seed.as_str()), ("max_length", max_length.as_str())];
+                for (key, value) in ours {
+                    // A seed only matters for built-in models, which it initialises.
+                    let relevant = key != "seed" || a.model.starts_with("builtin:");
+                    if let Some(theirs) = cache.meta.get(key).filter(|t| relevant && t.as_str() != value) {
+                        tracing::warn!("{path}: the cache was computed with {key} {theirs}, this run uses {value}");
+                    }
                 }
                 cache
             }

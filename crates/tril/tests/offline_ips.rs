@@ -287,3 +287,53 @@ fn bad_datasets_and_caches_give_errors_naming_file_column_and_row() {
     let out = run_on(dir, &four, &[&cache_arg, "alg.args.max_length=6"]);
     assert!(out.stderr.contains("the cache holds") && out.stderr.contains("uid `syn-"), "{}", out.stderr);
 }
+
+/// `tril logp` with an HF GPT-2 directory (tril-models' tiny transformers-made fixture)
+/// equals transformers' own log-softmax (fixtures/make_logp_fixture.py, float64 there)
+/// within 1e-4, with rows of different lengths padded into batches of two.
+#[test]
+fn logp_of_an_hf_gpt2_matches_transformers() {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let model = here.join("../tril-models/tests/fixtures/gpt2");
+    let fixture: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(here.join("tests/fixtures/logp_gpt2.json")).unwrap()).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("hf.parquet");
+    let col = |k: &str| fixture.iter().map(|r| Some(r[k].as_str().unwrap().to_string())).collect::<Vec<_>>();
+    let columns = [
+        ("id", ParquetColumn::Str(col("uid"))),
+        ("question", ParquetColumn::Str(col("prompt"))),
+        ("answer", ParquetColumn::Str(col("response"))),
+    ];
+    write_parquet(&data, &columns, ParquetCodec::Zstd).unwrap();
+    let out = tmp.path().join("hf.logp.safetensors");
+    let run = tril(&[
+        "logp",
+        "--data",
+        data.to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
+        "--batch-size",
+        "2",
+        "--max-length",
+        "64",
+        "--uid-key",
+        "id",
+        "--prompt-key",
+        "question",
+        "--response-key",
+        "answer",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let cache = LogpCache::load(&out).unwrap();
+    for row in &fixture {
+        let want: Vec<f64> = row["logp"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        let got = cache.get(row["uid"].as_str().unwrap()).unwrap();
+        assert_eq!(got.len(), want.len(), "{}", row["uid"]);
+        for (g, w) in got.iter().zip(&want) {
+            assert!((f64::from(*g) - w).abs() < 1e-4, "{}: {got:?} vs {want:?}", row["uid"]);
+        }
+    }
+}
