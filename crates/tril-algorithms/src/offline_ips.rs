@@ -25,6 +25,24 @@
 //! with `rho_max = rho_clip` (1.2, "IPS clipping, ref: PPO"), `beta = kl_coef`,
 //! `delta = kl_discount` and `k` the per-token KL estimator (below).
 //!
+//! The optimizer and learning-rate schedule are `alg.optimizer` / `alg.scheduler` (stepped
+//! once per optimizer step; the seed uses AdamW at 1e-5, cosine with 3% warm-up, no weight
+//! decay); `batch_size x grad_accumulation` rows make one step (seed: 1 x 16), and the
+//! accumulated gradient is clipped to a global norm of `max_grad_norm`. One HF checkpoint,
+//! `checkpoints/iter_<steps>/policy`, is written atomically at the end.
+//!
+//! # Logged metrics (`training_info.jsonl`, means over the rows since the last line)
+//! | key | meaning |
+//! |---|---|
+//! | `ips/loss` | `L_i` |
+//! | `ips/nll` | mean `-log pi_theta` per response token |
+//! | `ips/rho_mean` | mean clipped `rho` per token (1 at the first step when the cache is the initial model's) |
+//! | `ips/kl` | mean per-token KL estimate (`kl_estimator`) |
+//! | `ips/grad_norm`, `ips/lr`, `ips/epoch` | before clipping; the step's learning rate; the epoch |
+//! | `stats/{pos,neg}_{loss,logp,rho,kl,reward}` | the same split on reward > 0 (the seed's W&B keys); `logp` = `-nll` |
+//! | `stats/{pos,neg}_count` | rows of each side |
+//! | `eval/nll`, `eval/pos_nll` | held-out mean NLL per token after each epoch (all rows; reward > 0) |
+//!
 //! # Deviations from the seed (each an [obs] bug or a gap of it)
 //! - **The KL term is in the loss.** The seed adds it to `kl_penalty` after the returned
 //!   loss is formed, so `--kl_weight` changes nothing. Its estimate `mean(ref) - mean(pol)`
