@@ -13,6 +13,9 @@
 //! - [`onpolicy`]: the on-policy spine (actor-critic module, rollouts, evaluation helpers).
 //! - [`ppo`]: PPO's typed arguments, plan and pure loss functions; [`ppo_run`]: the
 //!   registered `ppo` algorithm (its training loop).
+//! - [`logp`]: per-token response log-probs and the uid-keyed reference cache that
+//!   `tril logp` writes; [`offline_ips`]: the registered `offline_ips` algorithm
+//!   (reward-weighted NLL with clipped per-token importance weights, from parquet).
 //! - [`trainer`]: what every loop shares (backend, optimizer, exact module/optimizer/RNG
 //!   state for `--resume`).
 //! - [`offline`]: the offline loop `dpo`, `kto` and `reward_model` share (tokenization with
@@ -51,7 +54,9 @@ pub mod gspo;
 pub mod kl_controller;
 pub mod kto;
 pub mod kto_run;
+pub mod logp;
 pub mod offline;
+pub mod offline_ips;
 pub mod onpolicy;
 pub mod optimizers;
 pub mod policies;

@@ -15,10 +15,18 @@ pub enum TaskError {
         source: std::io::Error,
     },
     /// A file's format is not one tril reads.
-    #[error("{path}: unsupported data file format (expected .csv, .jsonl or .json lines)")]
+    #[error("{path}: unsupported data file format (expected .csv, .jsonl, .json lines or .parquet)")]
     Format {
         /// The file.
         path: PathBuf,
+    },
+    /// A file is not valid in its format (e.g. a truncated parquet footer).
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said.
+        message: String,
     },
     /// A row is malformed or misses a required column.
     #[error("{path}: row {row}: {message}")]

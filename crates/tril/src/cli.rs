@@ -1,4 +1,4 @@
-//! The command line: `tril run`, `tril config`, `tril list`.
+//! The command line: `tril run`, `tril config`, `tril list`, `tril logp`.
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -13,6 +13,7 @@ Examples:
   tril config task=imdb alg=ppo                 print the resolved config
   tril config task=imdb alg=ppo --provenance    ...with the source of every value
   tril list reward_fn                           registered reward functions
+  tril logp --data d.parquet --model gpt2       reference log-probs for alg=offline_ips
 
 Overrides:
   a.b=v      set an existing key (YAML-typed: 7, 1e-5, true, null, [a, b], {k: v})
@@ -80,4 +81,7 @@ pub enum Command {
         /// The kind to list.
         kind: Option<String>,
     },
+    /// Write the reference log-probs of every response in a dataset, keyed by uid, for
+    /// alg=offline_ips (a .safetensors cache).
+    Logp(crate::logp::LogpArgs),
 }

@@ -16,6 +16,7 @@
 
 pub mod cli;
 pub mod commands;
+pub mod logp;
 pub mod store;
 
 pub use tril_core;
@@ -43,6 +44,7 @@ pub fn main() -> ExitCode {
         cli::Command::Run { config, resume } => commands::run(config, resume.as_deref(), cli.quiet),
         cli::Command::Config { config, provenance } => commands::config(config, *provenance),
         cli::Command::List { kind } => commands::list(kind.as_deref()),
+        cli::Command::Logp(args) => logp::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,543 @@
+//! Per-token log-probs of a response given its prompt, and the uid-keyed cache of
+//! reference log-probs that `tril logp` writes and `offline_ips` (and later DPO) reads.
+//!
+//! This is the log-prob precompute of the offline IPS pipeline (systems.md §2.4, "Log-prob
+//! precompute"): for every data row, the masked per-token log-probs of the response tokens
+//! under the reference model, keyed by the row's `uid`.
+//!
+//! # Data rows
+//! A row has a `uid` (unique; when the column is absent but `qid` and `sample_id` are
+//! present, `uid = qid-sample_id` as in the seed), a prompt, a response and optionally a
+//! reward (column names configurable). A prompt is used as is, or, when it holds a JSON
+//! list (the seed's `prompt_pretokenized` is `[user, assistant-prefix]`), as the list's
+//! texts (strings, or objects' `content`) joined with a newline.
+//!
+//! # Tokens
+//! `prompt tokens ++ response tokens ++ [EOS]` (the seed's target is `response + eos`),
+//! without special tokens otherwise, truncated on the right to `max_length`; a row whose
+//! response loses every token to truncation, or whose prompt has no token, is an error
+//! naming the row. Rows are right-padded in a batch, so positions are `0..len` as in an
+//! unpadded forward.
+//!
+//! # Cache file (`.safetensors`)
+//! Flat rather than one tensor per uid, so a million rows make a small header:
+//! - `logp`: F32 `[total]`, every row's response log-probs one after another;
+//! - `offsets`: I64 `[n + 1]`, row `i` is `logp[offsets[i]..offsets[i + 1]]`;
+//! - metadata `format = tril-logp-v1`, `uids` (JSON list, aligned with `offsets`), and the
+//!   `model`, `tokenizer`, `seed`, `max_length` and `data` it was computed with.
+//!
+//! # Deviations from the seed
+//! - One safetensors file instead of one pickle per rank (never pickle: loading a pickle
+//!   runs code). A duplicate uid is an error when writing and when reading.
+//! - No chat template (GPT-2 models have none): list prompts are joined with newlines.
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor, TensorData};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use tril_core::ops::gather_logprobs;
+use tril_core::plugin::{CriticLayout, ModelType, PluginError, PolicySpec};
+use tril_models::gpt2::{Gpt2Config, Gpt2Model};
+use tril_models::tokenizer::TextTokenizer;
+use tril_tasks::table::Table;
+
+/// The `format` metadata value of a cache file.
+pub const CACHE_FORMAT: &str = "tril-logp-v1";
+
+/// A data column and the config key or flag that names it (for errors).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Column {
+    /// The column name in the file.
+    pub name: String,
+    /// The key or flag that chose it (`alg.args.uid_key`, `--uid-key`).
+    pub key: String,
+}
+
+impl Column {
+    /// A column `name` chosen by `key`.
+    pub fn new(name: &str, key: &str) -> Self {
+        Column { name: name.into(), key: key.into() }
+    }
+}
+
+/// The columns a response dataset is read with.
+#[derive(Debug, Clone)]
+pub struct Columns {
+    /// Unique id of the row.
+    pub uid: Column,
+    /// The prompt (plain text or a JSON list of messages).
+    pub prompt: Column,
+    /// The response scored.
+    pub response: Column,
+    /// The reward, when the reader needs one.
+    pub reward: Option<Column>,
+}
+
+/// One row of a response dataset.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    /// Unique id.
+    pub uid: String,
+    /// 1-based data row in its file.
+    pub row: usize,
+    /// Prompt text (lists already joined).
+    pub prompt: String,
+    /// Response text.
+    pub response: String,
+    /// Reward, when a reward column was asked for.
+    pub reward: Option<f64>,
+}
+
+/// The prompt text of a raw cell (see the module docs).
+pub fn prompt_text(raw: &str) -> String {
+    let trimmed = raw.trim_start();
+    if trimmed.starts_with('[') {
+        if let Ok(serde_json::Value::Array(items)) = serde_json::from_str::<serde_json::Value>(trimmed) {
+            let texts: Option<Vec<String>> = items
+                .iter()
+                .map(|v| match v {
+                    serde_json::Value::String(s) => Some(s.clone()),
+                    serde_json::Value::Object(m) => m.get("content").and_then(|c| c.as_str()).map(str::to_string),
+                    _ => None,
+                })
+                .collect();
+            if let Some(texts) = texts {
+                return texts.join("\n");
+            }
+        }
+    }
+    raw.to_string()
+}
+
+/// Reads a response dataset (`.parquet`, `.csv` or `.jsonl`): every row, in file order.
+/// Errors name the file and, for a bad cell or a repeated uid, the row(s).
+pub fn read_records(path: &Path, columns: &Columns) -> Result<Vec<Record>, PluginError> {
+    let table = Table::read(path)?;
+    if table.is_empty() {
+        return Err(format!("{}: the file has no data rows", path.display()).into());
+    }
+    let uids = if !table.has_column(&columns.uid.name) && table.has_column("qid") && table.has_column("sample_id") {
+        let q = table.column("qid", &columns.uid.key)?;
+        let s = table.column("sample_id", &columns.uid.key)?;
+        q.into_iter().zip(s).map(|(q, s)| format!("{q}-{s}")).collect()
+    } else {
+        table.column(&columns.uid.name, &columns.uid.key)?
+    };
+    let prompts = table.column(&columns.prompt.name, &columns.prompt.key)?;
+    let responses = table.column(&columns.response.name, &columns.response.key)?;
+    let rewards = match &columns.reward {
+        Some(c) => table.numbers(&c.name, &c.key)?.into_iter().map(Some).collect(),
+        None => vec![None; table.len()],
+    };
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (i, uid) in uids.iter().enumerate() {
+        if let Some(first) = seen.insert(uid, i + 1) {
+            return Err(format!(
+                "{}: row {}: uid `{uid}` repeats row {first} (column `{}`); uids must be unique",
+                path.display(),
+                i + 1,
+                columns.uid.name
+            )
+            .into());
+        }
+    }
+    if let Some(i) = rewards.iter().position(|r| r.is_some_and(|r: f64| !r.is_finite())) {
+        return Err(format!("{}: row {}: the reward is not finite", path.display(), i + 1).into());
+    }
+    Ok(uids
+        .into_iter()
+        .zip(prompts)
+        .zip(responses)
+        .zip(rewards)
+        .enumerate()
+        .map(|(i, (((uid, prompt), response), reward))| Record {
+            uid,
+            row: i + 1,
+            prompt: prompt_text(&prompt),
+            response,
+            reward,
+        })
+        .collect())
+}
+
+/// A tokenized row: `prompt ++ response ++ [EOS]` and where the response starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encoded {
+    /// Token ids.
+    pub ids: Vec<u32>,
+    /// Number of prompt tokens (>= 1); the response is `ids[prompt_len..]`.
+    pub prompt_len: usize,
+}
+
+impl Encoded {
+    /// Number of response tokens scored.
+    pub fn response_len(&self) -> usize {
+        self.ids.len() - self.prompt_len
+    }
+}
+
+/// Tokenizes one record (see the module docs); errors name the uid and row.
+pub fn encode(tok: &TextTokenizer, record: &Record, max_length: usize) -> Result<Encoded, PluginError> {
+    let mut ids = tok.encode(&record.prompt, false)?;
+    let prompt_len = ids.len();
+    let at = || format!("row {} (uid `{}`)", record.row, record.uid);
+    if prompt_len == 0 {
+        return Err(format!("{}: the prompt has no tokens", at()).into());
+    }
+    ids.extend(tok.encode(&record.response, false)?);
+    ids.extend(tok.eos_token_id());
+    ids.truncate(max_length);
+    if ids.len() <= prompt_len {
+        return Err(format!(
+            "{}: the prompt alone has {prompt_len} tokens, so no response token fits in max_length {max_length}",
+            at()
+        )
+        .into());
+    }
+    Ok(Encoded { ids, prompt_len })
+}
+
+/// A right-padded batch of encoded rows.
+#[derive(Debug, Clone)]
+pub struct TokenBatch<B: Backend> {
+    /// Ids, `[B, L]`.
+    pub ids: Tensor<B, 2, Int>,
+    /// Attention mask, `[B, L]`.
+    pub mask: Tensor<B, 2, Int>,
+    /// 1 where position `t` predicts a response token `t + 1`, `[B, L - 1]`.
+    pub response_mask: Tensor<B, 2>,
+}
+
+/// Pads `rows` on the right with `pad` into one batch.
+///
+/// # Shapes
+/// -> ids, mask `[B, L]`, response_mask `[B, L - 1]` with `L` the longest row (>= 2)
+pub fn token_batch<B: Backend>(rows: &[&Encoded], pad: u32, device: &B::Device) -> TokenBatch<B> {
+    let b = rows.len();
+    let l = rows.iter().map(|r| r.ids.len()).max().unwrap_or(0).max(2);
+    let mut ids = vec![i64::from(pad); b * l];
+    let mut mask = vec![0i64; b * l];
+    let mut response = vec![0f32; b * (l - 1)];
+    for (i, r) in rows.iter().enumerate() {
+        for (j, &t) in r.ids.iter().enumerate() {
+            ids[i * l + j] = i64::from(t);
+            mask[i * l + j] = 1;
+        }
+        for t in r.prompt_len - 1..r.ids.len() - 1 {
+            response[i * (l - 1) + t] = 1.0;
+        }
+    }
+    TokenBatch {
+        ids: Tensor::from_data(TensorData::new(ids, [b, l]), device),
+        mask: Tensor::from_data(TensorData::new(mask, [b, l]), device),
+        response_mask: Tensor::from_data(TensorData::new(response, [b, l - 1]), device),
+    }
+}
+
+/// Log-prob of every next token, masked to the response: entry `t` is
+/// `log p(ids[t + 1] | ids[..=t])` where `t + 1` is a response token, else 0.
+///
+/// # Shapes
+/// -> `[B, L - 1]`
+pub fn response_logprobs<B: Backend>(lm: &Gpt2Model<B>, batch: &TokenBatch<B>) -> Tensor<B, 2> {
+    let [b, l] = batch.ids.dims();
+    let logits = lm.forward(batch.ids.clone(), Some(batch.mask.clone())).logits; // [B, L, V]
+    let v = logits.dims()[2];
+    let next = batch.ids.clone().slice([0..b, 1..l]); // [B, L - 1]
+    gather_logprobs(logits.slice([0..b, 0..l - 1, 0..v]), next) * batch.response_mask.clone()
+}
+
+/// The response entries of a `[B, L - 1]` host matrix, one vector per row.
+pub fn response_values(values: &[f32], rows: &[&Encoded]) -> Vec<Vec<f32>> {
+    let width = values.len() / rows.len().max(1);
+    rows.iter()
+        .enumerate()
+        .map(|(i, r)| values[i * width + r.prompt_len - 1..i * width + r.ids.len() - 1].to_vec())
+        .collect()
+}
+
+/// The language model a name denotes: `builtin:tiny-gpt2` (2 layers, 64 wide, initialized
+/// from `seed` exactly as `alg=ppo` builds it for a prompt of `max_length` tokens), or a
+/// GPT-2 family HF directory or hub id in the cache.
+pub fn load_lm<B: Backend>(
+    name: &str,
+    vocab_size: usize,
+    seed: u64,
+    max_length: usize,
+    device: &B::Device,
+) -> Result<(Gpt2Model<B>, Gpt2Config), PluginError> {
+    let spec = PolicySpec {
+        model_type: ModelType::Causal,
+        model_name: name.into(),
+        create_reference: false,
+        critic: CriticLayout::SharedTrunk,
+        mlp_head: false,
+        max_prompt_len: max_length,
+        max_gen_len: 0,
+    };
+    let (model, _, config) = crate::onpolicy::build_models::<B>(&spec, vocab_size, seed, device)?;
+    Ok((model.policy, config))
+}
+
+/// The tokenizer a model comes with: `builtin:numbers` for `builtin:tiny-gpt2`, else the
+/// model's own directory.
+pub fn default_tokenizer(model: &str) -> &str {
+    if model == "builtin:tiny-gpt2" {
+        "builtin:numbers"
+    } else {
+        model
+    }
+}
+
+/// Reference log-probs of response tokens keyed by uid (see the module docs).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LogpCache {
+    uids: Vec<String>,
+    offsets: Vec<usize>,
+    values: Vec<f32>,
+    index: HashMap<String, usize>,
+    /// Provenance written into the file's metadata (`model`, `data`, ...).
+    pub meta: BTreeMap<String, String>,
+}
+
+impl LogpCache {
+    /// An empty cache carrying `meta`.
+    pub fn new(meta: BTreeMap<String, String>) -> Self {
+        LogpCache { offsets: vec![0], meta, ..Default::default() }
+    }
+
+    /// Adds one row; a uid already present is an error.
+    pub fn push(&mut self, uid: &str, values: &[f32]) -> Result<(), PluginError> {
+        if self.index.contains_key(uid) {
+            return Err(format!("uid `{uid}` appears twice; uids must be unique").into());
+        }
+        self.index.insert(uid.into(), self.uids.len());
+        self.uids.push(uid.into());
+        self.values.extend_from_slice(values);
+        self.offsets.push(self.values.len());
+        Ok(())
+    }
+
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.uids.len()
+    }
+
+    /// True when no row is held.
+    pub fn is_empty(&self) -> bool {
+        self.uids.is_empty()
+    }
+
+    /// The uids, in insertion order.
+    pub fn uids(&self) -> &[String] {
+        &self.uids
+    }
+
+    /// The log-probs of `uid`'s response tokens.
+    pub fn get(&self, uid: &str) -> Option<&[f32]> {
+        self.index.get(uid).map(|&i| &self.values[self.offsets[i]..self.offsets[i + 1]])
+    }
+
+    /// Writes the cache to `path` atomically.
+    pub fn save(&self, path: &Path) -> Result<(), PluginError> {
+        use safetensors::tensor::{Dtype, TensorView};
+        let values: Vec<u8> = self.values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let offsets: Vec<u8> = self.offsets.iter().flat_map(|&o| (o as i64).to_le_bytes()).collect();
+        let failed = |e: safetensors::SafeTensorError| format!("writing {}: {e}", path.display());
+        let tensors = vec![
+            ("logp", TensorView::new(Dtype::F32, vec![self.values.len()], &values).map_err(failed)?),
+            ("offsets", TensorView::new(Dtype::I64, vec![self.offsets.len()], &offsets).map_err(failed)?),
+        ];
+        let mut meta: HashMap<String, String> = self.meta.clone().into_iter().collect();
+        meta.insert("format".into(), CACHE_FORMAT.into());
+        meta.insert("uids".into(), serde_json::to_string(&self.uids)?);
+        let bytes = safetensors::tensor::serialize(tensors, Some(meta)).map_err(failed)?;
+        tril_core::run_dir::write_atomic(path, &bytes)?;
+        Ok(())
+    }
+
+    /// Reads a cache [`LogpCache::save`] wrote; errors name the file.
+    pub fn load(path: &Path) -> Result<Self, PluginError> {
+        let bad =
+            |what: String| -> PluginError { format!("{}: not a tril log-prob cache: {what}", path.display()).into() };
+        let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
+        let meta: BTreeMap<String, String> = header.metadata().clone().unwrap_or_default().into_iter().collect();
+        if meta.get("format").map(String::as_str) != Some(CACHE_FORMAT) {
+            return Err(bad(format!("metadata `format` is {:?}, expected `{CACHE_FORMAT}`", meta.get("format"))));
+        }
+        let uids: Vec<String> = serde_json::from_str(meta.get("uids").map_or("", String::as_str))
+            .map_err(|e| bad(format!("metadata `uids` is not a JSON list of strings: {e}")))?;
+        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
+        let tensor = |name: &str, dtype: safetensors::Dtype| {
+            let t = st.tensor(name).map_err(|e| bad(format!("tensor `{name}`: {e}")))?;
+            if t.dtype() != dtype || t.shape().len() != 1 {
+                return Err(bad(format!("tensor `{name}` is {:?} {:?}, expected 1-D {dtype:?}", t.dtype(), t.shape())));
+            }
+            Ok(t.data().to_vec())
+        };
+        let values: Vec<f32> = tensor("logp", safetensors::Dtype::F32)?
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let offsets: Vec<i64> = tensor("offsets", safetensors::Dtype::I64)?
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+            .collect();
+        let monotone = offsets.first() == Some(&0) && offsets.windows(2).all(|w| w[0] <= w[1]);
+        if offsets.len() != uids.len() + 1 || !monotone || offsets.last().copied() != Some(values.len() as i64) {
+            return Err(bad(format!(
+                "{} offsets for {} uids and {} values (expected n + 1 increasing offsets from 0 to the value count)",
+                offsets.len(),
+                uids.len(),
+                values.len()
+            )));
+        }
+        let mut meta = meta;
+        meta.remove("uids");
+        meta.remove("format");
+        let mut cache = LogpCache::new(meta);
+        for (i, uid) in uids.iter().enumerate() {
+            let (a, b) = (offsets[i] as usize, offsets[i + 1] as usize);
+            cache.push(uid, &values[a..b]).map_err(|e| bad(e.to_string()))?;
+        }
+        Ok(cache)
+    }
+}
+
+/// Settings of [`compute_cache`].
+#[derive(Debug, Clone)]
+pub struct LogpOptions {
+    /// Rows per forward pass.
+    pub batch_size: usize,
+    /// Tokens per row at most (prompt + response + EOS).
+    pub max_length: usize,
+    /// A progress line every this many batches (0: none).
+    pub log_every: usize,
+}
+
+/// Computes the response log-probs of every record under `lm` (on the backend `B`,
+/// without gradients) into a cache carrying `meta`.
+pub fn compute_cache<B: Backend>(
+    lm: &Gpt2Model<B>,
+    tok: &TextTokenizer,
+    records: &[Record],
+    opts: &LogpOptions,
+    meta: BTreeMap<String, String>,
+    device: &B::Device,
+) -> Result<LogpCache, PluginError> {
+    let encoded = records.iter().map(|r| encode(tok, r, opts.max_length)).collect::<Result<Vec<_>, _>>()?;
+    let pad = tok.pad_token_id().or(tok.eos_token_id()).unwrap_or(0);
+    let mut cache = LogpCache::new(meta);
+    let batches = records.len().div_ceil(opts.batch_size.max(1));
+    let started = std::time::Instant::now();
+    for (k, (recs, rows)) in
+        records.chunks(opts.batch_size.max(1)).zip(encoded.chunks(opts.batch_size.max(1))).enumerate()
+    {
+        let rows: Vec<&Encoded> = rows.iter().collect();
+        let batch = token_batch::<B>(&rows, pad, device);
+        let lp =
+            response_logprobs(lm, &batch).into_data().convert::<f32>().to_vec::<f32>().map_err(|e| format!("{e:?}"))?;
+        for (r, values) in recs.iter().zip(response_values(&lp, &rows)) {
+            cache.push(&r.uid, &values)?;
+        }
+        if opts.log_every > 0 && ((k + 1) % opts.log_every == 0 || k + 1 == batches) {
+            let secs = started.elapsed().as_secs_f64();
+            tracing::info!(batch = k + 1, batches, rows = cache.len(), secs = format!("{secs:.1}"), "logp");
+        }
+    }
+    Ok(cache)
+}
+
+/// The default output path of `tril logp`: `<data stem>.logp.safetensors` beside the data.
+pub fn default_cache_path(data: &Path) -> PathBuf {
+    let stem = data.file_stem().and_then(|s| s.to_str()).unwrap_or("data");
+    data.with_file_name(format!("{stem}.logp.safetensors"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tril_models::CpuBackend;
+
+    #[test]
+    fn list_prompts_join_their_texts() {
+        assert_eq!(prompt_text(r#"["write a sort", "def sort("]"#), "write a sort\ndef sort(");
+        assert_eq!(prompt_text(r#"[{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]"#), "a\nb");
+        assert_eq!(prompt_text("[not json"), "[not json");
+        assert_eq!(prompt_text("plain"), "plain");
+    }
+
+    #[test]
+    fn cache_round_trips_and_rejects_duplicates() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.logp.safetensors");
+        let mut cache = LogpCache::new(BTreeMap::from([("model".to_string(), "m".to_string())]));
+        cache.push("a", &[-1.0, -2.5]).unwrap();
+        cache.push("b", &[]).unwrap();
+        cache.push("c", &[-0.25]).unwrap();
+        assert!(cache.push("a", &[0.0]).unwrap_err().to_string().contains("uid `a` appears twice"));
+        cache.save(&path).unwrap();
+        let back = LogpCache::load(&path).unwrap();
+        assert_eq!(back, cache);
+        assert_eq!(back.get("a"), Some(&[-1.0f32, -2.5][..]));
+        assert_eq!(back.get("b"), Some(&[][..]));
+        assert_eq!(back.get("z"), None);
+        std::fs::write(&path, b"junk").unwrap();
+        let err = LogpCache::load(&path).unwrap_err().to_string();
+        assert!(err.contains("c.logp.safetensors: not a tril log-prob cache"), "{err}");
+    }
+
+    /// The batched, padded, masked log-probs equal a per-row unpadded forward summed by
+    /// hand from the full softmax (tolerance 1e-5).
+    #[test]
+    fn padded_batch_matches_unpadded_rows() {
+        let device = Default::default();
+        let tok = crate::onpolicy::numbers_tokenizer().unwrap();
+        let (lm, _) = load_lm::<CpuBackend>("builtin:tiny-gpt2", tok.vocab_size(), 3, 32, &device).unwrap();
+        let rec = |uid: &str, prompt: &str, response: &str| Record {
+            uid: uid.into(),
+            row: 1,
+            prompt: prompt.into(),
+            response: response.into(),
+            reward: None,
+        };
+        let records = [rec("a", "1 2 3", "4 5"), rec("b", "7", "8 9 10 11 12")];
+        let encoded: Vec<Encoded> = records.iter().map(|r| encode(&tok, r, 32).unwrap()).collect();
+        assert_eq!(encoded[0].ids, vec![2, 3, 4, 5, 6, 0]); // "1 2 3" + "4 5" + EOS
+        let rows: Vec<&Encoded> = encoded.iter().collect();
+        let batch = token_batch::<CpuBackend>(&rows, 0, &device);
+        let lp = response_logprobs(&lm, &batch).into_data().to_vec::<f32>().unwrap();
+        let got = response_values(&lp, &rows);
+        for (e, got) in encoded.iter().zip(&got) {
+            let n = e.ids.len();
+            let ids = Tensor::<CpuBackend, 2, Int>::from_data(
+                TensorData::new(e.ids.iter().map(|&t| i64::from(t)).collect::<Vec<_>>(), [1, n]),
+                &device,
+            );
+            let logits = lm.forward(ids, None).logits.into_data().to_vec::<f32>().unwrap(); // [1, n, V]
+            let v = logits.len() / n;
+            let want: Vec<f32> = (e.prompt_len..n)
+                .map(|t| {
+                    let row = &logits[(t - 1) * v..t * v];
+                    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let lse = max + row.iter().map(|x| (x - max).exp()).sum::<f32>().ln();
+                    row[e.ids[t] as usize] - lse
+                })
+                .collect();
+            assert_eq!(got.len(), want.len());
+            for (g, w) in got.iter().zip(&want) {
+                assert!((g - w).abs() < 1e-5, "{got:?} vs {want:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn truncation_that_leaves_no_response_names_the_row() {
+        let tok = crate::onpolicy::numbers_tokenizer().unwrap();
+        let r = Record { uid: "q-1".into(), row: 4, prompt: "1 2 3".into(), response: "4".into(), reward: None };
+        assert_eq!(encode(&tok, &r, 4).unwrap().response_len(), 1);
+        let err = encode(&tok, &r, 3).unwrap_err().to_string();
+        assert!(err.contains("row 4 (uid `q-1`)") && err.contains("max_length 3"), "{err}");
+    }
+}
