@@ -18,7 +18,6 @@
 //! - The reference log-probs are computed once before training (TRL's
 //!   `precompute_ref_log_probs: true`); the reference is frozen, so the values are the
 //!   same, and the reference model is not held during training.
-//! - Weight decay applies to every parameter (see [`crate::trainer::Optim`]).
 //! - `--resume` is not implemented; the checkpoint holds the policy in HF layout only.
 
 use crate::dpo::{dpo_loss, DpoArgs};

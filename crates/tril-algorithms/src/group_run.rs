@@ -37,7 +37,6 @@
 //! - The learning-rate schedule steps once per iteration (TRIL's; TRL: per optimizer step).
 //! - Sampling applies the generation settings' `top_k`/`min_length`, but log-probs are the
 //!   plain softmax at `temperature` (TRL does the same with its own `top_k`/`top_p`).
-//! - Weight decay applies to every parameter (Burn's optimizers have no parameter groups).
 //! - The policy section's critic layout is ignored: no critic is built.
 //! - `--resume` is not implemented: checkpoints hold the policy in HF layout only.
 //! - Rewards are not NaN-aware: a non-finite reward stops the run.
@@ -219,7 +218,7 @@ impl<O: GroupObjective> Algorithm for GroupAlgorithm<O> {
         let mut state = Loop {
             sampler: PromptSampler::new(train.len()),
             train,
-            optim: Optim::new(&self.optimizer),
+            optim: Optim::for_module(&self.optimizer, &model.policy),
             rng: ChaCha8Rng::seed_from_u64(self.settings.train.seed),
             tracker: Tracker::new(RunDir::open(&ctx.run_dir)?),
             reference: (self.settings.beta > 0.0).then(|| reference.valid()),

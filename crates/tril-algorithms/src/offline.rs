@@ -389,7 +389,7 @@ pub fn train<O: Objective>(
     let micro = args.batch_size / args.grad_accumulation;
     let steps_per_epoch = n.div_ceil(args.batch_size);
     let total = steps_per_epoch * args.epochs;
-    let mut optim: Optim<O::Model> = Optim::new(&setup.optimizer);
+    let mut optim: Optim<O::Model> = Optim::for_module(&setup.optimizer, &model);
     let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
     tracing::info!(examples = n, steps = total, epochs = args.epochs, "{} training", setup.name);
     if args.eval_zero_shot {

@@ -470,7 +470,7 @@ impl Algorithm for OfflineIps {
                 kl_discount: a.kl_discount,
                 kl_estimator: a.kl_estimator,
             },
-            optim: Optim::new(&self.optimizer),
+            optim: Optim::for_module(&self.optimizer, &model),
             base_lr: self.optimizer.lr,
             schedule: self.schedule,
             tracker: Tracker::new(RunDir::open(&ctx.run_dir)?),
