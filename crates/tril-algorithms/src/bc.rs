@@ -260,12 +260,15 @@ impl Algorithm for Bc {
             bc.sampling.max_prompt_len,
             bc.tokenizer.pad_token_as_eos_token,
         );
-        let lengths =
-            Lengths { max_length: bc.args.max_prompt_len + bc.args.max_gen_len, max_prompt_length: bc.args.max_prompt_len };
+        let lengths = Lengths {
+            max_length: bc.args.max_prompt_len + bc.args.max_gen_len,
+            max_prompt_length: bc.args.max_prompt_len,
+        };
         let (model, _, gpt_config) =
             load_lm(&bc.args.model_name, None, tokenizer.vocab_size(), bc.args.seed, lengths, &device)?;
         let encode = |split: Split| -> Result<(Vec<Sample>, Vec<Tokens>), PluginError> {
-            let where_ = |e: String| -> PluginError { format!("task `{}` ({} split): {e}", bc.task_id, split.name()).into() };
+            let where_ =
+                |e: String| -> PluginError { format!("task `{}` ({} split): {e}", bc.task_id, split.name()).into() };
             let samples = bc.task.samples(split).map_err(|e| where_(e.to_string()))?;
             let mut rows = Vec::new();
             for s in &samples {
@@ -274,7 +277,10 @@ impl Algorithm for Bc {
                 }
                 let n = if bc.args.all_references { s.references.len() } else { 1 };
                 for r in &s.references[..n] {
-                    rows.push(encode_example(&tokenizer, &s.prompt, r, lengths, &bc.args, &s.id).map_err(|e| where_(e.to_string()))?);
+                    rows.push(
+                        encode_example(&tokenizer, &s.prompt, r, lengths, &bc.args, &s.id)
+                            .map_err(|e| where_(e.to_string()))?,
+                    );
                 }
             }
             Ok((samples, rows))
@@ -436,10 +442,11 @@ impl Loop {
         let model = self.model.valid();
         let (config, tokenizer) = (&self.gpt_config, &self.tokenizer);
         let state = serde_json::json!({"step": step, "epochs": self.bc.args.n_epochs});
-        let dir = self.tracker.run_dir().write_dir_atomic::<PluginError>(format!("checkpoints/iter_{step}"), |tmp| {
-            tril_models::hf::save_gpt2(&model, config, &tmp.join("policy"), Some(tokenizer))?;
-            Ok(tril_core::run_dir::write_atomic(&tmp.join("trainer_state.json"), state.to_string().as_bytes())?)
-        })?;
+        let dir =
+            self.tracker.run_dir().write_dir_atomic::<PluginError>(format!("checkpoints/iter_{step}"), |tmp| {
+                tril_models::hf::save_gpt2(&model, config, &tmp.join("policy"), Some(tokenizer))?;
+                Ok(tril_core::run_dir::write_atomic(&tmp.join("trainer_state.json"), state.to_string().as_bytes())?)
+            })?;
         tracing::info!(step, dir = %dir.display(), "checkpoint written");
         Ok(())
     }
@@ -481,7 +488,8 @@ mod tests {
         let got = f64::from(token_nll(lp.clone(), mask.clone(), 4.0).into_scalar());
         assert!((got - 0.875).abs() < 1e-6, "{got}");
         // Two micro-batches over the same denominator add up to the batch mean.
-        let a = f64::from(token_nll(lp.clone().slice([0..1, 0..3]), mask.clone().slice([0..1, 0..3]), 3.0).into_scalar());
+        let a =
+            f64::from(token_nll(lp.clone().slice([0..1, 0..3]), mask.clone().slice([0..1, 0..3]), 3.0).into_scalar());
         let b = f64::from(token_nll(lp.slice([1..2, 0..3]), mask.slice([1..2, 0..3]), 3.0).into_scalar());
         assert!((a + b - 3.5 / 3.0).abs() < 1e-6);
     }
