@@ -34,6 +34,8 @@
 //!   objective trait, the derived plan and pure rollout helpers.
 //! - [`group_run`]: the training loop `grpo` and `gspo` share (generate G completions per
 //!   prompt, score, group advantages, clipped updates), parameterised by the loss.
+//! - [`bc`]: behaviour cloning / SFT (`bc`): token-level NLL of the task's references
+//!   given the prompt, evaluated with the task's metrics; writes an HF policy directory.
 //! - [`evaluation`]: generation on the evaluation splits, metrics and prediction logs.
 //!
 //! ```
@@ -44,6 +46,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod bc;
 pub mod dpo;
 pub mod dpo_run;
 pub mod evaluation;
