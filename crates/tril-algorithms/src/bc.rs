@@ -39,8 +39,9 @@
 //! - Only the final checkpoint is written (TRIL's `save_checkpoints` is false in every
 //!   shipped config); `--resume` is not implemented.
 
+use crate::evaluation::Evaluation;
 use crate::offline::{load_lm, pad_id, tokenize_pair, Lengths, LmBatch, Tokens};
-use crate::onpolicy::{generate_for, generation_config, load_tokenizer, prompt_tokenizer, PolicyView};
+use crate::onpolicy::{generation_config, load_tokenizer, prompt_tokenizer};
 use crate::trainer::{section, training_device, Ad, CpuDevice, Optim};
 use crate::validate::ensure;
 use burn::module::AutodiffModule;
@@ -55,8 +56,7 @@ use std::time::Instant;
 use tril_core::config::Section;
 use tril_core::ops::{clip_grad_norm, gather_logprobs};
 use tril_core::plugin::{
-    Algorithm, BuildCtx, LrSchedule, Metric, MetricOutput, MetricValue, OptimizerSpec, PluginError, RunCtx, Sample,
-    Split, Task, TextBatch,
+    Algorithm, BuildCtx, LrSchedule, Metric, MetricValue, OptimizerSpec, PluginError, RunCtx, Sample, Split, Task,
 };
 use tril_core::progress;
 use tril_core::registry;
@@ -387,36 +387,32 @@ impl Loop {
     /// logs metrics and predictions.
     fn evaluate(&mut self, step: usize) -> Result<(), PluginError> {
         let policy = self.model.valid();
-        let cfg = generation_config(&self.bc.sampling.eval_generation_kwargs);
-        let mut rng = ChaCha8Rng::seed_from_u64(self.bc.args.seed ^ 0x5eed_0000 ^ step as u64);
-        let mut plotted = vec!["train/loss".to_string()];
+        let generation = generation_config(&self.bc.sampling.eval_generation_kwargs);
         let batch_size = self.bc.args.eval_batch_size;
-        for (split, samples, rows) in &self.evals {
-            let mut texts = Vec::with_capacity(samples.len());
-            for chunk in samples.chunks(batch_size) {
-                let refs: Vec<&Sample> = chunk.iter().collect();
-                texts.extend(generate_for(&policy, &self.prompt_tok, &refs, &cfg, &mut rng, &self.device)?.texts);
-            }
-            let prompts: Vec<String> = samples.iter().map(|s| s.prompt.clone()).collect();
-            let references: Vec<Vec<String>> = samples.iter().map(|s| s.references.clone()).collect();
-            let mut merged = MetricOutput::new();
-            let view = PolicyView {
-                lm: &policy,
-                tokenizer: &self.tokenizer,
-                n_positions: self.gpt_config.n_positions,
-                device: self.device,
-            };
-            for metric in &mut self.bc.metrics {
-                let batch = TextBatch { prompts: &prompts, generations: &texts, references: &references };
-                merged.extend(metric.compute_with_policy(batch, &view)?);
-            }
-            let nll = reference_nll(&policy, rows, self.pad, batch_size, &self.device);
+        let (evals, pad, device, all_references) = (&self.evals, self.pad, self.device, self.bc.args.all_references);
+        let splits: Vec<Split> = evals.iter().map(|e| e.0).collect();
+        let headline = Evaluation {
+            policy: &policy,
+            tokenizer: &self.tokenizer,
+            n_positions: self.gpt_config.n_positions,
+            prompt_tokenizer: &self.prompt_tok,
+            generation: &generation,
+            task: &*self.bc.task,
+            metrics: &mut self.bc.metrics,
+            splits: &splits,
+            batch_size,
+            seed: self.bc.args.seed,
+            device: &self.device,
+        }
+        .run_with(step, &mut self.tracker, |split, samples, merged| {
+            let rows = evals.iter().find(|e| e.0 == split).map_or(&[][..], |e| e.2.as_slice());
+            let nll = reference_nll(&policy, rows, pad, batch_size, &device);
             let (sum, count) = nll.iter().fold((0.0, 0usize), |(s, c), (x, n)| (s + x, c + n));
             // Rows follow samples in order, `all_references` rows per sample.
             let mut per_sample = Vec::with_capacity(samples.len());
             let mut it = nll.iter();
             for s in samples {
-                let k = if self.bc.args.all_references { s.references.len() } else { 1 };
+                let k = if all_references { s.references.len() } else { 1 };
                 let (x, c) = it.by_ref().take(k).fold((0.0, 0usize), |(s, c), (x, n)| (s + x, c + n));
                 per_sample.push(x / c.max(1) as f64);
             }
@@ -424,15 +420,10 @@ impl Loop {
                 "supervised/reference_nll".into(),
                 MetricValue { per_sample: Some(per_sample), corpus: sum / count.max(1) as f64 },
             );
-            let summary: Vec<String> = merged.iter().map(|(k, v)| format!("{k}={:.4}", v.corpus)).collect();
-            tracing::info!(step, split = split.name(), "eval {}", summary.join(" "));
-            plotted.push(format!("{}/supervised/reference_nll", split.name()));
-            let headline = merged.keys().filter(|k| {
-                !k.starts_with("supervised/") && (!k.starts_with("diversity_metrics/") || k.ends_with("/distinct-2"))
-            });
-            plotted.extend(headline.take(2).map(|k| format!("{}/{k}", split.name())));
-            self.tracker.log_eval(step, *split, &merged, samples, &texts)?;
-        }
+            Ok(())
+        })?;
+        let mut plotted = vec!["train/loss".to_string()];
+        plotted.extend(headline);
         let keys: Vec<&str> = plotted.iter().map(String::as_str).collect();
         Ok(self.tracker.plot(&keys)?)
     }

@@ -1,13 +1,15 @@
 //! Evaluation shared by the on-policy loops: generate on each evaluation split with the
 //! task's eval generation settings, compute every metric, and log the corpus scores and
-//! predictions (TRIL's `evaluate_on_samples`, reference/tril.md). The shape is PPO's
-//! `evaluate`; the loop that calls it decides when.
+//! predictions (TRIL's `evaluate_on_samples`, reference/tril.md §4.4). Metrics get the
+//! policy at hand (`causal_perplexity` scores with it). The loop that calls it decides
+//! when, and may add metrics of its own per split (BC's reference NLL).
 
-use crate::onpolicy::generate_for;
+use crate::onpolicy::{generate_for, PolicyView};
 use crate::trainer::CpuDevice;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tril_core::plugin::{Metric, MetricOutput, PluginError, Sample, Split, Task, TextBatch};
+use tril_core::progress;
 use tril_core::tracker::Tracker;
 use tril_models::generate::GenerationConfig;
 use tril_models::gpt2::Gpt2Model;
@@ -18,6 +20,10 @@ use tril_models::CpuBackend;
 pub struct Evaluation<'a> {
     /// The policy LM (no autodiff).
     pub policy: &'a Gpt2Model<CpuBackend>,
+    /// Its tokenizer (as metrics that score with the policy use it).
+    pub tokenizer: &'a TextTokenizer,
+    /// Its context length (`n_positions`).
+    pub n_positions: usize,
     /// The prompt tokenizer (padded and truncated to `max_prompt_len`).
     pub prompt_tokenizer: &'a TextTokenizer,
     /// Generation settings (`sampling.eval_generation_kwargs`).
@@ -42,24 +48,45 @@ impl Evaluation<'_> {
     /// plotting (`{split}/{metric}`: the task's own metrics first, of the diversity keys
     /// only distinct-2, at most three per split).
     pub fn run(self, iteration: usize, tracker: &mut Tracker) -> Result<Vec<String>, PluginError> {
+        self.run_with(iteration, tracker, |_, _, _| Ok(()))
+    }
+
+    /// [`Evaluation::run`], with `extra` adding the loop's own metrics to each split's
+    /// output before it is logged.
+    pub fn run_with(
+        self,
+        iteration: usize,
+        tracker: &mut Tracker,
+        mut extra: impl FnMut(Split, &[Sample], &mut MetricOutput) -> Result<(), PluginError>,
+    ) -> Result<Vec<String>, PluginError> {
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ 0x5eed_0000 ^ iteration as u64);
+        let view = PolicyView {
+            lm: self.policy,
+            tokenizer: self.tokenizer,
+            n_positions: self.n_positions,
+            device: *self.device,
+        };
         let mut plotted = Vec::new();
         for &split in self.splits {
             let samples = self.task.samples(split)?;
             let mut texts = Vec::with_capacity(samples.len());
+            let bar = progress::bar(samples.len() as u64, &format!("eval {}", split.name()));
             for chunk in samples.chunks(self.batch_size.max(1)) {
                 let refs: Vec<&Sample> = chunk.iter().collect();
                 let gen =
                     generate_for(self.policy, self.prompt_tokenizer, &refs, self.generation, &mut rng, self.device)?;
                 texts.extend(gen.texts);
+                bar.inc(chunk.len() as u64);
             }
+            bar.finish_and_clear();
             let prompts: Vec<String> = samples.iter().map(|s| s.prompt.clone()).collect();
             let references: Vec<Vec<String>> = samples.iter().map(|s| s.references.clone()).collect();
             let mut merged = MetricOutput::new();
             for metric in self.metrics.iter_mut() {
                 let batch = TextBatch { prompts: &prompts, generations: &texts, references: &references };
-                merged.extend(metric.compute(batch)?);
+                merged.extend(metric.compute_with_policy(batch, &view)?);
             }
+            extra(split, &samples, &mut merged)?;
             let summary: Vec<String> = merged.iter().map(|(k, v)| format!("{k}={:.4}", v.corpus)).collect();
             tracing::info!(iteration, split = split.name(), "eval {}", summary.join(" "));
             let headline = merged.keys().filter(|k| !k.starts_with("diversity_metrics/") || k.ends_with("/distinct-2"));

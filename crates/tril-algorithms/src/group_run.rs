@@ -427,6 +427,8 @@ impl<O: GroupObjective> Loop<'_, O> {
         let t = &self.alg.settings.train;
         let headline = Evaluation {
             policy: &policy,
+            tokenizer: &self.tokenizer,
+            n_positions: self.gpt_config.n_positions,
             prompt_tokenizer: &self.prompt_tok,
             generation: &generation,
             task: &*self.alg.task,

@@ -23,9 +23,10 @@
 //! log lines written after it are dropped, and every later metric equals an uninterrupted
 //! run's on the CPU backend (tested in `crates/tril/tests/ppo.rs`).
 
+use crate::evaluation::Evaluation;
 use crate::onpolicy::{
     build_models, generate_for, generation_config, lm_logprobs, load_tokenizer, prompt_tokenizer, reference_targets,
-    warn_long_prompts, ActorCritic, PolicyView, PromptSampler,
+    warn_long_prompts, ActorCritic, PromptSampler,
 };
 use crate::policies::ActorCriticArgs;
 use crate::ppo::{entropy_loss, policy_loss, target_loss, token_rewards, value_loss, PpoArgs, PpoPlan};
@@ -40,8 +41,8 @@ use std::time::Instant;
 use tril_core::config::Section;
 use tril_core::ops::{clip_grad_norm, gae};
 use tril_core::plugin::{
-    Algorithm, BuildCtx, KlController, LrSchedule, Metric, MetricOutput, OptimizerSpec, PluginError, PolicySpec,
-    RewardFn, RunCtx, Sample, Split, Task, TextBatch,
+    Algorithm, BuildCtx, KlController, LrSchedule, Metric, OptimizerSpec, PluginError, PolicySpec, RewardFn, RunCtx,
+    Sample, Split, Task, TextBatch,
 };
 use tril_core::progress;
 use tril_core::registry;
@@ -503,40 +504,23 @@ impl Loop<'_> {
     /// Generates on each evaluation split and logs every metric and prediction.
     fn evaluate(&mut self, iteration: usize) -> Result<(), PluginError> {
         let policy = self.model.valid();
-        let cfg = generation_config(&self.ppo.sampling.eval_generation_kwargs);
-        let mut rng = ChaCha8Rng::seed_from_u64(self.ppo.args.seed ^ 0x5eed_0000 ^ iteration as u64);
-        let mut plotted = vec!["rollout_buffer/rewards".to_string(), "rollout_buffer/kl_div".to_string()];
-        for split in self.ppo.args.eval_splits.clone() {
-            let samples = self.ppo.task.samples(split)?;
-            let mut texts = Vec::with_capacity(samples.len());
-            let bar = progress::bar(samples.len() as u64, &format!("eval {}", split.name()));
-            for chunk in samples.chunks(self.ppo.args.eval_batch_size.max(1)) {
-                let refs: Vec<&Sample> = chunk.iter().collect();
-                texts
-                    .extend(generate_for(&policy.policy, &self.prompt_tok, &refs, &cfg, &mut rng, &self.device)?.texts);
-                bar.inc(chunk.len() as u64);
-            }
-            bar.finish_and_clear();
-            let prompts: Vec<String> = samples.iter().map(|s| s.prompt.clone()).collect();
-            let references: Vec<Vec<String>> = samples.iter().map(|s| s.references.clone()).collect();
-            let mut merged = MetricOutput::new();
-            let view = PolicyView {
-                lm: &policy.policy,
-                tokenizer: &self.tokenizer,
-                n_positions: self.gpt_config.n_positions,
-                device: self.device,
-            };
-            for metric in &mut self.ppo.metrics {
-                let batch = TextBatch { prompts: &prompts, generations: &texts, references: &references };
-                merged.extend(metric.compute_with_policy(batch, &view)?);
-            }
-            let summary: Vec<String> = merged.iter().map(|(k, v)| format!("{k}={:.4}", v.corpus)).collect();
-            tracing::info!(iteration, split = split.name(), "eval {}", summary.join(" "));
-            // The task's own metrics first; of the many diversity keys only distinct-2.
-            let headline = merged.keys().filter(|k| !k.starts_with("diversity_metrics/") || k.ends_with("/distinct-2"));
-            plotted.extend(headline.take(3).map(|k| format!("{}/{k}", split.name())));
-            self.tracker.log_eval(iteration, split, &merged, &samples, &texts)?;
+        let generation = generation_config(&self.ppo.sampling.eval_generation_kwargs);
+        let headline = Evaluation {
+            policy: &policy.policy,
+            tokenizer: &self.tokenizer,
+            n_positions: self.gpt_config.n_positions,
+            prompt_tokenizer: &self.prompt_tok,
+            generation: &generation,
+            task: &*self.ppo.task,
+            metrics: &mut self.ppo.metrics,
+            splits: &self.ppo.args.eval_splits,
+            batch_size: self.ppo.args.eval_batch_size,
+            seed: self.ppo.args.seed,
+            device: &self.device,
         }
+        .run(iteration, &mut self.tracker)?;
+        let mut plotted = vec!["rollout_buffer/rewards".to_string(), "rollout_buffer/kl_div".to_string()];
+        plotted.extend(headline);
         let keys: Vec<&str> = plotted.iter().map(String::as_str).collect();
         Ok(self.tracker.plot(&keys)?)
     }
