@@ -22,74 +22,16 @@
 
 use crate::dpo::{dpo_loss, DpoArgs};
 use crate::offline::{
-    check_loop_args, completion_logprobs, frozen_logprobs, host, lm_batch, load_lm, pad_id, tensor1, tokenize_pair,
-    train, Lengths, LoopArgs, Objective, StatSums, Tokens, TrainSetup,
+    completion_logprobs, frozen_logprobs, host, lm_batch, load_lm, loop_args, pad_id, tensor1, tokenize_pair, Lengths,
+    Objective, OfflineParts, StatSums, Tokens,
 };
-use crate::onpolicy::load_tokenizer;
-use crate::trainer::{section, training_device, Ad, CpuDevice};
+use crate::trainer::{Ad, CpuDevice};
 use burn::tensor::Tensor;
 use std::path::Path;
 use tril_core::config::Section;
-use tril_core::plugin::{Algorithm, BuildCtx, LrSchedule, OptimizerSpec, PluginError, RunCtx, Split, Task};
-use tril_core::registry;
-use tril_core::run_dir::RunDir;
-use tril_core::schema::{RootConfig, TokenizerConfig};
-use tril_core::tracker::Tracker;
+use tril_core::plugin::{Algorithm, BuildCtx, PluginError, RunCtx, Split};
 use tril_models::gpt2::{Gpt2Config, Gpt2Model};
 use tril_models::tokenizer::TextTokenizer;
-
-/// What an offline algorithm reads besides its args: tokenizer, task, optimizer, schedule.
-pub struct OfflineParts {
-    /// `alg.tokenizer`.
-    pub tokenizer: TokenizerConfig,
-    /// The task and its id.
-    pub task: Box<dyn Task>,
-    /// `task.id`, for error messages.
-    pub task_id: String,
-    /// `alg.optimizer`.
-    pub optimizer: OptimizerSpec,
-    /// `alg.scheduler` (constant when absent).
-    pub schedule: Box<dyn LrSchedule>,
-}
-
-impl OfflineParts {
-    /// Builds the parts from the composed config; `alg` names the algorithm in errors.
-    pub fn build(ctx: &BuildCtx<'_>, alg: &str) -> Result<Self, PluginError> {
-        let config = ctx.config;
-        let root: RootConfig = config.extract("")?;
-        let tokenizer = root.alg.tokenizer.clone().ok_or(format!("alg.tokenizer: {alg} needs a tokenizer section"))?;
-        let schedule = match config.optional_section("alg.scheduler") {
-            Some(s) => registry::build_scheduler(&s, config)?,
-            None => Box::new(crate::schedulers::Constant) as Box<dyn LrSchedule>,
-        };
-        Ok(OfflineParts {
-            tokenizer,
-            task: registry::build_task(&section(config, "task")?, config)?,
-            task_id: root.task.id,
-            optimizer: *registry::build_optimizer(&section(config, "alg.optimizer")?, config)?,
-            schedule,
-        })
-    }
-
-    /// The task's data of one split, with errors naming the task.
-    pub fn data<T>(
-        &self,
-        split: Split,
-        f: impl Fn(&dyn Task, Split) -> Result<T, PluginError>,
-    ) -> Result<T, PluginError> {
-        f(self.task.as_ref(), split)
-            .map_err(|e| format!("task `{}` ({} split): {e}", self.task_id, split.name()).into())
-    }
-}
-
-/// The preparation every offline run shares: no resume, the device and the tokenizer.
-pub fn prepare(ctx: &RunCtx<'_>, parts: &OfflineParts, alg: &str) -> Result<(CpuDevice, TextTokenizer), PluginError> {
-    if ctx.resume_from.is_some() {
-        return Err(format!("--resume is not implemented for {alg} yet").into());
-    }
-    let root: RootConfig = ctx.config.extract("")?;
-    Ok((training_device(&root)?, load_tokenizer(&parts.tokenizer.model_name)?))
-}
 
 /// DPO, built and validated from the composed config.
 pub struct Dpo {
@@ -99,8 +41,7 @@ pub struct Dpo {
 
 fn build(args: &Section<'_>, ctx: &BuildCtx<'_>) -> Result<Box<dyn Algorithm>, PluginError> {
     let args = DpoArgs::extract(args)?;
-    check_loop_args(&loop_args(&args))?;
-    Ok(Box::new(Dpo { parts: OfflineParts::build(ctx, "dpo")?, args }))
+    Ok(Box::new(Dpo { parts: OfflineParts::build(ctx, "dpo", loop_args!(args))?, args }))
 }
 
 tril_core::register!(algorithm,
@@ -108,20 +49,6 @@ tril_core::register!(algorithm,
     doc: "Direct preference optimization with sigmoid/cDPO, IPO, hinge and robust losses (TRL's DPOTrainer).",
     config: DpoArgs,
     build: build);
-
-fn loop_args(a: &DpoArgs) -> LoopArgs {
-    LoopArgs {
-        seed: a.seed,
-        epochs: a.epochs,
-        batch_size: a.batch_size,
-        grad_accumulation: a.grad_accumulation,
-        max_grad_norm: a.max_grad_norm,
-        eval_every: a.eval_every,
-        eval_batch_size: a.eval_batch_size,
-        eval_splits: a.eval_splits.clone(),
-        eval_zero_shot: a.eval_zero_shot,
-    }
-}
 
 /// A tokenized pair with its reference log-probs.
 #[derive(Debug, Clone)]
@@ -181,7 +108,7 @@ impl Objective for DpoObjective {
 impl Algorithm for Dpo {
     fn run(self: Box<Self>, ctx: &RunCtx<'_>) -> Result<(), PluginError> {
         let Dpo { args, parts } = *self;
-        let (device, tokenizer) = prepare(ctx, &parts, "dpo")?;
+        let (device, tokenizer) = parts.prepare(ctx)?;
         let lengths = Lengths { max_length: args.max_length, max_prompt_length: args.max_prompt_length };
         let (policy, reference, config) = load_lm(
             &args.model_name,
@@ -203,43 +130,19 @@ impl Algorithm for Dpo {
                     ref_rejected: 0.0,
                 });
             }
-            let reduction = args.loss_type.reduction();
-            let chunk = args.eval_batch_size;
-            let chosen = frozen_logprobs(
-                &reference,
-                &out.iter().map(|p| &p.chosen).collect::<Vec<_>>(),
-                pad,
-                reduction,
-                chunk,
-                &device,
-            );
-            let rejected = frozen_logprobs(
-                &reference,
-                &out.iter().map(|p| &p.rejected).collect::<Vec<_>>(),
-                pad,
-                reduction,
-                chunk,
-                &device,
-            );
+            let score = |rows: Vec<&Tokens>| {
+                frozen_logprobs(&reference, &rows, pad, args.loss_type.reduction(), args.eval_batch_size, &device)
+            };
+            let chosen = score(out.iter().map(|p| &p.chosen).collect());
+            let rejected = score(out.iter().map(|p| &p.rejected).collect());
             for ((p, c), r) in out.iter_mut().zip(chosen).zip(rejected) {
                 (p.ref_chosen, p.ref_rejected) = (c, r);
             }
             Ok(out)
         };
-        let train_pairs = encode(Split::Train)?;
-        let evals = args.eval_splits.iter().map(|&s| Ok((s, encode(s)?))).collect::<Result<Vec<_>, PluginError>>()?;
-        let mut tracker = Tracker::new(RunDir::open(&ctx.run_dir)?);
-        let objective = DpoObjective { pad, device, config, tokenizer, args: args.clone() };
-        let setup = TrainSetup {
-            args: loop_args(&args),
-            optimizer: parts.optimizer.clone(),
-            schedule: parts.schedule.as_ref(),
-            train: train_pairs,
-            evals,
-            tracker: &mut tracker,
-            name: "dpo",
-        };
-        train(&objective, policy, setup)?;
+        let data = parts.encode_splits(encode)?;
+        let objective = DpoObjective { pad, device, config, tokenizer, args };
+        parts.fit(ctx, &objective, policy, data)?;
         Ok(())
     }
 }

@@ -53,6 +53,87 @@ pub fn check_train(section: &Section<'_>, t: &TrainArgs) -> Result<(), CoreError
     ensure(t.save_every >= 1, section, "save_every", "expected at least 1")
 }
 
+/// Range checks of the settings GRPO and GSPO share, in the order their `extract`s
+/// report them: `num_generations`, `epsilon`, then `epsilon_high` (whose type and check
+/// differ per algorithm: the caller's `epsilon_high` result), then `beta`,
+/// `steps_per_generation`, `num_iterations`, `temperature`, `max_completion_length` and the
+/// loop keys ([`check_train`]); errors name `alg.args.<key>`.
+pub fn check_settings(
+    section: &Section<'_>,
+    s: &GroupSettings,
+    epsilon: f64,
+    epsilon_high: Result<(), CoreError>,
+) -> Result<(), CoreError> {
+    ensure(s.num_generations >= 2, section, "num_generations", "expected at least 2 completions per prompt")?;
+    ensure(epsilon > 0.0 && epsilon < 1.0, section, "epsilon", "expected a clip range in (0, 1)")?;
+    epsilon_high?;
+    ensure(s.beta.is_finite() && s.beta >= 0.0, section, "beta", "expected a finite coefficient ≥ 0")?;
+    ensure(s.steps_per_generation != Some(0), section, "steps_per_generation", "expected at least 1")?;
+    ensure(s.num_iterations >= 1, section, "num_iterations", "expected at least 1")?;
+    ensure(s.temperature > 0.0, section, "temperature", "expected a temperature > 0")?;
+    ensure(s.max_completion_length > 0, section, "max_completion_length", "expected at least 1 token")?;
+    check_train(section, &s.train)
+}
+
+/// Implements [`GroupObjective`] for a typed `alg.args` (`GrpoArgs`, `GspoArgs`) that
+/// declares every field of [`GroupSettings`] and [`TrainArgs`] under the same names, has an
+/// inherent `extract`, and whose loss is `$loss(new, old, ref, advantages, mask, &args,
+/// num_items_in_batch)`.
+///
+/// The fields stay declared in each args struct rather than in a `#[serde(flatten)]`ed
+/// struct: with `deny_unknown_fields`, flattening loses the exact key names in errors.
+/// This macro shares the plumbing instead.
+macro_rules! group_objective {
+    ($args:ty, id: $id:literal, loss: $loss:path) => {
+        impl $crate::group::GroupObjective for $args {
+            const ID: &'static str = $id;
+
+            fn extract(section: &tril_core::config::Section<'_>) -> Result<Self, tril_core::CoreError> {
+                <$args>::extract(section)
+            }
+
+            fn settings(&self) -> $crate::group::GroupSettings {
+                $crate::group::GroupSettings {
+                    num_generations: self.num_generations,
+                    scale_rewards: self.scale_rewards,
+                    loss_type: self.loss_type,
+                    steps_per_generation: self.steps_per_generation,
+                    num_iterations: self.num_iterations,
+                    temperature: self.temperature,
+                    max_completion_length: self.max_completion_length,
+                    beta: self.beta,
+                    train: $crate::group::TrainArgs {
+                        seed: self.seed,
+                        n_iters: self.n_iters,
+                        batch_size: self.batch_size,
+                        grad_accumulation: self.grad_accumulation,
+                        max_grad_norm: self.max_grad_norm,
+                        eval_batch_size: self.eval_batch_size,
+                        eval_every: self.eval_every,
+                        save_every: self.save_every,
+                        eval_zero_shot: self.eval_zero_shot,
+                        save_checkpoints: self.save_checkpoints,
+                        eval_splits: self.eval_splits.clone(),
+                    },
+                }
+            }
+
+            fn loss<B: burn::tensor::backend::Backend>(
+                &self,
+                new_logprobs: burn::tensor::Tensor<B, 2>,
+                old_logprobs: burn::tensor::Tensor<B, 2>,
+                ref_logprobs: Option<burn::tensor::Tensor<B, 2>>,
+                advantages: burn::tensor::Tensor<B, 1>,
+                mask: burn::tensor::Tensor<B, 2>,
+                num_items_in_batch: Option<f64>,
+            ) -> (burn::tensor::Tensor<B, 1>, $crate::grpo::GrpoStats<B>) {
+                $loss(new_logprobs, old_logprobs, ref_logprobs, advantages, mask, self, num_items_in_batch)
+            }
+        }
+    };
+}
+pub(crate) use group_objective;
+
 /// What the loop reads from an objective's args.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GroupSettings {

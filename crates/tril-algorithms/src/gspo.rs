@@ -13,7 +13,7 @@
 //! larger than the gradient-accumulation steps, or `num_iterations > 1`); on-policy the
 //! ratio is 1 either way.
 
-use crate::group::{check_train, GroupObjective, GroupSettings, TrainArgs};
+use crate::group::{check_settings, group_objective, GroupObjective};
 use crate::grpo::{add_kl_penalty, clipped_surrogate, GrpoLoss, GrpoStats, RewardScaling};
 use crate::validate::ensure;
 use burn::tensor::backend::Backend;
@@ -122,15 +122,9 @@ impl GspoArgs {
     /// Deserializes and range-checks `alg.args`; errors name the key, value and file.
     pub fn extract(section: &Section<'_>) -> Result<Self, CoreError> {
         let args: GspoArgs = section.extract()?;
-        ensure(args.num_generations >= 2, section, "num_generations", "expected at least 2 completions per prompt")?;
-        ensure(args.epsilon > 0.0 && args.epsilon < 1.0, section, "epsilon", "expected a clip range in (0, 1)")?;
-        ensure(args.epsilon_high.is_finite() && args.epsilon_high > 0.0, section, "epsilon_high", "expected > 0")?;
-        ensure(args.beta.is_finite() && args.beta >= 0.0, section, "beta", "expected a finite coefficient ≥ 0")?;
-        ensure(args.steps_per_generation != Some(0), section, "steps_per_generation", "expected at least 1")?;
-        ensure(args.num_iterations >= 1, section, "num_iterations", "expected at least 1")?;
-        ensure(args.temperature > 0.0, section, "temperature", "expected a temperature > 0")?;
-        ensure(args.max_completion_length > 0, section, "max_completion_length", "expected at least 1 token")?;
-        check_train(section, &args.train())?;
+        let high_ok = args.epsilon_high.is_finite() && args.epsilon_high > 0.0;
+        let high = ensure(high_ok, section, "epsilon_high", "expected > 0");
+        check_settings(section, &args.settings(), args.epsilon, high)?;
         Ok(args)
     }
 }
@@ -200,58 +194,7 @@ pub fn gspo_loss<B: Backend>(
     (loss, stats)
 }
 
-impl GspoArgs {
-    /// The loop settings (the keys shared with the other group algorithm).
-    pub fn train(&self) -> TrainArgs {
-        TrainArgs {
-            seed: self.seed,
-            n_iters: self.n_iters,
-            batch_size: self.batch_size,
-            grad_accumulation: self.grad_accumulation,
-            max_grad_norm: self.max_grad_norm,
-            eval_batch_size: self.eval_batch_size,
-            eval_every: self.eval_every,
-            save_every: self.save_every,
-            eval_zero_shot: self.eval_zero_shot,
-            save_checkpoints: self.save_checkpoints,
-            eval_splits: self.eval_splits.clone(),
-        }
-    }
-}
-
-impl GroupObjective for GspoArgs {
-    const ID: &'static str = "gspo";
-
-    fn extract(section: &Section<'_>) -> Result<Self, CoreError> {
-        GspoArgs::extract(section)
-    }
-
-    fn settings(&self) -> GroupSettings {
-        GroupSettings {
-            num_generations: self.num_generations,
-            scale_rewards: self.scale_rewards,
-            loss_type: self.loss_type,
-            steps_per_generation: self.steps_per_generation,
-            num_iterations: self.num_iterations,
-            temperature: self.temperature,
-            max_completion_length: self.max_completion_length,
-            beta: self.beta,
-            train: self.train(),
-        }
-    }
-
-    fn loss<B: Backend>(
-        &self,
-        new_logprobs: Tensor<B, 2>,
-        old_logprobs: Tensor<B, 2>,
-        ref_logprobs: Option<Tensor<B, 2>>,
-        advantages: Tensor<B, 1>,
-        mask: Tensor<B, 2>,
-        num_items_in_batch: Option<f64>,
-    ) -> (Tensor<B, 1>, GrpoStats<B>) {
-        gspo_loss(new_logprobs, old_logprobs, ref_logprobs, advantages, mask, self, num_items_in_batch)
-    }
-}
+group_objective!(GspoArgs, id: "gspo", loss: gspo_loss);
 
 tril_core::register!(algorithm,
     id: "gspo",

@@ -21,11 +21,10 @@
 //!   (TRL's `precompute_ref_log_probs: true`).
 
 use crate::dpo::SequenceReduction;
-use crate::dpo_run::{prepare, OfflineParts};
 use crate::kto::{kto_kl_reference_point, kto_loss, KtoArgs};
 use crate::offline::{
-    check_loop_args, completion_logprobs, frozen_logprobs, host, lm_batch, load_lm, pad_id, tensor1, tokenize_pair,
-    train, Lengths, LoopArgs, Objective, StatSums, Tokens, TrainSetup,
+    completion_logprobs, frozen_logprobs, host, lm_batch, load_lm, loop_args, pad_id, tensor1, tokenize_pair, Lengths,
+    Objective, OfflineParts, StatSums, Tokens,
 };
 use crate::trainer::{Ad, CpuDevice};
 use burn::tensor::{Bool, Tensor, TensorData};
@@ -35,8 +34,7 @@ use rand_chacha::ChaCha8Rng;
 use std::path::Path;
 use tril_core::config::Section;
 use tril_core::plugin::{Algorithm, BuildCtx, PluginError, RunCtx, Split};
-use tril_core::run_dir::RunDir;
-use tril_core::tracker::{Stats, Tracker};
+use tril_core::tracker::Stats;
 use tril_models::gpt2::{Gpt2Config, Gpt2Model};
 use tril_models::tokenizer::TextTokenizer;
 
@@ -46,24 +44,9 @@ pub struct Kto {
     parts: OfflineParts,
 }
 
-fn loop_args(a: &KtoArgs) -> LoopArgs {
-    LoopArgs {
-        seed: a.seed,
-        epochs: a.epochs,
-        batch_size: a.batch_size,
-        grad_accumulation: a.grad_accumulation,
-        max_grad_norm: a.max_grad_norm,
-        eval_every: a.eval_every,
-        eval_batch_size: a.eval_batch_size,
-        eval_splits: a.eval_splits.clone(),
-        eval_zero_shot: a.eval_zero_shot,
-    }
-}
-
 fn build(args: &Section<'_>, ctx: &BuildCtx<'_>) -> Result<Box<dyn Algorithm>, PluginError> {
     let args = KtoArgs::extract(args)?;
-    check_loop_args(&loop_args(&args))?;
-    Ok(Box::new(Kto { parts: OfflineParts::build(ctx, "kto")?, args }))
+    Ok(Box::new(Kto { parts: OfflineParts::build(ctx, "kto", loop_args!(args))?, args }))
 }
 
 tril_core::register!(algorithm,
@@ -139,7 +122,7 @@ impl Objective for KtoObjective {
 impl Algorithm for Kto {
     fn run(self: Box<Self>, ctx: &RunCtx<'_>) -> Result<(), PluginError> {
         let Kto { args, parts } = *self;
-        let (device, tokenizer) = prepare(ctx, &parts, "kto")?;
+        let (device, tokenizer) = parts.prepare(ctx)?;
         let lengths = Lengths { max_length: args.max_length, max_prompt_length: args.max_prompt_length };
         let (policy, reference, config) = load_lm(
             &args.model_name,
@@ -170,43 +153,19 @@ impl Algorithm for Kto {
                     ref_kl_logp: 0.0,
                 });
             }
-            let chunk = args.eval_batch_size;
-            let sum = SequenceReduction::Sum;
-            let main = frozen_logprobs(
-                &reference,
-                &out.iter().map(|e| &e.tokens).collect::<Vec<_>>(),
-                pad,
-                sum,
-                chunk,
-                &device,
-            );
-            let kl = frozen_logprobs(
-                &reference,
-                &out.iter().map(|e| &e.kl_tokens).collect::<Vec<_>>(),
-                pad,
-                sum,
-                chunk,
-                &device,
-            );
+            let score = |rows: Vec<&Tokens>| {
+                frozen_logprobs(&reference, &rows, pad, SequenceReduction::Sum, args.eval_batch_size, &device)
+            };
+            let main = score(out.iter().map(|e| &e.tokens).collect());
+            let kl = score(out.iter().map(|e| &e.kl_tokens).collect());
             for ((e, m), k) in out.iter_mut().zip(main).zip(kl) {
                 (e.ref_logp, e.ref_kl_logp) = (m, k);
             }
             Ok(out)
         };
-        let train_examples = encode(Split::Train)?;
-        let evals = args.eval_splits.iter().map(|&s| Ok((s, encode(s)?))).collect::<Result<Vec<_>, PluginError>>()?;
-        let mut tracker = Tracker::new(RunDir::open(&ctx.run_dir)?);
-        let objective = KtoObjective { pad, device, config, tokenizer, args: args.clone() };
-        let setup = TrainSetup {
-            args: loop_args(&args),
-            optimizer: parts.optimizer.clone(),
-            schedule: parts.schedule.as_ref(),
-            train: train_examples,
-            evals,
-            tracker: &mut tracker,
-            name: "kto",
-        };
-        train(&objective, policy, setup)?;
+        let data = parts.encode_splits(encode)?;
+        let objective = KtoObjective { pad, device, config, tokenizer, args };
+        parts.fit(ctx, &objective, policy, data)?;
         Ok(())
     }
 }

@@ -20,8 +20,8 @@
 //!   step) and of the evaluation split, weighting each micro-batch by its size.
 //! - The last batch of an epoch may be smaller (TRL's `dataloader_drop_last: false`).
 
-use crate::onpolicy::build_models;
-use crate::trainer::{Ad, CpuDevice, Optim};
+use crate::onpolicy::{build_models, load_tokenizer};
+use crate::trainer::{section, training_device, Ad, CpuDevice, Optim};
 use burn::module::AutodiffModule;
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::backend::Backend;
@@ -33,7 +33,12 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 use tril_core::ops::{clip_grad_norm, gather_logprobs};
-use tril_core::plugin::{CriticLayout, LrSchedule, ModelType, OptimizerSpec, PluginError, PolicySpec, Split};
+use tril_core::plugin::{
+    BuildCtx, CriticLayout, LrSchedule, ModelType, OptimizerSpec, PluginError, PolicySpec, RunCtx, Split, Task,
+};
+use tril_core::registry;
+use tril_core::run_dir::RunDir;
+use tril_core::schema::{RootConfig, TokenizerConfig};
 use tril_core::tracker::{Stats, Tracker};
 use tril_models::gpt2::{Gpt2Config, Gpt2Model};
 use tril_models::tokenizer::TextTokenizer;
@@ -86,6 +91,27 @@ pub fn check_loop_args(a: &LoopArgs) -> Result<(), PluginError> {
     }
     Ok(())
 }
+
+/// The [`LoopArgs`] of an algorithm's typed `alg.args`, which declare the same nine
+/// fields under the same names (`dpo`, `kto`, `reward_model`): a macro rather than a
+/// trait so that each args struct keeps its own field docs and exact serde keys.
+macro_rules! loop_args {
+    ($a:expr) => {{
+        let a = &$a;
+        $crate::offline::LoopArgs {
+            seed: a.seed,
+            epochs: a.epochs,
+            batch_size: a.batch_size,
+            grad_accumulation: a.grad_accumulation,
+            max_grad_norm: a.max_grad_norm,
+            eval_every: a.eval_every,
+            eval_batch_size: a.eval_batch_size,
+            eval_splits: a.eval_splits.clone(),
+            eval_zero_shot: a.eval_zero_shot,
+        }
+    }};
+}
+pub(crate) use loop_args;
 
 /// Token budgets of `prompt + completion` (TRL's `max_length`, `max_prompt_length`).
 #[derive(Debug, Clone, Copy)]
@@ -445,6 +471,108 @@ pub fn train<O: Objective>(
     })?;
     tracing::info!(step, dir = %dir.display(), "checkpoint written");
     Ok(model)
+}
+
+/// What an offline algorithm reads besides its own args: the checked loop settings,
+/// tokenizer, task, optimizer and schedule.
+pub struct OfflineParts {
+    /// The algorithm's id (`dpo`, `kto`, `reward_model`), for errors and log lines.
+    pub alg: &'static str,
+    /// The loop settings of `alg.args`, range-checked.
+    pub loop_args: LoopArgs,
+    /// `alg.tokenizer`.
+    pub tokenizer: TokenizerConfig,
+    /// The task.
+    pub task: Box<dyn Task>,
+    /// `task.id`, for error messages.
+    pub task_id: String,
+    /// `alg.optimizer`.
+    pub optimizer: OptimizerSpec,
+    /// `alg.scheduler` (constant when absent).
+    pub schedule: Box<dyn LrSchedule>,
+}
+
+impl OfflineParts {
+    /// Checks `loop_args` and builds the parts from the composed config; `alg` names the
+    /// algorithm in errors.
+    pub fn build(ctx: &BuildCtx<'_>, alg: &'static str, loop_args: LoopArgs) -> Result<Self, PluginError> {
+        check_loop_args(&loop_args)?;
+        let config = ctx.config;
+        let root: RootConfig = config.extract("")?;
+        let tokenizer = root.alg.tokenizer.clone().ok_or(format!("alg.tokenizer: {alg} needs a tokenizer section"))?;
+        let schedule = match config.optional_section("alg.scheduler") {
+            Some(s) => registry::build_scheduler(&s, config)?,
+            None => Box::new(crate::schedulers::Constant) as Box<dyn LrSchedule>,
+        };
+        Ok(OfflineParts {
+            alg,
+            loop_args,
+            tokenizer,
+            task: registry::build_task(&section(config, "task")?, config)?,
+            task_id: root.task.id,
+            optimizer: *registry::build_optimizer(&section(config, "alg.optimizer")?, config)?,
+            schedule,
+        })
+    }
+
+    /// The task's data of one split, with errors naming the task.
+    pub fn data<T>(
+        &self,
+        split: Split,
+        f: impl Fn(&dyn Task, Split) -> Result<T, PluginError>,
+    ) -> Result<T, PluginError> {
+        f(self.task.as_ref(), split)
+            .map_err(|e| format!("task `{}` ({} split): {e}", self.task_id, split.name()).into())
+    }
+
+    /// The preparation every offline run shares: no resume, the device and the tokenizer.
+    pub fn prepare(&self, ctx: &RunCtx<'_>) -> Result<(CpuDevice, TextTokenizer), PluginError> {
+        if ctx.resume_from.is_some() {
+            return Err(format!("--resume is not implemented for {} yet", self.alg).into());
+        }
+        let root: RootConfig = ctx.config.extract("")?;
+        Ok((training_device(&root)?, load_tokenizer(&self.tokenizer.model_name)?))
+    }
+
+    /// The training split and each evaluation split (`eval_splits`), encoded by `encode`.
+    pub fn encode_splits<T>(
+        &self,
+        encode: impl Fn(Split) -> Result<Vec<T>, PluginError>,
+    ) -> Result<Encoded<T>, PluginError> {
+        let train = encode(Split::Train)?;
+        let evals =
+            self.loop_args.eval_splits.iter().map(|&s| Ok((s, encode(s)?))).collect::<Result<Vec<_>, PluginError>>()?;
+        Ok(Encoded { train, evals })
+    }
+
+    /// Runs [`train`] on the encoded data with these settings, logging into the run directory.
+    pub fn fit<O: Objective>(
+        &self,
+        ctx: &RunCtx<'_>,
+        objective: &O,
+        model: O::Model,
+        data: Encoded<O::Example>,
+    ) -> Result<O::Model, PluginError> {
+        let mut tracker = Tracker::new(RunDir::open(&ctx.run_dir)?);
+        let setup = TrainSetup {
+            args: self.loop_args.clone(),
+            optimizer: self.optimizer.clone(),
+            schedule: self.schedule.as_ref(),
+            train: data.train,
+            evals: data.evals,
+            tracker: &mut tracker,
+            name: self.alg,
+        };
+        train(objective, model, setup)
+    }
+}
+
+/// The encoded examples of a run: the training split and each evaluation split.
+pub struct Encoded<T> {
+    /// Training examples.
+    pub train: Vec<T>,
+    /// Evaluation examples per split.
+    pub evals: Vec<(Split, Vec<T>)>,
 }
 
 #[cfg(test)]

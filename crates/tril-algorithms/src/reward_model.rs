@@ -32,10 +32,8 @@
 //! - GPT-2 trunks only (`builtin:tiny-gpt2`, or a GPT-2 directory whose LM weights start
 //!   the trunk; the head starts fresh). BERT-family reward models are not trained yet.
 
-use crate::dpo_run::{prepare, OfflineParts};
 use crate::offline::{
-    check_loop_args, host, lm_batch, load_lm, pad_id, tokenize_pair, train, Lengths, LoopArgs, Objective, StatSums,
-    Tokens, TrainSetup,
+    host, lm_batch, load_lm, loop_args, pad_id, tokenize_pair, Lengths, Objective, OfflineParts, StatSums, Tokens,
 };
 use crate::trainer::{Ad, CpuDevice};
 use crate::validate::ensure;
@@ -46,8 +44,6 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 use tril_core::config::Section;
 use tril_core::plugin::{Algorithm, BuildCtx, PluginError, RunCtx, Split};
-use tril_core::run_dir::RunDir;
-use tril_core::tracker::Tracker;
 use tril_core::CoreError;
 use tril_models::gpt2::Gpt2Config;
 use tril_models::heads::{Gpt2Classifier, ScoreHeadConfig};
@@ -182,24 +178,9 @@ pub struct RewardModel {
     parts: OfflineParts,
 }
 
-fn loop_args(a: &RewardModelArgs) -> LoopArgs {
-    LoopArgs {
-        seed: a.seed,
-        epochs: a.epochs,
-        batch_size: a.batch_size,
-        grad_accumulation: a.grad_accumulation,
-        max_grad_norm: a.max_grad_norm,
-        eval_every: a.eval_every,
-        eval_batch_size: a.eval_batch_size,
-        eval_splits: a.eval_splits.clone(),
-        eval_zero_shot: a.eval_zero_shot,
-    }
-}
-
 fn build(args: &Section<'_>, ctx: &BuildCtx<'_>) -> Result<Box<dyn Algorithm>, PluginError> {
     let args = RewardModelArgs::extract(args)?;
-    check_loop_args(&loop_args(&args))?;
-    Ok(Box::new(RewardModel { parts: OfflineParts::build(ctx, "reward_model")?, args }))
+    Ok(Box::new(RewardModel { parts: OfflineParts::build(ctx, "reward_model", loop_args!(args))?, args }))
 }
 
 tril_core::register!(algorithm,
@@ -300,7 +281,7 @@ impl Objective for RmObjective {
 impl Algorithm for RewardModel {
     fn run(self: Box<Self>, ctx: &RunCtx<'_>) -> Result<(), PluginError> {
         let RewardModel { args, parts } = *self;
-        let (device, tokenizer) = prepare(ctx, &parts, "reward_model")?;
+        let (device, tokenizer) = parts.prepare(ctx)?;
         let lengths = Lengths { max_length: args.max_length, max_prompt_length: args.max_prompt_length };
         let (trunk, _, config) = load_lm(&args.model_name, None, tokenizer.vocab_size(), args.seed, lengths, &device)?;
         let labels = match args.objective {
@@ -356,21 +337,10 @@ impl Algorithm for RewardModel {
                 }
             }
         };
-        let train_examples = encode(Split::Train)?;
-        let evals = args.eval_splits.iter().map(|&s| Ok((s, encode(s)?))).collect::<Result<Vec<_>, PluginError>>()?;
-        let mut tracker = Tracker::new(RunDir::open(&ctx.run_dir)?);
+        let data = parts.encode_splits(encode)?;
         let objective =
             RmObjective { objective: args.objective, labels, pad: pad_id(&tokenizer), device, config, tokenizer };
-        let setup = TrainSetup {
-            args: loop_args(&args),
-            optimizer: parts.optimizer.clone(),
-            schedule: parts.schedule.as_ref(),
-            train: train_examples,
-            evals,
-            tracker: &mut tracker,
-            name: "reward_model",
-        };
-        train(&objective, model, setup)?;
+        parts.fit(ctx, &objective, model, data)?;
         Ok(())
     }
 }
