@@ -3,37 +3,8 @@
 //! metric rises, the output loads back as a policy, and bad `alg.args` are refused with
 //! the key named.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-fn tril(args: &[&str]) -> (i32, String) {
-    let cfgs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../cfgs");
-    let out = Command::new(env!("CARGO_BIN_EXE_tril"))
-        .args(["--quiet", "run", "--config-dir", cfgs.to_str().unwrap()])
-        .args(args)
-        .env_remove("TRIL_LOG")
-        .output()
-        .expect("run tril");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
-}
-
-fn lines(path: &Path) -> Vec<serde_json::Value> {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
-}
-
-fn eval_series(dir: &Path, key: &str) -> Vec<f64> {
-    lines(&dir.join("val_split_metrics.jsonl"))
-        .iter()
-        .map(|l| l["metrics"][key].as_f64().unwrap_or_else(|| panic!("{key} missing: {l}")))
-        .collect()
-}
-
-fn run_dir(tmp: &tempfile::TempDir, name: &str) -> (PathBuf, String) {
-    let dir = tmp.path().join(name);
-    let arg = format!("run_dir={}", dir.display());
-    (dir, arg)
-}
+mod common;
+use common::*;
 
 /// 32 seeded steps (2 epochs of 512 references, batch 32 in 2 micro-batches) lower the
 /// held-out reference NLL per token by at least 1.0 nat and raise the increasing-numbers

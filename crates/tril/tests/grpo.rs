@@ -1,32 +1,8 @@
 //! GRPO and GSPO through the real CLI on the embedded synthetic task (tiny GPT-2, CPU, seeded).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-fn tril(args: &[&str]) -> (i32, String) {
-    let cfgs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../cfgs");
-    let out = Command::new(env!("CARGO_BIN_EXE_tril"))
-        .args(["--quiet", "run", "--config-dir", cfgs.to_str().unwrap()])
-        .args(args)
-        .env_remove("TRIL_LOG")
-        .output()
-        .expect("run tril");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
-}
-
-fn jsonl(path: &Path, key: &str) -> Vec<f64> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()[key].as_f64().unwrap_or(f64::NAN))
-        .collect()
-}
-
-fn run_dir(tmp: &tempfile::TempDir, name: &str) -> (PathBuf, String) {
-    let dir = tmp.path().join(name);
-    let arg = format!("run_dir={}", dir.display());
-    (dir, arg)
-}
+mod common;
+use common::*;
+use std::path::Path;
 
 fn mean(xs: &[f64]) -> f64 {
     xs.iter().sum::<f64>() / xs.len() as f64

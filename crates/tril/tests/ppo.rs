@@ -1,18 +1,9 @@
 //! PPO through the real CLI on the embedded synthetic task (tiny GPT-2, CPU, seeded).
 
-use std::path::{Path, PathBuf};
+mod common;
+use common::*;
+use std::path::Path;
 use std::process::Command;
-
-fn tril(args: &[&str]) -> (i32, String) {
-    let cfgs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../cfgs");
-    let out = Command::new(env!("CARGO_BIN_EXE_tril"))
-        .args(["--quiet", "run", "--config-dir", cfgs.to_str().unwrap()])
-        .args(args)
-        .env_remove("TRIL_LOG")
-        .output()
-        .expect("run tril");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
-}
 
 /// `tril --quiet run --resume DIR` (the run's own resolved config, no config dir).
 fn resume(dir: &Path) -> (i32, String) {
@@ -22,20 +13,6 @@ fn resume(dir: &Path) -> (i32, String) {
         .output()
         .expect("run tril");
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
-}
-
-fn jsonl(path: &Path, key: &str) -> Vec<f64> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()[key].as_f64().unwrap())
-        .collect()
-}
-
-fn run_dir(tmp: &tempfile::TempDir, name: &str) -> (PathBuf, String) {
-    let dir = tmp.path().join(name);
-    let arg = format!("run_dir={}", dir.display());
-    (dir, arg)
 }
 
 /// 12 seeded iterations raise the mean rollout reward by at least 0.15

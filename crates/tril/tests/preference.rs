@@ -3,36 +3,10 @@
 //! reward model loaded back by `learned_reward`, and bad preference files refused with the
 //! file, row and key.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
+use common::*;
+use std::path::Path;
 use tril_core::plugin::{RewardFn, TextBatch};
-
-fn tril(args: &[&str]) -> (i32, String) {
-    let cfgs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../cfgs");
-    let out = Command::new(env!("CARGO_BIN_EXE_tril"))
-        .args(["--quiet", "run", "--config-dir", cfgs.to_str().unwrap()])
-        .args(args)
-        .env_remove("TRIL_LOG")
-        .output()
-        .expect("run tril");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
-}
-
-fn lines(path: &Path) -> Vec<serde_json::Value> {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
-}
-
-/// `key` of every evaluation in `{split}_split_metrics.jsonl`, in order.
-fn eval_series(dir: &Path, key: &str) -> Vec<f64> {
-    lines(&dir.join("val_split_metrics.jsonl")).iter().map(|l| l["metrics"][key].as_f64().unwrap()).collect()
-}
-
-fn run_dir(tmp: &tempfile::TempDir, name: &str) -> (PathBuf, String) {
-    let dir = tmp.path().join(name);
-    let arg = format!("run_dir={}", dir.display());
-    (dir, arg)
-}
 
 /// 32 seeded steps (2 epochs of 256 pairs) take the held-out reward accuracy from 0 (all
 /// margins are 0 at the start, the policy being its reference) to at least 0.9 and the
