@@ -16,6 +16,10 @@
 //!    global-norm clipping, the optimizer step and the scheduler;
 //! 6. logs, evaluation every `eval_every`, checkpoints.
 //!
+//! Checkpoints (`checkpoints/iter_<n>/`, written atomically) hold the HF `policy/`, the
+//! exact `trainer/` state and `trainer_state.json` (RNG and prompt-sampler position), so
+//! `tril run --resume RUN_DIR` continues bit for bit (tested by killing a run).
+//!
 //! # Logged metrics
 //! | key | meaning |
 //! |---|---|
@@ -38,15 +42,18 @@
 //! - Sampling applies the generation settings' `top_k`/`min_length`, but log-probs are the
 //!   plain softmax at `temperature` (TRL does the same with its own `top_k`/`top_p`).
 //! - The policy section's critic layout is ignored: no critic is built.
-//! - `--resume` is not implemented: checkpoints hold the policy in HF layout only.
 //! - Rewards are not NaN-aware: a non-finite reward stops the run.
 
 use crate::evaluation::Evaluation;
 use crate::group::{completion_logprobs, mean_std, repeat_groups, GroupObjective, GroupPlan, GroupSettings};
 use crate::grpo::{group_advantages, GrpoLoss};
-use crate::onpolicy::{build_models, generate_for, generation_config, load_tokenizer, prompt_tokenizer, PromptSampler};
+use crate::onpolicy::{
+    build_models, generate_for, generation_config, load_tokenizer, prompt_tokenizer, OnPolicyState, PromptSampler,
+};
 use crate::policies::ActorCriticArgs;
-use crate::trainer::{section, training_device, Ad, CpuDevice, Optim};
+use crate::trainer::{
+    latest_checkpoint, load_module, save_module, section, training_device, Ad, CpuDevice, Optim, RngState,
+};
 use burn::module::AutodiffModule;
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::backend::Backend;
@@ -191,11 +198,6 @@ struct Loop<'a, O: GroupObjective> {
 
 impl<O: GroupObjective> Algorithm for GroupAlgorithm<O> {
     fn run(mut self: Box<Self>, ctx: &RunCtx<'_>) -> Result<(), PluginError> {
-        if ctx.resume_from.is_some() {
-            return Err(
-                format!("--resume is not implemented for {} yet (checkpoints hold the policy only)", O::ID).into()
-            );
-        }
         let root: RootConfig = ctx.config.extract("")?;
         let device = training_device(&root)?;
         let tokenizer = load_tokenizer(&self.tokenizer.model_name)?;
@@ -229,27 +231,56 @@ impl<O: GroupObjective> Algorithm for GroupAlgorithm<O> {
             device,
             alg: &mut self,
         };
-        state.learn()
+        let first = match &ctx.resume_from {
+            Some(dir) => state.restore(dir)? + 1,
+            None => 1,
+        };
+        state.learn(first)
     }
 }
 
 impl<O: GroupObjective> Loop<'_, O> {
-    fn learn(&mut self) -> Result<(), PluginError> {
+    /// Restores the newest checkpoint of `run_dir` (policy, optimizer, RNG, prompt
+    /// sampler); returns its iteration.
+    fn restore(&mut self, run_dir: &std::path::Path) -> Result<usize, PluginError> {
+        let (iteration, dir) = latest_checkpoint(run_dir)?;
+        let state = OnPolicyState::read(&dir, O::ID, iteration, self.train.len())?;
+        self.policy = load_module(self.policy.clone(), &dir.join("trainer/model"), &self.device)?;
+        // The parameter groups are keyed by the restored parameter ids.
+        self.optim =
+            Optim::for_module(&self.alg.optimizer, &self.policy).load(&dir.join("trainer/optimizer"), &self.device)?;
+        self.rng = state.rng.restore();
+        self.sampler = state.sampler;
+        self.tracker = Tracker::resume(RunDir::open(run_dir)?, iteration)?;
+        tracing::info!(iteration, checkpoint = %dir.display(), "resuming after the checkpoint of iteration {iteration}");
+        Ok(iteration)
+    }
+
+    fn learn(&mut self, first: usize) -> Result<(), PluginError> {
         let t = self.alg.settings.train.clone();
         let id = O::ID;
-        if t.eval_zero_shot {
+        if first > t.n_iters {
+            tracing::info!(
+                n_iters = t.n_iters,
+                "the run already finished its {} iterations; nothing to resume",
+                t.n_iters
+            );
+            return Ok(());
+        }
+        if t.eval_zero_shot && first == 1 {
             self.evaluate(0)?;
         }
         let started = Instant::now();
-        let mut rewards = Vec::new();
-        for iteration in 1..=t.n_iters {
+        let mut rewards: Vec<f64> = self.tracker.history("rollout/reward_mean").iter().map(|p| p.1).collect();
+        for iteration in first..=t.n_iters {
             let (buffer, mut rollout) = self.collect(iteration)?;
             let reward = rollout["rollout/reward_mean"];
             rewards.push(reward);
             let mut train = self.train_step(iteration, &buffer)?;
             let completions = iteration * self.alg.plan.generation_batch;
             train.insert("time/iterations".into(), iteration as f64);
-            train.insert("time/completions_per_second".into(), completions as f64 / started.elapsed().as_secs_f64());
+            let here = (iteration + 1 - first) * self.alg.plan.generation_batch;
+            train.insert("time/completions_per_second".into(), here as f64 / started.elapsed().as_secs_f64());
             rollout.insert("time/total_completions".into(), completions as f64);
             self.tracker.log_rollout(iteration, &rollout)?;
             self.tracker.log_training(iteration, &train)?;
@@ -445,15 +476,28 @@ impl<O: GroupObjective> Loop<'_, O> {
         Ok(self.tracker.plot(&keys)?)
     }
 
-    /// Writes `checkpoints/iter_<n>/policy` (HF layout) and `trainer_state.json` atomically.
+    /// Writes `checkpoints/iter_<n>/` atomically: the HF `policy/`, the exact `trainer/`
+    /// state and `trainer_state.json` (what `--resume` continues from).
     fn checkpoint(&mut self, iteration: usize) -> Result<(), PluginError> {
         let policy = self.policy.valid();
         let (config, tokenizer) = (&self.gpt_config, &self.tokenizer);
-        let state = serde_json::json!({"iteration": iteration, "algorithm": O::ID});
+        let state = OnPolicyState {
+            algorithm: O::ID.into(),
+            iteration,
+            kl_state: Vec::new(),
+            rng: RngState::of(&self.rng),
+            sampler: self.sampler.clone(),
+        };
+        let state = serde_json::to_string_pretty(&state)?;
+        let (full, optim) = (&self.policy, &self.optim);
         let dir =
             self.tracker.run_dir().write_dir_atomic::<PluginError>(format!("checkpoints/iter_{iteration}"), |tmp| {
                 tril_models::hf::save_gpt2(&policy, config, &tmp.join("policy"), Some(tokenizer))?;
-                Ok(tril_core::run_dir::write_atomic(&tmp.join("trainer_state.json"), state.to_string().as_bytes())?)
+                std::fs::create_dir_all(tmp.join("trainer"))?;
+                save_module(full, &tmp.join("trainer/model"))?;
+                optim.save(&tmp.join("trainer/optimizer"))?;
+                // Last: its presence marks the checkpoint complete.
+                Ok(tril_core::run_dir::write_atomic(&tmp.join("trainer_state.json"), state.as_bytes())?)
             })?;
         tracing::info!(iteration, dir = %dir.display(), "checkpoint written");
         Ok(())

@@ -427,6 +427,54 @@ pub fn reference_targets<B: Backend>(
     ))
 }
 
+/// What an on-policy checkpoint's `trainer_state.json` holds besides the model and
+/// optimizer files (`trainer/`): enough to continue exactly (`--resume`).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct OnPolicyState {
+    /// The algorithm that wrote it (`ppo`, `grpo`, ...).
+    pub algorithm: String,
+    /// The last completed iteration.
+    pub iteration: usize,
+    /// The KL controller's state (empty for algorithms without one).
+    #[serde(default)]
+    pub kl_state: Vec<f64>,
+    /// The training RNG (sampling, shuffling).
+    pub rng: crate::trainer::RngState,
+    /// The position in the shuffled train prompts.
+    pub sampler: PromptSampler,
+}
+
+impl OnPolicyState {
+    /// Reads the state of the checkpoint `dir` of `iteration`, checking that `algorithm`
+    /// wrote it over `n_train` train prompts.
+    pub fn read(dir: &std::path::Path, algorithm: &str, iteration: usize, n_train: usize) -> Result<Self, PluginError> {
+        let file = dir.join("trainer_state.json");
+        let text = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+        let state: OnPolicyState = serde_json::from_str(&text)
+            .map_err(|e| format!("{}: not a tril on-policy trainer state: {e}", file.display()))?;
+        if state.algorithm != algorithm {
+            return Err(format!(
+                "{}: written by `{}`, but this run's algorithm is `{algorithm}`",
+                file.display(),
+                state.algorithm
+            )
+            .into());
+        }
+        if state.iteration != iteration {
+            return Err(format!("{}: holds iteration {}, expected {iteration}", file.display(), state.iteration).into());
+        }
+        if state.sampler.len() != n_train {
+            return Err(format!(
+                "{}: the checkpoint was taken over {} train prompts, the task now has {n_train}",
+                file.display(),
+                state.sampler.len()
+            )
+            .into());
+        }
+        Ok(state)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -26,7 +26,7 @@
 use crate::evaluation::Evaluation;
 use crate::onpolicy::{
     build_models, generate_for, generation_config, lm_logprobs, load_tokenizer, prompt_tokenizer, reference_targets,
-    warn_long_prompts, ActorCritic, PromptSampler,
+    warn_long_prompts, ActorCritic, OnPolicyState, PromptSampler,
 };
 use crate::policies::ActorCriticArgs;
 use crate::ppo::{entropy_loss, policy_loss, target_loss, token_rewards, value_loss, PpoArgs, PpoPlan};
@@ -109,19 +109,6 @@ tril_core::register!(algorithm,
     doc: "PPO actor-critic with GAE, KL penalty in the reward and target regularization (TRIL's ppo).",
     config: PpoArgs,
     build: build);
-
-/// What `trainer_state.json` of a checkpoint holds besides the model and optimizer files.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-struct TrainerState {
-    /// The last completed iteration.
-    iteration: usize,
-    /// The KL controller's state.
-    kl_state: Vec<f64>,
-    /// The training RNG (sampling, shuffling).
-    rng: RngState,
-    /// The position in the shuffled train prompts.
-    sampler: PromptSampler,
-}
 
 /// One iteration's rollouts, on the CPU backend without autodiff.
 struct Buffer {
@@ -224,30 +211,13 @@ impl Loop<'_> {
     /// Restores the newest checkpoint of `run_dir`; returns its iteration.
     fn restore(&mut self, run_dir: &std::path::Path) -> Result<usize, PluginError> {
         let (iteration, dir) = latest_checkpoint(run_dir)?;
-        let state_file = dir.join("trainer_state.json");
-        let text = std::fs::read_to_string(&state_file).map_err(|e| format!("{}: {e}", state_file.display()))?;
-        let state: TrainerState = serde_json::from_str(&text)
-            .map_err(|e| format!("{}: not a tril PPO trainer state: {e}", state_file.display()))?;
-        if state.iteration != iteration {
-            return Err(
-                format!("{}: holds iteration {}, expected {iteration}", state_file.display(), state.iteration).into()
-            );
-        }
+        let state = OnPolicyState::read(&dir, "ppo", iteration, self.train.len())?;
         self.model = load_module(self.model.clone(), &dir.join("trainer/model"), &self.device)?;
         // The parameter groups are keyed by the restored parameter ids.
         self.optim =
             Optim::for_module(&self.ppo.optimizer, &self.model).load(&dir.join("trainer/optimizer"), &self.device)?;
         self.ppo.kl.load_state(&state.kl_state)?;
         self.rng = state.rng.restore();
-        if state.sampler.len() != self.train.len() {
-            return Err(format!(
-                "{}: the checkpoint was taken over {} train prompts, the task now has {}",
-                state_file.display(),
-                state.sampler.len(),
-                self.train.len()
-            )
-            .into());
-        }
         self.sampler = state.sampler;
         self.tracker = Tracker::resume(RunDir::open(run_dir)?, iteration)?;
         tracing::info!(iteration, checkpoint = %dir.display(), "resuming after the checkpoint of iteration {iteration}");
@@ -531,7 +501,8 @@ impl Loop<'_> {
         let model = self.model.valid();
         let config = &self.gpt_config;
         let tokenizer = &self.tokenizer;
-        let state = TrainerState {
+        let state = OnPolicyState {
+            algorithm: "ppo".into(),
             iteration,
             kl_state: self.ppo.kl.state(),
             rng: RngState::of(&self.rng),

@@ -3,17 +3,6 @@
 mod common;
 use common::*;
 use std::path::Path;
-use std::process::Command;
-
-/// `tril --quiet run --resume DIR` (the run's own resolved config, no config dir).
-fn resume(dir: &Path) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_tril"))
-        .args(["--quiet", "run", "--resume", dir.to_str().unwrap()])
-        .env_remove("TRIL_LOG")
-        .output()
-        .expect("run tril");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
-}
 
 /// 12 seeded iterations raise the mean rollout reward by at least 0.15
 /// (measured: 0.28 over the first three iterations -> 0.52 over the last three).
@@ -82,25 +71,11 @@ fn bad_plans_and_resume_are_refused_with_reasons() {
     assert!(stderr.contains("config.resolved.yaml"), "{stderr}");
 }
 
-/// The lines of a run's JSONL logs without the wall-clock keys (`time/fps`).
-fn logs_without_time(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    for file in ["rollout_info.jsonl", "training_info.jsonl", "val_split_metrics.jsonl"] {
-        for line in std::fs::read_to_string(dir.join(file)).unwrap().lines() {
-            let mut v: serde_json::Map<String, serde_json::Value> = serde_json::from_str(line).unwrap();
-            v.retain(|k, _| !k.starts_with("time/"));
-            out.push(format!("{file}: {}", serde_json::Value::Object(v)));
-        }
-    }
-    out
-}
-
 /// Run 8 iterations; separately run the same config, kill the process once its
 /// iteration-2 checkpoint exists, and `--resume` it: every logged number after the
 /// checkpoint and the final weights equal the uninterrupted run's.
 #[test]
 fn killed_and_resumed_run_matches_an_uninterrupted_one() {
-    let tmp = tempfile::tempdir().unwrap();
     let args = [
         "task=synthetic",
         "alg=ppo",
@@ -110,48 +85,7 @@ fn killed_and_resumed_run_matches_an_uninterrupted_one() {
         "alg.args.save_checkpoints=true",
         "alg.args.save_every=2",
     ];
-    let (full, arg) = run_dir(&tmp, "full");
-    let (code, stderr) = tril(&[&args[..], &[arg.as_str()]].concat());
-    assert_eq!(code, 0, "{stderr}");
-
-    let (cut, arg) = run_dir(&tmp, "cut");
-    let cfgs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../cfgs");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tril"))
-        .args(["--quiet", "run", "--config-dir", cfgs.to_str().unwrap()])
-        .args(args)
-        .arg(&arg)
-        .env_remove("TRIL_LOG")
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("run tril");
-    let marker = cut.join("checkpoints/iter_2/trainer_state.json");
-    let started = std::time::Instant::now();
-    while !marker.is_file() {
-        assert!(child.try_wait().unwrap().is_none(), "the run ended before its iteration-2 checkpoint");
-        assert!(started.elapsed().as_secs() < 300, "no iteration-2 checkpoint after 300 s");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
-    assert!(
-        !cut.join("checkpoints/iter_8").exists(),
-        "the process finished before it was killed; the test needs slower iterations"
-    );
-
-    let (code, stderr) = resume(&cut);
-    assert_eq!(code, 0, "{stderr}");
-    let log = std::fs::read_to_string(cut.join("log.txt")).unwrap();
-    assert!(log.contains("resuming after the checkpoint of iteration"), "{log}");
-    let expected = logs_without_time(&full);
-    assert_eq!(logs_without_time(&cut), expected, "resumed logs differ from the uninterrupted run's");
-    assert_eq!(expected.len(), 8 + 8 + 4);
-    let weights = |dir: &Path| std::fs::read(dir.join("checkpoints/iter_8/policy/model.safetensors")).unwrap();
-    assert!(weights(&full) == weights(&cut), "final policy weights differ");
-
-    // Resuming a finished run does nothing and says so.
-    let (code, stderr) = resume(&cut);
-    assert_eq!(code, 0, "{stderr}");
-    assert_eq!(logs_without_time(&cut), expected);
+    assert_kill_and_resume_matches(&args, 8, 8 + 8 + 4);
 }
 
 /// TRIL's IMDB x PPO config, shrunk: the shared IMDB CSV, the tiny transformers-made GPT-2

@@ -41,3 +41,76 @@ pub fn eval_series(dir: &Path, key: &str) -> Vec<f64> {
         .map(|l| l["metrics"][key].as_f64().unwrap_or_else(|| panic!("{key} missing: {l}")))
         .collect()
 }
+
+/// `tril --quiet run --resume DIR` (the run's own resolved config, no config dir).
+pub fn resume(dir: &Path) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tril"))
+        .args(["--quiet", "run", "--resume", dir.to_str().unwrap()])
+        .env_remove("TRIL_LOG")
+        .output()
+        .expect("run tril");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// The lines of a run's JSONL logs without the wall-clock keys (`time/*`).
+pub fn logs_without_time(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for file in ["rollout_info.jsonl", "training_info.jsonl", "val_split_metrics.jsonl"] {
+        for line in std::fs::read_to_string(dir.join(file)).unwrap().lines() {
+            let mut v: serde_json::Map<String, serde_json::Value> = serde_json::from_str(line).unwrap();
+            v.retain(|k, _| !k.starts_with("time/"));
+            out.push(format!("{file}: {}", serde_json::Value::Object(v)));
+        }
+    }
+    out
+}
+
+/// Runs `args` (which must checkpoint every 2 of `n_iters` iterations) to the end; runs it
+/// again, SIGKILLs the process once its iteration-2 checkpoint exists and `--resume`s it.
+/// Asserts that every logged number (wall-clock keys aside) and the final policy weights
+/// are the uninterrupted run's, that there are `lines` log lines, and that resuming a
+/// finished run does nothing.
+pub fn assert_kill_and_resume_matches(args: &[&str], n_iters: usize, lines: usize) {
+    let tmp = tempfile::tempdir().unwrap();
+    let (full, arg) = run_dir(&tmp, "full");
+    let (code, stderr) = tril(&[args, &[arg.as_str()]].concat());
+    assert_eq!(code, 0, "{stderr}");
+
+    let (cut, arg) = run_dir(&tmp, "cut");
+    let cfgs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../cfgs");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tril"))
+        .args(["--quiet", "run", "--config-dir", cfgs.to_str().unwrap()])
+        .args(args)
+        .arg(&arg)
+        .env_remove("TRIL_LOG")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run tril");
+    let marker = cut.join("checkpoints/iter_2/trainer_state.json");
+    let started = std::time::Instant::now();
+    while !marker.is_file() {
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before its iteration-2 checkpoint");
+        assert!(started.elapsed().as_secs() < 300, "no iteration-2 checkpoint after 300 s");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let last = format!("checkpoints/iter_{n_iters}");
+    assert!(!cut.join(&last).exists(), "the process finished before it was killed; the test needs slower iterations");
+
+    let (code, stderr) = resume(&cut);
+    assert_eq!(code, 0, "{stderr}");
+    let log = std::fs::read_to_string(cut.join("log.txt")).unwrap();
+    assert!(log.contains("resuming after the checkpoint of iteration"), "{log}");
+    let expected = logs_without_time(&full);
+    assert_eq!(logs_without_time(&cut), expected, "resumed logs differ from the uninterrupted run's");
+    assert_eq!(expected.len(), lines);
+    let weights = |dir: &Path| std::fs::read(dir.join(&last).join("policy/model.safetensors")).unwrap();
+    assert!(weights(&full) == weights(&cut), "final policy weights differ");
+
+    let (code, stderr) = resume(&cut);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(logs_without_time(&cut), expected);
+    let log = std::fs::read_to_string(cut.join("log.txt")).unwrap();
+    assert!(log.contains("nothing to resume"), "{log}");
+}
