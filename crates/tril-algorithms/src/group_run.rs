@@ -51,9 +51,7 @@ use crate::onpolicy::{
     build_models, generate_for, generation_config, load_tokenizer, prompt_tokenizer, OnPolicyState, PromptSampler,
 };
 use crate::policies::ActorCriticArgs;
-use crate::trainer::{
-    latest_checkpoint, load_module, save_module, section, training_device, Ad, CpuDevice, Optim, RngState,
-};
+use crate::trainer::{section, training_device, Ad, CpuDevice, Optim, RngState};
 use burn::module::AutodiffModule;
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::backend::Backend;
@@ -243,17 +241,18 @@ impl<O: GroupObjective> Loop<'_, O> {
     /// Restores the newest checkpoint of `run_dir` (policy, optimizer, RNG, prompt
     /// sampler); returns its iteration.
     fn restore(&mut self, run_dir: &std::path::Path) -> Result<usize, PluginError> {
-        let (iteration, dir) = latest_checkpoint(run_dir)?;
-        let state = OnPolicyState::read(&dir, O::ID, iteration, self.train.len())?;
-        self.policy = load_module(self.policy.clone(), &dir.join("trainer/model"), &self.device)?;
-        // The parameter groups are keyed by the restored parameter ids.
-        self.optim =
-            Optim::for_module(&self.alg.optimizer, &self.policy).load(&dir.join("trainer/optimizer"), &self.device)?;
+        let (state, policy, optim, tracker) = OnPolicyState::restore(
+            run_dir,
+            O::ID,
+            self.train.len(),
+            self.policy.clone(),
+            &self.alg.optimizer,
+            &self.device,
+        )?;
+        (self.policy, self.optim, self.tracker) = (policy, optim, tracker);
         self.rng = state.rng.restore();
         self.sampler = state.sampler;
-        self.tracker = Tracker::resume(RunDir::open(run_dir)?, iteration)?;
-        tracing::info!(iteration, checkpoint = %dir.display(), "resuming after the checkpoint of iteration {iteration}");
-        Ok(iteration)
+        Ok(state.iteration)
     }
 
     fn learn(&mut self, first: usize) -> Result<(), PluginError> {
@@ -488,18 +487,8 @@ impl<O: GroupObjective> Loop<'_, O> {
             rng: RngState::of(&self.rng),
             sampler: self.sampler.clone(),
         };
-        let state = serde_json::to_string_pretty(&state)?;
-        let (full, optim) = (&self.policy, &self.optim);
-        let dir =
-            self.tracker.run_dir().write_dir_atomic::<PluginError>(format!("checkpoints/iter_{iteration}"), |tmp| {
-                tril_models::hf::save_gpt2(&policy, config, &tmp.join("policy"), Some(tokenizer))?;
-                std::fs::create_dir_all(tmp.join("trainer"))?;
-                save_module(full, &tmp.join("trainer/model"))?;
-                optim.save(&tmp.join("trainer/optimizer"))?;
-                // Last: its presence marks the checkpoint complete.
-                Ok(tril_core::run_dir::write_atomic(&tmp.join("trainer_state.json"), state.as_bytes())?)
-            })?;
-        tracing::info!(iteration, dir = %dir.display(), "checkpoint written");
-        Ok(())
+        state.write_checkpoint(self.tracker.run_dir(), &self.policy, &self.optim, |tmp| {
+            Ok(tril_models::hf::save_gpt2(&policy, config, &tmp.join("policy"), Some(tokenizer))?)
+        })
     }
 }

@@ -473,6 +473,49 @@ impl OnPolicyState {
         }
         Ok(state)
     }
+
+    /// Writes `checkpoints/iter_<n>/` of `run` atomically: what `export` puts there (the
+    /// HF model directories), the exact `trainer/{model,optimizer}` state and, last (its
+    /// presence marks the checkpoint complete), `trainer_state.json`.
+    pub fn write_checkpoint<M: burn::module::AutodiffModule<crate::trainer::Ad>>(
+        &self,
+        run: &tril_core::run_dir::RunDir,
+        module: &M,
+        optim: &crate::trainer::Optim<M>,
+        export: impl FnOnce(&std::path::Path) -> Result<(), PluginError>,
+    ) -> Result<(), PluginError> {
+        let state = serde_json::to_string_pretty(self)?;
+        let dir = run.write_dir_atomic::<PluginError>(format!("checkpoints/iter_{}", self.iteration), |tmp| {
+            export(tmp)?;
+            std::fs::create_dir_all(tmp.join("trainer"))?;
+            crate::trainer::save_module(module, &tmp.join("trainer/model"))?;
+            optim.save(&tmp.join("trainer/optimizer"))?;
+            Ok(tril_core::run_dir::write_atomic(&tmp.join("trainer_state.json"), state.as_bytes())?)
+        })?;
+        tracing::info!(iteration = self.iteration, dir = %dir.display(), "checkpoint written");
+        Ok(())
+    }
+
+    /// Restores the newest complete checkpoint of `run_dir` (`--resume`): the state, the
+    /// module (parameter ids included), its optimizer with the parameter groups rebuilt
+    /// over the restored ids, and a tracker whose logs stop at that iteration.
+    pub fn restore<M: burn::module::AutodiffModule<crate::trainer::Ad>>(
+        run_dir: &std::path::Path,
+        algorithm: &str,
+        n_train: usize,
+        module: M,
+        optimizer: &tril_core::plugin::OptimizerSpec,
+        device: &crate::trainer::CpuDevice,
+    ) -> Result<(Self, M, crate::trainer::Optim<M>, tril_core::tracker::Tracker), PluginError> {
+        let (iteration, dir) = crate::trainer::latest_checkpoint(run_dir)?;
+        let state = OnPolicyState::read(&dir, algorithm, iteration, n_train)?;
+        let module = crate::trainer::load_module(module, &dir.join("trainer/model"), device)?;
+        let optim =
+            crate::trainer::Optim::for_module(optimizer, &module).load(&dir.join("trainer/optimizer"), device)?;
+        let tracker = tril_core::tracker::Tracker::resume(tril_core::run_dir::RunDir::open(run_dir)?, iteration)?;
+        tracing::info!(iteration, checkpoint = %dir.display(), "resuming after the checkpoint of iteration {iteration}");
+        Ok((state, module, optim, tracker))
+    }
 }
 
 #[cfg(test)]

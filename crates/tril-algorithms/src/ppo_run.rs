@@ -30,7 +30,7 @@ use crate::onpolicy::{
 };
 use crate::policies::ActorCriticArgs;
 use crate::ppo::{entropy_loss, policy_loss, target_loss, token_rewards, value_loss, PpoArgs, PpoPlan};
-use crate::trainer::{latest_checkpoint, load_module, save_module, section, training_device, Ad, Optim, RngState};
+use crate::trainer::{section, training_device, Ad, Optim, RngState};
 use burn::module::AutodiffModule;
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::{Int, Tensor, TensorData};
@@ -210,18 +210,19 @@ impl Algorithm for Ppo {
 impl Loop<'_> {
     /// Restores the newest checkpoint of `run_dir`; returns its iteration.
     fn restore(&mut self, run_dir: &std::path::Path) -> Result<usize, PluginError> {
-        let (iteration, dir) = latest_checkpoint(run_dir)?;
-        let state = OnPolicyState::read(&dir, "ppo", iteration, self.train.len())?;
-        self.model = load_module(self.model.clone(), &dir.join("trainer/model"), &self.device)?;
-        // The parameter groups are keyed by the restored parameter ids.
-        self.optim =
-            Optim::for_module(&self.ppo.optimizer, &self.model).load(&dir.join("trainer/optimizer"), &self.device)?;
+        let (state, model, optim, tracker) = OnPolicyState::restore(
+            run_dir,
+            "ppo",
+            self.train.len(),
+            self.model.clone(),
+            &self.ppo.optimizer,
+            &self.device,
+        )?;
+        (self.model, self.optim, self.tracker) = (model, optim, tracker);
         self.ppo.kl.load_state(&state.kl_state)?;
         self.rng = state.rng.restore();
         self.sampler = state.sampler;
-        self.tracker = Tracker::resume(RunDir::open(run_dir)?, iteration)?;
-        tracing::info!(iteration, checkpoint = %dir.display(), "resuming after the checkpoint of iteration {iteration}");
-        Ok(iteration)
+        Ok(state.iteration)
     }
 
     fn learn(&mut self, first: usize) -> Result<(), PluginError> {
@@ -499,8 +500,7 @@ impl Loop<'_> {
     /// `trainer/` state and `trainer_state.json` (see the module docs).
     fn checkpoint(&mut self, iteration: usize) -> Result<(), PluginError> {
         let model = self.model.valid();
-        let config = &self.gpt_config;
-        let tokenizer = &self.tokenizer;
+        let (config, tokenizer) = (&self.gpt_config, &self.tokenizer);
         let state = OnPolicyState {
             algorithm: "ppo".into(),
             iteration,
@@ -508,30 +508,20 @@ impl Loop<'_> {
             rng: RngState::of(&self.rng),
             sampler: self.sampler.clone(),
         };
-        let state = serde_json::to_string_pretty(&state)?;
-        let (full, optim) = (&self.model, &self.optim);
-        let dir =
-            self.tracker.run_dir().write_dir_atomic::<PluginError>(format!("checkpoints/iter_{iteration}"), |tmp| {
-                tril_models::hf::save_gpt2(&model.policy, config, &tmp.join("policy"), Some(tokenizer))?;
-                let critic = match (&model.critic, &model.shared_head) {
-                    (Some(c), _) => Some(c.clone()),
-                    (None, Some(h)) => Some(tril_models::heads::Gpt2ValueModel {
-                        transformer: model.policy.clone(),
-                        v_head: h.clone(),
-                    }),
-                    (None, None) => None,
-                };
-                if let Some(c) = critic {
-                    tril_models::hf::gpt2::save_gpt2_value_model(&c, config, &tmp.join("critic"), None)?;
+        state.write_checkpoint(self.tracker.run_dir(), &self.model, &self.optim, |tmp| {
+            tril_models::hf::save_gpt2(&model.policy, config, &tmp.join("policy"), Some(tokenizer))?;
+            let critic = match (&model.critic, &model.shared_head) {
+                (Some(c), _) => Some(c.clone()),
+                (None, Some(h)) => {
+                    Some(tril_models::heads::Gpt2ValueModel { transformer: model.policy.clone(), v_head: h.clone() })
                 }
-                std::fs::create_dir_all(tmp.join("trainer"))?;
-                save_module(full, &tmp.join("trainer/model"))?;
-                optim.save(&tmp.join("trainer/optimizer"))?;
-                // Last: its presence marks the checkpoint complete.
-                Ok(tril_core::run_dir::write_atomic(&tmp.join("trainer_state.json"), state.as_bytes())?)
-            })?;
-        tracing::info!(iteration, dir = %dir.display(), "checkpoint written");
-        Ok(())
+                (None, None) => None,
+            };
+            if let Some(c) = critic {
+                tril_models::hf::gpt2::save_gpt2_value_model(&c, config, &tmp.join("critic"), None)?;
+            }
+            Ok(())
+        })
     }
 }
 
