@@ -37,6 +37,9 @@
 //! - [`bc`]: behaviour cloning / SFT (`bc`): token-level NLL of the task's references
 //!   given the prompt, evaluated with the task's metrics; writes an HF policy directory.
 //! - [`evaluation`]: generation on the evaluation splits, metrics and prediction logs.
+//! - [`rollin`]: roll-in / roll-out (mixing probability, prefix lengths, forced prefixes,
+//!   per-segment masks) shared by [`ppo_pp`] (PPO++), [`aggrevated`] (AggreVaTeD),
+//!   [`lols`] (LOLS) and [`d2lols`] (D2LOLS), all on PPO's loop.
 //!
 //! ```
 //! use tril_algorithms::schedulers::Linear;
@@ -46,7 +49,9 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod aggrevated;
 pub mod bc;
+pub mod d2lols;
 pub mod dpo;
 pub mod dpo_run;
 pub mod evaluation;
@@ -58,14 +63,17 @@ pub mod kl_controller;
 pub mod kto;
 pub mod kto_run;
 pub mod logp;
+pub mod lols;
 pub mod offline;
 pub mod offline_ips;
 pub mod onpolicy;
 pub mod optimizers;
 pub mod policies;
 pub mod ppo;
+pub mod ppo_pp;
 pub mod ppo_run;
 pub mod reward_model;
+pub mod rollin;
 pub mod schedulers;
 #[cfg(test)]
 mod test_util;

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use tril_core::ops::{entropy_from_logits, gather_logprobs};
 use tril_core::plugin::{CriticLayout, PluginError, PolicyLm, PolicySpec, Sample};
 use tril_core::schema::{GenKwargs, Side};
-use tril_models::generate::{generate, GenerationConfig, GenerationOutput, SpecialTokens};
+use tril_models::generate::{generate_with_prefix, GenerationConfig, GenerationOutput, SpecialTokens};
 use tril_models::gpt2::{Gpt2Config, Gpt2Input, Gpt2Model};
 use tril_models::heads::{Gpt2ValueModel, ValueHead, ValueHeadConfig};
 use tril_models::tokenizer::{PaddingSide, TextTokenizer, TokenizerOptions, TruncationSide};
@@ -27,6 +27,8 @@ pub struct ActorCritic<B: Backend> {
     pub critic: Option<Gpt2ValueModel<B>>,
     /// Value head on the policy trunk.
     pub shared_head: Option<ValueHead<B>>,
+    /// The guide's critic (`multi_actor_critic` with `create_guide_critic`: LOLS, D2LOLS).
+    pub guide_critic: Option<Gpt2ValueModel<B>>,
 }
 
 /// What one forward pass over `prompt + generation` gives for the generated positions.
@@ -46,21 +48,38 @@ fn generated_span(len: usize, n: usize) -> std::ops::Range<usize> {
 }
 
 impl<B: Backend> ActorCritic<B> {
-    /// Scores the generated part of `ids` (its last `n` columns).
+    /// Scores the generated part of `ids` (its last `n` columns), values from the policy's critic.
     ///
     /// # Shapes
     /// `ids`, `mask`: `[B, P + N]` -> [`Scored`] of `[B, N]`
     pub fn score(&self, ids: Tensor<B, 2, Int>, mask: Tensor<B, 2, Int>, n: usize) -> Scored<B> {
+        self.score_with(ids, mask, n, crate::rollin::ValueFn::Policy)
+    }
+
+    /// [`ActorCritic::score`] with the values of the critic `value_fn` names.
+    ///
+    /// # Panics
+    /// With [`crate::rollin::ValueFn::Guide`] on a model built without a guide critic.
+    pub fn score_with(
+        &self,
+        ids: Tensor<B, 2, Int>,
+        mask: Tensor<B, 2, Int>,
+        n: usize,
+        value_fn: crate::rollin::ValueFn,
+    ) -> Scored<B> {
         let [b, len] = ids.dims();
         let out = self.policy.forward_with(Gpt2Input::new(ids.clone()).with_mask(mask.clone()), None);
         let v = out.logits.dims()[2];
         let span = generated_span(len, n);
         let logits = out.logits.slice([0..b, span.clone(), 0..v]); // [B, N, V]
         let actions = ids.clone().slice([0..b, len - n..len]); // [B, N]
-        let values = match (&self.critic, &self.shared_head) {
-            (Some(critic), _) => critic.forward(ids, Some(mask)), // [B, P + N]
-            (None, Some(head)) => head.forward(out.last_hidden_state), // [B, P + N]
-            (None, None) => panic!("ActorCritic built without a critic"),
+        let values = match (value_fn, &self.critic, &self.shared_head) {
+            (crate::rollin::ValueFn::Guide, _, _) => {
+                self.guide_critic.as_ref().expect("a guide critic").forward(ids, Some(mask)) // [B, P + N]
+            }
+            (_, Some(critic), _) => critic.forward(ids, Some(mask)), // [B, P + N]
+            (_, None, Some(head)) => head.forward(out.last_hidden_state), // [B, P + N]
+            (_, None, None) => panic!("ActorCritic built without a critic"),
         };
         Scored {
             logprobs: gather_logprobs(logits.clone(), actions),
@@ -266,10 +285,20 @@ pub fn build_models<B: Backend>(
             policy,
             critic: Some(Gpt2ValueModel { transformer: critic_trunk, v_head: head }),
             shared_head: None,
+            guide_critic: None,
         },
-        CriticLayout::SharedTrunk => ActorCritic { policy, critic: None, shared_head: Some(head) },
+        CriticLayout::SharedTrunk => ActorCritic { policy, critic: None, shared_head: Some(head), guide_critic: None },
     };
     Ok((model, reference.no_grad(), config))
+}
+
+/// A guide critic for `model` (TRIL builds it from the policy's `model_name`): a copy of
+/// the policy's initial trunk with fresh parameter ids and a new value head.
+pub fn with_guide_critic<B: Backend>(mut model: ActorCritic<B>, mlp_head: bool, device: &B::Device) -> ActorCritic<B> {
+    let trunk = model.policy.clone().map(&mut FreshIds);
+    let head = ValueHeadConfig::new(model.policy.d_model()).with_mlp(mlp_head).init::<B>(device);
+    model.guide_critic = Some(Gpt2ValueModel { transformer: trunk, v_head: head });
+    model
 }
 
 /// Forces every lazily initialised parameter to take its value.
@@ -375,19 +404,30 @@ pub fn generate_for<B: Backend>(
     rng: &mut ChaCha8Rng,
     device: &B::Device,
 ) -> Result<Generated<B>, PluginError> {
+    generate_forced(lm, tokenizer, samples, cfg, None, cfg.max_new_tokens, rng, device)
+}
+
+/// [`generate_for`] with row `i` forced to start with `forced[i]` (a roll-in prefix) and
+/// the output cut or padded to `width` tokens (the rollout buffer's `max_gen_len`).
+#[allow(clippy::too_many_arguments)]
+pub fn generate_forced<B: Backend>(
+    lm: &Gpt2Model<B>,
+    tokenizer: &TextTokenizer,
+    samples: &[&Sample],
+    cfg: &GenerationConfig,
+    forced: Option<&[Vec<u32>]>,
+    width: usize,
+    rng: &mut ChaCha8Rng,
+    device: &B::Device,
+) -> Result<Generated<B>, PluginError> {
     let prompts: Vec<&str> = samples.iter().map(|s| s.prompt.as_str()).collect();
     let encoded = tokenizer.encode_batch(&prompts)?;
     let (prompt_ids, prompt_mask) = encoded.to_tensors::<B>(device); // [B, P]
     let eos = tokenizer.eos_token_id();
     let pad = tokenizer.pad_token_id().or(eos).ok_or("the tokenizer has neither a pad nor an EOS token")?;
-    let output = generate(
-        lm,
-        prompt_ids.clone(),
-        prompt_mask.clone(),
-        cfg,
-        SpecialTokens { eos_token_id: eos, pad_token_id: pad },
-        rng,
-    )?;
+    let special = SpecialTokens { eos_token_id: eos, pad_token_id: pad };
+    let output = generate_with_prefix(lm, prompt_ids.clone(), prompt_mask.clone(), cfg, special, forced, rng)?;
+    let output = crate::rollin::with_width(output, width, pad);
     let (tokens, _, gen_mask) = output.to_tensors::<B>(device); // [B, N]
     let ids = Tensor::cat(vec![prompt_ids, tokens], 1);
     let mask = Tensor::cat(vec![prompt_mask, gen_mask.clone().int()], 1);

@@ -5,8 +5,10 @@
 //! |---|---|
 //! | `actor_critic` | TRIL's `LMActorCritic`: the policy plus a separate full copy of the model with a value head ([`CriticLayout::Separate`]) |
 //! | `actor_critic_shared` | one trunk carrying the LM head and a value head ([`CriticLayout::SharedTrunk`]); half the memory, and the value loss shapes the policy's features |
+//! | `multi_actor_critic` | TRIL's `LMMultiActorCritic`: `actor_critic` plus a guide (the reference when `guide_model_name == model_name`, else a frozen model of its own) and, with `create_guide_critic`, a second critic for the guide's cost-to-go; read by the roll-in algorithms (`ppo_pp`, `aggrevated`, `lols`, `d2lols`) |
 //!
-//! Both read [`ActorCriticArgs`], TRIL's `policy.args`.
+//! All read [`ActorCriticArgs`], TRIL's `policy.args`; `multi_actor_critic` also reads
+//! [`GuideArgs`] from the same section ([`actor_critic_args`] splits them).
 //!
 //! ```
 //! use tril_algorithms::policies::ActorCriticArgs;
@@ -79,9 +81,91 @@ impl ActorCriticArgs {
     }
 }
 
+/// The mixing probability of roll-in: one number, or one per mode (LOLS, D2LOLS).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Beta {
+    /// The same probability in every mode.
+    Scalar(f64),
+    /// TRIL's `{aggrevate: .., ppo_pp: ..}`.
+    PerMode {
+        /// Used in AggreVaTeD iterations.
+        aggrevate: f64,
+        /// Used in PPO++ iterations.
+        ppo_pp: f64,
+    },
+}
+
+impl Beta {
+    /// The probability for an iteration in mode `alg_type` (`ppo_pp` or `aggrevate`).
+    pub fn for_mode(&self, alg_type: &str) -> f64 {
+        match *self {
+            Beta::Scalar(b) => b,
+            Beta::PerMode { aggrevate, ppo_pp } => {
+                if alg_type == "aggrevate" {
+                    aggrevate
+                } else {
+                    ppo_pp
+                }
+            }
+        }
+    }
+
+    fn values(&self) -> Vec<f64> {
+        match *self {
+            Beta::Scalar(b) => vec![b],
+            Beta::PerMode { aggrevate, ppo_pp } => vec![aggrevate, ppo_pp],
+        }
+    }
+}
+
+/// The guide keys of `multi_actor_critic`'s `policy.args` (TRIL's names).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuideArgs {
+    /// The guide's weights; equal to `model_name` means "the reference is the guide".
+    pub guide_model_name: String,
+    /// TRIL's mode tag: `ppo_pp`, `aggrevate`, `lols` or `d2lols`.
+    pub alg_type: String,
+    /// Probability that a trajectory gets a roll-in prefix at all.
+    pub beta: Beta,
+    /// How the guide generates (its roll-in in PPO++, its roll-out in AggreVaTeD).
+    pub guide_gen_kwargs: GenKwargs,
+    /// A second critic estimating the guide's cost-to-go (LOLS, D2LOLS).
+    #[serde(default)]
+    pub create_guide_critic: bool,
+}
+
+/// The keys of [`GuideArgs`].
+pub const GUIDE_KEYS: [&str; 5] = ["guide_model_name", "alg_type", "beta", "guide_gen_kwargs", "create_guide_critic"];
+
+/// The actor-critic args at `key` (`alg.policy.args`) and, for `multi_actor_critic`, the
+/// guide args beside them (`None` for the other layouts, which refuse guide keys).
+pub fn actor_critic_args(
+    config: &tril_core::config::Config,
+    key: &str,
+) -> Result<(ActorCriticArgs, Option<GuideArgs>), PluginError> {
+    let parent = key.strip_suffix(".args").unwrap_or(key);
+    let multi = config.section(parent)?.string("id").is_ok_and(|(id, _)| id == "multi_actor_critic");
+    if !multi {
+        return Ok((config.extract(key)?, None));
+    }
+    let (args, guide): (ActorCriticArgs, GuideArgs) = crate::trainer::extract_split(config, key, &GUIDE_KEYS)?;
+    let section = config.section(key)?;
+    const MODES: [&str; 4] = ["ppo_pp", "aggrevate", "lols", "d2lols"];
+    ensure(MODES.contains(&guide.alg_type.as_str()), &section, "alg_type", "expected ppo_pp, aggrevate, lols or d2lols")?;
+    ensure(guide.beta.values().iter().all(|b| (0.0..=1.0).contains(b)), &section, "beta", "expected probabilities in [0, 1]")?;
+    ensure(!guide.guide_model_name.trim().is_empty(), &section, "guide_model_name", "expected a model name")?;
+    Ok((args, Some(guide)))
+}
+
 /// Extracts the args and checks what tril cannot honour.
 fn extract(section: &Section<'_>) -> Result<ActorCriticArgs, CoreError> {
-    let args: ActorCriticArgs = section.extract()?;
+    check(section, section.extract()?)
+}
+
+/// The checks of [`extract`] on args already read from `section`.
+fn check(section: &Section<'_>, args: ActorCriticArgs) -> Result<ActorCriticArgs, CoreError> {
     ensure(!args.model_name.trim().is_empty(), section, "model_name", "expected a model name")?;
     ensure(args.max_prompt_len > 0, section, "max_prompt_len", "expected at least 1 token")?;
     ensure(args.max_gen_len > 0, section, "max_gen_len", "expected at least 1 token")?;
@@ -111,6 +195,18 @@ tril_core::register!(policy,
     doc: "One trunk with an LM head and a value head (half the memory of actor_critic).",
     config: ActorCriticArgs,
     build: build_shared);
+
+fn build_multi(section: &Section<'_>, ctx: &BuildCtx<'_>) -> Result<Box<PolicySpec>, PluginError> {
+    let key = format!("{}.args", section.key());
+    let (args, _) = actor_critic_args(ctx.config, &key)?;
+    Ok(Box::new(check(&ctx.config.section(&key)?, args)?.spec(CriticLayout::Separate)))
+}
+
+tril_core::register!(policy,
+    id: "multi_actor_critic",
+    doc: "actor_critic plus a guide model (the reference when the names match) and an optional guide critic (TRIL's LMMultiActorCritic).",
+    config: ActorCriticArgs,
+    build: build_multi);
 
 #[cfg(test)]
 mod tests {

@@ -67,6 +67,10 @@ pub struct PpoArgs {
     pub max_prompt_len: usize,
     /// Generation length (interpolated from `sampling.max_gen_len`).
     pub max_gen_len: usize,
+    /// Whether the per-token KL penalty is added to the reward (null: the algorithm's
+    /// default: `true` for PPO and GAIL, `false` for the roll-in family, as TRIL does).
+    #[serde(default)]
+    pub kl_in_reward: Option<bool>,
 }
 
 /// Derived per-iteration numbers (R11: computed, never written back into the config).

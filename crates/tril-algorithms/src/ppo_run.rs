@@ -14,6 +14,13 @@
 //!   shrinks the policy's step to almost nothing).
 //! - Runs on the CPU backend; `device: cuda:N` needs the CUDA build (GPU issue).
 //!
+//! # The algorithms built on this loop
+//! PPO++, AggreVaTeD, LOLS and D2LOLS ([`crate::rollin`]) change how rollouts are made
+//! (a guide rolls in or out each iteration, by their [`Schedule`]), which tokens the
+//! policy and the critic learn from, and which critic is used; GAIL ([`crate::gail`])
+//! replaces the task's reward with a discriminator's ([`RewardHook`]). Whether the KL
+//! penalty is in the reward is each algorithm's flag, `alg.args.kl_in_reward`.
+//!
 //! # Checkpoints and `--resume`
 //! `checkpoints/iter_<n>/` (written to a temporary directory, then renamed) holds
 //! `policy/` and `critic/` as HF model directories, `trainer/{model,optimizer}.bin` (the
@@ -25,10 +32,11 @@
 
 use crate::evaluation::Evaluation;
 use crate::onpolicy::{
-    build_models, generate_for, generation_config, lm_logprobs, load_tokenizer, prompt_tokenizer, reference_targets,
-    warn_long_prompts, ActorCritic, OnPolicyState, PromptSampler,
+    build_models, generate_forced, generation_config, lm_logprobs, load_tokenizer, prompt_tokenizer,
+    reference_targets, warn_long_prompts, with_guide_critic, ActorCritic, Generated, OnPolicyState, PromptSampler,
 };
-use crate::policies::ActorCriticArgs;
+use crate::policies::{actor_critic_args, ActorCriticArgs};
+use crate::rollin::{prefixes, rollin_lengths, rollin_mask, segment_masks, IterationPlan, Mode, Rollin, ValueFn};
 use crate::ppo::{entropy_loss, policy_loss, target_loss, token_rewards, value_loss, PpoArgs, PpoPlan};
 use crate::trainer::{section, training_device, Ad, Optim, RngState};
 use burn::module::AutodiffModule;
@@ -38,7 +46,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::time::Instant;
-use tril_core::config::Section;
+use tril_core::config::{Config, Section};
 use tril_core::ops::{clip_grad_norm, gae};
 use tril_core::plugin::{
     Algorithm, BuildCtx, KlController, LrSchedule, Metric, OptimizerSpec, PluginError, PolicySpec, RewardFn, RunCtx,
@@ -55,10 +63,40 @@ use tril_models::CpuBackend;
 
 type Model = ActorCritic<Ad>;
 
+/// Replaces the task's terminal rewards with learned ones (GAIL's discriminator). The
+/// task's reward is still computed and logged as `rollout_buffer/task_rewards`.
+pub trait RewardHook: Send {
+    /// Trains on one iteration's rollouts and returns one terminal reward per trajectory
+    /// plus statistics to log with the rollout metrics.
+    fn rewards(
+        &mut self,
+        iteration: usize,
+        rollouts: &Rollouts<'_>,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<(Vec<f32>, Stats), PluginError>;
+    /// Writes its exact state (model, optimizer) under `dir`, a checkpoint being written.
+    fn save(&self, dir: &std::path::Path) -> Result<(), PluginError>;
+    /// Restores the state [`RewardHook::save`] wrote under `dir`.
+    fn restore(&mut self, dir: &std::path::Path) -> Result<(), PluginError>;
+}
+
+/// One iteration's trajectories as text, for a [`RewardHook`].
+#[derive(Debug, Clone, Copy)]
+pub struct Rollouts<'a> {
+    /// Prompts as the policy saw them (after truncation).
+    pub prompts: &'a [String],
+    /// The generated continuations.
+    pub generations: &'a [String],
+    /// The task's references of each prompt (the "expert" continuations).
+    pub references: &'a [Vec<String>],
+}
+
 /// Everything PPO reads from the composed config, built and validated up front.
 pub struct Ppo {
+    id: &'static str,
     args: PpoArgs,
     plan: PpoPlan,
+    kl_in_reward: bool,
     sampling: SamplingConfig,
     spec: PolicySpec,
     policy_args: ActorCriticArgs,
@@ -69,39 +107,115 @@ pub struct Ppo {
     kl: Box<dyn KlController>,
     schedule: Box<dyn LrSchedule>,
     optimizer: OptimizerSpec,
+    rollin: Option<Rollin>,
+    hook: Option<Box<dyn RewardHook>>,
+}
+
+impl Ppo {
+    /// Builds the loop of algorithm `id` from the composed config, with `args` already read
+    /// from `alg.args` (derived algorithms split their own keys off first) and the KL
+    /// penalty in the reward unless `alg.args.kl_in_reward` (or `kl_in_reward_default`)
+    /// says otherwise. Plain PPO refuses a `multi_actor_critic` policy; roll-in algorithms
+    /// add theirs with [`Ppo::with_rollin`].
+    pub fn from_config(
+        config: &Config,
+        id: &'static str,
+        args: PpoArgs,
+        kl_in_reward_default: bool,
+    ) -> Result<Ppo, PluginError> {
+        let root: RootConfig = config.extract("")?;
+        let plan = args.plan(root.sampling.batch_size_per_process)?;
+        if !root.alg.build_reward {
+            return Err(format!("alg.build_reward: {id} needs the task's reward function; set it to true").into());
+        }
+        let reward_section =
+            config.optional_section("reward_fn").ok_or_else(|| format!("reward_fn: {id} needs a reward function"))?;
+        let tokenizer = root.alg.tokenizer.clone().ok_or_else(|| format!("alg.tokenizer: {id} needs a tokenizer section"))?;
+        let metrics = (0..root.eval_metrics.len())
+            .map(|i| registry::build_metric(&section(config, &format!("eval_metrics.{i}"))?, config))
+            .collect::<Result<Vec<_>, _>>()?;
+        let schedule = match config.optional_section("alg.scheduler") {
+            Some(s) => registry::build_scheduler(&s, config)?,
+            None => Box::new(crate::schedulers::Constant) as Box<dyn LrSchedule>,
+        };
+        let (policy_args, guide) = actor_critic_args(config, "alg.policy.args")?;
+        Ok(Ppo {
+            id,
+            plan,
+            kl_in_reward: args.kl_in_reward.unwrap_or(kl_in_reward_default),
+            sampling: root.sampling,
+            spec: *registry::build_policy(&section(config, "alg.policy")?, config)?,
+            policy_args,
+            tokenizer,
+            task: registry::build_task(&section(config, "task")?, config)?,
+            reward: registry::build_reward_fn(&reward_section, config)?,
+            metrics,
+            kl: registry::build_kl_controller(&section(config, "alg.kl_div")?, config)?,
+            schedule,
+            optimizer: *registry::build_optimizer(&section(config, "alg.optimizer")?, config)?,
+            args,
+            rollin: guide.map(|guide| Rollin { guide, schedule: Box::new(NoRollin) }),
+            hook: None,
+        })
+    }
+
+    /// Makes this a roll-in algorithm whose `alg.policy.args.alg_type` is `alg_type`;
+    /// `schedule` builds, from the guide args, what picks each iteration's mode. Needs
+    /// `alg.policy.id: multi_actor_critic`.
+    pub fn with_rollin(
+        mut self,
+        alg_type: &str,
+        schedule: impl FnOnce(&crate::policies::GuideArgs) -> Result<Box<dyn crate::rollin::Schedule>, PluginError>,
+    ) -> Result<Ppo, PluginError> {
+        let id = self.id;
+        let Some(rollin) = self.rollin.as_mut() else {
+            return Err(format!(
+                "alg.policy.id: {id} needs the `multi_actor_critic` policy (guide_model_name, beta, guide_gen_kwargs)"
+            )
+            .into());
+        };
+        if rollin.guide.alg_type != alg_type {
+            return Err(format!(
+                "alg.policy.args.alg_type: `{}` does not match the algorithm {id} (expected `{alg_type}`)",
+                rollin.guide.alg_type
+            )
+            .into());
+        }
+        rollin.schedule = schedule(&rollin.guide)?;
+        Ok(self)
+    }
+
+    /// Replaces the task's terminal reward with `hook`'s (GAIL).
+    pub fn with_reward_hook(mut self, hook: Box<dyn RewardHook>) -> Ppo {
+        self.hook = Some(hook);
+        self
+    }
+
+    fn refuse_guide(self) -> Result<Ppo, PluginError> {
+        if self.rollin.is_some() {
+            return Err(format!(
+                "alg.policy.id: `multi_actor_critic` is read by the roll-in algorithms (ppo_pp, aggrevated, lols, \
+                 d2lols); {} uses `actor_critic` or `actor_critic_shared`",
+                self.id
+            )
+            .into());
+        }
+        Ok(self)
+    }
+}
+
+/// The placeholder schedule until [`Ppo::with_rollin`] sets one: plain PPO.
+struct NoRollin;
+
+impl crate::rollin::Schedule for NoRollin {
+    fn plan(&mut self, _iteration: usize, _rng: &mut ChaCha8Rng) -> IterationPlan {
+        IterationPlan::PLAIN
+    }
 }
 
 fn build(_args: &Section<'_>, ctx: &BuildCtx<'_>) -> Result<Box<dyn Algorithm>, PluginError> {
-    let config = ctx.config;
-    let root: RootConfig = config.extract("")?;
-    let args: PpoArgs = config.extract("alg.args")?;
-    let plan = args.plan(root.sampling.batch_size_per_process)?;
-    if !root.alg.build_reward {
-        return Err("alg.build_reward: PPO needs the task's reward function; set it to true".into());
-    }
-    let reward_section = config.optional_section("reward_fn").ok_or("reward_fn: PPO needs a reward function")?;
-    let tokenizer = root.alg.tokenizer.clone().ok_or("alg.tokenizer: PPO needs a tokenizer section")?;
-    let metrics = (0..root.eval_metrics.len())
-        .map(|i| registry::build_metric(&section(config, &format!("eval_metrics.{i}"))?, config))
-        .collect::<Result<Vec<_>, _>>()?;
-    let schedule = match config.optional_section("alg.scheduler") {
-        Some(s) => registry::build_scheduler(&s, config)?,
-        None => Box::new(crate::schedulers::Constant) as Box<dyn LrSchedule>,
-    };
-    Ok(Box::new(Ppo {
-        plan,
-        sampling: root.sampling,
-        spec: *registry::build_policy(&section(config, "alg.policy")?, config)?,
-        policy_args: config.extract("alg.policy.args")?,
-        tokenizer,
-        task: registry::build_task(&section(config, "task")?, config)?,
-        reward: registry::build_reward_fn(&reward_section, config)?,
-        metrics,
-        kl: registry::build_kl_controller(&section(config, "alg.kl_div")?, config)?,
-        schedule,
-        optimizer: *registry::build_optimizer(&section(config, "alg.optimizer")?, config)?,
-        args,
-    }))
+    let args: PpoArgs = ctx.config.extract("alg.args")?;
+    Ok(Box::new(Ppo::from_config(ctx.config, "ppo", args, true)?.refuse_guide()?))
 }
 
 tril_core::register!(algorithm,
@@ -115,6 +229,12 @@ struct Buffer {
     ids: Tensor<CpuBackend, 2, Int>,
     mask: Tensor<CpuBackend, 2, Int>,
     gen_mask: Tensor<CpuBackend, 2>,
+    /// The tokens the policy loss covers (`gen_mask` for PPO; a roll-in segment otherwise).
+    update_mask: Tensor<CpuBackend, 2>,
+    /// The tokens the value loss covers.
+    value_mask: Tensor<CpuBackend, 2>,
+    /// The critic that gave `values` and is trained.
+    value_fn: ValueFn,
     logprobs: Tensor<CpuBackend, 2>,
     values: Tensor<CpuBackend, 2>,
     advantages: Tensor<CpuBackend, 2>,
@@ -144,6 +264,8 @@ struct Loop<'a> {
     ppo: &'a mut Ppo,
     model: Model,
     reference: Gpt2Model<CpuBackend>,
+    /// A guide of its own (`guide_model_name` differs from the policy's); else the reference guides.
+    guide: Option<Gpt2Model<CpuBackend>>,
     gpt_config: tril_models::gpt2::Gpt2Config,
     tokenizer: TextTokenizer,
     prompt_tok: TextTokenizer,
@@ -168,8 +290,17 @@ impl Algorithm for Ppo {
             s.max_prompt_len,
             self.tokenizer.pad_token_as_eos_token,
         );
-        let (model, reference, gpt_config) =
+        let (mut model, reference, gpt_config) =
             build_models::<Ad>(&self.spec, tokenizer.vocab_size(), self.args.seed, &device)?;
+        let mut guide = None;
+        if let Some(rollin) = &self.rollin {
+            if rollin.guide.create_guide_critic {
+                model = with_guide_critic(model, self.spec.mlp_head, &device);
+            }
+            if rollin.guide.guide_model_name != self.spec.model_name {
+                guide = Some(load_guide(&rollin.guide.guide_model_name, &self.spec, tokenizer.vocab_size(), &device)?);
+            }
+        }
         let train = self.task.samples(Split::Train)?;
         if train.is_empty() {
             return Err("task: the train split is empty".into());
@@ -192,6 +323,7 @@ impl Algorithm for Ppo {
             rng: ChaCha8Rng::seed_from_u64(self.args.seed),
             tracker: Tracker::new(RunDir::open(&ctx.run_dir)?),
             reference: reference.valid(),
+            guide,
             model,
             gpt_config,
             tokenizer,
@@ -212,13 +344,17 @@ impl Loop<'_> {
     fn restore(&mut self, run_dir: &std::path::Path) -> Result<usize, PluginError> {
         let (state, model, optim, tracker) = OnPolicyState::restore(
             run_dir,
-            "ppo",
+            self.ppo.id,
             self.train.len(),
             self.model.clone(),
             &self.ppo.optimizer,
             &self.device,
         )?;
         (self.model, self.optim, self.tracker) = (model, optim, tracker);
+        if let Some(hook) = self.ppo.hook.as_mut() {
+            let (_, dir) = crate::trainer::latest_checkpoint(run_dir)?;
+            hook.restore(&dir.join("reward_hook"))?;
+        }
         self.ppo.kl.load_state(&state.kl_state)?;
         self.rng = state.rng.restore();
         self.sampler = state.sampler;
@@ -235,7 +371,7 @@ impl Loop<'_> {
             self.evaluate(0)?;
         }
         let started = Instant::now();
-        let bar = progress::bar(n_iters as u64, "ppo");
+        let bar = progress::bar(n_iters as u64, self.ppo.id);
         bar.set_position(first as u64 - 1);
         let mut rewards: Vec<f64> = self.tracker.history("rollout_buffer/rewards").iter().map(|p| p.1).collect();
         for iteration in first..=n_iters {
@@ -258,7 +394,8 @@ impl Loop<'_> {
                 reward = format!("{reward:.4}"),
                 kl = format!("{:.4}", rollout["rollout_buffer/kl_div"]),
                 loss = format!("{:.4}", train.get("ppo/loss").copied().unwrap_or(f64::NAN)),
-                "ppo"
+                "{}",
+                self.ppo.id
             );
             bar.set_message(format!("reward {reward:.3}"));
             if iteration % self.ppo.args.eval_every.max(1) == 0 || iteration == n_iters {
@@ -280,6 +417,36 @@ impl Loop<'_> {
         Ok(())
     }
 
+    /// Generates one batch of trajectories as `plan` says: by the policy alone, or mixed
+    /// with the guide (roll-in prefix of `k_i` tokens, then roll-out). Returns the
+    /// trajectories and the roll-in mask `M` (`[B, N]`, all zeros for plain PPO).
+    fn generate_batch(
+        &mut self,
+        policy: &Gpt2Model<CpuBackend>,
+        samples: &[&Sample],
+        plan: &IterationPlan,
+    ) -> Result<(Generated<CpuBackend>, Vec<f32>, Vec<usize>), PluginError> {
+        let n = self.ppo.args.max_gen_len;
+        let gen_cfg = generation_config(&self.ppo.policy_args.gen_kwargs);
+        let (tok, rng, device) = (&self.prompt_tok, &mut self.rng, &self.device);
+        let Some(mode) = plan.mode else {
+            let gen = generate_forced(policy, tok, samples, &gen_cfg, None, n, rng, device)?;
+            return Ok((gen, vec![0.0; samples.len() * n], vec![0; samples.len()]));
+        };
+        let rollin = self.ppo.rollin.as_ref().expect("a roll-in plan comes from a roll-in schedule");
+        let guide_cfg = generation_config(&rollin.guide.guide_gen_kwargs);
+        let guide = self.guide.as_ref().unwrap_or(&self.reference);
+        let ((first, first_cfg), (second, second_cfg)) = match mode {
+            Mode::PpoPp => ((guide, &guide_cfg), (policy, &gen_cfg)),
+            Mode::Aggrevate => ((policy, &gen_cfg), (guide, &guide_cfg)),
+        };
+        let rolled_in = generate_forced(first, tok, samples, first_cfg, None, n, rng, device)?;
+        let k = rollin_lengths(&rolled_in.output.lengths(), plan.beta, rng);
+        let forced = prefixes(&rolled_in.output, &k);
+        let gen = generate_forced(second, tok, samples, second_cfg, Some(&forced), n, rng, device)?;
+        Ok((gen, rollin_mask(&k, n), k))
+    }
+
     /// Generates, scores and computes advantages for one iteration's trajectories.
     fn collect_rollouts(&mut self, iteration: usize) -> Result<(Buffer, Stats), PluginError> {
         let (bpp, n) = (self.ppo.sampling.batch_size_per_process, self.ppo.args.max_gen_len);
@@ -291,15 +458,22 @@ impl Loop<'_> {
             )
             .into());
         }
+        let plan = match self.ppo.rollin.as_mut() {
+            Some(rollin) => rollin.schedule.plan(iteration, &mut self.rng),
+            None => IterationPlan::PLAIN,
+        };
         let policy = self.model.valid();
         let mut parts: Vec<[Tensor<CpuBackend, 2>; 6]> = Vec::new();
         let mut ids_parts = Vec::new();
         let mut terminal = Vec::new();
+        let (mut rollin, mut ks) = (Vec::new(), Vec::new());
+        let (mut prompts, mut generations, mut references) = (Vec::new(), Vec::new(), Vec::new());
         let bar = progress::bar(self.ppo.plan.generate_calls as u64, "rollout");
         for _ in 0..self.ppo.plan.generate_calls {
             let idx = self.sampler.take(bpp, &mut self.rng);
-            let samples: Vec<&Sample> = idx.iter().map(|&i| &self.train[i]).collect();
-            let gen = generate_for(&policy.policy, &self.prompt_tok, &samples, &gen_cfg, &mut self.rng, &self.device)?;
+            let owned: Vec<Sample> = idx.iter().map(|&i| self.train[i].clone()).collect();
+            let samples: Vec<&Sample> = owned.iter().collect();
+            let (gen, m, k) = self.generate_batch(&policy.policy, &samples, &plan)?;
             let refs: Vec<Vec<String>> = samples.iter().map(|s| s.references.clone()).collect();
             let batch = TextBatch { prompts: &gen.prompts, generations: &gen.texts, references: &refs };
             let scores = self.ppo.reward.score(batch)?;
@@ -310,17 +484,38 @@ impl Loop<'_> {
                 )
                 .into());
             }
-            terminal.extend(scores.iter().map(|&r| r as f32));
-            let scored = policy.score(gen.ids.clone(), gen.mask.clone(), n);
-            let ref_lp = lm_logprobs(&self.reference, gen.ids.clone(), gen.mask.clone(), n);
             let (t_ids, t_mask) = reference_targets::<CpuBackend>(&self.tokenizer, &samples, n, &self.device)?;
+            terminal.extend(scores.iter().map(|&r| r as f32));
+            let scored = policy.score_with(gen.ids.clone(), gen.mask.clone(), n, plan.value_fn);
+            let ref_lp = lm_logprobs(&self.reference, gen.ids.clone(), gen.mask.clone(), n);
             let p = gen.ids.dims()[1] - n;
-            let prompt = gen.ids.clone().slice([0..samples.len(), 0..p]);
+            let b = gen.ids.dims()[0];
+            let prompt = gen.ids.clone().slice([0..b, 0..p]);
             ids_parts.push((gen.ids, gen.mask, Tensor::cat(vec![prompt, t_ids], 1)));
             parts.push([gen.gen_mask, scored.logprobs, ref_lp, scored.values, t_mask, scored.entropy]);
+            (prompts.extend(gen.prompts), generations.extend(gen.texts), references.extend(refs));
+            rollin.extend(m);
+            ks.extend(k);
             bar.inc(1);
         }
         bar.finish_and_clear();
+        let mut stats = Stats::new();
+        if let Some(hook) = self.ppo.hook.as_mut() {
+            let rollouts = Rollouts { prompts: &prompts, generations: &generations, references: &references };
+            let (learned, hook_stats) = hook.rewards(iteration, &rollouts, &mut self.rng)?;
+            if learned.len() != terminal.len() || learned.iter().any(|r| !r.is_finite()) {
+                return Err(format!(
+                    "iteration {iteration}: the learned reward gave {} values for {} trajectories (or a non-finite one)",
+                    learned.len(),
+                    terminal.len()
+                )
+                .into());
+            }
+            let task_rewards: Vec<f64> = terminal.iter().map(|&r| f64::from(r)).collect();
+            stats.insert("rollout_buffer/task_rewards".into(), mean(&task_rewards));
+            stats.extend(hook_stats);
+            terminal = learned;
+        }
         let cat = |k: usize| Tensor::cat(parts.iter().map(|p| p[k].clone()).collect(), 0);
         let (gen_mask, logprobs, ref_lp, values, target_mask) = (cat(0), cat(1), cat(2), cat(3), cat(4));
         let entropy = host(cat(5)).iter().map(|&e| f64::from(e)).collect::<Vec<_>>();
@@ -329,12 +524,14 @@ impl Loop<'_> {
         let kl_coeff = self.ppo.kl.coeff();
         let (rewards, kl_rewards, total) =
             token_rewards(terminal, gen_mask.clone(), logprobs.clone(), ref_lp.clone(), kl_coeff);
+        let total = if self.ppo.kl_in_reward { total } else { rewards.clone() };
         let (advantages, returns) =
             gae(total.clone(), values.clone(), gen_mask.clone(), self.ppo.args.gamma, self.ppo.args.gae_lambda);
         let kl_div = (logprobs.clone() - ref_lp) * gen_mask.clone();
-        let lengths = row_sums(&host(gen_mask.clone()), n);
+        let gen_host = host(gen_mask.clone());
+        let lengths = row_sums(&gen_host, n);
         let kl_sums = row_sums(&host(kl_div), n);
-        let mut stats = Stats::new();
+        let (update, value) = segment_masks(plan.mode, &gen_host, &rollin);
         stats.insert("rollout_buffer/rewards".into(), mean(&row_sums(&host(rewards), n)));
         stats.insert("rollout_buffer/kl_rewards".into(), mean(&row_sums(&host(kl_rewards), n)));
         stats.insert("rollout_buffer/total_rewards".into(), mean(&row_sums(&host(total), n)));
@@ -348,15 +545,26 @@ impl Loop<'_> {
         stats.insert("rollout_buffer/entropy".into(), mean(&entropy));
         stats.insert("rollout_buffer/episode_lengths".into(), mean(&lengths));
         stats.insert("rollout_buffer/kl_coef".into(), kl_coeff);
+        if let Some(mode) = plan.mode {
+            let k: Vec<f64> = ks.iter().map(|&k| k as f64).collect();
+            stats.insert("rollout_buffer/rollin_lengths".into(), mean(&k));
+            stats.insert("rollout_buffer/learner_tokens".into(), mean(&row_sums(&update, n)));
+            stats.insert("rollout_buffer/beta".into(), plan.beta);
+            stats.insert("rollout_buffer/mode_aggrevate".into(), f64::from(u8::from(mode == Mode::Aggrevate)));
+        }
         self.ppo.kl.step(mean(&kl_sums), t * n);
         let cat_int = |k: usize| {
             Tensor::cat(ids_parts.iter().map(|p| [p.0.clone(), p.1.clone(), p.2.clone()][k].clone()).collect(), 0)
         };
+        let matrix = |v: Vec<f32>| Tensor::<CpuBackend, 2>::from_data(TensorData::new(v, [t, n]), &self.device);
         let buffer = Buffer {
             ids: cat_int(0),
             mask: cat_int(1),
             target_ids: cat_int(2),
             gen_mask,
+            update_mask: matrix(update),
+            value_mask: matrix(value),
+            value_fn: plan.value_fn,
             logprobs,
             values,
             advantages,
@@ -390,9 +598,9 @@ impl Loop<'_> {
                     let pick_int = |x: &Tensor<CpuBackend, 2, Int>| {
                         Tensor::<Ad, 2, Int>::from_inner(x.clone().select(0, idx.clone()))
                     };
-                    let masks = pick(&buf.gen_mask); // [b, N]
+                    let masks = pick(&buf.update_mask); // [b, N]
                     let (ids, attn) = (pick_int(&buf.ids), pick_int(&buf.mask)); // [b, P + N]
-                    let scored = self.model.score(ids, attn.clone(), n);
+                    let scored = self.model.score_with(ids, attn.clone(), n, buf.value_fn);
                     let (pg, stats) = policy_loss(
                         scored.logprobs,
                         pick(&buf.logprobs),
@@ -404,7 +612,7 @@ impl Loop<'_> {
                         scored.values,
                         pick(&buf.values),
                         pick(&buf.returns),
-                        masks.clone(),
+                        pick(&buf.value_mask),
                         args.clip_range_vf,
                     );
                     let ent = entropy_loss(scored.entropy, masks);
@@ -435,9 +643,10 @@ impl Loop<'_> {
                     let grads = (loss / args.grad_accumulation as f64).backward();
                     accum.accumulate(&self.model, GradientsParams::from_grads(grads, &self.model));
                 }
-                // The policy and a separate critic are clipped each on its own: a large value
-                // loss early on would otherwise scale the policy's gradient to nothing.
-                let (grads, norm) = match &self.model.critic {
+                // The policy and a separate critic (and a guide critic) are clipped each on its
+                // own: a large value loss early on would otherwise scale the policy's gradient
+                // to nothing.
+                let (mut grads, norm) = match &self.model.critic {
                     Some(critic) => {
                         let (grads, norm) = clip_grad_norm(&self.model.policy, accum.grads(), args.max_grad_norm);
                         let (grads, critic_norm) = clip_grad_norm(critic, grads, args.max_grad_norm);
@@ -446,6 +655,11 @@ impl Loop<'_> {
                     }
                     None => clip_grad_norm(&self.model, accum.grads(), args.max_grad_norm),
                 };
+                if let (Some(guide_critic), ValueFn::Guide) = (&self.model.guide_critic, buf.value_fn) {
+                    let (clipped, guide_norm) = clip_grad_norm(guide_critic, grads, args.max_grad_norm);
+                    acc.entry("ppo/guide_critic_grad_norm").or_default().push(guide_norm);
+                    grads = clipped;
+                }
                 acc.entry("ppo/grad_norm").or_default().push(norm);
                 self.model = self.optim.step(lr, self.model.clone(), grads);
                 bar.inc(1);
@@ -459,13 +673,13 @@ impl Loop<'_> {
         let mut out: Stats = acc.into_iter().map(|(k, v)| (k.to_string(), mean(&v))).collect();
         let old = host(buf.values.clone());
         let ret = host(buf.returns.clone());
-        let m = host(buf.gen_mask.clone());
+        let m = host(buf.value_mask.clone());
         let f = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>();
         out.insert(
             "ppo/explained_var_out_batch".into(),
             tril_core::ops::explained_variance(&f(&old), &f(&ret), &f(&m)),
         );
-        out.insert("ppo/pad_percent".into(), 1.0 - mean(&f(&m)));
+        out.insert("ppo/pad_percent".into(), 1.0 - mean(&f(&host(buf.gen_mask.clone()))));
         out.insert("ppo/lr".into(), lr);
         out.insert("ppo/clip_range".into(), args.clip_range);
         out.insert("ppo/clip_range_vf".into(), args.clip_range_vf.unwrap_or(f64::NAN));
@@ -502,12 +716,13 @@ impl Loop<'_> {
         let model = self.model.valid();
         let (config, tokenizer) = (&self.gpt_config, &self.tokenizer);
         let state = OnPolicyState {
-            algorithm: "ppo".into(),
+            algorithm: self.ppo.id.into(),
             iteration,
             kl_state: self.ppo.kl.state(),
             rng: RngState::of(&self.rng),
             sampler: self.sampler.clone(),
         };
+        let hook = self.ppo.hook.as_deref();
         state.write_checkpoint(self.tracker.run_dir(), &self.model, &self.optim, |tmp| {
             tril_models::hf::save_gpt2(&model.policy, config, &tmp.join("policy"), Some(tokenizer))?;
             let critic = match (&model.critic, &model.shared_head) {
@@ -520,9 +735,39 @@ impl Loop<'_> {
             if let Some(c) = critic {
                 tril_models::hf::gpt2::save_gpt2_value_model(&c, config, &tmp.join("critic"), None)?;
             }
+            if let Some(c) = &model.guide_critic {
+                tril_models::hf::gpt2::save_gpt2_value_model(c, config, &tmp.join("guide_critic"), None)?;
+            }
+            if let Some(hook) = hook {
+                hook.save(&tmp.join("reward_hook"))?;
+            }
             Ok(())
         })
     }
+}
+
+/// Loads a guide of its own (`guide_model_name` differs from the policy's): frozen, on the
+/// policy's tokenizer, so its vocabulary and context must cover the policy's.
+fn load_guide(
+    name: &str,
+    spec: &PolicySpec,
+    vocab_size: usize,
+    device: &crate::trainer::CpuDevice,
+) -> Result<Gpt2Model<CpuBackend>, PluginError> {
+    let dir = tril_models::resolve::resolve_model(name)
+        .map_err(|e| format!("alg.policy.args.guide_model_name: `{name}`: {e}"))?;
+    let loaded = tril_models::hf::load_gpt2::<CpuBackend>(&dir, device)
+        .map_err(|e| format!("alg.policy.args.guide_model_name: `{name}`: {e}"))?;
+    let context = spec.max_prompt_len + spec.max_gen_len;
+    if loaded.config.vocab_size < vocab_size || loaded.config.n_positions < context {
+        return Err(format!(
+            "alg.policy.args.guide_model_name: `{name}` has {} token embeddings and {} positions; the policy's \
+             tokenizer needs {vocab_size} and a rollout {context}",
+            loaded.config.vocab_size, loaded.config.n_positions
+        )
+        .into());
+    }
+    Ok(loaded.model)
 }
 
 fn scalar(t: Tensor<Ad, 1>) -> f64 {

@@ -37,6 +37,29 @@ pub fn section<'a>(config: &'a Config, key: &str) -> Result<Section<'a>, PluginE
     Ok(config.section(key)?)
 }
 
+/// Extracts the section at `key` as two typed structs: `E` from the `extra` keys and `A`
+/// from the rest. For sections holding an inherited struct's keys plus a derived
+/// algorithm's (PPO's `alg.args` plus LOLS's `tau`): both keep `deny_unknown_fields`, so a
+/// misspelt key is still refused, naming the key and its file:line.
+pub fn extract_split<A: serde::de::DeserializeOwned, E: serde::de::DeserializeOwned>(
+    config: &Config,
+    key: &str,
+    extra: &[&str],
+) -> Result<(A, E), PluginError> {
+    let mut rest = config.section(key)?.node().clone();
+    let mut moved = tril_core::config::Node::empty_map(rest.origin.clone());
+    if let (Some(from), Some(to)) = (rest.as_map_mut(), moved.as_map_mut()) {
+        for k in extra {
+            if let Some(v) = from.shift_remove(*k) {
+                to.insert((*k).to_string(), v);
+            }
+        }
+    }
+    let a = Section::new(key, &rest).extract()?;
+    let e = Section::new(key, &moved).extract()?;
+    Ok((a, e))
+}
+
 /// The device a run trains on; this build trains on the CPU only.
 pub fn training_device(root: &RootConfig) -> Result<CpuDevice, PluginError> {
     if root.device != "cpu" {

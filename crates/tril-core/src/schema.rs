@@ -136,6 +136,9 @@ pub struct AlgConfig {
     /// LoRA settings (TRIL's `lora.peft_config`).
     #[serde(default)]
     pub lora: Option<IgnoredAny>,
+    /// An algorithm's own reward model (GAIL's trainable discriminator), read by it.
+    #[serde(default)]
+    pub reward_fn: Option<IgnoredAny>,
 }
 
 /// TRIL's `alg.tokenizer` block.
