@@ -37,7 +37,8 @@ struct D2lols {
 
 impl Schedule for D2lols {
     fn plan(&mut self, iteration: usize, _rng: &mut ChaCha8Rng) -> IterationPlan {
-        if iteration - 1 >= self.tau {
+        // `iteration` is 1-based: `iteration - 1` iterations are complete.
+        if iteration > self.tau {
             self.ppo_pp
         } else {
             self.aggrevate
@@ -62,6 +63,7 @@ tril_core::register!(algorithm,
     id: "d2lols",
     doc: "D2LOLS: AggreVaTeD against a guide critic for the first tau iterations, then PPO++ (TRIL's d2lols).",
     config: D2lolsArgs,
+    check: |s| crate::trainer::split_section::<PpoArgs, D2lolsArgs>(s, &["tau"]).map(|_| ()),
     build: build);
 
 #[cfg(test)]

@@ -86,6 +86,7 @@ tril_core::register!(algorithm,
     id: "lols",
     doc: "LOLS: PPO++ with probability tau, else AggreVaTeD against a guide critic (TRIL's lols).",
     config: LolsArgs,
+    check: |s| crate::trainer::split_section::<PpoArgs, LolsArgs>(s, &["tau"]).map(|_| ()),
     build: build);
 
 #[cfg(test)]

@@ -75,7 +75,8 @@ impl<B: Backend> ActorCritic<B> {
         let actions = ids.clone().slice([0..b, len - n..len]); // [B, N]
         let values = match (value_fn, &self.critic, &self.shared_head) {
             (crate::rollin::ValueFn::Guide, _, _) => {
-                self.guide_critic.as_ref().expect("a guide critic").forward(ids, Some(mask)) // [B, P + N]
+                self.guide_critic.as_ref().expect("a guide critic").forward(ids, Some(mask))
+                // [B, P + N]
             }
             (_, Some(critic), _) => critic.forward(ids, Some(mask)), // [B, P + N]
             (_, None, Some(head)) => head.forward(out.last_hidden_state), // [B, P + N]

@@ -153,8 +153,18 @@ pub fn actor_critic_args(
     let (args, guide): (ActorCriticArgs, GuideArgs) = crate::trainer::extract_split(config, key, &GUIDE_KEYS)?;
     let section = config.section(key)?;
     const MODES: [&str; 4] = ["ppo_pp", "aggrevate", "lols", "d2lols"];
-    ensure(MODES.contains(&guide.alg_type.as_str()), &section, "alg_type", "expected ppo_pp, aggrevate, lols or d2lols")?;
-    ensure(guide.beta.values().iter().all(|b| (0.0..=1.0).contains(b)), &section, "beta", "expected probabilities in [0, 1]")?;
+    ensure(
+        MODES.contains(&guide.alg_type.as_str()),
+        &section,
+        "alg_type",
+        "expected ppo_pp, aggrevate, lols or d2lols",
+    )?;
+    ensure(
+        guide.beta.values().iter().all(|b| (0.0..=1.0).contains(b)),
+        &section,
+        "beta",
+        "expected probabilities in [0, 1]",
+    )?;
     ensure(!guide.guide_model_name.trim().is_empty(), &section, "guide_model_name", "expected a model name")?;
     Ok((args, Some(guide)))
 }
@@ -197,15 +207,16 @@ tril_core::register!(policy,
     build: build_shared);
 
 fn build_multi(section: &Section<'_>, ctx: &BuildCtx<'_>) -> Result<Box<PolicySpec>, PluginError> {
-    let key = format!("{}.args", section.key());
-    let (args, _) = actor_critic_args(ctx.config, &key)?;
-    Ok(Box::new(check(&ctx.config.section(&key)?, args)?.spec(CriticLayout::Separate)))
+    let (args, _guide) = crate::trainer::split_section::<ActorCriticArgs, GuideArgs>(section, &GUIDE_KEYS)?;
+    let _ = ctx;
+    Ok(Box::new(check(section, args)?.spec(CriticLayout::Separate)))
 }
 
 tril_core::register!(policy,
     id: "multi_actor_critic",
     doc: "actor_critic plus a guide model (the reference when the names match) and an optional guide critic (TRIL's LMMultiActorCritic).",
     config: ActorCriticArgs,
+    check: |s| crate::trainer::split_section::<ActorCriticArgs, GuideArgs>(s, &GUIDE_KEYS).map(|_| ()),
     build: build_multi);
 
 #[cfg(test)]

@@ -32,12 +32,12 @@
 
 use crate::evaluation::Evaluation;
 use crate::onpolicy::{
-    build_models, generate_forced, generation_config, lm_logprobs, load_tokenizer, prompt_tokenizer,
-    reference_targets, warn_long_prompts, with_guide_critic, ActorCritic, Generated, OnPolicyState, PromptSampler,
+    build_models, generate_forced, generation_config, lm_logprobs, load_tokenizer, prompt_tokenizer, reference_targets,
+    warn_long_prompts, with_guide_critic, ActorCritic, Generated, OnPolicyState, PromptSampler,
 };
 use crate::policies::{actor_critic_args, ActorCriticArgs};
-use crate::rollin::{prefixes, rollin_lengths, rollin_mask, segment_masks, IterationPlan, Mode, Rollin, ValueFn};
 use crate::ppo::{entropy_loss, policy_loss, target_loss, token_rewards, value_loss, PpoArgs, PpoPlan};
+use crate::rollin::{prefixes, rollin_lengths, rollin_mask, segment_masks, IterationPlan, Mode, Rollin, ValueFn};
 use crate::trainer::{section, training_device, Ad, Optim, RngState};
 use burn::module::AutodiffModule;
 use burn::optim::{GradientsAccumulator, GradientsParams};
@@ -130,7 +130,8 @@ impl Ppo {
         }
         let reward_section =
             config.optional_section("reward_fn").ok_or_else(|| format!("reward_fn: {id} needs a reward function"))?;
-        let tokenizer = root.alg.tokenizer.clone().ok_or_else(|| format!("alg.tokenizer: {id} needs a tokenizer section"))?;
+        let tokenizer =
+            root.alg.tokenizer.clone().ok_or_else(|| format!("alg.tokenizer: {id} needs a tokenizer section"))?;
         let metrics = (0..root.eval_metrics.len())
             .map(|i| registry::build_metric(&section(config, &format!("eval_metrics.{i}"))?, config))
             .collect::<Result<Vec<_>, _>>()?;
@@ -241,6 +242,15 @@ struct Buffer {
     returns: Tensor<CpuBackend, 2>,
     target_ids: Tensor<CpuBackend, 2, Int>,
     target_mask: Tensor<CpuBackend, 2>,
+}
+
+/// One batch of trajectories, possibly mixed (see [`Loop::generate_batch`]).
+struct Mixed {
+    gen: Generated<CpuBackend>,
+    /// The roll-in mask `M`, row-major `[B, N]`.
+    rollin_mask: Vec<f32>,
+    /// The roll-in lengths `k_i`.
+    k: Vec<usize>,
 }
 
 fn host(t: Tensor<CpuBackend, 2>) -> Vec<f32> {
@@ -425,13 +435,13 @@ impl Loop<'_> {
         policy: &Gpt2Model<CpuBackend>,
         samples: &[&Sample],
         plan: &IterationPlan,
-    ) -> Result<(Generated<CpuBackend>, Vec<f32>, Vec<usize>), PluginError> {
+    ) -> Result<Mixed, PluginError> {
         let n = self.ppo.args.max_gen_len;
         let gen_cfg = generation_config(&self.ppo.policy_args.gen_kwargs);
         let (tok, rng, device) = (&self.prompt_tok, &mut self.rng, &self.device);
         let Some(mode) = plan.mode else {
             let gen = generate_forced(policy, tok, samples, &gen_cfg, None, n, rng, device)?;
-            return Ok((gen, vec![0.0; samples.len() * n], vec![0; samples.len()]));
+            return Ok(Mixed { gen, rollin_mask: vec![0.0; samples.len() * n], k: vec![0; samples.len()] });
         };
         let rollin = self.ppo.rollin.as_ref().expect("a roll-in plan comes from a roll-in schedule");
         let guide_cfg = generation_config(&rollin.guide.guide_gen_kwargs);
@@ -444,7 +454,7 @@ impl Loop<'_> {
         let k = rollin_lengths(&rolled_in.output.lengths(), plan.beta, rng);
         let forced = prefixes(&rolled_in.output, &k);
         let gen = generate_forced(second, tok, samples, second_cfg, Some(&forced), n, rng, device)?;
-        Ok((gen, rollin_mask(&k, n), k))
+        Ok(Mixed { gen, rollin_mask: rollin_mask(&k, n), k })
     }
 
     /// Generates, scores and computes advantages for one iteration's trajectories.
@@ -473,7 +483,7 @@ impl Loop<'_> {
             let idx = self.sampler.take(bpp, &mut self.rng);
             let owned: Vec<Sample> = idx.iter().map(|&i| self.train[i].clone()).collect();
             let samples: Vec<&Sample> = owned.iter().collect();
-            let (gen, m, k) = self.generate_batch(&policy.policy, &samples, &plan)?;
+            let Mixed { gen, rollin_mask: m, k } = self.generate_batch(&policy.policy, &samples, &plan)?;
             let refs: Vec<Vec<String>> = samples.iter().map(|s| s.references.clone()).collect();
             let batch = TextBatch { prompts: &gen.prompts, generations: &gen.texts, references: &refs };
             let scores = self.ppo.reward.score(batch)?;
@@ -493,7 +503,9 @@ impl Loop<'_> {
             let prompt = gen.ids.clone().slice([0..b, 0..p]);
             ids_parts.push((gen.ids, gen.mask, Tensor::cat(vec![prompt, t_ids], 1)));
             parts.push([gen.gen_mask, scored.logprobs, ref_lp, scored.values, t_mask, scored.entropy]);
-            (prompts.extend(gen.prompts), generations.extend(gen.texts), references.extend(refs));
+            prompts.extend(gen.prompts);
+            generations.extend(gen.texts);
+            references.extend(refs);
             rollin.extend(m);
             ks.extend(k);
             bar.inc(1);

@@ -46,7 +46,15 @@ pub fn extract_split<A: serde::de::DeserializeOwned, E: serde::de::DeserializeOw
     key: &str,
     extra: &[&str],
 ) -> Result<(A, E), PluginError> {
-    let mut rest = config.section(key)?.node().clone();
+    Ok(split_section(&config.section(key)?, extra)?)
+}
+
+/// [`extract_split`] on a section (what a registry `check` receives).
+pub fn split_section<A: serde::de::DeserializeOwned, E: serde::de::DeserializeOwned>(
+    section: &Section<'_>,
+    extra: &[&str],
+) -> Result<(A, E), tril_core::CoreError> {
+    let mut rest = section.node().clone();
     let mut moved = tril_core::config::Node::empty_map(rest.origin.clone());
     if let (Some(from), Some(to)) = (rest.as_map_mut(), moved.as_map_mut()) {
         for k in extra {
@@ -55,8 +63,8 @@ pub fn extract_split<A: serde::de::DeserializeOwned, E: serde::de::DeserializeOw
             }
         }
     }
-    let a = Section::new(key, &rest).extract()?;
-    let e = Section::new(key, &moved).extract()?;
+    let a = Section::new(section.key(), &rest).extract()?;
+    let e = Section::new(section.key(), &moved).extract()?;
     Ok((a, e))
 }
 

@@ -268,6 +268,17 @@ macro_rules! __register {
             }
         }
     };
+    ($entry:ident, id: $id:expr, doc: $doc:expr, config: $cfg:ty, check: $check:expr, build: $build:expr $(,)?) => {
+        $crate::inventory::submit! {
+            $crate::registry::$entry {
+                id: $id,
+                doc: $doc,
+                crate_name: env!("CARGO_PKG_NAME"),
+                check: $check,
+                build: $build,
+            }
+        }
+    };
 }
 
 #[cfg(test)]
