@@ -17,7 +17,19 @@
 //! | `training_info.jsonl` | optimizer step | `{"iteration": step, "train/loss": x, "train/perplexity": x, "train/tokens": n, "train/epoch": x, "train/grad_norm": x, "train/learning_rate": x}` |
 //! | `{split}_split_metrics.jsonl` | evaluation | `{"epoch": step, "metrics": {<eval_metrics keys>, "supervised/reference_nll": x}}` |
 //! | `epoch_{step}_{split}_split_predictions.json` | evaluation | prompts, generations, references, per-sample scores |
-//! | `checkpoints/iter_<steps>/policy` | end of training | HF GPT-2 directory with `tokenizer.json`, usable as `model_name` elsewhere |
+//! | `checkpoints/iter_<step>/policy` | `save_every` steps (with `save_checkpoints`) and the end | HF GPT-2 directory with `tokenizer.json`, usable as `model_name` elsewhere |
+//! | `checkpoints/iter_<step>/trainer/`, `trainer_state.json` | same | the exact model, optimizer, RNG and data-order state `--resume` continues from |
+//!
+//! # `--resume`
+//! `tril run --resume RUN_DIR` continues after the newest complete checkpoint: the step,
+//! the position in the epoch's shuffled order, the RNG, the model and the optimizer are
+//! restored exactly, log lines written after the checkpoint are dropped, and every later
+//! number equals an uninterrupted run's (tested in `crates/tril/tests/bc.rs`).
+//!
+//! # Training from scratch
+//! `from_scratch: true` takes only the architecture of `model_name` (its `config.json`)
+//! and starts from fresh weights ([`crate::onpolicy::fresh_gpt2`]), e.g. a GPT-2 trained
+//! on IMDB review text with `mask_prompt: false`.
 //!
 //! # Deviations from TRIL (deliberate)
 //! - TRIL's `bc.yaml` does not resolve on its main branch (`optimizer_kwargs` is a stale
@@ -36,19 +48,17 @@
 //! - Seeded (`alg.args.seed`: model initialisation and shuffling).
 //! - The policy is named by `alg.args.model_name` (TRIL: `alg.policy` with id `actor`);
 //!   causal GPT-2 models only (TRIL's seq2seq CommonGen path fails in TRIL itself).
-//! - Only the final checkpoint is written (TRIL's `save_checkpoints` is false in every
-//!   shipped config); `--resume` is not implemented.
+//! - `eval_every` and `save_every` count optimizer steps over the whole run.
 
 use crate::evaluation::Evaluation;
 use crate::offline::{load_lm, pad_id, tokenize_pair, Lengths, LmBatch, Tokens};
-use crate::onpolicy::{generation_config, load_tokenizer, prompt_tokenizer};
-use crate::trainer::{section, training_device, Ad, CpuDevice, Optim};
+use crate::onpolicy::{generation_config, load_tokenizer, prompt_tokenizer, OnPolicyState, PromptSampler};
+use crate::trainer::{section, training_device, Ad, CpuDevice, Optim, RngState};
 use crate::validate::ensure;
 use burn::module::AutodiffModule;
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
-use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -103,6 +113,19 @@ pub struct BcArgs {
     pub eval_splits: Vec<Split>,
     /// Evaluate before the first step.
     pub eval_zero_shot: bool,
+    /// Write a checkpoint every `save_every` steps (the final one is always written).
+    #[serde(default)]
+    pub save_checkpoints: bool,
+    /// Steps between checkpoints when `save_checkpoints` (TRIL: 500).
+    #[serde(default = "default_save_every")]
+    pub save_every: usize,
+    /// Start from fresh weights with `model_name`'s architecture instead of its weights.
+    #[serde(default)]
+    pub from_scratch: bool,
+}
+
+fn default_save_every() -> usize {
+    500
 }
 
 impl BcArgs {
@@ -118,6 +141,10 @@ impl BcArgs {
         ensure(a.max_prompt_len > 0, section, "max_prompt_len", "expected at least 1 token")?;
         ensure(a.max_gen_len > 0, section, "max_gen_len", "expected at least 1 token")?;
         ensure(a.eval_batch_size > 0, section, "eval_batch_size", "expected at least 1")?;
+        ensure(!a.save_checkpoints || a.save_every > 0, section, "save_every", "expected at least 1 step")?;
+        let scratch_ok = !(a.from_scratch && a.model_name.starts_with("builtin:"));
+        let message = "a built-in model is fresh anyway; from_scratch needs a GPT-2 directory or hub id";
+        ensure(scratch_ok, section, "from_scratch", message)?;
         Ok(a)
     }
 }
@@ -241,14 +268,15 @@ struct Loop {
     pad: u32,
     evals: Vec<(Split, Vec<Sample>, Vec<Tokens>)>,
     tracker: Tracker,
+    optim: Optim<Gpt2Model<Ad>>,
+    rng: ChaCha8Rng,
+    /// The shuffled order of the training rows and the position in it (one pass = one epoch).
+    sampler: PromptSampler,
     device: CpuDevice,
 }
 
 impl Algorithm for Bc {
     fn run(self: Box<Self>, ctx: &RunCtx<'_>) -> Result<(), PluginError> {
-        if ctx.resume_from.is_some() {
-            return Err("--resume is not implemented for bc yet".into());
-        }
         let bc = *self;
         let root: RootConfig = ctx.config.extract("")?;
         let device = training_device(&root)?;
@@ -264,8 +292,13 @@ impl Algorithm for Bc {
             max_length: bc.args.max_prompt_len + bc.args.max_gen_len,
             max_prompt_length: bc.args.max_prompt_len,
         };
-        let (model, _, gpt_config) =
-            load_lm(&bc.args.model_name, None, tokenizer.vocab_size(), bc.args.seed, lengths, &device)?;
+        let (model, gpt_config) = if bc.args.from_scratch {
+            scratch_model(&bc.args.model_name, tokenizer.vocab_size(), lengths, bc.args.seed, &device)?
+        } else {
+            let (model, _, config) =
+                load_lm(&bc.args.model_name, None, tokenizer.vocab_size(), bc.args.seed, lengths, &device)?;
+            (model, config)
+        };
         let encode = |split: Split| -> Result<(Vec<Sample>, Vec<Tokens>), PluginError> {
             let where_ =
                 |e: String| -> PluginError { format!("task `{}` ({} split): {e}", bc.task_id, split.name()).into() };
@@ -302,9 +335,13 @@ impl Algorithm for Bc {
             }
             evals.push((split, samples, rows));
         }
+        let optim = Optim::for_module(&bc.optimizer, &model);
         let mut state = Loop {
             pad: pad_id(&tokenizer),
             tracker: Tracker::new(RunDir::open(&ctx.run_dir)?),
+            rng: ChaCha8Rng::seed_from_u64(bc.args.seed),
+            sampler: PromptSampler::new(train.len()),
+            optim,
             bc,
             model,
             gpt_config,
@@ -313,73 +350,126 @@ impl Algorithm for Bc {
             evals,
             device,
         };
-        state.train(train)
+        let first = match &ctx.resume_from {
+            Some(dir) => state.restore(dir)?,
+            None => 0,
+        };
+        state.train(train, first)
     }
 }
 
+/// A fresh GPT-2 with the architecture of `name`'s `config.json` (`from_scratch`).
+fn scratch_model(
+    name: &str,
+    vocab_size: usize,
+    lengths: Lengths,
+    seed: u64,
+    device: &CpuDevice,
+) -> Result<(Gpt2Model<Ad>, Gpt2Config), PluginError> {
+    let dir = tril_models::resolve::resolve_model(name)?;
+    let config = tril_models::hf::gpt2::read_gpt2_config(&dir)?;
+    if config.vocab_size < vocab_size || config.n_positions < lengths.max_length {
+        return Err(format!(
+            "alg.args.model_name: `{name}` has {} token embeddings and {} positions; the tokenizer needs {vocab_size} \
+             and max_prompt_len + max_gen_len {}",
+            config.vocab_size, config.n_positions, lengths.max_length
+        )
+        .into());
+    }
+    Ad::seed(device, seed);
+    let model = crate::onpolicy::fresh_gpt2::<Ad>(&config, device);
+    tracing::info!(model = name, n_layer = config.n_layer, n_embd = config.n_embd, "training from scratch");
+    Ok((model, config))
+}
+
 impl Loop {
-    fn train(&mut self, train: Vec<Tokens>) -> Result<(), PluginError> {
+    /// Restores the newest checkpoint of `run_dir` (`--resume`); returns its step.
+    fn restore(&mut self, run_dir: &std::path::Path) -> Result<usize, PluginError> {
+        let (state, model, optim, tracker) = OnPolicyState::restore(
+            run_dir,
+            "bc",
+            self.sampler.len(),
+            self.model.clone(),
+            &self.bc.optimizer,
+            &self.device,
+        )?;
+        (self.model, self.optim, self.tracker) = (model, optim, tracker);
+        self.rng = state.rng.restore();
+        self.sampler = state.sampler;
+        Ok(state.iteration)
+    }
+
+    /// Optimizer steps `first + 1 ..= total`: each epoch is one pass of the sampler's
+    /// shuffled order in batches of `batch_size` (the last one smaller, as TRIL's loader).
+    fn train(&mut self, train: Vec<Tokens>, first: usize) -> Result<(), PluginError> {
         let args = self.bc.args.clone();
         let n = train.len();
         let micro = args.batch_size / args.grad_accumulation;
         let steps_per_epoch = n.div_ceil(args.batch_size);
         let total = steps_per_epoch * args.n_epochs;
-        let mut optim: Optim<Gpt2Model<Ad>> = Optim::for_module(&self.bc.optimizer, &self.model);
-        let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
+        if first >= total {
+            tracing::info!(total, "the run already finished its {total} steps; nothing to resume");
+            return Ok(());
+        }
         tracing::info!(examples = n, steps = total, epochs = args.n_epochs, "bc training");
-        if args.eval_zero_shot {
+        if args.eval_zero_shot && first == 0 {
             self.evaluate(0)?;
         }
         let started = Instant::now();
         let bar = progress::bar(total as u64, "bc");
-        let mut order: Vec<usize> = (0..n).collect();
-        let mut step = 0;
-        for epoch in 0..args.n_epochs {
-            order.shuffle(&mut rng);
-            for batch in order.chunks(args.batch_size) {
-                let tokens: usize = batch.iter().map(|&i| n_targets(&train[i])).sum();
-                let mut accum = GradientsAccumulator::<Gpt2Model<Ad>>::new();
-                let mut nll_sum = 0.0;
-                for part in batch.chunks(micro) {
-                    let rows: Vec<&Tokens> = part.iter().map(|&i| &train[i]).collect();
-                    let lm = crate::offline::lm_batch::<Ad>(&rows, self.pad, &self.device);
-                    let (lp, mask) = batch_logprobs(&self.model, &lm);
-                    let loss = token_nll(lp, mask, tokens as f64); // [1]
-                    let value = f64::from(loss.clone().into_scalar());
-                    if !value.is_finite() {
-                        return Err(format!("bc: step {}: the loss is {value}; stopping", step + 1).into());
-                    }
-                    nll_sum += value * tokens.max(1) as f64;
-                    let grads = loss.backward();
-                    accum.accumulate(&self.model, GradientsParams::from_grads(grads, &self.model));
+        bar.set_position(first as u64);
+        for step in first + 1..=total {
+            let epoch = (step - 1) / steps_per_epoch;
+            let take = args.batch_size.min(self.sampler.remaining());
+            let batch = self.sampler.take(take, &mut self.rng);
+            let tokens: usize = batch.iter().map(|&i| n_targets(&train[i])).sum();
+            let mut accum = GradientsAccumulator::<Gpt2Model<Ad>>::new();
+            let mut nll_sum = 0.0;
+            for part in batch.chunks(micro) {
+                let rows: Vec<&Tokens> = part.iter().map(|&i| &train[i]).collect();
+                let lm = crate::offline::lm_batch::<Ad>(&rows, self.pad, &self.device);
+                let (lp, mask) = batch_logprobs(&self.model, &lm);
+                let loss = token_nll(lp, mask, tokens as f64); // [1]
+                let value = f64::from(loss.clone().into_scalar());
+                if !value.is_finite() {
+                    return Err(format!("bc: step {step}: the loss is {value}; stopping").into());
                 }
-                let (grads, norm) = clip_grad_norm(&self.model, accum.grads(), args.max_grad_norm);
-                let lr = self.bc.optimizer.lr * self.bc.schedule.factor(step as u64);
-                self.model = optim.step(lr, self.model.clone(), grads);
-                step += 1;
-                let loss = nll_sum / tokens.max(1) as f64;
-                let progress_in_epoch = (step - epoch * steps_per_epoch) as f64 / steps_per_epoch as f64;
-                let stats = Stats::from([
-                    ("train/loss".to_string(), loss),
-                    ("train/perplexity".to_string(), loss.exp()),
-                    ("train/tokens".to_string(), tokens as f64),
-                    ("train/epoch".to_string(), epoch as f64 + progress_in_epoch),
-                    ("train/grad_norm".to_string(), norm),
-                    ("train/learning_rate".to_string(), lr),
-                    ("time/steps_per_second".to_string(), step as f64 / started.elapsed().as_secs_f64().max(1e-9)),
-                ]);
-                self.tracker.log_training(step, &stats)?;
-                tracing::info!(step, total, loss = format!("{loss:.4}"), "bc");
-                bar.set_message(format!("loss {loss:.3}"));
-                bar.inc(1);
-                if args.eval_every > 0 && step % args.eval_every == 0 && step != total {
-                    self.evaluate(step)?;
-                }
+                nll_sum += value * tokens.max(1) as f64;
+                let grads = loss.backward();
+                accum.accumulate(&self.model, GradientsParams::from_grads(grads, &self.model));
+            }
+            let (grads, norm) = clip_grad_norm(&self.model, accum.grads(), args.max_grad_norm);
+            let lr = self.bc.optimizer.lr * self.bc.schedule.factor((step - 1) as u64);
+            self.model = self.optim.step(lr, self.model.clone(), grads);
+            let loss = nll_sum / tokens.max(1) as f64;
+            let progress_in_epoch = (step - epoch * steps_per_epoch) as f64 / steps_per_epoch as f64;
+            let done_here = (step - first) as f64;
+            let stats = Stats::from([
+                ("train/loss".to_string(), loss),
+                ("train/perplexity".to_string(), loss.exp()),
+                ("train/tokens".to_string(), tokens as f64),
+                ("train/epoch".to_string(), epoch as f64 + progress_in_epoch),
+                ("train/grad_norm".to_string(), norm),
+                ("train/learning_rate".to_string(), lr),
+                ("time/steps_per_second".to_string(), done_here / started.elapsed().as_secs_f64().max(1e-9)),
+            ]);
+            self.tracker.log_training(step, &stats)?;
+            tracing::info!(step, total, loss = format!("{loss:.4}"), "bc");
+            bar.set_message(format!("loss {loss:.3}"));
+            bar.inc(1);
+            if step == total {
+                break;
+            }
+            if args.eval_every > 0 && step % args.eval_every == 0 {
+                self.evaluate(step)?;
+            }
+            if args.save_checkpoints && step % args.save_every == 0 {
+                self.checkpoint(step)?;
             }
         }
         bar.finish_and_clear();
-        self.evaluate(step)?;
-        self.checkpoint(step)
+        self.evaluate(total)?;
+        self.checkpoint(total)
     }
 
     /// Generates on each evaluation split, scores with every metric, adds the reference
@@ -428,18 +518,21 @@ impl Loop {
         Ok(self.tracker.plot(&keys)?)
     }
 
-    /// Writes `checkpoints/iter_<step>/policy` (HF layout with the tokenizer) atomically.
+    /// Writes `checkpoints/iter_<step>/` atomically: `policy/` (HF layout with the
+    /// tokenizer) and the exact trainer state `--resume` reads.
     fn checkpoint(&mut self, step: usize) -> Result<(), PluginError> {
         let model = self.model.valid();
         let (config, tokenizer) = (&self.gpt_config, &self.tokenizer);
-        let state = serde_json::json!({"step": step, "epochs": self.bc.args.n_epochs});
-        let dir =
-            self.tracker.run_dir().write_dir_atomic::<PluginError>(format!("checkpoints/iter_{step}"), |tmp| {
-                tril_models::hf::save_gpt2(&model, config, &tmp.join("policy"), Some(tokenizer))?;
-                Ok(tril_core::run_dir::write_atomic(&tmp.join("trainer_state.json"), state.to_string().as_bytes())?)
-            })?;
-        tracing::info!(step, dir = %dir.display(), "checkpoint written");
-        Ok(())
+        let state = OnPolicyState {
+            algorithm: "bc".into(),
+            iteration: step,
+            kl_state: Vec::new(),
+            rng: RngState::of(&self.rng),
+            sampler: self.sampler.clone(),
+        };
+        state.write_checkpoint(self.tracker.run_dir(), &self.model, &self.optim, |tmp| {
+            Ok(tril_models::hf::save_gpt2(&model, config, &tmp.join("policy"), Some(tokenizer))?)
+        })
     }
 }
 
@@ -468,6 +561,9 @@ mod tests {
             eval_batch_size: 8,
             eval_splits: vec![Split::Val],
             eval_zero_shot: true,
+            save_checkpoints: false,
+            save_every: 500,
+            from_scratch: false,
         }
     }
 

@@ -246,13 +246,7 @@ pub fn build_models<B: Backend>(
     B::seed(device, seed);
     let (policy, config) = if spec.model_name == "builtin:tiny-gpt2" {
         let config = Gpt2Config::new(vocab_size, (spec.max_prompt_len + spec.max_gen_len).max(32), 64, 2, 4);
-        let mut model = config.init::<B>(device);
-        // HF initialises embeddings with N(0, 0.02); Burn's N(0, 1) would make the tied LM
-        // head's logits so peaked that a fresh policy never explores.
-        let normal = burn::tensor::Distribution::Normal(0.0, 0.02);
-        model.wte.weight = burn::module::Param::from_tensor(Tensor::random([vocab_size, 64], normal, device));
-        model.wpe.weight = burn::module::Param::from_tensor(Tensor::random([config.n_positions, 64], normal, device));
-        (model, config)
+        (fresh_gpt2(&config, device), config)
     } else {
         let dir = tril_models::resolve::resolve_model(&spec.model_name)?;
         let loaded = tril_models::hf::load_gpt2::<B>(&dir, device)?;
@@ -299,6 +293,19 @@ pub fn with_guide_critic<B: Backend>(mut model: ActorCritic<B>, mlp_head: bool, 
     let trunk = model.policy.clone().map(&mut FreshIds);
     let head = ValueHeadConfig::new(model.policy.d_model()).with_mlp(mlp_head).init::<B>(device);
     model.guide_critic = Some(Gpt2ValueModel { transformer: trunk, v_head: head });
+    model
+}
+
+/// A GPT-2 of architecture `config` with fresh weights (from the backend's seeded stream):
+/// Burn's default initialisation, except the token and position embeddings, which get
+/// HF's `N(0, 0.02)` (Burn's `N(0, 1)` would make the tied LM head's logits so peaked that
+/// a fresh policy never explores). `builtin:tiny-gpt2` and `bc`'s `from_scratch` use it.
+pub fn fresh_gpt2<B: Backend>(config: &Gpt2Config, device: &B::Device) -> Gpt2Model<B> {
+    let mut model = config.init::<B>(device);
+    let normal = burn::tensor::Distribution::Normal(0.0, 0.02);
+    let d = config.n_embd;
+    model.wte.weight = burn::module::Param::from_tensor(Tensor::random([config.vocab_size, d], normal, device));
+    model.wpe.weight = burn::module::Param::from_tensor(Tensor::random([config.n_positions, d], normal, device));
     model
 }
 
@@ -361,6 +368,16 @@ impl PromptSampler {
     /// True when it draws from no sample.
     pub fn is_empty(&self) -> bool {
         self.order.is_empty()
+    }
+
+    /// Indices left in the current pass (a full pass once the order is used up, since the
+    /// next [`PromptSampler::take`] reshuffles): what an epoch-based loop takes last.
+    pub fn remaining(&self) -> usize {
+        if self.next >= self.order.len() {
+            self.order.len()
+        } else {
+            self.order.len() - self.next
+        }
     }
 
     /// The next `k` indices, reshuffling with `rng` whenever the order is used up.

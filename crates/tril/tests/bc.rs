@@ -42,6 +42,32 @@ fn bc_lowers_reference_nll_and_raises_the_task_metric() {
     assert_eq!(code, 0, "{stderr}");
     let again = eval_series(&dir2, "supervised/reference_nll");
     assert!((again[0] - nll[2]).abs() < 1e-3, "reloaded NLL {} vs {}", again[0], nll[2]);
+
+    // `from_scratch` takes only the architecture: it starts as untrained as the first run.
+    let (dir3, arg3) = run_dir(&tmp, "scratch");
+    let (code, stderr) =
+        tril(&["task=synthetic", "alg=bc", &arg3, &model, "alg.args.n_epochs=1", "alg.args.from_scratch=true"]);
+    assert_eq!(code, 0, "{stderr}");
+    let scratch = eval_series(&dir3, "supervised/reference_nll");
+    assert!(scratch[0] > nll[2] + 1.0, "from-scratch NLL {} vs trained {}", scratch[0], nll[2]);
+    assert!(scratch[1] < scratch[0], "{scratch:?}");
+}
+
+/// Kill a BC run once its step-2 checkpoint exists and `--resume` it: every later logged
+/// number and the final weights equal an uninterrupted run's.
+#[test]
+fn killed_and_resumed_bc_matches_an_uninterrupted_one() {
+    let args = [
+        "task=synthetic",
+        "alg=bc",
+        "alg.args.n_epochs=1",
+        "alg.args.eval_every=8",
+        "alg.args.eval_zero_shot=false",
+        "alg.args.save_checkpoints=true",
+        "alg.args.save_every=2",
+    ];
+    // 16 steps, evaluations at 8 and 16.
+    assert_kill_and_resume_matches(&args, 16, 16 + 2);
 }
 
 /// Without `mask_prompt` (TRIL's collator) the prompt is trained on too: more target
@@ -73,4 +99,7 @@ fn bad_bc_args_are_refused_naming_the_key() {
     let (code, stderr) = tril(&["task=synthetic", "alg=bc", &arg, "+alg.args.lr=0.1"]);
     assert_ne!(code, 0);
     assert!(stderr.contains("lr"), "{stderr}");
+    let (code, stderr) = tril(&["task=synthetic", "alg=bc", &arg, "alg.args.from_scratch=true"]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("alg.args.from_scratch") && stderr.contains("built-in"), "{stderr}");
 }

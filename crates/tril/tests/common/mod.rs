@@ -52,11 +52,12 @@ pub fn resume(dir: &Path) -> (i32, String) {
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
-/// The lines of a run's JSONL logs without the wall-clock keys (`time/*`).
+/// The lines of a run's JSONL logs without the wall-clock keys (`time/*`); a log the
+/// algorithm does not write (BC has no rollouts) reads as empty.
 pub fn logs_without_time(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
     for file in ["rollout_info.jsonl", "training_info.jsonl", "val_split_metrics.jsonl"] {
-        for line in std::fs::read_to_string(dir.join(file)).unwrap().lines() {
+        for line in std::fs::read_to_string(dir.join(file)).unwrap_or_default().lines() {
             let mut v: serde_json::Map<String, serde_json::Value> = serde_json::from_str(line).unwrap();
             v.retain(|k, _| !k.starts_with("time/"));
             out.push(format!("{file}: {}", serde_json::Value::Object(v)));
