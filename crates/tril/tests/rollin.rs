@@ -142,3 +142,65 @@ fn bad_rollin_configs_are_refused_naming_the_key() {
     assert_ne!(code, 0);
     assert!(stderr.contains("alg.policy.args.guide_model_name") || stderr.contains("multi_actor_critic"), "{stderr}");
 }
+
+/// TRIL's IMDB x LOLS config, shrunk: the shared IMDB CSV, the tiny transformers-made GPT-2
+/// as policy, guide (= the reference, the names match as in TRIL) and tokenizer, the tiny
+/// DistilBERT as reward. Both modes run (tau 0.5 over 4 iterations: seeded, checked).
+#[test]
+fn imdb_lols_wiring_with_tiny_models() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let data = repo.join("../shared/data/imdb_reviews_2499.csv");
+    if !data.is_file() {
+        eprintln!("skipped: {} not found (shared data absent)", data.display());
+        return;
+    }
+    let fixtures = repo.join("crates/tril-models/tests/fixtures");
+    let (gpt2, distilbert) = (fixtures.join("gpt2"), fixtures.join("distilbert"));
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, arg) = run_dir(&tmp, "imdb");
+    let owned = [
+        format!("+task.args.train_file={}", data.display()),
+        format!("alg.policy.args.model_name={}", gpt2.display()),
+        format!("alg.policy.args.guide_model_name={}", gpt2.display()),
+        format!("alg.tokenizer.model_name={}", gpt2.display()),
+        format!("reward_fn.args.model_name={}", distilbert.display()),
+        format!("eval_metrics=[{{id: learned_reward, args: {{model_name: {}, label_ix: 1}}}}]", distilbert.display()),
+    ];
+    let mut args: Vec<&str> = vec![
+        "task=imdb",
+        "alg=lols",
+        &arg,
+        "+task.args.text_column=review",
+        "+task.args.label_column=sentiment",
+        "+task.args.val_fraction=0.02",
+    ];
+    args.extend(owned.iter().map(String::as_str));
+    args.extend([
+        "alg.args.n_iters=4",
+        "alg.args.tau=0.5",
+        "alg.args.n_epochs=1",
+        "alg.args.trajectories_per_update=8",
+        "alg.args.batch_size=4",
+        "alg.args.eval_zero_shot=false",
+        "sampling.batch_size_per_process=8",
+        "sampling.max_prompt_len=16",
+        "sampling.max_gen_len=8",
+        "sampling.train_generation_kwargs.min_length=8",
+        "sampling.train_generation_kwargs.max_new_tokens=8",
+        "sampling.eval_generation_kwargs.min_length=8",
+        "sampling.eval_generation_kwargs.max_new_tokens=8",
+        "alg.policy.args.guide_gen_kwargs.min_length=8",
+        "alg.policy.args.guide_gen_kwargs.max_new_tokens=8",
+        "alg.args.eval_every=4",
+    ]);
+    let (code, stderr) = tril(&args);
+    assert_eq!(code, 0, "{stderr}");
+    let rollouts = dir.join("rollout_info.jsonl");
+    let rewards = jsonl(&rollouts, "rollout_buffer/rewards");
+    assert!(rewards.len() == 4 && rewards.iter().all(|r| (0.0..=1.0).contains(r)), "{rewards:?}");
+    let modes = jsonl(&rollouts, "rollout_buffer/mode_aggrevate");
+    assert!(modes.contains(&0.0) && modes.contains(&1.0), "both modes in 4 seeded iterations: {modes:?}");
+    for file in ["checkpoints/iter_4/guide_critic/model.safetensors", "epoch_4_val_split_predictions.json"] {
+        assert!(dir.join(file).is_file(), "missing {file}");
+    }
+}
