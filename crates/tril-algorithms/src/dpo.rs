@@ -94,6 +94,11 @@ pub struct DpoArgs {
     pub eval_splits: Vec<tril_core::plugin::Split>,
     /// Evaluate before training.
     pub eval_zero_shot: bool,
+    /// Write a checkpoint (with the exact trainer state `--resume` reads) every
+    /// `save_every` optimizer steps; the final one is always written.
+    pub save_checkpoints: bool,
+    /// Optimizer steps between checkpoints when `save_checkpoints` (TRL's `save_steps`).
+    pub save_every: usize,
     /// Passes over the preference data (`num_train_epochs`; Salamandra: 2; FAI-RL: 1).
     pub epochs: usize,
     /// Pairs per optimizer step on this process (`per_device_train_batch_size` x
@@ -122,6 +127,8 @@ impl Default for DpoArgs {
             eval_batch_size: 32,
             eval_splits: vec![tril_core::plugin::Split::Val],
             eval_zero_shot: true,
+            save_checkpoints: false,
+            save_every: 500,
             epochs: 3,
             batch_size: 8,
             grad_accumulation: 1,

@@ -68,6 +68,11 @@ pub struct KtoArgs {
     pub eval_splits: Vec<tril_core::plugin::Split>,
     /// Evaluate before training.
     pub eval_zero_shot: bool,
+    /// Write a checkpoint (with the exact trainer state `--resume` reads) every
+    /// `save_every` optimizer steps; the final one is always written.
+    pub save_checkpoints: bool,
+    /// Optimizer steps between checkpoints when `save_checkpoints` (TRL's `save_steps`).
+    pub save_every: usize,
 }
 
 impl Default for KtoArgs {
@@ -89,6 +94,8 @@ impl Default for KtoArgs {
             eval_batch_size: 32,
             eval_splits: vec![tril_core::plugin::Split::Val],
             eval_zero_shot: true,
+            save_checkpoints: false,
+            save_every: 500,
         }
     }
 }

@@ -20,13 +20,12 @@
 //!   step) and of the evaluation split, weighting each micro-batch by its size.
 //! - The last batch of an epoch may be smaller (TRL's `dataloader_drop_last: false`).
 
-use crate::onpolicy::{build_models, load_tokenizer};
+use crate::onpolicy::{build_models, load_tokenizer, OnPolicyState, PromptSampler};
 use crate::trainer::{section, training_device, Ad, CpuDevice, Optim};
 use burn::module::AutodiffModule;
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
-use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
@@ -67,6 +66,10 @@ pub struct LoopArgs {
     pub eval_splits: Vec<Split>,
     /// Evaluate before the first step.
     pub eval_zero_shot: bool,
+    /// Write checkpoints every `save_every` steps (the final one is always written).
+    pub save_checkpoints: bool,
+    /// Steps between checkpoints.
+    pub save_every: usize,
 }
 
 /// Checks the loop settings; errors name the `alg.args` key.
@@ -89,10 +92,13 @@ pub fn check_loop_args(a: &LoopArgs) -> Result<(), PluginError> {
     if a.eval_batch_size == 0 {
         return fail("eval_batch_size", "at least 1", "0".into());
     }
+    if a.save_checkpoints && a.save_every == 0 {
+        return fail("save_every", "at least 1 step", "0".into());
+    }
     Ok(())
 }
 
-/// The [`LoopArgs`] of an algorithm's typed `alg.args`, which declare the same nine
+/// The [`LoopArgs`] of an algorithm's typed `alg.args`, which declare the same eleven
 /// fields under the same names (`dpo`, `kto`, `reward_model`): a macro rather than a
 /// trait so that each args struct keeps its own field docs and exact serde keys.
 macro_rules! loop_args {
@@ -108,6 +114,8 @@ macro_rules! loop_args {
             eval_batch_size: a.eval_batch_size,
             eval_splits: a.eval_splits.clone(),
             eval_zero_shot: a.eval_zero_shot,
+            save_checkpoints: a.save_checkpoints,
+            save_every: a.save_every,
         }
     }};
 }
@@ -376,8 +384,10 @@ pub struct TrainSetup<'a, O: Objective> {
     pub evals: Vec<(Split, Vec<O::Example>)>,
     /// The run's tracker.
     pub tracker: &'a mut Tracker,
-    /// A label for log lines (`dpo`, `kto`, `reward_model`).
+    /// A label for log lines and checkpoints (`dpo`, `kto`, `reward_model`).
     pub name: &'static str,
+    /// The run directory to continue (`--resume`), if any.
+    pub resume_from: Option<std::path::PathBuf>,
 }
 
 fn log_eval<O: Objective>(
@@ -400,8 +410,12 @@ fn log_eval<O: Objective>(
     Ok(())
 }
 
-/// Trains `model` on `setup.train` for `epochs`, evaluating and logging as it goes, and
-/// writes `checkpoints/iter_<steps>/<model_dir>`. Returns the trained model.
+/// Trains `model` on `setup.train` for `epochs` (each a pass of one seeded shuffled order
+/// in batches of `batch_size`, the last one smaller), evaluating and logging as it goes,
+/// and writes `checkpoints/iter_<step>/` (`<model_dir>` in HF layout plus the exact trainer
+/// state) every `save_every` steps when `save_checkpoints` and at the end. With
+/// `resume_from` it continues exactly after that run's newest checkpoint. Returns the
+/// trained model.
 pub fn train<O: Objective>(
     objective: &O,
     mut model: O::Model,
@@ -417,59 +431,77 @@ pub fn train<O: Objective>(
     let total = steps_per_epoch * args.epochs;
     let mut optim: Optim<O::Model> = Optim::for_module(&setup.optimizer, &model);
     let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
+    let mut sampler = PromptSampler::new(n);
+    let mut first = 0;
+    if let Some(dir) = setup.resume_from.clone() {
+        let device = CpuDevice::default();
+        let (state, restored, restored_optim, tracker) =
+            OnPolicyState::restore(&dir, setup.name, n, model, &setup.optimizer, &device)?;
+        (model, optim, *setup.tracker) = (restored, restored_optim, tracker);
+        (rng, sampler, first) = (state.rng.restore(), state.sampler, state.iteration);
+        if first >= total {
+            tracing::info!(total, "the run already finished its {total} steps; nothing to resume");
+            return Ok(model);
+        }
+    }
     tracing::info!(examples = n, steps = total, epochs = args.epochs, "{} training", setup.name);
-    if args.eval_zero_shot {
+    if args.eval_zero_shot && first == 0 {
         log_eval(objective, &model, &mut setup, 0)?;
     }
     let started = Instant::now();
-    let mut order: Vec<usize> = (0..n).collect();
-    let mut step = 0;
-    for epoch in 0..args.epochs {
-        order.shuffle(&mut rng);
-        for batch in order.chunks(args.batch_size) {
-            let mut accum = GradientsAccumulator::<O::Model>::new();
-            let mut sums = StatSums::default();
-            for part in batch.chunks(micro) {
-                let examples: Vec<&O::Example> = part.iter().map(|&i| &setup.train[i]).collect();
-                let (loss, stats) = objective.loss(&model, &examples)?;
-                let value = scalar(loss.clone());
-                if !value.is_finite() {
-                    return Err(format!("{}: step {}: the loss is {value}; stopping", setup.name, step + 1).into());
-                }
-                sums.merge(&stats);
-                sums.add("loss", value * part.len() as f64, part.len() as f64);
-                // Weighted so the accumulated gradient is that of the batch mean.
-                let grads = (loss * (part.len() as f64 / batch.len() as f64)).backward();
-                accum.accumulate(&model, GradientsParams::from_grads(grads, &model));
+    let checkpoint = |model: &O::Model, optim: &Optim<O::Model>, state: OnPolicyState, run: &RunDir| {
+        state.write_checkpoint(run, model, optim, |tmp| objective.save(model, &tmp.join(objective.model_dir())))
+    };
+    let state = |step: usize, rng: &ChaCha8Rng, sampler: &PromptSampler| OnPolicyState {
+        algorithm: setup.name.to_string(),
+        iteration: step,
+        kl_state: Vec::new(),
+        rng: crate::trainer::RngState::of(rng),
+        sampler: sampler.clone(),
+    };
+    for step in first + 1..=total {
+        let epoch = (step - 1) / steps_per_epoch;
+        let batch = sampler.take(args.batch_size.min(sampler.remaining()), &mut rng);
+        let mut accum = GradientsAccumulator::<O::Model>::new();
+        let mut sums = StatSums::default();
+        for part in batch.chunks(micro) {
+            let examples: Vec<&O::Example> = part.iter().map(|&i| &setup.train[i]).collect();
+            let (loss, stats) = objective.loss(&model, &examples)?;
+            let value = scalar(loss.clone());
+            if !value.is_finite() {
+                return Err(format!("{}: step {step}: the loss is {value}; stopping", setup.name).into());
             }
-            let (grads, norm) = clip_grad_norm(&model, accum.grads(), args.max_grad_norm);
-            let lr = setup.optimizer.lr * setup.schedule.factor(step as u64);
-            model = optim.step(lr, model, grads);
-            step += 1;
-            let mut stats = sums.means();
-            objective.derive(&mut stats);
-            stats.insert("grad_norm".into(), norm);
-            stats.insert("learning_rate".into(), lr);
-            stats.insert(
-                "epoch".into(),
-                epoch as f64 + (step - epoch * steps_per_epoch) as f64 / steps_per_epoch as f64,
-            );
-            stats.insert("time/steps_per_second".into(), step as f64 / started.elapsed().as_secs_f64().max(1e-9));
-            setup.tracker.log_training(step, &stats)?;
-            tracing::info!(step, total, loss = format!("{:.4}", stats["loss"]), "{}", setup.name);
-            if args.eval_every > 0 && step % args.eval_every == 0 && step != total {
-                log_eval(objective, &model, &mut setup, step)?;
-            }
+            sums.merge(&stats);
+            sums.add("loss", value * part.len() as f64, part.len() as f64);
+            // Weighted so the accumulated gradient is that of the batch mean.
+            let grads = (loss * (part.len() as f64 / batch.len() as f64)).backward();
+            accum.accumulate(&model, GradientsParams::from_grads(grads, &model));
+        }
+        let (grads, norm) = clip_grad_norm(&model, accum.grads(), args.max_grad_norm);
+        let lr = setup.optimizer.lr * setup.schedule.factor((step - 1) as u64);
+        model = optim.step(lr, model, grads);
+        let mut stats = sums.means();
+        objective.derive(&mut stats);
+        stats.insert("grad_norm".into(), norm);
+        stats.insert("learning_rate".into(), lr);
+        stats.insert("epoch".into(), epoch as f64 + (step - epoch * steps_per_epoch) as f64 / steps_per_epoch as f64);
+        let done_here = (step - first) as f64;
+        stats.insert("time/steps_per_second".into(), done_here / started.elapsed().as_secs_f64().max(1e-9));
+        setup.tracker.log_training(step, &stats)?;
+        tracing::info!(step, total, loss = format!("{:.4}", stats["loss"]), "{}", setup.name);
+        if step == total {
+            break;
+        }
+        if args.eval_every > 0 && step % args.eval_every == 0 {
+            log_eval(objective, &model, &mut setup, step)?;
+        }
+        if args.save_checkpoints && step % args.save_every == 0 {
+            checkpoint(&model, &optim, state(step, &rng, &sampler), setup.tracker.run_dir())?;
         }
     }
-    log_eval(objective, &model, &mut setup, step)?;
+    log_eval(objective, &model, &mut setup, total)?;
     setup.tracker.plot(&objective.plotted())?;
-    let state = serde_json::json!({"step": step, "epochs": args.epochs});
-    let dir = setup.tracker.run_dir().write_dir_atomic::<PluginError>(format!("checkpoints/iter_{step}"), |tmp| {
-        objective.save(&model, &tmp.join(objective.model_dir()))?;
-        Ok(tril_core::run_dir::write_atomic(&tmp.join("trainer_state.json"), state.to_string().as_bytes())?)
-    })?;
-    tracing::info!(step, dir = %dir.display(), "checkpoint written");
+    checkpoint(&model, &optim, state(total, &rng, &sampler), setup.tracker.run_dir())?;
     Ok(model)
 }
 
@@ -525,11 +557,8 @@ impl OfflineParts {
             .map_err(|e| format!("task `{}` ({} split): {e}", self.task_id, split.name()).into())
     }
 
-    /// The preparation every offline run shares: no resume, the device and the tokenizer.
+    /// The preparation every offline run shares: the device and the tokenizer.
     pub fn prepare(&self, ctx: &RunCtx<'_>) -> Result<(CpuDevice, TextTokenizer), PluginError> {
-        if ctx.resume_from.is_some() {
-            return Err(format!("--resume is not implemented for {} yet", self.alg).into());
-        }
         let root: RootConfig = ctx.config.extract("")?;
         Ok((training_device(&root)?, load_tokenizer(&self.tokenizer.model_name)?))
     }
@@ -562,6 +591,7 @@ impl OfflineParts {
             evals: data.evals,
             tracker: &mut tracker,
             name: self.alg,
+            resume_from: ctx.resume_from.clone(),
         };
         train(objective, model, setup)
     }

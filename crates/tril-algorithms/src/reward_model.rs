@@ -90,6 +90,11 @@ pub struct RewardModelArgs {
     pub eval_splits: Vec<Split>,
     /// Evaluate before training.
     pub eval_zero_shot: bool,
+    /// Write a checkpoint (with the exact trainer state `--resume` reads) every
+    /// `save_every` optimizer steps; the final one is always written.
+    pub save_checkpoints: bool,
+    /// Optimizer steps between checkpoints when `save_checkpoints` (TRL's `save_steps`).
+    pub save_every: usize,
 }
 
 impl Default for RewardModelArgs {
@@ -108,6 +113,8 @@ impl Default for RewardModelArgs {
             eval_batch_size: 32,
             eval_splits: vec![Split::Val],
             eval_zero_shot: true,
+            save_checkpoints: false,
+            save_every: 500,
         }
     }
 }

@@ -208,3 +208,14 @@ fn bad_preference_files_are_refused_with_file_row_and_key() {
     assert_ne!(code, 0);
     assert!(stderr.contains("k.csv: row 2: column `label`: `maybe` is not a boolean"), "{stderr}");
 }
+
+/// Kill a DPO run (a policy LM) and a reward-model run (a classifier) once their step-2
+/// checkpoints exist and `--resume` them: every later logged number and the final weights
+/// equal an uninterrupted run's.
+#[test]
+fn killed_and_resumed_offline_runs_match_uninterrupted_ones() {
+    let common = ["alg.args.eval_zero_shot=false", "alg.args.save_checkpoints=true", "alg.args.save_every=2"];
+    // 2 epochs x 16 steps, evaluations at 8, 16, 24 and 32.
+    let dpo = [&["task=synthetic_preference", "alg=dpo"][..], &common[..]].concat();
+    assert_kill_and_resume_matches(&dpo, 32, 32 + 4);
+}
