@@ -238,8 +238,8 @@ impl Discriminator {
         let lengths =
             Lengths { max_length: setup.max_prompt_len + setup.max_gen_len, max_prompt_length: setup.max_prompt_len };
         let name = &args.model_name;
-        let (trunk, _, config) =
-            load_lm(name, None, setup.tokenizer.vocab_size(), setup.seed, lengths, &device).map_err(|e| {
+        let (trunk, _, config) = load_lm(name, None, setup.tokenizer.vocab_size(), setup.seed, lengths, &device)
+            .map_err(|e| {
                 format!("alg.reward_fn.args.model_name: the discriminator `{name}` could not be built: {e}")
             })?;
         let score = ScoreHeadConfig::new(config.n_embd, 2).init::<Ad>(&device);
