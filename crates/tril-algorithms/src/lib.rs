@@ -40,6 +40,8 @@
 //! - [`rollin`]: roll-in / roll-out (mixing probability, prefix lengths, forced prefixes,
 //!   per-segment masks) shared by [`ppo_pp`] (PPO++), [`aggrevated`] (AggreVaTeD),
 //!   [`lols`] (LOLS) and [`d2lols`] (D2LOLS), all on PPO's loop.
+//! - [`gail`]: GAIL on PPO's loop: a GPT-2 discriminator trained each iteration on the
+//!   policy's vs the task's reference texts gives the terminal reward.
 //!
 //! ```
 //! use tril_algorithms::schedulers::Linear;
@@ -55,6 +57,7 @@ pub mod d2lols;
 pub mod dpo;
 pub mod dpo_run;
 pub mod evaluation;
+pub mod gail;
 pub mod group;
 pub mod group_run;
 pub mod grpo;
