@@ -1,6 +1,6 @@
 //! Composition semantics on small config directories made per test: precedence
 //! (default < logging < task < alg section < environment < command line), `inherits`,
-//! section selection, `alg.reward_fn` kept beside the task's, overrides and their errors.
+//! section selection, `reward_fn` replacement, overrides and their errors.
 
 use std::path::Path;
 use tril_core::config::{compose, ComposeRequest, Config, DirStore, Value};
@@ -48,8 +48,7 @@ fn precedence_default_logging_task_alg_env_cli() {
     let c = run(dir.path(), &["task=toy", "alg=ppo"], &[]).unwrap();
     assert_eq!(value(&c, "level_a"), s("task"), "task beats default");
     assert_eq!(value(&c, "level_b"), s("logging"), "logging beats default");
-    assert_eq!(value(&c, "reward_fn.id"), s("from_task"), "the task's reward_fn is kept");
-    assert_eq!(value(&c, "alg.reward_fn.id"), s("from_alg"), "the alg section's reward_fn stays in `alg`");
+    assert_eq!(value(&c, "reward_fn.id"), s("from_alg"), "alg section's reward_fn replaces the task's");
     assert_eq!(value(&c, "alg.args.n_iters"), Value::Int(50));
 
     let env = [("TRIL_ALG__ARGS__N_ITERS", "3")];

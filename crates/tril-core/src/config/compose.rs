@@ -5,9 +5,7 @@
 //! 2. each non-`alg` group file (`logging/<x>.yaml`, `task/<x>.yaml`) merged at the root;
 //! 3. the alg file (after its `inherits:` chain: maps deep-merge, lists replace), whose
 //!    section for the composed `task.id` becomes `alg`; a `reward_fn` in that section
-//!    stays there as `alg.reward_fn` (an algorithm's own reward model, GAIL's trainable
-//!    discriminator) and the task's root `reward_fn` is kept (TRIL moves it to the root,
-//!    replacing the task's; tril's GAIL still computes and logs the task's reward);
+//!    replaces the root one;
 //! 4. environment overrides `TRIL_A__B=v`;
 //! 5. command-line overrides `a.b=v`, `+a.b=v` (new key), `~a.b` (delete);
 //! 6. `${...}` interpolation against the root (see [`super::interpolate`]).
@@ -340,6 +338,9 @@ fn apply_alg(store: &dyn ConfigStore, root: &mut Node, alg: &str) -> Result<()> 
             })
         }
         None => return Err(CoreError::MissingKey { key: format!("{task_id}.id"), origin: section.origin.clone() }),
+    }
+    if let Some(reward) = section.remove("reward_fn") {
+        root.set("reward_fn", reward, true).expect("root is a map");
     }
     section.origin = Origin::Composer;
     root.set("alg", section, true).map_err(|_| CoreError::Structure {
