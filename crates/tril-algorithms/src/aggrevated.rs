@@ -29,7 +29,7 @@ use tril_core::plugin::{Algorithm, BuildCtx, PluginError};
 
 fn build(_args: &Section<'_>, ctx: &BuildCtx<'_>) -> Result<Box<dyn Algorithm>, PluginError> {
     let args: PpoArgs = ctx.config.extract("alg.args")?;
-    let ppo = Ppo::from_config(ctx.config, "aggrevated", args, false)?;
+    let ppo = Ppo::from_config(ctx.config, "aggrevated", args, false, true)?;
     Ok(Box::new(ppo.with_rollin("aggrevate", |guide| always(Mode::Aggrevate, guide))?))
 }
 

@@ -48,7 +48,7 @@ impl Schedule for D2lols {
 
 fn build(_args: &Section<'_>, ctx: &BuildCtx<'_>) -> Result<Box<dyn Algorithm>, PluginError> {
     let (args, d2): (PpoArgs, D2lolsArgs) = crate::trainer::extract_split(ctx.config, "alg.args", &["tau"])?;
-    let ppo = Ppo::from_config(ctx.config, "d2lols", args, false)?;
+    let ppo = Ppo::from_config(ctx.config, "d2lols", args, false, true)?;
     Ok(Box::new(ppo.with_rollin("d2lols", |guide| {
         require_guide_critic("d2lols", guide)?;
         Ok(Box::new(D2lols {

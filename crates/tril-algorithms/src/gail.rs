@@ -22,11 +22,12 @@
 //!
 //! # Config
 //! `alg.args` holds PPO's keys plus `discrim_batch_size` and `discrim_epochs`
-//! ([`GailArgs`]); `alg.reward_fn` is TRIL's trainable `learned_reward`: `id:
+//! ([`GailArgs`]); the `reward_fn` of GAIL's alg section replaces the task's (as TRIL,
+//! DESIGN.md's composition rule 4) and is TRIL's trainable `learned_reward`: `id:
 //! learned_reward`, `args` ([`DiscriminatorArgs`]: `model_name`, `label_ix`,
 //! `include_prompt_for_eval`, `is_trainable: true`, `batch_size`) and `optimizer: {id,
-//! args}` (the optimizer registry's `adam`/`adamw`). The task's own `reward_fn` is still
-//! computed and logged as `rollout_buffer/task_rewards`.
+//! args}` (the optimizer registry's `adam`/`adamw`). The task's own reward is therefore
+//! not computed during training; its metrics (`eval_metrics`) still score evaluations.
 //!
 //! # Logged keys (with the rollout metrics)
 //! | key | meaning |
@@ -124,7 +125,7 @@ pub struct GailAlgArgs {
     pub gail: GailArgs,
 }
 
-/// `alg.reward_fn.args`: TRIL's trainable `learned_reward`.
+/// `reward_fn.args`: TRIL's trainable `learned_reward`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DiscriminatorArgs {
@@ -152,7 +153,7 @@ fn default_batch() -> usize {
     32
 }
 
-/// The whole `alg.reward_fn` section (the optimizer is read by its registry entry).
+/// The whole `reward_fn` section (the optimizer is read by its registry entry).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RewardFnSection {
@@ -239,9 +240,7 @@ impl Discriminator {
             Lengths { max_length: setup.max_prompt_len + setup.max_gen_len, max_prompt_length: setup.max_prompt_len };
         let name = &args.model_name;
         let (trunk, _, config) = load_lm(name, None, setup.tokenizer.vocab_size(), setup.seed, lengths, &device)
-            .map_err(|e| {
-                format!("alg.reward_fn.args.model_name: the discriminator `{name}` could not be built: {e}")
-            })?;
+            .map_err(|e| format!("reward_fn.args.model_name: the discriminator `{name}` could not be built: {e}"))?;
         let score = ScoreHeadConfig::new(config.n_embd, 2).init::<Ad>(&device);
         // Materialise the lazily initialised head now, from the seeded stream.
         let _ = score.score.weight.val();
@@ -261,29 +260,29 @@ impl Discriminator {
         })
     }
 
-    /// Reads and checks `alg.reward_fn` and builds the discriminator for `gail` with
+    /// Reads and checks `reward_fn` and builds the discriminator for `gail` with
     /// PPO's `ppo` args.
     pub fn from_config(config: &Config, ppo: &PpoArgs, gail: GailArgs) -> Result<Self, PluginError> {
-        let sec = config.optional_section("alg.reward_fn").ok_or(
-            "alg.reward_fn: gail needs its discriminator here (id: learned_reward, args: {model_name, label_ix, \
+        let sec = config.optional_section("reward_fn").ok_or(
+            "reward_fn: gail needs its discriminator here (id: learned_reward, args: {model_name, label_ix, \
              is_trainable: true, ...}, optimizer: {id, args})",
         )?;
         let raw: RewardFnSection = sec.extract()?;
         if raw.id != "learned_reward" {
             return Err(format!(
-                "alg.reward_fn.id: gail's discriminator is a trainable `learned_reward`, not `{}`",
+                "reward_fn.id: gail's discriminator is a trainable `learned_reward`, not `{}`",
                 raw.id
             )
             .into());
         }
-        let args_section = section(config, "alg.reward_fn.args")?;
+        let args_section = section(config, "reward_fn.args")?;
         let a = &raw.args;
         let trainable_msg = "gail trains its discriminator: set it to true (a frozen classifier reward is \
                              `learned_reward` as the task's reward_fn with alg=ppo)";
         ensure(a.is_trainable, &args_section, "is_trainable", trainable_msg)?;
         ensure(a.label_ix <= 1, &args_section, "label_ix", "expected 0 or 1 (the discriminator has 2 labels)")?;
         ensure(a.batch_size > 0, &args_section, "batch_size", "expected at least 1 text per forward pass")?;
-        let spec = *registry::build_optimizer(&section(config, "alg.reward_fn.optimizer")?, config)?;
+        let spec = *registry::build_optimizer(&section(config, "reward_fn.optimizer")?, config)?;
         let root: tril_core::schema::RootConfig = config.extract("")?;
         let tok = root.alg.tokenizer.ok_or("alg.tokenizer: gail needs a tokenizer section")?;
         let setup = DiscriminatorSetup {
@@ -450,7 +449,7 @@ fn build(_args: &Section<'_>, ctx: &BuildCtx<'_>) -> Result<Box<dyn Algorithm>, 
                     `actor_critic` or `actor_critic_shared`"
             .into());
     }
-    let ppo = Ppo::from_config(ctx.config, "gail", args.clone(), true)?;
+    let ppo = Ppo::from_config(ctx.config, "gail", args.clone(), true, false)?;
     let hook = Discriminator::from_config(ctx.config, &args, gail)?;
     Ok(Box::new(ppo.with_reward_hook(Box::new(hook))))
 }

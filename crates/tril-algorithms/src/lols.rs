@@ -71,7 +71,7 @@ fn build(_args: &Section<'_>, ctx: &BuildCtx<'_>) -> Result<Box<dyn Algorithm>, 
     if !(0.0..=1.0).contains(&lols.tau) {
         return Err(format!("alg.args.tau: {} is not a probability in [0, 1]", lols.tau).into());
     }
-    let ppo = Ppo::from_config(ctx.config, "lols", args, false)?;
+    let ppo = Ppo::from_config(ctx.config, "lols", args, false, true)?;
     Ok(Box::new(ppo.with_rollin("lols", |guide| {
         require_guide_critic("lols", guide)?;
         Ok(Box::new(Lols {

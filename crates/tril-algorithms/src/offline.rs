@@ -679,8 +679,12 @@ mod tests {
             eval_batch_size: 8,
             eval_splits: vec![Split::Val],
             eval_zero_shot: true,
+            save_checkpoints: true,
+            save_every: 2,
         };
         assert!(check_loop_args(&ok).is_ok());
+        let err = check_loop_args(&LoopArgs { save_every: 0, ..ok.clone() }).unwrap_err().to_string();
+        assert_eq!(err, "alg.args.save_every: expected at least 1 step, found 0");
         let err = check_loop_args(&LoopArgs { batch_size: 3, ..ok.clone() }).unwrap_err().to_string();
         assert_eq!(err, "alg.args.batch_size: expected a positive multiple of grad_accumulation, found 3");
         assert!(check_loop_args(&LoopArgs { max_grad_norm: 0.0, ..ok }).is_err());

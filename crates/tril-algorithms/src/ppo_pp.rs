@@ -44,7 +44,7 @@ pub(crate) fn always(mode: Mode, guide: &GuideArgs) -> Result<Box<dyn Schedule>,
 
 fn build(_args: &Section<'_>, ctx: &BuildCtx<'_>) -> Result<Box<dyn Algorithm>, PluginError> {
     let args: PpoArgs = ctx.config.extract("alg.args")?;
-    let ppo = Ppo::from_config(ctx.config, "ppo_pp", args, false)?;
+    let ppo = Ppo::from_config(ctx.config, "ppo_pp", args, false, true)?;
     Ok(Box::new(ppo.with_rollin("ppo_pp", |guide| always(Mode::PpoPp, guide))?))
 }
 

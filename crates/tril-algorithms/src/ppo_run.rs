@@ -63,8 +63,9 @@ use tril_models::CpuBackend;
 
 type Model = ActorCritic<Ad>;
 
-/// Replaces the task's terminal rewards with learned ones (GAIL's discriminator). The
-/// task's reward is still computed and logged as `rollout_buffer/task_rewards`.
+/// Gives the terminal rewards instead of a task reward function (GAIL's discriminator,
+/// configured in the root `reward_fn` that its alg section puts there). Should a loop have
+/// both, the task's reward is computed too and logged as `rollout_buffer/task_rewards`.
 pub trait RewardHook: Send {
     /// Trains on one iteration's rollouts and returns one terminal reward per trajectory
     /// plus statistics to log with the rollout metrics.
@@ -102,7 +103,8 @@ pub struct Ppo {
     policy_args: ActorCriticArgs,
     tokenizer: TokenizerConfig,
     task: Box<dyn Task>,
-    reward: Box<dyn RewardFn>,
+    /// The task's reward (`None` when a [`RewardHook`] is the reward).
+    reward: Option<Box<dyn RewardFn>>,
     metrics: Vec<Box<dyn Metric>>,
     kl: Box<dyn KlController>,
     schedule: Box<dyn LrSchedule>,
@@ -115,13 +117,15 @@ impl Ppo {
     /// Builds the loop of algorithm `id` from the composed config, with `args` already read
     /// from `alg.args` (derived algorithms split their own keys off first) and the KL
     /// penalty in the reward unless `alg.args.kl_in_reward` (or `kl_in_reward_default`)
-    /// says otherwise. Plain PPO refuses a `multi_actor_critic` policy; roll-in algorithms
-    /// add theirs with [`Ppo::with_rollin`].
+    /// says otherwise. The root `reward_fn` is built as the task's reward when
+    /// `task_reward` (GAIL's is its discriminator, built by GAIL). Plain PPO refuses a
+    /// `multi_actor_critic` policy; roll-in algorithms add theirs with [`Ppo::with_rollin`].
     pub fn from_config(
         config: &Config,
         id: &'static str,
         args: PpoArgs,
         kl_in_reward_default: bool,
+        task_reward: bool,
     ) -> Result<Ppo, PluginError> {
         let root: RootConfig = config.extract("")?;
         let plan = args.plan(root.sampling.batch_size_per_process)?;
@@ -149,7 +153,7 @@ impl Ppo {
             policy_args,
             tokenizer,
             task: registry::build_task(&section(config, "task")?, config)?,
-            reward: registry::build_reward_fn(&reward_section, config)?,
+            reward: if task_reward { Some(registry::build_reward_fn(&reward_section, config)?) } else { None },
             metrics,
             kl: registry::build_kl_controller(&section(config, "alg.kl_div")?, config)?,
             schedule,
@@ -216,7 +220,7 @@ impl crate::rollin::Schedule for NoRollin {
 
 fn build(_args: &Section<'_>, ctx: &BuildCtx<'_>) -> Result<Box<dyn Algorithm>, PluginError> {
     let args: PpoArgs = ctx.config.extract("alg.args")?;
-    Ok(Box::new(Ppo::from_config(ctx.config, "ppo", args, true)?.refuse_guide()?))
+    Ok(Box::new(Ppo::from_config(ctx.config, "ppo", args, true, true)?.refuse_guide()?))
 }
 
 tril_core::register!(algorithm,
@@ -289,6 +293,9 @@ struct Loop<'a> {
 
 impl Algorithm for Ppo {
     fn run(mut self: Box<Self>, ctx: &RunCtx<'_>) -> Result<(), PluginError> {
+        if self.reward.is_none() && self.hook.is_none() {
+            return Err(format!("{}: no reward: neither the task's reward_fn nor a learned one", self.id).into());
+        }
         let root: RootConfig = ctx.config.extract("")?;
         let device = training_device(&root)?;
         let tokenizer = load_tokenizer(&self.tokenizer.model_name)?;
@@ -486,7 +493,10 @@ impl Loop<'_> {
             let Mixed { gen, rollin_mask: m, k } = self.generate_batch(&policy.policy, &samples, &plan)?;
             let refs: Vec<Vec<String>> = samples.iter().map(|s| s.references.clone()).collect();
             let batch = TextBatch { prompts: &gen.prompts, generations: &gen.texts, references: &refs };
-            let scores = self.ppo.reward.score(batch)?;
+            let scores = match self.ppo.reward.as_mut() {
+                Some(reward) => reward.score(batch)?,
+                None => vec![0.0; samples.len()], // the hook gives them below
+            };
             if let Some(i) = scores.iter().position(|r| !r.is_finite()) {
                 return Err(format!(
                     "iteration {iteration}: the reward of sample `{}` is {} (generation {:?}); stopping instead of training on it",
@@ -523,8 +533,10 @@ impl Loop<'_> {
                 )
                 .into());
             }
-            let task_rewards: Vec<f64> = terminal.iter().map(|&r| f64::from(r)).collect();
-            stats.insert("rollout_buffer/task_rewards".into(), mean(&task_rewards));
+            if self.ppo.reward.is_some() {
+                let task_rewards: Vec<f64> = terminal.iter().map(|&r| f64::from(r)).collect();
+                stats.insert("rollout_buffer/task_rewards".into(), mean(&task_rewards));
+            }
             stats.extend(hook_stats);
             terminal = learned;
         }

@@ -25,7 +25,7 @@ pub struct RootConfig {
     /// The task.
     pub task: Component,
     /// The reward function (absent for supervised tasks).
-    pub reward_fn: Option<Component>,
+    pub reward_fn: Option<RewardFnSection>,
     /// Prompt/generation shapes and sampling settings.
     pub sampling: SamplingConfig,
     /// Metrics computed at each evaluation.
@@ -44,6 +44,21 @@ pub struct Component {
     /// Arguments, validated by the entry.
     #[serde(default)]
     pub args: Option<IgnoredAny>,
+}
+
+/// The root `reward_fn`: a component, plus the optimizer of a trainable one (GAIL's
+/// discriminator, whose section in `cfgs/alg/gail.yaml` replaces the task's reward).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RewardFnSection {
+    /// Registry id.
+    pub id: String,
+    /// Arguments, validated by the entry.
+    #[serde(default)]
+    pub args: Option<IgnoredAny>,
+    /// Optimizer of a trainable reward (read by the algorithm that trains it).
+    #[serde(default)]
+    pub optimizer: Option<Component>,
 }
 
 /// Which side padding or truncation applies to.
@@ -136,9 +151,6 @@ pub struct AlgConfig {
     /// LoRA settings (TRIL's `lora.peft_config`).
     #[serde(default)]
     pub lora: Option<IgnoredAny>,
-    /// An algorithm's own reward model (GAIL's trainable discriminator), read by it.
-    #[serde(default)]
-    pub reward_fn: Option<IgnoredAny>,
 }
 
 /// TRIL's `alg.tokenizer` block.

@@ -30,12 +30,13 @@ fn gail_runs_logs_the_discriminator_and_checkpoints_it() {
         "discriminator/expert_score",
         "discriminator/policy_score",
         "discriminator/grad_norm",
-        "rollout_buffer/task_rewards",
     ] {
         let values = jsonl(&rollout, key);
         assert_eq!(values.len(), 2, "{key}");
         assert!(values.iter().all(|v| v.is_finite()), "{key}: {values:?}");
     }
+    // The section's reward_fn replaced the task's: no task reward is computed in training.
+    assert!(lines(&rollout).iter().all(|l| l.get("rollout_buffer/task_rewards").is_none()));
     let scores = jsonl(&rollout, "discriminator/policy_score");
     assert!(scores.iter().all(|s| (0.0..=1.0).contains(s)), "{scores:?}");
     let rewards = jsonl(&rollout, "rollout_buffer/rewards");
@@ -87,13 +88,12 @@ fn killed_and_resumed_gail_run_matches_an_uninterrupted_one() {
 fn bad_gail_configs_name_the_key() {
     let tmp = tempfile::tempdir().unwrap();
     for (i, (over, want)) in [
-        ("alg.reward_fn.args.is_trainable=false", "alg.reward_fn.args.is_trainable"),
+        ("reward_fn.args.is_trainable=false", "reward_fn.args.is_trainable"),
         ("alg.args.discrim_epochs=0", "alg.args.discrim_epochs"),
         ("alg.args.discrim_batch_size=0", "alg.args.discrim_batch_size"),
-        ("alg.reward_fn.args.label_ix=2", "alg.reward_fn.args.label_ix"),
-        ("alg.reward_fn.id=increasing_numbers", "alg.reward_fn.id"),
+        ("reward_fn.args.label_ix=2", "reward_fn.args.label_ix"),
         ("+alg.args.discrim_epoch=2", "discrim_epoch"),
-        ("+alg.reward_fn.args.lr=0.1", "alg.reward_fn.args.lr"),
+        ("+reward_fn.args.lr=0.1", "reward_fn.args.lr"),
     ]
     .into_iter()
     .enumerate()
