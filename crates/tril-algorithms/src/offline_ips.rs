@@ -28,8 +28,9 @@
 //! The optimizer and learning-rate schedule are `alg.optimizer` / `alg.scheduler` (stepped
 //! once per optimizer step; the seed uses AdamW at 1e-5, cosine with 3% warm-up, no weight
 //! decay); `batch_size x grad_accumulation` rows make one step (seed: 1 x 16), and the
-//! accumulated gradient is clipped to a global norm of `max_grad_norm`. One HF checkpoint,
-//! `checkpoints/iter_<steps>/policy`, is written atomically at the end.
+//! accumulated gradient is clipped to a global norm of `max_grad_norm`. Checkpoints,
+//! `checkpoints/iter_<step>/{policy,trainer,trainer_state.json}`, are written atomically
+//! every `save_every` steps with `save_checkpoints` and at the end.
 //!
 //! # Logged metrics (`training_info.jsonl`, means over the rows since the last line)
 //! | key | meaning |
@@ -65,9 +66,12 @@
 //!   ([`crate::logp`]); the seed's Llama pad token and embedding resize do not apply.
 //! - The last accumulation group of an epoch may be short; its gradient is the mean over
 //!   the micro-batches it has.
-//! - `--resume` is not implemented; one HF checkpoint is written at the end.
+//! - `--resume` continues exactly after the newest checkpoint (`save_checkpoints`,
+//!   `save_every`; the final one is always written): model, optimizer, RNG and the
+//!   position in the epoch's shuffled order are restored.
 
 use crate::logp::{self, Column, Columns, Encoded, LogpCache, LogpOptions, Record};
+use crate::onpolicy::{OnPolicyState, PromptSampler};
 use crate::trainer::{training_device, Ad, CpuDevice, Optim};
 use crate::validate::ensure;
 use burn::module::AutodiffModule;
@@ -155,6 +159,11 @@ pub struct OfflineIpsArgs {
     pub logp_batch_size: usize,
     /// Seeds model initialisation, the split and the shuffles.
     pub seed: u64,
+    /// Write a checkpoint (with the exact trainer state `--resume` reads) every
+    /// `save_every` optimizer steps; the final one is always written.
+    pub save_checkpoints: bool,
+    /// Steps between checkpoints (a multiple of `log_every`).
+    pub save_every: usize,
 }
 
 impl Default for OfflineIpsArgs {
@@ -185,6 +194,8 @@ impl Default for OfflineIpsArgs {
             log_every: 1,
             logp_batch_size: 4,
             seed: 42,
+            save_checkpoints: false,
+            save_every: 500,
         }
     }
 }
@@ -209,6 +220,9 @@ impl OfflineIpsArgs {
         ensure(self.max_length >= 2, s, "max_length", "an integer >= 2 (a prompt and a response token)")?;
         ensure(self.max_grad_norm > 0.0, s, "max_grad_norm", "a number > 0")?;
         ensure((0.0..0.5).contains(&self.eval_fraction), s, "eval_fraction", "a fraction in [0, 0.5)")?;
+        let save_ok =
+            !self.save_checkpoints || (self.save_every >= 1 && self.save_every.is_multiple_of(self.log_every));
+        ensure(save_ok, s, "save_every", "a multiple of log_every (logged statistics are not checkpointed)")?;
         Ok(())
     }
 
@@ -441,6 +455,10 @@ struct Loop {
     loss_args: IpsLossArgs,
     model: Gpt2Model<Ad>,
     optim: Optim<Gpt2Model<Ad>>,
+    optimizer: OptimizerSpec,
+    rng: ChaCha8Rng,
+    /// The shuffled order of the training rows and the position in it (a pass = an epoch).
+    sampler: PromptSampler,
     schedule: Box<dyn LrSchedule>,
     base_lr: f64,
     tracker: Tracker,
@@ -450,9 +468,6 @@ struct Loop {
 
 impl Algorithm for OfflineIps {
     fn run(self: Box<Self>, ctx: &RunCtx<'_>) -> Result<(), PluginError> {
-        if ctx.resume_from.is_some() {
-            return Err("--resume is not implemented for offline_ips yet".into());
-        }
         let root: RootConfig = ctx.config.extract("")?;
         let device = training_device(&root)?;
         let a = self.args.clone();
@@ -471,6 +486,9 @@ impl Algorithm for OfflineIps {
                 kl_estimator: a.kl_estimator,
             },
             optim: Optim::for_module(&self.optimizer, &model),
+            optimizer: self.optimizer.clone(),
+            sampler: PromptSampler::new(rows.len()),
+            rng,
             base_lr: self.optimizer.lr,
             schedule: self.schedule,
             tracker: Tracker::new(RunDir::open(&ctx.run_dir)?),
@@ -479,8 +497,11 @@ impl Algorithm for OfflineIps {
             model,
             device,
         };
-        let steps = state.train(&rows, &eval, &mut rng)?;
-        state.checkpoint(steps, &gpt_config, &tok)
+        let first = match &ctx.resume_from {
+            Some(dir) => state.restore(dir)?,
+            None => 0,
+        };
+        state.train(&rows, &eval, first, &gpt_config, &tok)
     }
 }
 
@@ -530,56 +551,85 @@ impl Loop {
         (batch, reference, rewards)
     }
 
-    fn train(&mut self, rows: &[Row], eval: &[Row], rng: &mut ChaCha8Rng) -> Result<usize, PluginError> {
+    /// Restores the newest checkpoint of `run_dir` (`--resume`); returns its step.
+    fn restore(&mut self, run_dir: &std::path::Path) -> Result<usize, PluginError> {
+        let (state, model, optim, tracker) = OnPolicyState::restore(
+            run_dir,
+            "offline_ips",
+            self.sampler.len(),
+            self.model.clone(),
+            &self.optimizer,
+            &self.device,
+        )?;
+        (self.model, self.optim, self.tracker) = (model, optim, tracker);
+        (self.rng, self.sampler) = (state.rng.restore(), state.sampler);
+        Ok(state.iteration)
+    }
+
+    /// Optimizer steps `first + 1 ..= total`, each of `batch_size x grad_accumulation`
+    /// rows of the sampler's shuffled order (a pass = an epoch, its last step smaller),
+    /// the held-out NLL after each epoch, checkpoints as configured and at the end.
+    fn train(
+        &mut self,
+        rows: &[Row],
+        eval: &[Row],
+        first: usize,
+        config: &Gpt2Config,
+        tok: &TextTokenizer,
+    ) -> Result<(), PluginError> {
         let a = self.args.clone();
         let per_step = a.batch_size * a.grad_accumulation;
         let steps_per_epoch = rows.len().div_ceil(per_step);
-        tracing::info!(train = rows.len(), eval = eval.len(), steps = steps_per_epoch * a.epochs, "offline_ips");
-        let mut order: Vec<usize> = (0..rows.len()).collect();
-        let (mut step, mut sums) = (0usize, Sums::default());
-        for epoch in 1..=a.epochs {
-            order.shuffle(rng);
-            for group in order.chunks(per_step) {
-                step += 1;
-                let lr = self.base_lr * self.schedule.factor((step - 1) as u64);
-                let micro: Vec<&[usize]> = group.chunks(a.batch_size).collect();
-                let mut accum = GradientsAccumulator::<Gpt2Model<Ad>>::new();
-                for idx in &micro {
-                    let picked: Vec<&Row> = idx.iter().map(|&i| &rows[i]).collect();
-                    let (batch, reference, rewards) = self.tensors(&picked);
-                    let logp = logp::response_logprobs(&self.model, &batch); // [b, L - 1]
-                    let (loss, stats) =
-                        ips_loss(logp, reference, batch.response_mask.clone(), rewards, &self.loss_args);
-                    self.record(&mut sums, &picked, &stats);
-                    let grads = (loss / micro.len() as f64).backward();
-                    accum.accumulate(&self.model, GradientsParams::from_grads(grads, &self.model));
-                }
-                let (grads, norm) = clip_grad_norm(&self.model, accum.grads(), a.max_grad_norm);
-                self.model = self.optim.step(lr, self.model.clone(), grads);
-                sums.add("ips/grad_norm", norm);
-                if step % a.log_every == 0 {
-                    let mut stats = std::mem::take(&mut sums).stats();
-                    stats.insert("ips/lr".into(), lr);
-                    stats.insert("ips/epoch".into(), epoch as f64);
-                    tracing::info!(
-                        step,
-                        epoch,
-                        loss = format!("{:.4}", stats.get("ips/loss").copied().unwrap_or(f64::NAN)),
-                        rho = format!("{:.4}", stats.get("ips/rho_mean").copied().unwrap_or(f64::NAN)),
-                        "offline_ips"
-                    );
-                    self.tracker.log_training(step, &stats)?;
-                }
+        let total = steps_per_epoch * a.epochs;
+        if first >= total {
+            tracing::info!(total, "the run already finished its {total} steps; nothing to resume");
+            return Ok(());
+        }
+        tracing::info!(train = rows.len(), eval = eval.len(), steps = total, "offline_ips");
+        let mut sums = Sums::default();
+        for step in first + 1..=total {
+            let epoch = (step - 1) / steps_per_epoch + 1;
+            let group = self.sampler.take(per_step.min(self.sampler.remaining()), &mut self.rng);
+            let lr = self.base_lr * self.schedule.factor((step - 1) as u64);
+            let micro: Vec<&[usize]> = group.chunks(a.batch_size).collect();
+            let mut accum = GradientsAccumulator::<Gpt2Model<Ad>>::new();
+            for idx in &micro {
+                let picked: Vec<&Row> = idx.iter().map(|&i| &rows[i]).collect();
+                let (batch, reference, rewards) = self.tensors(&picked);
+                let logp = logp::response_logprobs(&self.model, &batch); // [b, L - 1]
+                let (loss, stats) = ips_loss(logp, reference, batch.response_mask.clone(), rewards, &self.loss_args);
+                self.record(&mut sums, &picked, &stats);
+                let grads = (loss / micro.len() as f64).backward();
+                accum.accumulate(&self.model, GradientsParams::from_grads(grads, &self.model));
             }
-            if !eval.is_empty() {
+            let (grads, norm) = clip_grad_norm(&self.model, accum.grads(), a.max_grad_norm);
+            self.model = self.optim.step(lr, self.model.clone(), grads);
+            sums.add("ips/grad_norm", norm);
+            if step % a.log_every == 0 {
+                let mut stats = std::mem::take(&mut sums).stats();
+                stats.insert("ips/lr".into(), lr);
+                stats.insert("ips/epoch".into(), epoch as f64);
+                tracing::info!(
+                    step,
+                    epoch,
+                    loss = format!("{:.4}", stats.get("ips/loss").copied().unwrap_or(f64::NAN)),
+                    rho = format!("{:.4}", stats.get("ips/rho_mean").copied().unwrap_or(f64::NAN)),
+                    "offline_ips"
+                );
+                self.tracker.log_training(step, &stats)?;
+            }
+            if step % steps_per_epoch == 0 && !eval.is_empty() {
                 let stats = self.evaluate(eval)?;
                 tracing::info!(epoch, nll = format!("{:.4}", stats["eval/nll"]), "offline_ips eval");
                 self.tracker.log_training(step, &stats)?;
             }
+            if a.save_checkpoints && step % a.save_every == 0 && step != total {
+                self.checkpoint(step, config, tok)?;
+            }
         }
         let keys = ["ips/loss", "ips/rho_mean", "ips/kl", "stats/pos_logp"];
         self.tracker.plot(&keys)?;
-        Ok(step)
+        self.checkpoint(total, config, tok)
     }
 
     /// Adds one micro-batch's statistics: `ips/*` over all samples, `stats/{pos,neg}_*`
@@ -628,17 +678,20 @@ impl Loop {
         Ok(out)
     }
 
-    /// Writes `checkpoints/iter_<step>/policy` (HF layout) atomically.
+    /// Writes `checkpoints/iter_<step>/` atomically: `policy/` (HF layout) and the exact
+    /// trainer state `--resume` reads.
     fn checkpoint(&self, step: usize, config: &Gpt2Config, tok: &TextTokenizer) -> Result<(), PluginError> {
         let model = self.model.valid();
-        let state = serde_json::json!({"step": step, "epochs": self.args.epochs});
-        let dir =
-            self.tracker.run_dir().write_dir_atomic::<PluginError>(format!("checkpoints/iter_{step}"), |tmp| {
-                tril_models::hf::save_gpt2(&model, config, &tmp.join("policy"), Some(tok))?;
-                Ok(tril_core::run_dir::write_atomic(&tmp.join("trainer_state.json"), state.to_string().as_bytes())?)
-            })?;
-        tracing::info!(step, dir = %dir.display(), "checkpoint written");
-        Ok(())
+        let state = OnPolicyState {
+            algorithm: "offline_ips".into(),
+            iteration: step,
+            kl_state: Vec::new(),
+            rng: crate::trainer::RngState::of(&self.rng),
+            sampler: self.sampler.clone(),
+        };
+        state.write_checkpoint(self.tracker.run_dir(), &self.model, &self.optim, |tmp| {
+            Ok(tril_models::hf::save_gpt2(&model, config, &tmp.join("policy"), Some(tok))?)
+        })
     }
 }
 

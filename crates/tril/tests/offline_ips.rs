@@ -1,6 +1,7 @@
 //! `tril logp` and `alg=offline_ips` through the real CLI, on tiny parquet files written
 //! here and the seeded `builtin:tiny-gpt2` (CPU).
 
+mod common;
 use burn::tensor::{Int, Tensor, TensorData};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -336,4 +337,13 @@ fn logp_of_an_hf_gpt2_matches_transformers() {
             assert!((f64::from(*g) - w).abs() < 1e-4, "{}: {got:?} vs {want:?}", row["uid"]);
         }
     }
+}
+
+/// Kill an offline IPS run once its step-2 checkpoint exists and `--resume` it: every later
+/// logged number and the final weights equal an uninterrupted run's.
+#[test]
+fn killed_and_resumed_ips_matches_an_uninterrupted_one() {
+    let args = ["task=synthetic", "alg=offline_ips", "alg.args.save_checkpoints=true", "alg.args.save_every=2"];
+    // 10 epochs x 6 steps, a line per step and a held-out NLL line per epoch.
+    common::assert_kill_and_resume_matches(&args, 60, 60 + 10);
 }
