@@ -32,6 +32,8 @@
 //! than in PyTorch. Known difference: HF fills finished sequences with
 //! `pad_token_id or eos_token_id`, i.e. the EOS when the pad id is 0; tril always uses the pad id.
 
+use std::cmp::Ordering;
+
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 
@@ -175,7 +177,7 @@ fn advance(beams: &mut PromptBeams, logprobs: &[f32], vocab: usize, rule: StepRu
     // 5. early stop: can the best running beam still beat the worst finished one?
     if !beams.done && beams.finished.len() == k {
         let best_possible = beams.running[0].score / rule.length_norm;
-        beams.done = !(best_possible > beams.finished[k - 1].0);
+        beams.done = best_possible.partial_cmp(&beams.finished[k - 1].0) != Some(Ordering::Greater);
     }
     parents
 }
