@@ -260,8 +260,17 @@ pub fn beam_search<B: Backend>(
         };
         logits = last_logits(model, input.with_mask(mask), cache.as_mut())?; // [B * k, V]
     }
+    Ok(best_hypotheses(&rows, n, special.pad_token_id))
+}
+
+/// Each prompt's best finished hypothesis as a row of `n` tokens, padded with `pad` (mask 0).
+///
+/// # Shapes
+/// -> `[rows.len(), n]` tokens, log-probs and mask
+fn best_hypotheses(rows: &[PromptBeams], n: usize, pad: u32) -> GenerationOutput {
+    let b = rows.len();
     let mut out = GenerationOutput {
-        tokens: vec![special.pad_token_id; b * n],
+        tokens: vec![pad; b * n],
         logprobs: vec![0.0; b * n],
         mask: vec![0; b * n],
         batch: b,
@@ -274,7 +283,7 @@ pub fn beam_search<B: Backend>(
             (out.tokens[r * n + j], out.logprobs[r * n + j], out.mask[r * n + j]) = (t, lp, 1);
         }
     }
-    Ok(out)
+    out
 }
 
 /// Run the model and copy the last-position logits to the host, `[rows * V]` flat.
