@@ -5,7 +5,8 @@
 //! which gives the same tokens), copies the last-position logits to the host once, and picks
 //! one token per row there: EOS is masked until `min_length` new tokens exist, then
 //! temperature, top-k, top-p and a draw from the seeded RNG (or the argmax when greedy).
-//! A row stops after its EOS; later slots hold the pad id with mask 0.
+//! A row stops after its EOS; later slots hold the pad id with mask 0. With `num_beams > 1`
+//! (and `do_sample: false`) [`generate`] runs beam search instead ([`crate::beam`]).
 //!
 //! **Log-probs returned** are `log_softmax(model logits)[chosen token]` of the *unmodified*
 //! distribution (no temperature, top-k/top-p or min-length masking), computed in f64 on the
@@ -43,7 +44,8 @@ pub struct GenerationConfig {
     pub min_length: usize,
     /// Number of new tokens (the width of every output).
     pub max_new_tokens: usize,
-    /// Beam search is not implemented: only 1 is accepted (present so configs parse).
+    /// Beams per prompt: 1 decodes greedily or samples; more runs beam search
+    /// ([`crate::beam`], HF `num_beams` with `do_sample=False`; beam sampling is refused).
     pub num_beams: usize,
     /// Use the KV cache (true) or recompute the whole sequence each step (false).
     pub use_cache: bool,
@@ -86,8 +88,15 @@ impl GenerationConfig {
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             return bad("top_p", self.top_p.to_string(), "must be in (0, 1]");
         }
-        if self.num_beams != 1 {
-            return bad("num_beams", self.num_beams.to_string(), "beam search is not implemented; use 1");
+        if self.num_beams == 0 {
+            return bad("num_beams", "0".into(), "must be at least 1");
+        }
+        if self.num_beams > 1 && self.do_sample {
+            return bad(
+                "num_beams",
+                self.num_beams.to_string(),
+                "beam sampling (num_beams > 1 with do_sample: true) is not implemented; use do_sample: false for beam search or num_beams: 1 to sample",
+            );
         }
         Ok(())
     }
@@ -145,12 +154,12 @@ fn host_ints<B: Backend>(t: Tensor<B, 2, Int>, what: &str) -> Result<Vec<i64>> {
     t.into_data().convert::<i64>().into_vec::<i64>().map_err(|e| ModelError::input(what, format!("{e:?}")))
 }
 
-fn int_tensor<B: Backend>(values: Vec<i64>, shape: [usize; 2], device: &B::Device) -> Tensor<B, 2, Int> {
+pub(crate) fn int_tensor<B: Backend>(values: Vec<i64>, shape: [usize; 2], device: &B::Device) -> Tensor<B, 2, Int> {
     Tensor::from_data(TensorData::new(values, shape), device)
 }
 
 /// Check prompt shapes and values (R19); returns the host copies of ids and mask.
-fn check_prompt<B: Backend>(
+pub(crate) fn check_prompt<B: Backend>(
     model: &Gpt2Model<B>,
     ids: Tensor<B, 2, Int>,
     mask: Tensor<B, 2, Int>,
@@ -233,6 +242,7 @@ pub fn generate<B: Backend, R: Rng + ?Sized>(
 
 /// [`generate`] where row `i` is forced to start with `forced[i]` (its model log-probs are
 /// still returned): the roll-out of PPO++ / AggreVaTeD / LOLS continues a roll-in prefix.
+/// With `num_beams > 1` this runs [`crate::beam::beam_search`]; forced prefixes are then refused.
 pub fn generate_with_prefix<B: Backend, R: Rng + ?Sized>(
     model: &Gpt2Model<B>,
     input_ids: Tensor<B, 2, Int>,
@@ -245,6 +255,15 @@ pub fn generate_with_prefix<B: Backend, R: Rng + ?Sized>(
     cfg.validate()?;
     let device = input_ids.device();
     let [b, p] = input_ids.dims();
+    if cfg.num_beams > 1 {
+        if forced.is_some() {
+            return Err(ModelError::input(
+                "forced",
+                format!("forced prefixes are not supported with beam search (num_beams = {})", cfg.num_beams),
+            ));
+        }
+        return crate::beam::beam_search(model, input_ids, attention_mask, cfg, special);
+    }
     if forced.is_some_and(|f| f.len() != b) {
         return Err(ModelError::input(
             "forced",
@@ -336,8 +355,13 @@ mod tests {
         let c: GenerationConfig = serde_json::from_str(r#"{"min_new_tokens": 3}"#).unwrap();
         assert_eq!(c.min_length, 3);
         assert!(serde_json::from_str::<GenerationConfig>(r#"{"top_kk": 1}"#).is_err());
-        let c = GenerationConfig { num_beams: 5, ..Default::default() };
-        assert!(c.validate().unwrap_err().to_string().contains("num_beams"));
+        GenerationConfig { num_beams: 5, ..Default::default() }.validate().unwrap();
+        for bad in [
+            GenerationConfig { num_beams: 5, do_sample: true, ..Default::default() },
+            GenerationConfig { num_beams: 0, ..Default::default() },
+        ] {
+            assert!(bad.validate().unwrap_err().to_string().contains("num_beams"));
+        }
     }
 
     #[test]

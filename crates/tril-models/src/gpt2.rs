@@ -305,6 +305,21 @@ impl<B: Backend> KvCache<B> {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+
+    /// Keep the batch rows `indices` of every layer, in that order: row `j` becomes old row
+    /// `indices[j]` (rows may repeat, so the batch can grow). Beam search reorders the cache by
+    /// each new beam's parent this way (HF `Cache::reorder_cache`). Preallocated buffers keep
+    /// their capacity.
+    ///
+    /// # Shapes
+    /// - indices: `[B']`, values in `0..B`; each layer `[B, H, capacity, hd]` -> `[B', H, capacity, hd]`
+    pub fn select_rows(&mut self, indices: Tensor<B, 1, Int>) {
+        for slot in &mut self.layers {
+            if let Some((k, v)) = slot.take() {
+                *slot = Some((k.select(0, indices.clone()), v.select(0, indices.clone())));
+            }
+        }
+    }
 }
 
 /// Which positions get LM logits.
@@ -593,6 +608,17 @@ mod tests {
         assert_eq!(cache.len(), 6);
         let diff = (full.clone() - step).abs().max().into_scalar();
         assert!(diff < 1e-5, "max |diff| {diff}");
+        // Selecting rows of the cache equals running the selected rows.
+        let batch = Tensor::cat(vec![ids.clone(), ids.clone().flip([1])], 0); // [2, 6]
+        let mut cache = KvCache::with_capacity(model.n_layer(), 8);
+        model.forward_with(Gpt2Input::new(batch.clone().narrow(1, 0, 5)), Some(&mut cache));
+        cache.select_rows(Tensor::from_data(TensorData::new(vec![1i64, 0, 1], [3]), &dev));
+        let last =
+            Tensor::cat(vec![batch.clone().narrow(0, 1, 1), batch.clone().narrow(0, 0, 1), batch.narrow(0, 1, 1)], 0);
+        let step = model.forward_with(Gpt2Input::new(last.clone().narrow(1, 5, 1)), Some(&mut cache)).logits;
+        let full3 = model.forward(last, None).logits.narrow(1, 5, 1); // [3, 1, V]
+        let diff = (full3 - step).abs().max().into_scalar();
+        assert!(diff < 1e-5, "select_rows: max |diff| {diff}");
         // Preallocated (with room, and too small so that it falls back to concatenation).
         for cap in [8, 5] {
             let mut cache = KvCache::with_capacity(model.n_layer(), cap);

@@ -25,6 +25,8 @@
 //! - [`generate`]: [`generate::GenerationConfig`] (TRIL's `gen_kwargs` names),
 //!   [`generate::generate`] (batched, left-padded, KV cache, greedy / temperature / top-k /
 //!   top-p, `min_length` new tokens, per-row EOS, seeded), [`generate::GenerationOutput`].
+//! - [`beam`]: [`beam::beam_search`], HF beam search (`num_beams > 1`, `do_sample: false`),
+//!   with a KV cache reordered per beam; [`generate::generate`] calls it.
 //! - [`bench`]: [`bench::bench_generate`], tokens/s on random weights.
 //! - [`error`]: [`ModelError`], the crate's one error type.
 //!
@@ -58,6 +60,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod beam;
 pub mod bench;
 pub mod bert;
 pub mod error;
