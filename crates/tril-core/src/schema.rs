@@ -116,7 +116,7 @@ pub struct GenKwargs {
     pub min_length: Option<usize>,
     /// Maximum new tokens.
     pub max_new_tokens: usize,
-    /// Beam search width (only 1 is supported by tril's sampler).
+    /// Beam search width (HF beam search when > 1 with `do_sample: false`).
     #[serde(default)]
     pub num_beams: Option<usize>,
 }
