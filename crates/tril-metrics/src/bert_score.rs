@@ -266,7 +266,7 @@ impl BertScorer {
             .as_ref()
             .and_then(|c| c.get("model_max_length"))
             .and_then(|v| v.as_f64())
-            .filter(|&v| v >= 1.0 && v < 1e12)
+            .filter(|v| (1.0..1e12).contains(v))
             .map(|v| v as usize);
         let max_length = model_max.unwrap_or(usize::MAX).min(loaded.config.max_input_len());
         let wrap = raw.inner().get_post_processor().is_none() && cls.is_some() && sep.is_some();
