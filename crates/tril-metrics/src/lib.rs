@@ -14,6 +14,7 @@
 //! | `bleu` | [`bleu`]: `lexical/bleu` |
 //! | `meteor` | [`meteor`]: `lexical/meteor` |
 //! | `cider` | [`cider`]: `lexical/cider` |
+//! | `bert_score` | [`bert_score`]: `semantic/bert_score` (per-sample F1, mean); also a reward |
 //!
 //! The lexical metrics also back the lexical rewards (`meteor`, `rouge`, `bleu`,
 //! `spider` without SPICE, `common_gen_concept_cover`), registered in
@@ -25,6 +26,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod bert_score;
 pub mod bleu;
 pub mod cider;
 pub mod diversity;

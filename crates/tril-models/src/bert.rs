@@ -1,11 +1,13 @@
-//! BERT / DistilBERT encoders with a sequence-classification head (HF
-//! `BertForSequenceClassification`, `DistilBertForSequenceClassification`).
+//! BERT / RoBERTa / DistilBERT encoders, bare ([`Encoder`], HF `AutoModel`) or with a
+//! sequence-classification head ([`EncoderClassifier`], HF `*ForSequenceClassification`).
 //!
-//! Both are post-LayerNorm transformer encoders with the same layer; they differ in the
-//! embeddings (BERT adds token-type embeddings) and the head (BERT: `tanh(pooler(h_cls))`,
-//! DistilBERT: `relu(pre_classifier(h_cls))`), both followed by `classifier`. One module,
-//! [`EncoderClassifier`], covers both through [`EncoderKind`]. Positions are `0..T` (encoders
-//! are right-padded), padded keys get an additive
+//! All are post-LayerNorm transformer encoders with the same layer; they differ in the
+//! embeddings (BERT and RoBERTa add token-type embeddings; RoBERTa's positions start at
+//! `padding_idx + 1`) and the head (BERT: `tanh(pooler(h_cls))`, RoBERTa:
+//! `tanh(classifier.dense(h_cls))`, DistilBERT: `relu(pre_classifier(h_cls))`), followed by
+//! `classifier` (RoBERTa: `classifier.out_proj`). [`EncoderKind`] picks the family.
+//! Positions are `offset..offset + T` (encoders are right-padded; see
+//! [`EncoderConfig::position_offset`]), padded keys get an additive
 //! [`crate::gpt2::MASK_BIAS`]. No dropout (inference).
 
 use burn::config::Config;
@@ -24,6 +26,8 @@ pub enum EncoderKind {
     Bert,
     /// DistilBERT: no token types, ReLU `pre_classifier`.
     DistilBert,
+    /// RoBERTa: BERT layers, positions offset by `padding_idx + 1`, `classifier.dense` head.
+    Roberta,
 }
 
 /// Encoder classifier hyper-parameters (BERT names; the DistilBERT config keys `dim`,
@@ -58,6 +62,10 @@ pub struct EncoderConfig {
     /// Label names by id (`id2label`), may be empty.
     #[config(default = "Vec::new()")]
     pub labels: Vec<String>,
+    /// First position id: 0 for BERT/DistilBERT, `pad_token_id + 1` (2) for RoBERTa, whose
+    /// `create_position_ids_from_input_ids` numbers the non-pad tokens `padding_idx + 1..`.
+    #[config(default = 0)]
+    pub position_offset: usize,
 }
 
 impl EncoderConfig {
@@ -71,8 +79,30 @@ impl EncoderConfig {
         Self::new(EncoderKind::Bert, 30522, 768, 12, 12, 3072, 512, 2)
     }
 
+    /// `roberta-large` (BERTScore's English model): 24 layers of width 1024, eps 1e-5.
+    pub fn roberta_large() -> Self {
+        Self::new(EncoderKind::Roberta, 50265, 1024, 24, 16, 4096, 514, 2)
+            .with_type_vocab_size(1)
+            .with_layer_norm_eps(1e-5)
+            .with_position_offset(2)
+    }
+
     /// Build a randomly initialised (lazily) classifier.
     pub fn init<B: Backend>(&self, device: &B::Device) -> EncoderClassifier<B> {
+        let d = self.hidden_size;
+        let Encoder { embeddings, layers, position_offset, .. } = self.init_encoder(device);
+        EncoderClassifier {
+            embeddings,
+            layers,
+            pooler: LinearConfig::new(d, d).init(device),
+            classifier: LinearConfig::new(d, self.num_labels).init(device),
+            kind: self.kind,
+            position_offset,
+        }
+    }
+
+    /// Build a randomly initialised (lazily) bare encoder (no pooler, no head).
+    pub fn init_encoder<B: Backend>(&self, device: &B::Device) -> Encoder<B> {
         let (d, f) = (self.hidden_size, self.intermediate_size);
         let ln = || LayerNormConfig::new(d).with_epsilon(self.layer_norm_eps).init(device);
         let layer = |_| EncoderLayer {
@@ -87,9 +117,9 @@ impl EncoderConfig {
             n_head: self.num_heads,
             activation: self.activation,
         };
-        let token_type = (self.kind == EncoderKind::Bert && self.type_vocab_size > 0)
+        let token_type = (self.kind != EncoderKind::DistilBert && self.type_vocab_size > 0)
             .then(|| EmbeddingConfig::new(self.type_vocab_size, d).init(device));
-        EncoderClassifier {
+        Encoder {
             embeddings: EncoderEmbeddings {
                 word: EmbeddingConfig::new(self.vocab_size, d).init(device),
                 position: EmbeddingConfig::new(self.max_position_embeddings, d).init(device),
@@ -97,10 +127,14 @@ impl EncoderConfig {
                 layer_norm: ln(),
             },
             layers: (0..self.num_layers).map(layer).collect(),
-            pooler: LinearConfig::new(d, d).init(device),
-            classifier: LinearConfig::new(d, self.num_labels).init(device),
             kind: self.kind,
+            position_offset: self.position_offset,
         }
+    }
+
+    /// Longest input (special tokens included) the position table allows.
+    pub fn max_input_len(&self) -> usize {
+        self.max_position_embeddings.saturating_sub(self.position_offset)
     }
 }
 
@@ -163,7 +197,74 @@ impl<B: Backend> EncoderLayer<B> {
     }
 }
 
-/// BERT / DistilBERT sequence classifier.
+/// Embeddings then `layers` (the last hidden state of the layers given).
+///
+/// # Shapes
+/// - input_ids, attention_mask, token_type_ids: `[B, T]` -> `[B, T, D]`
+fn run_encoder<B: Backend>(
+    e: &EncoderEmbeddings<B>,
+    layers: &[EncoderLayer<B>],
+    position_offset: usize,
+    input_ids: Tensor<B, 2, Int>,
+    attention_mask: Option<Tensor<B, 2, Int>>,
+    token_type_ids: Option<Tensor<B, 2, Int>>,
+) -> Tensor<B, 3> {
+    let device = input_ids.device();
+    let [b, t] = input_ids.dims();
+    let (start, end) = (position_offset as i64, (position_offset + t) as i64);
+    let positions = Tensor::<B, 1, Int>::arange(start..end, &device).reshape([1, t]).repeat_dim(0, b); // [B, T]
+    let mut x = e.word.forward(input_ids) + e.position.forward(positions); // [B, T, D]
+    if let Some(tt) = &e.token_type {
+        let types = token_type_ids.unwrap_or_else(|| Tensor::zeros([b, t], &device));
+        x = x + tt.forward(types);
+    }
+    let mut x = e.layer_norm.forward(x);
+    let bias = attention_mask.and_then(|m| attention_bias(Some(m), 1, t - 1, &device)); // [B, 1, 1, T]
+    for layer in layers {
+        x = layer.forward(x, bias.clone());
+    }
+    x
+}
+
+/// A bare encoder (HF `BertModel` / `RobertaModel` / `DistilBertModel` without the pooler),
+/// whose output is the last hidden state of its layers. [`Encoder::truncate`] keeps the first
+/// layers only, as bert_score does (`model.encoder.layer[:num_layers]`).
+#[derive(Module, Debug)]
+pub struct Encoder<B: Backend> {
+    /// Embeddings.
+    pub embeddings: EncoderEmbeddings<B>,
+    /// Encoder layers.
+    pub layers: Vec<EncoderLayer<B>>,
+    /// BERT, RoBERTa or DistilBERT.
+    #[module(skip)]
+    pub kind: EncoderKind,
+    /// First position id (see [`EncoderConfig::position_offset`]).
+    #[module(skip)]
+    pub position_offset: usize,
+}
+
+impl<B: Backend> Encoder<B> {
+    /// Keep the first `num_layers` layers (all of them when there are fewer).
+    pub fn truncate(mut self, num_layers: usize) -> Self {
+        self.layers.truncate(num_layers);
+        self
+    }
+
+    /// Hidden state after the last kept layer (after the embeddings if none is kept).
+    ///
+    /// # Shapes
+    /// - input_ids, attention_mask, token_type_ids: `[B, T]` -> `[B, T, D]`
+    pub fn forward(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        attention_mask: Option<Tensor<B, 2, Int>>,
+        token_type_ids: Option<Tensor<B, 2, Int>>,
+    ) -> Tensor<B, 3> {
+        run_encoder(&self.embeddings, &self.layers, self.position_offset, input_ids, attention_mask, token_type_ids)
+    }
+}
+
+/// BERT / RoBERTa / DistilBERT sequence classifier.
 #[derive(Module, Debug)]
 pub struct EncoderClassifier<B: Backend> {
     /// Embeddings.
@@ -174,9 +275,12 @@ pub struct EncoderClassifier<B: Backend> {
     pub pooler: Linear<B>,
     /// Projection to the labels.
     pub classifier: Linear<B>,
-    /// BERT or DistilBERT.
+    /// BERT, RoBERTa or DistilBERT.
     #[module(skip)]
     pub kind: EncoderKind,
+    /// First position id (see [`EncoderConfig::position_offset`]).
+    #[module(skip)]
+    pub position_offset: usize,
 }
 
 /// BERT classifier (alias of [`EncoderClassifier`] built with [`EncoderKind::Bert`]).
@@ -195,21 +299,7 @@ impl<B: Backend> EncoderClassifier<B> {
         attention_mask: Option<Tensor<B, 2, Int>>,
         token_type_ids: Option<Tensor<B, 2, Int>>,
     ) -> Tensor<B, 3> {
-        let device = input_ids.device();
-        let [b, t] = input_ids.dims();
-        let positions = Tensor::<B, 1, Int>::arange(0..t as i64, &device).reshape([1, t]).repeat_dim(0, b);
-        let e = &self.embeddings;
-        let mut x = e.word.forward(input_ids) + e.position.forward(positions);
-        if let Some(tt) = &e.token_type {
-            let types = token_type_ids.unwrap_or_else(|| Tensor::zeros([b, t], &device));
-            x = x + tt.forward(types);
-        }
-        let mut x = e.layer_norm.forward(x);
-        let bias = attention_mask.and_then(|m| attention_bias(Some(m), 1, t - 1, &device));
-        for layer in &self.layers {
-            x = layer.forward(x, bias.clone());
-        }
-        x
+        run_encoder(&self.embeddings, &self.layers, self.position_offset, input_ids, attention_mask, token_type_ids)
     }
 
     /// Label logits from the `[CLS]` (first) position.
@@ -221,7 +311,7 @@ impl<B: Backend> EncoderClassifier<B> {
         let [b, _, d] = h.dims();
         let cls = h.narrow(1, 0, 1).reshape([b, d]);
         let pooled = match self.kind {
-            EncoderKind::Bert => self.pooler.forward(cls).tanh(),
+            EncoderKind::Bert | EncoderKind::Roberta => self.pooler.forward(cls).tanh(),
             EncoderKind::DistilBert => activation::relu(self.pooler.forward(cls)),
         };
         self.classifier.forward(pooled)
@@ -245,8 +335,10 @@ mod tests {
     #[test]
     fn padding_does_not_change_real_rows() {
         let dev = Default::default();
-        for kind in [EncoderKind::Bert, EncoderKind::DistilBert] {
-            let m = EncoderConfig::new(kind, 50, 16, 2, 4, 32, 16, 3).init::<CpuBackend>(&dev);
+        for kind in [EncoderKind::Bert, EncoderKind::DistilBert, EncoderKind::Roberta] {
+            let offset = if kind == EncoderKind::Roberta { 2 } else { 0 };
+            let m =
+                EncoderConfig::new(kind, 50, 16, 2, 4, 32, 16, 3).with_position_offset(offset).init::<CpuBackend>(&dev);
             let ids = Tensor::<CpuBackend, 2, Int>::from_data(TensorData::new(vec![2i64, 7, 9], [1, 3]), &dev);
             let padded = Tensor::<CpuBackend, 2, Int>::from_data(TensorData::new(vec![2i64, 7, 9, 0, 0], [1, 5]), &dev);
             let mask = Tensor::<CpuBackend, 2, Int>::from_data(TensorData::new(vec![1i64, 1, 1, 0, 0], [1, 5]), &dev);

@@ -1,4 +1,7 @@
-//! BERT / DistilBERT sequence classifiers in HF layout.
+//! BERT / RoBERTa / DistilBERT encoders in HF layout: sequence classifiers
+//! ([`load_encoder_classifier`], [`save_encoder_classifier`]) and bare encoders
+//! ([`load_encoder`], from any of `AutoModel` / `*Model` / `*ForMaskedLM` /
+//! `*ForSequenceClassification` checkpoints).
 
 use std::path::Path;
 
@@ -10,7 +13,7 @@ use super::{
     read_json, write_json, write_safetensors, Checkpoint, JsonConfig, LoadReport, Table, CONFIG_FILE, SAFETENSORS_FILE,
     TOKENIZER_FILE,
 };
-use crate::bert::{EncoderClassifier, EncoderConfig, EncoderKind};
+use crate::bert::{Encoder, EncoderClassifier, EncoderConfig, EncoderEmbeddings, EncoderKind, EncoderLayer};
 use crate::error::{ModelError, Result};
 use crate::gpt2::Activation;
 use crate::tokenizer::TextTokenizer;
@@ -31,23 +34,31 @@ fn labels(json: &serde_json::Value) -> Vec<String> {
     pairs.into_iter().map(|(_, v)| v).collect()
 }
 
-/// Parse a BERT (`model_type: bert`) or DistilBERT (`model_type: distilbert`) `config.json`.
+/// Parse a BERT (`model_type: bert`), RoBERTa (`roberta`) or DistilBERT (`distilbert`)
+/// `config.json`. RoBERTa's positions start at `pad_token_id + 1` (HF default pad 1).
 pub fn encoder_config_from_json(json: &serde_json::Value, file: &Path) -> Result<EncoderConfig> {
     let c = JsonConfig { file, json };
     let kind = match c.opt_str("model_type")? {
         Some("bert") => EncoderKind::Bert,
         Some("distilbert") => EncoderKind::DistilBert,
-        Some(_) => return Err(c.invalid("model_type", &json["model_type"], "expected \"bert\" or \"distilbert\"")),
+        Some("roberta") => EncoderKind::Roberta,
+        Some(_) => {
+            return Err(c.invalid(
+                "model_type",
+                &json["model_type"],
+                "expected \"bert\", \"roberta\" or \"distilbert\"",
+            ))
+        }
         None => return Err(ModelError::MissingConfigKey { file: file.to_path_buf(), key: "model_type".into() }),
     };
-    let act_key = if kind == EncoderKind::Bert { "hidden_act" } else { "activation" };
+    let act_key = if kind == EncoderKind::DistilBert { "activation" } else { "hidden_act" };
     let activation = match c.opt_str(act_key)? {
         None => Activation::Gelu,
         Some(name) => Activation::from_hf(name)
             .ok_or_else(|| c.invalid(act_key, &json[act_key], "supported: gelu, gelu_new, relu"))?,
     };
     let cfg = match kind {
-        EncoderKind::Bert => EncoderConfig::new(
+        EncoderKind::Bert | EncoderKind::Roberta => EncoderConfig::new(
             kind,
             c.usize(&["vocab_size"])?,
             c.usize(&["hidden_size"])?,
@@ -58,7 +69,11 @@ pub fn encoder_config_from_json(json: &serde_json::Value, file: &Path) -> Result
             num_labels(json, file)?,
         )
         .with_type_vocab_size(c.opt_usize(&["type_vocab_size"])?.unwrap_or(2))
-        .with_layer_norm_eps(c.opt_f64("layer_norm_eps")?.unwrap_or(1e-12)),
+        .with_layer_norm_eps(c.opt_f64("layer_norm_eps")?.unwrap_or(1e-12))
+        .with_position_offset(match kind {
+            EncoderKind::Roberta => c.opt_usize(&["pad_token_id"])?.unwrap_or(1) + 1,
+            _ => 0,
+        }),
         EncoderKind::DistilBert => {
             if c.opt_bool("sinusoidal_pos_embds")? == Some(true) {
                 return Err(c.invalid(
@@ -91,63 +106,68 @@ pub fn encoder_config_from_json(json: &serde_json::Value, file: &Path) -> Result
     Ok(cfg.with_activation(activation).with_labels(labels(json)))
 }
 
-/// The rename table of both encoders (all weights are torch `nn.Linear`, stored `[out, in]`).
+/// The rename table of the encoders (all weights are torch `nn.Linear`, stored `[out, in]`).
+/// `{p}` is the checkpoint's prefix: `bert.`, `roberta.`, `distilbert.` or none (`AutoModel`).
 ///
 /// ```text
-/// BERT (BertForSequenceClassification)               DistilBERT (...ForSequenceClassification)        tril
-/// bert.embeddings.word_embeddings.weight             distilbert.embeddings.word_embeddings.weight     embeddings.word
-/// bert.embeddings.position_embeddings.weight         distilbert.embeddings.position_embeddings.weight embeddings.position
-/// bert.embeddings.token_type_embeddings.weight       -                                                embeddings.token_type
-/// bert.embeddings.LayerNorm                          distilbert.embeddings.LayerNorm                  embeddings.layer_norm
-/// bert.encoder.layer.{i}.attention.self.query        distilbert.transformer.layer.{i}.attention.q_lin layers[i].query
-/// bert.encoder.layer.{i}.attention.self.key          ...attention.k_lin                               layers[i].key
-/// bert.encoder.layer.{i}.attention.self.value        ...attention.v_lin                               layers[i].value
-/// bert.encoder.layer.{i}.attention.output.dense      ...attention.out_lin                             layers[i].attn_out
-/// bert.encoder.layer.{i}.attention.output.LayerNorm  ...sa_layer_norm                                 layers[i].attn_norm
-/// bert.encoder.layer.{i}.intermediate.dense          ...ffn.lin1                                      layers[i].ffn_in
-/// bert.encoder.layer.{i}.output.dense                ...ffn.lin2                                      layers[i].ffn_out
-/// bert.encoder.layer.{i}.output.LayerNorm            ...output_layer_norm                             layers[i].ffn_norm
-/// bert.pooler.dense                                  pre_classifier                                   pooler
-/// classifier                                         classifier                                       classifier
+/// BERT / RoBERTa                                     DistilBERT                                     tril
+/// {p}embeddings.word_embeddings.weight               {p}embeddings.word_embeddings.weight           embeddings.word
+/// {p}embeddings.position_embeddings.weight           {p}embeddings.position_embeddings.weight       embeddings.position
+/// {p}embeddings.token_type_embeddings.weight         -                                              embeddings.token_type
+/// {p}embeddings.LayerNorm                            {p}embeddings.LayerNorm                        embeddings.layer_norm
+/// {p}encoder.layer.{i}.attention.self.query          {p}transformer.layer.{i}.attention.q_lin       layers[i].query
+/// {p}encoder.layer.{i}.attention.self.key            ...attention.k_lin                             layers[i].key
+/// {p}encoder.layer.{i}.attention.self.value          ...attention.v_lin                             layers[i].value
+/// {p}encoder.layer.{i}.attention.output.dense        ...attention.out_lin                           layers[i].attn_out
+/// {p}encoder.layer.{i}.attention.output.LayerNorm    ...sa_layer_norm                               layers[i].attn_norm
+/// {p}encoder.layer.{i}.intermediate.dense            ...ffn.lin1                                    layers[i].ffn_in
+/// {p}encoder.layer.{i}.output.dense                  ...ffn.lin2                                    layers[i].ffn_out
+/// {p}encoder.layer.{i}.output.LayerNorm              ...output_layer_norm                           layers[i].ffn_norm
+/// classifier only:
+/// bert.pooler.dense | roberta: classifier.dense      pre_classifier                                 pooler
+/// classifier        | roberta: classifier.out_proj   classifier                                     classifier
 /// legacy names: `*.LayerNorm.gamma` / `.beta` are read as `.weight` / `.bias`
 /// ignored: *.embeddings.position_ids (buffer)
 /// ```
-fn encoder_table<'a, B: Backend>(m: &'a mut EncoderClassifier<B>) -> Table<'a, B> {
-    let mut t = Table::new();
-    let bert = m.kind == EncoderKind::Bert;
-    let root = if bert { "bert" } else { "distilbert" };
-    let e = &mut m.embeddings;
-    t.embedding(&format!("{root}.embeddings.word_embeddings.weight"), &mut e.word);
-    t.embedding(&format!("{root}.embeddings.position_embeddings.weight"), &mut e.position);
+fn trunk_table<'a, B: Backend>(
+    t: &mut Table<'a, B>,
+    e: &'a mut EncoderEmbeddings<B>,
+    layers: &'a mut [EncoderLayer<B>],
+    kind: EncoderKind,
+    p: &str,
+) {
+    t.embedding(&format!("{p}embeddings.word_embeddings.weight"), &mut e.word);
+    t.embedding(&format!("{p}embeddings.position_embeddings.weight"), &mut e.position);
     if let Some(tt) = e.token_type.as_mut() {
-        t.embedding(&format!("{root}.embeddings.token_type_embeddings.weight"), tt);
+        t.embedding(&format!("{p}embeddings.token_type_embeddings.weight"), tt);
     }
-    t.layer_norm(&format!("{root}.embeddings.LayerNorm"), &mut e.layer_norm);
-    for (i, l) in m.layers.iter_mut().enumerate() {
-        let names: [&str; 8] = if bert {
-            [
-                "attention.self.query",
-                "attention.self.key",
-                "attention.self.value",
-                "attention.output.dense",
-                "attention.output.LayerNorm",
-                "intermediate.dense",
-                "output.dense",
-                "output.LayerNorm",
-            ]
-        } else {
-            [
-                "attention.q_lin",
-                "attention.k_lin",
-                "attention.v_lin",
-                "attention.out_lin",
-                "sa_layer_norm",
-                "ffn.lin1",
-                "ffn.lin2",
-                "output_layer_norm",
-            ]
-        };
-        let p = if bert { format!("bert.encoder.layer.{i}") } else { format!("distilbert.transformer.layer.{i}") };
+    t.layer_norm(&format!("{p}embeddings.LayerNorm"), &mut e.layer_norm);
+    let distil = kind == EncoderKind::DistilBert;
+    let names: [&str; 8] = if distil {
+        [
+            "attention.q_lin",
+            "attention.k_lin",
+            "attention.v_lin",
+            "attention.out_lin",
+            "sa_layer_norm",
+            "ffn.lin1",
+            "ffn.lin2",
+            "output_layer_norm",
+        ]
+    } else {
+        [
+            "attention.self.query",
+            "attention.self.key",
+            "attention.self.value",
+            "attention.output.dense",
+            "attention.output.LayerNorm",
+            "intermediate.dense",
+            "output.dense",
+            "output.LayerNorm",
+        ]
+    };
+    for (i, l) in layers.iter_mut().enumerate() {
+        let p = if distil { format!("{p}transformer.layer.{i}") } else { format!("{p}encoder.layer.{i}") };
         t.linear(&format!("{p}.{}", names[0]), &mut l.query);
         t.linear(&format!("{p}.{}", names[1]), &mut l.key);
         t.linear(&format!("{p}.{}", names[2]), &mut l.value);
@@ -157,12 +177,89 @@ fn encoder_table<'a, B: Backend>(m: &'a mut EncoderClassifier<B>) -> Table<'a, B
         t.linear(&format!("{p}.{}", names[6]), &mut l.ffn_out);
         t.layer_norm(&format!("{p}.{}", names[7]), &mut l.ffn_norm);
     }
-    t.linear(if bert { "bert.pooler.dense" } else { "pre_classifier" }, &mut m.pooler);
-    t.linear("classifier", &mut m.classifier);
+}
+
+/// The `*ForSequenceClassification` prefix of each family.
+fn classifier_prefix(kind: EncoderKind) -> &'static str {
+    match kind {
+        EncoderKind::Bert => "bert.",
+        EncoderKind::Roberta => "roberta.",
+        EncoderKind::DistilBert => "distilbert.",
+    }
+}
+
+/// The classifier's table: trunk (see [`trunk_table`]) plus head.
+fn encoder_table<'a, B: Backend>(m: &'a mut EncoderClassifier<B>) -> Table<'a, B> {
+    let mut t = Table::new();
+    let kind = m.kind;
+    trunk_table(&mut t, &mut m.embeddings, &mut m.layers, kind, classifier_prefix(kind));
+    let (pooler, classifier) = match kind {
+        EncoderKind::Bert => ("bert.pooler.dense", "classifier"),
+        EncoderKind::Roberta => ("classifier.dense", "classifier.out_proj"),
+        EncoderKind::DistilBert => ("pre_classifier", "classifier"),
+    };
+    t.linear(pooler, &mut m.pooler);
+    t.linear(classifier, &mut m.classifier);
     t
 }
 
-/// Load a BERT or DistilBERT sequence classifier from an HF-layout directory.
+fn rename_legacy_layer_norm(ckpt: &mut Checkpoint) {
+    ckpt.rename(|n| {
+        n.strip_suffix("LayerNorm.gamma")
+            .map(|p| format!("{p}LayerNorm.weight"))
+            .or_else(|| n.strip_suffix("LayerNorm.beta").map(|p| format!("{p}LayerNorm.bias")))
+    });
+}
+
+/// The prefix of the encoder tensors in `ckpt`: the one whose
+/// `{prefix}embeddings.word_embeddings.weight` exists among `bert.`, `roberta.`,
+/// `distilbert.` and none.
+pub fn detect_prefix(ckpt: &Checkpoint) -> Option<&'static str> {
+    ["bert.", "roberta.", "distilbert.", ""]
+        .into_iter()
+        .find(|p| ckpt.contains(&format!("{p}embeddings.word_embeddings.weight")))
+}
+
+/// Load a bare encoder from an HF-layout directory holding any of the `AutoModel`
+/// (`BertModel`, `RobertaModel`, `DistilBertModel`), `*ForMaskedLM` or
+/// `*ForSequenceClassification` layouts: the tensor prefix is detected ([`detect_prefix`]),
+/// and pooler, heads and the layers past `num_layers` are left unused (listed in the report).
+/// `num_layers: Some(n)` keeps the first `n` layers, as bert_score does; more layers than the
+/// checkpoint holds is an error. The returned config's `num_layers` is the number kept.
+pub fn load_encoder<B: Backend>(
+    dir: &Path,
+    num_layers: Option<usize>,
+    device: &B::Device,
+) -> Result<Loaded<Encoder<B>, EncoderConfig>> {
+    let file = dir.join(CONFIG_FILE);
+    let mut config = encoder_config_from_json(&read_json(&file)?, &file)?;
+    if let Some(n) = num_layers {
+        if n > config.num_layers {
+            return Err(ModelError::InvalidConfigValue {
+                file,
+                key: "num_hidden_layers".into(),
+                value: config.num_layers.to_string(),
+                reason: format!("{n} layers requested, the checkpoint has {}", config.num_layers),
+            });
+        }
+        config.num_layers = n;
+    }
+    let mut ckpt = Checkpoint::open(dir)?;
+    rename_legacy_layer_norm(&mut ckpt);
+    let prefix = detect_prefix(&ckpt).ok_or_else(|| ModelError::MissingTensor {
+        name: "{bert.,roberta.,distilbert.,}embeddings.word_embeddings.weight".into(),
+        location: ckpt.location().to_path_buf(),
+    })?;
+    let mut model = config.init_encoder::<B>(device);
+    let mut t = Table::new();
+    trunk_table(&mut t, &mut model.embeddings, &mut model.layers, config.kind, prefix);
+    let loaded = t.load(&mut ckpt, device)?;
+    let unused = ckpt.unused(|n| n.ends_with("embeddings.position_ids"));
+    tracing::debug!(location = %dir.display(), ?unused, "checkpoint tensors not used by the bare encoder");
+    Ok(Loaded { model, config, report: LoadReport { loaded, unused } })
+}
+
+/// Load a BERT, RoBERTa or DistilBERT sequence classifier from an HF-layout directory.
 pub fn load_encoder_classifier<B: Backend>(
     dir: &Path,
     device: &B::Device,
@@ -170,11 +267,7 @@ pub fn load_encoder_classifier<B: Backend>(
     let file = dir.join(CONFIG_FILE);
     let config = encoder_config_from_json(&read_json(&file)?, &file)?;
     let mut ckpt = Checkpoint::open(dir)?;
-    ckpt.rename(|n| {
-        n.strip_suffix("LayerNorm.gamma")
-            .map(|p| format!("{p}LayerNorm.weight"))
-            .or_else(|| n.strip_suffix("LayerNorm.beta").map(|p| format!("{p}LayerNorm.bias")))
-    });
+    rename_legacy_layer_norm(&mut ckpt);
     let mut model = config.init::<B>(device);
     let loaded = encoder_table(&mut model).load(&mut ckpt, device)?;
     let unused = ckpt.unused(|n| n.ends_with("embeddings.position_ids"));
@@ -194,13 +287,16 @@ pub fn encoder_config_to_json(c: &EncoderConfig) -> serde_json::Value {
         .map(|(k, v)| (v.as_str().unwrap_or_default().to_string(), json!(k.parse::<usize>().unwrap_or(0))))
         .collect();
     match c.kind {
-        EncoderKind::Bert => json!({
-            "architectures": ["BertForSequenceClassification"], "model_type": "bert",
+        EncoderKind::Bert | EncoderKind::Roberta => json!({
+            "architectures": [if c.kind == EncoderKind::Bert { "BertForSequenceClassification" }
+                              else { "RobertaForSequenceClassification" }],
+            "model_type": if c.kind == EncoderKind::Bert { "bert" } else { "roberta" },
             "vocab_size": c.vocab_size, "hidden_size": c.hidden_size, "num_hidden_layers": c.num_layers,
             "num_attention_heads": c.num_heads, "intermediate_size": c.intermediate_size,
             "max_position_embeddings": c.max_position_embeddings, "type_vocab_size": c.type_vocab_size,
             "layer_norm_eps": c.layer_norm_eps, "hidden_act": c.activation.hf_name(),
-            "id2label": id2label, "label2id": label2id, "pad_token_id": 0,
+            "id2label": id2label, "label2id": label2id,
+            "pad_token_id": c.position_offset.saturating_sub(1),
         }),
         EncoderKind::DistilBert => json!({
             "architectures": ["DistilBertForSequenceClassification"], "model_type": "distilbert",
