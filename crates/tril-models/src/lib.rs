@@ -9,8 +9,10 @@
 //! - [`heads`]: [`heads::ValueHead`] (TRIL `mlp_head` off/on), [`heads::Gpt2ValueModel`]
 //!   (separate critic), [`heads::Gpt2WithValueHead`] (shared trunk), [`heads::Gpt2Classifier`]
 //!   (HF `GPT2ForSequenceClassification`).
-//! - [`bert`]: [`bert::EncoderClassifier`] for BERT and DistilBERT
-//!   (`*ForSequenceClassification`), with [`bert::EncoderKind`]; logits and label probabilities.
+//! - [`bert`]: [`bert::EncoderClassifier`] for BERT, DistilBERT and RoBERTa
+//!   (`*ForSequenceClassification`), with [`bert::EncoderKind`]; logits and label probabilities;
+//!   [`bert::Encoder`], the bare encoder whose hidden states BERTScore reads
+//!   (`hf::encoder::load_encoder` loads it from any of the HF layouts).
 //! - [`hf`]: [`hf::load_gpt2`], [`hf::save_gpt2`], [`hf::load_gpt2_classifier`],
 //!   [`hf::load_gpt2_value_model`], [`hf::load_encoder_classifier`],
 //!   [`hf::save_encoder_classifier`]; [`hf::Checkpoint`] reads `model.safetensors` or a sharded
