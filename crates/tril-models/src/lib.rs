@@ -29,7 +29,7 @@
 //!   top-p, `min_length` new tokens, per-row EOS, seeded), [`generate::GenerationOutput`].
 //! - [`beam`]: [`beam::beam_search`], HF beam search (`num_beams > 1`, `do_sample: false`),
 //!   with a KV cache reordered per beam; [`generate::generate`] calls it.
-//! - [`bench`]: [`bench::bench_generate`], tokens/s on random weights.
+//! - [`bench`](mod@bench): [`bench::bench_generate`], tokens/s on random weights.
 //! - [`error`]: [`ModelError`], the crate's one error type.
 //!
 //! Backends: [`CpuBackend`] (ndarray, the default), [`CpuAutodiff`]; `FlexBackend` with the
