@@ -2,7 +2,6 @@
 
 mod common;
 use common::*;
-use std::path::Path;
 
 fn mean(xs: &[f64]) -> f64 {
     xs.iter().sum::<f64>() / xs.len() as f64
@@ -118,46 +117,23 @@ fn bad_group_configs_are_refused_naming_the_keys() {
 /// metric (tril-models fixtures); beta > 0 so the reference model is built too.
 #[test]
 fn grpo_imdb_wiring_with_tiny_models() {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    // The main checkout sits beside `shared/`; a worktree under `wt/` one level deeper.
-    let Some(data) = ["../shared/data", "../../shared/data"]
-        .iter()
-        .map(|d| repo.join(d).join("imdb_reviews_2499.csv"))
-        .find(|p| p.is_file())
-    else {
-        eprintln!("skipped: shared/data/imdb_reviews_2499.csv not found (shared data absent)");
-        return;
-    };
-    let fixtures = repo.join("crates/tril-models/tests/fixtures");
-    let (gpt2, distilbert) = (fixtures.join("gpt2"), fixtures.join("distilbert"));
+    let Some(data) = imdb_data() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let (dir, arg) = run_dir(&tmp, "imdb");
-    let owned = [
-        format!("+task.args.train_file={}", data.display()),
-        format!("alg.policy.args.model_name={}", gpt2.display()),
-        format!("alg.tokenizer.model_name={}", gpt2.display()),
-        format!("reward_fn.args.model_name={}", distilbert.display()),
-        format!(
-            "eval_metrics=[{{id: learned_reward, args: {{model_name: {}, label_ix: 1, batch_size: 50}}}}, {{id: diversity, args: {{}}}}]",
-            distilbert.display()
-        ),
-    ];
-    let mut args: Vec<&str> =
-        vec!["task=imdb", "alg=grpo", &arg, "+task.args.text_column=review", "+task.args.label_column=sentiment"];
-    args.extend(owned.iter().map(String::as_str));
+    let mut owned = imdb_tiny_args(&data);
+    owned.push(format!(
+        "eval_metrics=[{{id: learned_reward, args: {{model_name: {}, label_ix: 1, batch_size: 50}}}}, {{id: diversity, args: {{}}}}]",
+        fixture("distilbert").display()
+    ));
+    let mut args: Vec<&str> = owned.iter().map(String::as_str).collect();
     args.extend([
+        "alg=grpo",
+        &arg,
         "alg.args.n_iters=2",
         "alg.args.num_generations=4",
         "alg.args.batch_size=4",
         "alg.args.grad_accumulation=2",
         "alg.args.beta=0.04",
-        "sampling.batch_size_per_process=8",
-        "sampling.max_prompt_len=16",
-        "sampling.max_gen_len=8",
-        "sampling.train_generation_kwargs.min_length=8",
-        "sampling.train_generation_kwargs.max_new_tokens=8",
-        "sampling.eval_generation_kwargs.min_length=8",
-        "sampling.eval_generation_kwargs.max_new_tokens=8",
         "alg.args.eval_every=2",
     ]);
     let (code, stderr) = tril(&args);

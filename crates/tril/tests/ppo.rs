@@ -92,44 +92,24 @@ fn killed_and_resumed_run_matches_an_uninterrupted_one() {
 /// as policy/tokenizer and the tiny DistilBERT as reward and metric (tril-models fixtures).
 #[test]
 fn imdb_wiring_with_tiny_models() {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let data = repo.join("../shared/data/imdb_reviews_2499.csv");
-    if !data.is_file() {
-        eprintln!("skipped: {} not found (shared data absent)", data.display());
-        return;
-    }
-    let fixtures = repo.join("crates/tril-models/tests/fixtures");
-    let (gpt2, distilbert) = (fixtures.join("gpt2"), fixtures.join("distilbert"));
+    let Some(data) = imdb_data() else { return };
+    let (gpt2, distilbert) = (fixture("gpt2"), fixture("distilbert"));
     let tmp = tempfile::tempdir().unwrap();
     let (dir, arg) = run_dir(&tmp, "imdb");
-    let owned = [
-        format!("+task.args.train_file={}", data.display()),
-        format!("alg.policy.args.model_name={}", gpt2.display()),
-        format!("alg.tokenizer.model_name={}", gpt2.display()),
-        format!("reward_fn.args.model_name={}", distilbert.display()),
-        format!(
-            "eval_metrics=[{{id: learned_reward, args: {{model_name: {}, label_ix: 1, batch_size: 50}}}}, \
-             {{id: causal_perplexity, args: {{tokenizer_id: {}, stride: 64}}}}, {{id: diversity, args: {{}}}}]",
-            distilbert.display(),
-            gpt2.display()
-        ),
-    ];
-    let mut args: Vec<&str> =
-        vec!["task=imdb", "alg=ppo", &arg, "+task.args.text_column=review", "+task.args.label_column=sentiment"];
-    // 2% of the non-test rows (about 40 reviews) for validation keeps the evaluations quick.
-    args.push("+task.args.val_fraction=0.02");
-    args.extend(owned.iter().map(String::as_str));
+    let mut owned = imdb_tiny_args(&data);
+    owned.push(format!(
+        "eval_metrics=[{{id: learned_reward, args: {{model_name: {}, label_ix: 1, batch_size: 50}}}}, \
+         {{id: causal_perplexity, args: {{tokenizer_id: {}, stride: 64}}}}, {{id: diversity, args: {{}}}}]",
+        distilbert.display(),
+        gpt2.display()
+    ));
+    let mut args: Vec<&str> = owned.iter().map(String::as_str).collect();
     args.extend([
+        "alg=ppo",
+        &arg,
         "alg.args.n_iters=2",
         "alg.args.trajectories_per_update=8",
         "alg.args.batch_size=4",
-        "sampling.batch_size_per_process=8",
-        "sampling.max_prompt_len=16",
-        "sampling.max_gen_len=8",
-        "sampling.train_generation_kwargs.min_length=8",
-        "sampling.train_generation_kwargs.max_new_tokens=8",
-        "sampling.eval_generation_kwargs.min_length=8",
-        "sampling.eval_generation_kwargs.max_new_tokens=8",
         "alg.args.eval_every=2",
     ]);
     let (code, stderr) = tril(&args);

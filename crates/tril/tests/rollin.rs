@@ -148,47 +148,26 @@ fn bad_rollin_configs_are_refused_naming_the_key() {
 /// DistilBERT as reward. Both modes run (tau 0.5 over 4 iterations: seeded, checked).
 #[test]
 fn imdb_lols_wiring_with_tiny_models() {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let data = repo.join("../shared/data/imdb_reviews_2499.csv");
-    if !data.is_file() {
-        eprintln!("skipped: {} not found (shared data absent)", data.display());
-        return;
-    }
-    let fixtures = repo.join("crates/tril-models/tests/fixtures");
-    let (gpt2, distilbert) = (fixtures.join("gpt2"), fixtures.join("distilbert"));
+    let Some(data) = imdb_data() else { return };
+    let (gpt2, distilbert) = (fixture("gpt2"), fixture("distilbert"));
     let tmp = tempfile::tempdir().unwrap();
     let (dir, arg) = run_dir(&tmp, "imdb");
-    let owned = [
-        format!("+task.args.train_file={}", data.display()),
-        format!("alg.policy.args.model_name={}", gpt2.display()),
-        format!("alg.policy.args.guide_model_name={}", gpt2.display()),
-        format!("alg.tokenizer.model_name={}", gpt2.display()),
-        format!("reward_fn.args.model_name={}", distilbert.display()),
-        format!("eval_metrics=[{{id: learned_reward, args: {{model_name: {}, label_ix: 1}}}}]", distilbert.display()),
-    ];
-    let mut args: Vec<&str> = vec![
-        "task=imdb",
+    let mut owned = imdb_tiny_args(&data);
+    owned.push(format!("alg.policy.args.guide_model_name={}", gpt2.display()));
+    owned.push(format!(
+        "eval_metrics=[{{id: learned_reward, args: {{model_name: {}, label_ix: 1}}}}]",
+        distilbert.display()
+    ));
+    let mut args: Vec<&str> = owned.iter().map(String::as_str).collect();
+    args.extend([
         "alg=lols",
         &arg,
-        "+task.args.text_column=review",
-        "+task.args.label_column=sentiment",
-        "+task.args.val_fraction=0.02",
-    ];
-    args.extend(owned.iter().map(String::as_str));
-    args.extend([
         "alg.args.n_iters=4",
         "alg.args.tau=0.5",
         "alg.args.n_epochs=1",
         "alg.args.trajectories_per_update=8",
         "alg.args.batch_size=4",
         "alg.args.eval_zero_shot=false",
-        "sampling.batch_size_per_process=8",
-        "sampling.max_prompt_len=16",
-        "sampling.max_gen_len=8",
-        "sampling.train_generation_kwargs.min_length=8",
-        "sampling.train_generation_kwargs.max_new_tokens=8",
-        "sampling.eval_generation_kwargs.min_length=8",
-        "sampling.eval_generation_kwargs.max_new_tokens=8",
         "alg.policy.args.guide_gen_kwargs.min_length=8",
         "alg.policy.args.guide_gen_kwargs.max_new_tokens=8",
         "alg.args.eval_every=4",

@@ -115,3 +115,52 @@ pub fn assert_kill_and_resume_matches(args: &[&str], n_iters: usize, lines: usiz
     let log = std::fs::read_to_string(cut.join("log.txt")).unwrap();
     assert!(log.contains("nothing to resume"), "{log}");
 }
+
+/// A tril-models test fixture directory (`gpt2`, `distilbert`, ...): tiny models made by
+/// transformers.
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tril-models/tests/fixtures").join(name)
+}
+
+/// The shared IMDB CSV (`shared/data` beside the checkout, or two levels up from a
+/// worktree), or `None` after saying the test is skipped.
+pub fn imdb_data() -> Option<PathBuf> {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let found = ["../shared/data", "../../shared/data"]
+        .iter()
+        .map(|d| repo.join(d).join("imdb_reviews_2499.csv"))
+        .find(|p| p.is_file());
+    if found.is_none() {
+        eprintln!("skipped: shared/data/imdb_reviews_2499.csv not found (shared data absent)");
+    }
+    found
+}
+
+/// Overrides that shrink `task=imdb` to the shared CSV `data` and the tiny fixtures: the
+/// GPT-2 as policy and tokenizer, the DistilBERT as reward; about 40 validation reviews,
+/// prompts of 16 tokens, 8 generated tokens, 8 prompts per generation call.
+pub fn imdb_tiny_args(data: &Path) -> Vec<String> {
+    let (gpt2, distilbert) = (fixture("gpt2"), fixture("distilbert"));
+    let mut args: Vec<String> = [
+        "task=imdb",
+        "+task.args.text_column=review",
+        "+task.args.label_column=sentiment",
+        "+task.args.val_fraction=0.02",
+        "sampling.batch_size_per_process=8",
+        "sampling.max_prompt_len=16",
+        "sampling.max_gen_len=8",
+        "sampling.train_generation_kwargs.min_length=8",
+        "sampling.train_generation_kwargs.max_new_tokens=8",
+        "sampling.eval_generation_kwargs.min_length=8",
+        "sampling.eval_generation_kwargs.max_new_tokens=8",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend([
+        format!("+task.args.train_file={}", data.display()),
+        format!("alg.policy.args.model_name={}", gpt2.display()),
+        format!("alg.tokenizer.model_name={}", gpt2.display()),
+        format!("reward_fn.args.model_name={}", distilbert.display()),
+    ]);
+    args
+}
