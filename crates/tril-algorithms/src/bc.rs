@@ -53,7 +53,7 @@
 use crate::evaluation::Evaluation;
 use crate::offline::{load_lm, pad_id, tokenize_pair, Lengths, LmBatch, Tokens};
 use crate::onpolicy::{generation_config, load_tokenizer, prompt_tokenizer, OnPolicyState, PromptSampler};
-use crate::trainer::{section, training_device, Ad, CpuDevice, Optim, RngState};
+use crate::trainer::{section, training_device, Ad, CpuDevice, Optim};
 use crate::validate::ensure;
 use burn::module::AutodiffModule;
 use burn::optim::{GradientsAccumulator, GradientsParams};
@@ -523,13 +523,7 @@ impl Loop {
     fn checkpoint(&mut self, step: usize) -> Result<(), PluginError> {
         let model = self.model.valid();
         let (config, tokenizer) = (&self.gpt_config, &self.tokenizer);
-        let state = OnPolicyState {
-            algorithm: "bc".into(),
-            iteration: step,
-            kl_state: Vec::new(),
-            rng: RngState::of(&self.rng),
-            sampler: self.sampler.clone(),
-        };
+        let state = OnPolicyState::new("bc", step, &self.rng, &self.sampler);
         state.write_checkpoint(self.tracker.run_dir(), &self.model, &self.optim, |tmp| {
             Ok(tril_models::hf::save_gpt2(&model, config, &tmp.join("policy"), Some(tokenizer))?)
         })

@@ -51,7 +51,7 @@ use crate::onpolicy::{
     build_models, generate_for, generation_config, load_tokenizer, prompt_tokenizer, OnPolicyState, PromptSampler,
 };
 use crate::policies::ActorCriticArgs;
-use crate::trainer::{section, training_device, Ad, CpuDevice, Optim, RngState};
+use crate::trainer::{section, training_device, Ad, CpuDevice, Optim};
 use burn::module::AutodiffModule;
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::backend::Backend;
@@ -480,13 +480,7 @@ impl<O: GroupObjective> Loop<'_, O> {
     fn checkpoint(&mut self, iteration: usize) -> Result<(), PluginError> {
         let policy = self.policy.valid();
         let (config, tokenizer) = (&self.gpt_config, &self.tokenizer);
-        let state = OnPolicyState {
-            algorithm: O::ID.into(),
-            iteration,
-            kl_state: Vec::new(),
-            rng: RngState::of(&self.rng),
-            sampler: self.sampler.clone(),
-        };
+        let state = OnPolicyState::new(O::ID, iteration, &self.rng, &self.sampler);
         state.write_checkpoint(self.tracker.run_dir(), &self.policy, &self.optim, |tmp| {
             Ok(tril_models::hf::save_gpt2(&policy, config, &tmp.join("policy"), Some(tokenizer))?)
         })

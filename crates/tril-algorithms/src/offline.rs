@@ -452,13 +452,8 @@ pub fn train<O: Objective>(
     let checkpoint = |model: &O::Model, optim: &Optim<O::Model>, state: OnPolicyState, run: &RunDir| {
         state.write_checkpoint(run, model, optim, |tmp| objective.save(model, &tmp.join(objective.model_dir())))
     };
-    let state = |step: usize, rng: &ChaCha8Rng, sampler: &PromptSampler| OnPolicyState {
-        algorithm: setup.name.to_string(),
-        iteration: step,
-        kl_state: Vec::new(),
-        rng: crate::trainer::RngState::of(rng),
-        sampler: sampler.clone(),
-    };
+    let name = setup.name;
+    let state = |step: usize, rng: &ChaCha8Rng, sampler: &PromptSampler| OnPolicyState::new(name, step, rng, sampler);
     for step in first + 1..=total {
         let epoch = (step - 1) / steps_per_epoch;
         let batch = sampler.take(args.batch_size.min(sampler.remaining()), &mut rng);

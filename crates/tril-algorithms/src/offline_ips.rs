@@ -682,13 +682,7 @@ impl Loop {
     /// trainer state `--resume` reads.
     fn checkpoint(&self, step: usize, config: &Gpt2Config, tok: &TextTokenizer) -> Result<(), PluginError> {
         let model = self.model.valid();
-        let state = OnPolicyState {
-            algorithm: "offline_ips".into(),
-            iteration: step,
-            kl_state: Vec::new(),
-            rng: crate::trainer::RngState::of(&self.rng),
-            sampler: self.sampler.clone(),
-        };
+        let state = OnPolicyState::new("offline_ips", step, &self.rng, &self.sampler);
         state.write_checkpoint(self.tracker.run_dir(), &self.model, &self.optim, |tmp| {
             Ok(tril_models::hf::save_gpt2(&model, config, &tmp.join("policy"), Some(tok))?)
         })

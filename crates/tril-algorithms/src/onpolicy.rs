@@ -503,6 +503,23 @@ pub struct OnPolicyState {
 }
 
 impl OnPolicyState {
+    /// The state of `algorithm` after `iteration` (or optimizer step): the RNG's position
+    /// and the sampler's, no KL controller state (see [`OnPolicyState::with_kl_state`]).
+    pub fn new(algorithm: &str, iteration: usize, rng: &ChaCha8Rng, sampler: &PromptSampler) -> Self {
+        OnPolicyState {
+            algorithm: algorithm.to_string(),
+            iteration,
+            kl_state: Vec::new(),
+            rng: crate::trainer::RngState::of(rng),
+            sampler: sampler.clone(),
+        }
+    }
+
+    /// The same state with the KL controller's state (PPO and the algorithms on its loop).
+    pub fn with_kl_state(self, kl_state: Vec<f64>) -> Self {
+        OnPolicyState { kl_state, ..self }
+    }
+
     /// Reads the state of the checkpoint `dir` of `iteration`, checking that `algorithm`
     /// wrote it over `n_train` train prompts.
     pub fn read(dir: &std::path::Path, algorithm: &str, iteration: usize, n_train: usize) -> Result<Self, PluginError> {

@@ -38,7 +38,7 @@ use crate::onpolicy::{
 use crate::policies::{actor_critic_args, ActorCriticArgs};
 use crate::ppo::{entropy_loss, policy_loss, target_loss, token_rewards, value_loss, PpoArgs, PpoPlan};
 use crate::rollin::{prefixes, rollin_lengths, rollin_mask, segment_masks, IterationPlan, Mode, Rollin, ValueFn};
-use crate::trainer::{section, training_device, Ad, Optim, RngState};
+use crate::trainer::{section, training_device, Ad, Optim};
 use burn::module::AutodiffModule;
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::{Int, Tensor, TensorData};
@@ -739,13 +739,8 @@ impl Loop<'_> {
     fn checkpoint(&mut self, iteration: usize) -> Result<(), PluginError> {
         let model = self.model.valid();
         let (config, tokenizer) = (&self.gpt_config, &self.tokenizer);
-        let state = OnPolicyState {
-            algorithm: self.ppo.id.into(),
-            iteration,
-            kl_state: self.ppo.kl.state(),
-            rng: RngState::of(&self.rng),
-            sampler: self.sampler.clone(),
-        };
+        let state =
+            OnPolicyState::new(self.ppo.id, iteration, &self.rng, &self.sampler).with_kl_state(self.ppo.kl.state());
         let hook = self.ppo.hook.as_deref();
         state.write_checkpoint(self.tracker.run_dir(), &self.model, &self.optim, |tmp| {
             tril_models::hf::save_gpt2(&model.policy, config, &tmp.join("policy"), Some(tokenizer))?;
