@@ -53,10 +53,11 @@
 use crate::evaluation::Evaluation;
 use crate::offline::{load_lm, pad_id, tokenize_pair, Lengths, LmBatch, Tokens};
 use crate::onpolicy::{generation_config, load_tokenizer, prompt_tokenizer, OnPolicyState, PromptSampler};
-use crate::trainer::{section, training_device, Ad, CpuDevice, Optim};
+use crate::trainer::{run_on_target, section, Optim, Run};
 use crate::validate::ensure;
 use burn::module::AutodiffModule;
 use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use rand::SeedableRng;
@@ -64,6 +65,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
 use tril_core::config::Section;
+use tril_core::ops::to_f32;
 use tril_core::ops::{clip_grad_norm, gather_logprobs};
 use tril_core::plugin::{
     Algorithm, BuildCtx, LrSchedule, Metric, MetricValue, OptimizerSpec, PluginError, RunCtx, Sample, Split, Task,
@@ -76,7 +78,6 @@ use tril_core::tracker::{Stats, Tracker};
 use tril_core::CoreError;
 use tril_models::gpt2::{Gpt2Config, Gpt2Model};
 use tril_models::tokenizer::TextTokenizer;
-use tril_models::CpuBackend;
 
 /// `alg.args` of `bc` (TRIL's names where TRIL has the key).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -161,6 +162,8 @@ impl BcArgs {
 /// # Shapes
 /// `token_logprobs`, `mask`: `[B, T]` -> `[1]`
 pub fn token_nll<B: Backend>(token_logprobs: Tensor<B, 2>, mask: Tensor<B, 2>, denominator: f64) -> Tensor<B, 1> {
+    let token_logprobs = to_f32(token_logprobs);
+    let mask = to_f32(mask);
     (token_logprobs * mask).sum().neg() / denominator.max(1.0)
 }
 
@@ -198,17 +201,17 @@ pub fn encode_example(
 }
 
 /// Per-row NLL sums and target counts of `rows` under a frozen `lm`, `chunk` rows a pass.
-pub fn reference_nll(
-    lm: &Gpt2Model<CpuBackend>,
+pub fn reference_nll<B: burn::tensor::backend::Backend>(
+    lm: &Gpt2Model<B>,
     rows: &[Tokens],
     pad: u32,
     chunk: usize,
-    device: &CpuDevice,
+    device: &B::Device,
 ) -> Vec<(f64, usize)> {
     let mut out = Vec::with_capacity(rows.len());
     for part in rows.chunks(chunk.max(1)) {
         let refs: Vec<&Tokens> = part.iter().collect();
-        let batch = crate::offline::lm_batch::<CpuBackend>(&refs, pad, device);
+        let batch = crate::offline::lm_batch::<B>(&refs, pad, device);
         let (lp, mask) = batch_logprobs(lm, &batch);
         let sums = (lp * mask).sum_dim(1).neg(); // [B, 1]
         let sums: Vec<f32> = sums.into_data().convert::<f32>().to_vec::<f32>().unwrap_or_default();
@@ -259,27 +262,31 @@ tril_core::register!(algorithm,
     config: BcArgs,
     build: build);
 
-struct Loop {
+struct Loop<B: AutodiffBackend> {
     bc: Bc,
-    model: Gpt2Model<Ad>,
+    model: Gpt2Model<B>,
     gpt_config: Gpt2Config,
     tokenizer: TextTokenizer,
     prompt_tok: TextTokenizer,
     pad: u32,
     evals: Vec<(Split, Vec<Sample>, Vec<Tokens>)>,
     tracker: Tracker,
-    optim: Optim<Gpt2Model<Ad>>,
+    optim: Optim<B, Gpt2Model<B>>,
     rng: ChaCha8Rng,
     /// The shuffled order of the training rows and the position in it (one pass = one epoch).
     sampler: PromptSampler,
-    device: CpuDevice,
+    device: B::Device,
 }
 
 impl Algorithm for Bc {
     fn run(self: Box<Self>, ctx: &RunCtx<'_>) -> Result<(), PluginError> {
-        let bc = *self;
-        let root: RootConfig = ctx.config.extract("")?;
-        let device = training_device(&root)?;
+        run_on_target(ctx, *self)
+    }
+}
+
+impl Run for Bc {
+    fn run<B: AutodiffBackend>(self, ctx: &RunCtx<'_>, device: B::Device) -> Result<(), PluginError> {
+        let bc = self;
         let tokenizer = load_tokenizer(&bc.tokenizer.model_name)?;
         let prompt_tok = prompt_tokenizer(
             &tokenizer,
@@ -293,10 +300,10 @@ impl Algorithm for Bc {
             max_prompt_length: bc.args.max_prompt_len,
         };
         let (model, gpt_config) = if bc.args.from_scratch {
-            scratch_model(&bc.args.model_name, tokenizer.vocab_size(), lengths, bc.args.seed, &device)?
+            scratch_model::<B>(&bc.args.model_name, tokenizer.vocab_size(), lengths, bc.args.seed, &device)?
         } else {
             let (model, _, config) =
-                load_lm(&bc.args.model_name, None, tokenizer.vocab_size(), bc.args.seed, lengths, &device)?;
+                load_lm::<B>(&bc.args.model_name, None, tokenizer.vocab_size(), bc.args.seed, lengths, &device)?;
             (model, config)
         };
         let encode = |split: Split| -> Result<(Vec<Sample>, Vec<Tokens>), PluginError> {
@@ -359,13 +366,13 @@ impl Algorithm for Bc {
 }
 
 /// A fresh GPT-2 with the architecture of `name`'s `config.json` (`from_scratch`).
-fn scratch_model(
+fn scratch_model<B: AutodiffBackend>(
     name: &str,
     vocab_size: usize,
     lengths: Lengths,
     seed: u64,
-    device: &CpuDevice,
-) -> Result<(Gpt2Model<Ad>, Gpt2Config), PluginError> {
+    device: &B::Device,
+) -> Result<(Gpt2Model<B>, Gpt2Config), PluginError> {
     let dir = tril_models::resolve::resolve_model(name)?;
     let config = tril_models::hf::gpt2::read_gpt2_config(&dir)?;
     if config.vocab_size < vocab_size || config.n_positions < lengths.max_length {
@@ -376,13 +383,13 @@ fn scratch_model(
         )
         .into());
     }
-    Ad::seed(device, seed);
-    let model = crate::onpolicy::fresh_gpt2::<Ad>(&config, device);
+    B::seed(device, seed);
+    let model = crate::onpolicy::fresh_gpt2::<B>(&config, device);
     tracing::info!(model = name, n_layer = config.n_layer, n_embd = config.n_embd, "training from scratch");
     Ok((model, config))
 }
 
-impl Loop {
+impl<B: AutodiffBackend> Loop<B> {
     /// Restores the newest checkpoint of `run_dir` (`--resume`); returns its step.
     fn restore(&mut self, run_dir: &std::path::Path) -> Result<usize, PluginError> {
         let (state, model, optim, tracker) = OnPolicyState::restore(
@@ -423,14 +430,14 @@ impl Loop {
             let take = args.batch_size.min(self.sampler.remaining());
             let batch = self.sampler.take(take, &mut self.rng);
             let tokens: usize = batch.iter().map(|&i| n_targets(&train[i])).sum();
-            let mut accum = GradientsAccumulator::<Gpt2Model<Ad>>::new();
+            let mut accum = GradientsAccumulator::<Gpt2Model<B>>::new();
             let mut nll_sum = 0.0;
             for part in batch.chunks(micro) {
                 let rows: Vec<&Tokens> = part.iter().map(|&i| &train[i]).collect();
-                let lm = crate::offline::lm_batch::<Ad>(&rows, self.pad, &self.device);
+                let lm = crate::offline::lm_batch::<B>(&rows, self.pad, &self.device);
                 let (lp, mask) = batch_logprobs(&self.model, &lm);
                 let loss = token_nll(lp, mask, tokens as f64); // [1]
-                let value = f64::from(loss.clone().into_scalar());
+                let value = tril_core::ops::scalar(loss.clone());
                 if !value.is_finite() {
                     return Err(format!("bc: step {step}: the loss is {value}; stopping").into());
                 }
@@ -479,7 +486,7 @@ impl Loop {
         let policy = self.model.valid();
         let generation = generation_config(&self.bc.sampling.eval_generation_kwargs);
         let batch_size = self.bc.args.eval_batch_size;
-        let (evals, pad, device, all_references) = (&self.evals, self.pad, self.device, self.bc.args.all_references);
+        let (evals, pad, device, all_references) = (&self.evals, self.pad, &self.device, self.bc.args.all_references);
         let splits: Vec<Split> = evals.iter().map(|e| e.0).collect();
         let headline = Evaluation {
             policy: &policy,
@@ -496,7 +503,7 @@ impl Loop {
         }
         .run_with(step, &mut self.tracker, |split, samples, merged| {
             let rows = evals.iter().find(|e| e.0 == split).map_or(&[][..], |e| e.2.as_slice());
-            let nll = reference_nll(&policy, rows, pad, batch_size, &device);
+            let nll = reference_nll(&policy, rows, pad, batch_size, device);
             let (sum, count) = nll.iter().fold((0.0, 0usize), |(s, c), (x, n)| (s + x, c + n));
             // Rows follow samples in order, `all_references` rows per sample.
             let mut per_sample = Vec::with_capacity(samples.len());
@@ -600,7 +607,7 @@ mod tests {
     fn reference_nll_matches_a_loop_over_logits() {
         let device = Default::default();
         let config = Gpt2Config::new(7, 16, 8, 1, 2);
-        let lm = config.init::<CpuBackend>(&device);
+        let lm = config.init::<Cpu>(&device);
         let rows = vec![
             Tokens { prompt: vec![1, 2], completion: vec![3, 4, 0] },
             Tokens { prompt: vec![], completion: vec![5, 6, 1] },
@@ -608,7 +615,7 @@ mod tests {
         let got = reference_nll(&lm, &rows, 0, 1, &device);
         for (i, r) in rows.iter().enumerate() {
             let ids: Vec<u32> = r.prompt.iter().chain(&r.completion).copied().collect();
-            let input = Tensor::<CpuBackend, 2, Int>::from_data(
+            let input = Tensor::<Cpu, 2, Int>::from_data(
                 TensorData::new(ids.iter().map(|&x| i64::from(x)).collect::<Vec<_>>(), [1, ids.len()]),
                 &device,
             );

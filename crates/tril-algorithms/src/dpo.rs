@@ -20,6 +20,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 use tril_core::config::Section;
+use tril_core::ops::to_f32;
 use tril_core::CoreError;
 
 /// The DPO loss variant (TRL's `loss_type`, one value; TRL also accepts a weighted list).
@@ -172,6 +173,8 @@ pub fn sequence_logprobs<B: Backend>(
     mask: Tensor<B, 2>,
     reduction: SequenceReduction,
 ) -> Tensor<B, 1> {
+    let token_logprobs = to_f32(token_logprobs);
+    let mask = to_f32(mask);
     let [b, _] = mask.dims();
     let sum = (token_logprobs * mask.clone()).sum_dim(1); // [B, 1]
     match reduction {
@@ -199,6 +202,7 @@ pub struct DpoStats<B: Backend> {
 /// \ell = -(1-\epsilon)\log\sigma(\beta h) - \epsilon \log\sigma(-\beta h)
 /// ```
 pub fn sigmoid_loss<B: Backend>(h: Tensor<B, 1>, beta: f64, label_smoothing: f64) -> Tensor<B, 1> {
+    let h = to_f32(h);
     let z = h * beta; // [B]
     log_sigmoid(z.clone()) * (label_smoothing - 1.0) - log_sigmoid(z.neg()) * label_smoothing
 }
@@ -209,6 +213,7 @@ pub fn sigmoid_loss<B: Backend>(h: Tensor<B, 1>, beta: f64, label_smoothing: f64
 /// \ell = \frac{-(1-\epsilon)\log\sigma(\beta h) + \epsilon \log\sigma(-\beta h)}{1 - 2\epsilon}
 /// ```
 pub fn robust_loss<B: Backend>(h: Tensor<B, 1>, beta: f64, label_smoothing: f64) -> Tensor<B, 1> {
+    let h = to_f32(h);
     let z = h * beta; // [B]
     (log_sigmoid(z.clone()) * (label_smoothing - 1.0) + log_sigmoid(z.neg()) * label_smoothing)
         / (1.0 - 2.0 * label_smoothing)
@@ -216,11 +221,13 @@ pub fn robust_loss<B: Backend>(h: Tensor<B, 1>, beta: f64, label_smoothing: f64)
 
 /// IPO (Azar et al. 2023, eq. 17): `(h - 1/(2 beta))^2`, `h` from averaged log-probs.
 pub fn ipo_loss<B: Backend>(h: Tensor<B, 1>, beta: f64) -> Tensor<B, 1> {
+    let h = to_f32(h);
     (h - 1.0 / (2.0 * beta)).powf_scalar(2.0)
 }
 
 /// SLiC hinge: `relu(1 - beta h)`.
 pub fn hinge_loss<B: Backend>(h: Tensor<B, 1>, beta: f64) -> Tensor<B, 1> {
+    let h = to_f32(h);
     relu((h * beta).neg() + 1.0)
 }
 
@@ -250,6 +257,10 @@ pub fn dpo_loss<B: Backend>(
     ref_rejected: Tensor<B, 1>,
     args: &DpoArgs,
 ) -> (Tensor<B, 1>, DpoStats<B>) {
+    let policy_chosen = to_f32(policy_chosen);
+    let policy_rejected = to_f32(policy_rejected);
+    let ref_chosen = to_f32(ref_chosen);
+    let ref_rejected = to_f32(ref_rejected);
     let [b] = policy_chosen.dims();
     for (name, x) in
         [("policy_rejected", &policy_rejected), ("ref_chosen", &ref_chosen), ("ref_rejected", &ref_rejected)]
@@ -274,7 +285,7 @@ pub fn dpo_loss<B: Backend>(
     let rewards_rejected = ((policy_rejected - ref_rejected) * beta).detach(); // [B]
     let margins = rewards_chosen.clone() - rewards_rejected.clone(); // [B]
     let stats = DpoStats {
-        reward_accuracy: margins.clone().greater_elem(0.0).float().mean(),
+        reward_accuracy: margins.clone().greater_elem(0.0).float().cast(burn::tensor::FloatDType::F32).mean(),
         reward_margin: margins.mean(),
         rewards_chosen,
         rewards_rejected,

@@ -25,7 +25,8 @@ use crate::offline::{
     completion_logprobs, frozen_logprobs, host, lm_batch, load_lm, loop_args, pad_id, tensor1, tokenize_pair, Lengths,
     Objective, OfflineParts, StatSums, Tokens,
 };
-use crate::trainer::{Ad, CpuDevice};
+use crate::trainer::{run_on_target, Run};
+use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::Tensor;
 use std::path::Path;
 use tril_core::config::Section;
@@ -59,29 +60,29 @@ pub struct EncodedPair {
     ref_rejected: f32,
 }
 
-struct DpoObjective {
+struct DpoObjective<B: AutodiffBackend> {
     args: DpoArgs,
     pad: u32,
-    device: CpuDevice,
+    device: B::Device,
     config: Gpt2Config,
     tokenizer: TextTokenizer,
 }
 
-impl Objective for DpoObjective {
-    type Model = Gpt2Model<Ad>;
+impl<B: AutodiffBackend> Objective<B> for DpoObjective<B> {
+    type Model = Gpt2Model<B>;
     type Example = EncodedPair;
 
-    fn loss(&self, model: &Self::Model, batch: &[&EncodedPair]) -> Result<(Tensor<Ad, 1>, StatSums), PluginError> {
+    fn loss(&self, model: &Self::Model, batch: &[&EncodedPair]) -> Result<(Tensor<B, 1>, StatSums), PluginError> {
         let b = batch.len();
         let rows: Vec<&Tokens> = batch.iter().map(|p| &p.chosen).chain(batch.iter().map(|p| &p.rejected)).collect();
-        let lm = lm_batch::<Ad>(&rows, self.pad, &self.device);
+        let lm = lm_batch::<B>(&rows, self.pad, &self.device);
         let logps = completion_logprobs(model, &lm, self.args.loss_type.reduction()); // [2B]
         let (chosen, rejected) = (logps.clone().narrow(0, 0, b), logps.narrow(0, b, b)); // [B], [B]
-        let ref_chosen = tensor1::<Ad>(batch.iter().map(|p| p.ref_chosen).collect(), &self.device);
-        let ref_rejected = tensor1::<Ad>(batch.iter().map(|p| p.ref_rejected).collect(), &self.device);
+        let ref_chosen = tensor1::<B>(batch.iter().map(|p| p.ref_chosen).collect(), &self.device);
+        let ref_rejected = tensor1::<B>(batch.iter().map(|p| p.ref_rejected).collect(), &self.device);
         let (loss, stats) = dpo_loss(chosen.clone(), rejected.clone(), ref_chosen, ref_rejected, &self.args);
         let n = b as f64;
-        let sum = |t: Tensor<Ad, 1>| host(t.detach()).iter().map(|&x| f64::from(x)).sum::<f64>();
+        let sum = |t: Tensor<B, 1>| host(t.detach()).iter().map(|&x| f64::from(x)).sum::<f64>();
         let mut sums = StatSums::default();
         sums.add("rewards/chosen", sum(stats.rewards_chosen), n);
         sums.add("rewards/rejected", sum(stats.rewards_rejected), n);
@@ -107,10 +108,16 @@ impl Objective for DpoObjective {
 
 impl Algorithm for Dpo {
     fn run(self: Box<Self>, ctx: &RunCtx<'_>) -> Result<(), PluginError> {
-        let Dpo { args, parts } = *self;
-        let (device, tokenizer) = parts.prepare(ctx)?;
+        run_on_target(ctx, *self)
+    }
+}
+
+impl Run for Dpo {
+    fn run<B: AutodiffBackend>(self, ctx: &RunCtx<'_>, device: B::Device) -> Result<(), PluginError> {
+        let Dpo { args, parts } = self;
+        let tokenizer = parts.prepare()?;
         let lengths = Lengths { max_length: args.max_length, max_prompt_length: args.max_prompt_length };
-        let (policy, reference, config) = load_lm(
+        let (policy, reference, config) = load_lm::<B>(
             &args.model_name,
             args.ref_model_name.as_deref(),
             tokenizer.vocab_size(),
@@ -141,8 +148,8 @@ impl Algorithm for Dpo {
             Ok(out)
         };
         let data = parts.encode_splits(encode)?;
-        let objective = DpoObjective { pad, device, config, tokenizer, args };
-        parts.fit(ctx, &objective, policy, data)?;
+        let objective = DpoObjective { pad, device: device.clone(), config, tokenizer, args };
+        parts.fit(ctx, &objective, policy, data, &device)?;
         Ok(())
     }
 }

@@ -5,7 +5,7 @@
 //! when, and may add metrics of its own per split (BC's reference NLL).
 
 use crate::onpolicy::{generate_for, PolicyView};
-use crate::trainer::CpuDevice;
+use burn::tensor::backend::Backend;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tril_core::plugin::{Metric, MetricOutput, PluginError, Sample, Split, Task, TextBatch};
@@ -14,12 +14,11 @@ use tril_core::tracker::Tracker;
 use tril_models::generate::GenerationConfig;
 use tril_models::gpt2::Gpt2Model;
 use tril_models::tokenizer::TextTokenizer;
-use tril_models::CpuBackend;
 
 /// What one evaluation reads: the policy, how to prompt it, and what to score.
-pub struct Evaluation<'a> {
+pub struct Evaluation<'a, B: Backend> {
     /// The policy LM (no autodiff).
-    pub policy: &'a Gpt2Model<CpuBackend>,
+    pub policy: &'a Gpt2Model<B>,
     /// Its tokenizer (as metrics that score with the policy use it).
     pub tokenizer: &'a TextTokenizer,
     /// Its context length (`n_positions`).
@@ -39,10 +38,10 @@ pub struct Evaluation<'a> {
     /// The run's seed; sampling (if the eval settings sample) uses `seed ^ 0x5eed_0000 ^ iteration`.
     pub seed: u64,
     /// The device.
-    pub device: &'a CpuDevice,
+    pub device: &'a B::Device,
 }
 
-impl Evaluation<'_> {
+impl<B: Backend> Evaluation<'_, B> {
     /// Evaluates at `iteration`: logs `{split}_split_metrics.jsonl` and
     /// `epoch_{iteration}_{split}_split_predictions.json`. Returns the headline keys worth
     /// plotting (`{split}/{metric}`: the task's own metrics first, of the diversity keys
@@ -64,7 +63,7 @@ impl Evaluation<'_> {
             lm: self.policy,
             tokenizer: self.tokenizer,
             n_positions: self.n_positions,
-            device: *self.device,
+            device: self.device.clone(),
         };
         let mut plotted = Vec::new();
         for &split in self.splits {

@@ -73,12 +73,12 @@ use crate::onpolicy::load_tokenizer;
 use crate::ppo::PpoArgs;
 use crate::ppo_run::{Ppo, RewardHook, Rollouts};
 use crate::reward_model::classification_loss;
-use crate::trainer::{load_module, save_module, section, Ad, CpuDevice, Optim};
+use crate::trainer::{load_module, save_module, section, Optim};
 use crate::validate::ensure;
 use burn::module::AutodiffModule;
 use burn::optim::GradientsParams;
 use burn::tensor::activation::softmax;
-use burn::tensor::backend::Backend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
@@ -87,13 +87,13 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 use tril_core::config::{Config, Section};
 use tril_core::ops::clip_grad_norm;
+use tril_core::ops::to_f32;
 use tril_core::plugin::{Algorithm, BuildCtx, OptimizerSpec, PluginError};
 use tril_core::registry;
 use tril_core::tracker::Stats;
 use tril_models::gpt2::Gpt2Config;
 use tril_models::heads::{Gpt2Classifier, ScoreHeadConfig};
 use tril_models::tokenizer::TextTokenizer;
-use tril_models::CpuBackend;
 
 /// GAIL's keys in `alg.args`, beside PPO's.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -172,6 +172,7 @@ struct RewardFnSection {
 /// # Shapes
 /// `logits`: `[B, 2]` -> `[B]`
 pub fn expert_probability<B: Backend>(logits: Tensor<B, 2>, label_ix: usize) -> Tensor<B, 1> {
+    let logits = to_f32(logits);
     let [b, _] = logits.dims();
     softmax(logits, 1).slice([0..b, label_ix..label_ix + 1]).reshape([b])
 }
@@ -193,6 +194,8 @@ pub fn discriminator_loss<B: Backend>(
     expert_logits: Tensor<B, 2>,
     label_ix: usize,
 ) -> (Tensor<B, 1>, Tensor<B, 1>) {
+    let policy_logits = to_f32(policy_logits);
+    let expert_logits = to_f32(expert_logits);
     let b = policy_logits.dims()[0];
     let device = policy_logits.device();
     let mut labels = vec![(1 - label_ix) as i64; b];
@@ -201,22 +204,23 @@ pub fn discriminator_loss<B: Backend>(
     classification_loss(Tensor::cat(vec![policy_logits, expert_logits], 0), labels)
 }
 
-/// The trainable discriminator, GAIL's [`RewardHook`].
-pub struct Discriminator {
+/// The trainable discriminator, GAIL's [`RewardHook`], on autodiff backend `B`.
+pub struct Discriminator<B: AutodiffBackend> {
     args: DiscriminatorArgs,
     gail: GailArgs,
-    model: Gpt2Classifier<Ad>,
-    optim: Optim<Gpt2Classifier<Ad>>,
+    model: Gpt2Classifier<B>,
+    optim: Optim<B, Gpt2Classifier<B>>,
     spec: OptimizerSpec,
     config: Gpt2Config,
     tokenizer: TextTokenizer,
     pad: u32,
     max_gen_len: usize,
     max_grad_norm: f64,
-    device: CpuDevice,
+    device: B::Device,
 }
 
 /// What [`Discriminator::new`] needs besides its args.
+#[derive(Clone)]
 pub struct DiscriminatorSetup {
     /// The policy's tokenizer (the discriminator reads the same tokens).
     pub tokenizer: TextTokenizer,
@@ -232,16 +236,75 @@ pub struct DiscriminatorSetup {
     pub max_grad_norm: f64,
 }
 
-impl Discriminator {
-    /// Builds the classifier `args.model_name` names with a fresh 2-label head.
-    pub fn new(args: DiscriminatorArgs, gail: GailArgs, setup: DiscriminatorSetup) -> Result<Self, PluginError> {
-        let device = CpuDevice::default();
+/// Everything the discriminator is built from, read and checked from the config before
+/// the backend is known ([`DiscriminatorPlan::build`] makes the [`Discriminator`]).
+#[derive(Clone)]
+pub struct DiscriminatorPlan {
+    args: DiscriminatorArgs,
+    gail: GailArgs,
+    setup: DiscriminatorSetup,
+}
+
+impl DiscriminatorPlan {
+    /// Reads and checks `reward_fn` for `gail` with PPO's `ppo` args.
+    pub fn from_config(config: &Config, ppo: &PpoArgs, gail: GailArgs) -> Result<Self, PluginError> {
+        plan(config, ppo, gail)
+    }
+
+    /// The discriminator on `device`.
+    pub fn build<B: AutodiffBackend>(&self, device: &B::Device) -> Result<Discriminator<B>, PluginError> {
+        Discriminator::new(self.args.clone(), self.gail.clone(), self.setup.clone(), device)
+    }
+}
+
+/// Reads and checks `reward_fn` for `gail` with PPO's `ppo` args.
+fn plan(config: &Config, ppo: &PpoArgs, gail: GailArgs) -> Result<DiscriminatorPlan, PluginError> {
+    let sec = config.optional_section("reward_fn").ok_or(
+        "reward_fn: gail needs its discriminator here (id: learned_reward, args: {model_name, label_ix, \
+         is_trainable: true, ...}, optimizer: {id, args})",
+    )?;
+    let raw: RewardFnSection = sec.extract()?;
+    if raw.id != "learned_reward" {
+        return Err(
+            format!("reward_fn.id: gail's discriminator is a trainable `learned_reward`, not `{}`", raw.id).into()
+        );
+    }
+    let args_section = section(config, "reward_fn.args")?;
+    let a = &raw.args;
+    let trainable_msg = "gail trains its discriminator: set it to true (a frozen classifier reward is \
+                         `learned_reward` as the task's reward_fn with alg=ppo)";
+    ensure(a.is_trainable, &args_section, "is_trainable", trainable_msg)?;
+    ensure(a.label_ix <= 1, &args_section, "label_ix", "expected 0 or 1 (the discriminator has 2 labels)")?;
+    ensure(a.batch_size > 0, &args_section, "batch_size", "expected at least 1 text per forward pass")?;
+    let spec = *registry::build_optimizer(&section(config, "reward_fn.optimizer")?, config)?;
+    let root: tril_core::schema::RootConfig = config.extract("")?;
+    let tok = root.alg.tokenizer.ok_or("alg.tokenizer: gail needs a tokenizer section")?;
+    let setup = DiscriminatorSetup {
+        tokenizer: load_tokenizer(&tok.model_name)?,
+        spec,
+        max_prompt_len: ppo.max_prompt_len,
+        max_gen_len: ppo.max_gen_len,
+        seed: ppo.seed.wrapping_add(1),
+        max_grad_norm: ppo.max_grad_norm,
+    };
+    Ok(DiscriminatorPlan { args: raw.args, gail, setup })
+}
+
+impl<B: AutodiffBackend> Discriminator<B> {
+    /// Builds the classifier `args.model_name` names with a fresh 2-label head on `device`.
+    pub fn new(
+        args: DiscriminatorArgs,
+        gail: GailArgs,
+        setup: DiscriminatorSetup,
+        device: &B::Device,
+    ) -> Result<Self, PluginError> {
+        let device = device.clone();
         let lengths =
             Lengths { max_length: setup.max_prompt_len + setup.max_gen_len, max_prompt_length: setup.max_prompt_len };
         let name = &args.model_name;
         let (trunk, _, config) = load_lm(name, None, setup.tokenizer.vocab_size(), setup.seed, lengths, &device)
             .map_err(|e| format!("reward_fn.args.model_name: the discriminator `{name}` could not be built: {e}"))?;
-        let score = ScoreHeadConfig::new(config.n_embd, 2).init::<Ad>(&device);
+        let score = ScoreHeadConfig::new(config.n_embd, 2).init::<B>(&device);
         // Materialise the lazily initialised head now, from the seeded stream.
         let _ = score.score.weight.val();
         let model = Gpt2Classifier { transformer: trunk, score };
@@ -258,42 +321,6 @@ impl Discriminator {
             gail,
             device,
         })
-    }
-
-    /// Reads and checks `reward_fn` and builds the discriminator for `gail` with
-    /// PPO's `ppo` args.
-    pub fn from_config(config: &Config, ppo: &PpoArgs, gail: GailArgs) -> Result<Self, PluginError> {
-        let sec = config.optional_section("reward_fn").ok_or(
-            "reward_fn: gail needs its discriminator here (id: learned_reward, args: {model_name, label_ix, \
-             is_trainable: true, ...}, optimizer: {id, args})",
-        )?;
-        let raw: RewardFnSection = sec.extract()?;
-        if raw.id != "learned_reward" {
-            return Err(format!(
-                "reward_fn.id: gail's discriminator is a trainable `learned_reward`, not `{}`",
-                raw.id
-            )
-            .into());
-        }
-        let args_section = section(config, "reward_fn.args")?;
-        let a = &raw.args;
-        let trainable_msg = "gail trains its discriminator: set it to true (a frozen classifier reward is \
-                             `learned_reward` as the task's reward_fn with alg=ppo)";
-        ensure(a.is_trainable, &args_section, "is_trainable", trainable_msg)?;
-        ensure(a.label_ix <= 1, &args_section, "label_ix", "expected 0 or 1 (the discriminator has 2 labels)")?;
-        ensure(a.batch_size > 0, &args_section, "batch_size", "expected at least 1 text per forward pass")?;
-        let spec = *registry::build_optimizer(&section(config, "reward_fn.optimizer")?, config)?;
-        let root: tril_core::schema::RootConfig = config.extract("")?;
-        let tok = root.alg.tokenizer.ok_or("alg.tokenizer: gail needs a tokenizer section")?;
-        let setup = DiscriminatorSetup {
-            tokenizer: load_tokenizer(&tok.model_name)?,
-            spec,
-            max_prompt_len: ppo.max_prompt_len,
-            max_gen_len: ppo.max_gen_len,
-            seed: ppo.seed.wrapping_add(1),
-            max_grad_norm: ppo.max_grad_norm,
-        };
-        Discriminator::new(raw.args, gail, setup)
     }
 
     /// One text as the discriminator reads it (see the module docs).
@@ -342,7 +369,7 @@ impl Discriminator {
         let mut out = Vec::with_capacity(rows.len());
         for chunk in rows.chunks(self.args.batch_size.max(1)) {
             let refs: Vec<&Tokens> = chunk.iter().collect();
-            let batch = lm_batch::<CpuBackend>(&refs, self.pad, &self.device);
+            let batch = lm_batch::<B::InnerBackend>(&refs, self.pad, &self.device);
             let logits = model.forward(batch.ids, Some(batch.mask)); // [b, 2]
             out.extend(host(expert_probability(logits, self.args.label_ix)));
         }
@@ -359,7 +386,7 @@ impl Discriminator {
             for mb in order.chunks(self.gail.discrim_batch_size) {
                 let m = mb.len();
                 let rows: Vec<&Tokens> = mb.iter().map(|&i| &policy[i]).chain(mb.iter().map(|&i| &expert[i])).collect();
-                let batch = lm_batch::<Ad>(&rows, self.pad, &self.device);
+                let batch = lm_batch::<B>(&rows, self.pad, &self.device);
                 let logits = self.model.forward(batch.ids, Some(batch.mask)); // [2m, 2]
                 let (mb_policy, mb_expert) = (logits.clone().narrow(0, 0, m), logits.narrow(0, m, m));
                 let (loss, _) = discriminator_loss(mb_policy, mb_expert, self.args.label_ix);
@@ -392,7 +419,7 @@ fn mean32(xs: &[f32]) -> f64 {
     mean(&xs.iter().map(|&x| f64::from(x)).collect::<Vec<_>>())
 }
 
-impl RewardHook for Discriminator {
+impl<B: AutodiffBackend> RewardHook for Discriminator<B> {
     fn rewards(
         &mut self,
         _iteration: usize,
@@ -450,8 +477,8 @@ fn build(_args: &Section<'_>, ctx: &BuildCtx<'_>) -> Result<Box<dyn Algorithm>, 
             .into());
     }
     let ppo = Ppo::from_config(ctx.config, "gail", args.clone(), true, false)?;
-    let hook = Discriminator::from_config(ctx.config, &args, gail)?;
-    Ok(Box::new(ppo.with_reward_hook(Box::new(hook))))
+    let hook = DiscriminatorPlan::from_config(ctx.config, &args, gail)?;
+    Ok(Box::new(ppo.with_reward_hook(hook)))
 }
 
 tril_core::register!(algorithm,
@@ -492,7 +519,12 @@ mod tests {
         assert!((f64::from(p[0]) - 1.0 / (1.0 + (-0.5f64).exp())).abs() < 1e-6, "{p:?}");
     }
 
-    fn discriminator(lr: f64, batch: usize, epochs: usize, seed: u64) -> Discriminator {
+    fn discriminator(
+        lr: f64,
+        batch: usize,
+        epochs: usize,
+        seed: u64,
+    ) -> Discriminator<tril_core::backend::CpuAutodiff> {
         let args = DiscriminatorArgs {
             model_name: "builtin:tiny-gpt2".into(),
             label_ix: 1,
@@ -516,7 +548,8 @@ mod tests {
             seed,
             max_grad_norm: 1.0,
         };
-        Discriminator::new(args, GailArgs { discrim_batch_size: batch, discrim_epochs: epochs }, setup).unwrap()
+        let gail = GailArgs { discrim_batch_size: batch, discrim_epochs: epochs };
+        Discriminator::new(args, gail, setup, &Default::default()).unwrap()
     }
 
     fn join(xs: impl Iterator<Item = u32>) -> String {

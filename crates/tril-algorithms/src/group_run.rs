@@ -51,9 +51,10 @@ use crate::onpolicy::{
     build_models, generate_for, generation_config, load_tokenizer, prompt_tokenizer, OnPolicyState, PromptSampler,
 };
 use crate::policies::ActorCriticArgs;
-use crate::trainer::{section, training_device, Ad, CpuDevice, Optim};
+use crate::trainer::{section, Optim};
 use burn::module::AutodiffModule;
 use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use rand::seq::SliceRandom;
@@ -61,6 +62,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
 use std::time::Instant;
+use tril_core::backend::TrainJob;
 use tril_core::config::Section;
 use tril_core::ops::{clip_grad_norm, entropy_from_logits, masked_mean};
 use tril_core::plugin::{
@@ -74,7 +76,7 @@ use tril_core::tracker::{Stats, Tracker};
 use tril_models::generate::GenerationConfig;
 use tril_models::gpt2::{Gpt2Config, Gpt2Model};
 use tril_models::tokenizer::TextTokenizer;
-use tril_models::CpuBackend;
+type Inner<B> = <B as AutodiffBackend>::InnerBackend;
 
 /// Everything a group algorithm reads from the composed config, built and validated up front.
 pub struct GroupAlgorithm<O: GroupObjective> {
@@ -157,21 +159,21 @@ pub fn build<O: GroupObjective>(args: &Section<'_>, ctx: &BuildCtx<'_>) -> Resul
 }
 
 /// One iteration's completions and what the update needs of them, on the CPU backend.
-struct Buffer {
+struct Buffer<B: AutodiffBackend> {
     /// `prompt + completion` ids and attention mask, `[N, P + T]`.
-    ids: Tensor<CpuBackend, 2, Int>,
-    mask: Tensor<CpuBackend, 2, Int>,
+    ids: Tensor<Inner<B>, 2, Int>,
+    mask: Tensor<Inner<B>, 2, Int>,
     /// Completion mask, `[N, T]`.
-    gen_mask: Tensor<CpuBackend, 2>,
+    gen_mask: Tensor<Inner<B>, 2>,
     /// Group-relative advantages, `[N]`.
-    advantages: Tensor<CpuBackend, 1>,
+    advantages: Tensor<Inner<B>, 1>,
     /// Log-probs at generation time, `[N, T]` (only off-policy).
-    old_logprobs: Option<Tensor<CpuBackend, 2>>,
+    old_logprobs: Option<Tensor<Inner<B>, 2>>,
     /// Reference log-probs, `[N, T]` (only with `beta > 0`).
-    ref_logprobs: Option<Tensor<CpuBackend, 2>>,
+    ref_logprobs: Option<Tensor<Inner<B>, 2>>,
 }
 
-fn host(t: Tensor<CpuBackend, 2>) -> Vec<f32> {
+fn host<B: burn::tensor::backend::Backend>(t: Tensor<B, 2>) -> Vec<f32> {
     t.into_data().convert::<f32>().to_vec::<f32>().unwrap_or_default()
 }
 
@@ -179,55 +181,70 @@ fn scalar<B: Backend>(t: Tensor<B, 1>) -> f64 {
     t.into_data().convert::<f64>().to_vec::<f64>().ok().and_then(|v| v.first().copied()).unwrap_or(f64::NAN)
 }
 
-struct Loop<'a, O: GroupObjective> {
+struct Loop<'a, B: AutodiffBackend, O: GroupObjective> {
     alg: &'a mut GroupAlgorithm<O>,
-    policy: Gpt2Model<Ad>,
-    reference: Option<Gpt2Model<CpuBackend>>,
+    policy: Gpt2Model<B>,
+    reference: Option<Gpt2Model<Inner<B>>>,
     gpt_config: Gpt2Config,
     tokenizer: TextTokenizer,
     prompt_tok: TextTokenizer,
-    optim: Optim<Gpt2Model<Ad>>,
+    optim: Optim<B, Gpt2Model<B>>,
     rng: ChaCha8Rng,
     tracker: Tracker,
     train: Vec<Sample>,
     sampler: PromptSampler,
-    device: CpuDevice,
+    device: B::Device,
 }
 
 impl<O: GroupObjective> Algorithm for GroupAlgorithm<O> {
-    fn run(mut self: Box<Self>, ctx: &RunCtx<'_>) -> Result<(), PluginError> {
+    fn run(self: Box<Self>, ctx: &RunCtx<'_>) -> Result<(), PluginError> {
         let root: RootConfig = ctx.config.extract("")?;
-        let device = training_device(&root)?;
-        let tokenizer = load_tokenizer(&self.tokenizer.model_name)?;
-        let s = &self.sampling;
+        tril_core::backend::train(root.target()?, GroupJob { alg: *self, ctx })?
+    }
+}
+
+/// The group loop as a [`TrainJob`]: what runs once the backend is known.
+struct GroupJob<'a, O: GroupObjective> {
+    alg: GroupAlgorithm<O>,
+    ctx: &'a RunCtx<'a>,
+}
+
+impl<O: GroupObjective> TrainJob for GroupJob<'_, O> {
+    type Output = Result<(), PluginError>;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+        let GroupJob { alg: mut this, ctx } = self;
+        let this = &mut this;
+        let tokenizer = load_tokenizer(&this.tokenizer.model_name)?;
+        let s = &this.sampling;
         let prompt_tok = prompt_tokenizer(
             &tokenizer,
             s.prompt_padding_side,
-            self.policy_args.prompt_truncation_side,
+            this.policy_args.prompt_truncation_side,
             s.max_prompt_len,
-            self.tokenizer.pad_token_as_eos_token,
+            this.tokenizer.pad_token_as_eos_token,
         );
         // No critic: the shared-trunk layout only adds a value head, dropped here.
-        let spec = PolicySpec { critic: CriticLayout::SharedTrunk, ..self.spec.clone() };
+        let spec = PolicySpec { critic: CriticLayout::SharedTrunk, ..this.spec.clone() };
         let (model, reference, gpt_config) =
-            build_models::<Ad>(&spec, tokenizer.vocab_size(), self.settings.train.seed, &device)?;
-        let train = self.task.samples(Split::Train)?;
+            build_models::<B>(&spec, tokenizer.vocab_size(), this.settings.train.seed, &device)?;
+        let train = this.task.samples(Split::Train)?;
         if train.is_empty() {
             return Err("task: the train split is empty".into());
         }
         let mut state = Loop {
             sampler: PromptSampler::new(train.len()),
             train,
-            optim: Optim::for_module(&self.optimizer, &model.policy),
-            rng: ChaCha8Rng::seed_from_u64(self.settings.train.seed),
+            optim: Optim::for_module(&this.optimizer, &model.policy),
+            rng: ChaCha8Rng::seed_from_u64(this.settings.train.seed),
             tracker: Tracker::new(RunDir::open(&ctx.run_dir)?),
-            reference: (self.settings.beta > 0.0).then(|| reference.valid()),
+            reference: (this.settings.beta > 0.0).then(|| reference.valid()),
             policy: model.policy,
             gpt_config,
             tokenizer,
             prompt_tok,
             device,
-            alg: &mut self,
+            alg: this,
         };
         let first = match &ctx.resume_from {
             Some(dir) => state.restore(dir)? + 1,
@@ -237,7 +254,7 @@ impl<O: GroupObjective> Algorithm for GroupAlgorithm<O> {
     }
 }
 
-impl<O: GroupObjective> Loop<'_, O> {
+impl<B: AutodiffBackend, O: GroupObjective> Loop<'_, B, O> {
     /// Restores the newest checkpoint of `run_dir` (policy, optimizer, RNG, prompt
     /// sampler); returns its iteration.
     fn restore(&mut self, run_dir: &std::path::Path) -> Result<usize, PluginError> {
@@ -308,7 +325,7 @@ impl<O: GroupObjective> Loop<'_, O> {
 
     /// Steps 1-4: generates `G` completions of each sampled prompt, scores them and computes
     /// advantages, old and reference log-probs.
-    fn collect(&mut self, iteration: usize) -> Result<(Buffer, Stats), PluginError> {
+    fn collect(&mut self, iteration: usize) -> Result<(Buffer<B>, Stats), PluginError> {
         let (g, n, temp) =
             (self.alg.settings.num_generations, self.alg.settings.max_completion_length, self.alg.settings.temperature);
         let policy = self.policy.valid();
@@ -346,12 +363,12 @@ impl<O: GroupObjective> Loop<'_, O> {
         }
         // 3. group-relative advantages
         let total = scores.len();
-        let rewards = Tensor::<CpuBackend, 1>::from_data(
+        let rewards = Tensor::<Inner<B>, 1>::from_data(
             TensorData::new(scores.iter().map(|&r| r as f32).collect::<Vec<_>>(), [total]),
-            &self.device,
+            (&self.device, burn::tensor::DType::F32),
         );
         let advantages = group_advantages(rewards, g, self.alg.settings.scale_rewards); // [N]
-        let cat_f = |xs: Vec<Tensor<CpuBackend, 2>>| (!xs.is_empty()).then(|| Tensor::cat(xs, 0));
+        let cat_f = |xs: Vec<Tensor<Inner<B>, 2>>| (!xs.is_empty()).then(|| Tensor::cat(xs, 0));
         let gen_mask = Tensor::cat(gen_mask_parts, 0); // [N, T]
         let lengths: Vec<f64> =
             host(gen_mask.clone()).chunks(n).map(|r| r.iter().map(|&x| f64::from(x)).sum()).collect();
@@ -375,7 +392,7 @@ impl<O: GroupObjective> Loop<'_, O> {
 
     /// Step 5: `num_iterations` shuffled passes of micro-batches, one optimizer step per
     /// `grad_accumulation` of them.
-    fn train_step(&mut self, iteration: usize, buf: &Buffer) -> Result<Stats, PluginError> {
+    fn train_step(&mut self, iteration: usize, buf: &Buffer<B>) -> Result<Stats, PluginError> {
         let settings = self.alg.settings.clone();
         let (t, id) = (&settings.train, O::ID);
         let n = settings.max_completion_length;
@@ -396,19 +413,17 @@ impl<O: GroupObjective> Loop<'_, O> {
                     .iter()
                     .map(|&i| gen_mask_host[i * n..(i + 1) * n].iter().map(|&m| f64::from(m)).sum::<f64>())
                     .sum();
-                let mut accum = GradientsAccumulator::<Gpt2Model<Ad>>::new();
+                let mut accum = GradientsAccumulator::<Gpt2Model<B>>::new();
                 let mut step_loss = 0.0;
                 for micro in step.chunks(t.batch_size) {
                     let rows: Vec<i64> = micro.iter().map(|&i| i as i64).collect();
-                    let idx =
-                        Tensor::<CpuBackend, 1, Int>::from_data(TensorData::new(rows, [micro.len()]), &self.device);
-                    let pick =
-                        |x: &Tensor<CpuBackend, 2>| Tensor::<Ad, 2>::from_inner(x.clone().select(0, idx.clone()));
-                    let pick_int = |x: &Tensor<CpuBackend, 2, Int>| {
-                        Tensor::<Ad, 2, Int>::from_inner(x.clone().select(0, idx.clone()))
+                    let idx = Tensor::<Inner<B>, 1, Int>::from_data(TensorData::new(rows, [micro.len()]), &self.device);
+                    let pick = |x: &Tensor<Inner<B>, 2>| Tensor::<B, 2>::from_inner(x.clone().select(0, idx.clone()));
+                    let pick_int = |x: &Tensor<Inner<B>, 2, Int>| {
+                        Tensor::<B, 2, Int>::from_inner(x.clone().select(0, idx.clone()))
                     };
                     let mask = pick(&buf.gen_mask); // [b, T]
-                    let advantages = Tensor::<Ad, 1>::from_inner(buf.advantages.clone().select(0, idx.clone())); // [b]
+                    let advantages = Tensor::<B, 1>::from_inner(buf.advantages.clone().select(0, idx.clone())); // [b]
                     let (new_logprobs, logits) = completion_logprobs(
                         &self.policy,
                         pick_int(&buf.ids),

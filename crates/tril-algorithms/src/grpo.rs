@@ -29,6 +29,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 use tril_core::config::Section;
+use tril_core::ops::to_f32;
 use tril_core::ops::{kl_estimate, masked_mean, KlEstimator};
 use tril_core::plugin::Split;
 use tril_core::CoreError;
@@ -173,6 +174,7 @@ impl GrpoArgs {
 /// # Panics
 /// When `group_size` is 0 or does not divide `N`.
 pub fn group_advantages<B: Backend>(rewards: Tensor<B, 1>, group_size: usize, scaling: RewardScaling) -> Tensor<B, 1> {
+    let rewards = to_f32(rewards);
     let [n] = rewards.dims();
     assert!(
         group_size > 0 && n.is_multiple_of(group_size),
@@ -186,7 +188,9 @@ pub fn group_advantages<B: Backend>(rewards: Tensor<B, 1>, group_size: usize, sc
         RewardScaling::None => return advantages,
         RewardScaling::Group if group_size > 1 => grouped.var(1).sqrt().repeat_dim(1, group_size).reshape([n]), // [N]
         RewardScaling::Batch if n > 1 => rewards.var(0).sqrt().expand([n]),                                     // [N]
-        RewardScaling::Group | RewardScaling::Batch => Tensor::zeros([n], &advantages.device()),
+        RewardScaling::Group | RewardScaling::Batch => {
+            Tensor::zeros([n], (&advantages.device(), burn::tensor::DType::F32))
+        }
     };
     advantages / (std + 1e-4)
 }
@@ -231,9 +235,9 @@ pub(crate) fn clipped_surrogate<B: Backend>(
     let is_region = is_low.clone().bool_or(is_high.clone()); // [N, K]
     let mean = |x: Tensor<B, 2>| if k == 1 { x.mean() } else { masked_mean(x, mask.clone()) };
     let stats = GrpoStats {
-        clip_ratio_low: mean(is_low.float()),
-        clip_ratio_high: mean(is_high.float()),
-        clip_ratio_region: mean(is_region.float()),
+        clip_ratio_low: mean(is_low.float().cast(burn::tensor::FloatDType::F32)),
+        clip_ratio_high: mean(is_high.float().cast(burn::tensor::FloatDType::F32)),
+        clip_ratio_region: mean(is_region.float().cast(burn::tensor::FloatDType::F32)),
         kl_mean: None,
     };
     (per_token_loss, stats)
@@ -273,6 +277,8 @@ pub(crate) fn add_kl_penalty<B: Backend>(
 /// # Shapes
 /// `per_token_loss`, `mask`: `[N, T]` -> `[1]`
 pub fn grpo_normalize<B: Backend>(per_token_loss: Tensor<B, 2>, mask: Tensor<B, 2>) -> Tensor<B, 1> {
+    let per_token_loss = to_f32(per_token_loss);
+    let mask = to_f32(mask);
     let per_seq = (per_token_loss * mask.clone()).sum_dim(1) / mask.sum_dim(1).clamp_min(1.0); // [N, 1]
     per_seq.mean()
 }
@@ -282,6 +288,8 @@ pub fn grpo_normalize<B: Backend>(per_token_loss: Tensor<B, 2>, mask: Tensor<B, 
 /// # Shapes
 /// `per_token_loss`, `mask`: `[N, T]` -> `[1]`
 pub fn bnpo_normalize<B: Backend>(per_token_loss: Tensor<B, 2>, mask: Tensor<B, 2>) -> Tensor<B, 1> {
+    let per_token_loss = to_f32(per_token_loss);
+    let mask = to_f32(mask);
     (per_token_loss * mask.clone()).sum() / mask.sum().clamp_min(1.0)
 }
 
@@ -294,6 +302,8 @@ pub fn dr_grpo_normalize<B: Backend>(
     mask: Tensor<B, 2>,
     max_completion_length: usize,
 ) -> Tensor<B, 1> {
+    let per_token_loss = to_f32(per_token_loss);
+    let mask = to_f32(mask);
     let [n, _] = mask.dims();
     (per_token_loss * mask).sum() / (n * max_completion_length) as f64
 }
@@ -309,6 +319,8 @@ pub fn dapo_normalize<B: Backend>(
     mask: Tensor<B, 2>,
     num_items_in_batch: Option<f64>,
 ) -> Tensor<B, 1> {
+    let per_token_loss = to_f32(per_token_loss);
+    let mask = to_f32(mask);
     let Some(items) = num_items_in_batch else {
         return bnpo_normalize(per_token_loss, mask);
     };
@@ -366,6 +378,11 @@ pub fn grpo_loss<B: Backend>(
     args: &GrpoArgs,
     num_items_in_batch: Option<f64>,
 ) -> (Tensor<B, 1>, GrpoStats<B>) {
+    let new_logprobs = to_f32(new_logprobs);
+    let old_logprobs = to_f32(old_logprobs);
+    let ref_logprobs = ref_logprobs.map(to_f32);
+    let advantages = to_f32(advantages);
+    let mask = to_f32(mask);
     let ratio = (new_logprobs.clone() - old_logprobs).exp(); // [N, T]
     let (per_token_loss, mut stats) =
         clipped_surrogate(ratio, advantages, mask.clone(), args.epsilon, args.epsilon_high()); // [N, T]

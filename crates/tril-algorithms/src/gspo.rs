@@ -20,6 +20,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 use tril_core::config::Section;
+use tril_core::ops::to_f32;
 use tril_core::plugin::Split;
 use tril_core::CoreError;
 
@@ -139,6 +140,9 @@ pub fn sequence_log_ratio<B: Backend>(
     old_logprobs: Tensor<B, 2>,
     mask: Tensor<B, 2>,
 ) -> Tensor<B, 2> {
+    let new_logprobs = to_f32(new_logprobs);
+    let old_logprobs = to_f32(old_logprobs);
+    let mask = to_f32(mask);
     ((new_logprobs - old_logprobs) * mask.clone()).sum_dim(1) / mask.sum_dim(1).clamp_min(1.0)
 }
 
@@ -174,6 +178,11 @@ pub fn gspo_loss<B: Backend>(
     args: &GspoArgs,
     num_items_in_batch: Option<f64>,
 ) -> (Tensor<B, 1>, GrpoStats<B>) {
+    let new_logprobs = to_f32(new_logprobs);
+    let old_logprobs = to_f32(old_logprobs);
+    let ref_logprobs = ref_logprobs.map(to_f32);
+    let advantages = to_f32(advantages);
+    let mask = to_f32(mask);
     let [n, t] = mask.dims();
     let log_s = sequence_log_ratio(new_logprobs.clone(), old_logprobs, mask.clone()); // [N, 1]
     let (per_token_loss, mut stats) = match args.level {
@@ -205,7 +214,6 @@ tril_core::register!(algorithm,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::backend::Autodiff;
 
     use crate::test_util::{t1_on as t1, t2_on as t2, Cpu};
 
@@ -250,7 +258,7 @@ mod tests {
 
     #[test]
     fn token_level_has_the_sequence_level_gradient_for_equal_token_advantages() {
-        type Ad = Autodiff<Cpu>;
+        type Ad = tril_core::backend::CpuAutodiff;
         let grad = |level| {
             let new = t2::<Ad>(&NEW, 2).require_grad();
             let args = GspoArgs { level, epsilon: 0.2, epsilon_high: 0.2, ..Default::default() };

@@ -29,6 +29,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Tensor};
 use serde::{Deserialize, Serialize};
 use tril_core::config::Section;
+use tril_core::ops::to_f32;
 use tril_core::CoreError;
 
 /// KTO's `alg.args` (defaults: TRL's `KTOConfig`).
@@ -125,6 +126,8 @@ impl KtoArgs {
 /// # Shapes
 /// `policy_kl_logps`, `ref_kl_logps`: `[B]` (summed sequence log-probs) -> `[1]`
 pub fn kto_kl_reference_point<B: Backend>(policy_kl_logps: Tensor<B, 1>, ref_kl_logps: Tensor<B, 1>) -> Tensor<B, 1> {
+    let policy_kl_logps = to_f32(policy_kl_logps);
+    let ref_kl_logps = to_f32(ref_kl_logps);
     (policy_kl_logps - ref_kl_logps).mean().detach().clamp_min(0.0)
 }
 
@@ -173,6 +176,9 @@ pub fn kto_loss<B: Backend>(
     kl_ref_point: Tensor<B, 1>,
     args: &KtoArgs,
 ) -> (Tensor<B, 1>, KtoStats<B>) {
+    let policy_logps = to_f32(policy_logps);
+    let ref_logps = to_f32(ref_logps);
+    let kl_ref_point = to_f32(kl_ref_point);
     let [b] = policy_logps.dims();
     assert_eq!(ref_logps.dims(), [b], "kto_loss: policy_logps is [{b}] but ref_logps is {:?}", ref_logps.dims());
     assert_eq!(desirable.dims(), [b], "kto_loss: policy_logps is [{b}] but desirable is {:?}", desirable.dims());
@@ -185,7 +191,7 @@ pub fn kto_loss<B: Backend>(
     let losses = rejected_losses.mask_where(desirable.clone(), chosen_losses); // [B]
 
     let rewards = (logratios * args.beta).detach(); // [B]
-    let is_chosen = desirable.float(); // [B]
+    let is_chosen = desirable.float().cast(burn::tensor::FloatDType::F32); // [B]
     let is_rejected = is_chosen.clone().neg() + 1.0; // [B]
     let stats = KtoStats {
         chosen_sum: (rewards.clone() * is_chosen.clone()).sum(),

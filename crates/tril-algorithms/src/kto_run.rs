@@ -26,7 +26,8 @@ use crate::offline::{
     completion_logprobs, frozen_logprobs, host, lm_batch, load_lm, loop_args, pad_id, tensor1, tokenize_pair, Lengths,
     Objective, OfflineParts, StatSums, Tokens,
 };
-use crate::trainer::{Ad, CpuDevice};
+use crate::trainer::{run_on_target, Run};
+use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Bool, Tensor, TensorData};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -65,31 +66,31 @@ pub struct EncodedUnpaired {
     ref_kl_logp: f32,
 }
 
-struct KtoObjective {
+struct KtoObjective<B: AutodiffBackend> {
     args: KtoArgs,
     pad: u32,
-    device: CpuDevice,
+    device: B::Device,
     config: Gpt2Config,
     tokenizer: TextTokenizer,
 }
 
-impl Objective for KtoObjective {
-    type Model = Gpt2Model<Ad>;
+impl<B: AutodiffBackend> Objective<B> for KtoObjective<B> {
+    type Model = Gpt2Model<B>;
     type Example = EncodedUnpaired;
 
-    fn loss(&self, model: &Self::Model, batch: &[&EncodedUnpaired]) -> Result<(Tensor<Ad, 1>, StatSums), PluginError> {
+    fn loss(&self, model: &Self::Model, batch: &[&EncodedUnpaired]) -> Result<(Tensor<B, 1>, StatSums), PluginError> {
         let b = batch.len();
         let rows: Vec<&Tokens> = batch.iter().map(|e| &e.tokens).chain(batch.iter().map(|e| &e.kl_tokens)).collect();
-        let lm = lm_batch::<Ad>(&rows, self.pad, &self.device);
+        let lm = lm_batch::<B>(&rows, self.pad, &self.device);
         let logps = completion_logprobs(model, &lm, SequenceReduction::Sum); // [2B]
         let (policy, policy_kl) = (logps.clone().narrow(0, 0, b), logps.narrow(0, b, b).detach()); // [B], [B]
-        let ref_logps = tensor1::<Ad>(batch.iter().map(|e| e.ref_logp).collect(), &self.device);
-        let ref_kl = tensor1::<Ad>(batch.iter().map(|e| e.ref_kl_logp).collect(), &self.device);
+        let ref_logps = tensor1::<B>(batch.iter().map(|e| e.ref_logp).collect(), &self.device);
+        let ref_kl = tensor1::<B>(batch.iter().map(|e| e.ref_kl_logp).collect(), &self.device);
         let z0 = kto_kl_reference_point(policy_kl, ref_kl); // [1]
         let flags: Vec<bool> = batch.iter().map(|e| e.desirable).collect();
-        let desirable = Tensor::<Ad, 1, Bool>::from_data(TensorData::new(flags.clone(), [b]), &self.device);
+        let desirable = Tensor::<B, 1, Bool>::from_data(TensorData::new(flags.clone(), [b]), &self.device);
         let (loss, stats) = kto_loss(policy.clone(), ref_logps, desirable, z0, &self.args);
-        let one = |t: Tensor<Ad, 1>| f64::from(host(t)[0]);
+        let one = |t: Tensor<B, 1>| f64::from(host(t)[0]);
         let mut sums = StatSums::default();
         sums.add("kl", one(stats.kl) * b as f64, b as f64);
         sums.add("rewards/chosen", one(stats.chosen_sum), one(stats.chosen_count));
@@ -121,10 +122,16 @@ impl Objective for KtoObjective {
 
 impl Algorithm for Kto {
     fn run(self: Box<Self>, ctx: &RunCtx<'_>) -> Result<(), PluginError> {
-        let Kto { args, parts } = *self;
-        let (device, tokenizer) = parts.prepare(ctx)?;
+        run_on_target(ctx, *self)
+    }
+}
+
+impl Run for Kto {
+    fn run<B: AutodiffBackend>(self, ctx: &RunCtx<'_>, device: B::Device) -> Result<(), PluginError> {
+        let Kto { args, parts } = self;
+        let tokenizer = parts.prepare()?;
         let lengths = Lengths { max_length: args.max_length, max_prompt_length: args.max_prompt_length };
-        let (policy, reference, config) = load_lm(
+        let (policy, reference, config) = load_lm::<B>(
             &args.model_name,
             args.ref_model_name.as_deref(),
             tokenizer.vocab_size(),
@@ -164,8 +171,8 @@ impl Algorithm for Kto {
             Ok(out)
         };
         let data = parts.encode_splits(encode)?;
-        let objective = KtoObjective { pad, device, config, tokenizer, args };
-        parts.fit(ctx, &objective, policy, data)?;
+        let objective = KtoObjective { pad, device: device.clone(), config, tokenizer, args };
+        parts.fit(ctx, &objective, policy, data, &device)?;
         Ok(())
     }
 }

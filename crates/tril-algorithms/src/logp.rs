@@ -230,7 +230,7 @@ pub fn token_batch<B: Backend>(rows: &[&Encoded], pad: u32, device: &B::Device) 
     TokenBatch {
         ids: Tensor::from_data(TensorData::new(ids, [b, l]), device),
         mask: Tensor::from_data(TensorData::new(mask, [b, l]), device),
-        response_mask: Tensor::from_data(TensorData::new(response, [b, l - 1]), device),
+        response_mask: Tensor::from_data(TensorData::new(response, [b, l - 1]), (device, burn::tensor::DType::F32)),
     }
 }
 
@@ -458,7 +458,7 @@ pub fn default_cache_path(data: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tril_models::CpuBackend;
+    use tril_core::backend::CpuBackend;
 
     #[test]
     fn list_prompts_join_their_texts() {

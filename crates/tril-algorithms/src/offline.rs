@@ -21,9 +21,10 @@
 //! - The last batch of an epoch may be smaller (TRL's `dataloader_drop_last: false`).
 
 use crate::onpolicy::{build_models, load_tokenizer, OnPolicyState, PromptSampler};
-use crate::trainer::{section, training_device, Ad, CpuDevice, Optim};
+use crate::trainer::{section, Optim};
 use burn::module::AutodiffModule;
 use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use rand::SeedableRng;
@@ -41,7 +42,6 @@ use tril_core::schema::{RootConfig, TokenizerConfig};
 use tril_core::tracker::{Stats, Tracker};
 use tril_models::gpt2::{Gpt2Config, Gpt2Model};
 use tril_models::tokenizer::TextTokenizer;
-use tril_models::CpuBackend;
 
 use crate::dpo::{sequence_logprobs, SequenceReduction};
 
@@ -198,7 +198,7 @@ pub fn lm_batch<B: Backend>(rows: &[&Tokens], pad_id: u32, device: &B::Device) -
     LmBatch {
         ids: Tensor::from_data(TensorData::new(ids, [b, t]), device),
         mask: Tensor::from_data(TensorData::new(mask, [b, t]), device),
-        target_mask: Tensor::from_data(TensorData::new(target, [b, t - 1]), device),
+        target_mask: Tensor::from_data(TensorData::new(target, [b, t - 1]), (device, burn::tensor::DType::F32)),
     }
 }
 
@@ -224,17 +224,17 @@ pub fn completion_logprobs<B: Backend>(
 }
 
 /// Completion log-probs of many rows under a frozen model, `chunk` rows per pass.
-pub fn frozen_logprobs(
-    lm: &Gpt2Model<CpuBackend>,
+pub fn frozen_logprobs<B: Backend>(
+    lm: &Gpt2Model<B>,
     rows: &[&Tokens],
     pad_id: u32,
     reduction: SequenceReduction,
     chunk: usize,
-    device: &CpuDevice,
+    device: &B::Device,
 ) -> Vec<f32> {
     let mut out = Vec::with_capacity(rows.len());
     for part in rows.chunks(chunk.max(1)) {
-        let batch = lm_batch::<CpuBackend>(part, pad_id, device);
+        let batch = lm_batch::<B>(part, pad_id, device);
         out.extend(host(completion_logprobs(lm, &batch, reduction)));
     }
     out
@@ -245,10 +245,10 @@ pub fn host<B: Backend>(t: Tensor<B, 1>) -> Vec<f32> {
     t.into_data().convert::<f32>().to_vec::<f32>().unwrap_or_default()
 }
 
-/// A `[B]` float tensor from host values.
+/// A `[B]` f32 tensor from host values (loss-side, whatever the precision).
 pub fn tensor1<B: Backend>(values: Vec<f32>, device: &B::Device) -> Tensor<B, 1> {
     let n = values.len();
-    Tensor::from_data(TensorData::new(values, [n]), device)
+    Tensor::from_data(TensorData::new(values, [n]), (device, burn::tensor::DType::F32))
 }
 
 /// The pad id of batches: the tokenizer's pad token, else EOS, else 0 (masked anyway).
@@ -259,14 +259,15 @@ pub fn pad_id(tok: &TextTokenizer) -> u32 {
 /// The GPT-2 LM `model_name` names (`builtin:tiny-gpt2` seeded by `seed`, a local HF
 /// directory or a hub id in the HF cache) and its frozen reference: a copy of it, or
 /// `ref_model_name` when given (Salamandra's `ref_model_path`).
-pub fn load_lm(
+#[allow(clippy::type_complexity)]
+pub fn load_lm<B: AutodiffBackend>(
     model_name: &str,
     ref_model_name: Option<&str>,
     vocab_size: usize,
     seed: u64,
     lengths: Lengths,
-    device: &CpuDevice,
-) -> Result<(Gpt2Model<Ad>, Gpt2Model<CpuBackend>, Gpt2Config), PluginError> {
+    device: &B::Device,
+) -> Result<(Gpt2Model<B>, Gpt2Model<B::InnerBackend>, Gpt2Config), PluginError> {
     let spec = PolicySpec {
         model_type: ModelType::Causal,
         model_name: model_name.to_string(),
@@ -276,12 +277,12 @@ pub fn load_lm(
         max_prompt_len: lengths.max_prompt_length,
         max_gen_len: lengths.max_length - lengths.max_prompt_length,
     };
-    let (model, reference, config) = build_models::<Ad>(&spec, vocab_size, seed, device)?;
+    let (model, reference, config) = build_models::<B>(&spec, vocab_size, seed, device)?;
     let reference = match ref_model_name {
         None => reference.valid(),
         Some(name) => {
             let dir = tril_models::resolve::resolve_model(name)?;
-            let loaded = tril_models::hf::load_gpt2::<CpuBackend>(&dir, device)?;
+            let loaded = tril_models::hf::load_gpt2::<B::InnerBackend>(&dir, device)?;
             if loaded.config.vocab_size != config.vocab_size {
                 return Err(format!(
                     "alg.args.ref_model_name: {} has {} token embeddings, the policy {}",
@@ -323,14 +324,14 @@ impl StatSums {
 }
 
 /// What an offline algorithm supplies to [`train`].
-pub trait Objective {
+pub trait Objective<B: AutodiffBackend> {
     /// The trained module.
-    type Model: AutodiffModule<Ad> + Clone;
+    type Model: AutodiffModule<B> + Clone;
     /// One encoded training example.
     type Example;
 
     /// The loss of a micro-batch (mean over its examples) and its statistics as sums.
-    fn loss(&self, model: &Self::Model, batch: &[&Self::Example]) -> Result<(Tensor<Ad, 1>, StatSums), PluginError>;
+    fn loss(&self, model: &Self::Model, batch: &[&Self::Example]) -> Result<(Tensor<B, 1>, StatSums), PluginError>;
 
     /// Keys derived from the means (e.g. KTO's margins); none by default.
     fn derive(&self, stats: &mut Stats) {
@@ -348,7 +349,7 @@ pub trait Objective {
 }
 
 /// Means of the objective's statistics over `examples`, without updating the model.
-pub fn evaluate<O: Objective>(
+pub fn evaluate<B: AutodiffBackend, O: Objective<B>>(
     objective: &O,
     model: &O::Model,
     examples: &[O::Example],
@@ -366,12 +367,13 @@ pub fn evaluate<O: Objective>(
     Ok(means)
 }
 
-fn scalar(t: Tensor<Ad, 1>) -> f64 {
-    f64::from(t.into_scalar())
+fn scalar<B: Backend>(t: Tensor<B, 1>) -> f64 {
+    use burn::tensor::ElementConversion;
+    t.into_scalar().elem::<f64>()
 }
 
 /// Everything [`train`] needs besides the objective.
-pub struct TrainSetup<'a, O: Objective> {
+pub struct TrainSetup<'a, B: AutodiffBackend, O: Objective<B>> {
     /// Loop settings.
     pub args: LoopArgs,
     /// The optimizer (its `lr` is the base learning rate).
@@ -388,12 +390,14 @@ pub struct TrainSetup<'a, O: Objective> {
     pub name: &'static str,
     /// The run directory to continue (`--resume`), if any.
     pub resume_from: Option<std::path::PathBuf>,
+    /// The device the model is on.
+    pub device: B::Device,
 }
 
-fn log_eval<O: Objective>(
+fn log_eval<B: AutodiffBackend, O: Objective<B>>(
     objective: &O,
     model: &O::Model,
-    setup: &mut TrainSetup<'_, O>,
+    setup: &mut TrainSetup<'_, B, O>,
     step: usize,
 ) -> Result<(), PluginError> {
     for (split, examples) in &setup.evals {
@@ -416,10 +420,10 @@ fn log_eval<O: Objective>(
 /// state) every `save_every` steps when `save_checkpoints` and at the end. With
 /// `resume_from` it continues exactly after that run's newest checkpoint. Returns the
 /// trained model.
-pub fn train<O: Objective>(
+pub fn train<B: AutodiffBackend, O: Objective<B>>(
     objective: &O,
     mut model: O::Model,
-    mut setup: TrainSetup<'_, O>,
+    mut setup: TrainSetup<'_, B, O>,
 ) -> Result<O::Model, PluginError> {
     let args = setup.args.clone();
     let n = setup.train.len();
@@ -429,14 +433,13 @@ pub fn train<O: Objective>(
     let micro = args.batch_size / args.grad_accumulation;
     let steps_per_epoch = n.div_ceil(args.batch_size);
     let total = steps_per_epoch * args.epochs;
-    let mut optim: Optim<O::Model> = Optim::for_module(&setup.optimizer, &model);
+    let mut optim: Optim<B, O::Model> = Optim::for_module(&setup.optimizer, &model);
     let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
     let mut sampler = PromptSampler::new(n);
     let mut first = 0;
     if let Some(dir) = setup.resume_from.clone() {
-        let device = CpuDevice::default();
         let (state, restored, restored_optim, tracker) =
-            OnPolicyState::restore(&dir, setup.name, n, model, &setup.optimizer, &device)?;
+            OnPolicyState::restore(&dir, setup.name, n, model, &setup.optimizer, &setup.device)?;
         (model, optim, *setup.tracker) = (restored, restored_optim, tracker);
         (rng, sampler, first) = (state.rng.restore(), state.sampler, state.iteration);
         if first >= total {
@@ -449,7 +452,7 @@ pub fn train<O: Objective>(
         log_eval(objective, &model, &mut setup, 0)?;
     }
     let started = Instant::now();
-    let checkpoint = |model: &O::Model, optim: &Optim<O::Model>, state: OnPolicyState, run: &RunDir| {
+    let checkpoint = |model: &O::Model, optim: &Optim<B, O::Model>, state: OnPolicyState, run: &RunDir| {
         state.write_checkpoint(run, model, optim, |tmp| objective.save(model, &tmp.join(objective.model_dir())))
     };
     let name = setup.name;
@@ -552,10 +555,9 @@ impl OfflineParts {
             .map_err(|e| format!("task `{}` ({} split): {e}", self.task_id, split.name()).into())
     }
 
-    /// The preparation every offline run shares: the device and the tokenizer.
-    pub fn prepare(&self, ctx: &RunCtx<'_>) -> Result<(CpuDevice, TextTokenizer), PluginError> {
-        let root: RootConfig = ctx.config.extract("")?;
-        Ok((training_device(&root)?, load_tokenizer(&self.tokenizer.model_name)?))
+    /// The tokenizer every offline run loads first.
+    pub fn prepare(&self) -> Result<TextTokenizer, PluginError> {
+        load_tokenizer(&self.tokenizer.model_name)
     }
 
     /// The training split and each evaluation split (`eval_splits`), encoded by `encode`.
@@ -570,12 +572,13 @@ impl OfflineParts {
     }
 
     /// Runs [`train`] on the encoded data with these settings, logging into the run directory.
-    pub fn fit<O: Objective>(
+    pub fn fit<B: AutodiffBackend, O: Objective<B>>(
         &self,
         ctx: &RunCtx<'_>,
         objective: &O,
         model: O::Model,
         data: Encoded<O::Example>,
+        device: &B::Device,
     ) -> Result<O::Model, PluginError> {
         let mut tracker = Tracker::new(RunDir::open(&ctx.run_dir)?);
         let setup = TrainSetup {
@@ -587,6 +590,7 @@ impl OfflineParts {
             tracker: &mut tracker,
             name: self.alg,
             resume_from: ctx.resume_from.clone(),
+            device: device.clone(),
         };
         train(objective, model, setup)
     }

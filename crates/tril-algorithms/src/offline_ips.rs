@@ -72,10 +72,11 @@
 
 use crate::logp::{self, Column, Columns, Encoded, LogpCache, LogpOptions, Record};
 use crate::onpolicy::{OnPolicyState, PromptSampler};
-use crate::trainer::{training_device, Ad, CpuDevice, Optim};
+use crate::trainer::{run_on_target, Optim, Run};
 use crate::validate::ensure;
 use burn::module::AutodiffModule;
 use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use rand::seq::SliceRandom;
@@ -85,15 +86,14 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
 use tril_core::config::Section;
+use tril_core::ops::to_f32;
 use tril_core::ops::{clip_grad_norm, kl_estimate, KlEstimator};
 use tril_core::plugin::{Algorithm, BuildCtx, LrSchedule, OptimizerSpec, PluginError, RunCtx};
 use tril_core::registry;
 use tril_core::run_dir::RunDir;
-use tril_core::schema::RootConfig;
 use tril_core::tracker::{Stats, Tracker};
 use tril_models::gpt2::{Gpt2Config, Gpt2Model};
 use tril_models::tokenizer::TextTokenizer;
-use tril_models::CpuBackend;
 
 /// Which rows train (`alg.args.data_filter`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -274,12 +274,16 @@ pub fn ips_loss<B: Backend>(
     rewards: Tensor<B, 1>,
     args: &IpsLossArgs,
 ) -> (Tensor<B, 1>, IpsStats<B>) {
+    let logp = to_f32(logp);
+    let logp_ref = to_f32(logp_ref);
+    let mask = to_f32(mask);
+    let rewards = to_f32(rewards);
     let n = mask.clone().sum_dim(1).clamp_min(1.0).squeeze_dim::<1>(1); // [B]
     let row_mean = |x: Tensor<B, 2>| (x * mask.clone()).sum_dim(1).squeeze_dim::<1>(1) / n.clone(); // [B]
     let rho = (logp.clone() - logp_ref.clone()).detach().exp().clamp_max(args.rho_clip); // [B, T]
     let weighted_nll = row_mean(logp.clone().neg() * rho.clone()); // [B]
     let kl = row_mean(kl_estimate(logp_ref, logp.clone(), args.kl_estimator)); // [B]
-    let positive = rewards.clone().greater_elem(0.0).float(); // [B]
+    let positive = rewards.clone().greater_elem(0.0).float().cast(burn::tensor::FloatDType::F32); // [B]
     let w = positive.clone() + (positive.neg() + 1.0) * args.kl_discount; // [B]
     let per_sample = weighted_nll * rewards + kl.clone() * w * args.kl_coef; // [B]
     let stats = IpsStats {
@@ -366,11 +370,11 @@ impl OfflineIps {
     }
 
     /// Filters, tokenizes and pairs every row with its reference log-probs.
-    fn rows(
+    fn rows<B: Backend>(
         &self,
         tok: &TextTokenizer,
-        reference: &Gpt2Model<CpuBackend>,
-        device: &CpuDevice,
+        reference: &Gpt2Model<B>,
+        device: &B::Device,
     ) -> Result<Vec<Row>, PluginError> {
         let a = &self.args;
         let all = self.records()?;
@@ -450,11 +454,11 @@ impl OfflineIps {
     }
 }
 
-struct Loop {
+struct Loop<B: AutodiffBackend> {
     args: OfflineIpsArgs,
     loss_args: IpsLossArgs,
-    model: Gpt2Model<Ad>,
-    optim: Optim<Gpt2Model<Ad>>,
+    model: Gpt2Model<B>,
+    optim: Optim<B, Gpt2Model<B>>,
     optimizer: OptimizerSpec,
     rng: ChaCha8Rng,
     /// The shuffled order of the training rows and the position in it (a pass = an epoch).
@@ -463,16 +467,20 @@ struct Loop {
     base_lr: f64,
     tracker: Tracker,
     pad: u32,
-    device: CpuDevice,
+    device: B::Device,
 }
 
 impl Algorithm for OfflineIps {
     fn run(self: Box<Self>, ctx: &RunCtx<'_>) -> Result<(), PluginError> {
-        let root: RootConfig = ctx.config.extract("")?;
-        let device = training_device(&root)?;
+        run_on_target(ctx, *self)
+    }
+}
+
+impl Run for OfflineIps {
+    fn run<B: AutodiffBackend>(self, ctx: &RunCtx<'_>, device: B::Device) -> Result<(), PluginError> {
         let a = self.args.clone();
         let tok = crate::onpolicy::load_tokenizer(a.tokenizer.as_deref().unwrap_or(logp::default_tokenizer(&a.model)))?;
-        let (model, gpt_config) = logp::load_lm::<Ad>(&a.model, tok.vocab_size(), a.seed, a.max_length, &device)?;
+        let (model, gpt_config) = logp::load_lm::<B>(&a.model, tok.vocab_size(), a.seed, a.max_length, &device)?;
         let mut rows = self.rows(&tok, &model.valid(), &device)?;
         let mut rng = ChaCha8Rng::seed_from_u64(a.seed);
         rows.shuffle(&mut rng);
@@ -529,25 +537,29 @@ impl Sums {
     }
 }
 
-fn host1(t: Tensor<Ad, 1>) -> Vec<f64> {
-    t.into_data().convert::<f64>().to_vec::<f64>().unwrap_or_default()
+fn host1<B: Backend>(t: Tensor<B, 1>) -> Vec<f64> {
+    tril_core::ops::host(t).into_iter().map(f64::from).collect()
 }
 
-impl Loop {
+impl<B: AutodiffBackend> Loop<B> {
     /// Padded tensors of a micro-batch: ids/mask via [`logp::token_batch`], the reference
     /// log-probs laid out like [`logp::response_logprobs`], and the rewards.
-    fn tensors(&self, rows: &[&Row]) -> (logp::TokenBatch<Ad>, Tensor<Ad, 2>, Tensor<Ad, 1>) {
+    fn tensors(&self, rows: &[&Row]) -> (logp::TokenBatch<B>, Tensor<B, 2>, Tensor<B, 1>) {
         let encoded: Vec<&Encoded> = rows.iter().map(|r| &r.encoded).collect();
-        let batch = logp::token_batch::<Ad>(&encoded, self.pad, &self.device);
+        let batch = logp::token_batch::<B>(&encoded, self.pad, &self.device);
         let width = batch.response_mask.dims()[1];
         let mut reference = vec![0f32; rows.len() * width];
         for (i, r) in rows.iter().enumerate() {
             let start = i * width + r.encoded.prompt_len - 1;
             reference[start..start + r.logp_ref.len()].copy_from_slice(&r.logp_ref);
         }
-        let reference = Tensor::from_data(TensorData::new(reference, [rows.len(), width]), &self.device);
+        let reference = Tensor::from_data(
+            TensorData::new(reference, [rows.len(), width]),
+            (&self.device, burn::tensor::DType::F32),
+        );
         let rewards: Vec<f32> = rows.iter().map(|r| r.reward as f32).collect();
-        let rewards = Tensor::from_data(TensorData::new(rewards, [rows.len()]), &self.device);
+        let rewards =
+            Tensor::from_data(TensorData::new(rewards, [rows.len()]), (&self.device, burn::tensor::DType::F32));
         (batch, reference, rewards)
     }
 
@@ -592,7 +604,7 @@ impl Loop {
             let group = self.sampler.take(per_step.min(self.sampler.remaining()), &mut self.rng);
             let lr = self.base_lr * self.schedule.factor((step - 1) as u64);
             let micro: Vec<&[usize]> = group.chunks(a.batch_size).collect();
-            let mut accum = GradientsAccumulator::<Gpt2Model<Ad>>::new();
+            let mut accum = GradientsAccumulator::<Gpt2Model<B>>::new();
             for idx in &micro {
                 let picked: Vec<&Row> = idx.iter().map(|&i| &rows[i]).collect();
                 let (batch, reference, rewards) = self.tensors(&picked);
@@ -634,7 +646,7 @@ impl Loop {
 
     /// Adds one micro-batch's statistics: `ips/*` over all samples, `stats/{pos,neg}_*`
     /// split on reward > 0 (the seed's W&B keys).
-    fn record(&self, sums: &mut Sums, rows: &[&Row], stats: &IpsStats<Ad>) {
+    fn record(&self, sums: &mut Sums, rows: &[&Row], stats: &IpsStats<B>) {
         let (loss, nll, rho, kl) =
             (host1(stats.loss.clone()), host1(stats.nll.clone()), host1(stats.rho.clone()), host1(stats.kl.clone()));
         for (i, r) in rows.iter().enumerate() {
@@ -656,7 +668,7 @@ impl Loop {
         let (mut all, mut pos) = ((0.0, 0.0), (0.0, 0.0));
         for chunk in eval.chunks(self.args.batch_size.max(8)) {
             let encoded: Vec<&Encoded> = chunk.iter().map(|r| &r.encoded).collect();
-            let batch = logp::token_batch::<CpuBackend>(&encoded, self.pad, &self.device);
+            let batch = logp::token_batch::<B::InnerBackend>(&encoded, self.pad, &self.device);
             let lp = logp::response_logprobs(&model, &batch)
                 .into_data()
                 .convert::<f32>()
@@ -734,7 +746,7 @@ mod tests {
     /// single token with kl_coef 0 is `-rho * r / n`.
     #[test]
     fn rho_is_detached_and_kl_reaches_the_gradient() {
-        type A = crate::trainer::Ad;
+        type A = tril_core::backend::CpuAutodiff;
         let device = Default::default();
         let logp = Tensor::<A, 2>::from_data(TensorData::new(vec![-1.0f32], [1, 1]), &device).require_grad();
         let reference = Tensor::<A, 2>::from_data(TensorData::new(vec![-1.1f32], [1, 1]), &device);

@@ -4,7 +4,7 @@
 //! Functions only: the loop that orders them lives in each algorithm's file.
 
 use burn::module::Module;
-use burn::tensor::backend::Backend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
 use rand_chacha::ChaCha8Rng;
 use std::collections::HashMap;
@@ -85,7 +85,7 @@ impl<B: Backend> ActorCritic<B> {
         Scored {
             logprobs: gather_logprobs(logits.clone(), actions),
             entropy: entropy_from_logits(logits),
-            values: values.slice([0..b, span]),
+            values: tril_core::ops::to_f32(values.slice([0..b, span])), // losses are f32
         }
     }
 }
@@ -552,11 +552,11 @@ impl OnPolicyState {
     /// Writes `checkpoints/iter_<n>/` of `run` atomically: what `export` puts there (the
     /// HF model directories), the exact `trainer/{model,optimizer}` state and, last (its
     /// presence marks the checkpoint complete), `trainer_state.json`.
-    pub fn write_checkpoint<M: burn::module::AutodiffModule<crate::trainer::Ad>>(
+    pub fn write_checkpoint<B: AutodiffBackend, M: burn::module::AutodiffModule<B>>(
         &self,
         run: &tril_core::run_dir::RunDir,
         module: &M,
-        optim: &crate::trainer::Optim<M>,
+        optim: &crate::trainer::Optim<B, M>,
         export: impl FnOnce(&std::path::Path) -> Result<(), PluginError>,
     ) -> Result<(), PluginError> {
         let state = serde_json::to_string_pretty(self)?;
@@ -574,14 +574,14 @@ impl OnPolicyState {
     /// Restores the newest complete checkpoint of `run_dir` (`--resume`): the state, the
     /// module (parameter ids included), its optimizer with the parameter groups rebuilt
     /// over the restored ids, and a tracker whose logs stop at that iteration.
-    pub fn restore<M: burn::module::AutodiffModule<crate::trainer::Ad>>(
+    pub fn restore<B: AutodiffBackend, M: burn::module::AutodiffModule<B>>(
         run_dir: &std::path::Path,
         algorithm: &str,
         n_train: usize,
         module: M,
         optimizer: &tril_core::plugin::OptimizerSpec,
-        device: &crate::trainer::CpuDevice,
-    ) -> Result<(Self, M, crate::trainer::Optim<M>, tril_core::tracker::Tracker), PluginError> {
+        device: &B::Device,
+    ) -> Result<(Self, M, crate::trainer::Optim<B, M>, tril_core::tracker::Tracker), PluginError> {
         let (iteration, dir) = crate::trainer::latest_checkpoint(run_dir)?;
         let state = OnPolicyState::read(&dir, algorithm, iteration, n_train)?;
         let module = crate::trainer::load_module(module, &dir.join("trainer/model"), device)?;

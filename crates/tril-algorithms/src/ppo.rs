@@ -11,6 +11,7 @@
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
+use tril_core::ops::to_f32;
 
 /// TRIL's `alg.args` for PPO and the algorithms that inherit it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -153,11 +154,18 @@ pub fn token_rewards<B: Backend>(
     ref_logprobs: Tensor<B, 2>,
     kl_coeff: f64,
 ) -> (Tensor<B, 2>, Tensor<B, 2>, Tensor<B, 2>) {
+    let terminal = to_f32(terminal);
+    let masks = to_f32(masks);
+    let logprobs = to_f32(logprobs);
+    let ref_logprobs = to_f32(ref_logprobs);
     let [b, t] = masks.dims();
     let device = masks.device();
     let last = masks.clone().sum_dim(1) - 1.0; // [B, 1]
-    let positions = Tensor::<B, 1, burn::tensor::Int>::arange(0..t as i64, &device).float().reshape([1, t]); // [1, T]
-    let is_last = positions.repeat_dim(0, b).equal(last.repeat_dim(1, t)).float(); // [B, T]
+    let positions = Tensor::<B, 1, burn::tensor::Int>::arange(0..t as i64, &device)
+        .float()
+        .cast(burn::tensor::FloatDType::F32)
+        .reshape([1, t]); // [1, T]
+    let is_last = positions.repeat_dim(0, b).equal(last.repeat_dim(1, t)).float().cast(burn::tensor::FloatDType::F32); // [B, T]
     let rewards = is_last * terminal.reshape([b, 1]).repeat_dim(1, t); // [B, T]
     let kl_rewards = (logprobs - ref_logprobs) * masks * (-kl_coeff); // [B, T]
     let total = rewards.clone() + kl_rewards.clone();
@@ -191,6 +199,10 @@ pub fn policy_loss<B: Backend>(
     masks: Tensor<B, 2>,
     clip_range: f64,
 ) -> (Tensor<B, 1>, PolicyStats<B>) {
+    let new_logprobs = to_f32(new_logprobs);
+    let old_logprobs = to_f32(old_logprobs);
+    let advantages = to_f32(advantages);
+    let masks = to_f32(masks);
     let n = masks.clone().sum().clamp_min(1e-8); // [1]
     let log_ratio = (new_logprobs - old_logprobs) * masks.clone(); // [B, T]
     let ratio = log_ratio.clone().exp(); // [B, T]
@@ -200,7 +212,7 @@ pub fn policy_loss<B: Backend>(
     let loss = (surrogate * masks.clone()).sum().neg() / n.clone();
 
     let approx_kl = ((ratio.clone() - 1.0) - log_ratio).mean().detach();
-    let clipped = (ratio.clone() - 1.0).abs().greater_elem(clip_range).float(); // [B, T]
+    let clipped = (ratio.clone() - 1.0).abs().greater_elem(clip_range).float().cast(burn::tensor::FloatDType::F32); // [B, T]
     let clip_fraction = ((clipped * masks).sum() / n).detach();
     let stats = PolicyStats { approx_kl, clip_fraction, ratio: ratio.mean().detach() };
     (loss, stats)
@@ -223,15 +235,19 @@ pub fn value_loss<B: Backend>(
     value_masks: Tensor<B, 2>,
     clip_range_vf: Option<f64>,
 ) -> (Tensor<B, 1>, Tensor<B, 1>) {
+    let values = to_f32(values);
+    let old_values = to_f32(old_values);
+    let returns = to_f32(returns);
+    let value_masks = to_f32(value_masks);
     let n = value_masks.clone().sum().clamp_min(1e-8); // [1]
     let vf_loss1 = (values.clone() - returns.clone()).powf_scalar(2.0); // [B, T]
     let Some(eps) = clip_range_vf else {
         let loss = (vf_loss1 * value_masks).sum() / n * 0.5;
-        return (loss, Tensor::zeros([1], &values.device()));
+        return (loss, Tensor::zeros([1], (&values.device(), burn::tensor::DType::F32)));
     };
     let v_clipped = old_values.clone() + (values - old_values).clamp(-eps, eps); // [B, T]
     let vf_loss2 = (v_clipped - returns).powf_scalar(2.0); // [B, T]
-    let bound = vf_loss2.clone().greater(vf_loss1.clone()).float(); // [B, T]
+    let bound = vf_loss2.clone().greater(vf_loss1.clone()).float().cast(burn::tensor::FloatDType::F32); // [B, T]
     let loss = (vf_loss1.max_pair(vf_loss2) * value_masks.clone()).sum() / n.clone() * 0.5;
     let clip_fraction = ((bound * value_masks).sum() / n).detach();
     (loss, clip_fraction)
@@ -242,6 +258,8 @@ pub fn value_loss<B: Backend>(
 /// # Shapes
 /// `entropy`, `masks`: `[B, T]` -> `[1]`
 pub fn entropy_loss<B: Backend>(entropy: Tensor<B, 2>, masks: Tensor<B, 2>) -> Tensor<B, 1> {
+    let entropy = to_f32(entropy);
+    let masks = to_f32(masks);
     tril_core::ops::masked_mean(entropy, masks).neg()
 }
 
@@ -251,6 +269,8 @@ pub fn entropy_loss<B: Backend>(entropy: Tensor<B, 2>, masks: Tensor<B, 2>) -> T
 /// # Shapes
 /// `target_logprobs`, `target_masks`: `[B, T]` -> `[1]`
 pub fn target_loss<B: Backend>(target_logprobs: Tensor<B, 2>, target_masks: Tensor<B, 2>) -> Tensor<B, 1> {
+    let target_logprobs = to_f32(target_logprobs);
+    let target_masks = to_f32(target_masks);
     tril_core::ops::masked_mean(target_logprobs, target_masks).neg()
 }
 

@@ -38,14 +38,16 @@ use crate::onpolicy::{
 use crate::policies::{actor_critic_args, ActorCriticArgs};
 use crate::ppo::{entropy_loss, policy_loss, target_loss, token_rewards, value_loss, PpoArgs, PpoPlan};
 use crate::rollin::{prefixes, rollin_lengths, rollin_mask, segment_masks, IterationPlan, Mode, Rollin, ValueFn};
-use crate::trainer::{section, training_device, Ad, Optim};
+use crate::trainer::{section, Optim};
 use burn::module::AutodiffModule;
 use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Int, Tensor, TensorData};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::time::Instant;
+use tril_core::backend::TrainJob;
 use tril_core::config::{Config, Section};
 use tril_core::ops::{clip_grad_norm, gae};
 use tril_core::plugin::{
@@ -59,9 +61,7 @@ use tril_core::schema::{RootConfig, SamplingConfig, TokenizerConfig};
 use tril_core::tracker::{Stats, Tracker};
 use tril_models::gpt2::Gpt2Model;
 use tril_models::tokenizer::TextTokenizer;
-use tril_models::CpuBackend;
-
-type Model = ActorCritic<Ad>;
+type Inner<B> = <B as AutodiffBackend>::InnerBackend;
 
 /// Gives the terminal rewards instead of a task reward function (GAIL's discriminator,
 /// configured in the root `reward_fn` that its alg section puts there). Should a loop have
@@ -110,7 +110,7 @@ pub struct Ppo {
     schedule: Box<dyn LrSchedule>,
     optimizer: OptimizerSpec,
     rollin: Option<Rollin>,
-    hook: Option<Box<dyn RewardHook>>,
+    hook: Option<crate::gail::DiscriminatorPlan>,
 }
 
 impl Ppo {
@@ -191,7 +191,7 @@ impl Ppo {
     }
 
     /// Replaces the task's terminal reward with `hook`'s (GAIL).
-    pub fn with_reward_hook(mut self, hook: Box<dyn RewardHook>) -> Ppo {
+    pub fn with_reward_hook(mut self, hook: crate::gail::DiscriminatorPlan) -> Ppo {
         self.hook = Some(hook);
         self
     }
@@ -229,35 +229,35 @@ tril_core::register!(algorithm,
     config: PpoArgs,
     build: build);
 
-/// One iteration's rollouts, on the CPU backend without autodiff.
-struct Buffer {
-    ids: Tensor<CpuBackend, 2, Int>,
-    mask: Tensor<CpuBackend, 2, Int>,
-    gen_mask: Tensor<CpuBackend, 2>,
+/// One iteration's rollouts, on the training backend without autodiff.
+struct Buffer<B: AutodiffBackend> {
+    ids: Tensor<Inner<B>, 2, Int>,
+    mask: Tensor<Inner<B>, 2, Int>,
+    gen_mask: Tensor<Inner<B>, 2>,
     /// The tokens the policy loss covers (`gen_mask` for PPO; a roll-in segment otherwise).
-    update_mask: Tensor<CpuBackend, 2>,
+    update_mask: Tensor<Inner<B>, 2>,
     /// The tokens the value loss covers.
-    value_mask: Tensor<CpuBackend, 2>,
+    value_mask: Tensor<Inner<B>, 2>,
     /// The critic that gave `values` and is trained.
     value_fn: ValueFn,
-    logprobs: Tensor<CpuBackend, 2>,
-    values: Tensor<CpuBackend, 2>,
-    advantages: Tensor<CpuBackend, 2>,
-    returns: Tensor<CpuBackend, 2>,
-    target_ids: Tensor<CpuBackend, 2, Int>,
-    target_mask: Tensor<CpuBackend, 2>,
+    logprobs: Tensor<Inner<B>, 2>,
+    values: Tensor<Inner<B>, 2>,
+    advantages: Tensor<Inner<B>, 2>,
+    returns: Tensor<Inner<B>, 2>,
+    target_ids: Tensor<Inner<B>, 2, Int>,
+    target_mask: Tensor<Inner<B>, 2>,
 }
 
 /// One batch of trajectories, possibly mixed (see [`Loop::generate_batch`]).
-struct Mixed {
-    gen: Generated<CpuBackend>,
+struct Mixed<B: AutodiffBackend> {
+    gen: Generated<Inner<B>>,
     /// The roll-in mask `M`, row-major `[B, N]`.
     rollin_mask: Vec<f32>,
     /// The roll-in lengths `k_i`.
     k: Vec<usize>,
 }
 
-fn host(t: Tensor<CpuBackend, 2>) -> Vec<f32> {
+fn host<B: burn::tensor::backend::Backend>(t: Tensor<B, 2>) -> Vec<f32> {
     t.into_data().convert::<f32>().to_vec::<f32>().unwrap_or_default()
 }
 
@@ -274,56 +274,72 @@ fn row_sums(values: &[f32], n: usize) -> Vec<f64> {
     values.chunks(n.max(1)).map(|r| r.iter().map(|&x| f64::from(x)).sum()).collect()
 }
 
-struct Loop<'a> {
+struct Loop<'a, B: AutodiffBackend> {
     ppo: &'a mut Ppo,
-    model: Model,
-    reference: Gpt2Model<CpuBackend>,
+    model: ActorCritic<B>,
+    reference: Gpt2Model<Inner<B>>,
     /// A guide of its own (`guide_model_name` differs from the policy's); else the reference guides.
-    guide: Option<Gpt2Model<CpuBackend>>,
+    guide: Option<Gpt2Model<Inner<B>>>,
     gpt_config: tril_models::gpt2::Gpt2Config,
     tokenizer: TextTokenizer,
     prompt_tok: TextTokenizer,
-    optim: Optim<Model>,
+    optim: Optim<B, ActorCritic<B>>,
     rng: ChaCha8Rng,
     tracker: Tracker,
     train: Vec<Sample>,
     sampler: PromptSampler,
-    device: crate::trainer::CpuDevice,
+    device: B::Device,
+    hook: Option<crate::gail::Discriminator<B>>,
 }
 
 impl Algorithm for Ppo {
-    fn run(mut self: Box<Self>, ctx: &RunCtx<'_>) -> Result<(), PluginError> {
+    fn run(self: Box<Self>, ctx: &RunCtx<'_>) -> Result<(), PluginError> {
         if self.reward.is_none() && self.hook.is_none() {
             return Err(format!("{}: no reward: neither the task's reward_fn nor a learned one", self.id).into());
         }
         let root: RootConfig = ctx.config.extract("")?;
-        let device = training_device(&root)?;
-        let tokenizer = load_tokenizer(&self.tokenizer.model_name)?;
-        let s = &self.sampling;
+        tril_core::backend::train(root.target()?, PpoJob { ppo: *self, ctx })?
+    }
+}
+
+/// PPO's loop as a [`TrainJob`]: what runs once the backend is known.
+struct PpoJob<'a> {
+    ppo: Ppo,
+    ctx: &'a RunCtx<'a>,
+}
+
+impl TrainJob for PpoJob<'_> {
+    type Output = Result<(), PluginError>;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+        let PpoJob { ppo: mut this, ctx } = self;
+        let this = &mut this;
+        let tokenizer = load_tokenizer(&this.tokenizer.model_name)?;
+        let s = &this.sampling;
         let prompt_tok = prompt_tokenizer(
             &tokenizer,
             s.prompt_padding_side,
-            self.policy_args.prompt_truncation_side,
+            this.policy_args.prompt_truncation_side,
             s.max_prompt_len,
-            self.tokenizer.pad_token_as_eos_token,
+            this.tokenizer.pad_token_as_eos_token,
         );
         let (mut model, reference, gpt_config) =
-            build_models::<Ad>(&self.spec, tokenizer.vocab_size(), self.args.seed, &device)?;
+            build_models::<B>(&this.spec, tokenizer.vocab_size(), this.args.seed, &device)?;
         let mut guide = None;
-        if let Some(rollin) = &self.rollin {
+        if let Some(rollin) = &this.rollin {
             if rollin.guide.create_guide_critic {
-                model = with_guide_critic(model, self.spec.mlp_head, &device);
+                model = with_guide_critic(model, this.spec.mlp_head, &device);
             }
-            if rollin.guide.guide_model_name != self.spec.model_name {
-                guide = Some(load_guide(&rollin.guide.guide_model_name, &self.spec, tokenizer.vocab_size(), &device)?);
+            if rollin.guide.guide_model_name != this.spec.model_name {
+                guide = Some(load_guide(&rollin.guide.guide_model_name, &this.spec, tokenizer.vocab_size(), &device)?);
             }
         }
-        let train = self.task.samples(Split::Train)?;
+        let train = this.task.samples(Split::Train)?;
         if train.is_empty() {
             return Err("task: the train split is empty".into());
         }
-        for split in &self.args.eval_splits {
-            if self.task.samples(*split)?.is_empty() {
+        for split in &this.args.eval_splits {
+            if this.task.samples(*split)?.is_empty() {
                 return Err(format!(
                     "task: the {} split is empty, but alg.args.eval_splits evaluates on it",
                     split.name()
@@ -331,13 +347,17 @@ impl Algorithm for Ppo {
                 .into());
             }
         }
-        let side = self.policy_args.prompt_truncation_side;
-        warn_long_prompts(&tokenizer, &train, self.sampling.max_prompt_len, side, "train")?;
+        let side = this.policy_args.prompt_truncation_side;
+        warn_long_prompts(&tokenizer, &train, this.sampling.max_prompt_len, side, "train")?;
         let mut state = Loop {
             sampler: PromptSampler::new(train.len()),
             train,
-            optim: Optim::for_module(&self.optimizer, &model),
-            rng: ChaCha8Rng::seed_from_u64(self.args.seed),
+            optim: Optim::for_module(&this.optimizer, &model),
+            hook: match &this.hook {
+                Some(plan) => Some(plan.build::<B>(&device)?),
+                None => None,
+            },
+            rng: ChaCha8Rng::seed_from_u64(this.args.seed),
             tracker: Tracker::new(RunDir::open(&ctx.run_dir)?),
             reference: reference.valid(),
             guide,
@@ -346,7 +366,7 @@ impl Algorithm for Ppo {
             tokenizer,
             prompt_tok,
             device,
-            ppo: &mut self,
+            ppo: this,
         };
         let first = match &ctx.resume_from {
             Some(dir) => state.restore(dir)? + 1,
@@ -356,7 +376,7 @@ impl Algorithm for Ppo {
     }
 }
 
-impl Loop<'_> {
+impl<B: AutodiffBackend> Loop<'_, B> {
     /// Restores the newest checkpoint of `run_dir`; returns its iteration.
     fn restore(&mut self, run_dir: &std::path::Path) -> Result<usize, PluginError> {
         let (state, model, optim, tracker) = OnPolicyState::restore(
@@ -368,7 +388,7 @@ impl Loop<'_> {
             &self.device,
         )?;
         (self.model, self.optim, self.tracker) = (model, optim, tracker);
-        if let Some(hook) = self.ppo.hook.as_mut() {
+        if let Some(hook) = self.hook.as_mut() {
             let (_, dir) = crate::trainer::latest_checkpoint(run_dir)?;
             hook.restore(&dir.join("reward_hook"))?;
         }
@@ -439,10 +459,10 @@ impl Loop<'_> {
     /// trajectories and the roll-in mask `M` (`[B, N]`, all zeros for plain PPO).
     fn generate_batch(
         &mut self,
-        policy: &Gpt2Model<CpuBackend>,
+        policy: &Gpt2Model<Inner<B>>,
         samples: &[&Sample],
         plan: &IterationPlan,
-    ) -> Result<Mixed, PluginError> {
+    ) -> Result<Mixed<B>, PluginError> {
         let n = self.ppo.args.max_gen_len;
         let gen_cfg = generation_config(&self.ppo.policy_args.gen_kwargs);
         let (tok, rng, device) = (&self.prompt_tok, &mut self.rng, &self.device);
@@ -465,7 +485,7 @@ impl Loop<'_> {
     }
 
     /// Generates, scores and computes advantages for one iteration's trajectories.
-    fn collect_rollouts(&mut self, iteration: usize) -> Result<(Buffer, Stats), PluginError> {
+    fn collect_rollouts(&mut self, iteration: usize) -> Result<(Buffer<B>, Stats), PluginError> {
         let (bpp, n) = (self.ppo.sampling.batch_size_per_process, self.ppo.args.max_gen_len);
         let gen_cfg = generation_config(&self.ppo.policy_args.gen_kwargs);
         if gen_cfg.max_new_tokens != n {
@@ -480,7 +500,7 @@ impl Loop<'_> {
             None => IterationPlan::PLAIN,
         };
         let policy = self.model.valid();
-        let mut parts: Vec<[Tensor<CpuBackend, 2>; 6]> = Vec::new();
+        let mut parts: Vec<[Tensor<Inner<B>, 2>; 6]> = Vec::new();
         let mut ids_parts = Vec::new();
         let mut terminal = Vec::new();
         let (mut rollin, mut ks) = (Vec::new(), Vec::new());
@@ -504,7 +524,7 @@ impl Loop<'_> {
                 )
                 .into());
             }
-            let (t_ids, t_mask) = reference_targets::<CpuBackend>(&self.tokenizer, &samples, n, &self.device)?;
+            let (t_ids, t_mask) = reference_targets::<Inner<B>>(&self.tokenizer, &samples, n, &self.device)?;
             terminal.extend(scores.iter().map(|&r| r as f32));
             let scored = policy.score_with(gen.ids.clone(), gen.mask.clone(), n, plan.value_fn);
             let ref_lp = lm_logprobs(&self.reference, gen.ids.clone(), gen.mask.clone(), n);
@@ -522,7 +542,7 @@ impl Loop<'_> {
         }
         bar.finish_and_clear();
         let mut stats = Stats::new();
-        if let Some(hook) = self.ppo.hook.as_mut() {
+        if let Some(hook) = self.hook.as_mut() {
             let rollouts = Rollouts { prompts: &prompts, generations: &generations, references: &references };
             let (learned, hook_stats) = hook.rewards(iteration, &rollouts, &mut self.rng)?;
             if learned.len() != terminal.len() || learned.iter().any(|r| !r.is_finite()) {
@@ -544,7 +564,8 @@ impl Loop<'_> {
         let (gen_mask, logprobs, ref_lp, values, target_mask) = (cat(0), cat(1), cat(2), cat(3), cat(4));
         let entropy = host(cat(5)).iter().map(|&e| f64::from(e)).collect::<Vec<_>>();
         let t = terminal.len();
-        let terminal = Tensor::<CpuBackend, 1>::from_data(TensorData::new(terminal, [t]), &self.device);
+        let terminal =
+            Tensor::<Inner<B>, 1>::from_data(TensorData::new(terminal, [t]), (&self.device, burn::tensor::DType::F32));
         let kl_coeff = self.ppo.kl.coeff();
         let (rewards, kl_rewards, total) =
             token_rewards(terminal, gen_mask.clone(), logprobs.clone(), ref_lp.clone(), kl_coeff);
@@ -580,7 +601,9 @@ impl Loop<'_> {
         let cat_int = |k: usize| {
             Tensor::cat(ids_parts.iter().map(|p| [p.0.clone(), p.1.clone(), p.2.clone()][k].clone()).collect(), 0)
         };
-        let matrix = |v: Vec<f32>| Tensor::<CpuBackend, 2>::from_data(TensorData::new(v, [t, n]), &self.device);
+        let matrix = |v: Vec<f32>| {
+            Tensor::<Inner<B>, 2>::from_data(TensorData::new(v, [t, n]), (&self.device, burn::tensor::DType::F32))
+        };
         let buffer = Buffer {
             ids: cat_int(0),
             mask: cat_int(1),
@@ -599,7 +622,7 @@ impl Loop<'_> {
     }
 
     /// `n_epochs` passes of clipped PPO updates over the buffer.
-    fn train_step(&mut self, iteration: usize, buf: &Buffer) -> Result<Stats, PluginError> {
+    fn train_step(&mut self, iteration: usize, buf: &Buffer<B>) -> Result<Stats, PluginError> {
         let args = self.ppo.args.clone();
         let n = args.max_gen_len;
         let total = buf.ids.dims()[0];
@@ -611,16 +634,14 @@ impl Loop<'_> {
         'epochs: for _ in 0..args.n_epochs {
             order.shuffle(&mut self.rng);
             for minibatch in order.chunks(args.batch_size) {
-                let mut accum = GradientsAccumulator::<Model>::new();
+                let mut accum = GradientsAccumulator::<ActorCritic<B>>::new();
                 let mut approx_kl = 0.0;
                 for micro in minibatch.chunks(self.ppo.plan.micro_batch) {
                     let rows: Vec<i64> = micro.iter().map(|&i| i as i64).collect();
-                    let idx =
-                        Tensor::<CpuBackend, 1, Int>::from_data(TensorData::new(rows, [micro.len()]), &self.device);
-                    let pick =
-                        |x: &Tensor<CpuBackend, 2>| Tensor::<Ad, 2>::from_inner(x.clone().select(0, idx.clone()));
-                    let pick_int = |x: &Tensor<CpuBackend, 2, Int>| {
-                        Tensor::<Ad, 2, Int>::from_inner(x.clone().select(0, idx.clone()))
+                    let idx = Tensor::<Inner<B>, 1, Int>::from_data(TensorData::new(rows, [micro.len()]), &self.device);
+                    let pick = |x: &Tensor<Inner<B>, 2>| Tensor::<B, 2>::from_inner(x.clone().select(0, idx.clone()));
+                    let pick_int = |x: &Tensor<Inner<B>, 2, Int>| {
+                        Tensor::<B, 2, Int>::from_inner(x.clone().select(0, idx.clone()))
                     };
                     let masks = pick(&buf.update_mask); // [b, N]
                     let (ids, attn) = (pick_int(&buf.ids), pick_int(&buf.mask)); // [b, P + N]
@@ -741,7 +762,7 @@ impl Loop<'_> {
         let (config, tokenizer) = (&self.gpt_config, &self.tokenizer);
         let state =
             OnPolicyState::new(self.ppo.id, iteration, &self.rng, &self.sampler).with_kl_state(self.ppo.kl.state());
-        let hook = self.ppo.hook.as_deref();
+        let hook = self.hook.as_ref();
         state.write_checkpoint(self.tracker.run_dir(), &self.model, &self.optim, |tmp| {
             tril_models::hf::save_gpt2(&model.policy, config, &tmp.join("policy"), Some(tokenizer))?;
             let critic = match (&model.critic, &model.shared_head) {
@@ -767,15 +788,15 @@ impl Loop<'_> {
 
 /// Loads a guide of its own (`guide_model_name` differs from the policy's): frozen, on the
 /// policy's tokenizer, so its vocabulary and context must cover the policy's.
-fn load_guide(
+fn load_guide<B: burn::tensor::backend::Backend>(
     name: &str,
     spec: &PolicySpec,
     vocab_size: usize,
-    device: &crate::trainer::CpuDevice,
-) -> Result<Gpt2Model<CpuBackend>, PluginError> {
+    device: &B::Device,
+) -> Result<Gpt2Model<B>, PluginError> {
     let dir = tril_models::resolve::resolve_model(name)
         .map_err(|e| format!("alg.policy.args.guide_model_name: `{name}`: {e}"))?;
-    let loaded = tril_models::hf::load_gpt2::<CpuBackend>(&dir, device)
+    let loaded = tril_models::hf::load_gpt2::<B>(&dir, device)
         .map_err(|e| format!("alg.policy.args.guide_model_name: `{name}`: {e}"))?;
     let context = spec.max_prompt_len + spec.max_gen_len;
     if loaded.config.vocab_size < vocab_size || loaded.config.n_positions < context {
@@ -789,6 +810,7 @@ fn load_guide(
     Ok(loaded.model)
 }
 
-fn scalar(t: Tensor<Ad, 1>) -> f64 {
-    f64::from(t.into_scalar())
+fn scalar<B: burn::tensor::backend::Backend>(t: Tensor<B, 1>) -> f64 {
+    use burn::tensor::ElementConversion;
+    t.into_scalar().elem::<f64>()
 }

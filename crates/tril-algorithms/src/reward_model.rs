@@ -35,14 +35,16 @@
 use crate::offline::{
     host, lm_batch, load_lm, loop_args, pad_id, tokenize_pair, Lengths, Objective, OfflineParts, StatSums, Tokens,
 };
-use crate::trainer::{Ad, CpuDevice};
+use crate::trainer::{run_on_target, Run};
 use crate::validate::ensure;
 use burn::tensor::activation::{log_sigmoid, log_softmax};
+use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use tril_core::config::Section;
+use tril_core::ops::to_f32;
 use tril_core::plugin::{Algorithm, BuildCtx, PluginError, RunCtx, Split};
 use tril_core::CoreError;
 use tril_models::gpt2::Gpt2Config;
@@ -139,6 +141,7 @@ impl RewardModelArgs {
 /// # Shapes
 /// `logits`: `[B, 2]` -> `[B]`
 pub fn pairwise_rewards<B: Backend>(logits: Tensor<B, 2>) -> Tensor<B, 1> {
+    let logits = to_f32(logits);
     let [b, _] = logits.dims();
     (logits.clone().slice([0..b, 1..2]) - logits.slice([0..b, 0..1])).reshape([b])
 }
@@ -154,8 +157,10 @@ pub fn pairwise_rewards<B: Backend>(logits: Tensor<B, 2>) -> Tensor<B, 1> {
 /// # Shapes
 /// `chosen`, `rejected`: `[B]` -> loss `[1]`, accuracy `[1]`
 pub fn bradley_terry_loss<B: Backend>(chosen: Tensor<B, 1>, rejected: Tensor<B, 1>) -> (Tensor<B, 1>, Tensor<B, 1>) {
+    let chosen = to_f32(chosen);
+    let rejected = to_f32(rejected);
     let diff = chosen - rejected; // [B]
-    let accuracy = diff.clone().detach().greater_elem(0.0).float().mean();
+    let accuracy = diff.clone().detach().greater_elem(0.0).float().cast(burn::tensor::FloatDType::F32).mean();
     (log_sigmoid(diff).neg().mean(), accuracy)
 }
 
@@ -172,10 +177,11 @@ pub fn classification_loss<B: Backend>(
     logits: Tensor<B, 2>,
     labels: Tensor<B, 1, Int>,
 ) -> (Tensor<B, 1>, Tensor<B, 1>) {
+    let logits = to_f32(logits);
     let [b, _] = logits.dims();
     let labels = labels.reshape([b, 1]); // [B, 1]
     let picked = log_softmax(logits.clone(), 1).gather(1, labels.clone()); // [B, 1]
-    let accuracy = logits.detach().argmax(1).equal(labels).float().mean();
+    let accuracy = logits.detach().argmax(1).equal(labels).float().cast(burn::tensor::FloatDType::F32).mean();
     (picked.neg().mean(), accuracy)
 }
 
@@ -212,27 +218,27 @@ pub enum RmExample {
     Text(Scored),
 }
 
-struct RmObjective {
+struct RmObjective<B: AutodiffBackend> {
     objective: RewardObjective,
     labels: Vec<String>,
     pad: u32,
-    device: CpuDevice,
+    device: B::Device,
     config: Gpt2Config,
     tokenizer: TextTokenizer,
 }
 
-impl RmObjective {
-    fn logits(&self, model: &Gpt2Classifier<Ad>, rows: &[&Tokens]) -> Tensor<Ad, 2> {
-        let batch = lm_batch::<Ad>(rows, self.pad, &self.device);
+impl<B: AutodiffBackend> RmObjective<B> {
+    fn logits(&self, model: &Gpt2Classifier<B>, rows: &[&Tokens]) -> Tensor<B, 2> {
+        let batch = lm_batch::<B>(rows, self.pad, &self.device);
         model.forward(batch.ids, Some(batch.mask)) // [N, labels]
     }
 }
 
-impl Objective for RmObjective {
-    type Model = Gpt2Classifier<Ad>;
+impl<B: AutodiffBackend> Objective<B> for RmObjective<B> {
+    type Model = Gpt2Classifier<B>;
     type Example = RmExample;
 
-    fn loss(&self, model: &Self::Model, batch: &[&RmExample]) -> Result<(Tensor<Ad, 1>, StatSums), PluginError> {
+    fn loss(&self, model: &Self::Model, batch: &[&RmExample]) -> Result<(Tensor<B, 1>, StatSums), PluginError> {
         let b = batch.len();
         let n = b as f64;
         let mut sums = StatSums::default();
@@ -247,7 +253,7 @@ impl Objective for RmObjective {
                 }
                 let rewards = pairwise_rewards(self.logits(model, &rows)); // [2B]
                 let (chosen, rejected) = (rewards.clone().narrow(0, 0, b), rewards.narrow(0, b, b));
-                let sum = |t: Tensor<Ad, 1>| host(t.detach()).iter().map(|&x| f64::from(x)).sum::<f64>();
+                let sum = |t: Tensor<B, 1>| host(t.detach()).iter().map(|&x| f64::from(x)).sum::<f64>();
                 let (c_sum, r_sum) = (sum(chosen.clone()), sum(rejected.clone()));
                 let (loss, accuracy) = bradley_terry_loss(chosen, rejected);
                 sums.add("accuracy", f64::from(host(accuracy)[0]) * n, n);
@@ -264,7 +270,7 @@ impl Objective for RmObjective {
                     rows.push(&t.tokens);
                     labels.push(t.label as i64);
                 }
-                let labels = Tensor::<Ad, 1, Int>::from_data(TensorData::new(labels, [b]), &self.device);
+                let labels = Tensor::<B, 1, Int>::from_data(TensorData::new(labels, [b]), &self.device);
                 let (loss, accuracy) = classification_loss(self.logits(model, &rows), labels);
                 sums.add("accuracy", f64::from(host(accuracy)[0]) * n, n);
                 Ok((loss, sums))
@@ -287,10 +293,17 @@ impl Objective for RmObjective {
 
 impl Algorithm for RewardModel {
     fn run(self: Box<Self>, ctx: &RunCtx<'_>) -> Result<(), PluginError> {
-        let RewardModel { args, parts } = *self;
-        let (device, tokenizer) = parts.prepare(ctx)?;
+        run_on_target(ctx, *self)
+    }
+}
+
+impl Run for RewardModel {
+    fn run<B: AutodiffBackend>(self, ctx: &RunCtx<'_>, device: B::Device) -> Result<(), PluginError> {
+        let RewardModel { args, parts } = self;
+        let tokenizer = parts.prepare()?;
         let lengths = Lengths { max_length: args.max_length, max_prompt_length: args.max_prompt_length };
-        let (trunk, _, config) = load_lm(&args.model_name, None, tokenizer.vocab_size(), args.seed, lengths, &device)?;
+        let (trunk, _, config) =
+            load_lm::<B>(&args.model_name, None, tokenizer.vocab_size(), args.seed, lengths, &device)?;
         let labels = match args.objective {
             RewardObjective::Pairwise => vec!["dispreferred".to_string(), "preferred".to_string()],
             RewardObjective::Classification => {
@@ -345,9 +358,15 @@ impl Algorithm for RewardModel {
             }
         };
         let data = parts.encode_splits(encode)?;
-        let objective =
-            RmObjective { objective: args.objective, labels, pad: pad_id(&tokenizer), device, config, tokenizer };
-        parts.fit(ctx, &objective, model, data)?;
+        let objective = RmObjective {
+            objective: args.objective,
+            labels,
+            pad: pad_id(&tokenizer),
+            device: device.clone(),
+            config,
+            tokenizer,
+        };
+        parts.fit(ctx, &objective, model, data, &device)?;
         Ok(())
     }
 }

@@ -1,11 +1,10 @@
 //! Tensor constructors shared by the loss tests (compiled for tests only).
 
-use burn::backend::NdArray;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
 /// The CPU backend the loss tests run on.
-pub type Cpu = NdArray<f32>;
+pub type Cpu = tril_core::backend::CpuBackend;
 
 /// A `[n]` tensor on any backend from f64 values.
 pub fn t1_on<B: Backend>(v: &[f64]) -> Tensor<B, 1> {

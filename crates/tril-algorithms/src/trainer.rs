@@ -1,6 +1,7 @@
-//! What every training loop shares, whatever its algorithm: the CPU autodiff backend,
-//! the optimizer built from an [`OptimizerSpec`], the device check, and saving and
-//! restoring a module's and an optimizer's exact state for `--resume`.
+//! What every training loop shares, whatever its algorithm and backend: the optimizer
+//! built from an [`OptimizerSpec`], and saving and restoring a module's and an
+//! optimizer's exact state for `--resume`. Everything is generic over
+//! `B: AutodiffBackend`; `tril_core::backend::train` picks the backend.
 //!
 //! Module and optimizer state are written with Burn's binary recorder at full precision,
 //! so a restored run continues bit for bit: a module record keeps each parameter's
@@ -8,29 +9,45 @@
 //! (The HF model directories a checkpoint also holds are for users and other tools; they
 //! do not carry parameter ids.)
 
-use burn::backend::Autodiff;
 use burn::module::{AutodiffModule, ModuleVisitor, Param, ParamId};
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{Adam, AdamConfig, AdamW, AdamWConfig, GradientsParams, Optimizer};
 use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
+use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::Tensor;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::path::Path;
+use tril_core::backend::TrainJob;
 use tril_core::config::{Config, Section};
-use tril_core::plugin::{OptimizerKind, OptimizerSpec, PluginError};
-use tril_core::schema::RootConfig;
-use tril_models::CpuBackend;
-
-/// The training backend: the CPU backend with autodiff.
-pub type Ad = Autodiff<CpuBackend>;
-
-/// The CPU device.
-pub type CpuDevice = burn::backend::ndarray::NdArrayDevice;
+use tril_core::plugin::{OptimizerKind, OptimizerSpec, PluginError, RunCtx};
 
 type Bin = BinFileRecorder<FullPrecisionSettings>;
+
+/// A training loop's body, run once the backend is known: what an [`Algorithm`]'s `run`
+/// hands to [`run_on_target`].
+///
+/// [`Algorithm`]: tril_core::plugin::Algorithm
+pub trait Run {
+    /// Trains on autodiff backend `B`, on `device`.
+    fn run<B: AutodiffBackend>(self, ctx: &RunCtx<'_>, device: B::Device) -> Result<(), PluginError>;
+}
+
+/// Runs `body` on the backend the config's `device` and `precision` name (the dispatch
+/// point, `tril_core::backend::train`, is the one place that names a backend).
+pub fn run_on_target<R: Run>(ctx: &RunCtx<'_>, body: R) -> Result<(), PluginError> {
+    struct Job<'a, 'b, R>(R, &'a RunCtx<'b>);
+    impl<R: Run> TrainJob for Job<'_, '_, R> {
+        type Output = Result<(), PluginError>;
+        fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+            self.0.run::<B>(self.1, device)
+        }
+    }
+    let target = tril_core::plugin::target_of(ctx.config)?;
+    tril_core::backend::train(target, Job(body, ctx))?
+}
 
 /// A required section of the config, with the config's own error when absent.
 pub fn section<'a>(config: &'a Config, key: &str) -> Result<Section<'a>, PluginError> {
@@ -68,21 +85,13 @@ pub fn split_section<A: serde::de::DeserializeOwned, E: serde::de::DeserializeOw
     Ok((a, e))
 }
 
-/// The device a run trains on; this build trains on the CPU only.
-pub fn training_device(root: &RootConfig) -> Result<CpuDevice, PluginError> {
-    if root.device != "cpu" {
-        return Err(format!("device: `{}` needs the CUDA build of tril; this build runs on `cpu`", root.device).into());
-    }
-    Ok(Default::default())
-}
-
 /// One Burn optimizer of either family (they are different Burn types) for module `M`.
-enum Family<M: AutodiffModule<Ad>> {
-    Adam(OptimizerAdaptor<Adam, M, Ad>),
-    AdamW(OptimizerAdaptor<AdamW, M, Ad>),
+enum Family<B: AutodiffBackend, M: AutodiffModule<B>> {
+    Adam(OptimizerAdaptor<Adam, M, B>),
+    AdamW(OptimizerAdaptor<AdamW, M, B>),
 }
 
-impl<M: AutodiffModule<Ad>> Family<M> {
+impl<B: AutodiffBackend, M: AutodiffModule<B>> Family<B, M> {
     fn new(spec: &OptimizerSpec, weight_decay: f64) -> Self {
         let (b1, b2, eps) = (spec.betas.0 as f32, spec.betas.1 as f32, spec.eps as f32);
         match spec.kind {
@@ -120,7 +129,7 @@ impl<M: AutodiffModule<Ad>> Family<M> {
         Ok(())
     }
 
-    fn load(self, path: &Path, device: &CpuDevice) -> Result<Self, PluginError> {
+    fn load(self, path: &Path, device: &B::Device) -> Result<Self, PluginError> {
         let failed = |e| format!("reading optimizer state {}: {e}", path.display());
         Ok(match self {
             Family::Adam(o) => {
@@ -139,12 +148,12 @@ impl<M: AutodiffModule<Ad>> Family<M> {
 /// the exempt parameters get a second optimizer of the same family without decay; each
 /// keeps the moments of its own parameters (Adam's state is per parameter, so this is
 /// exactly torch's two groups).
-pub struct Optim<M: AutodiffModule<Ad>> {
-    decayed: Family<M>,
-    exempt: Option<(Family<M>, HashSet<ParamId>)>,
+pub struct Optim<B: AutodiffBackend, M: AutodiffModule<B>> {
+    decayed: Family<B, M>,
+    exempt: Option<(Family<B, M>, HashSet<ParamId>)>,
 }
 
-impl<M: AutodiffModule<Ad>> Optim<M> {
+impl<B: AutodiffBackend, M: AutodiffModule<B>> Optim<B, M> {
     /// Weight decay on every parameter (no groups).
     pub fn new(spec: &OptimizerSpec) -> Self {
         Optim { decayed: Family::new(spec, spec.weight_decay), exempt: None }
@@ -153,7 +162,7 @@ impl<M: AutodiffModule<Ad>> Optim<M> {
     /// TRIL's groups over `module`'s parameter paths (see the type's docs); the same as
     /// [`Optim::new`] when there is no weight decay or no exempt parameter.
     pub fn for_module(spec: &OptimizerSpec, module: &M) -> Self {
-        let mut names = ParamPaths::default();
+        let mut names = ParamPaths { stack: Vec::new(), params: Vec::new() };
         module.visit(&mut names);
         let exempt: HashSet<ParamId> = names
             .params
@@ -177,7 +186,8 @@ impl<M: AutodiffModule<Ad>> Optim<M> {
         let Some((plain, ids)) = &mut self.exempt else {
             return self.decayed.step(lr, model, grads);
         };
-        let mut split = SplitGrads { ids, from: &mut grads, to: GradientsParams::new() };
+        let mut split =
+            SplitGrads::<B> { ids, from: &mut grads, to: GradientsParams::new(), _b: std::marker::PhantomData };
         model.visit(&mut split);
         let exempt_grads = split.to;
         let model = self.decayed.step(lr, model, grads);
@@ -197,7 +207,7 @@ impl<M: AutodiffModule<Ad>> Optim<M> {
     /// Restores the state [`Optim::save`] wrote. Build `self` with [`Optim::for_module`]
     /// over the *restored* module: parameter ids differ between processes until a module
     /// record restores them, and the groups are keyed by them.
-    pub fn load(self, path: &Path, device: &CpuDevice) -> Result<Self, PluginError> {
+    pub fn load(self, path: &Path, device: &B::Device) -> Result<Self, PluginError> {
         let decayed = self.decayed.load(path, device)?;
         let exempt = match self.exempt {
             Some((plain, ids)) => Some((plain.load(&no_decay_path(path), device)?, ids)),
@@ -214,13 +224,12 @@ fn no_decay_path(path: &Path) -> std::path::PathBuf {
 }
 
 /// Collects every float parameter's dotted path and id.
-#[derive(Default)]
 struct ParamPaths {
     stack: Vec<String>,
     params: Vec<(String, ParamId)>,
 }
 
-impl ModuleVisitor<Ad> for ParamPaths {
+impl<B: AutodiffBackend> ModuleVisitor<B> for ParamPaths {
     fn enter_module(&mut self, name: &str, _container_type: &str) {
         self.stack.push(name.to_string());
     }
@@ -229,37 +238,42 @@ impl ModuleVisitor<Ad> for ParamPaths {
         self.stack.pop();
     }
 
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<Ad, D>>) {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
         self.params.push((self.stack.join("."), param.id));
     }
 }
 
 /// Moves the gradients of the parameters in `ids` from `from` to `to`.
-struct SplitGrads<'a> {
+struct SplitGrads<'a, B> {
     ids: &'a HashSet<ParamId>,
     from: &'a mut GradientsParams,
     to: GradientsParams,
+    _b: std::marker::PhantomData<B>,
 }
 
-impl ModuleVisitor<Ad> for SplitGrads<'_> {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<Ad, D>>) {
+impl<B: AutodiffBackend> ModuleVisitor<B> for SplitGrads<'_, B> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
         if self.ids.contains(&param.id) {
-            if let Some(g) = self.from.remove::<CpuBackend, D>(param.id) {
-                self.to.register::<CpuBackend, D>(param.id, g);
+            if let Some(g) = self.from.remove::<B::InnerBackend, D>(param.id) {
+                self.to.register::<B::InnerBackend, D>(param.id, g);
             }
         }
     }
 }
 
 /// Writes a module's exact state (parameters with their ids) to `path` (`.bin` appended).
-pub fn save_module<M: burn::module::Module<Ad>>(module: &M, path: &Path) -> Result<(), PluginError> {
+pub fn save_module<B: AutodiffBackend, M: burn::module::Module<B>>(module: &M, path: &Path) -> Result<(), PluginError> {
     Bin::new()
         .record(module.clone().into_record(), path.to_path_buf())
         .map_err(|e| format!("writing model state {}: {e}", path.display()).into())
 }
 
 /// Loads the state [`save_module`] wrote into a module of the same structure.
-pub fn load_module<M: burn::module::Module<Ad>>(module: M, path: &Path, device: &CpuDevice) -> Result<M, PluginError> {
+pub fn load_module<B: AutodiffBackend, M: burn::module::Module<B>>(
+    module: M,
+    path: &Path,
+    device: &B::Device,
+) -> Result<M, PluginError> {
     let record = Bin::new()
         .load(path.to_path_buf(), device)
         .map_err(|e| format!("reading model state {}: {e}", path.display()))?;
@@ -328,6 +342,7 @@ pub fn latest_checkpoint(run_dir: &Path) -> Result<(usize, std::path::PathBuf), 
 mod tests {
     use super::*;
     use rand::RngCore;
+    use tril_core::backend::CpuAutodiff as Ad;
 
     use burn::nn::{Linear, LinearConfig};
     use burn::tensor::TensorData;
@@ -380,7 +395,7 @@ mod tests {
         let dir = tempfile_dir("optim-state");
         let device = Default::default();
         let model: Linear<Ad> = LinearConfig::new(2, 3).init(&device);
-        let step_with = |optim: &mut Optim<Linear<Ad>>, model: Linear<Ad>| {
+        let step_with = |optim: &mut Optim<Ad, Linear<Ad>>, model: Linear<Ad>| {
             let x = Tensor::<Ad, 2>::from_data(TensorData::new(vec![1.0f32, -2.0], [1, 2]), &device);
             let loss = model.forward(x).powf_scalar(2.0).sum();
             let grads = GradientsParams::from_grads(loss.backward(), &model);

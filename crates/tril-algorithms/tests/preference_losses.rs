@@ -3,7 +3,6 @@
 //! `tests/fixtures/make_preference_losses.py` (plain torch re-typing TRL's formulas, f64).
 //! Inputs go through f32 tensors here; every value must agree within 1e-5.
 
-use burn::backend::NdArray;
 use burn::tensor::{Bool, Tensor, TensorData};
 use serde_json::Value;
 use tril_algorithms::dpo::{dpo_loss, sequence_logprobs, DpoArgs, DpoLoss};
@@ -11,7 +10,7 @@ use tril_algorithms::grpo::{group_advantages, grpo_loss, GrpoArgs, GrpoLoss, Grp
 use tril_algorithms::gspo::{gspo_loss, GspoArgs, GspoLevel};
 use tril_algorithms::kto::{kto_kl_reference_point, kto_loss, KtoArgs};
 
-type Cpu = NdArray<f32>;
+type Cpu = tril_core::backend::CpuBackend;
 const TOL: f64 = 1e-5;
 
 fn fixture() -> Value {

@@ -167,6 +167,15 @@ pub enum CoreError {
         second: &'static str,
     },
 
+    /// A `device` / `precision` this build or this machine cannot do.
+    #[error("{key}: {message}")]
+    Backend {
+        /// The root key (`device` or `precision`).
+        key: String,
+        /// What is wrong and what to do.
+        message: String,
+    },
+
     /// Any other error with context about where it happened.
     #[error("{context}: {message}")]
     WithContext {

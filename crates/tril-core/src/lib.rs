@@ -12,6 +12,8 @@
 //!   [`plugin::LrSchedule`]) and the specs they produce ([`plugin::OptimizerSpec`],
 //!   [`plugin::PolicySpec`]).
 //! - [`schema`]: the typed root config.
+//! - [`backend`]: the one dispatch point from `device`/`precision` to a concrete Burn
+//!   backend ([`backend::train`], [`backend::infer`]); nothing else names a backend.
 //! - [`progress`]: indicatif progress bars, hidden off a terminal and with `--quiet`.
 //! - [`error`]: [`CoreError`], the one error type of this crate.
 //!
@@ -31,6 +33,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod backend;
 pub mod config;
 pub mod error;
 pub mod ops;

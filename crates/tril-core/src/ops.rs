@@ -9,11 +9,36 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
 
+/// `x` in f32, whatever the run's `precision` (a no-op when it already is): log-softmax,
+/// log-probs, KL, advantages and losses are computed in f32 (DESIGN.md "Backends").
+pub fn to_f32<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    x.cast(burn::tensor::FloatDType::F32)
+}
+
+/// The values of a tensor of any rank on the host, as f32, row-major. Reading a tensor
+/// back fails only if the backend lost it (a device error); that is a bug, not bad input,
+/// so it panics with the backend's message rather than inventing values.
+pub fn host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    let data = t.into_data().convert::<f32>();
+    match data.to_vec::<f32>() {
+        Ok(v) => v,
+        Err(e) => panic!("reading a tensor back from the device failed: {e:?}"),
+    }
+}
+
+/// The single value of a one-element tensor, as f64 (whatever the float type).
+pub fn scalar<B: Backend, const D: usize>(t: Tensor<B, D>) -> f64 {
+    use burn::tensor::ElementConversion;
+    t.into_scalar().elem::<f64>()
+}
+
 /// Masked mean over all entries: `sum(x * mask) / sum(mask)` (0 when the mask is empty).
 ///
 /// # Shapes
 /// `x`, `mask`: `[B, T]` -> `[1]`
 pub fn masked_mean<B: Backend>(x: Tensor<B, 2>, mask: Tensor<B, 2>) -> Tensor<B, 1> {
+    let x = to_f32(x);
+    let mask = to_f32(mask);
     let n = mask.clone().sum().clamp_min(1e-8);
     (x * mask).sum() / n
 }
@@ -23,6 +48,8 @@ pub fn masked_mean<B: Backend>(x: Tensor<B, 2>, mask: Tensor<B, 2>) -> Tensor<B,
 /// # Shapes
 /// `x`, `mask`: `[B, T]` -> `[1]`
 pub fn masked_var<B: Backend>(x: Tensor<B, 2>, mask: Tensor<B, 2>, unbiased: bool) -> Tensor<B, 1> {
+    let x = to_f32(x);
+    let mask = to_f32(mask);
     let mean = masked_mean(x.clone(), mask.clone());
     let centered = x - mean.unsqueeze::<2>();
     let var = masked_mean(centered.powf_scalar(2.0), mask.clone());
@@ -41,6 +68,8 @@ pub fn masked_var<B: Backend>(x: Tensor<B, 2>, mask: Tensor<B, 2>, unbiased: boo
 /// # Shapes
 /// `x`, `mask`: `[B, T]` -> `[B, T]`
 pub fn masked_whiten<B: Backend>(x: Tensor<B, 2>, mask: Tensor<B, 2>, shift_mean: bool) -> Tensor<B, 2> {
+    let x = to_f32(x);
+    let mask = to_f32(mask);
     let mean = masked_mean(x.clone(), mask.clone()).unsqueeze::<2>();
     let var = masked_var(x.clone(), mask, true).unsqueeze::<2>();
     let whitened = (x - mean.clone()) / (var + 1e-8).sqrt();
@@ -57,7 +86,7 @@ pub fn masked_whiten<B: Backend>(x: Tensor<B, 2>, mask: Tensor<B, 2>, shift_mean
 /// `logits`: `[B, T, V]`, `tokens`: `[B, T]` -> `[B, T]`
 pub fn gather_logprobs<B: Backend>(logits: Tensor<B, 3>, tokens: Tensor<B, 2, Int>) -> Tensor<B, 2> {
     let [b, t, _] = logits.dims();
-    log_softmax(logits, 2).gather(2, tokens.reshape([b, t, 1])).reshape([b, t])
+    log_softmax(to_f32(logits), 2).gather(2, tokens.reshape([b, t, 1])).reshape([b, t])
 }
 
 /// Entropy of the categorical distribution at each position:
@@ -66,7 +95,7 @@ pub fn gather_logprobs<B: Backend>(logits: Tensor<B, 3>, tokens: Tensor<B, 2, In
 /// # Shapes
 /// `logits`: `[B, T, V]` -> `[B, T]`
 pub fn entropy_from_logits<B: Backend>(logits: Tensor<B, 3>) -> Tensor<B, 2> {
-    let logp = log_softmax(logits, 2);
+    let logp = log_softmax(to_f32(logits), 2);
     let p = logp.clone().exp();
     (p * logp).sum_dim(2).squeeze_dim::<2>(2).neg()
 }
@@ -93,6 +122,8 @@ pub enum KlEstimator {
 /// # Shapes
 /// `logp`, `logp_ref`: `[B, T]` -> `[B, T]`
 pub fn kl_estimate<B: Backend>(logp: Tensor<B, 2>, logp_ref: Tensor<B, 2>, estimator: KlEstimator) -> Tensor<B, 2> {
+    let logp = to_f32(logp);
+    let logp_ref = to_f32(logp_ref);
     let log_r = logp_ref - logp;
     match estimator {
         KlEstimator::K1 => log_r.neg(),
@@ -109,7 +140,7 @@ fn discount_matrix<B: Backend>(t: usize, gamma_lambda: f64, device: &B::Device) 
             data[s * t + col] = gamma_lambda.powi((s - col) as i32) as f32;
         }
     }
-    Tensor::from_data(TensorData::new(data, [t, t]), device)
+    Tensor::from_data(TensorData::new(data, [t, t]), (device, burn::tensor::DType::F32))
 }
 
 /// Generalized advantage estimation over right-padded sequences (Schulman et al. 2016),
@@ -132,11 +163,17 @@ pub fn gae<B: Backend>(
     gamma: f64,
     lambda: f64,
 ) -> (Tensor<B, 2>, Tensor<B, 2>) {
+    let rewards = to_f32(rewards);
+    let values = to_f32(values);
+    let masks = to_f32(masks);
     let [b, t] = values.dims();
     let device = values.device();
     let values = values * masks.clone(); // [B, T]
     let rewards = rewards * masks; // [B, T]
-    let next_values = Tensor::cat(vec![values.clone().slice([0..b, 1..t]), Tensor::zeros([b, 1], &device)], 1); // [B, T]
+    let next_values = Tensor::cat(
+        vec![values.clone().slice([0..b, 1..t]), Tensor::zeros([b, 1], (&device, burn::tensor::DType::F32))],
+        1,
+    ); // [B, T]
     let deltas = rewards + next_values * gamma - values.clone(); // [B, T]
     let advantages = deltas.matmul(discount_matrix(t, gamma * lambda, &device)); // [B, T]
     let returns = advantages.clone() + values;
@@ -192,7 +229,7 @@ struct SquaredNorm<'a, B: AutodiffBackend> {
 impl<B: AutodiffBackend> ModuleVisitor<B> for SquaredNorm<'_, B> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
         if let Some(g) = self.grads.get::<B::InnerBackend, D>(param.id) {
-            let sq = g.powf_scalar(2.0).sum();
+            let sq = to_f32(g).powf_scalar(2.0).sum(); // the norm in f32 whatever the precision
             self.total = Some(match self.total.take() {
                 Some(t) => t + sq,
                 None => sq,
@@ -204,7 +241,8 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for SquaredNorm<'_, B> {
 
 fn scale_grad<B: Backend, const D: usize>(grads: &mut GradientsParams, id: ParamId, scale: Tensor<B, 1>) {
     if let Some(g) = grads.remove::<B, D>(id) {
-        let scaled = g * scale.reshape([1; D]);
+        let scale = scale.cast(burn::tensor::FloatDType::from(g.dtype())).reshape([1; D]);
+        let scaled = g * scale;
         grads.register::<B, D>(id, scaled);
     }
 }
@@ -224,7 +262,7 @@ pub fn clip_grad_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
         return (grads, 0.0);
     };
     let norm = total.sqrt(); // [1]
-    let scale = (norm.clone() + 1e-6).recip().mul_scalar(max_norm).clamp_max(1.0); // [1]
+    let scale = (norm.clone() + 1e-6).recip().mul_scalar(max_norm).clamp_max(1.0); // [1], f32
     for (id, rank) in ids {
         match rank {
             1 => scale_grad::<B::InnerBackend, 1>(&mut grads, id, scale.clone()),
@@ -241,10 +279,9 @@ pub fn clip_grad_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::backend::{Autodiff, NdArray};
     use burn::nn::{Linear, LinearConfig};
 
-    type Cpu = NdArray<f32>;
+    type Cpu = crate::backend::CpuBackend;
 
     fn tensor2(data: &[f64], b: usize, t: usize) -> Tensor<Cpu, 2> {
         let v: Vec<f32> = data.iter().map(|&x| x as f32).collect();
@@ -336,7 +373,7 @@ mod tests {
 
     #[test]
     fn global_norm_clip_scales_all_gradients_together() {
-        type Ad = Autodiff<Cpu>;
+        type Ad = crate::backend::CpuAutodiff;
         let device = Default::default();
         let layer: Linear<Ad> = LinearConfig::new(3, 2).init(&device);
         let x: Tensor<Ad, 2> = Tensor::ones([4, 3], &device) * 10.0;

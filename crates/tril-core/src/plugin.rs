@@ -19,6 +19,28 @@ pub struct BuildCtx<'a> {
     pub config: &'a Config,
 }
 
+impl BuildCtx<'_> {
+    /// The root `device` and `precision` (defaults `cpu`, `f32` when a partial config lacks
+    /// them), checked: where a model-backed plugin computes (through
+    /// [`crate::backend::infer`]).
+    pub fn target(&self) -> Result<crate::backend::Target, crate::CoreError> {
+        target_of(self.config)
+    }
+}
+
+/// The checked `device` / `precision` of a config (defaults `cpu`, `f32` when absent).
+pub fn target_of(config: &Config) -> Result<crate::backend::Target, crate::CoreError> {
+    let device = match config.optional_section("device") {
+        Some(s) => s.extract()?,
+        None => crate::backend::Device::Cpu,
+    };
+    let precision = match config.optional_section("precision") {
+        Some(s) => s.extract()?,
+        None => crate::backend::Precision::F32,
+    };
+    crate::backend::Target::new(device, precision)
+}
+
 /// A dataset split.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

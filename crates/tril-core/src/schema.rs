@@ -14,8 +14,12 @@ pub struct RootConfig {
     pub experiment_name: String,
     /// The run directory, usually `outputs/${experiment_name}/${now:...}`.
     pub run_dir: String,
-    /// `cpu` or `cuda:N`.
-    pub device: String,
+    /// Where to compute: `cpu`, `ndarray`, `flex`, `cuda[:N]`, `wgpu[:N]`, `vulkan[:N]`
+    /// (parsed at config time; a backend this build lacks is refused naming its feature).
+    pub device: crate::backend::Device,
+    /// The float type of parameters and activations: `f32` (default), `bf16` or `f16`.
+    #[serde(default)]
+    pub precision: crate::backend::Precision,
     /// Whether to log to Weights & Biases (key from `WANDB_API_KEY`).
     pub log_to_wandb: bool,
     /// W&B entity.
@@ -33,6 +37,13 @@ pub struct RootConfig {
     pub eval_metrics: Vec<Component>,
     /// The algorithm section chosen for the task.
     pub alg: AlgConfig,
+}
+
+impl RootConfig {
+    /// The checked (device, precision) pair the run computes on.
+    pub fn target(&self) -> crate::Result<crate::backend::Target> {
+        crate::backend::Target::new(self.device, self.precision)
+    }
 }
 
 /// A `{id, args}` section whose args a registry entry validates.

@@ -24,12 +24,13 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
+use tril_core::backend::{infer, InferJob, Target};
 use tril_core::config::Section;
 use tril_core::plugin::{BuildCtx, Metric, MetricOutput, MetricValue, PluginError, RewardFn, TextBatch};
 use tril_models::bert::{Encoder, EncoderKind};
 use tril_models::tokenizer::{Encoded, PaddingSide, TextTokenizer, TokenizerOptions, TruncationSide};
-use tril_models::CpuBackend;
 
 /// bert_score's `lang2model` and the layer of each model (`model2layers`).
 const LANGUAGES: [(&str, &str, usize); 3] =
@@ -222,9 +223,10 @@ pub fn max_over_references(scores: &[BertScore], counts: &[usize]) -> Vec<BertSc
     out
 }
 
-/// A loaded scoring model with its tokenizer.
-pub struct BertScorer {
-    encoder: Encoder<CpuBackend>,
+/// A loaded scoring model with its tokenizer, on backend `B`.
+pub struct BertScorer<B: Backend> {
+    encoder: Encoder<B>,
+    device: B::Device,
     tokenizer: TextTokenizer,
     cls: Option<u32>,
     sep: Option<u32>,
@@ -235,7 +237,7 @@ pub struct BertScorer {
     dim: usize,
 }
 
-impl std::fmt::Debug for BertScorer {
+impl<B: Backend> std::fmt::Debug for BertScorer<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BertScorer").field("layers", &self.encoder.layers.len()).field("dim", &self.dim).finish()
     }
@@ -247,11 +249,11 @@ fn config_token(cfg: Option<&serde_json::Value>, key: &str) -> Option<String> {
     v.as_str().or_else(|| v.get("content").and_then(|c| c.as_str())).map(str::to_string)
 }
 
-impl BertScorer {
-    /// Loads the first `num_layers` layers of the encoder in `dir` and its tokenizer.
-    pub fn load(dir: &Path, num_layers: usize) -> Result<Self, PluginError> {
-        let device = Default::default();
-        let loaded = tril_models::hf::encoder::load_encoder::<CpuBackend>(dir, Some(num_layers), &device)?;
+impl<B: Backend> BertScorer<B> {
+    /// Loads the first `num_layers` layers of the encoder in `dir` and its tokenizer onto
+    /// `device`.
+    pub fn load(dir: &Path, num_layers: usize, device: &B::Device) -> Result<Self, PluginError> {
+        let loaded = tril_models::hf::encoder::load_encoder::<B>(dir, Some(num_layers), device)?;
         let tok_cfg_path = dir.join("tokenizer_config.json");
         let tok_cfg = if tok_cfg_path.is_file() { Some(tril_models::hf::read_json(&tok_cfg_path)?) } else { None };
         let raw = TextTokenizer::from_dir(dir)?;
@@ -280,6 +282,7 @@ impl BertScorer {
             prefix_space: loaded.config.kind == EncoderKind::Roberta,
             dim: loaded.config.hidden_size,
             encoder: loaded.model,
+            device: device.clone(),
             tokenizer: raw.with_options(options),
             cls,
             sep,
@@ -315,7 +318,6 @@ impl BertScorer {
 
     /// Normalised embeddings and weights of each sentence, `batch_size` per forward pass.
     pub fn embed(&self, sentences: &[String], batch_size: usize) -> Result<Vec<Embedded>, PluginError> {
-        let device = Default::default();
         let mut out = Vec::with_capacity(sentences.len());
         let pad = self.tokenizer.pad_token_id().unwrap_or(0);
         for chunk in sentences.chunks(batch_size.max(1)) {
@@ -326,7 +328,7 @@ impl BertScorer {
                 enc.ids[i * t..i * t + row.len()].copy_from_slice(row);
                 enc.attention_mask[i * t..i * t + row.len()].iter_mut().for_each(|m| *m = 1);
             }
-            let (ids, mask) = enc.to_tensors::<CpuBackend>(&device); // [b, T]
+            let (ids, mask) = enc.to_tensors::<B>(&self.device); // [b, T]
             let hidden = self.encoder.forward(ids, Some(mask), None); // [b, T, D]
             let values = hidden.into_data().convert::<f32>().to_vec::<f32>().map_err(|e| format!("{e:?}"))?;
             for (i, row) in rows.iter().enumerate() {
@@ -378,8 +380,42 @@ impl BertScorer {
     }
 }
 
-/// Loaded scorers by (directory, layers), shared by every `bert_score` metric and reward.
-type Cache = Mutex<HashMap<(PathBuf, usize), Arc<BertScorer>>>;
+/// A [`BertScorer`] on any backend.
+pub trait Scorer: Send + Sync + std::fmt::Debug {
+    /// See [`BertScorer::score`].
+    fn score(
+        &self,
+        candidates: &[String],
+        references: &[Vec<String>],
+        batch_size: usize,
+    ) -> Result<Vec<BertScore>, PluginError>;
+}
+
+impl<B: Backend> Scorer for BertScorer<B> {
+    fn score(
+        &self,
+        candidates: &[String],
+        references: &[Vec<String>],
+        batch_size: usize,
+    ) -> Result<Vec<BertScore>, PluginError> {
+        BertScorer::score(self, candidates, references, batch_size)
+    }
+}
+
+/// Loads a [`BertScorer`] on the backend `target` names.
+pub fn load_scorer(dir: &Path, num_layers: usize, target: Target) -> Result<Arc<dyn Scorer>, PluginError> {
+    struct Load<'a>(&'a Path, usize);
+    impl InferJob for Load<'_> {
+        type Output = Result<Arc<dyn Scorer>, PluginError>;
+        fn run<B: Backend>(self, device: B::Device) -> Self::Output {
+            Ok(Arc::new(BertScorer::<B>::load(self.0, self.1, &device)?))
+        }
+    }
+    infer(target, Load(dir, num_layers))?
+}
+
+/// Loaded scorers by (directory, layers, target), shared by every `bert_score` metric and reward.
+type Cache = Mutex<HashMap<(PathBuf, usize, Target), Arc<dyn Scorer>>>;
 
 fn cache() -> &'static Cache {
     static CACHE: OnceLock<Cache> = OnceLock::new();
@@ -394,12 +430,13 @@ pub struct BertScoreFn {
     num_layers: usize,
     batch_size: usize,
     key: String,
-    scorer: Option<Arc<BertScorer>>,
+    target: Target,
+    scorer: Option<Arc<dyn Scorer>>,
 }
 
 impl BertScoreFn {
     /// Checks `config` and finds its model; `key` names the config section in errors.
-    pub fn new(config: &BertScoreConfig, key: &str) -> Result<Self, PluginError> {
+    pub fn new(config: &BertScoreConfig, key: &str, target: Target) -> Result<Self, PluginError> {
         let (id, num_layers) = config.model(key)?;
         let dir = tril_models::resolve::resolve_model(&id).map_err(|e| {
             let field = if config.model_name.is_some() { "model_name" } else { "language" };
@@ -410,22 +447,20 @@ impl BertScoreFn {
                  directory (with {key}.num_layers)"
             )
         })?;
-        Ok(BertScoreFn { dir, num_layers, batch_size: config.batch_size, key: key.to_string(), scorer: None })
+        Ok(BertScoreFn { dir, num_layers, batch_size: config.batch_size, key: key.to_string(), target, scorer: None })
     }
 
-    fn scorer(&mut self) -> Result<Arc<BertScorer>, PluginError> {
+    fn scorer(&mut self) -> Result<Arc<dyn Scorer>, PluginError> {
         if let Some(s) = &self.scorer {
             return Ok(s.clone());
         }
         let mut cache = cache().lock().map_err(|_| format!("{}: BERTScore model cache poisoned", self.key))?;
-        let entry = (self.dir.clone(), self.num_layers);
+        let entry = (self.dir.clone(), self.num_layers, self.target);
         let scorer = match cache.get(&entry) {
             Some(s) => s.clone(),
             None => {
-                let s = Arc::new(
-                    BertScorer::load(&self.dir, self.num_layers)
-                        .map_err(|e| format!("{}: loading {}: {e}", self.key, self.dir.display()))?,
-                );
+                let s = load_scorer(&self.dir, self.num_layers, self.target)
+                    .map_err(|e| format!("{}: loading {}: {e}", self.key, self.dir.display()))?;
                 cache.insert(entry, s.clone());
                 s
             }
@@ -456,8 +491,8 @@ impl RewardFn for BertScoreFn {
     }
 }
 
-fn build_metric(section: &Section<'_>, _ctx: &BuildCtx<'_>) -> Result<Box<dyn Metric>, PluginError> {
-    Ok(Box::new(BertScoreFn::new(&section.extract()?, section.key())?))
+fn build_metric(section: &Section<'_>, ctx: &BuildCtx<'_>) -> Result<Box<dyn Metric>, PluginError> {
+    Ok(Box::new(BertScoreFn::new(&section.extract()?, section.key(), ctx.target()?)?))
 }
 
 tril_core::register!(metric,
@@ -466,8 +501,8 @@ tril_core::register!(metric,
     config: BertScoreConfig,
     build: build_metric);
 
-fn build_reward(section: &Section<'_>, _ctx: &BuildCtx<'_>) -> Result<Box<dyn RewardFn>, PluginError> {
-    Ok(Box::new(BertScoreFn::new(&section.extract()?, section.key())?))
+fn build_reward(section: &Section<'_>, ctx: &BuildCtx<'_>) -> Result<Box<dyn RewardFn>, PluginError> {
+    Ok(Box::new(BertScoreFn::new(&section.extract()?, section.key(), ctx.target()?)?))
 }
 
 tril_core::register!(reward_fn,

@@ -19,12 +19,12 @@
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
+use tril_core::backend::{infer, InferJob, Target};
 use tril_core::config::Section;
 use tril_core::ops::gather_logprobs;
 use tril_core::plugin::{BuildCtx, Metric, MetricOutput, MetricValue, PluginError, PolicyLm, TextBatch};
 use tril_models::gpt2::Gpt2Model;
 use tril_models::tokenizer::TextTokenizer;
-use tril_models::CpuBackend;
 
 /// `(begin, end, trg_len)` of every window over `n` tokens (HF's loop).
 pub fn windows(n: usize, max_length: usize, stride: usize) -> Vec<(usize, usize, usize)> {
@@ -124,32 +124,55 @@ fn causal() -> String {
 
 /// `causal_output_perplexity`: perplexity of the generations under a fixed GPT-2.
 #[derive(Debug)]
-pub struct OutputPerplexity {
-    model: Gpt2Model<CpuBackend>,
+pub struct OutputPerplexity<B: Backend> {
+    model: Gpt2Model<B>,
     tokenizer: TextTokenizer,
     max_length: usize,
     stride: usize,
+    device: B::Device,
 }
 
-impl OutputPerplexity {
-    /// Loads the scoring model.
-    pub fn load(config: &OutputPerplexityConfig, key: &str) -> Result<Self, PluginError> {
+/// Loads `causal_output_perplexity` on the backend `target` names.
+pub fn load_output_perplexity(
+    config: &OutputPerplexityConfig,
+    key: &str,
+    target: Target,
+) -> Result<Box<dyn Metric>, PluginError> {
+    struct Load<'a>(&'a OutputPerplexityConfig, &'a str);
+    impl InferJob for Load<'_> {
+        type Output = Result<Box<dyn Metric>, PluginError>;
+        fn run<B: Backend>(self, device: B::Device) -> Self::Output {
+            Ok(Box::new(OutputPerplexity::<B>::load(self.0, self.1, &device)?))
+        }
+    }
+    infer(target, Load(config, key))?
+}
+
+impl<B: Backend> OutputPerplexity<B> {
+    /// Loads the scoring model onto `device`.
+    pub fn load(config: &OutputPerplexityConfig, key: &str, device: &B::Device) -> Result<Self, PluginError> {
         if config.model_type != "causal" {
             return Err(format!("{key}.model_type: only `causal` is supported, found `{}`", config.model_type).into());
         }
         let dir = tril_rewards::classifier::model_dir(&config.model_id, &format!("{key}.model_id"))?;
-        let loaded = tril_models::hf::load_gpt2::<CpuBackend>(&dir, &Default::default())?;
+        let loaded = tril_models::hf::load_gpt2::<B>(&dir, device)?;
         let tokenizer = TextTokenizer::from_dir(&dir)?;
         let max_length = loaded.config.n_positions;
-        Ok(OutputPerplexity { model: loaded.model, tokenizer, max_length, stride: config.stride })
+        Ok(OutputPerplexity {
+            model: loaded.model,
+            tokenizer,
+            max_length,
+            stride: config.stride,
+            device: device.clone(),
+        })
     }
 }
 
-impl Metric for OutputPerplexity {
+impl<B: Backend> Metric for OutputPerplexity<B> {
     fn compute(&mut self, batch: TextBatch<'_>) -> Result<MetricOutput, PluginError> {
         batch.len()?;
         let ids = self.tokenizer.encode(&batch.generations.join("\n\n"), false)?;
-        let ppl = strided_perplexity(&self.model, &ids, self.max_length, self.stride, &Default::default());
+        let ppl = strided_perplexity(&self.model, &ids, self.max_length, self.stride, &self.device);
         Ok(MetricOutput::from([(
             "fluency_metrics/output_perplexity".to_string(),
             MetricValue { per_sample: None, corpus: ppl },
@@ -157,8 +180,8 @@ impl Metric for OutputPerplexity {
     }
 }
 
-fn build(section: &Section<'_>, _ctx: &BuildCtx<'_>) -> Result<Box<dyn Metric>, PluginError> {
-    Ok(Box::new(OutputPerplexity::load(&section.extract()?, section.key())?))
+fn build(section: &Section<'_>, ctx: &BuildCtx<'_>) -> Result<Box<dyn Metric>, PluginError> {
+    load_output_perplexity(&section.extract()?, section.key(), ctx.target()?)
 }
 
 tril_core::register!(metric,
@@ -282,7 +305,7 @@ mod tests {
             stride: expected["stride"].as_u64().unwrap() as usize,
             model_type: "causal".into(),
         };
-        let mut metric = OutputPerplexity::load(&config, "eval_metrics.0.args").unwrap();
+        let mut metric = load_output_perplexity(&config, "eval_metrics.0.args", Target::default()).unwrap();
         let gens: Vec<String> = serde_json::from_value(expected["texts"].clone()).unwrap();
         let n = gens.len();
         let (p, r) = (vec![String::new(); n], vec![vec![]; n]);
@@ -294,7 +317,7 @@ mod tests {
 
     /// The fixture GPT-2 as a policy.
     struct FixturePolicy {
-        model: Gpt2Model<CpuBackend>,
+        model: Gpt2Model<tril_core::backend::CpuBackend>,
         tokenizer: TextTokenizer,
         n_positions: usize,
     }
@@ -320,7 +343,7 @@ mod tests {
             serde_json::from_str(&std::fs::read_to_string(root.join("tests/fixtures/perplexity.json")).unwrap())
                 .unwrap();
         let dir = root.join("../tril-models/tests/fixtures/gpt2");
-        let loaded = tril_models::hf::load_gpt2::<CpuBackend>(&dir, &Default::default()).unwrap();
+        let loaded = tril_models::hf::load_gpt2::<tril_core::backend::CpuBackend>(&dir, &Default::default()).unwrap();
         let policy = FixturePolicy {
             n_positions: loaded.config.n_positions,
             model: loaded.model,

@@ -3,7 +3,7 @@
 use tril_core::config::Section;
 use tril_core::plugin::{BuildCtx, Metric, MetricOutput, MetricValue, PluginError, RewardFn, TextBatch};
 use tril_rewards::increasing_numbers::{IncreasingNumbers, IncreasingNumbersConfig};
-use tril_rewards::learned_reward::{LearnedReward, LearnedRewardConfig};
+use tril_rewards::learned_reward::{load_reward, LearnedRewardConfig};
 
 /// A metric that scores each sample with a reward function and reports the mean.
 pub struct RewardMetric {
@@ -37,10 +37,10 @@ tril_core::register!(metric,
     config: IncreasingNumbersConfig,
     build: build_increasing);
 
-fn build_learned(section: &Section<'_>, _ctx: &BuildCtx<'_>) -> Result<Box<dyn Metric>, PluginError> {
+fn build_learned(section: &Section<'_>, ctx: &BuildCtx<'_>) -> Result<Box<dyn Metric>, PluginError> {
     let config: LearnedRewardConfig = section.extract()?;
-    let reward = LearnedReward::load(config, section.key())?;
-    Ok(Box::new(RewardMetric::new("semantic/learned_automodel_metric", Box::new(reward))))
+    let reward = load_reward(config, section.key(), ctx.target()?)?;
+    Ok(Box::new(RewardMetric::new("semantic/learned_automodel_metric", reward)))
 }
 
 tril_core::register!(metric,

@@ -9,6 +9,7 @@
 
 use serde_json::Value;
 use std::path::Path;
+use tril_core::backend::Target;
 use tril_core::plugin::{Metric, RewardFn, TextBatch};
 use tril_metrics::bert_score::{BertScoreConfig, BertScoreFn, BertScorer};
 
@@ -46,7 +47,9 @@ fn matches_bert_score_package() {
         let layers = run["num_layers"].as_u64().unwrap() as usize;
         let batch_size = run["batch_size"].as_u64().unwrap() as usize;
         let name = format!("{model} L{layers} bs{batch_size}");
-        let scorer = BertScorer::load(&root().join(model), layers).unwrap();
+        let scorer =
+            BertScorer::<tril_core::backend::CpuBackend>::load(&root().join(model), layers, &Default::default())
+                .unwrap();
         for (sentence, ids) in run["ids"].as_object().unwrap() {
             let want: Vec<u32> = ids.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
             assert_eq!(scorer.encode(sentence).unwrap(), want, "{name}: ids of {sentence:?}");
@@ -79,7 +82,7 @@ fn metric_and_reward_report_f1() {
     let want = floats(&run["F"]);
     let prompts = vec![String::new(); cands.len()];
     let batch = TextBatch { prompts: &prompts, generations: &cands, references: &refs };
-    let mut metric = BertScoreFn::new(&config, "eval_metrics.0.args").unwrap();
+    let mut metric = BertScoreFn::new(&config, "eval_metrics.0.args", Target::default()).unwrap();
     let out = metric.compute(batch).unwrap();
     let v = &out["semantic/bert_score"];
     let per_sample = v.per_sample.clone().unwrap();
@@ -87,7 +90,7 @@ fn metric_and_reward_report_f1() {
         assert!((g - w).abs() <= TOL, "{g} vs {w}");
     }
     assert!((v.corpus - want.iter().sum::<f64>() / want.len() as f64).abs() <= TOL);
-    let mut reward = BertScoreFn::new(&config, "reward_fn.args").unwrap();
+    let mut reward = BertScoreFn::new(&config, "reward_fn.args", Target::default()).unwrap();
     assert_eq!(reward.score(batch).unwrap(), per_sample);
 }
 
@@ -99,6 +102,6 @@ fn missing_model_is_a_clear_error() {
         num_layers: Some(17),
         ..Default::default()
     };
-    let err = BertScoreFn::new(&config, "eval_metrics.3.args").unwrap_err().to_string();
+    let err = BertScoreFn::new(&config, "eval_metrics.3.args", Target::default()).unwrap_err().to_string();
     assert!(err.contains("eval_metrics.3.args.model_name") && err.contains("huggingface-cli download"), "{err}");
 }

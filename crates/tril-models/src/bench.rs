@@ -92,7 +92,7 @@ pub fn bench_generate<B: Backend>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::CpuBackend;
+    use tril_core::backend::CpuBackend;
 
     #[test]
     fn tiny_bench_runs() {

@@ -329,8 +329,8 @@ impl<B: Backend> EncoderClassifier<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::CpuBackend;
     use burn::tensor::TensorData;
+    use tril_core::backend::CpuBackend;
 
     #[test]
     fn padding_does_not_change_real_rows() {

@@ -137,15 +137,16 @@ impl GenerationOutput {
         self.mask.chunks(self.max_new_tokens.max(1)).map(|r| r.iter().filter(|&&m| m == 1).count()).collect()
     }
 
-    /// Tokens `[B, N]` (Int), log-probs `[B, N]` and mask `[B, N]` (float) on `device`.
+    /// Tokens `[B, N]` (Int), log-probs `[B, N]` and mask `[B, N]` (f32 whatever the
+    /// device's float type: they feed losses) on `device`.
     pub fn to_tensors<B: Backend>(&self, device: &B::Device) -> (Tensor<B, 2, Int>, Tensor<B, 2>, Tensor<B, 2>) {
         let shape = [self.batch, self.max_new_tokens];
         let toks: Vec<i64> = self.tokens.iter().map(|&t| t as i64).collect();
         let mask: Vec<f32> = self.mask.iter().map(|&m| m as f32).collect();
         (
             Tensor::from_data(TensorData::new(toks, shape), device),
-            Tensor::from_data(TensorData::new(self.logprobs.clone(), shape), device),
-            Tensor::from_data(TensorData::new(mask, shape), device),
+            Tensor::from_data(TensorData::new(self.logprobs.clone(), shape), (device, burn::tensor::DType::F32)),
+            Tensor::from_data(TensorData::new(mask, shape), (device, burn::tensor::DType::F32)),
         )
     }
 }
@@ -335,11 +336,11 @@ fn append_column(m: &[i64], rows: usize, width: usize, col: &[i64]) -> Vec<i64> 
 mod tests {
     use super::*;
     use crate::gpt2::Gpt2Config;
-    use crate::CpuBackend;
     use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
+    use tril_core::backend::CpuBackend;
 
-    fn prompt(dev: &burn::backend::ndarray::NdArrayDevice) -> (Tensor<CpuBackend, 2, Int>, Tensor<CpuBackend, 2, Int>) {
+    fn prompt(dev: &burn::tensor::Device<CpuBackend>) -> (Tensor<CpuBackend, 2, Int>, Tensor<CpuBackend, 2, Int>) {
         let ids = int_tensor::<CpuBackend>(vec![0, 0, 5, 6, 7, 8, 9, 10], [2, 4], dev);
         let mask = int_tensor::<CpuBackend>(vec![0, 0, 1, 1, 1, 1, 1, 1], [2, 4], dev);
         (ids, mask)

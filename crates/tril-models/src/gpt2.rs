@@ -572,8 +572,8 @@ impl<B: Backend> Gpt2Model<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::CpuBackend;
     use burn::tensor::TensorData;
+    use tril_core::backend::CpuBackend;
 
     #[test]
     fn positions_follow_left_padding() {

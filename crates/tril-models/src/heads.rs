@@ -194,8 +194,8 @@ impl<B: Backend> Gpt2Classifier<B> {
 mod tests {
     use super::*;
     use crate::gpt2::Gpt2Config;
-    use crate::CpuBackend;
     use burn::tensor::TensorData;
+    use tril_core::backend::CpuBackend;
 
     #[test]
     fn value_heads_shapes() {

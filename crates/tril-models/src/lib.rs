@@ -32,16 +32,15 @@
 //! - [`bench`](mod@bench): [`bench::bench_generate`], tokens/s on random weights.
 //! - [`error`]: [`ModelError`], the crate's one error type.
 //!
-//! Backends: [`CpuBackend`] (ndarray, the default), [`CpuAutodiff`]; `FlexBackend` with the
-//! `flex` feature, `CudaBackend` with the `cuda` feature. Every model is generic over
-//! `B: Backend`. No model has dropout (TRIL runs its models in eval mode).
+//! Backends: every model is generic over `B: Backend`; the one place that names a concrete
+//! backend is `tril_core::backend` (the doctest below uses its `CpuBackend` alias). No model has dropout (TRIL runs its models in eval mode).
 //!
 //! ```
 //! use rand::SeedableRng;
 //! use tril_models::generate::{generate, GenerationConfig, SpecialTokens};
 //! use tril_models::gpt2::Gpt2Config;
 //! use tril_models::tokenizer::{TextTokenizer, TokenizerOptions};
-//! use tril_models::CpuBackend;
+//! use tril_core::backend::CpuBackend;
 //!
 //! # fn main() -> tril_models::Result<()> {
 //! let device = Default::default();
@@ -76,14 +75,3 @@ pub mod sampling;
 pub mod tokenizer;
 
 pub use error::{ModelError, Result};
-
-/// Default CPU backend (ndarray, f32).
-pub type CpuBackend = burn::backend::NdArray<f32>;
-/// [`CpuBackend`] with autodiff, for training on CPU.
-pub type CpuAutodiff = burn::backend::Autodiff<CpuBackend>;
-/// Pure-Rust multithreaded CPU backend (feature `flex`).
-#[cfg(feature = "flex")]
-pub type FlexBackend = burn::backend::Flex<f32>;
-/// CUDA backend (feature `cuda`).
-#[cfg(feature = "cuda")]
-pub type CudaBackend = burn::backend::Cuda<f32, i32>;

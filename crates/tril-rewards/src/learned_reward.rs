@@ -9,15 +9,16 @@
 //! ```
 //!
 //! # Deviations from TRIL
-//! - Scoring runs on the CPU backend in batches of `batch_size` (TRIL: one batch).
+//! - Scoring runs on the run's `device` in batches of `batch_size` (TRIL: one batch).
 //! - `is_trainable: true` is refused here; the trainable discriminator belongs to `gail`.
 
 use crate::classifier::TextClassifier;
 use crate::error::RewardError;
+use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
+use tril_core::backend::{infer, InferJob, Target};
 use tril_core::config::Section;
 use tril_core::plugin::{BuildCtx, PluginError, RewardFn, TextBatch};
-use tril_models::CpuBackend;
 
 /// Config of `learned_reward` (`reward_fn.args`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -56,16 +57,29 @@ pub fn classifier_inputs(batch: &TextBatch<'_>, include_prompt: bool) -> Vec<Str
         .collect()
 }
 
-/// A classifier reward.
+/// A classifier reward on backend `B`.
 #[derive(Debug)]
-pub struct LearnedReward {
-    classifier: TextClassifier<CpuBackend>,
+pub struct LearnedReward<B: Backend> {
+    classifier: TextClassifier<B>,
     config: LearnedRewardConfig,
 }
 
-impl LearnedReward {
-    /// Resolves and loads the classifier named in `config`.
-    pub fn load(config: LearnedRewardConfig, key: &str) -> Result<Self, RewardError> {
+/// Loads the classifier named in `config` on the backend `target` names, as a reward
+/// (`key` is the config key of `config`, for errors).
+pub fn load_reward(config: LearnedRewardConfig, key: &str, target: Target) -> Result<Box<dyn RewardFn>, PluginError> {
+    struct Load<'a>(LearnedRewardConfig, &'a str);
+    impl InferJob for Load<'_> {
+        type Output = Result<Box<dyn RewardFn>, RewardError>;
+        fn run<B: Backend>(self, device: B::Device) -> Self::Output {
+            Ok(Box::new(LearnedReward::<B>::load(self.0, self.1, &device)?))
+        }
+    }
+    Ok(infer(target, Load(config, key))??)
+}
+
+impl<B: Backend> LearnedReward<B> {
+    /// Resolves and loads the classifier named in `config` onto `device`.
+    pub fn load(config: LearnedRewardConfig, key: &str, device: &B::Device) -> Result<Self, RewardError> {
         if config.is_trainable {
             return Err(RewardError::Config {
                 key: format!("{key}.is_trainable"),
@@ -73,7 +87,7 @@ impl LearnedReward {
             });
         }
         let dir = crate::classifier::model_dir(&config.model_name, &format!("{key}.model_name"))?;
-        let classifier = TextClassifier::load(&dir, &Default::default())?;
+        let classifier = TextClassifier::load(&dir, device)?;
         if config.label_ix >= classifier.num_labels() {
             return Err(RewardError::Config {
                 key: format!("{key}.label_ix"),
@@ -96,15 +110,15 @@ impl LearnedReward {
     }
 }
 
-impl RewardFn for LearnedReward {
+impl<B: Backend> RewardFn for LearnedReward<B> {
     fn score(&mut self, batch: TextBatch<'_>) -> Result<Vec<f64>, PluginError> {
         batch.len()?;
         Ok(self.scores(&batch)?)
     }
 }
 
-fn build(section: &Section<'_>, _ctx: &BuildCtx<'_>) -> Result<Box<dyn RewardFn>, PluginError> {
-    Ok(Box::new(LearnedReward::load(section.extract()?, section.key())?))
+fn build(section: &Section<'_>, ctx: &BuildCtx<'_>) -> Result<Box<dyn RewardFn>, PluginError> {
+    load_reward(section.extract()?, section.key(), ctx.target()?)
 }
 
 tril_core::register!(reward_fn,
@@ -146,7 +160,7 @@ mod tests {
                 is_trainable: false,
                 batch_size: 2,
             };
-            let mut reward = LearnedReward::load(config, "reward_fn.args").unwrap();
+            let mut reward = load_reward(config, "reward_fn.args", Target::default()).unwrap();
             let prompts = vec![String::new(); texts.len()];
             let refs = vec![vec![]; texts.len()];
             let got = reward.score(TextBatch { prompts: &prompts, generations: &texts, references: &refs }).unwrap();
@@ -177,15 +191,19 @@ mod tests {
             is_trainable: false,
             batch_size: 4,
         };
-        let err = LearnedReward::load(config.clone(), "reward_fn.args").unwrap_err().to_string();
+        let err = load_reward(config.clone(), "reward_fn.args", Target::default()).map(|_| ()).unwrap_err().to_string();
         assert!(
             err.contains("reward_fn.args.label_ix: label 5 does not exist") && err.contains("has 2 labels"),
             "{err}"
         );
-        let err =
-            LearnedReward::load(LearnedRewardConfig { is_trainable: true, label_ix: 1, ..config }, "reward_fn.args")
-                .unwrap_err()
-                .to_string();
+        let err = load_reward(
+            LearnedRewardConfig { is_trainable: true, label_ix: 1, ..config },
+            "reward_fn.args",
+            Target::default(),
+        )
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("reward_fn.args.is_trainable"), "{err}");
     }
 }

@@ -13,6 +13,8 @@ Examples:
   tril config task=imdb alg=ppo                 print the resolved config
   tril config task=imdb alg=ppo --provenance    ...with the source of every value
   tril list reward_fn                           registered reward functions
+  tril list devices                             the backends this binary carries (device=...)
+  tril run device=cuda precision=bf16           train on GPU 0 in bf16 (a --features cuda build)
   tril logp --data d.parquet --model gpt2       reference log-probs for alg=offline_ips
 
 Overrides:
@@ -26,7 +28,7 @@ Exit codes: 0 ok, 2 usage or config error, 1 failure while running.";
 
 /// tril: reinforcement learning and preference fine-tuning of language models, on Burn.
 #[derive(Debug, Parser)]
-#[command(name = "tril", version, about, after_help = EXAMPLES)]
+#[command(name = "tril", version, long_version = long_version(), about, after_help = EXAMPLES)]
 pub struct Cli {
     /// No progress bars; warnings and errors only on stderr.
     #[arg(long, short, global = true)]
@@ -37,6 +39,21 @@ pub struct Cli {
     /// The command.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// `tril --version`: the version and the backends this binary carries.
+fn long_version() -> &'static str {
+    let backends: Vec<String> = tril_core::backend::compiled_backends()
+        .iter()
+        .map(|(name, devices)| format!("{name} (device={devices})"))
+        .collect();
+    let text = format!(
+        "{}\nbackends: {}; device=cpu selects {}",
+        env!("CARGO_PKG_VERSION"),
+        backends.join(", "),
+        tril_core::backend::CPU_BACKEND
+    );
+    Box::leak(text.into_boxed_str())
 }
 
 /// Where the config comes from.
@@ -76,7 +93,7 @@ pub enum Command {
         provenance: bool,
     },
     /// List registered plugins (all kinds, or one: task, reward_fn, metric, algorithm,
-    /// policy, kl_controller, optimizer, scheduler).
+    /// policy, kl_controller, optimizer, scheduler) and the compute devices (`devices`).
     List {
         /// The kind to list.
         kind: Option<String>,

@@ -51,7 +51,7 @@ pub fn load_config(args: &ConfigArgs) -> Result<Config, Failure> {
 /// separately: `tril config` reports them as warnings, `tril run` as errors.
 fn check(config: &Config) -> Result<Vec<CoreError>, Failure> {
     registry::check_duplicates()?;
-    config.extract::<RootConfig>("")?;
+    config.extract::<RootConfig>("")?.target()?;
     let (unknown, errors): (Vec<_>, Vec<_>) =
         registry::check_config_sections(config).into_iter().partition(|e| matches!(e, CoreError::UnknownId { .. }));
     if !errors.is_empty() {
@@ -76,10 +76,14 @@ pub fn config(args: &ConfigArgs, provenance: bool) -> CmdResult {
 /// `tril list [kind]`.
 pub fn list(kind: Option<&str>) -> CmdResult {
     registry::check_duplicates()?;
+    if kind == Some("devices") {
+        print!("{}", devices());
+        return Ok(());
+    }
     let kinds: Vec<Kind> = match kind {
         None => Kind::ALL.to_vec(),
         Some(name) => vec![Kind::from_name(name).ok_or_else(|| {
-            let names: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
+            let names: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).chain(["devices"]).collect();
             Failure::Config(anyhow!(
                 "unknown plugin kind `{name}`{}; kinds: {}",
                 tril_core::error::did_you_mean(name, names.iter().copied()),
@@ -99,8 +103,31 @@ pub fn list(kind: Option<&str>) -> CmdResult {
             out.push_str(&format!("  {:width$}  {}  [{}]\n", e.id, e.doc, e.crate_name));
         }
     }
+    if kind.is_none() {
+        out.push_str(&devices());
+    }
     print!("{out}");
     Ok(())
+}
+
+/// The `devices:` section of `tril list`: every backend this binary carries.
+fn devices() -> String {
+    use tril_core::backend::{compiled_backends, Device, CPU_BACKEND};
+    let mut out = String::from("devices:\n");
+    out.push_str(&format!("  cpu      the faster CPU backend of this build: {CPU_BACKEND}\n"));
+    for (name, values) in compiled_backends() {
+        let device: Device = name.parse().unwrap_or(Device::Cpu);
+        let precisions: Vec<String> = device.precisions().iter().map(|p| p.to_string()).collect();
+        out.push_str(&format!("  {name:8} device={values}; precision={}\n", precisions.join("|")));
+    }
+    for (name, feature) in [("flex", "flex"), ("cuda", "cuda"), ("wgpu", "wgpu")] {
+        if !compiled_backends().iter().any(|(n, _)| *n == name) {
+            out.push_str(&format!(
+                "  {name:8} not in this build (cargo build --release -p tril --features {feature})\n"
+            ));
+        }
+    }
+    out
 }
 
 /// `tril run`.

@@ -4,9 +4,12 @@
 
 use crate::commands::Failure;
 use anyhow::anyhow;
+use burn::tensor::backend::Backend;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use tril_algorithms::logp::{self, Column, Columns, LogpOptions};
+use tril_core::backend::{infer, Device, InferJob, Precision, Target};
+use tril_models::tokenizer::TextTokenizer;
 
 /// Arguments of `tril logp`.
 #[derive(Debug, clap::Args)]
@@ -45,6 +48,31 @@ pub struct LogpArgs {
     /// A progress line every this many batches.
     #[arg(long, default_value_t = 10)]
     pub log_every: usize,
+    /// Where to compute (`cpu`, `ndarray`, `flex`, `cuda:N`, `wgpu`), as the config's `device`.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+/// The log-prob cache computed on the backend the job's target names.
+struct Compute<'a> {
+    args: &'a LogpArgs,
+    tok: &'a TextTokenizer,
+    records: &'a [logp::Record],
+    meta: BTreeMap<String, String>,
+}
+
+impl InferJob for Compute<'_> {
+    type Output = Result<logp::LogpCache, Failure>;
+
+    fn run<B: Backend>(self, device: B::Device) -> Self::Output {
+        let args = self.args;
+        let max_length = args.max_length as usize;
+        let (lm, _) = logp::load_lm::<B>(&args.model, self.tok.vocab_size(), args.seed, max_length, &device)
+            .map_err(|e| Failure::Config(anyhow!(e)))?;
+        let opts = LogpOptions { batch_size: args.batch_size as usize, max_length, log_every: args.log_every };
+        logp::compute_cache(&lm, self.tok, self.records, &opts, self.meta, &device)
+            .map_err(|e| Failure::Runtime(anyhow!(e)))
+    }
 }
 
 /// Runs `tril logp`.
@@ -59,11 +87,9 @@ pub fn run(args: &LogpArgs) -> Result<(), Failure> {
     let records = logp::read_records(&args.data, &columns).map_err(|e| Failure::Config(anyhow!(e)))?;
     let tokenizer = args.tokenizer.as_deref().unwrap_or(logp::default_tokenizer(&args.model));
     let tok = tril_algorithms::onpolicy::load_tokenizer(tokenizer).map_err(|e| Failure::Config(anyhow!(e)))?;
-    let device = Default::default();
+    let device: Device = args.device.parse().map_err(|e| Failure::Config(anyhow!("--device {}: {e}", args.device)))?;
+    let target = Target::new(device, Precision::F32)?;
     let max_length = args.max_length as usize;
-    let (lm, _) =
-        logp::load_lm::<tril_models::CpuBackend>(&args.model, tok.vocab_size(), args.seed, max_length, &device)
-            .map_err(|e| Failure::Config(anyhow!(e)))?;
     let out = args.out.clone().unwrap_or_else(|| logp::default_cache_path(&args.data));
     tracing::info!(rows = records.len(), model = %args.model, out = %out.display(), "computing reference log-probs");
     let meta = BTreeMap::from([
@@ -73,8 +99,7 @@ pub fn run(args: &LogpArgs) -> Result<(), Failure> {
         ("max_length".to_string(), max_length.to_string()),
         ("data".to_string(), args.data.display().to_string()),
     ]);
-    let opts = LogpOptions { batch_size: args.batch_size as usize, max_length, log_every: args.log_every };
-    let cache = logp::compute_cache(&lm, &tok, &records, &opts, meta, &device).map_err(runtime)?;
+    let cache = infer(target, Compute { args, tok: &tok, records: &records, meta })??;
     cache.save(&out).map_err(runtime)?;
     tracing::info!(rows = cache.len(), out = %out.display(), "wrote the log-prob cache");
     Ok(())

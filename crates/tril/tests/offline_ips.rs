@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use tril_algorithms::logp::{load_lm, LogpCache, Record};
 use tril_algorithms::offline_ips::synthetic_records;
-use tril_models::CpuBackend;
+use tril_core::backend::CpuBackend;
 use tril_tasks::table::{write_parquet, ParquetCodec, ParquetColumn};
 
 struct Out {

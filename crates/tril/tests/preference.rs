@@ -6,7 +6,7 @@
 mod common;
 use common::*;
 use std::path::Path;
-use tril_core::plugin::{RewardFn, TextBatch};
+use tril_core::plugin::TextBatch;
 
 /// 32 seeded steps (2 epochs of 256 pairs) take the held-out reward accuracy from 0 (all
 /// margins are 0 at the start, the policy being its reference) to at least 0.9 and the
@@ -99,9 +99,12 @@ fn reward_model_output_loads_in_learned_reward() {
     assert_eq!(config["architectures"][0], "GPT2ForSequenceClassification");
     assert_eq!(config["id2label"]["1"], "preferred");
     let args = serde_json::json!({"model_name": model, "label_ix": 1});
-    let mut reward =
-        tril_rewards::learned_reward::LearnedReward::load(serde_json::from_value(args).unwrap(), "reward_fn.args")
-            .unwrap();
+    let mut reward = tril_rewards::learned_reward::load_reward(
+        serde_json::from_value(args).unwrap(),
+        "reward_fn.args",
+        tril_core::backend::Target::default(),
+    )
+    .unwrap();
     // learned_reward scores prompt + generation with no separator, so prompts end in a space.
     let prompts: Vec<String> = ["3 7 ", "1 5 ", "0 2 "].map(String::from).to_vec();
     let up: Vec<String> = ["8 9 10 11", "6 7 8 9", "3 4 5 6"].map(String::from).to_vec();
@@ -153,7 +156,8 @@ fn reward_model_imdb_sentiment_wiring() {
     assert_eq!(code, 0, "{stderr}");
     let model = dir.join("checkpoints/iter_8/reward_model");
     let classifier =
-        tril_rewards::classifier::TextClassifier::<tril_models::CpuBackend>::load(&model, &Default::default()).unwrap();
+        tril_rewards::classifier::TextClassifier::<tril_core::backend::CpuBackend>::load(&model, &Default::default())
+            .unwrap();
     assert_eq!(classifier.num_labels(), 2);
 }
 

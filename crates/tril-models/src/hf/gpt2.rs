@@ -315,7 +315,7 @@ mod tests {
     #[test]
     fn classifier_round_trips_through_its_hf_directory() {
         use burn::tensor::{Int, Tensor, TensorData};
-        type Cpu = crate::CpuBackend;
+        type Cpu = tril_core::backend::CpuBackend;
         let device = Default::default();
         let config = Gpt2Config::new(11, 16, 8, 1, 2);
         let model = Gpt2Classifier::<Cpu> {

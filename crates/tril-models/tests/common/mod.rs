@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 
 use burn::tensor::{Int, Tensor, TensorData};
+use tril_core::backend::CpuBackend;
 use tril_models::hf::Checkpoint;
-use tril_models::CpuBackend;
 
 pub type B = CpuBackend;
 
