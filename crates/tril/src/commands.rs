@@ -110,22 +110,22 @@ pub fn list(kind: Option<&str>) -> CmdResult {
     Ok(())
 }
 
-/// The `devices:` section of `tril list`: every backend this binary carries.
+/// The `devices:` section of `tril list`: every backend, sorted, carried or not.
 fn devices() -> String {
     use tril_core::backend::{compiled_backends, Device, CPU_BACKEND};
     let mut out = String::from("devices:\n");
-    out.push_str(&format!("  cpu      the faster CPU backend of this build: {CPU_BACKEND}\n"));
-    for (name, values) in compiled_backends() {
-        let device: Device = name.parse().unwrap_or(Device::Cpu);
-        let precisions: Vec<String> = device.precisions().iter().map(|p| p.to_string()).collect();
-        out.push_str(&format!("  {name:8} device={values}; precision={}\n", precisions.join("|")));
-    }
-    for (name, feature) in [("flex", "flex"), ("cuda", "cuda"), ("wgpu", "wgpu")] {
-        if !compiled_backends().iter().any(|(n, _)| *n == name) {
-            out.push_str(&format!(
-                "  {name:8} not in this build (cargo build --release -p tril --features {feature})\n"
-            ));
-        }
+    let carried = compiled_backends();
+    for name in ["cpu", "cuda", "flex", "ndarray", "wgpu"] {
+        let line = match carried.iter().find(|(n, _)| *n == name) {
+            _ if name == "cpu" => format!("the faster CPU backend of this build: {CPU_BACKEND}"),
+            Some((_, values)) => {
+                let device: Device = name.parse().unwrap_or(Device::Cpu);
+                let precisions: Vec<String> = device.precisions().iter().map(|p| p.to_string()).collect();
+                format!("device={values}; precision={}", precisions.join("|"))
+            }
+            None => format!("not in this build (cargo build --release -p tril --features {name})"),
+        };
+        out.push_str(&format!("  {name:8} {line}\n"));
     }
     out
 }
