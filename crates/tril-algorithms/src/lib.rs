@@ -1,47 +1,32 @@
 //! # tril-algorithms
 //!
-//! Training algorithms, one file each, and the small numeric plugins they share,
-//! all registered with [`tril_core::register!`] beside their code:
+//! Training algorithms, one file each, laid out by family, all registered with
+//! [`tril_core::register!`] beside their code. Every loop is generic over
+//! `B: AutodiffBackend`; `tril_core::backend::train` picks the backend from the config's
+//! `device` and `precision` ([`trainer::run_on_target`]).
 //!
-//! - [`kl_controller`]: KL-penalty coefficient controllers (`fixedklcontroller`,
-//!   `klcontroller`, `scaledklcontroller`) implementing [`tril_core::plugin::KlController`].
-//! - [`schedulers`]: learning-rate schedules (`linear`, `cosine`, `constant`, each with
-//!   optional warm-up) implementing [`tril_core::plugin::LrSchedule`].
-//! - [`optimizers`]: `adam` and `adamw`, built into a [`tril_core::plugin::OptimizerSpec`].
-//! - [`policies`]: `actor_critic` and `actor_critic_shared`, built into a
-//!   [`tril_core::plugin::PolicySpec`].
-//! - [`onpolicy`]: the on-policy spine (actor-critic module, rollouts, evaluation helpers).
-//! - [`ppo`]: PPO's typed arguments, plan and pure loss functions; [`ppo_run`]: the
-//!   registered `ppo` algorithm (its training loop).
-//! - [`logp`]: per-token response log-probs and the uid-keyed reference cache that
-//!   `tril logp` writes; [`offline_ips`]: the registered `offline_ips` algorithm
-//!   (reward-weighted NLL with clipped per-token importance weights, from parquet).
-//! - [`trainer`]: what every loop shares (backend, optimizer, exact module/optimizer/RNG
-//!   state for `--resume`).
-//! - [`offline`]: the offline loop `dpo`, `kto` and `reward_model` share (tokenization with
-//!   truncation, padded batches, completion log-probs, epochs of accumulated, clipped steps).
-//! - [`dpo`]: DPO's typed arguments and pure losses (sigmoid/cDPO, IPO, hinge, robust),
-//!   plus per-sequence log-probs; [`dpo_run`]: the registered `dpo` algorithm.
-//! - [`kto`]: KTO's typed arguments, KL reference point and pure loss; [`kto_run`]: the
-//!   registered `kto` algorithm.
-//! - [`reward_model`]: the registered `reward_model` algorithm (Bradley-Terry or
-//!   classification) and its pure losses; its output loads in `learned_reward`.
-//! - [`grpo`]: GRPO's typed arguments, group-relative advantages and the clipped loss
-//!   with its four aggregations (`grpo`, `bnpo`, `dr_grpo`, `dapo`); the registered `grpo`.
-//! - [`gspo`]: GSPO's sequence-level (and GSPO-token) clipped loss on GRPO's pieces; the
-//!   registered `gspo`.
-//! - [`group`]: what `grpo` and `gspo` share besides the loop: loop settings, the
-//!   objective trait, the derived plan and pure rollout helpers.
-//! - [`group_run`]: the training loop `grpo` and `gspo` share (generate G completions per
-//!   prompt, score, group advantages, clipped updates), parameterised by the loss.
-//! - [`bc`]: behaviour cloning / SFT (`bc`): token-level NLL of the task's references
-//!   given the prompt, evaluated with the task's metrics; writes an HF policy directory.
+//! What every loop shares (control flow is never shared, R2; these are the pieces):
+//! - [`settings`]: the loop settings every algorithm reads from `alg.args`
+//!   ([`settings::LoopSettings`]) and the run preamble (empty-split checks) they all use.
+//! - [`trainer`]: the optimizer with TRIL's parameter groups ([`trainer::Optim`]), exact
+//!   module/optimizer/RNG state for `--resume`, and [`trainer::Run`], a loop's body once the
+//!   backend is known.
 //! - [`evaluation`]: generation on the evaluation splits, metrics and prediction logs.
-//! - [`rollin`]: roll-in / roll-out (mixing probability, prefix lengths, forced prefixes,
-//!   per-segment masks) shared by [`ppo_pp`] (PPO++), [`aggrevated`] (AggreVaTeD),
-//!   [`lols`] (LOLS) and [`d2lols`] (D2LOLS), all on PPO's loop.
-//! - [`gail`]: GAIL on PPO's loop: a GPT-2 discriminator trained each iteration on the
-//!   policy's vs the task's reference texts gives the terminal reward.
+//! - [`optimizers`] (`adam`, `adamw`) and [`schedulers`] (`linear`, `cosine`, `constant`).
+//!
+//! The families:
+//! - [`onpolicy`]: the on-policy spine (actor-critic module, rollouts, checkpoint state) and
+//!   everything on PPO's loop: [`onpolicy::ppo`] (args, plan, losses), [`onpolicy::ppo_run`]
+//!   (the loop, with roll-in and a trained reward as strategies), the roll-in family
+//!   ([`onpolicy::rollin`], [`onpolicy::ppo_pp`], [`onpolicy::aggrevated`],
+//!   [`onpolicy::lols`], [`onpolicy::d2lols`]), [`onpolicy::gail`], the policies
+//!   ([`onpolicy::policies`]) and the KL controllers ([`onpolicy::kl_controller`]).
+//! - [`group`]: GRPO ([`group::grpo`]) and GSPO ([`group::gspo`]) on one group loop
+//!   ([`group::group_run`]).
+//! - [`offline`]: the offline loop and its algorithms: DPO ([`offline::dpo`],
+//!   [`offline::dpo_run`]), KTO ([`offline::kto`], [`offline::kto_run`]), reward models
+//!   ([`offline::reward_model`]), behaviour cloning ([`offline::bc`]), offline IPS
+//!   ([`offline::offline_ips`]) and the reference log-prob cache ([`offline::logp`]).
 //!
 //! ```
 //! use tril_algorithms::schedulers::Linear;
@@ -51,33 +36,16 @@
 //! ```
 #![deny(missing_docs)]
 
-pub mod aggrevated;
-pub mod bc;
-pub mod d2lols;
-pub mod dpo;
-pub mod dpo_run;
+pub use error::{AlgorithmError, Result};
+
+pub mod error;
 pub mod evaluation;
-pub mod gail;
 pub mod group;
-pub mod group_run;
-pub mod grpo;
-pub mod gspo;
-pub mod kl_controller;
-pub mod kto;
-pub mod kto_run;
-pub mod logp;
-pub mod lols;
 pub mod offline;
-pub mod offline_ips;
 pub mod onpolicy;
 pub mod optimizers;
-pub mod policies;
-pub mod ppo;
-pub mod ppo_pp;
-pub mod ppo_run;
-pub mod reward_model;
-pub mod rollin;
 pub mod schedulers;
+pub mod settings;
 #[cfg(test)]
 mod test_util;
 pub mod trainer;

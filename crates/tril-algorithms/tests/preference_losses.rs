@@ -5,10 +5,10 @@
 
 use burn::tensor::{Bool, Tensor, TensorData};
 use serde_json::Value;
-use tril_algorithms::dpo::{dpo_loss, sequence_logprobs, DpoArgs, DpoLoss};
-use tril_algorithms::grpo::{group_advantages, grpo_loss, GrpoArgs, GrpoLoss, GrpoStats, RewardScaling};
-use tril_algorithms::gspo::{gspo_loss, GspoArgs, GspoLevel};
-use tril_algorithms::kto::{kto_kl_reference_point, kto_loss, KtoArgs};
+use tril_algorithms::group::grpo::{group_advantages, grpo_loss, GrpoArgs, GrpoLoss, GrpoStats, RewardScaling};
+use tril_algorithms::group::gspo::{gspo_loss, GspoArgs, GspoLevel};
+use tril_algorithms::offline::dpo::{dpo_loss, sequence_logprobs, DpoArgs, DpoLoss};
+use tril_algorithms::offline::kto::{kto_kl_reference_point, kto_loss, KtoArgs};
 
 type Cpu = tril_core::backend::CpuBackend;
 const TOL: f64 = 1e-5;

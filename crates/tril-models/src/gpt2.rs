@@ -607,7 +607,9 @@ mod tests {
         let step = model.forward_with(Gpt2Input::new(ids.clone().narrow(1, 5, 1)), Some(&mut cache)).logits;
         assert_eq!(cache.len(), 6);
         let diff = (full.clone() - step).abs().max().into_scalar();
-        assert!(diff < 1e-5, "max |diff| {diff}");
+        // 1e-4: the cached and the full pass multiply differently shaped matrices, which the
+        // CPU backends sum in different orders (measured 1.1e-5 on flex, 0 on ndarray).
+        assert!(diff < 1e-4, "max |diff| {diff}");
         // Selecting rows of the cache equals running the selected rows.
         let batch = Tensor::cat(vec![ids.clone(), ids.clone().flip([1])], 0); // [2, 6]
         let mut cache = KvCache::with_capacity(model.n_layer(), 8);

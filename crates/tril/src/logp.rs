@@ -1,13 +1,13 @@
 //! `tril logp`: reference log-probs of every response in a dataset, keyed by uid, for
 //! `alg=offline_ips` (the seed's `run_logp.sh`, systems.md §2.4). The computation and the
-//! cache format are [`tril_algorithms::logp`]; this file is the command line around it.
+//! cache format are [`tril_algorithms::offline::logp`]; this file is the command line around it.
 
 use crate::commands::Failure;
 use anyhow::anyhow;
 use burn::tensor::backend::Backend;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use tril_algorithms::logp::{self, Column, Columns, LogpOptions};
+use tril_algorithms::offline::logp::{self, Column, Columns, LogpOptions};
 use tril_core::backend::{infer, Device, InferJob, Precision, Target};
 use tril_models::tokenizer::TextTokenizer;
 

@@ -5,8 +5,8 @@ mod common;
 use burn::tensor::{Int, Tensor, TensorData};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use tril_algorithms::logp::{load_lm, LogpCache, Record};
-use tril_algorithms::offline_ips::synthetic_records;
+use tril_algorithms::offline::logp::{load_lm, LogpCache, Record};
+use tril_algorithms::offline::offline_ips::synthetic_records;
 use tril_core::backend::CpuBackend;
 use tril_tasks::table::{write_parquet, ParquetCodec, ParquetColumn};
 

@@ -20,7 +20,11 @@ fn dpo_raises_held_out_reward_accuracy() {
     let accuracy = eval_series(&dir, "rewards/accuracies");
     let margins = eval_series(&dir, "rewards/margins");
     assert_eq!(accuracy.len(), 5, "evaluations at steps 0, 8, 16, 24, 32");
-    assert_eq!(accuracy[0], 0.0);
+    // The policy starts as its reference: the margins are 0 up to float rounding (the
+    // policy's and the reference's log-probs are computed in differently shaped batches,
+    // which flex sums in a different order), so the starting accuracy only counts signs of
+    // rounding noise; the margin itself is checked.
+    assert!(margins[0].abs() < 1e-4, "{margins:?}");
     assert!(*accuracy.last().unwrap() >= 0.9, "{accuracy:?}");
     assert!(*margins.last().unwrap() > 1.0, "{margins:?}");
     let train = lines(&dir.join("training_info.jsonl"));
@@ -75,7 +79,7 @@ fn kto_smoke_run_separates_desirable_from_undesirable() {
     let (code, stderr) = tril(&["task=synthetic_preference", "alg=kto", &arg]);
     assert_eq!(code, 0, "{stderr}");
     let margins = eval_series(&dir, "rewards/margins");
-    assert_eq!(margins[0], 0.0);
+    assert!(margins[0].abs() < 1e-4, "{margins:?}: 0 up to float rounding at the start");
     assert!(*margins.last().unwrap() > 0.5, "{margins:?}");
     let train = lines(&dir.join("training_info.jsonl"));
     assert_eq!(train.len(), 32, "512 unpaired examples in batches of 16");

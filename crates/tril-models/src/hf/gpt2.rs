@@ -334,7 +334,10 @@ mod tests {
         let json = read_json(&dir.join(CONFIG_FILE)).unwrap();
         assert_eq!((json["id2label"]["2"].as_str(), json["label2id"]["b"].as_u64()), (Some("c"), Some(1)));
         let b = loaded.model.forward(ids, Some(mask)).into_data().to_vec::<f32>().unwrap();
-        assert_eq!(a, b, "saved and reloaded classifiers disagree");
+        // The weights round-trip exactly; the outputs may differ in the last bit because a
+        // reloaded tensor can have another memory layout, which flex multiplies in another order.
+        let max = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        assert!(max < 1e-6, "saved and reloaded classifiers disagree: {a:?} vs {b:?}");
         let err = save_gpt2_classifier(&model, &config, &labels[..2], &dir, None).unwrap_err().to_string();
         assert!(err.contains("2 label names for a classifier with 3 labels"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();

@@ -53,6 +53,7 @@
 use crate::evaluation::Evaluation;
 use crate::offline::{load_lm, pad_id, tokenize_pair, Lengths, LmBatch, Tokens};
 use crate::onpolicy::{generation_config, load_tokenizer, prompt_tokenizer, OnPolicyState, PromptSampler};
+use crate::settings::{check_splits, loop_settings};
 use crate::trainer::{run_on_target, section, Optim, Run};
 use crate::validate::ensure;
 use burn::module::AutodiffModule;
@@ -326,22 +327,12 @@ impl Run for Bc {
             Ok((samples, rows))
         };
         let (_, train) = encode(Split::Train)?;
-        if train.is_empty() {
-            return Err(format!("task `{}`: the train split is empty", bc.task_id).into());
-        }
         let mut evals = Vec::new();
         for &split in &bc.args.eval_splits {
             let (samples, rows) = encode(split)?;
-            if samples.is_empty() {
-                return Err(format!(
-                    "task `{}`: the {} split is empty, but alg.args.eval_splits evaluates on it",
-                    bc.task_id,
-                    split.name()
-                )
-                .into());
-            }
             evals.push((split, samples, rows));
         }
+        check_splits(&bc.task_id, train.len(), evals.iter().map(|(s, samples, _)| (*s, samples.len())))?;
         let optim = Optim::for_module(&bc.optimizer, &model);
         let mut state = Loop {
             pad: pad_id(&tokenizer),
@@ -464,19 +455,16 @@ impl<B: AutodiffBackend> Loop<B> {
             tracing::info!(step, total, loss = format!("{loss:.4}"), "bc");
             bar.set_message(format!("loss {loss:.3}"));
             bar.inc(1);
-            if step == total {
-                break;
-            }
-            if args.eval_every > 0 && step % args.eval_every == 0 {
+            let settings = loop_settings!(args);
+            if settings.evaluates_at(step, total) {
                 self.evaluate(step)?;
             }
-            if args.save_checkpoints && step % args.save_every == 0 {
+            if settings.checkpoints_at(step, total) {
                 self.checkpoint(step)?;
             }
         }
         bar.finish_and_clear();
-        self.evaluate(total)?;
-        self.checkpoint(total)
+        Ok(())
     }
 
     /// Generates on each evaluation split, scores with every metric, adds the reference

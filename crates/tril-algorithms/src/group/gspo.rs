@@ -4,17 +4,17 @@
 //! FAI-RL's GSPO recipe; plus GSPO-token (TRL `experimental/gspo_token`).
 //!
 //! This file holds the typed `alg.args` ([`GspoArgs`]) and the pure [`gspo_loss`]. The
-//! advantages are GRPO's ([`crate::grpo::group_advantages`]), the clipped surrogate, KL
-//! term and loss aggregations are shared with [`crate::grpo`], and the stats are
+//! advantages are GRPO's ([`crate::group::grpo::group_advantages`]), the clipped surrogate, KL
+//! term and loss aggregations are shared with [`crate::group::grpo`], and the stats are
 //! [`GrpoStats`] (same metric keys). The `gspo` algorithm registered here runs the loop
-//! of [`crate::group_run`] with this loss.
+//! of [`crate::group::group_run`] with this loss.
 //!
 //! GSPO only differs from GRPO once training is off-policy (`steps_per_generation`
 //! larger than the gradient-accumulation steps, or `num_iterations > 1`); on-policy the
 //! ratio is 1 either way.
 
+use crate::group::grpo::{add_kl_penalty, clipped_surrogate, GrpoLoss, GrpoStats, RewardScaling};
 use crate::group::{check_settings, group_objective, GroupObjective};
-use crate::grpo::{add_kl_penalty, clipped_surrogate, GrpoLoss, GrpoStats, RewardScaling};
 use crate::validate::ensure;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
@@ -209,7 +209,7 @@ tril_core::register!(algorithm,
     id: "gspo",
     doc: "GSPO: GRPO with a length-normalized sequence-level importance ratio (TRL importance_sampling_level=sequence, FAI-RL's gspo).",
     config: GspoArgs,
-    build: crate::group_run::build::<GspoArgs>);
+    build: crate::group::group_run::build::<GspoArgs>);
 
 #[cfg(test)]
 mod tests {

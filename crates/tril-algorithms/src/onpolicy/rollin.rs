@@ -20,8 +20,8 @@
 //!
 //! This file holds the pure functions (lengths, masks, forced prefixes), the per-iteration
 //! plan an algorithm's [`Schedule`] returns, and the guide settings the PPO loop
-//! ([`crate::ppo_run`]) reads. The algorithms are [`crate::ppo_pp`], [`crate::aggrevated`],
-//! [`crate::lols`] and [`crate::d2lols`].
+//! ([`crate::onpolicy::ppo_run`]) reads. The algorithms are [`crate::onpolicy::ppo_pp`], [`crate::onpolicy::aggrevated`],
+//! [`crate::onpolicy::lols`] and [`crate::onpolicy::d2lols`].
 //!
 //! # Deviations from TRIL
 //! - The guide really is the guide: TRIL's `generate(actor_fn="guide")` samples the
@@ -35,7 +35,7 @@
 //!   is reproducible and resumes exactly; TRIL seeds two NumPy generators with
 //!   `seed + 123` and `seed + 12345` and leaves sampling unseeded.
 
-use crate::policies::{Beta, GuideArgs};
+use crate::onpolicy::policies::{Beta, GuideArgs};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use tril_models::generate::GenerationOutput;

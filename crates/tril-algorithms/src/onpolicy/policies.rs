@@ -11,7 +11,7 @@
 //! [`GuideArgs`] from the same section ([`actor_critic_args`] splits them).
 //!
 //! ```
-//! use tril_algorithms::policies::ActorCriticArgs;
+//! use tril_algorithms::onpolicy::policies::ActorCriticArgs;
 //! use tril_core::plugin::{CriticLayout, ModelType};
 //! use tril_core::schema::{GenKwargs, Side};
 //! let gen_kwargs = GenKwargs { do_sample: true, top_k: Some(0), top_p: None, temperature: None,

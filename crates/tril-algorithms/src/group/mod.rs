@@ -1,10 +1,14 @@
-//! The pieces the group-relative algorithms (GRPO, [`crate::grpo`]; GSPO, [`crate::gspo`])
+//! The pieces the group-relative algorithms (GRPO, [`crate::group::grpo`]; GSPO, [`crate::group::gspo`])
 //! share: the loop settings of `alg.args` ([`TrainArgs`]), what the loop reads from an
 //! objective ([`GroupSettings`], [`GroupObjective`]), the derived [`GroupPlan`] with TRL's
 //! divisibility rules, and the pure helpers of a rollout (group row layout, log-probs at a
-//! temperature). The loop itself is [`crate::group_run`].
+//! temperature). The loop itself is [`crate::group::group_run`].
 
-use crate::grpo::{GrpoLoss, GrpoStats, RewardScaling};
+pub mod group_run;
+pub mod grpo;
+pub mod gspo;
+
+use crate::group::grpo::{GrpoLoss, GrpoStats, RewardScaling};
 use crate::validate::ensure;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
@@ -14,8 +18,8 @@ use tril_core::plugin::Split;
 use tril_core::CoreError;
 use tril_models::gpt2::Gpt2Model;
 
-/// The loop settings of `alg.args` (the same keys in [`crate::grpo::GrpoArgs`] and
-/// [`crate::gspo::GspoArgs`]; see their field docs).
+/// The loop settings of `alg.args` (the same keys in [`crate::group::grpo::GrpoArgs`] and
+/// [`crate::group::gspo::GspoArgs`]; see their field docs).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainArgs {
     /// Seed of every RNG of the run.
@@ -126,7 +130,7 @@ macro_rules! group_objective {
                 advantages: burn::tensor::Tensor<B, 1>,
                 mask: burn::tensor::Tensor<B, 2>,
                 num_items_in_batch: Option<f64>,
-            ) -> (burn::tensor::Tensor<B, 1>, $crate::grpo::GrpoStats<B>) {
+            ) -> (burn::tensor::Tensor<B, 1>, $crate::group::grpo::GrpoStats<B>) {
                 $loss(new_logprobs, old_logprobs, ref_logprobs, advantages, mask, self, num_items_in_batch)
             }
         }
@@ -269,7 +273,7 @@ pub(crate) fn mean_std(xs: &[f64]) -> (f64, f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::grpo::GrpoArgs;
+    use crate::group::grpo::GrpoArgs;
     use crate::test_util::Cpu;
     use burn::tensor::TensorData;
     use tril_models::gpt2::Gpt2Config;
@@ -318,7 +322,7 @@ mod tests {
         let err = GrpoArgs::extract(&Section::new("alg.args", &node)).unwrap_err().to_string();
         assert!(err.contains("alg.args.n_iters") && err.contains("at least 1"), "{err}");
         let node = tril_core::config::parse_yaml("max_grad_norm: -1\n", std::path::Path::new("alg/gspo.yaml")).unwrap();
-        let err = crate::gspo::GspoArgs::extract(&Section::new("alg.args", &node)).unwrap_err().to_string();
+        let err = crate::group::gspo::GspoArgs::extract(&Section::new("alg.args", &node)).unwrap_err().to_string();
         assert!(err.contains("alg.args.max_grad_norm"), "{err}");
     }
 

@@ -1,5 +1,5 @@
 //! PPO's training loop (`alg=ppo`), ordering the spine of [`crate::onpolicy`] and the
-//! losses of [`crate::ppo`] as TRIL's `BaseOnPolicyAlgorithm.learn` + `PPO.train_step`.
+//! losses of [`crate::onpolicy::ppo`] as TRIL's `BaseOnPolicyAlgorithm.learn` + `PPO.train_step`.
 //!
 //! Per iteration: `generate_calls` rollouts of `batch_size_per_process` prompts ->
 //! reward -> reference log-probs and values -> per-token rewards (terminal + KL penalty)
@@ -15,9 +15,9 @@
 //! - Runs on the CPU backend; `device: cuda:N` needs the CUDA build (GPU issue).
 //!
 //! # The algorithms built on this loop
-//! PPO++, AggreVaTeD, LOLS and D2LOLS ([`crate::rollin`]) change how rollouts are made
+//! PPO++, AggreVaTeD, LOLS and D2LOLS ([`crate::onpolicy::rollin`]) change how rollouts are made
 //! (a guide rolls in or out each iteration, by their [`Schedule`]), which tokens the
-//! policy and the critic learn from, and which critic is used; GAIL ([`crate::gail`])
+//! policy and the critic learn from, and which critic is used; GAIL ([`crate::onpolicy::gail`])
 //! replaces the task's reward with a discriminator's ([`RewardHook`]). Whether the KL
 //! penalty is in the reward is each algorithm's flag, `alg.args.kl_in_reward`.
 //!
@@ -31,14 +31,18 @@
 //! run's on the CPU backend (tested in `crates/tril/tests/ppo.rs`).
 
 use crate::evaluation::Evaluation;
+use crate::onpolicy::policies::{actor_critic_args, ActorCriticArgs};
+use crate::onpolicy::ppo::{entropy_loss, policy_loss, target_loss, token_rewards, value_loss, PpoArgs, PpoPlan};
+use crate::onpolicy::rollin::{
+    prefixes, rollin_lengths, rollin_mask, segment_masks, IterationPlan, Mode, Rollin, ValueFn,
+};
 use crate::onpolicy::{
     build_models, generate_forced, generation_config, lm_logprobs, load_tokenizer, prompt_tokenizer, reference_targets,
     warn_long_prompts, with_guide_critic, ActorCritic, Generated, OnPolicyState, PromptSampler,
 };
-use crate::policies::{actor_critic_args, ActorCriticArgs};
-use crate::ppo::{entropy_loss, policy_loss, target_loss, token_rewards, value_loss, PpoArgs, PpoPlan};
-use crate::rollin::{prefixes, rollin_lengths, rollin_mask, segment_masks, IterationPlan, Mode, Rollin, ValueFn};
+use crate::settings::{check_splits, loop_settings, LoopSettings};
 use crate::trainer::{section, Optim};
+use crate::AlgorithmError;
 use burn::module::AutodiffModule;
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::backend::AutodiffBackend;
@@ -96,6 +100,8 @@ pub struct Rollouts<'a> {
 pub struct Ppo {
     id: &'static str,
     args: PpoArgs,
+    settings: LoopSettings,
+    task_id: String,
     plan: PpoPlan,
     kl_in_reward: bool,
     sampling: SamplingConfig,
@@ -110,7 +116,7 @@ pub struct Ppo {
     schedule: Box<dyn LrSchedule>,
     optimizer: OptimizerSpec,
     rollin: Option<Rollin>,
-    hook: Option<crate::gail::DiscriminatorPlan>,
+    hook: Option<crate::onpolicy::gail::DiscriminatorPlan>,
 }
 
 impl Ppo {
@@ -144,9 +150,13 @@ impl Ppo {
             None => Box::new(crate::schedulers::Constant) as Box<dyn LrSchedule>,
         };
         let (policy_args, guide) = actor_critic_args(config, "alg.policy.args")?;
+        let settings = loop_settings!(args);
+        settings.check()?;
         Ok(Ppo {
             id,
             plan,
+            settings,
+            task_id: root.task.id.clone(),
             kl_in_reward: args.kl_in_reward.unwrap_or(kl_in_reward_default),
             sampling: root.sampling,
             spec: *registry::build_policy(&section(config, "alg.policy")?, config)?,
@@ -170,7 +180,9 @@ impl Ppo {
     pub fn with_rollin(
         mut self,
         alg_type: &str,
-        schedule: impl FnOnce(&crate::policies::GuideArgs) -> Result<Box<dyn crate::rollin::Schedule>, PluginError>,
+        schedule: impl FnOnce(
+            &crate::onpolicy::policies::GuideArgs,
+        ) -> Result<Box<dyn crate::onpolicy::rollin::Schedule>, PluginError>,
     ) -> Result<Ppo, PluginError> {
         let id = self.id;
         let Some(rollin) = self.rollin.as_mut() else {
@@ -191,7 +203,7 @@ impl Ppo {
     }
 
     /// Replaces the task's terminal reward with `hook`'s (GAIL).
-    pub fn with_reward_hook(mut self, hook: crate::gail::DiscriminatorPlan) -> Ppo {
+    pub fn with_reward_hook(mut self, hook: crate::onpolicy::gail::DiscriminatorPlan) -> Ppo {
         self.hook = Some(hook);
         self
     }
@@ -212,7 +224,7 @@ impl Ppo {
 /// The placeholder schedule until [`Ppo::with_rollin`] sets one: plain PPO.
 struct NoRollin;
 
-impl crate::rollin::Schedule for NoRollin {
+impl crate::onpolicy::rollin::Schedule for NoRollin {
     fn plan(&mut self, _iteration: usize, _rng: &mut ChaCha8Rng) -> IterationPlan {
         IterationPlan::PLAIN
     }
@@ -289,7 +301,7 @@ struct Loop<'a, B: AutodiffBackend> {
     train: Vec<Sample>,
     sampler: PromptSampler,
     device: B::Device,
-    hook: Option<crate::gail::Discriminator<B>>,
+    hook: Option<crate::onpolicy::gail::Discriminator<B>>,
 }
 
 impl Algorithm for Ppo {
@@ -335,18 +347,9 @@ impl TrainJob for PpoJob<'_> {
             }
         }
         let train = this.task.samples(Split::Train)?;
-        if train.is_empty() {
-            return Err("task: the train split is empty".into());
-        }
-        for split in &this.args.eval_splits {
-            if this.task.samples(*split)?.is_empty() {
-                return Err(format!(
-                    "task: the {} split is empty, but alg.args.eval_splits evaluates on it",
-                    split.name()
-                )
-                .into());
-            }
-        }
+        let evals = this.args.eval_splits.iter().map(|&s| Ok((s, this.task.samples(s)?.len())));
+        let evals = evals.collect::<Result<Vec<_>, PluginError>>()?;
+        check_splits(&this.task_id, train.len(), evals)?;
         let side = this.policy_args.prompt_truncation_side;
         warn_long_prompts(&tokenizer, &train, this.sampling.max_prompt_len, side, "train")?;
         let mut state = Loop {
@@ -404,7 +407,7 @@ impl<B: AutodiffBackend> Loop<'_, B> {
             tracing::info!(n_iters, "the run already finished its {n_iters} iterations; nothing to resume");
             return Ok(());
         }
-        if self.ppo.args.eval_zero_shot && first == 1 {
+        if self.ppo.settings.eval_zero_shot && first == 1 {
             self.evaluate(0)?;
         }
         let started = Instant::now();
@@ -435,11 +438,10 @@ impl<B: AutodiffBackend> Loop<'_, B> {
                 self.ppo.id
             );
             bar.set_message(format!("reward {reward:.3}"));
-            if iteration % self.ppo.args.eval_every.max(1) == 0 || iteration == n_iters {
+            if self.ppo.settings.evaluates_at(iteration, n_iters) {
                 self.evaluate(iteration)?;
             }
-            let save = self.ppo.args.save_checkpoints && iteration % self.ppo.args.save_every.max(1) == 0;
-            if save || iteration == n_iters {
+            if self.ppo.settings.checkpoints_at(iteration, n_iters) {
                 self.checkpoint(iteration)?;
             }
             bar.inc(1);
@@ -684,6 +686,11 @@ impl<B: AutodiffBackend> Loop<'_, B> {
                         ("ppo/loss", scalar(loss.clone())),
                     ] {
                         acc.entry(k).or_default().push(v);
+                    }
+                    let value = acc["ppo/loss"].last().copied().unwrap_or(f64::NAN);
+                    if !value.is_finite() {
+                        let (algorithm, what) = (self.ppo.id.to_string(), "the loss".to_string());
+                        return Err(AlgorithmError::NonFinite { algorithm, step: iteration, what, value }.into());
                     }
                     let grads = (loss / args.grad_accumulation as f64).backward();
                     accum.accumulate(&self.model, GradientsParams::from_grads(grads, &self.model));

@@ -13,12 +13,12 @@
 //! # Deviations from TRIL
 //! The AggreVaTeD iterations use AggreVaTeD's masks (policy on its prefix, the guide
 //! critic on the guide's suffix); TRIL's method resolution gives them PPO++'s instead
-//! (see [`crate::rollin`]). The mode draw comes from the run's seeded stream.
+//! (see [`crate::onpolicy::rollin`]). The mode draw comes from the run's seeded stream.
 
-use crate::policies::GuideArgs;
-use crate::ppo::PpoArgs;
-use crate::ppo_run::Ppo;
-use crate::rollin::{IterationPlan, Mode, Schedule, ValueFn};
+use crate::onpolicy::policies::GuideArgs;
+use crate::onpolicy::ppo::PpoArgs;
+use crate::onpolicy::ppo_run::Ppo;
+use crate::onpolicy::rollin::{IterationPlan, Mode, Schedule, ValueFn};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -92,7 +92,7 @@ tril_core::register!(algorithm,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policies::Beta;
+    use crate::onpolicy::policies::Beta;
     use rand::SeedableRng;
 
     #[test]

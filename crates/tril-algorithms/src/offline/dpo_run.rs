@@ -1,11 +1,11 @@
 //! DPO's training loop (`alg=dpo`): the offline loop of [`crate::offline`] over the
 //! paired preferences of the task (`preference`, `synthetic_preference`), with the losses
-//! of [`crate::dpo`] (sigmoid/cDPO, IPO, hinge, robust) as TRL's `DPOTrainer`.
+//! of [`crate::offline::dpo`] (sigmoid/cDPO, IPO, hinge, robust) as TRL's `DPOTrainer`.
 //!
 //! Per optimizer step: `batch_size` pairs in `grad_accumulation` micro-batches; each
 //! micro-batch runs the policy once over its chosen and rejected rows
 //! (`prompt + completion + EOS`, truncated as TRL), reduces the completion log-probs per
-//! sequence (summed; averaged for IPO) and takes [`crate::dpo::dpo_loss`] against the
+//! sequence (summed; averaged for IPO) and takes [`crate::offline::dpo::dpo_loss`] against the
 //! reference's log-probs.
 //!
 //! # Logged keys (TRL's)
@@ -20,7 +20,7 @@
 //!   same, and the reference model is not held during training.
 //! - `--resume` is not implemented; the checkpoint holds the policy in HF layout only.
 
-use crate::dpo::{dpo_loss, DpoArgs};
+use crate::offline::dpo::{dpo_loss, DpoArgs};
 use crate::offline::{
     completion_logprobs, frozen_logprobs, host, lm_batch, load_lm, loop_args, pad_id, tensor1, tokenize_pair, Lengths,
     Objective, OfflineParts, StatSums, Tokens,

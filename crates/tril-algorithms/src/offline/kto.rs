@@ -4,7 +4,7 @@
 //!
 //! This file holds the typed `alg.args` ([`KtoArgs`]) and the pure functions
 //! [`kto_kl_reference_point`] and [`kto_loss`], as TRL's `KTOTrainer` (`loss_type: kto`).
-//! The registered training loop (`alg=kto`) is [`crate::kto_run`].
+//! The registered training loop (`alg=kto`) is [`crate::offline::kto_run`].
 //!
 //! The reference point `z0` is estimated, as TRL, from *mismatched* pairs: the batch's
 //! completions shifted by one against its prompts, scored by the policy and the reference;

@@ -3,6 +3,17 @@
 //! batches and rollouts (generate, score, reference and value passes) and evaluation.
 //! Functions only: the loop that orders them lives in each algorithm's file.
 
+pub mod aggrevated;
+pub mod d2lols;
+pub mod gail;
+pub mod kl_controller;
+pub mod lols;
+pub mod policies;
+pub mod ppo;
+pub mod ppo_pp;
+pub mod ppo_run;
+pub mod rollin;
+
 use burn::module::Module;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
@@ -53,19 +64,19 @@ impl<B: Backend> ActorCritic<B> {
     /// # Shapes
     /// `ids`, `mask`: `[B, P + N]` -> [`Scored`] of `[B, N]`
     pub fn score(&self, ids: Tensor<B, 2, Int>, mask: Tensor<B, 2, Int>, n: usize) -> Scored<B> {
-        self.score_with(ids, mask, n, crate::rollin::ValueFn::Policy)
+        self.score_with(ids, mask, n, crate::onpolicy::rollin::ValueFn::Policy)
     }
 
     /// [`ActorCritic::score`] with the values of the critic `value_fn` names.
     ///
     /// # Panics
-    /// With [`crate::rollin::ValueFn::Guide`] on a model built without a guide critic.
+    /// With [`crate::onpolicy::rollin::ValueFn::Guide`] on a model built without a guide critic.
     pub fn score_with(
         &self,
         ids: Tensor<B, 2, Int>,
         mask: Tensor<B, 2, Int>,
         n: usize,
-        value_fn: crate::rollin::ValueFn,
+        value_fn: crate::onpolicy::rollin::ValueFn,
     ) -> Scored<B> {
         let [b, len] = ids.dims();
         let out = self.policy.forward_with(Gpt2Input::new(ids.clone()).with_mask(mask.clone()), None);
@@ -74,7 +85,7 @@ impl<B: Backend> ActorCritic<B> {
         let logits = out.logits.slice([0..b, span.clone(), 0..v]); // [B, N, V]
         let actions = ids.clone().slice([0..b, len - n..len]); // [B, N]
         let values = match (value_fn, &self.critic, &self.shared_head) {
-            (crate::rollin::ValueFn::Guide, _, _) => {
+            (crate::onpolicy::rollin::ValueFn::Guide, _, _) => {
                 self.guide_critic.as_ref().expect("a guide critic").forward(ids, Some(mask))
                 // [B, P + N]
             }
@@ -445,7 +456,7 @@ pub fn generate_forced<B: Backend>(
     let pad = tokenizer.pad_token_id().or(eos).ok_or("the tokenizer has neither a pad nor an EOS token")?;
     let special = SpecialTokens { eos_token_id: eos, pad_token_id: pad };
     let output = generate_with_prefix(lm, prompt_ids.clone(), prompt_mask.clone(), cfg, special, forced, rng)?;
-    let output = crate::rollin::with_width(output, width, pad);
+    let output = crate::onpolicy::rollin::with_width(output, width, pad);
     let (tokens, _, gen_mask) = output.to_tensors::<B>(device); // [B, N]
     let ids = Tensor::cat(vec![prompt_ids, tokens], 1);
     let mask = Tensor::cat(vec![prompt_mask, gen_mask.clone().int()], 1);

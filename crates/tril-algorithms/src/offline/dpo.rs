@@ -4,7 +4,7 @@
 //!
 //! This file holds the typed `alg.args` ([`DpoArgs`]) and the pure functions
 //! [`sequence_logprobs`] and [`dpo_loss`]. The registered training loop (`alg=dpo`) is
-//! [`crate::dpo_run`].
+//! [`crate::offline::dpo_run`].
 //!
 //! # Logged metrics (TRL's keys)
 //! | key | meaning |

@@ -17,13 +17,13 @@
 //! tokens gets a prefix.
 //!
 //! # Deviations from TRIL
-//! See [`crate::rollin`]. As TRIL, the KL penalty is logged but not in the reward
+//! See [`crate::onpolicy::rollin`]. As TRIL, the KL penalty is logged but not in the reward
 //! (`alg.args.kl_in_reward: false` by default).
 
-use crate::ppo::PpoArgs;
-use crate::ppo_pp::always;
-use crate::ppo_run::Ppo;
-use crate::rollin::Mode;
+use crate::onpolicy::ppo::PpoArgs;
+use crate::onpolicy::ppo_pp::always;
+use crate::onpolicy::ppo_run::Ppo;
+use crate::onpolicy::rollin::Mode;
 use tril_core::config::Section;
 use tril_core::plugin::{Algorithm, BuildCtx, PluginError};
 

@@ -20,7 +20,17 @@
 //!   step) and of the evaluation split, weighting each micro-batch by its size.
 //! - The last batch of an epoch may be smaller (TRL's `dataloader_drop_last: false`).
 
+pub mod bc;
+pub mod dpo;
+pub mod dpo_run;
+pub mod kto;
+pub mod kto_run;
+pub mod logp;
+pub mod offline_ips;
+pub mod reward_model;
+
 use crate::onpolicy::{build_models, load_tokenizer, OnPolicyState, PromptSampler};
+use crate::settings::{check_splits, LoopSettings};
 use crate::trainer::{section, Optim};
 use burn::module::AutodiffModule;
 use burn::optim::{GradientsAccumulator, GradientsParams};
@@ -43,80 +53,32 @@ use tril_core::tracker::{Stats, Tracker};
 use tril_models::gpt2::{Gpt2Config, Gpt2Model};
 use tril_models::tokenizer::TextTokenizer;
 
-use crate::dpo::{sequence_logprobs, SequenceReduction};
+use crate::offline::dpo::{sequence_logprobs, SequenceReduction};
 
-/// What the shared loop reads from an algorithm's `alg.args`.
+/// What the offline loop reads from an algorithm's `alg.args`: the shared
+/// [`LoopSettings`] and the number of passes.
 #[derive(Debug, Clone)]
 pub struct LoopArgs {
-    /// Seeds model initialisation and the shuffling of examples.
-    pub seed: u64,
+    /// The settings every loop shares.
+    pub settings: LoopSettings,
     /// Passes over the training split.
     pub epochs: usize,
-    /// Examples per optimizer step.
-    pub batch_size: usize,
-    /// Micro-batches per optimizer step.
-    pub grad_accumulation: usize,
-    /// Global gradient-norm clip.
-    pub max_grad_norm: f64,
-    /// Evaluate every this many optimizer steps (0: only at the start and the end).
-    pub eval_every: usize,
-    /// Examples per forward pass at evaluation.
-    pub eval_batch_size: usize,
-    /// Splits evaluated.
-    pub eval_splits: Vec<Split>,
-    /// Evaluate before the first step.
-    pub eval_zero_shot: bool,
-    /// Write checkpoints every `save_every` steps (the final one is always written).
-    pub save_checkpoints: bool,
-    /// Steps between checkpoints.
-    pub save_every: usize,
 }
 
 /// Checks the loop settings; errors name the `alg.args` key.
 pub fn check_loop_args(a: &LoopArgs) -> Result<(), PluginError> {
-    let fail = |key: &str, expected: &str, found: String| -> Result<(), PluginError> {
-        Err(format!("alg.args.{key}: expected {expected}, found {found}").into())
-    };
     if a.epochs == 0 {
-        return fail("epochs", "at least 1", "0".into());
+        return Err(crate::AlgorithmError::invalid("alg.args.epochs", "at least 1", 0).into());
     }
-    if a.grad_accumulation == 0 {
-        return fail("grad_accumulation", "at least 1", "0".into());
-    }
-    if a.batch_size == 0 || !a.batch_size.is_multiple_of(a.grad_accumulation) {
-        return fail("batch_size", "a positive multiple of grad_accumulation", a.batch_size.to_string());
-    }
-    if !(a.max_grad_norm.is_finite() && a.max_grad_norm > 0.0) {
-        return fail("max_grad_norm", "a finite norm > 0", a.max_grad_norm.to_string());
-    }
-    if a.eval_batch_size == 0 {
-        return fail("eval_batch_size", "at least 1", "0".into());
-    }
-    if a.save_checkpoints && a.save_every == 0 {
-        return fail("save_every", "at least 1 step", "0".into());
-    }
-    Ok(())
+    a.settings.check()
 }
 
-/// The [`LoopArgs`] of an algorithm's typed `alg.args`, which declare the same eleven
-/// fields under the same names (`dpo`, `kto`, `reward_model`): a macro rather than a
-/// trait so that each args struct keeps its own field docs and exact serde keys.
+/// The [`LoopArgs`] of an algorithm's typed `alg.args` (`dpo`, `kto`, `reward_model`),
+/// which declare the shared settings and `epochs` under the same names.
 macro_rules! loop_args {
     ($a:expr) => {{
         let a = &$a;
-        $crate::offline::LoopArgs {
-            seed: a.seed,
-            epochs: a.epochs,
-            batch_size: a.batch_size,
-            grad_accumulation: a.grad_accumulation,
-            max_grad_norm: a.max_grad_norm,
-            eval_every: a.eval_every,
-            eval_batch_size: a.eval_batch_size,
-            eval_splits: a.eval_splits.clone(),
-            eval_zero_shot: a.eval_zero_shot,
-            save_checkpoints: a.save_checkpoints,
-            save_every: a.save_every,
-        }
+        $crate::offline::LoopArgs { settings: $crate::settings::loop_settings!(a), epochs: a.epochs }
     }};
 }
 pub(crate) use loop_args;
@@ -388,6 +350,8 @@ pub struct TrainSetup<'a, B: AutodiffBackend, O: Objective<B>> {
     pub tracker: &'a mut Tracker,
     /// A label for log lines and checkpoints (`dpo`, `kto`, `reward_model`).
     pub name: &'static str,
+    /// The task id, for errors.
+    pub task: String,
     /// The run directory to continue (`--resume`), if any.
     pub resume_from: Option<std::path::PathBuf>,
     /// The device the model is on.
@@ -401,7 +365,7 @@ fn log_eval<B: AutodiffBackend, O: Objective<B>>(
     step: usize,
 ) -> Result<(), PluginError> {
     for (split, examples) in &setup.evals {
-        let stats = evaluate(objective, model, examples, setup.args.eval_batch_size)?;
+        let stats = evaluate(objective, model, examples, setup.args.settings.eval_batch_size)?;
         let summary: Vec<String> = stats.iter().map(|(k, v)| format!("{k}={v:.4}")).collect();
         tracing::info!(step, split = split.name(), "eval {}", summary.join(" "));
         let metrics: serde_json::Map<String, serde_json::Value> =
@@ -425,14 +389,12 @@ pub fn train<B: AutodiffBackend, O: Objective<B>>(
     mut model: O::Model,
     mut setup: TrainSetup<'_, B, O>,
 ) -> Result<O::Model, PluginError> {
-    let args = setup.args.clone();
+    let (args, epochs) = (setup.args.settings.clone(), setup.args.epochs);
     let n = setup.train.len();
-    if n == 0 {
-        return Err("task: the train split is empty".into());
-    }
+    check_splits(&setup.task, n, setup.evals.iter().map(|(s, e)| (*s, e.len())))?;
     let micro = args.batch_size / args.grad_accumulation;
     let steps_per_epoch = n.div_ceil(args.batch_size);
-    let total = steps_per_epoch * args.epochs;
+    let total = steps_per_epoch * epochs;
     let mut optim: Optim<B, O::Model> = Optim::for_module(&setup.optimizer, &model);
     let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
     let mut sampler = PromptSampler::new(n);
@@ -447,7 +409,7 @@ pub fn train<B: AutodiffBackend, O: Objective<B>>(
             return Ok(model);
         }
     }
-    tracing::info!(examples = n, steps = total, epochs = args.epochs, "{} training", setup.name);
+    tracing::info!(examples = n, steps = total, epochs, "{} training", setup.name);
     if args.eval_zero_shot && first == 0 {
         log_eval(objective, &model, &mut setup, 0)?;
     }
@@ -487,19 +449,16 @@ pub fn train<B: AutodiffBackend, O: Objective<B>>(
         stats.insert("time/steps_per_second".into(), done_here / started.elapsed().as_secs_f64().max(1e-9));
         setup.tracker.log_training(step, &stats)?;
         tracing::info!(step, total, loss = format!("{:.4}", stats["loss"]), "{}", setup.name);
-        if step == total {
-            break;
-        }
-        if args.eval_every > 0 && step % args.eval_every == 0 {
+        if args.evaluates_at(step, total) {
             log_eval(objective, &model, &mut setup, step)?;
         }
-        if args.save_checkpoints && step % args.save_every == 0 {
+        if step == total {
+            setup.tracker.plot(&objective.plotted())?;
+        }
+        if args.checkpoints_at(step, total) {
             checkpoint(&model, &optim, state(step, &rng, &sampler), setup.tracker.run_dir())?;
         }
     }
-    log_eval(objective, &model, &mut setup, total)?;
-    setup.tracker.plot(&objective.plotted())?;
-    checkpoint(&model, &optim, state(total, &rng, &sampler), setup.tracker.run_dir())?;
     Ok(model)
 }
 
@@ -566,8 +525,13 @@ impl OfflineParts {
         encode: impl Fn(Split) -> Result<Vec<T>, PluginError>,
     ) -> Result<Encoded<T>, PluginError> {
         let train = encode(Split::Train)?;
-        let evals =
-            self.loop_args.eval_splits.iter().map(|&s| Ok((s, encode(s)?))).collect::<Result<Vec<_>, PluginError>>()?;
+        let evals = self
+            .loop_args
+            .settings
+            .eval_splits
+            .iter()
+            .map(|&s| Ok((s, encode(s)?)))
+            .collect::<Result<Vec<_>, PluginError>>()?;
         Ok(Encoded { train, evals })
     }
 
@@ -589,6 +553,7 @@ impl OfflineParts {
             evals: data.evals,
             tracker: &mut tracker,
             name: self.alg,
+            task: self.task_id.clone(),
             resume_from: ctx.resume_from.clone(),
             device: device.clone(),
         };
@@ -668,9 +633,8 @@ mod tests {
 
     #[test]
     fn loop_args_are_checked() {
-        let ok = LoopArgs {
+        let settings = LoopSettings {
             seed: 0,
-            epochs: 1,
             batch_size: 4,
             grad_accumulation: 2,
             max_grad_norm: 1.0,
@@ -681,11 +645,12 @@ mod tests {
             save_checkpoints: true,
             save_every: 2,
         };
+        let ok = LoopArgs { settings: settings.clone(), epochs: 1 };
         assert!(check_loop_args(&ok).is_ok());
-        let err = check_loop_args(&LoopArgs { save_every: 0, ..ok.clone() }).unwrap_err().to_string();
-        assert_eq!(err, "alg.args.save_every: expected at least 1 step, found 0");
-        let err = check_loop_args(&LoopArgs { batch_size: 3, ..ok.clone() }).unwrap_err().to_string();
+        let err = check_loop_args(&LoopArgs { epochs: 0, ..ok.clone() }).unwrap_err().to_string();
+        assert_eq!(err, "alg.args.epochs: expected at least 1, found 0");
+        let bad = LoopArgs { settings: LoopSettings { batch_size: 3, ..settings }, ..ok };
+        let err = check_loop_args(&bad).unwrap_err().to_string();
         assert_eq!(err, "alg.args.batch_size: expected a positive multiple of grad_accumulation, found 3");
-        assert!(check_loop_args(&LoopArgs { max_grad_norm: 0.0, ..ok }).is_err());
     }
 }

@@ -4,9 +4,9 @@
 //!
 //! This file holds the typed `alg.args` ([`GrpoArgs`]), the pure functions
 //! [`group_advantages`] and [`grpo_loss`], and the registration of the `grpo` algorithm;
-//! its generate-score-update loop is [`crate::group_run`], shared with GSPO
-//! ([`crate::gspo`]), which also reuses the advantages, the clipped surrogate and the
-//! aggregations below. The loop's own metrics are listed in [`crate::group_run`].
+//! its generate-score-update loop is [`crate::group::group_run`], shared with GSPO
+//! ([`crate::group::gspo`]), which also reuses the advantages, the clipped surrogate and the
+//! aggregations below. The loop's own metrics are listed in [`crate::group::group_run`].
 //!
 //! # Logged metrics
 //! | key | meaning |
@@ -398,7 +398,7 @@ tril_core::register!(algorithm,
     id: "grpo",
     doc: "GRPO: G sampled completions per prompt, group-normalized advantages, token-level clipped ratio, optional k3 KL (TRL's GRPOTrainer).",
     config: GrpoArgs,
-    build: crate::group_run::build::<GrpoArgs>);
+    build: crate::group::group_run::build::<GrpoArgs>);
 
 #[cfg(test)]
 mod tests {

@@ -5,7 +5,7 @@
 //! probability `beta` its first `k ~ U{1, ..., L-1}` tokens are kept as a roll-in and the
 //! policy continues from there (`gen_kwargs`), else the policy generates everything. The
 //! reward is the task's on the whole mixed sequence; the policy loss and the value loss
-//! cover only the tokens the policy generated (`¬M`, see [`crate::rollin`]):
+//! cover only the tokens the policy generated (`¬M`, see [`crate::onpolicy::rollin`]):
 //!
 //! ```tex
 //! L = -\frac{\sum_{i,t} (1 - M_{i,t}) m_{i,t} \min(r_{i,t} A_{i,t}, \operatorname{clip}(r_{i,t}, 1 \pm \epsilon) A_{i,t})}
@@ -15,14 +15,14 @@
 //! config), else a frozen model of its own on the policy's tokenizer.
 //!
 //! # Deviations from TRIL
-//! See [`crate::rollin`] (the guide really generates; one seeded stream). As TRIL, the
+//! See [`crate::onpolicy::rollin`] (the guide really generates; one seeded stream). As TRIL, the
 //! KL penalty is logged but not in the reward (`alg.args.kl_in_reward: false`, the
 //! default here; set it to `true` to add it).
 
-use crate::policies::GuideArgs;
-use crate::ppo::PpoArgs;
-use crate::ppo_run::Ppo;
-use crate::rollin::{IterationPlan, Mode, Schedule};
+use crate::onpolicy::policies::GuideArgs;
+use crate::onpolicy::ppo::PpoArgs;
+use crate::onpolicy::ppo_run::Ppo;
+use crate::onpolicy::rollin::{IterationPlan, Mode, Schedule};
 use rand_chacha::ChaCha8Rng;
 use tril_core::config::Section;
 use tril_core::plugin::{Algorithm, BuildCtx, PluginError};

@@ -2,7 +2,7 @@
 //! <https://arxiv.org/abs/1606.03476>; TRIL's `gail`, reference/tril.md §3.8): PPO whose
 //! terminal reward is a discriminator's probability that a text is the expert's.
 //!
-//! Each iteration, after the rollouts ([`crate::ppo_run::RewardHook`]):
+//! Each iteration, after the rollouts ([`crate::onpolicy::ppo_run::RewardHook`]):
 //! 1. the discriminator `D_φ` (a 2-label GPT-2 sequence classifier) takes `discrim_epochs`
 //!    passes over the iteration's trajectories in shuffled minibatches of
 //!    `discrim_batch_size`; each minibatch holds the policy's texts `x ‖ y` (label
@@ -68,11 +68,11 @@
 //!   prompt is cut on the left to fit the discriminator's context. An empty text reads
 //!   as one pad (EOS) token.
 
+use crate::offline::reward_model::classification_loss;
 use crate::offline::{host, lm_batch, load_lm, pad_id, Lengths, Tokens};
 use crate::onpolicy::load_tokenizer;
-use crate::ppo::PpoArgs;
-use crate::ppo_run::{Ppo, RewardHook, Rollouts};
-use crate::reward_model::classification_loss;
+use crate::onpolicy::ppo::PpoArgs;
+use crate::onpolicy::ppo_run::{Ppo, RewardHook, Rollouts};
 use crate::trainer::{load_module, save_module, section, Optim};
 use crate::validate::ensure;
 use burn::module::AutodiffModule;

@@ -21,7 +21,7 @@
 //! TRIL's PID and ball controllers (`klpidcontroller`, `ballklcontroller`) are not ported.
 //!
 //! ```
-//! use tril_algorithms::kl_controller::ProportionalKl;
+//! use tril_algorithms::onpolicy::kl_controller::ProportionalKl;
 //! use tril_core::plugin::KlController;
 //! let mut kl = ProportionalKl::new(0.1, 0.1);
 //! kl.step(0.2, 64); // 100% over target: +10%

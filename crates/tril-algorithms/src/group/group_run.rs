@@ -1,5 +1,5 @@
-//! The training loop GRPO (`alg=grpo`, [`crate::grpo`]) and GSPO (`alg=gspo`,
-//! [`crate::gspo`]) share, as TRL's `GRPOTrainer` orders it (reference/systems.md §3.1,
+//! The training loop GRPO (`alg=grpo`, [`crate::group::grpo`]) and GSPO (`alg=gspo`,
+//! [`crate::group::gspo`]) share, as TRL's `GRPOTrainer` orders it (reference/systems.md §3.1,
 //! FAI-RL §2.5); the two differ only in their loss, the [`GroupObjective`] they plug in.
 //!
 //! Per iteration:
@@ -7,7 +7,7 @@
 //!    are prompt `k`'s group), generate with the run's seeded sampler at `temperature`;
 //! 2. score every completion with the task's reward function (a non-finite reward stops
 //!    the run, naming the iteration and the sample);
-//! 3. group-relative advantages ([`crate::grpo::group_advantages`]);
+//! 3. group-relative advantages ([`crate::group::grpo::group_advantages`]);
 //! 4. old log-probs (only when a generation batch feeds more than one optimizer step;
 //!    otherwise the detached current log-probs, as TRL) and reference log-probs (only
 //!    with `beta > 0`, from a frozen copy of the initial policy);
@@ -45,13 +45,15 @@
 //! - Rewards are not NaN-aware: a non-finite reward stops the run.
 
 use crate::evaluation::Evaluation;
+use crate::group::grpo::{group_advantages, GrpoLoss};
 use crate::group::{completion_logprobs, mean_std, repeat_groups, GroupObjective, GroupPlan, GroupSettings};
-use crate::grpo::{group_advantages, GrpoLoss};
+use crate::onpolicy::policies::ActorCriticArgs;
 use crate::onpolicy::{
     build_models, generate_for, generation_config, load_tokenizer, prompt_tokenizer, OnPolicyState, PromptSampler,
 };
-use crate::policies::ActorCriticArgs;
+use crate::settings::{check_splits, loop_settings};
 use crate::trainer::{section, Optim};
+use crate::AlgorithmError;
 use burn::module::AutodiffModule;
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::backend::AutodiffBackend;
@@ -93,6 +95,7 @@ pub struct GroupAlgorithm<O: GroupObjective> {
     metrics: Vec<Box<dyn Metric>>,
     schedule: Box<dyn LrSchedule>,
     optimizer: OptimizerSpec,
+    task_id: String,
 }
 
 /// The registry builder of every group algorithm (`args` is `alg.args`).
@@ -155,6 +158,7 @@ pub fn build<O: GroupObjective>(args: &Section<'_>, ctx: &BuildCtx<'_>) -> Resul
         metrics,
         schedule,
         optimizer: *registry::build_optimizer(&section(config, "alg.optimizer")?, config)?,
+        task_id: root.task.id.clone(),
     }))
 }
 
@@ -229,9 +233,9 @@ impl<O: GroupObjective> TrainJob for GroupJob<'_, O> {
         let (model, reference, gpt_config) =
             build_models::<B>(&spec, tokenizer.vocab_size(), this.settings.train.seed, &device)?;
         let train = this.task.samples(Split::Train)?;
-        if train.is_empty() {
-            return Err("task: the train split is empty".into());
-        }
+        let evals = this.settings.train.eval_splits.iter().map(|&s| Ok((s, this.task.samples(s)?.len())));
+        let evals = evals.collect::<Result<Vec<_>, PluginError>>()?;
+        check_splits(&this.task_id, train.len(), evals)?;
         let mut state = Loop {
             sampler: PromptSampler::new(train.len()),
             train,
@@ -307,10 +311,11 @@ impl<B: AutodiffBackend, O: GroupObjective> Loop<'_, B, O> {
                 loss = format!("{:.4}", train.get(&format!("{id}/loss")).copied().unwrap_or(f64::NAN)),
                 "{id}"
             );
-            if iteration % t.eval_every == 0 || iteration == t.n_iters {
+            let settings = loop_settings!(t);
+            if settings.evaluates_at(iteration, t.n_iters) {
                 self.evaluate(iteration)?;
             }
-            if (t.save_checkpoints && iteration % t.save_every == 0) || iteration == t.n_iters {
+            if settings.checkpoints_at(iteration, t.n_iters) {
                 self.checkpoint(iteration)?;
             }
         }
@@ -450,7 +455,12 @@ impl<B: AutodiffBackend, O: GroupObjective> Loop<'_, B, O> {
                         push(&mut acc, "kl", scalar(kl));
                     }
                     let loss = loss / accumulation_divisor;
-                    step_loss += scalar(loss.clone());
+                    let value = scalar(loss.clone());
+                    if !value.is_finite() {
+                        let (algorithm, what) = (id.to_string(), "the loss".to_string());
+                        return Err(AlgorithmError::NonFinite { algorithm, step: iteration, what, value }.into());
+                    }
+                    step_loss += value;
                     let grads = loss.backward();
                     accum.accumulate(&self.policy, GradientsParams::from_grads(grads, &self.policy));
                 }

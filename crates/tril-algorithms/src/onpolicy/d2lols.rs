@@ -10,12 +10,12 @@
 //! iterations on IMDB, 100 of 500 on CommonGen, 200 of 1000 on TL;DR.
 //!
 //! # Deviations from TRIL
-//! As LOLS (see [`crate::lols`]).
+//! As LOLS (see [`crate::onpolicy::lols`]).
 
-use crate::lols::{aggrevate_with_guide_critic, require_guide_critic};
-use crate::ppo::PpoArgs;
-use crate::ppo_run::Ppo;
-use crate::rollin::{IterationPlan, Mode, Schedule};
+use crate::onpolicy::lols::{aggrevate_with_guide_critic, require_guide_critic};
+use crate::onpolicy::ppo::PpoArgs;
+use crate::onpolicy::ppo_run::Ppo;
+use crate::onpolicy::rollin::{IterationPlan, Mode, Schedule};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tril_core::config::Section;
@@ -69,8 +69,8 @@ tril_core::register!(algorithm,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policies::Beta;
-    use crate::rollin::ValueFn;
+    use crate::onpolicy::policies::Beta;
+    use crate::onpolicy::rollin::ValueFn;
     use rand::SeedableRng;
 
     #[test]

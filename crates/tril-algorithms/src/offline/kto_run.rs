@@ -1,11 +1,11 @@
 //! KTO's training loop (`alg=kto`): the offline loop of [`crate::offline`] over the
 //! task's unpaired, labelled completions (`unpaired_preference`, `synthetic_preference`),
-//! with [`crate::kto::kto_loss`] as TRL's `KTOTrainer` (`loss_type: kto`).
+//! with [`crate::offline::kto::kto_loss`] as TRL's `KTOTrainer` (`loss_type: kto`).
 //!
 //! Per micro-batch: the policy scores each `prompt + completion + EOS` and each
 //! mismatched `prompt + other completion` (the KL pairs); the reference point `z0` is the
 //! clamped, detached mean policy-minus-reference log-ratio of the KL pairs
-//! ([`crate::kto::kto_kl_reference_point`]).
+//! ([`crate::offline::kto::kto_kl_reference_point`]).
 //!
 //! # Logged keys (TRL's)
 //! `loss`, `kl`, `rewards/chosen`, `rewards/rejected`, `rewards/margins`,
@@ -20,8 +20,8 @@
 //! - Reference log-probs (of completions and KL pairs) are computed once before training
 //!   (TRL's `precompute_ref_log_probs: true`).
 
-use crate::dpo::SequenceReduction;
-use crate::kto::{kto_kl_reference_point, kto_loss, KtoArgs};
+use crate::offline::dpo::SequenceReduction;
+use crate::offline::kto::{kto_kl_reference_point, kto_loss, KtoArgs};
 use crate::offline::{
     completion_logprobs, frozen_logprobs, host, lm_batch, load_lm, loop_args, pad_id, tensor1, tokenize_pair, Lengths,
     Objective, OfflineParts, StatSums, Tokens,

@@ -5,7 +5,7 @@
 //! Data come from `alg.args` (not from the task): a `.parquet` (or `.csv`/`.jsonl`) file
 //! with a uid, a prompt, a response and a reward column (names configurable, defaults are
 //! the seed's `uid`, `prompt_pretokenized`, `unprocessed_response`, `normalized_reward`),
-//! and the reference log-prob cache `tril logp` wrote for it ([`crate::logp`]). With
+//! and the reference log-prob cache `tril logp` wrote for it ([`crate::offline::logp`]). With
 //! `logp_cache: null` the cache is computed at start from the initial policy (the seed's
 //! reference is the model being trained, so this is the same thing in one step).
 //! `data: builtin:synthetic` makes a small numbers dataset for the embedded
@@ -63,17 +63,19 @@
 //!   shuffles once); `eval_fraction` of the rows (seed: 1%) are held out and their NLL is
 //!   logged after each epoch.
 //! - No chat template (GPT-2 family): list prompts are joined with newlines
-//!   ([`crate::logp`]); the seed's Llama pad token and embedding resize do not apply.
+//!   ([`crate::offline::logp`]); the seed's Llama pad token and embedding resize do not apply.
 //! - The last accumulation group of an epoch may be short; its gradient is the mean over
 //!   the micro-batches it has.
 //! - `--resume` continues exactly after the newest checkpoint (`save_checkpoints`,
 //!   `save_every`; the final one is always written): model, optimizer, RNG and the
 //!   position in the epoch's shuffled order are restored.
 
-use crate::logp::{self, Column, Columns, Encoded, LogpCache, LogpOptions, Record};
+use crate::offline::logp::{self, Column, Columns, Encoded, LogpCache, LogpOptions, Record};
 use crate::onpolicy::{OnPolicyState, PromptSampler};
+use crate::settings::check_splits;
 use crate::trainer::{run_on_target, Optim, Run};
 use crate::validate::ensure;
+use crate::AlgorithmError;
 use burn::module::AutodiffModule;
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::backend::AutodiffBackend;
@@ -486,6 +488,14 @@ impl Run for OfflineIps {
         rows.shuffle(&mut rng);
         let n_eval = (rows.len() as f64 * a.eval_fraction).floor() as usize;
         let eval = rows.split_off(rows.len() - n_eval);
+        check_splits(&a.data, rows.len(), [])?;
+        if n_eval == 0 && a.eval_fraction > 0.0 {
+            tracing::warn!(
+                rows = rows.len(),
+                eval_fraction = a.eval_fraction,
+                "alg.args.eval_fraction holds out no row of this data; there is no held-out evaluation"
+            );
+        }
         let mut state = Loop {
             loss_args: IpsLossArgs {
                 rho_clip: a.rho_clip,
@@ -610,6 +620,11 @@ impl<B: AutodiffBackend> Loop<B> {
                 let (batch, reference, rewards) = self.tensors(&picked);
                 let logp = logp::response_logprobs(&self.model, &batch); // [b, L - 1]
                 let (loss, stats) = ips_loss(logp, reference, batch.response_mask.clone(), rewards, &self.loss_args);
+                let value = tril_core::ops::scalar(loss.clone());
+                if !value.is_finite() {
+                    let what = "the loss".to_string();
+                    return Err(AlgorithmError::NonFinite { algorithm: "offline_ips".into(), step, what, value }.into());
+                }
                 self.record(&mut sums, &picked, &stats);
                 let grads = (loss / micro.len() as f64).backward();
                 accum.accumulate(&self.model, GradientsParams::from_grads(grads, &self.model));
