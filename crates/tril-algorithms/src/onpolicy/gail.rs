@@ -478,7 +478,7 @@ fn build(_args: &Section<'_>, ctx: &BuildCtx<'_>) -> Result<Box<dyn Algorithm>, 
     }
     let ppo = Ppo::from_config(ctx.config, "gail", args.clone(), true, false)?;
     let hook = DiscriminatorPlan::from_config(ctx.config, &args, gail)?;
-    Ok(Box::new(ppo.with_reward_hook(hook)))
+    Ok(Box::new(ppo.with_discriminator(hook)))
 }
 
 tril_core::register!(algorithm,

@@ -253,6 +253,38 @@ pub fn value_loss<B: Backend>(
     (loss, clip_fraction)
 }
 
+/// The loss terms of one PPO micro-batch, each already reduced to `[1]`.
+#[derive(Debug, Clone)]
+pub struct PpoTerms<B: Backend> {
+    /// The clipped surrogate policy loss ([`policy_loss`]).
+    pub policy: Tensor<B, 1>,
+    /// The (optionally clipped) value loss ([`value_loss`]).
+    pub value: Tensor<B, 1>,
+    /// The negative entropy ([`entropy_loss`]).
+    pub entropy: Tensor<B, 1>,
+    /// The target-regularization NLL ([`target_loss`]) when `target_regularization`.
+    pub target: Option<Tensor<B, 1>>,
+}
+
+/// PPO's total objective, TRIL's `PPO.train_step` (Schulman et al. 2017, eq. 9, with
+/// TRIL's target regularization term):
+///
+/// ```tex
+/// L = L^{CLIP} + c_{vf} L^{VF} + c_{ent} L^{ent} + c_{tgt} L^{tgt}
+/// ```
+/// with `c_vf = vf_coef`, `c_ent = ent_coef` and `c_tgt = target_coef` (the last term only
+/// with `target_regularization`).
+///
+/// # Shapes
+/// every term `[1]` -> `[1]`
+pub fn total_loss<B: Backend>(terms: &PpoTerms<B>, args: &PpoArgs) -> Tensor<B, 1> {
+    let loss = terms.policy.clone() + terms.value.clone() * args.vf_coef + terms.entropy.clone() * args.ent_coef;
+    match &terms.target {
+        Some(target) => loss + target.clone() * args.target_coef,
+        None => loss,
+    }
+}
+
 /// Negative mean entropy over masked entries (`L_ent = -sum(H m) / sum(m)`).
 ///
 /// # Shapes

@@ -12,14 +12,20 @@
 //! - With a separate critic, the policy's and the critic's gradients are clipped to
 //!   `max_grad_norm` each (TRIL clips them together, so an early large value loss
 //!   shrinks the policy's step to almost nothing).
-//! - Runs on the CPU backend; `device: cuda:N` needs the CUDA build (GPU issue).
+//! - Runs on any backend (`device`, `precision`; generic over `B: AutodiffBackend`).
 //!
-//! # The algorithms built on this loop
-//! PPO++, AggreVaTeD, LOLS and D2LOLS ([`crate::onpolicy::rollin`]) change how rollouts are made
-//! (a guide rolls in or out each iteration, by their [`Schedule`]), which tokens the
-//! policy and the critic learn from, and which critic is used; GAIL ([`crate::onpolicy::gail`])
-//! replaces the task's reward with a discriminator's ([`RewardHook`]). Whether the KL
-//! penalty is in the reward is each algorithm's flag, `alg.args.kl_in_reward`.
+//! # The algorithms built on this loop: two strategies
+//! - [`RolloutStrategy`]: how trajectories are made. `Policy` (PPO, GAIL), or `Rollin`:
+//!   PPO++, AggreVaTeD, LOLS and D2LOLS ([`crate::onpolicy::rollin`]) let a guide roll in or
+//!   out each iteration, by their [`Schedule`], which also picks the tokens the policy and
+//!   the critic learn from and which critic is used.
+//! - [`TerminalReward`]: where the terminal reward comes from. `Task` (the task's
+//!   `reward_fn`), or `Discriminator`: GAIL ([`crate::onpolicy::gail`]) trains one on each
+//!   iteration's rollouts ([`RewardHook`]) and rewards with its probability of "expert".
+//!
+//! Whether the KL penalty is in the reward is each algorithm's flag, `alg.args.kl_in_reward`.
+//! The loop's stages: [`Loop::collect_rollouts`] (plan, generate, terminal rewards,
+//! advantages) and [`Loop::train_step`] (micro-batch terms, [`total_loss`], clipping, step).
 //!
 //! # Checkpoints and `--resume`
 //! `checkpoints/iter_<n>/` (written to a temporary directory, then renamed) holds
@@ -32,7 +38,10 @@
 
 use crate::evaluation::Evaluation;
 use crate::onpolicy::policies::{actor_critic_args, ActorCriticArgs};
-use crate::onpolicy::ppo::{entropy_loss, policy_loss, target_loss, token_rewards, value_loss, PpoArgs, PpoPlan};
+use crate::onpolicy::ppo::{
+    entropy_loss, policy_loss, target_loss, token_rewards, total_loss, value_loss, PpoArgs, PpoPlan, PpoTerms,
+};
+use crate::onpolicy::gail::{Discriminator, DiscriminatorPlan};
 use crate::onpolicy::rollin::{
     prefixes, rollin_lengths, rollin_mask, segment_masks, IterationPlan, Mode, Rollin, ValueFn,
 };
@@ -43,6 +52,7 @@ use crate::onpolicy::{
 use crate::settings::{check_splits, loop_settings, LoopSettings};
 use crate::trainer::{section, Optim};
 use crate::AlgorithmError;
+use burn::tensor::DType::F32;
 use burn::module::AutodiffModule;
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::backend::AutodiffBackend;
@@ -109,14 +119,35 @@ pub struct Ppo {
     policy_args: ActorCriticArgs,
     tokenizer: TokenizerConfig,
     task: Box<dyn Task>,
-    /// The task's reward (`None` when a [`RewardHook`] is the reward).
-    reward: Option<Box<dyn RewardFn>>,
     metrics: Vec<Box<dyn Metric>>,
     kl: Box<dyn KlController>,
     schedule: Box<dyn LrSchedule>,
     optimizer: OptimizerSpec,
-    rollin: Option<Rollin>,
-    hook: Option<crate::onpolicy::gail::DiscriminatorPlan>,
+    rollouts: RolloutStrategy,
+    /// Taken by the loop when the run starts.
+    reward: Option<TerminalReward>,
+}
+
+/// Where each trajectory's terminal reward comes from: a strategy of the on-policy loop.
+pub enum TerminalReward {
+    /// The task's reward function (PPO and the roll-in family).
+    Task(Box<dyn RewardFn>),
+    /// A discriminator trained every iteration on the rollouts (GAIL).
+    Discriminator(DiscriminatorPlan),
+}
+
+/// How each iteration's trajectories are made: a strategy of the on-policy loop.
+pub enum RolloutStrategy {
+    /// The policy generates alone (PPO, GAIL).
+    Policy,
+    /// A guide rolls in or out as the schedule says (PPO++, AggreVaTeD, LOLS, D2LOLS).
+    Rollin(Rollin),
+}
+
+/// [`TerminalReward`] once the backend is known.
+enum RewardSource<B: AutodiffBackend> {
+    Task(Box<dyn RewardFn>),
+    Discriminator(Box<Discriminator<B>>),
 }
 
 impl Ppo {
@@ -163,14 +194,19 @@ impl Ppo {
             policy_args,
             tokenizer,
             task: registry::build_task(&section(config, "task")?, config)?,
-            reward: if task_reward { Some(registry::build_reward_fn(&reward_section, config)?) } else { None },
+            reward: match task_reward {
+                true => Some(TerminalReward::Task(registry::build_reward_fn(&reward_section, config)?)),
+                false => None,
+            },
             metrics,
             kl: registry::build_kl_controller(&section(config, "alg.kl_div")?, config)?,
             schedule,
             optimizer: *registry::build_optimizer(&section(config, "alg.optimizer")?, config)?,
             args,
-            rollin: guide.map(|guide| Rollin { guide, schedule: Box::new(NoRollin) }),
-            hook: None,
+            rollouts: match guide {
+                Some(guide) => RolloutStrategy::Rollin(Rollin { guide, schedule: Box::new(NoRollin) }),
+                None => RolloutStrategy::Policy,
+            },
         })
     }
 
@@ -185,7 +221,7 @@ impl Ppo {
         ) -> Result<Box<dyn crate::onpolicy::rollin::Schedule>, PluginError>,
     ) -> Result<Ppo, PluginError> {
         let id = self.id;
-        let Some(rollin) = self.rollin.as_mut() else {
+        let RolloutStrategy::Rollin(rollin) = &mut self.rollouts else {
             return Err(format!(
                 "alg.policy.id: {id} needs the `multi_actor_critic` policy (guide_model_name, beta, guide_gen_kwargs)"
             )
@@ -202,14 +238,14 @@ impl Ppo {
         Ok(self)
     }
 
-    /// Replaces the task's terminal reward with `hook`'s (GAIL).
-    pub fn with_reward_hook(mut self, hook: crate::onpolicy::gail::DiscriminatorPlan) -> Ppo {
-        self.hook = Some(hook);
+    /// Makes a discriminator trained on the rollouts the terminal reward (GAIL).
+    pub fn with_discriminator(mut self, discriminator: DiscriminatorPlan) -> Ppo {
+        self.reward = Some(TerminalReward::Discriminator(discriminator));
         self
     }
 
     fn refuse_guide(self) -> Result<Ppo, PluginError> {
-        if self.rollin.is_some() {
+        if matches!(self.rollouts, RolloutStrategy::Rollin(_)) {
             return Err(format!(
                 "alg.policy.id: `multi_actor_critic` is read by the roll-in algorithms (ppo_pp, aggrevated, lols, \
                  d2lols); {} uses `actor_critic` or `actor_critic_shared`",
@@ -269,6 +305,37 @@ struct Mixed<B: AutodiffBackend> {
     k: Vec<usize>,
 }
 
+/// Stage 2's output: one iteration's trajectories, per generate call, with their texts.
+struct Collected<B: AutodiffBackend> {
+    /// `(ids, attention mask, prompt + reference ids)` of each call, `[b, P + N]` each.
+    ids: Vec<(Tensor<Inner<B>, 2, Int>, Tensor<Inner<B>, 2, Int>, Tensor<Inner<B>, 2, Int>)>,
+    /// `[gen_mask, logprobs, ref_logprobs, values, target_mask, entropy]` of each call, `[b, N]` each.
+    floats: Vec<[Tensor<Inner<B>, 2>; 6]>,
+    sample_ids: Vec<String>,
+    prompts: Vec<String>,
+    generations: Vec<String>,
+    references: Vec<Vec<String>>,
+    /// The roll-in mask `M`, row-major `[B, N]`.
+    rollin_mask: Vec<f32>,
+    /// The roll-in lengths `k_i`.
+    rollin_lengths: Vec<usize>,
+}
+
+impl<B: AutodiffBackend> Default for Collected<B> {
+    fn default() -> Self {
+        Collected {
+            ids: Vec::new(),
+            floats: Vec::new(),
+            sample_ids: Vec::new(),
+            prompts: Vec::new(),
+            generations: Vec::new(),
+            references: Vec::new(),
+            rollin_mask: Vec::new(),
+            rollin_lengths: Vec::new(),
+        }
+    }
+}
+
 fn host<B: burn::tensor::backend::Backend>(t: Tensor<B, 2>) -> Vec<f32> {
     t.into_data().convert::<f32>().to_vec::<f32>().unwrap_or_default()
 }
@@ -301,13 +368,14 @@ struct Loop<'a, B: AutodiffBackend> {
     train: Vec<Sample>,
     sampler: PromptSampler,
     device: B::Device,
-    hook: Option<crate::onpolicy::gail::Discriminator<B>>,
+    reward: RewardSource<B>,
 }
 
 impl Algorithm for Ppo {
     fn run(self: Box<Self>, ctx: &RunCtx<'_>) -> Result<(), PluginError> {
-        if self.reward.is_none() && self.hook.is_none() {
-            return Err(format!("{}: no reward: neither the task's reward_fn nor a learned one", self.id).into());
+        if self.reward.is_none() {
+            let message = format!("{}: no reward: neither the task's reward_fn nor a learned one", self.id);
+            return Err(AlgorithmError::config("reward_fn", message).into());
         }
         let root: RootConfig = ctx.config.extract("")?;
         tril_core::backend::train(root.target()?, PpoJob { ppo: *self, ctx })?
@@ -338,7 +406,7 @@ impl TrainJob for PpoJob<'_> {
         let (mut model, reference, gpt_config) =
             build_models::<B>(&this.spec, tokenizer.vocab_size(), this.args.seed, &device)?;
         let mut guide = None;
-        if let Some(rollin) = &this.rollin {
+        if let RolloutStrategy::Rollin(rollin) = &this.rollouts {
             if rollin.guide.create_guide_critic {
                 model = with_guide_critic(model, this.spec.mlp_head, &device);
             }
@@ -356,9 +424,10 @@ impl TrainJob for PpoJob<'_> {
             sampler: PromptSampler::new(train.len()),
             train,
             optim: Optim::for_module(&this.optimizer, &model),
-            hook: match &this.hook {
-                Some(plan) => Some(plan.build::<B>(&device)?),
-                None => None,
+            reward: match this.reward.take() {
+                Some(TerminalReward::Task(reward)) => RewardSource::Task(reward),
+                Some(TerminalReward::Discriminator(plan)) => RewardSource::Discriminator(Box::new(plan.build(&device)?)),
+                None => return Err(AlgorithmError::config("reward_fn", "the run's reward was already used").into()),
             },
             rng: ChaCha8Rng::seed_from_u64(this.args.seed),
             tracker: Tracker::new(RunDir::open(&ctx.run_dir)?),
@@ -391,7 +460,7 @@ impl<B: AutodiffBackend> Loop<'_, B> {
             &self.device,
         )?;
         (self.model, self.optim, self.tracker) = (model, optim, tracker);
-        if let Some(hook) = self.hook.as_mut() {
+        if let RewardSource::Discriminator(hook) = &mut self.reward {
             let (_, dir) = crate::trainer::latest_checkpoint(run_dir)?;
             hook.restore(&dir.join("reward_hook"))?;
         }
@@ -472,7 +541,9 @@ impl<B: AutodiffBackend> Loop<'_, B> {
             let gen = generate_forced(policy, tok, samples, &gen_cfg, None, n, rng, device)?;
             return Ok(Mixed { gen, rollin_mask: vec![0.0; samples.len() * n], k: vec![0; samples.len()] });
         };
-        let rollin = self.ppo.rollin.as_ref().expect("a roll-in plan comes from a roll-in schedule");
+        let RolloutStrategy::Rollin(rollin) = &self.ppo.rollouts else {
+            unreachable!("a roll-in plan comes from a roll-in schedule")
+        };
         let guide_cfg = generation_config(&rollin.guide.guide_gen_kwargs);
         let guide = self.guide.as_ref().unwrap_or(&self.reference);
         let ((first, first_cfg), (second, second_cfg)) = match mode {
@@ -486,88 +557,107 @@ impl<B: AutodiffBackend> Loop<'_, B> {
         Ok(Mixed { gen, rollin_mask: rollin_mask(&k, n), k })
     }
 
-    /// Generates, scores and computes advantages for one iteration's trajectories.
+    /// One iteration's rollouts, in the stages of DESIGN.md's data flow: 1. the iteration's
+    /// plan (roll-in mode), 2. generation with the policy's scores and the reference
+    /// log-probs ([`Loop::generate_rollouts`]), 3. terminal rewards ([`Loop::terminal_rewards`]),
+    /// 4. per-token rewards, GAE and the buffer ([`Loop::advantages`]).
     fn collect_rollouts(&mut self, iteration: usize) -> Result<(Buffer<B>, Stats), PluginError> {
-        let (bpp, n) = (self.ppo.sampling.batch_size_per_process, self.ppo.args.max_gen_len);
+        let n = self.ppo.args.max_gen_len;
         let gen_cfg = generation_config(&self.ppo.policy_args.gen_kwargs);
         if gen_cfg.max_new_tokens != n {
-            return Err(format!(
-                "alg.policy.args.gen_kwargs.max_new_tokens ({}) must equal alg.args.max_gen_len ({n})",
-                gen_cfg.max_new_tokens
-            )
-            .into());
+            let message = format!("must equal alg.args.max_gen_len ({n}), found {}", gen_cfg.max_new_tokens);
+            return Err(AlgorithmError::config("alg.policy.args.gen_kwargs.max_new_tokens", message).into());
         }
-        let plan = match self.ppo.rollin.as_mut() {
-            Some(rollin) => rollin.schedule.plan(iteration, &mut self.rng),
-            None => IterationPlan::PLAIN,
+        // 1. the iteration's plan
+        let plan = match &mut self.ppo.rollouts {
+            RolloutStrategy::Rollin(rollin) => rollin.schedule.plan(iteration, &mut self.rng),
+            RolloutStrategy::Policy => IterationPlan::PLAIN,
         };
+        // 2. trajectories, scored by the policy, the critic and the reference
+        let rollouts = self.generate_rollouts(&plan)?;
+        // 3. one terminal reward per trajectory
+        let (terminal, stats) = self.terminal_rewards(iteration, &rollouts)?;
+        // 4. per-token rewards, advantages, returns
+        self.advantages(rollouts, terminal, stats, &plan)
+    }
+
+    /// Stage 2: `generate_calls` batches of trajectories (mixed with the guide as `plan`
+    /// says), each scored by the policy (log-probs, entropy), the critic (values) and the
+    /// reference (log-probs).
+    fn generate_rollouts(&mut self, plan: &IterationPlan) -> Result<Collected<B>, PluginError> {
+        let (bpp, n) = (self.ppo.sampling.batch_size_per_process, self.ppo.args.max_gen_len);
         let policy = self.model.valid();
-        let mut parts: Vec<[Tensor<Inner<B>, 2>; 6]> = Vec::new();
-        let mut ids_parts = Vec::new();
-        let mut terminal = Vec::new();
-        let (mut rollin, mut ks) = (Vec::new(), Vec::new());
-        let (mut prompts, mut generations, mut references) = (Vec::new(), Vec::new(), Vec::new());
+        let mut out = Collected::default();
         let bar = progress::bar(self.ppo.plan.generate_calls as u64, "rollout");
         for _ in 0..self.ppo.plan.generate_calls {
             let idx = self.sampler.take(bpp, &mut self.rng);
             let owned: Vec<Sample> = idx.iter().map(|&i| self.train[i].clone()).collect();
             let samples: Vec<&Sample> = owned.iter().collect();
-            let Mixed { gen, rollin_mask: m, k } = self.generate_batch(&policy.policy, &samples, &plan)?;
-            let refs: Vec<Vec<String>> = samples.iter().map(|s| s.references.clone()).collect();
-            let batch = TextBatch { prompts: &gen.prompts, generations: &gen.texts, references: &refs };
-            let scores = match self.ppo.reward.as_mut() {
-                Some(reward) => reward.score(batch)?,
-                None => vec![0.0; samples.len()], // the hook gives them below
-            };
-            if let Some(i) = scores.iter().position(|r| !r.is_finite()) {
-                return Err(format!(
-                    "iteration {iteration}: the reward of sample `{}` is {} (generation {:?}); stopping instead of training on it",
-                    samples[i].id, scores[i], gen.texts[i]
-                )
-                .into());
-            }
+            let Mixed { gen, rollin_mask: m, k } = self.generate_batch(&policy.policy, &samples, plan)?;
             let (t_ids, t_mask) = reference_targets::<Inner<B>>(&self.tokenizer, &samples, n, &self.device)?;
-            terminal.extend(scores.iter().map(|&r| r as f32));
             let scored = policy.score_with(gen.ids.clone(), gen.mask.clone(), n, plan.value_fn);
             let ref_lp = lm_logprobs(&self.reference, gen.ids.clone(), gen.mask.clone(), n);
             let p = gen.ids.dims()[1] - n;
             let b = gen.ids.dims()[0];
             let prompt = gen.ids.clone().slice([0..b, 0..p]);
-            ids_parts.push((gen.ids, gen.mask, Tensor::cat(vec![prompt, t_ids], 1)));
-            parts.push([gen.gen_mask, scored.logprobs, ref_lp, scored.values, t_mask, scored.entropy]);
-            prompts.extend(gen.prompts);
-            generations.extend(gen.texts);
-            references.extend(refs);
-            rollin.extend(m);
-            ks.extend(k);
+            out.ids.push((gen.ids, gen.mask, Tensor::cat(vec![prompt, t_ids], 1)));
+            out.floats.push([gen.gen_mask, scored.logprobs, ref_lp, scored.values, t_mask, scored.entropy]);
+            out.sample_ids.extend(samples.iter().map(|s| s.id.clone()));
+            out.references.extend(samples.iter().map(|s| s.references.clone()));
+            out.prompts.extend(gen.prompts);
+            out.generations.extend(gen.texts);
+            out.rollin_mask.extend(m);
+            out.rollin_lengths.extend(k);
             bar.inc(1);
         }
         bar.finish_and_clear();
-        let mut stats = Stats::new();
-        if let Some(hook) = self.hook.as_mut() {
-            let rollouts = Rollouts { prompts: &prompts, generations: &generations, references: &references };
-            let (learned, hook_stats) = hook.rewards(iteration, &rollouts, &mut self.rng)?;
-            if learned.len() != terminal.len() || learned.iter().any(|r| !r.is_finite()) {
-                return Err(format!(
-                    "iteration {iteration}: the learned reward gave {} values for {} trajectories (or a non-finite one)",
-                    learned.len(),
-                    terminal.len()
-                )
-                .into());
+        Ok(out)
+    }
+
+    /// Stage 3: the terminal reward of every trajectory, from the run's [`RewardSource`]:
+    /// the task's reward function, or the discriminator after its training step (GAIL).
+    /// A non-finite reward stops the run, naming the sample.
+    fn terminal_rewards(&mut self, iteration: usize, rollouts: &Collected<B>) -> Result<(Vec<f32>, Stats), PluginError> {
+        let (prompts, generations, references) = (&rollouts.prompts, &rollouts.generations, &rollouts.references);
+        let (scores, stats): (Vec<f64>, Stats) = match &mut self.reward {
+            RewardSource::Task(reward) => {
+                (reward.score(TextBatch { prompts, generations, references })?, Stats::new())
             }
-            if self.ppo.reward.is_some() {
-                let task_rewards: Vec<f64> = terminal.iter().map(|&r| f64::from(r)).collect();
-                stats.insert("rollout_buffer/task_rewards".into(), mean(&task_rewards));
+            RewardSource::Discriminator(discriminator) => {
+                let texts = Rollouts { prompts, generations, references };
+                let (learned, stats) = discriminator.rewards(iteration, &texts, &mut self.rng)?;
+                (learned.into_iter().map(f64::from).collect(), stats)
             }
-            stats.extend(hook_stats);
-            terminal = learned;
+        };
+        if scores.len() != generations.len() {
+            let message = format!("gave {} rewards for {} trajectories", scores.len(), generations.len());
+            return Err(AlgorithmError::config("reward_fn", message).into());
         }
+        if let Some(i) = scores.iter().position(|r| !r.is_finite()) {
+            let what = format!("the reward of sample `{}` (generation {:?})", rollouts.sample_ids[i], generations[i]);
+            let algorithm = self.ppo.id.to_string();
+            return Err(AlgorithmError::NonFinite { algorithm, step: iteration, what, value: scores[i] }.into());
+        }
+        Ok((scores.iter().map(|&r| r as f32).collect(), stats))
+    }
+
+    /// Stage 4: per-token rewards (terminal + KL penalty, when the algorithm keeps it in
+    /// the reward), GAE advantages and returns, the update and value masks of the roll-in
+    /// segments, the KL controller's step and the rollout statistics.
+    fn advantages(
+        &mut self,
+        rollouts: Collected<B>,
+        terminal: Vec<f32>,
+        mut stats: Stats,
+        plan: &IterationPlan,
+    ) -> Result<(Buffer<B>, Stats), PluginError> {
+        let n = self.ppo.args.max_gen_len;
+        let parts = &rollouts.floats;
         let cat = |k: usize| Tensor::cat(parts.iter().map(|p| p[k].clone()).collect(), 0);
         let (gen_mask, logprobs, ref_lp, values, target_mask) = (cat(0), cat(1), cat(2), cat(3), cat(4));
         let entropy = host(cat(5)).iter().map(|&e| f64::from(e)).collect::<Vec<_>>();
         let t = terminal.len();
-        let terminal =
-            Tensor::<Inner<B>, 1>::from_data(TensorData::new(terminal, [t]), (&self.device, burn::tensor::DType::F32));
+        let terminal = Tensor::<Inner<B>, 1>::from_data(TensorData::new(terminal, [t]), (&self.device, F32));
         let kl_coeff = self.ppo.kl.coeff();
         let (rewards, kl_rewards, total) =
             token_rewards(terminal, gen_mask.clone(), logprobs.clone(), ref_lp.clone(), kl_coeff);
@@ -578,7 +668,7 @@ impl<B: AutodiffBackend> Loop<'_, B> {
         let gen_host = host(gen_mask.clone());
         let lengths = row_sums(&gen_host, n);
         let kl_sums = row_sums(&host(kl_div), n);
-        let (update, value) = segment_masks(plan.mode, &gen_host, &rollin);
+        let (update, value) = segment_masks(plan.mode, &gen_host, &rollouts.rollin_mask);
         stats.insert("rollout_buffer/rewards".into(), mean(&row_sums(&host(rewards), n)));
         stats.insert("rollout_buffer/kl_rewards".into(), mean(&row_sums(&host(kl_rewards), n)));
         stats.insert("rollout_buffer/total_rewards".into(), mean(&row_sums(&host(total), n)));
@@ -593,19 +683,16 @@ impl<B: AutodiffBackend> Loop<'_, B> {
         stats.insert("rollout_buffer/episode_lengths".into(), mean(&lengths));
         stats.insert("rollout_buffer/kl_coef".into(), kl_coeff);
         if let Some(mode) = plan.mode {
-            let k: Vec<f64> = ks.iter().map(|&k| k as f64).collect();
+            let k: Vec<f64> = rollouts.rollin_lengths.iter().map(|&k| k as f64).collect();
             stats.insert("rollout_buffer/rollin_lengths".into(), mean(&k));
             stats.insert("rollout_buffer/learner_tokens".into(), mean(&row_sums(&update, n)));
             stats.insert("rollout_buffer/beta".into(), plan.beta);
             stats.insert("rollout_buffer/mode_aggrevate".into(), f64::from(u8::from(mode == Mode::Aggrevate)));
         }
         self.ppo.kl.step(mean(&kl_sums), t * n);
-        let cat_int = |k: usize| {
-            Tensor::cat(ids_parts.iter().map(|p| [p.0.clone(), p.1.clone(), p.2.clone()][k].clone()).collect(), 0)
-        };
-        let matrix = |v: Vec<f32>| {
-            Tensor::<Inner<B>, 2>::from_data(TensorData::new(v, [t, n]), (&self.device, burn::tensor::DType::F32))
-        };
+        let ids = &rollouts.ids;
+        let cat_int = |k: usize| Tensor::cat(ids.iter().map(|p| [p.0.clone(), p.1.clone(), p.2.clone()][k].clone()).collect(), 0);
+        let matrix = |v: Vec<f32>| Tensor::<Inner<B>, 2>::from_data(TensorData::new(v, [t, n]), (&self.device, F32));
         let buffer = Buffer {
             ids: cat_int(0),
             mask: cat_int(1),
@@ -663,17 +750,19 @@ impl<B: AutodiffBackend> Loop<'_, B> {
                         args.clip_range_vf,
                     );
                     let ent = entropy_loss(scored.entropy, masks);
-                    let mut loss = pg.clone() + vl.clone() * args.vf_coef + ent.clone() * args.ent_coef;
-                    if args.target_regularization {
+                    let target = args.target_regularization.then(|| {
                         let b = micro.len();
                         let prompt_attn = attn.slice([0..b, 0..prompt_len]);
                         let t_mask = pick(&buf.target_mask); // [b, N]
                         let t_attn = Tensor::cat(vec![prompt_attn, t_mask.clone().int()], 1);
                         let lp = lm_logprobs(&self.model.policy, pick_int(&buf.target_ids), t_attn, n);
-                        let tgt = target_loss(lp, t_mask);
+                        target_loss(lp, t_mask)
+                    });
+                    if let Some(tgt) = &target {
                         acc.entry("ppo/target_loss").or_default().push(scalar(tgt.clone()));
-                        loss = loss + tgt * args.target_coef;
                     }
+                    let terms = PpoTerms { policy: pg.clone(), value: vl.clone(), entropy: ent.clone(), target };
+                    let loss = total_loss(&terms, &args);
                     approx_kl = scalar(stats.approx_kl.clone());
                     for (k, v) in [
                         ("ppo/policy_gradient_loss", scalar(pg)),
@@ -769,7 +858,10 @@ impl<B: AutodiffBackend> Loop<'_, B> {
         let (config, tokenizer) = (&self.gpt_config, &self.tokenizer);
         let state =
             OnPolicyState::new(self.ppo.id, iteration, &self.rng, &self.sampler).with_kl_state(self.ppo.kl.state());
-        let hook = self.hook.as_ref();
+        let hook = match &self.reward {
+            RewardSource::Discriminator(d) => Some(d),
+            RewardSource::Task(_) => None,
+        };
         state.write_checkpoint(self.tracker.run_dir(), &self.model, &self.optim, |tmp| {
             tril_models::hf::save_gpt2(&model.policy, config, &tmp.join("policy"), Some(tokenizer))?;
             let critic = match (&model.critic, &model.shared_head) {
