@@ -24,6 +24,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use crate::error::MetricError;
 use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
 use tril_core::backend::{infer, InferJob, Target};
@@ -80,23 +81,26 @@ impl Default for BertScoreConfig {
 
 impl BertScoreConfig {
     /// `(model id, num_layers)` this config scores with; `key` names the config section in errors.
-    pub fn model(&self, key: &str) -> Result<(String, usize), PluginError> {
+    pub fn model(&self, key: &str) -> Result<(String, usize), MetricError> {
         if self.batch_size == 0 {
-            return Err(format!("{key}.batch_size: expected at least 1").into());
+            return Err(MetricError::invalid(format!("{key}.batch_size"), self.batch_size, "at least 1"));
         }
         let known = |id: &str| MODEL_LAYERS.iter().find(|(m, _)| *m == id).map(|&(_, n)| n);
         if let Some(id) = &self.model_name {
             let layers = self.num_layers.or_else(|| known(id)).ok_or_else(|| {
-                format!("{key}.num_layers: required with model_name `{id}` (bert_score's table has no layer for it)")
+                MetricError::config(
+                    format!("{key}.num_layers"),
+                    format!("required with model_name `{id}` (bert_score's table has no layer for it)"),
+                )
             })?;
             return Ok((id.clone(), layers));
         }
         let lang = self.language.to_lowercase();
         if lang == "en-sci" {
-            return Err(format!(
-                "{key}.language: `en-sci` (SciBERT) is not supported; set {key}.model_name and {key}.num_layers"
-            )
-            .into());
+            return Err(MetricError::config(
+                format!("{key}.language"),
+                format!("`en-sci` (SciBERT) is not supported; set {key}.model_name and {key}.num_layers"),
+            ));
         }
         let (id, layers) =
             LANGUAGES.iter().find(|(l, _, _)| *l == lang).map(|&(_, m, n)| (m, n)).unwrap_or(MULTILINGUAL);
@@ -252,7 +256,7 @@ fn config_token(cfg: Option<&serde_json::Value>, key: &str) -> Option<String> {
 impl<B: Backend> BertScorer<B> {
     /// Loads the first `num_layers` layers of the encoder in `dir` and its tokenizer onto
     /// `device`.
-    pub fn load(dir: &Path, num_layers: usize, device: &B::Device) -> Result<Self, PluginError> {
+    pub fn load(dir: &Path, num_layers: usize, device: &B::Device) -> Result<Self, MetricError> {
         let loaded = tril_models::hf::encoder::load_encoder::<B>(dir, Some(num_layers), device)?;
         let tok_cfg_path = dir.join("tokenizer_config.json");
         let tok_cfg = if tok_cfg_path.is_file() { Some(tril_models::hf::read_json(&tok_cfg_path)?) } else { None };
@@ -303,7 +307,7 @@ impl<B: Backend> BertScorer<B> {
 
     /// Token ids of `sentence` as bert_score's `sent_encode` gives them: an empty (or blank)
     /// sentence is `[cls, sep]` (`build_inputs_with_special_tokens([])`).
-    pub fn encode(&self, sentence: &str) -> Result<Vec<u32>, PluginError> {
+    pub fn encode(&self, sentence: &str) -> Result<Vec<u32>, MetricError> {
         let text = self.prepare(sentence);
         if text.is_empty() {
             return Ok(self.cls.into_iter().chain(self.sep).collect());
@@ -317,7 +321,7 @@ impl<B: Backend> BertScorer<B> {
     }
 
     /// Normalised embeddings and weights of each sentence, `batch_size` per forward pass.
-    pub fn embed(&self, sentences: &[String], batch_size: usize) -> Result<Vec<Embedded>, PluginError> {
+    pub fn embed(&self, sentences: &[String], batch_size: usize) -> Result<Vec<Embedded>, MetricError> {
         let mut out = Vec::with_capacity(sentences.len());
         let pad = self.tokenizer.pad_token_id().unwrap_or(0);
         for chunk in sentences.chunks(batch_size.max(1)) {
@@ -330,7 +334,11 @@ impl<B: Backend> BertScorer<B> {
             }
             let (ids, mask) = enc.to_tensors::<B>(&self.device); // [b, T]
             let hidden = self.encoder.forward(ids, Some(mask), None); // [b, T, D]
-            let values = hidden.into_data().convert::<f32>().to_vec::<f32>().map_err(|e| format!("{e:?}"))?;
+            let values = hidden
+                .into_data()
+                .convert::<f32>()
+                .to_vec::<f32>()
+                .map_err(|e| MetricError::context("bert_score: reading the encoder's hidden states", e))?;
             for (i, row) in rows.iter().enumerate() {
                 let mut emb = values[i * t * d..(i * t + row.len()) * d].to_vec(); // [len, D]
                 normalize_rows(&mut emb, d);
@@ -348,14 +356,16 @@ impl<B: Backend> BertScorer<B> {
         candidates: &'a [String],
         references: &'a [Vec<String>],
         batch_size: usize,
-    ) -> Result<Vec<BertScore>, PluginError> {
+    ) -> Result<Vec<BertScore>, MetricError> {
         if candidates.len() != references.len() {
-            return Err(
-                format!("bert_score: {} candidates, {} reference lists", candidates.len(), references.len()).into()
-            );
+            return Err(MetricError::BatchMismatch {
+                metric: "bert_score",
+                candidates: candidates.len(),
+                references: references.len(),
+            });
         }
         if let Some(i) = references.iter().position(Vec::is_empty) {
-            return Err(format!("bert_score: sample {i} has no reference").into());
+            return Err(MetricError::MissingReference { metric: "bert_score", sample: i });
         }
         // 1. unique sentences, embedded once (bert_score's dedup)
         let mut index: HashMap<&str, usize> = HashMap::new();
@@ -388,7 +398,7 @@ pub trait Scorer: Send + Sync + std::fmt::Debug {
         candidates: &[String],
         references: &[Vec<String>],
         batch_size: usize,
-    ) -> Result<Vec<BertScore>, PluginError>;
+    ) -> Result<Vec<BertScore>, MetricError>;
 }
 
 impl<B: Backend> Scorer for BertScorer<B> {
@@ -397,16 +407,16 @@ impl<B: Backend> Scorer for BertScorer<B> {
         candidates: &[String],
         references: &[Vec<String>],
         batch_size: usize,
-    ) -> Result<Vec<BertScore>, PluginError> {
+    ) -> Result<Vec<BertScore>, MetricError> {
         BertScorer::score(self, candidates, references, batch_size)
     }
 }
 
 /// Loads a [`BertScorer`] on the backend `target` names.
-pub fn load_scorer(dir: &Path, num_layers: usize, target: Target) -> Result<Arc<dyn Scorer>, PluginError> {
+pub fn load_scorer(dir: &Path, num_layers: usize, target: Target) -> Result<Arc<dyn Scorer>, MetricError> {
     struct Load<'a>(&'a Path, usize);
     impl InferJob for Load<'_> {
-        type Output = Result<Arc<dyn Scorer>, PluginError>;
+        type Output = Result<Arc<dyn Scorer>, MetricError>;
         fn run<B: Backend>(self, device: B::Device) -> Self::Output {
             Ok(Arc::new(BertScorer::<B>::load(self.0, self.1, &device)?))
         }
@@ -436,31 +446,39 @@ pub struct BertScoreFn {
 
 impl BertScoreFn {
     /// Checks `config` and finds its model; `key` names the config section in errors.
-    pub fn new(config: &BertScoreConfig, key: &str, target: Target) -> Result<Self, PluginError> {
+    pub fn new(config: &BertScoreConfig, key: &str, target: Target) -> Result<Self, MetricError> {
         let (id, num_layers) = config.model(key)?;
-        let dir = tril_models::resolve::resolve_model(&id).map_err(|e| {
+        let dir = tril_models::resolve::resolve_model(&id).map_err(|source| {
             let field = if config.model_name.is_some() { "model_name" } else { "language" };
-            format!(
-                "{key}.{field}: BERTScore model `{id}` (layer {num_layers}) is not available locally: {e}. \
-                 Get it with `huggingface-cli download {id} --include config.json model.safetensors \
-                 tokenizer.json tokenizer_config.json`, or set {key}.model_name to a local HF-layout \
-                 directory (with {key}.num_layers)"
-            )
+            MetricError::ModelUnavailable {
+                key: format!("{key}.{field}"),
+                what: "BERTScore",
+                id: id.clone(),
+                detail: format!("layer {num_layers}"),
+                hint: format!(
+                    "Get it with `huggingface-cli download {id} --include config.json model.safetensors \
+                     tokenizer.json tokenizer_config.json`, or set {key}.model_name to a local HF-layout \
+                     directory (with {key}.num_layers)"
+                ),
+                source,
+            }
         })?;
         Ok(BertScoreFn { dir, num_layers, batch_size: config.batch_size, key: key.to_string(), target, scorer: None })
     }
 
-    fn scorer(&mut self) -> Result<Arc<dyn Scorer>, PluginError> {
+    fn scorer(&mut self) -> Result<Arc<dyn Scorer>, MetricError> {
         if let Some(s) = &self.scorer {
             return Ok(s.clone());
         }
-        let mut cache = cache().lock().map_err(|_| format!("{}: BERTScore model cache poisoned", self.key))?;
+        // A panic while another thread held the lock leaves the map whole (entries are
+        // inserted only after a successful load), so a poisoned cache is still usable.
+        let mut cache = cache().lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let entry = (self.dir.clone(), self.num_layers, self.target);
         let scorer = match cache.get(&entry) {
             Some(s) => s.clone(),
             None => {
                 let s = load_scorer(&self.dir, self.num_layers, self.target)
-                    .map_err(|e| format!("{}: loading {}: {e}", self.key, self.dir.display()))?;
+                    .map_err(|e| e.loading(&self.key, &self.dir))?;
                 cache.insert(entry, s.clone());
                 s
             }
@@ -473,7 +491,7 @@ impl BertScoreFn {
     pub fn scores(&mut self, batch: TextBatch<'_>) -> Result<Vec<BertScore>, PluginError> {
         batch.len()?;
         let batch_size = self.batch_size;
-        self.scorer()?.score(batch.generations, batch.references, batch_size)
+        Ok(self.scorer()?.score(batch.generations, batch.references, batch_size)?)
     }
 }
 

@@ -16,6 +16,7 @@
 //! When the total hypothesis length is 0 (all generations empty) NMT's code divides by
 //! zero and TRIL logs the string `"n/a"`; tril scores 0 (BLEU of an empty corpus).
 
+use crate::error::MetricError;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use tril_core::config::Section;
@@ -103,10 +104,14 @@ pub struct Bleu {
 }
 
 impl Bleu {
-    /// Checks `config` (`max_order` >= 1).
-    pub fn new(config: BleuConfig) -> Result<Self, PluginError> {
+    /// Checks `config` (`max_order` >= 1); `key` names its config section in errors.
+    pub fn new(config: BleuConfig, key: &str) -> Result<Self, MetricError> {
         if config.max_order == 0 {
-            return Err("bleu: max_order must be at least 1".into());
+            return Err(MetricError::invalid(
+                format!("{key}.max_order"),
+                config.max_order,
+                "a BLEU max_order of at least 1",
+            ));
         }
         Ok(Bleu { config })
     }
@@ -127,7 +132,7 @@ impl Metric for Bleu {
 }
 
 fn build(section: &Section<'_>, _ctx: &BuildCtx<'_>) -> Result<Box<dyn Metric>, PluginError> {
-    Ok(Box::new(Bleu::new(section.extract()?)?))
+    Ok(Box::new(Bleu::new(section.extract()?, section.key())?))
 }
 
 tril_core::register!(metric,

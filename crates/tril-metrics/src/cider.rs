@@ -28,6 +28,7 @@
 //! 71 fixture texts (max per-sample difference 2e-15), which bounds but does not prove
 //! agreement on other text.
 
+use crate::error::MetricError;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use tril_core::config::Section;
@@ -134,13 +135,17 @@ struct Vector {
 
 /// CIDEr-D of each sample (`hypotheses[i]` against `references[i]`), idf over this batch.
 /// Errors if a sample has no reference.
-pub fn cider_d(hypotheses: &[String], references: &[Vec<String>], config: &CiderConfig) -> Result<Vec<f64>, String> {
+pub fn cider_d(
+    hypotheses: &[String],
+    references: &[Vec<String>],
+    config: &CiderConfig,
+) -> Result<Vec<f64>, MetricError> {
     let n = config.n;
     let prep = |s: &String| if config.tokenize { tokenize(s) } else { s.clone() };
     let mut crefs: Vec<Vec<Counts>> = Vec::with_capacity(references.len());
     for (i, refs) in references.iter().enumerate() {
         if refs.is_empty() {
-            return Err(format!("cider: sample {i} has no reference"));
+            return Err(MetricError::MissingReference { metric: "cider", sample: i });
         }
         crefs.push(refs.iter().map(|r| precook(&prep(r), n)).collect());
     }
@@ -202,12 +207,13 @@ pub struct Cider {
 }
 
 impl Cider {
-    /// Checks `config` (n >= 1, sigma > 0).
-    pub fn new(config: CiderConfig) -> Result<Self, PluginError> {
-        if config.n == 0 || config.sigma.is_nan() || config.sigma <= 0.0 {
-            return Err(
-                format!("cider: need n >= 1 and sigma > 0, found n = {}, sigma = {}", config.n, config.sigma).into()
-            );
+    /// Checks `config` (n >= 1, sigma > 0); `key` names its config section in errors.
+    pub fn new(config: CiderConfig, key: &str) -> Result<Self, MetricError> {
+        if config.n == 0 {
+            return Err(MetricError::invalid(format!("{key}.n"), config.n, "a CIDEr n-gram order of at least 1"));
+        }
+        if config.sigma.is_nan() || config.sigma <= 0.0 {
+            return Err(MetricError::invalid(format!("{key}.sigma"), config.sigma, "a CIDEr-D sigma > 0"));
         }
         Ok(Cider { config })
     }
@@ -228,7 +234,7 @@ impl Metric for Cider {
 }
 
 fn build(section: &Section<'_>, _ctx: &BuildCtx<'_>) -> Result<Box<dyn Metric>, PluginError> {
-    Ok(Box::new(Cider::new(section.extract()?)?))
+    Ok(Box::new(Cider::new(section.extract()?, section.key())?))
 }
 
 tril_core::register!(metric,

@@ -22,6 +22,7 @@
 
 use crate::bleu::{corpus_bleu, BleuConfig};
 use crate::cider::{cider_d, CiderConfig};
+use crate::error::MetricError;
 use crate::meteor::{meteor, MeteorConfig};
 use crate::porter::stem;
 use crate::rouge::{rouge_scores, RougeConfig, ROUGE_TYPES};
@@ -42,7 +43,7 @@ impl RewardFn for MeteorReward {
 
 fn build_meteor(section: &Section<'_>, _ctx: &BuildCtx<'_>) -> Result<Box<dyn RewardFn>, PluginError> {
     let config: MeteorConfig = section.extract()?;
-    crate::meteor::Meteor::new(config.clone())?;
+    config.check(section.key())?;
     Ok(Box::new(MeteorReward(config)))
 }
 
@@ -75,12 +76,13 @@ pub struct RougeReward {
 }
 
 impl RougeReward {
-    /// Checks the ROUGE type.
-    pub fn new(config: RougeRewardConfig) -> Result<Self, PluginError> {
+    /// Checks the ROUGE type; `key` names the config section in errors (`reward_fn.args`).
+    pub fn new(config: RougeRewardConfig, key: &str) -> Result<Self, MetricError> {
         let index = ROUGE_TYPES.iter().position(|t| format!("rouge_{t}") == config.rouge_type).ok_or_else(|| {
-            format!(
-                "reward_fn.args.rouge_type: `{}` is not one of rouge_rouge1, rouge_rouge2, rouge_rougeL, rouge_rougeLsum",
-                config.rouge_type
+            MetricError::invalid(
+                format!("{key}.rouge_type"),
+                format!("`{}`", config.rouge_type),
+                "one of rouge_rouge1, rouge_rouge2, rouge_rougeL, rouge_rougeLsum",
             )
         })?;
         Ok(RougeReward { index, config: RougeConfig { use_single_ref: config.use_single_ref, use_stemmer: true } })
@@ -96,7 +98,7 @@ impl RewardFn for RougeReward {
 }
 
 fn build_rouge(section: &Section<'_>, _ctx: &BuildCtx<'_>) -> Result<Box<dyn RewardFn>, PluginError> {
-    Ok(Box::new(RougeReward::new(section.extract()?)?))
+    Ok(Box::new(RougeReward::new(section.extract()?, section.key())?))
 }
 
 tril_core::register!(reward_fn,
@@ -122,7 +124,7 @@ impl RewardFn for BleuReward {
 
 fn build_bleu(section: &Section<'_>, _ctx: &BuildCtx<'_>) -> Result<Box<dyn RewardFn>, PluginError> {
     let config: BleuConfig = section.extract()?;
-    crate::bleu::Bleu::new(config.clone())?;
+    crate::bleu::Bleu::new(config.clone(), section.key())?;
     Ok(Box::new(BleuReward(config)))
 }
 
@@ -152,21 +154,26 @@ pub struct Spider {
 }
 
 impl Spider {
-    /// Refuses a nonzero `spice_coeff` and a set `shaping_fn`.
-    pub fn new(config: SpiderConfig) -> Result<Self, PluginError> {
+    /// Refuses a nonzero `spice_coeff` and a set `shaping_fn`; `key` names the config
+    /// section in errors (`reward_fn.args`).
+    pub fn new(config: SpiderConfig, key: &str) -> Result<Self, MetricError> {
         if config.spice_coeff != 0.0 {
-            return Err(format!(
-                "reward_fn.args.spice_coeff = {}: SPICE needs Java and Stanford CoreNLP and is not \
-                 implemented in tril; set spice_coeff: 0 (the reward is then cider_coeff * CIDEr-D)",
-                config.spice_coeff
-            )
-            .into());
+            return Err(MetricError::invalid(
+                format!("{key}.spice_coeff"),
+                config.spice_coeff,
+                "0 (SPICE needs Java and Stanford CoreNLP and is not implemented in tril; with \
+                 spice_coeff: 0 the reward is cider_coeff * CIDEr-D)",
+            ));
         }
         if !config.cider_coeff.is_finite() {
-            return Err(format!("reward_fn.args.cider_coeff must be finite, found {}", config.cider_coeff).into());
+            return Err(MetricError::invalid(format!("{key}.cider_coeff"), config.cider_coeff, "a finite number"));
         }
         if let Some(f) = config.shaping_fn {
-            return Err(format!("reward_fn.args.shaping_fn = `{f}`: TRIL never uses it; leave it null").into());
+            return Err(MetricError::invalid(
+                format!("{key}.shaping_fn"),
+                format!("`{f}`"),
+                "null (TRIL never uses it)",
+            ));
         }
         Ok(Spider { cider_coeff: config.cider_coeff, cider: CiderConfig::default() })
     }
@@ -181,7 +188,7 @@ impl RewardFn for Spider {
 }
 
 fn build_spider(section: &Section<'_>, _ctx: &BuildCtx<'_>) -> Result<Box<dyn RewardFn>, PluginError> {
-    Ok(Box::new(Spider::new(section.extract()?)?))
+    Ok(Box::new(Spider::new(section.extract()?, section.key())?))
 }
 
 tril_core::register!(reward_fn,
@@ -216,7 +223,17 @@ pub fn concept_cover(prompt: &str, generation: &str, prefix: &str) -> Option<f64
 }
 
 /// `common_gen_concept_cover` reward.
-pub struct ConceptCover(ConceptCoverConfig);
+pub struct ConceptCover {
+    config: ConceptCoverConfig,
+    key: String,
+}
+
+impl ConceptCover {
+    /// The reward with `config`; `key` names its config section in errors (`reward_fn.args`).
+    pub fn new(config: ConceptCoverConfig, key: &str) -> Self {
+        ConceptCover { config, key: key.to_string() }
+    }
+}
 
 impl RewardFn for ConceptCover {
     fn score(&mut self, batch: TextBatch<'_>) -> Result<Vec<f64>, PluginError> {
@@ -227,11 +244,11 @@ impl RewardFn for ConceptCover {
             .zip(batch.generations)
             .enumerate()
             .map(|(i, (p, g))| {
-                concept_cover(p, g, &self.0.prefix).ok_or_else(|| {
-                    format!(
-                        "common_gen_concept_cover: prompt {i} does not contain reward_fn.args.prefix `{}`",
-                        self.0.prefix
-                    )
+                concept_cover(p, g, &self.config.prefix).ok_or_else(|| {
+                    MetricError::Input {
+                        what: "common_gen_concept_cover".into(),
+                        message: format!("prompt {i} does not contain {}.prefix `{}`", self.key, self.config.prefix),
+                    }
                     .into()
                 })
             })
@@ -240,7 +257,7 @@ impl RewardFn for ConceptCover {
 }
 
 fn build_cover(section: &Section<'_>, _ctx: &BuildCtx<'_>) -> Result<Box<dyn RewardFn>, PluginError> {
-    Ok(Box::new(ConceptCover(section.extract()?)))
+    Ok(Box::new(ConceptCover::new(section.extract()?, section.key())))
 }
 
 tril_core::register!(reward_fn,
@@ -262,7 +279,7 @@ mod tests {
         let p = "generate a sentence with: dog run field.";
         assert_eq!(concept_cover(p, "The dogs are running", "generate a sentence with: "), Some(2.0 / 3.0));
         assert_eq!(concept_cover("no prefix", "x", "generate a sentence with: "), None);
-        let mut r = ConceptCover(ConceptCoverConfig::default());
+        let mut r = ConceptCover::new(ConceptCoverConfig::default(), "reward_fn.args");
         let (ps, gs, rs) = (vec!["bad".to_string()], vec!["x".to_string()], vec![vec!["y".to_string()]]);
         assert!(r.score(batch(&ps, &gs, &rs)).unwrap_err().to_string().contains("prefix"));
     }
@@ -272,21 +289,23 @@ mod tests {
         let p = vec![String::new(); 2];
         let g = vec!["a cat sat on the mat".to_string(), "dogs run".to_string()];
         let r = vec![vec!["the cat sat on the mat".to_string()], vec!["a dog runs fast".to_string()]];
-        let rouge = RougeReward::new(RougeRewardConfig { rouge_type: "rouge_rougeL".into(), use_single_ref: true })
-            .unwrap()
-            .score(batch(&p, &g, &r))
-            .unwrap();
+        let rouge_config = |t: &str| RougeRewardConfig { rouge_type: t.into(), use_single_ref: true };
+        let rouge =
+            RougeReward::new(rouge_config("rouge_rougeL"), "reward_fn.args").unwrap().score(batch(&p, &g, &r)).unwrap();
         let m = rouge_scores(&g, &r, &RougeConfig::default());
         assert_eq!(rouge, m[2]);
-        assert!(RougeReward::new(RougeRewardConfig { rouge_type: "rougeL".into(), use_single_ref: true }).is_err());
-        let spider = Spider::new(SpiderConfig { spice_coeff: 0.0, cider_coeff: 2.0, shaping_fn: None })
-            .unwrap()
-            .score(batch(&p, &g, &r))
-            .unwrap();
+        let err = RougeReward::new(rouge_config("rougeL"), "reward_fn.args").err().unwrap().to_string();
+        assert!(err.contains("reward_fn.args.rouge_type") && err.contains("`rougeL`"), "{err}");
+        let spider =
+            Spider::new(SpiderConfig { spice_coeff: 0.0, cider_coeff: 2.0, shaping_fn: None }, "reward_fn.args")
+                .unwrap()
+                .score(batch(&p, &g, &r))
+                .unwrap();
         let cider = cider_d(&g, &r, &CiderConfig::default()).unwrap();
         assert_eq!(spider, vec![2.0 * cider[0], 2.0 * cider[1]]);
-        let err = Spider::new(SpiderConfig { spice_coeff: 1.0, cider_coeff: 1.0, shaping_fn: None }).err().unwrap();
-        assert!(err.to_string().contains("reward_fn.args.spice_coeff"));
+        let bad = SpiderConfig { spice_coeff: 1.0, cider_coeff: 1.0, shaping_fn: None };
+        let err = Spider::new(bad, "reward_fn.args").err().unwrap().to_string();
+        assert!(err.contains("reward_fn.args.spice_coeff") && err.contains("found 1"), "{err}");
         let m = MeteorReward(MeteorConfig::default()).score(batch(&p, &g, &r)).unwrap();
         assert_eq!(m[0], meteor(&g[0], &r[0], &MeteorConfig::default()));
     }

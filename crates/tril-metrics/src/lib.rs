@@ -20,6 +20,8 @@
 //! `spider` without SPICE, `common_gen_concept_cover`), registered in
 //! [`lexical_rewards`] because `tril-rewards` sits below this crate.
 //!
+//! Errors: [`MetricError`], the crate's one error type; plugin methods return it boxed.
+//!
 //! ```
 //! let out = tril_metrics::diversity::diversity(&["a b a".to_string()], 100);
 //! assert_eq!(out["diversity_metrics/vocab_size-1"].corpus, 2.0);
@@ -30,6 +32,7 @@ pub mod bert_score;
 pub mod bleu;
 pub mod cider;
 pub mod diversity;
+pub mod error;
 pub mod lexical_rewards;
 pub mod meteor;
 pub mod nltk_tokenize;
@@ -37,3 +40,5 @@ pub mod perplexity;
 pub mod porter;
 pub mod reward_metrics;
 pub mod rouge;
+
+pub use error::{MetricError, Result};

@@ -21,6 +21,7 @@
 //!   to 1e-12); the divergence from NLTK with WordNet could not be measured here.
 //! - Sentences are not split with Punkt before tokenizing (see [`crate::nltk_tokenize`]).
 
+use crate::error::MetricError;
 use crate::nltk_tokenize::word_tokenize;
 use crate::porter::stem;
 use serde::{Deserialize, Serialize};
@@ -47,12 +48,16 @@ impl Default for MeteorConfig {
 }
 
 impl MeteorConfig {
-    fn check(&self) -> Result<(), String> {
+    /// Checks alpha and gamma in [0, 1], beta >= 0; `key` names the config section in errors.
+    pub fn check(&self, key: &str) -> Result<(), MetricError> {
         if !(0.0..=1.0).contains(&self.alpha) {
-            return Err(format!("meteor: alpha must be in [0, 1], found {}", self.alpha));
+            return Err(MetricError::invalid(format!("{key}.alpha"), self.alpha, "a METEOR alpha in [0, 1]"));
         }
-        if !(self.beta >= 0.0 && (0.0..=1.0).contains(&self.gamma)) {
-            return Err(format!("meteor: need beta >= 0 and gamma in [0, 1], found {} and {}", self.beta, self.gamma));
+        if self.beta.is_nan() || self.beta < 0.0 {
+            return Err(MetricError::invalid(format!("{key}.beta"), self.beta, "a METEOR beta >= 0"));
+        }
+        if !(0.0..=1.0).contains(&self.gamma) {
+            return Err(MetricError::invalid(format!("{key}.gamma"), self.gamma, "a METEOR gamma in [0, 1]"));
         }
         Ok(())
     }
@@ -132,9 +137,9 @@ pub struct Meteor {
 }
 
 impl Meteor {
-    /// Checks `config`.
-    pub fn new(config: MeteorConfig) -> Result<Self, PluginError> {
-        config.check()?;
+    /// Checks `config`; `key` names its config section in errors.
+    pub fn new(config: MeteorConfig, key: &str) -> Result<Self, MetricError> {
+        config.check(key)?;
         Ok(Meteor { config })
     }
 }
@@ -148,7 +153,7 @@ impl Metric for Meteor {
 }
 
 fn build(section: &Section<'_>, _ctx: &BuildCtx<'_>) -> Result<Box<dyn Metric>, PluginError> {
-    Ok(Box::new(Meteor::new(section.extract()?)?))
+    Ok(Box::new(Meteor::new(section.extract()?, section.key())?))
 }
 
 tril_core::register!(metric,
@@ -185,6 +190,16 @@ mod tests {
         let refs = vec!["a dog runs".to_string(), "the cat sat down".to_string()];
         let best = meteor("the cat sat down", &refs[1..], &c);
         assert_eq!(meteor("the cat sat down", &refs, &c), best);
-        assert!(MeteorConfig { alpha: 2.0, ..c }.check().is_err());
+    }
+
+    /// A bad config value is refused with its full key, the value and the accepted range.
+    #[test]
+    fn bad_config_names_its_key() {
+        let c = MeteorConfig::default();
+        let err = Meteor::new(MeteorConfig { alpha: 2.0, ..c.clone() }, "eval_metrics.3.args").unwrap_err();
+        assert!(matches!(&err, MetricError::InvalidValue { key, .. } if key == "eval_metrics.3.args.alpha"), "{err:?}");
+        assert_eq!(err.to_string(), "eval_metrics.3.args.alpha: expected a METEOR alpha in [0, 1], found 2");
+        let err = MeteorConfig { gamma: -1.0, ..c }.check("reward_fn.args").unwrap_err().to_string();
+        assert!(err.starts_with("reward_fn.args.gamma:") && err.contains("found -1"), "{err}");
     }
 }

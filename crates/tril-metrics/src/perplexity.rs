@@ -16,6 +16,7 @@
 //! Deviation: TRIL shards the texts over processes and averages the shard perplexities;
 //! tril runs one process, so it scores all texts at once (TRIL's single-process value).
 
+use crate::error::MetricError;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
@@ -137,10 +138,10 @@ pub fn load_output_perplexity(
     config: &OutputPerplexityConfig,
     key: &str,
     target: Target,
-) -> Result<Box<dyn Metric>, PluginError> {
+) -> Result<Box<dyn Metric>, MetricError> {
     struct Load<'a>(&'a OutputPerplexityConfig, &'a str);
     impl InferJob for Load<'_> {
-        type Output = Result<Box<dyn Metric>, PluginError>;
+        type Output = Result<Box<dyn Metric>, MetricError>;
         fn run<B: Backend>(self, device: B::Device) -> Self::Output {
             Ok(Box::new(OutputPerplexity::<B>::load(self.0, self.1, &device)?))
         }
@@ -148,13 +149,23 @@ pub fn load_output_perplexity(
     infer(target, Load(config, key))?
 }
 
+/// Refuses a `model_type` other than `causal`.
+fn check_model_type(model_type: &str, key: &str) -> Result<(), MetricError> {
+    if model_type != "causal" {
+        return Err(MetricError::invalid(
+            format!("{key}.model_type"),
+            format!("`{model_type}`"),
+            "`causal` (the only supported type)",
+        ));
+    }
+    Ok(())
+}
+
 impl<B: Backend> OutputPerplexity<B> {
     /// Loads the scoring model onto `device`.
-    pub fn load(config: &OutputPerplexityConfig, key: &str, device: &B::Device) -> Result<Self, PluginError> {
-        if config.model_type != "causal" {
-            return Err(format!("{key}.model_type: only `causal` is supported, found `{}`", config.model_type).into());
-        }
-        let dir = tril_rewards::classifier::model_dir(&config.model_id, &format!("{key}.model_id"))?;
+    pub fn load(config: &OutputPerplexityConfig, key: &str, device: &B::Device) -> Result<Self, MetricError> {
+        check_model_type(&config.model_type, key)?;
+        let dir = tril_models::resolve::model_dir(&config.model_id, &format!("{key}.model_id"))?;
         let loaded = tril_models::hf::load_gpt2::<B>(&dir, device)?;
         let tokenizer = TextTokenizer::from_dir(&dir)?;
         let max_length = loaded.config.n_positions;
@@ -181,7 +192,7 @@ impl<B: Backend> Metric for OutputPerplexity<B> {
 }
 
 fn build(section: &Section<'_>, ctx: &BuildCtx<'_>) -> Result<Box<dyn Metric>, PluginError> {
-    load_output_perplexity(&section.extract()?, section.key(), ctx.target()?)
+    Ok(load_output_perplexity(&section.extract()?, section.key(), ctx.target()?)?)
 }
 
 tril_core::register!(metric,
@@ -219,21 +230,21 @@ pub struct Perplexity {
 
 impl Perplexity {
     /// Checks the config and loads the tokenizer it names.
-    pub fn load(config: &PerplexityConfig, key: &str) -> Result<Self, PluginError> {
-        if config.model_type != "causal" {
-            return Err(format!("{key}.model_type: only `causal` is supported, found `{}`", config.model_type).into());
-        }
+    pub fn load(config: &PerplexityConfig, key: &str) -> Result<Self, MetricError> {
+        check_model_type(&config.model_type, key)?;
         if config.use_text_from_meta_data {
-            return Err(
-                format!("{key}.use_text_from_meta_data: only `false` is supported (score the references)").into()
-            );
+            return Err(MetricError::invalid(
+                format!("{key}.use_text_from_meta_data"),
+                true,
+                "`false` (the only supported value: score the references)",
+            ));
         }
         if config.stride == 0 {
-            return Err(format!("{key}.stride: expected at least 1 token").into());
+            return Err(MetricError::invalid(format!("{key}.stride"), config.stride, "at least 1 token"));
         }
         let tokenizer = match &config.tokenizer_id {
             Some(id) => {
-                let dir = tril_rewards::classifier::model_dir(id, &format!("{key}.tokenizer_id"))?;
+                let dir = tril_models::resolve::model_dir(id, &format!("{key}.tokenizer_id"))?;
                 Some(TextTokenizer::from_dir(&dir)?)
             }
             None => None,
@@ -244,10 +255,10 @@ impl Perplexity {
 
 impl Metric for Perplexity {
     fn compute(&mut self, _batch: TextBatch<'_>) -> Result<MetricOutput, PluginError> {
-        Err(format!(
-            "{}: causal_perplexity scores the references with the policy under training, and this algorithm \
+        Err(MetricError::config(
+            &self.key,
+            "causal_perplexity scores the references with the policy under training, and this algorithm \
              does not hand its policy to metrics",
-            self.key
         )
         .into())
     }

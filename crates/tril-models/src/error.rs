@@ -134,6 +134,14 @@ pub enum ModelError {
         /// The problem, with the dimensions involved.
         reason: String,
     },
+    /// An error about the model or file a config key names, with that key.
+    #[error("{key}: {source}")]
+    WithKey {
+        /// Dotted config key (`reward_fn.args.model_name`).
+        key: String,
+        /// The underlying error.
+        source: Box<ModelError>,
+    },
     /// An error with the path of the checkpoint or file it happened in.
     #[error("{path}: {source}")]
     WithPath {
@@ -161,6 +169,11 @@ impl ModelError {
     /// An [`ModelError::InvalidInput`] error.
     pub fn input(what: impl Into<String>, reason: impl Into<String>) -> Self {
         ModelError::InvalidInput { what: what.into(), reason: reason.into() }
+    }
+
+    /// Attach the config key that named the model or file to this error.
+    pub fn with_key(self, key: impl Into<String>) -> Self {
+        ModelError::WithKey { key: key.into(), source: Box::new(self) }
     }
 
     /// Attach a path to this error.

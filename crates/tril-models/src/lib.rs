@@ -19,7 +19,8 @@
 //!   `model.safetensors.index.json`. One rename table per architecture; missing tensors and
 //!   shape mismatches are errors naming the tensor, unused tensors are reported.
 //! - [`resolve`]: [`resolve::resolve_model`] maps a model id to a local directory (a directory,
-//!   else the HF hub cache; downloading is not built in).
+//!   else the HF hub cache; downloading is not built in); [`resolve::model_dir`] does the same
+//!   for a model named by a config key, and its error names the key.
 //! - [`tokenizer`]: [`tokenizer::TextTokenizer`] (`tokenizer.json`; [`tokenizer::PaddingSide`],
 //!   [`tokenizer::TruncationSide`], `max_length`, `pad_token_as_eos_token`; batch encode to flat
 //!   ids + mask, batch decode with `skip_special_tokens`); [`gpt2_tokenizer::gpt2_tokenizer`]

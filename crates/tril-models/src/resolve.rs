@@ -40,6 +40,13 @@ pub fn resolve_model(id: &str) -> Result<PathBuf> {
     resolve_model_with(id, &HubEnv::from_env())
 }
 
+/// The directory of a model named by config key `key` (a local HF-layout directory, or a hub
+/// id in the HF cache, as [`resolve_model`]); an error names the key
+/// ([`ModelError::WithKey`]).
+pub fn model_dir(name: &str, key: &str) -> Result<PathBuf> {
+    resolve_model(name).map_err(|e| e.with_key(key))
+}
+
 /// [`resolve_model`] with explicit hub settings.
 pub fn resolve_model_with(id: &str, env: &HubEnv) -> Result<PathBuf> {
     let mut searched = Vec::new();
@@ -114,5 +121,16 @@ mod tests {
         let env = HubEnv { hub_cache: None, offline: false };
         let err = resolve_model_with("gpt2", &env).unwrap_err().to_string();
         assert!(err.contains("huggingface-cli download gpt2"), "{err}");
+    }
+
+    #[test]
+    fn model_dir_error_names_the_key() {
+        let (_root, snap) = fake_cache();
+        assert_eq!(model_dir(snap.to_str().unwrap(), "k").unwrap(), snap);
+        let missing = snap.join("no-such-model");
+        let err = model_dir(missing.to_str().unwrap(), "eval_metrics.0.args.model_id").unwrap_err();
+        assert!(matches!(&err, ModelError::WithKey { key, .. } if key == "eval_metrics.0.args.model_id"), "{err:?}");
+        let msg = err.to_string();
+        assert!(msg.starts_with("eval_metrics.0.args.model_id: model `") && msg.contains("not found"), "{msg}");
     }
 }

@@ -88,10 +88,3 @@ impl<B: Backend> TextClassifier<B> {
         self.num_labels
     }
 }
-
-/// The directory of a model named in a config: a local HF-layout directory, or a hub id
-/// found in the Hugging Face cache (see `tril_models::resolve`).
-pub fn model_dir(name: &str, key: &str) -> Result<std::path::PathBuf, RewardError> {
-    tril_models::resolve::resolve_model(name)
-        .map_err(|e| RewardError::Config { key: key.into(), message: e.to_string() })
-}

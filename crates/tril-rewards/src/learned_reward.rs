@@ -86,7 +86,7 @@ impl<B: Backend> LearnedReward<B> {
                 message: "a trainable learned_reward is the `gail` discriminator; set it to false here".into(),
             });
         }
-        let dir = crate::classifier::model_dir(&config.model_name, &format!("{key}.model_name"))?;
+        let dir = tril_models::resolve::model_dir(&config.model_name, &format!("{key}.model_name"))?;
         let classifier = TextClassifier::load(&dir, device)?;
         if config.label_ix >= classifier.num_labels() {
             return Err(RewardError::Config {
