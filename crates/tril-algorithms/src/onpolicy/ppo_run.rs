@@ -37,11 +37,11 @@
 //! run's on the CPU backend (tested in `crates/tril/tests/ppo.rs`).
 
 use crate::evaluation::Evaluation;
+use crate::onpolicy::gail::{Discriminator, DiscriminatorPlan};
 use crate::onpolicy::policies::{actor_critic_args, ActorCriticArgs};
 use crate::onpolicy::ppo::{
     entropy_loss, policy_loss, target_loss, token_rewards, total_loss, value_loss, PpoArgs, PpoPlan, PpoTerms,
 };
-use crate::onpolicy::gail::{Discriminator, DiscriminatorPlan};
 use crate::onpolicy::rollin::{
     prefixes, rollin_lengths, rollin_mask, segment_masks, IterationPlan, Mode, Rollin, ValueFn,
 };
@@ -52,10 +52,10 @@ use crate::onpolicy::{
 use crate::settings::{check_splits, loop_settings, LoopSettings};
 use crate::trainer::{section, Optim};
 use crate::AlgorithmError;
-use burn::tensor::DType::F32;
 use burn::module::AutodiffModule;
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::DType::F32;
 use burn::tensor::{Int, Tensor, TensorData};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -426,7 +426,9 @@ impl TrainJob for PpoJob<'_> {
             optim: Optim::for_module(&this.optimizer, &model),
             reward: match this.reward.take() {
                 Some(TerminalReward::Task(reward)) => RewardSource::Task(reward),
-                Some(TerminalReward::Discriminator(plan)) => RewardSource::Discriminator(Box::new(plan.build(&device)?)),
+                Some(TerminalReward::Discriminator(plan)) => {
+                    RewardSource::Discriminator(Box::new(plan.build(&device)?))
+                }
                 None => return Err(AlgorithmError::config("reward_fn", "the run's reward was already used").into()),
             },
             rng: ChaCha8Rng::seed_from_u64(this.args.seed),
@@ -617,12 +619,14 @@ impl<B: AutodiffBackend> Loop<'_, B> {
     /// Stage 3: the terminal reward of every trajectory, from the run's [`RewardSource`]:
     /// the task's reward function, or the discriminator after its training step (GAIL).
     /// A non-finite reward stops the run, naming the sample.
-    fn terminal_rewards(&mut self, iteration: usize, rollouts: &Collected<B>) -> Result<(Vec<f32>, Stats), PluginError> {
+    fn terminal_rewards(
+        &mut self,
+        iteration: usize,
+        rollouts: &Collected<B>,
+    ) -> Result<(Vec<f32>, Stats), PluginError> {
         let (prompts, generations, references) = (&rollouts.prompts, &rollouts.generations, &rollouts.references);
         let (scores, stats): (Vec<f64>, Stats) = match &mut self.reward {
-            RewardSource::Task(reward) => {
-                (reward.score(TextBatch { prompts, generations, references })?, Stats::new())
-            }
+            RewardSource::Task(reward) => (reward.score(TextBatch { prompts, generations, references })?, Stats::new()),
             RewardSource::Discriminator(discriminator) => {
                 let texts = Rollouts { prompts, generations, references };
                 let (learned, stats) = discriminator.rewards(iteration, &texts, &mut self.rng)?;
@@ -691,7 +695,8 @@ impl<B: AutodiffBackend> Loop<'_, B> {
         }
         self.ppo.kl.step(mean(&kl_sums), t * n);
         let ids = &rollouts.ids;
-        let cat_int = |k: usize| Tensor::cat(ids.iter().map(|p| [p.0.clone(), p.1.clone(), p.2.clone()][k].clone()).collect(), 0);
+        let cat_int =
+            |k: usize| Tensor::cat(ids.iter().map(|p| [p.0.clone(), p.1.clone(), p.2.clone()][k].clone()).collect(), 0);
         let matrix = |v: Vec<f32>| Tensor::<Inner<B>, 2>::from_data(TensorData::new(v, [t, n]), (&self.device, F32));
         let buffer = Buffer {
             ids: cat_int(0),
