@@ -54,6 +54,20 @@ pub enum AlgorithmError {
         /// The value.
         value: f64,
     },
+    /// A reward that is not a finite number: the iteration stops before any update.
+    #[error(
+        "iteration {iteration}: the reward of sample `{sample}` is {value} (generation {generation:?}); stopping instead of training on it"
+    )]
+    NonFiniteReward {
+        /// The iteration.
+        iteration: usize,
+        /// The sample's id.
+        sample: String,
+        /// The generation that was scored.
+        generation: String,
+        /// The reward.
+        value: f64,
+    },
     /// Reading or writing a checkpoint or other run file.
     #[error("{path}: {message}")]
     File {

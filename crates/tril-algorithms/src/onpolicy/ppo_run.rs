@@ -638,9 +638,8 @@ impl<B: AutodiffBackend> Loop<'_, B> {
             return Err(AlgorithmError::config("reward_fn", message).into());
         }
         if let Some(i) = scores.iter().position(|r| !r.is_finite()) {
-            let what = format!("the reward of sample `{}` (generation {:?})", rollouts.sample_ids[i], generations[i]);
-            let algorithm = self.ppo.id.to_string();
-            return Err(AlgorithmError::NonFinite { algorithm, step: iteration, what, value: scores[i] }.into());
+            let (sample, generation) = (rollouts.sample_ids[i].clone(), generations[i].clone());
+            return Err(AlgorithmError::NonFiniteReward { iteration, sample, generation, value: scores[i] }.into());
         }
         Ok((scores.iter().map(|&r| r as f32).collect(), stats))
     }
