@@ -76,6 +76,195 @@ pub enum AlgorithmError {
         /// What went wrong.
         message: String,
     },
+    /// A count that must divide evenly by another (PPO's batch sizes).
+    #[error("{key} ({value}) must be divisible by {divisor_key} ({divisor})")]
+    Indivisible {
+        /// The dotted key of the dividend (`alg.args.trajectories_per_update`).
+        key: String,
+        /// Its value.
+        value: usize,
+        /// The dotted key of the divisor (`alg.args.batch_size`).
+        divisor_key: String,
+        /// Its value.
+        divisor: usize,
+    },
+    /// A count that must be a whole multiple of another (group algorithms' steps).
+    #[error("{key} ({value}) must be a multiple of {of_key} ({of})")]
+    NotMultiple {
+        /// The dotted key of the multiple (`alg.args.steps_per_generation`).
+        key: String,
+        /// Its value.
+        value: usize,
+        /// The dotted key it must be a multiple of (`alg.args.grad_accumulation`).
+        of_key: String,
+        /// Its value.
+        of: usize,
+    },
+    /// The completions of one generation of a group algorithm do not split into whole
+    /// groups.
+    #[error(
+        "alg.args.batch_size ({batch_size}) x alg.args.steps_per_generation ({steps_per_generation}) = {} \
+         completions per generation must be divisible by alg.args.num_generations ({num_generations})",
+        batch_size * steps_per_generation
+    )]
+    GenerationBatch {
+        /// `alg.args.batch_size`.
+        batch_size: usize,
+        /// `alg.args.steps_per_generation` (after its default).
+        steps_per_generation: usize,
+        /// `alg.args.num_generations`, the group size.
+        num_generations: usize,
+    },
+    /// A policy model whose embedding table is smaller than the tokenizer's vocabulary.
+    #[error("the policy `{model}` has {embeddings} token embeddings but the tokenizer has {tokens} tokens")]
+    Vocabulary {
+        /// The model name or directory.
+        model: String,
+        /// Rows of its token embedding.
+        embeddings: usize,
+        /// Tokens of the tokenizer.
+        tokens: usize,
+    },
+    /// The tokenizer lacks a special token the algorithm needs.
+    #[error("the tokenizer has {lacks}")]
+    Tokenizer {
+        /// What it lacks and what for (`no EOS token to end completions with`).
+        lacks: String,
+    },
+    /// A text that tokenizes to nothing where at least one token is needed.
+    #[error("{at}: {what} has no tokens")]
+    NoTokens {
+        /// Where: the example or sample id.
+        at: String,
+        /// Which text (`the text`, ``the completion `...` ``).
+        what: String,
+    },
+    /// A task's data could not be read or used.
+    #[error("task `{task}` ({} split): {message}", split.name())]
+    Task {
+        /// The task id.
+        task: String,
+        /// The split read.
+        split: Split,
+        /// What went wrong.
+        message: String,
+    },
+    /// A row of a response dataset (`offline_ips`, `tril logp`) that cannot be used, or a
+    /// dataset file with no usable row.
+    #[error("{file}: {}{message}", row.map(|r| format!("row {r}: ")).unwrap_or_default())]
+    Data {
+        /// The dataset file.
+        file: String,
+        /// The 1-based data row, when one row is at fault.
+        row: Option<usize>,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A record of a response dataset that cannot be tokenized as needed.
+    #[error("row {row} (uid `{uid}`): {message}")]
+    Record {
+        /// The 1-based data row.
+        row: usize,
+        /// The row's uid.
+        uid: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A uid added twice to a log-prob cache.
+    #[error("uid `{uid}` appears twice; uids must be unique")]
+    DuplicateUid {
+        /// The repeated uid.
+        uid: String,
+    },
+    /// A file that is not a log-prob cache `tril logp` wrote.
+    #[error("{path}: not a tril log-prob cache: {message}")]
+    Cache {
+        /// The cache file.
+        path: String,
+        /// What does not match the format.
+        message: String,
+    },
+    /// Cached log-probs that do not cover a row's response tokens.
+    #[error(
+        "uid `{uid}` (row {row}): the cache holds {cached} log-probs but the response has {tokens} tokens here \
+         (was the cache computed with another tokenizer or max_length?)"
+    )]
+    CacheMismatch {
+        /// The row's uid.
+        uid: String,
+        /// The 1-based data row.
+        row: usize,
+        /// Log-probs in the cache.
+        cached: usize,
+        /// Response tokens (EOS included) under this run's tokenizer and max_length.
+        tokens: usize,
+    },
+    /// Rows without cached log-probs, refused unless `alg.args.allow_missing_logp`.
+    #[error(
+        "{missing} of {total} rows have no log-probs in {cache} (first: uid `{first}`); run `tril logp` on this \
+         data or set alg.args.allow_missing_logp=true"
+    )]
+    MissingLogp {
+        /// Rows without log-probs.
+        missing: usize,
+        /// Rows considered.
+        total: usize,
+        /// The cache file.
+        cache: String,
+        /// The first uid missing.
+        first: String,
+    },
+    /// Tensor values that could not be read back from the device into a vector.
+    #[error("reading {what} back from the device: {message}")]
+    TensorData {
+        /// The values (`response log-probs`).
+        what: String,
+        /// Burn's data error.
+        message: String,
+    },
+    /// A training run that cannot go on: inputs inconsistent with each other or nothing
+    /// left to train on.
+    #[error("{algorithm}: {message}")]
+    Training {
+        /// The algorithm id.
+        algorithm: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Reading, writing or creating a run file or directory failed.
+    #[error("{action} {path}: {message}")]
+    Io {
+        /// What was being done (`writing optimizer state`, `creating`).
+        action: String,
+        /// The file or directory.
+        path: String,
+        /// The underlying error.
+        message: String,
+    },
+    /// `--resume RUN_DIR` found no complete checkpoint to continue from.
+    #[error(
+        "--resume {run_dir}: {}",
+        match io_error {
+            Some(e) => format!("no checkpoints to resume from ({dir}: {e})"),
+            None => format!("{dir} holds no complete checkpoint"),
+        }
+    )]
+    NoCheckpoint {
+        /// The run directory given to `--resume`.
+        run_dir: String,
+        /// Its `checkpoints/` directory.
+        dir: String,
+        /// Why `checkpoints/` could not be listed; `None` when it holds no complete one.
+        io_error: Option<String>,
+    },
+    /// A checkpoint's trainer state that does not belong to this run.
+    #[error("{path}: {message}")]
+    Checkpoint {
+        /// The `trainer_state.json` file.
+        path: String,
+        /// What does not match (algorithm, iteration, number of train prompts).
+        message: String,
+    },
     /// A model could not be built, loaded or saved.
     #[error(transparent)]
     Model(#[from] tril_models::ModelError),
@@ -99,7 +288,131 @@ impl AlgorithmError {
     pub fn file(path: &std::path::Path, message: impl ToString) -> Self {
         AlgorithmError::File { path: path.display().to_string(), message: message.to_string() }
     }
+
+    /// [`AlgorithmError::Io`]: `action` (`writing model state`) on `path` failed with `error`.
+    pub fn io(action: impl Into<String>, path: &std::path::Path, error: impl ToString) -> Self {
+        AlgorithmError::Io { action: action.into(), path: path.display().to_string(), message: error.to_string() }
+    }
+
+    /// [`AlgorithmError::Training`] of `algorithm`.
+    pub fn training(algorithm: impl Into<String>, message: impl Into<String>) -> Self {
+        AlgorithmError::Training { algorithm: algorithm.into(), message: message.into() }
+    }
 }
 
 /// Result alias for tril-algorithms.
 pub type Result<T, E = AlgorithmError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The messages read as the string errors they replace did (end-to-end tests grep them).
+    #[test]
+    fn messages_keep_their_wording() {
+        let cases: Vec<(AlgorithmError, &str)> = vec![
+            (
+                AlgorithmError::Indivisible {
+                    key: "alg.args.trajectories_per_update".into(),
+                    value: 32,
+                    divisor_key: "alg.args.batch_size".into(),
+                    divisor: 5,
+                },
+                "alg.args.trajectories_per_update (32) must be divisible by alg.args.batch_size (5)",
+            ),
+            (
+                AlgorithmError::NotMultiple {
+                    key: "alg.args.steps_per_generation".into(),
+                    value: 3,
+                    of_key: "alg.args.grad_accumulation".into(),
+                    of: 2,
+                },
+                "alg.args.steps_per_generation (3) must be a multiple of alg.args.grad_accumulation (2)",
+            ),
+            (
+                AlgorithmError::GenerationBatch { batch_size: 6, steps_per_generation: 2, num_generations: 8 },
+                "alg.args.batch_size (6) x alg.args.steps_per_generation (2) = 12 completions per generation must be \
+                 divisible by alg.args.num_generations (8)",
+            ),
+            (
+                AlgorithmError::Data {
+                    file: "d.parquet".into(),
+                    row: None,
+                    message: "the file has no data rows".into(),
+                },
+                "d.parquet: the file has no data rows",
+            ),
+            (
+                AlgorithmError::Data {
+                    file: "dup.parquet".into(),
+                    row: Some(4),
+                    message: "uid `syn-1` repeats row 2 (column `uid`); uids must be unique".into(),
+                },
+                "dup.parquet: row 4: uid `syn-1` repeats row 2 (column `uid`); uids must be unique",
+            ),
+            (
+                AlgorithmError::Record { row: 3, uid: "q-1".into(), message: "the prompt has no tokens".into() },
+                "row 3 (uid `q-1`): the prompt has no tokens",
+            ),
+            (
+                AlgorithmError::MissingLogp { missing: 1, total: 5, cache: "c.st".into(), first: "syn-4".into() },
+                "1 of 5 rows have no log-probs in c.st (first: uid `syn-4`); run `tril logp` on this data or set \
+                 alg.args.allow_missing_logp=true",
+            ),
+            (
+                AlgorithmError::CacheMismatch { uid: "syn-2".into(), row: 3, cached: 4, tokens: 7 },
+                "uid `syn-2` (row 3): the cache holds 4 log-probs but the response has 7 tokens here (was the cache \
+                 computed with another tokenizer or max_length?)",
+            ),
+            (
+                AlgorithmError::NonFiniteReward {
+                    iteration: 1,
+                    sample: "imdb_train_7".into(),
+                    generation: "a b".into(),
+                    value: f64::NAN,
+                },
+                "iteration 1: the reward of sample `imdb_train_7` is NaN (generation \"a b\"); stopping instead of \
+                 training on it",
+            ),
+            (
+                AlgorithmError::NonFinite { algorithm: "bc".into(), step: 3, what: "the loss".into(), value: f64::NAN },
+                "bc: step 3: the loss is NaN; stopping",
+            ),
+            (
+                AlgorithmError::NoCheckpoint { run_dir: "r".into(), dir: "r/checkpoints".into(), io_error: None },
+                "--resume r: r/checkpoints holds no complete checkpoint",
+            ),
+            (
+                AlgorithmError::NoCheckpoint {
+                    run_dir: "r".into(),
+                    dir: "r/checkpoints".into(),
+                    io_error: Some("not found".into()),
+                },
+                "--resume r: no checkpoints to resume from (r/checkpoints: not found)",
+            ),
+            (
+                AlgorithmError::io("writing model state", std::path::Path::new("t/model"), "disk full"),
+                "writing model state t/model: disk full",
+            ),
+            (
+                AlgorithmError::Task { task: "imdb".into(), split: Split::Val, message: "no rows".into() },
+                "task `imdb` (val split): no rows",
+            ),
+            (
+                AlgorithmError::NoTokens { at: "p-1".into(), what: "the completion ``".into() },
+                "p-1: the completion `` has no tokens",
+            ),
+            (
+                AlgorithmError::Tokenizer { lacks: "neither a pad nor an EOS token".into() },
+                "the tokenizer has neither a pad nor an EOS token",
+            ),
+            (
+                AlgorithmError::training("offline_ips", "no row left to train on"),
+                "offline_ips: no row left to train on",
+            ),
+        ];
+        for (err, want) in cases {
+            assert_eq!(err.to_string(), want);
+        }
+    }
+}

@@ -9,6 +9,7 @@
 //! (The HF model directories a checkpoint also holds are for users and other tools; they
 //! do not carry parameter ids.)
 
+use crate::AlgorithmError;
 use burn::module::{AutodiffModule, ModuleVisitor, Param, ParamId};
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{Adam, AdamConfig, AdamW, AdamWConfig, GradientsParams, Optimizer};
@@ -121,7 +122,7 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> Family<B, M> {
     }
 
     fn save(&self, path: &Path) -> Result<(), PluginError> {
-        let failed = |e| format!("writing optimizer state {}: {e}", path.display());
+        let failed = |e| AlgorithmError::io("writing optimizer state", path, e);
         match self {
             Family::Adam(o) => Bin::new().record(o.to_record(), path.to_path_buf()).map_err(failed)?,
             Family::AdamW(o) => Bin::new().record(o.to_record(), path.to_path_buf()).map_err(failed)?,
@@ -130,7 +131,7 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> Family<B, M> {
     }
 
     fn load(self, path: &Path, device: &B::Device) -> Result<Self, PluginError> {
-        let failed = |e| format!("reading optimizer state {}: {e}", path.display());
+        let failed = |e| AlgorithmError::io("reading optimizer state", path, e);
         Ok(match self {
             Family::Adam(o) => {
                 Family::Adam(o.load_record(Bin::new().load(path.to_path_buf(), device).map_err(failed)?))
@@ -265,7 +266,7 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for SplitGrads<'_, B> {
 pub fn save_module<B: AutodiffBackend, M: burn::module::Module<B>>(module: &M, path: &Path) -> Result<(), PluginError> {
     Bin::new()
         .record(module.clone().into_record(), path.to_path_buf())
-        .map_err(|e| format!("writing model state {}: {e}", path.display()).into())
+        .map_err(|e| AlgorithmError::io("writing model state", path, e).into())
 }
 
 /// Loads the state [`save_module`] wrote into a module of the same structure.
@@ -274,9 +275,8 @@ pub fn load_module<B: AutodiffBackend, M: burn::module::Module<B>>(
     path: &Path,
     device: &B::Device,
 ) -> Result<M, PluginError> {
-    let record = Bin::new()
-        .load(path.to_path_buf(), device)
-        .map_err(|e| format!("reading model state {}: {e}", path.display()))?;
+    let record =
+        Bin::new().load(path.to_path_buf(), device).map_err(|e| AlgorithmError::io("reading model state", path, e))?;
     Ok(module.load_record(record))
 }
 
@@ -324,9 +324,12 @@ mod u128_string {
 /// because checkpoints are written to a temporary directory and renamed).
 pub fn latest_checkpoint(run_dir: &Path) -> Result<(usize, std::path::PathBuf), PluginError> {
     let dir = run_dir.join("checkpoints");
-    let entries = std::fs::read_dir(&dir).map_err(|e| {
-        format!("--resume {}: no checkpoints to resume from ({}: {e})", run_dir.display(), dir.display())
-    })?;
+    let missing = |io_error: Option<String>| AlgorithmError::NoCheckpoint {
+        run_dir: run_dir.display().to_string(),
+        dir: dir.display().to_string(),
+        io_error,
+    };
+    let entries = std::fs::read_dir(&dir).map_err(|e| missing(Some(e.to_string())))?;
     let mut best: Option<(usize, std::path::PathBuf)> = None;
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -335,7 +338,7 @@ pub fn latest_checkpoint(run_dir: &Path) -> Result<(usize, std::path::PathBuf), 
             best = Some((n, entry.path()));
         }
     }
-    best.ok_or_else(|| format!("--resume {}: {} holds no complete checkpoint", run_dir.display(), dir.display()).into())
+    Ok(best.ok_or_else(|| missing(None))?)
 }
 
 #[cfg(test)]

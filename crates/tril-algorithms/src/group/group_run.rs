@@ -107,34 +107,40 @@ pub fn build<O: GroupObjective>(args: &Section<'_>, ctx: &BuildCtx<'_>) -> Resul
     let settings = objective.settings();
     let plan = settings.plan()?;
     if !root.alg.build_reward {
-        return Err(format!("alg.build_reward: {id} needs the task's reward function; set it to true").into());
+        let message = format!("{id} needs the task's reward function; set it to true");
+        return Err(AlgorithmError::config("alg.build_reward", message).into());
     }
-    let reward_section =
-        config.optional_section("reward_fn").ok_or(format!("reward_fn: {id} needs a reward function"))?;
-    let tokenizer = root.alg.tokenizer.clone().ok_or(format!("alg.tokenizer: {id} needs a tokenizer section"))?;
+    let reward_section = config
+        .optional_section("reward_fn")
+        .ok_or_else(|| AlgorithmError::config("reward_fn", format!("{id} needs a reward function")))?;
+    let tokenizer = root
+        .alg
+        .tokenizer
+        .clone()
+        .ok_or_else(|| AlgorithmError::config("alg.tokenizer", format!("{id} needs a tokenizer section")))?;
     let policy_args: ActorCriticArgs = config.extract("alg.policy.args")?;
     let mut generation = generation_config(&policy_args.gen_kwargs);
     if generation.max_new_tokens != settings.max_completion_length {
-        return Err(format!(
-            "alg.policy.args.gen_kwargs.max_new_tokens ({}) must equal alg.args.max_completion_length ({})",
-            generation.max_new_tokens, settings.max_completion_length
-        )
-        .into());
+        let message = format!(
+            "must equal alg.args.max_completion_length ({}), found {}",
+            settings.max_completion_length, generation.max_new_tokens
+        );
+        return Err(AlgorithmError::config("alg.policy.args.gen_kwargs.max_new_tokens", message).into());
     }
     if !generation.do_sample {
-        return Err(format!(
-            "alg.policy.args.gen_kwargs.do_sample: {id} needs sampling (greedy decoding gives a group identical \
-             completions and zero advantages); set it to true"
-        )
-        .into());
+        let message = format!(
+            "{id} needs sampling (greedy decoding gives a group identical completions and zero advantages); set it \
+             to true"
+        );
+        return Err(AlgorithmError::config("alg.policy.args.gen_kwargs.do_sample", message).into());
     }
     if let Some(t) = policy_args.gen_kwargs.temperature.filter(|&t| t != settings.temperature) {
-        return Err(format!(
-            "alg.policy.args.gen_kwargs.temperature ({t}) differs from alg.args.temperature ({}); {id} samples and \
-             scores at alg.args.temperature, so leave the former unset or equal",
+        let message = format!(
+            "{t} differs from alg.args.temperature ({}); {id} samples and scores at alg.args.temperature, so leave \
+             the former unset or equal",
             settings.temperature
-        )
-        .into());
+        );
+        return Err(AlgorithmError::config("alg.policy.args.gen_kwargs.temperature", message).into());
     }
     generation.temperature = settings.temperature;
     let metrics = (0..root.eval_metrics.len())
@@ -348,10 +354,12 @@ impl<B: AutodiffBackend, O: GroupObjective> Loop<'_, B, O> {
             let batch = TextBatch { prompts: &gen.prompts, generations: &gen.texts, references: &refs };
             let chunk_scores = self.alg.reward.score(batch)?;
             if let Some(i) = chunk_scores.iter().position(|r| !r.is_finite()) {
-                return Err(format!(
-                    "iteration {iteration}: the reward of sample `{}` is {} (generation {:?}); stopping instead of training on it",
-                    samples[i].id, chunk_scores[i], gen.texts[i]
-                )
+                return Err(AlgorithmError::NonFiniteReward {
+                    iteration,
+                    sample: samples[i].id.clone(),
+                    generation: gen.texts[i].clone(),
+                    value: chunk_scores[i],
+                }
                 .into());
             }
             scores.extend(chunk_scores);

@@ -10,6 +10,7 @@ pub mod gspo;
 
 use crate::group::grpo::{GrpoLoss, GrpoStats, RewardScaling};
 use crate::validate::ensure;
+use crate::AlgorithmError;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 use tril_core::config::Section;
@@ -184,22 +185,24 @@ impl GroupPlan {
 
 impl GroupSettings {
     /// Checks TRL's divisibility rules (one process) and derives the [`GroupPlan`].
-    pub fn plan(&self) -> Result<GroupPlan, String> {
+    pub fn plan(&self) -> crate::Result<GroupPlan> {
         let t = &self.train;
         let spg = self.steps_per_generation.unwrap_or(t.grad_accumulation);
         if !spg.is_multiple_of(t.grad_accumulation) {
-            return Err(format!(
-                "alg.args.steps_per_generation ({spg}) must be a multiple of alg.args.grad_accumulation ({})",
-                t.grad_accumulation
-            ));
+            return Err(AlgorithmError::NotMultiple {
+                key: "alg.args.steps_per_generation".into(),
+                value: spg,
+                of_key: "alg.args.grad_accumulation".into(),
+                of: t.grad_accumulation,
+            });
         }
         let generation_batch = t.batch_size * spg;
         if !generation_batch.is_multiple_of(self.num_generations) {
-            return Err(format!(
-                "alg.args.batch_size ({}) x alg.args.steps_per_generation ({spg}) = {generation_batch} completions per \
-                 generation must be divisible by alg.args.num_generations ({})",
-                t.batch_size, self.num_generations
-            ));
+            return Err(AlgorithmError::GenerationBatch {
+                batch_size: t.batch_size,
+                steps_per_generation: spg,
+                num_generations: self.num_generations,
+            });
         }
         Ok(GroupPlan {
             steps_per_generation: spg,
@@ -309,10 +312,10 @@ mod tests {
 
     #[test]
     fn plan_errors_name_the_keys() {
-        let err = settings(6, 1, Some(2), 8).plan().unwrap_err();
+        let err = settings(6, 1, Some(2), 8).plan().unwrap_err().to_string();
         assert!(err.contains("alg.args.batch_size (6) x alg.args.steps_per_generation (2) = 12"), "{err}");
         assert!(err.contains("alg.args.num_generations (8)"), "{err}");
-        let err = settings(8, 2, Some(3), 2).plan().unwrap_err();
+        let err = settings(8, 2, Some(3), 2).plan().unwrap_err().to_string();
         assert_eq!(err, "alg.args.steps_per_generation (3) must be a multiple of alg.args.grad_accumulation (2)");
     }
 

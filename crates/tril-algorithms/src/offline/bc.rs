@@ -56,6 +56,7 @@ use crate::onpolicy::{generation_config, load_tokenizer, prompt_tokenizer, OnPol
 use crate::settings::{check_splits, loop_settings};
 use crate::trainer::{run_on_target, section, Optim, Run};
 use crate::validate::ensure;
+use crate::AlgorithmError;
 use burn::module::AutodiffModule;
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::backend::AutodiffBackend;
@@ -237,7 +238,11 @@ fn build(args: &Section<'_>, ctx: &BuildCtx<'_>) -> Result<Box<dyn Algorithm>, P
     let config = ctx.config;
     let args = BcArgs::extract(args)?;
     let root: RootConfig = config.extract("")?;
-    let tokenizer = root.alg.tokenizer.clone().ok_or("alg.tokenizer: bc needs a tokenizer section")?;
+    let tokenizer = root
+        .alg
+        .tokenizer
+        .clone()
+        .ok_or_else(|| AlgorithmError::config("alg.tokenizer", "bc needs a tokenizer section"))?;
     let metrics = (0..root.eval_metrics.len())
         .map(|i| registry::build_metric(&section(config, &format!("eval_metrics.{i}"))?, config))
         .collect::<Result<Vec<_>, _>>()?;
@@ -308,13 +313,12 @@ impl Run for Bc {
             (model, config)
         };
         let encode = |split: Split| -> Result<(Vec<Sample>, Vec<Tokens>), PluginError> {
-            let where_ =
-                |e: String| -> PluginError { format!("task `{}` ({} split): {e}", bc.task_id, split.name()).into() };
+            let where_ = |message: String| AlgorithmError::Task { task: bc.task_id.clone(), split, message };
             let samples = bc.task.samples(split).map_err(|e| where_(e.to_string()))?;
             let mut rows = Vec::new();
             for s in &samples {
                 if s.references.is_empty() {
-                    return Err(where_(format!("sample `{}` has no reference to clone", s.id)));
+                    return Err(where_(format!("sample `{}` has no reference to clone", s.id)).into());
                 }
                 let n = if bc.args.all_references { s.references.len() } else { 1 };
                 for r in &s.references[..n] {
@@ -367,12 +371,12 @@ fn scratch_model<B: AutodiffBackend>(
     let dir = tril_models::resolve::resolve_model(name)?;
     let config = tril_models::hf::gpt2::read_gpt2_config(&dir)?;
     if config.vocab_size < vocab_size || config.n_positions < lengths.max_length {
-        return Err(format!(
-            "alg.args.model_name: `{name}` has {} token embeddings and {} positions; the tokenizer needs {vocab_size} \
-             and max_prompt_len + max_gen_len {}",
+        let message = format!(
+            "`{name}` has {} token embeddings and {} positions; the tokenizer needs {vocab_size} and max_prompt_len + \
+             max_gen_len {}",
             config.vocab_size, config.n_positions, lengths.max_length
-        )
-        .into());
+        );
+        return Err(AlgorithmError::config("alg.args.model_name", message).into());
     }
     B::seed(device, seed);
     let model = crate::onpolicy::fresh_gpt2::<B>(&config, device);
@@ -430,7 +434,8 @@ impl<B: AutodiffBackend> Loop<B> {
                 let loss = token_nll(lp, mask, tokens as f64); // [1]
                 let value = tril_core::ops::scalar(loss.clone());
                 if !value.is_finite() {
-                    return Err(format!("bc: step {step}: the loss is {value}; stopping").into());
+                    let (algorithm, what) = ("bc".to_string(), "the loss".to_string());
+                    return Err(AlgorithmError::NonFinite { algorithm, step, what, value }.into());
                 }
                 nll_sum += value * tokens.max(1) as f64;
                 let grads = loss.backward();

@@ -31,6 +31,7 @@
 //!   runs code). A duplicate uid is an error when writing and when reading.
 //! - No chat template (GPT-2 models have none): list prompts are joined with newlines.
 
+use crate::AlgorithmError;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use std::collections::{BTreeMap, HashMap};
@@ -112,9 +113,11 @@ pub fn prompt_text(raw: &str) -> String {
 /// Reads a response dataset (`.parquet`, `.csv` or `.jsonl`): every row, in file order.
 /// Errors name the file and, for a bad cell or a repeated uid, the row(s).
 pub fn read_records(path: &Path, columns: &Columns) -> Result<Vec<Record>, PluginError> {
+    let data =
+        |row: Option<usize>, message: String| AlgorithmError::Data { file: path.display().to_string(), row, message };
     let table = Table::read(path)?;
     if table.is_empty() {
-        return Err(format!("{}: the file has no data rows", path.display()).into());
+        return Err(data(None, "the file has no data rows".into()).into());
     }
     let uids = if !table.has_column(&columns.uid.name) && table.has_column("qid") && table.has_column("sample_id") {
         let q = table.column("qid", &columns.uid.key)?;
@@ -132,17 +135,13 @@ pub fn read_records(path: &Path, columns: &Columns) -> Result<Vec<Record>, Plugi
     let mut seen: HashMap<&str, usize> = HashMap::new();
     for (i, uid) in uids.iter().enumerate() {
         if let Some(first) = seen.insert(uid, i + 1) {
-            return Err(format!(
-                "{}: row {}: uid `{uid}` repeats row {first} (column `{}`); uids must be unique",
-                path.display(),
-                i + 1,
-                columns.uid.name
-            )
-            .into());
+            let message =
+                format!("uid `{uid}` repeats row {first} (column `{}`); uids must be unique", columns.uid.name);
+            return Err(data(Some(i + 1), message).into());
         }
     }
     if let Some(i) = rewards.iter().position(|r| r.is_some_and(|r: f64| !r.is_finite())) {
-        return Err(format!("{}: row {}: the reward is not finite", path.display(), i + 1).into());
+        return Err(data(Some(i + 1), "the reward is not finite".into()).into());
     }
     Ok(uids
         .into_iter()
@@ -180,19 +179,17 @@ impl Encoded {
 pub fn encode(tok: &TextTokenizer, record: &Record, max_length: usize) -> Result<Encoded, PluginError> {
     let mut ids = tok.encode(&record.prompt, false)?;
     let prompt_len = ids.len();
-    let at = || format!("row {} (uid `{}`)", record.row, record.uid);
+    let refused = |message: String| AlgorithmError::Record { row: record.row, uid: record.uid.clone(), message };
     if prompt_len == 0 {
-        return Err(format!("{}: the prompt has no tokens", at()).into());
+        return Err(refused("the prompt has no tokens".into()).into());
     }
     ids.extend(tok.encode(&record.response, false)?);
     ids.extend(tok.eos_token_id());
     ids.truncate(max_length);
     if ids.len() <= prompt_len {
-        return Err(format!(
-            "{}: the prompt alone has {prompt_len} tokens, so no response token fits in max_length {max_length}",
-            at()
-        )
-        .into());
+        let message =
+            format!("the prompt alone has {prompt_len} tokens, so no response token fits in max_length {max_length}");
+        return Err(refused(message).into());
     }
     Ok(Encoded { ids, prompt_len })
 }
@@ -309,7 +306,7 @@ impl LogpCache {
     /// Adds one row; a uid already present is an error.
     pub fn push(&mut self, uid: &str, values: &[f32]) -> Result<(), PluginError> {
         if self.index.contains_key(uid) {
-            return Err(format!("uid `{uid}` appears twice; uids must be unique").into());
+            return Err(AlgorithmError::DuplicateUid { uid: uid.to_string() }.into());
         }
         self.index.insert(uid.into(), self.uids.len());
         self.uids.push(uid.into());
@@ -343,7 +340,7 @@ impl LogpCache {
         use safetensors::tensor::{Dtype, TensorView};
         let values: Vec<u8> = self.values.iter().flat_map(|v| v.to_le_bytes()).collect();
         let offsets: Vec<u8> = self.offsets.iter().flat_map(|&o| (o as i64).to_le_bytes()).collect();
-        let failed = |e: safetensors::SafeTensorError| format!("writing {}: {e}", path.display());
+        let failed = |e: safetensors::SafeTensorError| AlgorithmError::io("writing", path, e);
         let tensors = vec![
             ("logp", TensorView::new(Dtype::F32, vec![self.values.len()], &values).map_err(failed)?),
             ("offsets", TensorView::new(Dtype::I64, vec![self.offsets.len()], &offsets).map_err(failed)?),
@@ -358,9 +355,10 @@ impl LogpCache {
 
     /// Reads a cache [`LogpCache::save`] wrote; errors name the file.
     pub fn load(path: &Path) -> Result<Self, PluginError> {
-        let bad =
-            |what: String| -> PluginError { format!("{}: not a tril log-prob cache: {what}", path.display()).into() };
-        let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let bad = |message: String| -> PluginError {
+            AlgorithmError::Cache { path: path.display().to_string(), message }.into()
+        };
+        let bytes = std::fs::read(path).map_err(|e| AlgorithmError::file(path, e))?;
         let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
         let meta: BTreeMap<String, String> = header.metadata().clone().unwrap_or_default().into_iter().collect();
         if meta.get("format").map(String::as_str) != Some(CACHE_FORMAT) {
@@ -437,7 +435,9 @@ pub fn compute_cache<B: Backend>(
         let rows: Vec<&Encoded> = rows.iter().collect();
         let batch = token_batch::<B>(&rows, pad, device);
         let lp =
-            response_logprobs(lm, &batch).into_data().convert::<f32>().to_vec::<f32>().map_err(|e| format!("{e:?}"))?;
+            response_logprobs(lm, &batch).into_data().convert::<f32>().to_vec::<f32>().map_err(|e| {
+                AlgorithmError::TensorData { what: "response log-probs".into(), message: format!("{e:?}") }
+            })?;
         for (r, values) in recs.iter().zip(response_values(&lp, &rows)) {
             cache.push(&r.uid, &values)?;
         }

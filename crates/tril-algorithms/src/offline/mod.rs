@@ -32,6 +32,7 @@ pub mod reward_model;
 use crate::onpolicy::{build_models, load_tokenizer, OnPolicyState, PromptSampler};
 use crate::settings::{check_splits, LoopSettings};
 use crate::trainer::{section, Optim};
+use crate::AlgorithmError;
 use burn::module::AutodiffModule;
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::backend::AutodiffBackend;
@@ -68,7 +69,7 @@ pub struct LoopArgs {
 /// Checks the loop settings; errors name the `alg.args` key.
 pub fn check_loop_args(a: &LoopArgs) -> Result<(), PluginError> {
     if a.epochs == 0 {
-        return Err(crate::AlgorithmError::invalid("alg.args.epochs", "at least 1", 0).into());
+        return Err(AlgorithmError::invalid("alg.args.epochs", "at least 1", 0).into());
     }
     a.settings.check()
 }
@@ -119,11 +120,14 @@ pub fn tokenize_pair(
     }
     let mut c = tok.encode(completion, false)?;
     if append_eos {
-        c.push(tok.eos_token_id().ok_or("the tokenizer has no EOS token to end completions with")?);
+        let lacks = || AlgorithmError::Tokenizer { lacks: "no EOS token to end completions with".into() };
+        c.push(tok.eos_token_id().ok_or_else(lacks)?);
     }
     c.truncate(lengths.max_length - p.len());
     if c.is_empty() {
-        return Err(format!("{what}: the completion `{completion}` has no tokens").into());
+        return Err(
+            AlgorithmError::NoTokens { at: what.to_string(), what: format!("the completion `{completion}`") }.into()
+        );
     }
     Ok(Tokens { prompt: p, completion: c })
 }
@@ -246,13 +250,13 @@ pub fn load_lm<B: AutodiffBackend>(
             let dir = tril_models::resolve::resolve_model(name)?;
             let loaded = tril_models::hf::load_gpt2::<B::InnerBackend>(&dir, device)?;
             if loaded.config.vocab_size != config.vocab_size {
-                return Err(format!(
-                    "alg.args.ref_model_name: {} has {} token embeddings, the policy {}",
+                let message = format!(
+                    "{} has {} token embeddings, the policy {}",
                     dir.display(),
                     loaded.config.vocab_size,
                     config.vocab_size
-                )
-                .into());
+                );
+                return Err(AlgorithmError::config("alg.args.ref_model_name", message).into());
             }
             loaded.model
         }
@@ -429,7 +433,8 @@ pub fn train<B: AutodiffBackend, O: Objective<B>>(
             let (loss, stats) = objective.loss(&model, &examples)?;
             let value = scalar(loss.clone());
             if !value.is_finite() {
-                return Err(format!("{}: step {step}: the loss is {value}; stopping", setup.name).into());
+                let (algorithm, what) = (setup.name.to_string(), "the loss".to_string());
+                return Err(AlgorithmError::NonFinite { algorithm, step, what, value }.into());
             }
             sums.merge(&stats);
             sums.add("loss", value * part.len() as f64, part.len() as f64);
@@ -488,7 +493,11 @@ impl OfflineParts {
         check_loop_args(&loop_args)?;
         let config = ctx.config;
         let root: RootConfig = config.extract("")?;
-        let tokenizer = root.alg.tokenizer.clone().ok_or(format!("alg.tokenizer: {alg} needs a tokenizer section"))?;
+        let tokenizer = root
+            .alg
+            .tokenizer
+            .clone()
+            .ok_or_else(|| AlgorithmError::config("alg.tokenizer", format!("{alg} needs a tokenizer section")))?;
         let schedule = match config.optional_section("alg.scheduler") {
             Some(s) => registry::build_scheduler(&s, config)?,
             None => Box::new(crate::schedulers::Constant) as Box<dyn LrSchedule>,
@@ -511,7 +520,7 @@ impl OfflineParts {
         f: impl Fn(&dyn Task, Split) -> Result<T, PluginError>,
     ) -> Result<T, PluginError> {
         f(self.task.as_ref(), split)
-            .map_err(|e| format!("task `{}` ({} split): {e}", self.task_id, split.name()).into())
+            .map_err(|e| AlgorithmError::Task { task: self.task_id.clone(), split, message: e.to_string() }.into())
     }
 
     /// The tokenizer every offline run loads first.

@@ -310,7 +310,10 @@ fn build(section: &Section<'_>, ctx: &BuildCtx<'_>) -> Result<Box<dyn Algorithm>
     args.validate(section)?;
     let optimizer = match config.optional_section("alg.optimizer") {
         Some(s) => *registry::build_optimizer(&s, config)?,
-        None => return Err("alg.optimizer: offline_ips needs an optimizer section (e.g. id: adamw)".into()),
+        None => {
+            let message = "offline_ips needs an optimizer section (e.g. id: adamw)";
+            return Err(AlgorithmError::config("alg.optimizer", message).into());
+        }
     };
     let schedule = match config.optional_section("alg.scheduler") {
         Some(s) => registry::build_scheduler(&s, config)?,
@@ -366,7 +369,8 @@ impl OfflineIps {
             return Ok(synthetic_records(96, self.args.seed));
         }
         if let Some(other) = self.args.data.strip_prefix("builtin:") {
-            return Err(format!("alg.args.data: unknown built-in dataset `{other}` (known: synthetic)").into());
+            let message = format!("unknown built-in dataset `{other}` (known: synthetic)");
+            return Err(AlgorithmError::config("alg.args.data", message).into());
         }
         logp::read_records(Path::new(&self.args.data), &self.args.columns())
     }
@@ -386,11 +390,11 @@ impl OfflineIps {
             DataFilter::Posonly => all.into_iter().filter(|r| r.reward.unwrap_or(0.0) > a.posonly_threshold).collect(),
         };
         if kept.is_empty() {
-            return Err(format!(
-                "alg.args.data_filter: posonly keeps no row of {} (no reward > {}; lower alg.args.posonly_threshold)",
+            let message = format!(
+                "posonly keeps no row of {} (no reward > {}; lower alg.args.posonly_threshold)",
                 a.data, a.posonly_threshold
-            )
-            .into());
+            );
+            return Err(AlgorithmError::config("alg.args.data_filter", message).into());
         }
         tracing::info!(rows = total, kept = kept.len(), filter = ?a.data_filter, "offline_ips data");
         let cache = match &a.logp_cache {
@@ -420,14 +424,12 @@ impl OfflineIps {
                 continue;
             };
             if values.len() != encoded.response_len() {
-                return Err(format!(
-                    "uid `{}` (row {}): the cache holds {} log-probs but the response has {} tokens here \
-                     (was the cache computed with another tokenizer or max_length?)",
-                    record.uid,
-                    record.row,
-                    values.len(),
-                    encoded.response_len()
-                )
+                return Err(AlgorithmError::CacheMismatch {
+                    uid: record.uid,
+                    row: record.row,
+                    cached: values.len(),
+                    tokens: encoded.response_len(),
+                }
                 .into());
             }
             let reward = record.reward.unwrap_or(0.0);
@@ -436,21 +438,19 @@ impl OfflineIps {
         }
         if !missing.is_empty() {
             let cache_name = a.logp_cache.as_deref().unwrap_or("(computed)");
-            let msg = format!(
-                "{} of {} rows have no log-probs in {cache_name} (first: uid `{}`)",
-                missing.len(),
-                missing.len() + rows.len(),
+            let (n, total) = (missing.len(), missing.len() + rows.len());
+            if !a.allow_missing_logp {
+                let (cache, first) = (cache_name.to_string(), missing.swap_remove(0));
+                return Err(AlgorithmError::MissingLogp { missing: n, total, cache, first }.into());
+            }
+            tracing::warn!(
+                "{n} of {total} rows have no log-probs in {cache_name} (first: uid `{}`): skipping them \
+                 (alg.args.allow_missing_logp)",
                 missing[0]
             );
-            if !a.allow_missing_logp {
-                return Err(
-                    format!("{msg}; run `tril logp` on this data or set alg.args.allow_missing_logp=true").into()
-                );
-            }
-            tracing::warn!("{msg}: skipping them (alg.args.allow_missing_logp)");
         }
         if rows.is_empty() {
-            return Err("offline_ips: no row left to train on".into());
+            return Err(AlgorithmError::training("offline_ips", "no row left to train on").into());
         }
         Ok(rows)
     }

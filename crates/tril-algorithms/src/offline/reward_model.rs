@@ -37,6 +37,7 @@ use crate::offline::{
 };
 use crate::trainer::{run_on_target, Run};
 use crate::validate::ensure;
+use crate::AlgorithmError;
 use burn::tensor::activation::{log_sigmoid, log_softmax};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::backend::Backend;
@@ -242,12 +243,13 @@ impl<B: AutodiffBackend> Objective<B> for RmObjective<B> {
         let b = batch.len();
         let n = b as f64;
         let mut sums = StatSums::default();
+        let expected = |what: &str| AlgorithmError::training("reward_model", format!("expected {what}"));
         match self.objective {
             RewardObjective::Pairwise => {
                 let mut rows = Vec::with_capacity(2 * b);
                 for pass in 0..2 {
                     for e in batch {
-                        let RmExample::Pair(c, r) = e else { return Err("reward_model: expected pairs".into()) };
+                        let RmExample::Pair(c, r) = e else { return Err(expected("pairs").into()) };
                         rows.push(if pass == 0 { &c.tokens } else { &r.tokens });
                     }
                 }
@@ -266,7 +268,7 @@ impl<B: AutodiffBackend> Objective<B> for RmObjective<B> {
                 let mut rows = Vec::with_capacity(b);
                 let mut labels = Vec::with_capacity(b);
                 for e in batch {
-                    let RmExample::Text(t) = e else { return Err("reward_model: expected labelled texts".into()) };
+                    let RmExample::Text(t) = e else { return Err(expected("labelled texts").into()) };
                     rows.push(&t.tokens);
                     labels.push(t.label as i64);
                 }
@@ -309,12 +311,12 @@ impl Run for RewardModel {
             RewardObjective::Classification => {
                 let names = parts.task.label_names();
                 if names.len() < 2 {
-                    return Err(format!(
+                    let message = format!(
                         "task `{}` names no classes; alg.args.objective=classification needs a task with labelled \
                          texts such as `text_classification`",
                         parts.task_id
-                    )
-                    .into());
+                    );
+                    return Err(AlgorithmError::config("alg.args.objective", message).into());
                 }
                 names
             }
@@ -345,7 +347,8 @@ impl Run for RewardModel {
                         .map(|t| {
                             let mut ids = tokenizer.encode(&t.text, false)?;
                             if ids.is_empty() {
-                                return Err(format!("{}: the text has no tokens", t.id).into());
+                                let (at, what) = (t.id.clone(), "the text".to_string());
+                                return Err(AlgorithmError::NoTokens { at, what }.into());
                             }
                             ids.drain(..ids.len().saturating_sub(args.max_length));
                             Ok(RmExample::Text(Scored {

@@ -75,6 +75,7 @@ use crate::onpolicy::ppo::PpoArgs;
 use crate::onpolicy::ppo_run::{Ppo, RewardHook, Rollouts};
 use crate::trainer::{load_module, save_module, section, Optim};
 use crate::validate::ensure;
+use crate::AlgorithmError;
 use burn::module::AutodiffModule;
 use burn::optim::GradientsParams;
 use burn::tensor::activation::softmax;
@@ -259,15 +260,17 @@ impl DiscriminatorPlan {
 
 /// Reads and checks `reward_fn` for `gail` with PPO's `ppo` args.
 fn plan(config: &Config, ppo: &PpoArgs, gail: GailArgs) -> Result<DiscriminatorPlan, PluginError> {
-    let sec = config.optional_section("reward_fn").ok_or(
-        "reward_fn: gail needs its discriminator here (id: learned_reward, args: {model_name, label_ix, \
-         is_trainable: true, ...}, optimizer: {id, args})",
-    )?;
+    let sec = config.optional_section("reward_fn").ok_or_else(|| {
+        AlgorithmError::config(
+            "reward_fn",
+            "gail needs its discriminator here (id: learned_reward, args: {model_name, label_ix, is_trainable: true, \
+             ...}, optimizer: {id, args})",
+        )
+    })?;
     let raw: RewardFnSection = sec.extract()?;
     if raw.id != "learned_reward" {
-        return Err(
-            format!("reward_fn.id: gail's discriminator is a trainable `learned_reward`, not `{}`", raw.id).into()
-        );
+        let message = format!("gail's discriminator is a trainable `learned_reward`, not `{}`", raw.id);
+        return Err(AlgorithmError::config("reward_fn.id", message).into());
     }
     let args_section = section(config, "reward_fn.args")?;
     let a = &raw.args;
@@ -278,7 +281,8 @@ fn plan(config: &Config, ppo: &PpoArgs, gail: GailArgs) -> Result<DiscriminatorP
     ensure(a.batch_size > 0, &args_section, "batch_size", "expected at least 1 text per forward pass")?;
     let spec = *registry::build_optimizer(&section(config, "reward_fn.optimizer")?, config)?;
     let root: tril_core::schema::RootConfig = config.extract("")?;
-    let tok = root.alg.tokenizer.ok_or("alg.tokenizer: gail needs a tokenizer section")?;
+    let tok =
+        root.alg.tokenizer.ok_or_else(|| AlgorithmError::config("alg.tokenizer", "gail needs a tokenizer section"))?;
     let setup = DiscriminatorSetup {
         tokenizer: load_tokenizer(&tok.model_name)?,
         spec,
@@ -303,7 +307,10 @@ impl<B: AutodiffBackend> Discriminator<B> {
             Lengths { max_length: setup.max_prompt_len + setup.max_gen_len, max_prompt_length: setup.max_prompt_len };
         let name = &args.model_name;
         let (trunk, _, config) = load_lm(name, None, setup.tokenizer.vocab_size(), setup.seed, lengths, &device)
-            .map_err(|e| format!("reward_fn.args.model_name: the discriminator `{name}` could not be built: {e}"))?;
+            .map_err(|e| {
+                let message = format!("the discriminator `{name}` could not be built: {e}");
+                AlgorithmError::config("reward_fn.args.model_name", message)
+            })?;
         let score = ScoreHeadConfig::new(config.n_embd, 2).init::<B>(&device);
         // Materialise the lazily initialised head now, from the seeded stream.
         let _ = score.score.weight.val();
@@ -343,19 +350,21 @@ impl<B: AutodiffBackend> Discriminator<B> {
     fn texts(&self, rollouts: &Rollouts<'_>) -> Result<(Vec<Tokens>, Vec<Tokens>), PluginError> {
         let b = rollouts.prompts.len();
         if rollouts.generations.len() != b || rollouts.references.len() != b {
-            return Err(format!(
-                "gail: {b} prompts, {} generations and {} reference lists",
+            let message = format!(
+                "{b} prompts, {} generations and {} reference lists",
                 rollouts.generations.len(),
                 rollouts.references.len()
-            )
-            .into());
+            );
+            return Err(AlgorithmError::training("gail", message).into());
         }
         let mut policy = Vec::with_capacity(b);
         let mut expert = Vec::with_capacity(b);
         for i in 0..b {
             let prompt = &rollouts.prompts[i];
             let reference = rollouts.references[i].first().ok_or_else(|| {
-                format!("gail: the prompt {prompt:?} has no reference; the expert's texts are the task's references")
+                let message =
+                    format!("the prompt {prompt:?} has no reference; the expert's texts are the task's references");
+                AlgorithmError::training("gail", message)
             })?;
             policy.push(self.encode(prompt, &rollouts.generations[i])?);
             expert.push(self.encode(prompt, reference)?);
@@ -444,7 +453,7 @@ impl<B: AutodiffBackend> RewardHook for Discriminator<B> {
     }
 
     fn save(&self, dir: &Path) -> Result<(), PluginError> {
-        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(|e| AlgorithmError::io("creating", dir, e))?;
         save_module(&self.model, &dir.join("model"))?;
         self.optim.save(&dir.join("optimizer"))?;
         let mut labels = vec!["policy".to_string(); 2];
@@ -456,10 +465,10 @@ impl<B: AutodiffBackend> RewardHook for Discriminator<B> {
 
     fn restore(&mut self, dir: &Path) -> Result<(), PluginError> {
         let model = load_module(self.model.clone(), &dir.join("model"), &self.device)
-            .map_err(|e| format!("gail: restoring the discriminator: {e}"))?;
+            .map_err(|e| AlgorithmError::training("gail", format!("restoring the discriminator: {e}")))?;
         self.optim = Optim::for_module(&self.spec, &model)
             .load(&dir.join("optimizer"), &self.device)
-            .map_err(|e| format!("gail: restoring the discriminator's optimizer: {e}"))?;
+            .map_err(|e| AlgorithmError::training("gail", format!("restoring the discriminator's optimizer: {e}")))?;
         self.model = model;
         Ok(())
     }
@@ -472,9 +481,9 @@ fn build(_args: &Section<'_>, ctx: &BuildCtx<'_>) -> Result<Box<dyn Algorithm>, 
     ensure(gail.discrim_epochs > 0, &alg_args, "discrim_epochs", "expected at least 1 pass")?;
     ensure(gail.discrim_batch_size > 0, &alg_args, "discrim_batch_size", "expected at least 1 trajectory")?;
     if ctx.config.extract::<String>("alg.policy.id").is_ok_and(|id| id == "multi_actor_critic") {
-        return Err("alg.policy.id: `multi_actor_critic` is read by the roll-in algorithms; gail uses \
-                    `actor_critic` or `actor_critic_shared`"
-            .into());
+        let message = "`multi_actor_critic` is read by the roll-in algorithms; gail uses `actor_critic` or \
+                       `actor_critic_shared`";
+        return Err(AlgorithmError::config("alg.policy.id", message).into());
     }
     let ppo = Ppo::from_config(ctx.config, "gail", args.clone(), true, false)?;
     let hook = DiscriminatorPlan::from_config(ctx.config, &args, gail)?;

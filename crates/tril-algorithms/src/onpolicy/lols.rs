@@ -19,6 +19,7 @@ use crate::onpolicy::policies::GuideArgs;
 use crate::onpolicy::ppo::PpoArgs;
 use crate::onpolicy::ppo_run::Ppo;
 use crate::onpolicy::rollin::{IterationPlan, Mode, Schedule, ValueFn};
+use crate::AlgorithmError;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -43,10 +44,8 @@ pub(crate) fn require_guide_critic(id: &str, guide: &GuideArgs) -> Result<(), Pl
     if guide.create_guide_critic {
         Ok(())
     } else {
-        Err(format!(
-            "alg.policy.args.create_guide_critic: {id} trains a guide critic in its AggreVaTeD iterations; set it to true"
-        )
-        .into())
+        let message = format!("{id} trains a guide critic in its AggreVaTeD iterations; set it to true");
+        Err(AlgorithmError::config("alg.policy.args.create_guide_critic", message).into())
     }
 }
 
@@ -69,7 +68,8 @@ impl Schedule for Lols {
 fn build(_args: &Section<'_>, ctx: &BuildCtx<'_>) -> Result<Box<dyn Algorithm>, PluginError> {
     let (args, lols): (PpoArgs, LolsArgs) = crate::trainer::extract_split(ctx.config, "alg.args", &["tau"])?;
     if !(0.0..=1.0).contains(&lols.tau) {
-        return Err(format!("alg.args.tau: {} is not a probability in [0, 1]", lols.tau).into());
+        let message = format!("{} is not a probability in [0, 1]", lols.tau);
+        return Err(AlgorithmError::config("alg.args.tau", message).into());
     }
     let ppo = Ppo::from_config(ctx.config, "lols", args, false, true)?;
     Ok(Box::new(ppo.with_rollin("lols", |guide| {

@@ -14,6 +14,7 @@ pub mod ppo_pp;
 pub mod ppo_run;
 pub mod rollin;
 
+use crate::AlgorithmError;
 use burn::module::Module;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
@@ -143,7 +144,9 @@ impl<B: Backend> PolicyLm for PolicyView<'_, B> {
         let input = Tensor::<B, 2, Int>::from_data(TensorData::new(data, [1, n]), &self.device); // [1, n]
         let mask = input.ones_like();
         let lp = lm_logprobs(self.lm, input, mask, n - 1); // [1, n - 1]
-        Ok(lp.into_data().convert::<f64>().to_vec::<f64>().map_err(|e| format!("{e:?}"))?)
+        let values = lp.into_data().convert::<f64>().to_vec::<f64>();
+        Ok(values
+            .map_err(|e| AlgorithmError::TensorData { what: "token log-probs".into(), message: format!("{e:?}") })?)
     }
 
     fn context_len(&self) -> usize {
@@ -223,7 +226,8 @@ pub fn load_tokenizer(name: &str) -> Result<TextTokenizer, PluginError> {
         return numbers_tokenizer();
     }
     if let Some(other) = name.strip_prefix("builtin:") {
-        return Err(format!("alg.tokenizer.model_name: unknown built-in tokenizer `{other}` (known: numbers)").into());
+        let message = format!("unknown built-in tokenizer `{other}` (known: numbers)");
+        return Err(AlgorithmError::config("alg.tokenizer.model_name", message).into());
     }
     Ok(TextTokenizer::from_dir(&tril_models::resolve::resolve_model(name)?)?)
 }
@@ -269,20 +273,21 @@ pub fn build_models<B: Backend>(
     // the critic's trunk gets fresh ids (the reference is never optimized).
     let context = spec.max_prompt_len + spec.max_gen_len;
     if context > config.n_positions {
-        return Err(format!(
-            "alg.policy.args: max_prompt_len ({}) + max_gen_len ({}) = {context} tokens exceed the context of `{}` \
-             ({} positions); lower sampling.max_prompt_len or sampling.max_gen_len",
+        let message = format!(
+            "max_prompt_len ({}) + max_gen_len ({}) = {context} tokens exceed the context of `{}` ({} positions); \
+             lower sampling.max_prompt_len or sampling.max_gen_len",
             spec.max_prompt_len, spec.max_gen_len, spec.model_name, config.n_positions
-        )
-        .into());
+        );
+        return Err(AlgorithmError::config("alg.policy.args", message).into());
     }
     policy.visit(&mut Materialize);
     let (reference, critic_trunk) = (policy.clone(), policy.clone().map(&mut FreshIds));
     if config.vocab_size < vocab_size {
-        return Err(format!(
-            "the policy has {} token embeddings but the tokenizer has {vocab_size} tokens",
-            config.vocab_size
-        )
+        return Err(AlgorithmError::Vocabulary {
+            model: spec.model_name.clone(),
+            embeddings: config.vocab_size,
+            tokens: vocab_size,
+        }
         .into());
     }
     let head = ValueHeadConfig::new(config.n_embd).with_mlp(spec.mlp_head).init::<B>(device);
@@ -453,7 +458,10 @@ pub fn generate_forced<B: Backend>(
     let encoded = tokenizer.encode_batch(&prompts)?;
     let (prompt_ids, prompt_mask) = encoded.to_tensors::<B>(device); // [B, P]
     let eos = tokenizer.eos_token_id();
-    let pad = tokenizer.pad_token_id().or(eos).ok_or("the tokenizer has neither a pad nor an EOS token")?;
+    let pad = tokenizer
+        .pad_token_id()
+        .or(eos)
+        .ok_or_else(|| AlgorithmError::Tokenizer { lacks: "neither a pad nor an EOS token".into() })?;
     let special = SpecialTokens { eos_token_id: eos, pad_token_id: pad };
     let output = generate_with_prefix(lm, prompt_ids.clone(), prompt_mask.clone(), cfg, special, forced, rng)?;
     let output = crate::onpolicy::rollin::with_width(output, width, pad);
@@ -535,27 +543,23 @@ impl OnPolicyState {
     /// wrote it over `n_train` train prompts.
     pub fn read(dir: &std::path::Path, algorithm: &str, iteration: usize, n_train: usize) -> Result<Self, PluginError> {
         let file = dir.join("trainer_state.json");
-        let text = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
-        let state: OnPolicyState = serde_json::from_str(&text)
-            .map_err(|e| format!("{}: not a tril on-policy trainer state: {e}", file.display()))?;
+        let refused = |message: String| AlgorithmError::Checkpoint { path: file.display().to_string(), message };
+        let text = std::fs::read_to_string(&file).map_err(|e| AlgorithmError::file(&file, e))?;
+        let state: OnPolicyState =
+            serde_json::from_str(&text).map_err(|e| refused(format!("not a tril on-policy trainer state: {e}")))?;
         if state.algorithm != algorithm {
-            return Err(format!(
-                "{}: written by `{}`, but this run's algorithm is `{algorithm}`",
-                file.display(),
-                state.algorithm
-            )
-            .into());
+            let message = format!("written by `{}`, but this run's algorithm is `{algorithm}`", state.algorithm);
+            return Err(refused(message).into());
         }
         if state.iteration != iteration {
-            return Err(format!("{}: holds iteration {}, expected {iteration}", file.display(), state.iteration).into());
+            return Err(refused(format!("holds iteration {}, expected {iteration}", state.iteration)).into());
         }
         if state.sampler.len() != n_train {
-            return Err(format!(
-                "{}: the checkpoint was taken over {} train prompts, the task now has {n_train}",
-                file.display(),
+            let message = format!(
+                "the checkpoint was taken over {} train prompts, the task now has {n_train}",
                 state.sampler.len()
-            )
-            .into());
+            );
+            return Err(refused(message).into());
         }
         Ok(state)
     }

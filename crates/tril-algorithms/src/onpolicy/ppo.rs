@@ -8,6 +8,7 @@
 //! None in the losses: each formula below is TRIL's, including `approx_kl` averaged over
 //! all `B x T` entries (padded entries contribute 0 to the sum but count in the mean).
 
+use crate::AlgorithmError;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
@@ -92,8 +93,7 @@ pub struct PpoPlan {
 impl PpoArgs {
     /// Checks TRIL's divisibility rules (one process) and derives the [`PpoPlan`].
     /// Errors name the keys involved and their values.
-    pub fn plan(&self, batch_size_per_process: usize) -> Result<PpoPlan, String> {
-        let check = |ok: bool, msg: String| if ok { Ok(()) } else { Err(msg) };
+    pub fn plan(&self, batch_size_per_process: usize) -> crate::Result<PpoPlan> {
         let positive = [
             ("alg.args.batch_size", self.batch_size),
             ("alg.args.grad_accumulation", self.grad_accumulation),
@@ -102,29 +102,26 @@ impl PpoArgs {
             ("sampling.batch_size_per_process", batch_size_per_process),
         ];
         for (key, v) in positive {
-            check(v > 0, format!("{key} must be > 0"))?;
+            if v == 0 {
+                return Err(AlgorithmError::invalid(key, "a count > 0", v));
+            }
         }
-        check(
-            self.trajectories_per_update.is_multiple_of(batch_size_per_process),
-            format!(
-                "alg.args.trajectories_per_update ({}) must be divisible by sampling.batch_size_per_process ({})",
-                self.trajectories_per_update, batch_size_per_process
+        let divides = [
+            (
+                "alg.args.trajectories_per_update",
+                self.trajectories_per_update,
+                "sampling.batch_size_per_process",
+                batch_size_per_process,
             ),
-        )?;
-        check(
-            self.batch_size.is_multiple_of(self.grad_accumulation),
-            format!(
-                "alg.args.batch_size ({}) must be divisible by alg.args.grad_accumulation ({})",
-                self.batch_size, self.grad_accumulation
-            ),
-        )?;
-        check(
-            self.trajectories_per_update.is_multiple_of(self.batch_size),
-            format!(
-                "alg.args.trajectories_per_update ({}) must be divisible by alg.args.batch_size ({})",
-                self.trajectories_per_update, self.batch_size
-            ),
-        )?;
+            ("alg.args.batch_size", self.batch_size, "alg.args.grad_accumulation", self.grad_accumulation),
+            ("alg.args.trajectories_per_update", self.trajectories_per_update, "alg.args.batch_size", self.batch_size),
+        ];
+        for (key, value, divisor_key, divisor) in divides {
+            if !value.is_multiple_of(divisor) {
+                let (key, divisor_key) = (key.to_string(), divisor_key.to_string());
+                return Err(AlgorithmError::Indivisible { key, value, divisor_key, divisor });
+            }
+        }
         let minibatches = self.trajectories_per_update / self.batch_size;
         Ok(PpoPlan {
             generate_calls: self.trajectories_per_update / batch_size_per_process,
@@ -402,9 +399,10 @@ mod tests {
         assert!(args
             .plan(112)
             .unwrap_err()
+            .to_string()
             .contains("alg.args.trajectories_per_update (112) must be divisible by alg.args.batch_size (30)"));
         args.batch_size = 28;
-        assert!(args.plan(50).unwrap_err().contains("sampling.batch_size_per_process (50)"));
+        assert!(args.plan(50).unwrap_err().to_string().contains("sampling.batch_size_per_process (50)"));
     }
 
     #[test]

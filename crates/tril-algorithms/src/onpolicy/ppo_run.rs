@@ -167,12 +167,17 @@ impl Ppo {
         let root: RootConfig = config.extract("")?;
         let plan = args.plan(root.sampling.batch_size_per_process)?;
         if !root.alg.build_reward {
-            return Err(format!("alg.build_reward: {id} needs the task's reward function; set it to true").into());
+            let message = format!("{id} needs the task's reward function; set it to true");
+            return Err(AlgorithmError::config("alg.build_reward", message).into());
         }
-        let reward_section =
-            config.optional_section("reward_fn").ok_or_else(|| format!("reward_fn: {id} needs a reward function"))?;
-        let tokenizer =
-            root.alg.tokenizer.clone().ok_or_else(|| format!("alg.tokenizer: {id} needs a tokenizer section"))?;
+        let reward_section = config
+            .optional_section("reward_fn")
+            .ok_or_else(|| AlgorithmError::config("reward_fn", format!("{id} needs a reward function")))?;
+        let tokenizer = root
+            .alg
+            .tokenizer
+            .clone()
+            .ok_or_else(|| AlgorithmError::config("alg.tokenizer", format!("{id} needs a tokenizer section")))?;
         let metrics = (0..root.eval_metrics.len())
             .map(|i| registry::build_metric(&section(config, &format!("eval_metrics.{i}"))?, config))
             .collect::<Result<Vec<_>, _>>()?;
@@ -222,17 +227,14 @@ impl Ppo {
     ) -> Result<Ppo, PluginError> {
         let id = self.id;
         let RolloutStrategy::Rollin(rollin) = &mut self.rollouts else {
-            return Err(format!(
-                "alg.policy.id: {id} needs the `multi_actor_critic` policy (guide_model_name, beta, guide_gen_kwargs)"
-            )
-            .into());
+            let message =
+                format!("{id} needs the `multi_actor_critic` policy (guide_model_name, beta, guide_gen_kwargs)");
+            return Err(AlgorithmError::config("alg.policy.id", message).into());
         };
         if rollin.guide.alg_type != alg_type {
-            return Err(format!(
-                "alg.policy.args.alg_type: `{}` does not match the algorithm {id} (expected `{alg_type}`)",
-                rollin.guide.alg_type
-            )
-            .into());
+            let message =
+                format!("`{}` does not match the algorithm {id} (expected `{alg_type}`)", rollin.guide.alg_type);
+            return Err(AlgorithmError::config("alg.policy.args.alg_type", message).into());
         }
         rollin.schedule = schedule(&rollin.guide)?;
         Ok(self)
@@ -246,12 +248,12 @@ impl Ppo {
 
     fn refuse_guide(self) -> Result<Ppo, PluginError> {
         if matches!(self.rollouts, RolloutStrategy::Rollin(_)) {
-            return Err(format!(
-                "alg.policy.id: `multi_actor_critic` is read by the roll-in algorithms (ppo_pp, aggrevated, lols, \
-                 d2lols); {} uses `actor_critic` or `actor_critic_shared`",
+            let message = format!(
+                "`multi_actor_critic` is read by the roll-in algorithms (ppo_pp, aggrevated, lols, d2lols); {} uses \
+                 `actor_critic` or `actor_critic_shared`",
                 self.id
-            )
-            .into());
+            );
+            return Err(AlgorithmError::config("alg.policy.id", message).into());
         }
         Ok(self)
     }
@@ -897,18 +899,18 @@ fn load_guide<B: burn::tensor::backend::Backend>(
     vocab_size: usize,
     device: &B::Device,
 ) -> Result<Gpt2Model<B>, PluginError> {
-    let dir = tril_models::resolve::resolve_model(name)
-        .map_err(|e| format!("alg.policy.args.guide_model_name: `{name}`: {e}"))?;
-    let loaded = tril_models::hf::load_gpt2::<B>(&dir, device)
-        .map_err(|e| format!("alg.policy.args.guide_model_name: `{name}`: {e}"))?;
+    const KEY: &str = "alg.policy.args.guide_model_name";
+    let failed = |e: tril_models::ModelError| AlgorithmError::config(KEY, format!("`{name}`: {e}"));
+    let dir = tril_models::resolve::resolve_model(name).map_err(failed)?;
+    let loaded = tril_models::hf::load_gpt2::<B>(&dir, device).map_err(failed)?;
     let context = spec.max_prompt_len + spec.max_gen_len;
     if loaded.config.vocab_size < vocab_size || loaded.config.n_positions < context {
-        return Err(format!(
-            "alg.policy.args.guide_model_name: `{name}` has {} token embeddings and {} positions; the policy's \
-             tokenizer needs {vocab_size} and a rollout {context}",
+        let message = format!(
+            "`{name}` has {} token embeddings and {} positions; the policy's tokenizer needs {vocab_size} and a \
+             rollout {context}",
             loaded.config.vocab_size, loaded.config.n_positions
-        )
-        .into());
+        );
+        return Err(AlgorithmError::config(KEY, message).into());
     }
     Ok(loaded.model)
 }
