@@ -57,7 +57,6 @@ use crate::AlgorithmError;
 use burn::module::AutodiffModule;
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -67,6 +66,7 @@ use std::time::Instant;
 use tril_core::backend::TrainJob;
 use tril_core::config::Section;
 use tril_core::ops::{clip_grad_norm, entropy_from_logits, masked_mean};
+use tril_core::ops::{host, scalar};
 use tril_core::plugin::{
     Algorithm, BuildCtx, CriticLayout, LrSchedule, Metric, OptimizerSpec, PluginError, PolicySpec, RewardFn, RunCtx,
     Sample, Split, Task, TextBatch,
@@ -181,14 +181,6 @@ struct Buffer<B: AutodiffBackend> {
     old_logprobs: Option<Tensor<Inner<B>, 2>>,
     /// Reference log-probs, `[N, T]` (only with `beta > 0`).
     ref_logprobs: Option<Tensor<Inner<B>, 2>>,
-}
-
-fn host<B: burn::tensor::backend::Backend>(t: Tensor<B, 2>) -> Vec<f32> {
-    t.into_data().convert::<f32>().to_vec::<f32>().unwrap_or_default()
-}
-
-fn scalar<B: Backend>(t: Tensor<B, 1>) -> f64 {
-    t.into_data().convert::<f64>().to_vec::<f64>().ok().and_then(|v| v.first().copied()).unwrap_or(f64::NAN)
 }
 
 struct Loop<'a, B: AutodiffBackend, O: GroupObjective> {

@@ -216,7 +216,7 @@ pub fn reference_nll<B: burn::tensor::backend::Backend>(
         let batch = crate::offline::lm_batch::<B>(&refs, pad, device);
         let (lp, mask) = batch_logprobs(lm, &batch);
         let sums = (lp * mask).sum_dim(1).neg(); // [B, 1]
-        let sums: Vec<f32> = sums.into_data().convert::<f32>().to_vec::<f32>().unwrap_or_default();
+        let sums: Vec<f32> = tril_core::ops::host(sums);
         out.extend(sums.into_iter().zip(part).map(|(s, r)| (f64::from(s), n_targets(r))));
     }
     out

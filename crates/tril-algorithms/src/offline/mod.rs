@@ -43,6 +43,8 @@ use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
+pub use tril_core::ops::host;
+use tril_core::ops::scalar;
 use tril_core::ops::{clip_grad_norm, gather_logprobs};
 use tril_core::plugin::{
     BuildCtx, CriticLayout, LrSchedule, ModelType, OptimizerSpec, PluginError, PolicySpec, RunCtx, Split, Task,
@@ -206,11 +208,6 @@ pub fn frozen_logprobs<B: Backend>(
     out
 }
 
-/// A `[B]` tensor's values on the host.
-pub fn host<B: Backend>(t: Tensor<B, 1>) -> Vec<f32> {
-    t.into_data().convert::<f32>().to_vec::<f32>().unwrap_or_default()
-}
-
 /// A `[B]` f32 tensor from host values (loss-side, whatever the precision).
 pub fn tensor1<B: Backend>(values: Vec<f32>, device: &B::Device) -> Tensor<B, 1> {
     let n = values.len();
@@ -331,11 +328,6 @@ pub fn evaluate<B: AutodiffBackend, O: Objective<B>>(
     let mut means = sums.means();
     objective.derive(&mut means);
     Ok(means)
-}
-
-fn scalar<B: Backend>(t: Tensor<B, 1>) -> f64 {
-    use burn::tensor::ElementConversion;
-    t.into_scalar().elem::<f64>()
 }
 
 /// Everything [`train`] needs besides the objective.

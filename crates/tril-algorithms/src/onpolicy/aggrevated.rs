@@ -20,6 +20,7 @@
 //! See [`crate::onpolicy::rollin`]. As TRIL, the KL penalty is logged but not in the reward
 //! (`alg.args.kl_in_reward: false` by default).
 
+use crate::onpolicy::policies::AlgType;
 use crate::onpolicy::ppo::PpoArgs;
 use crate::onpolicy::ppo_pp::always;
 use crate::onpolicy::ppo_run::Ppo;
@@ -30,7 +31,7 @@ use tril_core::plugin::{Algorithm, BuildCtx, PluginError};
 fn build(_args: &Section<'_>, ctx: &BuildCtx<'_>) -> Result<Box<dyn Algorithm>, PluginError> {
     let args: PpoArgs = ctx.config.extract("alg.args")?;
     let ppo = Ppo::from_config(ctx.config, "aggrevated", args, false, true)?;
-    Ok(Box::new(ppo.with_rollin("aggrevate", |guide| always(Mode::Aggrevate, guide))?))
+    Ok(Box::new(ppo.with_rollin(AlgType::Aggrevate, |guide| always(Mode::Aggrevate, guide))?))
 }
 
 tril_core::register!(algorithm,

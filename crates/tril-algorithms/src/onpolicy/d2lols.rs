@@ -13,6 +13,7 @@
 //! As LOLS (see [`crate::onpolicy::lols`]).
 
 use crate::onpolicy::lols::{aggrevate_with_guide_critic, require_guide_critic};
+use crate::onpolicy::policies::AlgType;
 use crate::onpolicy::ppo::PpoArgs;
 use crate::onpolicy::ppo_run::Ppo;
 use crate::onpolicy::rollin::{IterationPlan, Mode, Schedule};
@@ -49,7 +50,7 @@ impl Schedule for D2lols {
 fn build(_args: &Section<'_>, ctx: &BuildCtx<'_>) -> Result<Box<dyn Algorithm>, PluginError> {
     let (args, d2): (PpoArgs, D2lolsArgs) = crate::trainer::extract_split(ctx.config, "alg.args", &["tau"])?;
     let ppo = Ppo::from_config(ctx.config, "d2lols", args, false, true)?;
-    Ok(Box::new(ppo.with_rollin("d2lols", |guide| {
+    Ok(Box::new(ppo.with_rollin(AlgType::D2lols, |guide| {
         require_guide_critic("d2lols", guide)?;
         Ok(Box::new(D2lols {
             tau: d2.tau,

@@ -15,6 +15,7 @@
 //! critic on the guide's suffix); TRIL's method resolution gives them PPO++'s instead
 //! (see [`crate::onpolicy::rollin`]). The mode draw comes from the run's seeded stream.
 
+use crate::onpolicy::policies::AlgType;
 use crate::onpolicy::policies::GuideArgs;
 use crate::onpolicy::ppo::PpoArgs;
 use crate::onpolicy::ppo_run::Ppo;
@@ -36,7 +37,7 @@ pub struct LolsArgs {
 
 /// The plan of an AggreVaTeD iteration trained against the guide critic.
 pub(crate) fn aggrevate_with_guide_critic(guide: &GuideArgs) -> IterationPlan {
-    IterationPlan { mode: Some(Mode::Aggrevate), beta: guide.beta.for_mode("aggrevate"), value_fn: ValueFn::Guide }
+    IterationPlan { mode: Some(Mode::Aggrevate), beta: guide.beta.for_mode(Mode::Aggrevate), value_fn: ValueFn::Guide }
 }
 
 /// Refuses a mixed algorithm without its guide critic.
@@ -72,7 +73,7 @@ fn build(_args: &Section<'_>, ctx: &BuildCtx<'_>) -> Result<Box<dyn Algorithm>, 
         return Err(AlgorithmError::config("alg.args.tau", message).into());
     }
     let ppo = Ppo::from_config(ctx.config, "lols", args, false, true)?;
-    Ok(Box::new(ppo.with_rollin("lols", |guide| {
+    Ok(Box::new(ppo.with_rollin(AlgType::Lols, |guide| {
         require_guide_critic("lols", guide)?;
         Ok(Box::new(Lols {
             tau: lols.tau,
@@ -100,7 +101,7 @@ mod tests {
         let beta = Beta::PerMode { aggrevate: 0.5, ppo_pp: 0.9 };
         let guide = GuideArgs {
             guide_model_name: "g".into(),
-            alg_type: "lols".into(),
+            alg_type: crate::onpolicy::policies::AlgType::Lols,
             beta,
             guide_gen_kwargs: serde_json::from_str(r#"{"max_new_tokens": 4}"#).unwrap(),
             create_guide_critic: true,

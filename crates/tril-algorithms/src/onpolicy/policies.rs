@@ -97,17 +97,12 @@ pub enum Beta {
 }
 
 impl Beta {
-    /// The probability for an iteration in mode `alg_type` (`ppo_pp` or `aggrevate`).
-    pub fn for_mode(&self, alg_type: &str) -> f64 {
-        match *self {
-            Beta::Scalar(b) => b,
-            Beta::PerMode { aggrevate, ppo_pp } => {
-                if alg_type == "aggrevate" {
-                    aggrevate
-                } else {
-                    ppo_pp
-                }
-            }
+    /// The probability for an iteration in `mode`.
+    pub fn for_mode(&self, mode: crate::onpolicy::rollin::Mode) -> f64 {
+        match (*self, mode) {
+            (Beta::Scalar(b), _) => b,
+            (Beta::PerMode { aggrevate, .. }, crate::onpolicy::rollin::Mode::Aggrevate) => aggrevate,
+            (Beta::PerMode { ppo_pp, .. }, crate::onpolicy::rollin::Mode::PpoPp) => ppo_pp,
         }
     }
 
@@ -126,7 +121,7 @@ pub struct GuideArgs {
     /// The guide's weights; equal to `model_name` means "the reference is the guide".
     pub guide_model_name: String,
     /// TRIL's mode tag: `ppo_pp`, `aggrevate`, `lols` or `d2lols`.
-    pub alg_type: String,
+    pub alg_type: AlgType,
     /// Probability that a trajectory gets a roll-in prefix at all.
     pub beta: Beta,
     /// How the guide generates (its roll-in in PPO++, its roll-out in AggreVaTeD).
@@ -134,6 +129,31 @@ pub struct GuideArgs {
     /// A second critic estimating the guide's cost-to-go (LOLS, D2LOLS).
     #[serde(default)]
     pub create_guide_critic: bool,
+}
+
+/// The roll-in algorithm a `multi_actor_critic` policy serves (TRIL's `alg_type` tags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlgType {
+    /// PPO++ (`ppo_pp`).
+    PpoPp,
+    /// AggreVaTeD (`aggrevate`).
+    Aggrevate,
+    /// LOLS (`lols`).
+    Lols,
+    /// D2LOLS (`d2lols`).
+    D2lols,
+}
+
+impl std::fmt::Display for AlgType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AlgType::PpoPp => "ppo_pp",
+            AlgType::Aggrevate => "aggrevate",
+            AlgType::Lols => "lols",
+            AlgType::D2lols => "d2lols",
+        })
+    }
 }
 
 /// The keys of [`GuideArgs`].
@@ -152,13 +172,6 @@ pub fn actor_critic_args(
     }
     let (args, guide): (ActorCriticArgs, GuideArgs) = crate::trainer::extract_split(config, key, &GUIDE_KEYS)?;
     let section = config.section(key)?;
-    const MODES: [&str; 4] = ["ppo_pp", "aggrevate", "lols", "d2lols"];
-    ensure(
-        MODES.contains(&guide.alg_type.as_str()),
-        &section,
-        "alg_type",
-        "expected ppo_pp, aggrevate, lols or d2lols",
-    )?;
     ensure(
         guide.beta.values().iter().all(|b| (0.0..=1.0).contains(b)),
         &section,

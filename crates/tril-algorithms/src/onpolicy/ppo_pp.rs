@@ -19,6 +19,7 @@
 //! KL penalty is logged but not in the reward (`alg.args.kl_in_reward: false`, the
 //! default here; set it to `true` to add it).
 
+use crate::onpolicy::policies::AlgType;
 use crate::onpolicy::policies::GuideArgs;
 use crate::onpolicy::ppo::PpoArgs;
 use crate::onpolicy::ppo_run::Ppo;
@@ -45,7 +46,7 @@ pub(crate) fn always(mode: Mode, guide: &GuideArgs) -> Result<Box<dyn Schedule>,
 fn build(_args: &Section<'_>, ctx: &BuildCtx<'_>) -> Result<Box<dyn Algorithm>, PluginError> {
     let args: PpoArgs = ctx.config.extract("alg.args")?;
     let ppo = Ppo::from_config(ctx.config, "ppo_pp", args, false, true)?;
-    Ok(Box::new(ppo.with_rollin("ppo_pp", |guide| always(Mode::PpoPp, guide))?))
+    Ok(Box::new(ppo.with_rollin(AlgType::PpoPp, |guide| always(Mode::PpoPp, guide))?))
 }
 
 tril_core::register!(algorithm,

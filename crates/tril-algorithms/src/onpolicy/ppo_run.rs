@@ -64,6 +64,7 @@ use std::time::Instant;
 use tril_core::backend::TrainJob;
 use tril_core::config::{Config, Section};
 use tril_core::ops::{clip_grad_norm, gae};
+use tril_core::ops::{host, scalar};
 use tril_core::plugin::{
     Algorithm, BuildCtx, KlController, LrSchedule, Metric, OptimizerSpec, PluginError, PolicySpec, RewardFn, RunCtx,
     Sample, Split, Task, TextBatch,
@@ -133,7 +134,7 @@ pub enum TerminalReward {
     /// The task's reward function (PPO and the roll-in family).
     Task(Box<dyn RewardFn>),
     /// A discriminator trained every iteration on the rollouts (GAIL).
-    Discriminator(DiscriminatorPlan),
+    Discriminator(Box<DiscriminatorPlan>),
 }
 
 /// How each iteration's trajectories are made: a strategy of the on-policy loop.
@@ -220,7 +221,7 @@ impl Ppo {
     /// `alg.policy.id: multi_actor_critic`.
     pub fn with_rollin(
         mut self,
-        alg_type: &str,
+        alg_type: crate::onpolicy::policies::AlgType,
         schedule: impl FnOnce(
             &crate::onpolicy::policies::GuideArgs,
         ) -> Result<Box<dyn crate::onpolicy::rollin::Schedule>, PluginError>,
@@ -242,7 +243,7 @@ impl Ppo {
 
     /// Makes a discriminator trained on the rollouts the terminal reward (GAIL).
     pub fn with_discriminator(mut self, discriminator: DiscriminatorPlan) -> Ppo {
-        self.reward = Some(TerminalReward::Discriminator(discriminator));
+        self.reward = Some(TerminalReward::Discriminator(Box::new(discriminator)));
         self
     }
 
@@ -307,10 +308,13 @@ struct Mixed<B: AutodiffBackend> {
     k: Vec<usize>,
 }
 
+/// A `[B, L]` token-id tensor on the training backend without autodiff.
+type IntMatrix<B> = Tensor<Inner<B>, 2, Int>;
+
 /// Stage 2's output: one iteration's trajectories, per generate call, with their texts.
 struct Collected<B: AutodiffBackend> {
     /// `(ids, attention mask, prompt + reference ids)` of each call, `[b, P + N]` each.
-    ids: Vec<(Tensor<Inner<B>, 2, Int>, Tensor<Inner<B>, 2, Int>, Tensor<Inner<B>, 2, Int>)>,
+    ids: Vec<[IntMatrix<B>; 3]>,
     /// `[gen_mask, logprobs, ref_logprobs, values, target_mask, entropy]` of each call, `[b, N]` each.
     floats: Vec<[Tensor<Inner<B>, 2>; 6]>,
     sample_ids: Vec<String>,
@@ -336,10 +340,6 @@ impl<B: AutodiffBackend> Default for Collected<B> {
             rollin_lengths: Vec::new(),
         }
     }
-}
-
-fn host<B: burn::tensor::backend::Backend>(t: Tensor<B, 2>) -> Vec<f32> {
-    t.into_data().convert::<f32>().to_vec::<f32>().unwrap_or_default()
 }
 
 fn mean(xs: &[f64]) -> f64 {
@@ -604,7 +604,7 @@ impl<B: AutodiffBackend> Loop<'_, B> {
             let p = gen.ids.dims()[1] - n;
             let b = gen.ids.dims()[0];
             let prompt = gen.ids.clone().slice([0..b, 0..p]);
-            out.ids.push((gen.ids, gen.mask, Tensor::cat(vec![prompt, t_ids], 1)));
+            out.ids.push([gen.ids, gen.mask, Tensor::cat(vec![prompt, t_ids], 1)]);
             out.floats.push([gen.gen_mask, scored.logprobs, ref_lp, scored.values, t_mask, scored.entropy]);
             out.sample_ids.extend(samples.iter().map(|s| s.id.clone()));
             out.references.extend(samples.iter().map(|s| s.references.clone()));
@@ -696,8 +696,7 @@ impl<B: AutodiffBackend> Loop<'_, B> {
         }
         self.ppo.kl.step(mean(&kl_sums), t * n);
         let ids = &rollouts.ids;
-        let cat_int =
-            |k: usize| Tensor::cat(ids.iter().map(|p| [p.0.clone(), p.1.clone(), p.2.clone()][k].clone()).collect(), 0);
+        let cat_int = |k: usize| Tensor::cat(ids.iter().map(|p| p[k].clone()).collect(), 0);
         let matrix = |v: Vec<f32>| Tensor::<Inner<B>, 2>::from_data(TensorData::new(v, [t, n]), (&self.device, F32));
         let buffer = Buffer {
             ids: cat_int(0),
@@ -913,9 +912,4 @@ fn load_guide<B: burn::tensor::backend::Backend>(
         return Err(AlgorithmError::config(KEY, message).into());
     }
     Ok(loaded.model)
-}
-
-fn scalar<B: burn::tensor::backend::Backend>(t: Tensor<B, 1>) -> f64 {
-    use burn::tensor::ElementConversion;
-    t.into_scalar().elem::<f64>()
 }

@@ -85,7 +85,7 @@ impl IterationPlan {
 
     /// `mode` with the policy's critic and `beta` for that mode.
     pub fn with_policy_critic(mode: Mode, beta: &Beta) -> Self {
-        IterationPlan { mode: Some(mode), beta: beta.for_mode(mode.tag()), value_fn: ValueFn::Policy }
+        IterationPlan { mode: Some(mode), beta: beta.for_mode(mode), value_fn: ValueFn::Policy }
     }
 }
 
