@@ -400,17 +400,18 @@ mod tests {
 
     #[test]
     fn a_device_without_its_feature_names_the_feature() {
-        for (text, feature) in [("cuda", "cuda"), ("cuda:1", "cuda"), ("vulkan", "wgpu"), ("flex", "flex")] {
-            let device_compiled = match feature {
-                "cuda" => cfg!(feature = "cuda"),
-                "wgpu" => cfg!(feature = "wgpu"),
-                _ => cfg!(feature = "flex"),
-            };
+        for (text, device) in [
+            ("cuda", Device::Cuda(0)),
+            ("cuda:1", Device::Cuda(1)),
+            ("vulkan", Device::Wgpu(None)),
+            ("flex", Device::Flex),
+        ] {
             match text.parse::<Device>() {
-                Ok(_) => assert!(device_compiled, "{text}"),
+                Ok(parsed) => assert!(device.is_compiled() && parsed == device, "{text}"),
                 Err(e) => {
-                    assert!(!device_compiled, "{text}");
+                    assert!(!device.is_compiled(), "{text}");
                     let msg = e.to_string();
+                    let feature = device.feature().unwrap();
                     assert!(msg.contains(&format!("--features {feature}")), "{msg}");
                     assert!(msg.contains("ndarray"), "{msg}");
                 }
