@@ -48,11 +48,9 @@ use crate::evaluation::Evaluation;
 use crate::group::grpo::{group_advantages, GrpoLoss};
 use crate::group::{completion_logprobs, mean_std, repeat_groups, GroupObjective, GroupPlan, GroupSettings};
 use crate::onpolicy::policies::ActorCriticArgs;
-use crate::onpolicy::{
-    build_models, generate_for, generation_config, load_tokenizer, prompt_tokenizer, OnPolicyState, PromptSampler,
-};
+use crate::onpolicy::{build_models, generate_for, generation_config, run_tokenizers, OnPolicyState, PromptSampler};
 use crate::settings::{check_splits, loop_settings};
-use crate::trainer::{section, Optim};
+use crate::trainer::{run_on_target, section, Optim, Run};
 use crate::AlgorithmError;
 use burn::module::AutodiffModule;
 use burn::optim::{GradientsAccumulator, GradientsParams};
@@ -63,7 +61,6 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
 use std::time::Instant;
-use tril_core::backend::TrainJob;
 use tril_core::config::Section;
 use tril_core::ops::{clip_grad_norm, entropy_from_logits, masked_mean};
 use tril_core::ops::{host, scalar};
@@ -200,32 +197,15 @@ struct Loop<'a, B: AutodiffBackend, O: GroupObjective> {
 
 impl<O: GroupObjective> Algorithm for GroupAlgorithm<O> {
     fn run(self: Box<Self>, ctx: &RunCtx<'_>) -> Result<(), PluginError> {
-        let root: RootConfig = ctx.config.extract("")?;
-        tril_core::backend::train(root.target()?, GroupJob { alg: *self, ctx })?
+        run_on_target(ctx, *self)
     }
 }
 
-/// The group loop as a [`TrainJob`]: what runs once the backend is known.
-struct GroupJob<'a, O: GroupObjective> {
-    alg: GroupAlgorithm<O>,
-    ctx: &'a RunCtx<'a>,
-}
-
-impl<O: GroupObjective> TrainJob for GroupJob<'_, O> {
-    type Output = Result<(), PluginError>;
-
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
-        let GroupJob { alg: mut this, ctx } = self;
-        let this = &mut this;
-        let tokenizer = load_tokenizer(&this.tokenizer.model_name)?;
-        let s = &this.sampling;
-        let prompt_tok = prompt_tokenizer(
-            &tokenizer,
-            s.prompt_padding_side,
-            this.policy_args.prompt_truncation_side,
-            s.max_prompt_len,
-            this.tokenizer.pad_token_as_eos_token,
-        );
+impl<O: GroupObjective> Run for GroupAlgorithm<O> {
+    fn run<B: AutodiffBackend>(mut self, ctx: &RunCtx<'_>, device: B::Device) -> Result<(), PluginError> {
+        let this = &mut self;
+        let (tokenizer, prompt_tok) =
+            run_tokenizers(&this.tokenizer, &this.sampling, this.policy_args.prompt_truncation_side)?;
         // No critic: the shared-trunk layout only adds a value head, dropped here.
         let spec = PolicySpec { critic: CriticLayout::SharedTrunk, ..this.spec.clone() };
         let (model, reference, gpt_config) =

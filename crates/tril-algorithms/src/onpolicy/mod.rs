@@ -232,6 +232,24 @@ pub fn load_tokenizer(name: &str) -> Result<TextTokenizer, PluginError> {
     Ok(TextTokenizer::from_dir(&tril_models::resolve::resolve_model(name)?)?)
 }
 
+/// The run preamble of the generating loops: `alg.tokenizer` loaded, and the same
+/// tokenizer set up for prompts as `sampling` and the policy's truncation side say.
+pub fn run_tokenizers(
+    tokenizer: &tril_core::schema::TokenizerConfig,
+    sampling: &tril_core::schema::SamplingConfig,
+    truncation: Side,
+) -> Result<(TextTokenizer, TextTokenizer), PluginError> {
+    let tok = load_tokenizer(&tokenizer.model_name)?;
+    let prompt_tok = prompt_tokenizer(
+        &tok,
+        sampling.prompt_padding_side,
+        truncation,
+        sampling.max_prompt_len,
+        tokenizer.pad_token_as_eos_token,
+    );
+    Ok((tok, prompt_tok))
+}
+
 /// The same tokenizer set up for prompts: padded and truncated to exactly `max_len`.
 pub fn prompt_tokenizer(
     tok: &TextTokenizer,

@@ -46,11 +46,11 @@ use crate::onpolicy::rollin::{
     prefixes, rollin_lengths, rollin_mask, segment_masks, IterationPlan, Mode, Rollin, ValueFn,
 };
 use crate::onpolicy::{
-    build_models, generate_forced, generation_config, lm_logprobs, load_tokenizer, prompt_tokenizer, reference_targets,
+    build_models, generate_forced, generation_config, lm_logprobs, reference_targets, run_tokenizers,
     warn_long_prompts, with_guide_critic, ActorCritic, Generated, OnPolicyState, PromptSampler,
 };
 use crate::settings::{check_splits, loop_settings, LoopSettings};
-use crate::trainer::{section, Optim};
+use crate::trainer::{run_on_target, section, Optim, Run};
 use crate::AlgorithmError;
 use burn::module::AutodiffModule;
 use burn::optim::{GradientsAccumulator, GradientsParams};
@@ -61,7 +61,6 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::time::Instant;
-use tril_core::backend::TrainJob;
 use tril_core::config::{Config, Section};
 use tril_core::ops::{clip_grad_norm, gae};
 use tril_core::ops::{host, scalar};
@@ -379,32 +378,15 @@ impl Algorithm for Ppo {
             let message = format!("{}: no reward: neither the task's reward_fn nor a learned one", self.id);
             return Err(AlgorithmError::config("reward_fn", message).into());
         }
-        let root: RootConfig = ctx.config.extract("")?;
-        tril_core::backend::train(root.target()?, PpoJob { ppo: *self, ctx })?
+        run_on_target(ctx, *self)
     }
 }
 
-/// PPO's loop as a [`TrainJob`]: what runs once the backend is known.
-struct PpoJob<'a> {
-    ppo: Ppo,
-    ctx: &'a RunCtx<'a>,
-}
-
-impl TrainJob for PpoJob<'_> {
-    type Output = Result<(), PluginError>;
-
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
-        let PpoJob { ppo: mut this, ctx } = self;
-        let this = &mut this;
-        let tokenizer = load_tokenizer(&this.tokenizer.model_name)?;
-        let s = &this.sampling;
-        let prompt_tok = prompt_tokenizer(
-            &tokenizer,
-            s.prompt_padding_side,
-            this.policy_args.prompt_truncation_side,
-            s.max_prompt_len,
-            this.tokenizer.pad_token_as_eos_token,
-        );
+impl Run for Ppo {
+    fn run<B: AutodiffBackend>(mut self, ctx: &RunCtx<'_>, device: B::Device) -> Result<(), PluginError> {
+        let this = &mut self;
+        let (tokenizer, prompt_tok) =
+            run_tokenizers(&this.tokenizer, &this.sampling, this.policy_args.prompt_truncation_side)?;
         let (mut model, reference, gpt_config) =
             build_models::<B>(&this.spec, tokenizer.vocab_size(), this.args.seed, &device)?;
         let mut guide = None;
