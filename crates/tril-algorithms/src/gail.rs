@@ -304,7 +304,7 @@ impl<B: AutodiffBackend> Discriminator<B> {
         let name = &args.model_name;
         let (trunk, _, config) = load_lm(name, None, setup.tokenizer.vocab_size(), setup.seed, lengths, &device)
             .map_err(|e| format!("reward_fn.args.model_name: the discriminator `{name}` could not be built: {e}"))?;
-        let score = ScoreHeadConfig::new(config.n_embd, 2).init::<B>(&device);
+        let score = crate::onpolicy::fresh_score_head::<B>(&ScoreHeadConfig::new(config.n_embd, 2), &device);
         // Materialise the lazily initialised head now, from the seeded stream.
         let _ = score.score.weight.val();
         let model = Gpt2Classifier { transformer: trunk, score };
