@@ -56,6 +56,13 @@ pub type CpuBackend = NdArrayBackend;
 /// [`CpuBackend`] with autodiff.
 pub type CpuAutodiff = burn::backend::Autodiff<CpuBackend>;
 
+/// The backend fresh parameters are drawn on, whatever device trains (ndarray: its seeded
+/// host generator is the one ndarray and flex share, so every device starts from the same
+/// weights for a seed; see `tril_algorithms::onpolicy::drawn_on_host`).
+pub type HostBackend = NdArrayBackend;
+/// The device of [`HostBackend`].
+pub const HOST: burn::backend::ndarray::NdArrayDevice = burn::backend::ndarray::NdArrayDevice::Cpu;
+
 /// The name of the backend `device: cpu` selects in this build.
 pub const CPU_BACKEND: &str = if cfg!(feature = "flex") { "flex" } else { "ndarray" };
 
@@ -298,7 +305,21 @@ pub trait InferJob {
 fn configure<B: Backend>(device: &B::Device, target: Target) -> Result<(), CoreError> {
     let fail = |message: String| CoreError::Backend { key: "precision".into(), message };
     let dtype: DType = target.precision.dtype().into();
-    if !B::supports_dtype(device, dtype) {
+    // The first query initialises the device; CubeCL panics when no adapter exists (no GPU,
+    // no Vulkan driver): turn that into an error naming the device.
+    let query = std::panic::AssertUnwindSafe(|| B::supports_dtype(device, dtype));
+    let supported = std::panic::catch_unwind(query).map_err(|panic| {
+        let why = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("the backend panicked");
+        CoreError::Backend {
+            key: "device".into(),
+            message: format!("`{}` cannot be used on this machine: {why}", target.device),
+        }
+    })?;
+    if !supported {
         return Err(fail(format!(
             "`{}` is not supported by device `{}` ({device:?}); use precision=f32",
             target.precision, target.device

@@ -378,7 +378,7 @@ fn scratch_model<B: AutodiffBackend>(
         );
         return Err(AlgorithmError::config("alg.args.model_name", message).into());
     }
-    B::seed(device, seed);
+    crate::onpolicy::seed_fresh_parameters::<B>(device, seed);
     let model = crate::onpolicy::fresh_gpt2::<B>(&config, device);
     tracing::info!(model = name, n_layer = config.n_layer, n_embd = config.n_embd, "training from scratch");
     Ok((model, config))

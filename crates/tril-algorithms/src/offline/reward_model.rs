@@ -323,7 +323,7 @@ impl Run for RewardModel {
         };
         let model = Gpt2Classifier {
             transformer: trunk,
-            score: ScoreHeadConfig::new(config.n_embd, labels.len()).init(&device),
+            score: crate::onpolicy::fresh_score_head(&ScoreHeadConfig::new(config.n_embd, labels.len()), &device),
         };
         let encode = |split: Split| -> Result<Vec<RmExample>, PluginError> {
             match args.objective {

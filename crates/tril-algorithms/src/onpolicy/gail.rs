@@ -311,7 +311,7 @@ impl<B: AutodiffBackend> Discriminator<B> {
                 let message = format!("the discriminator `{name}` could not be built: {e}");
                 AlgorithmError::config("reward_fn.args.model_name", message)
             })?;
-        let score = ScoreHeadConfig::new(config.n_embd, 2).init::<B>(&device);
+        let score = crate::onpolicy::fresh_score_head::<B>(&ScoreHeadConfig::new(config.n_embd, 2), &device);
         // Materialise the lazily initialised head now, from the seeded stream.
         let _ = score.score.weight.val();
         let model = Gpt2Classifier { transformer: trunk, score };

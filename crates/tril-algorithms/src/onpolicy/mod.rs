@@ -25,7 +25,7 @@ use tril_core::plugin::{CriticLayout, PluginError, PolicyLm, PolicySpec, Sample}
 use tril_core::schema::{GenKwargs, Side};
 use tril_models::generate::{generate_with_prefix, GenerationConfig, GenerationOutput, SpecialTokens};
 use tril_models::gpt2::{Gpt2Config, Gpt2Input, Gpt2Model};
-use tril_models::heads::{Gpt2ValueModel, ValueHead, ValueHeadConfig};
+use tril_models::heads::{Gpt2ValueModel, ScoreHead, ScoreHeadConfig, ValueHead, ValueHeadConfig};
 use tril_models::tokenizer::{PaddingSide, TextTokenizer, TokenizerOptions, TruncationSide};
 
 /// Policy LM and critic in one module, so one optimizer and one gradient clip cover both.
@@ -269,14 +269,16 @@ pub fn prompt_tokenizer(
 }
 
 /// Builds the actor-critic and the frozen reference a policy spec names. `builtin:tiny-gpt2`
-/// is a 2-layer, 64-wide GPT-2 initialized from `seed` for the embedded default.
+/// is a 2-layer, 64-wide GPT-2 initialized from `seed` for the embedded default. Fresh
+/// parameters (that GPT-2, the value head) are drawn on the host ([`seed_fresh_parameters`]),
+/// so a seed gives every device the same starting weights.
 pub fn build_models<B: Backend>(
     spec: &PolicySpec,
     vocab_size: usize,
     seed: u64,
     device: &B::Device,
 ) -> Result<(ActorCritic<B>, Gpt2Model<B>, Gpt2Config), PluginError> {
-    B::seed(device, seed);
+    seed_fresh_parameters::<B>(device, seed);
     let (policy, config) = if spec.model_name == "builtin:tiny-gpt2" {
         let config = Gpt2Config::new(vocab_size, (spec.max_prompt_len + spec.max_gen_len).max(32), 64, 2, 4);
         (fresh_gpt2(&config, device), config)
@@ -308,7 +310,7 @@ pub fn build_models<B: Backend>(
         }
         .into());
     }
-    let head = ValueHeadConfig::new(config.n_embd).with_mlp(spec.mlp_head).init::<B>(device);
+    let head = fresh_value_head::<B>(&ValueHeadConfig::new(config.n_embd).with_mlp(spec.mlp_head), device);
     let model = match spec.critic {
         CriticLayout::Separate => ActorCritic {
             policy,
@@ -325,22 +327,90 @@ pub fn build_models<B: Backend>(
 /// the policy's initial trunk with fresh parameter ids and a new value head.
 pub fn with_guide_critic<B: Backend>(mut model: ActorCritic<B>, mlp_head: bool, device: &B::Device) -> ActorCritic<B> {
     let trunk = model.policy.clone().map(&mut FreshIds);
-    let head = ValueHeadConfig::new(model.policy.d_model()).with_mlp(mlp_head).init::<B>(device);
+    let head = fresh_value_head::<B>(&ValueHeadConfig::new(model.policy.d_model()).with_mlp(mlp_head), device);
     model.guide_critic = Some(Gpt2ValueModel { transformer: trunk, v_head: head });
     model
 }
 
-/// A GPT-2 of architecture `config` with fresh weights (from the backend's seeded stream):
-/// Burn's default initialisation, except the token and position embeddings, which get
-/// HF's `N(0, 0.02)` (Burn's `N(0, 1)` would make the tied LM head's logits so peaked that
-/// a fresh policy never explores). `builtin:tiny-gpt2` and `bc`'s `from_scratch` use it.
+/// A GPT-2 of architecture `config` with fresh weights (from the host's seeded stream,
+/// [`seed_fresh_parameters`]): Burn's default initialisation, except the token and position
+/// embeddings, which get HF's `N(0, 0.02)` (Burn's `N(0, 1)` would make the tied LM head's
+/// logits so peaked that a fresh policy never explores). `builtin:tiny-gpt2` and `bc`'s
+/// `from_scratch` use it.
 pub fn fresh_gpt2<B: Backend>(config: &Gpt2Config, device: &B::Device) -> Gpt2Model<B> {
-    let mut model = config.init::<B>(device);
+    let mut host = config.init::<HostBackend>(&HOST);
     let normal = burn::tensor::Distribution::Normal(0.0, 0.02);
     let d = config.n_embd;
-    model.wte.weight = burn::module::Param::from_tensor(Tensor::random([config.vocab_size, d], normal, device));
-    model.wpe.weight = burn::module::Param::from_tensor(Tensor::random([config.n_positions, d], normal, device));
-    model
+    host.wte.weight = burn::module::Param::from_tensor(Tensor::random([config.vocab_size, d], normal, &HOST));
+    host.wpe.weight = burn::module::Param::from_tensor(Tensor::random([config.n_positions, d], normal, &HOST));
+    drawn_on_host(config.init::<B>(device), &host)
+}
+
+/// A fresh value head (drawn on the host, [`drawn_on_host`]).
+fn fresh_value_head<B: Backend>(config: &ValueHeadConfig, device: &B::Device) -> ValueHead<B> {
+    drawn_on_host(config.init::<B>(device), &config.init::<HostBackend>(&HOST))
+}
+
+/// A fresh classification head (drawn on the host, [`drawn_on_host`]): GAIL's
+/// discriminator, the reward model.
+pub(crate) fn fresh_score_head<B: Backend>(config: &ScoreHeadConfig, device: &B::Device) -> ScoreHead<B> {
+    drawn_on_host(config.init::<B>(device), &config.init::<HostBackend>(&HOST))
+}
+
+/// The backend fresh parameters are drawn on, whatever device trains: the host's. Burn's
+/// CPU backends (ndarray, flex) draw from one seeded host generator each (the same
+/// algorithm), the CubeCL ones (cuda, wgpu) from their own on-device generator; drawing on
+/// the host gives every device the same starting weights for a seed, and leaves a CPU
+/// run's numbers as they were when it drew on its own backend.
+use tril_core::backend::{HostBackend, HOST};
+
+/// Seeds the streams fresh parameters come from: the host's (tril draws every fresh
+/// parameter there, then copies it to the device, so one seed gives every backend the same
+/// starting weights) and, for anything else that draws on the device, `device`'s.
+pub fn seed_fresh_parameters<B: Backend>(device: &B::Device, seed: u64) {
+    B::seed(device, seed);
+    HostBackend::seed(&HOST, seed);
+}
+
+/// `module`, freshly configured on its device (no parameter drawn yet), with each float
+/// parameter drawn from its twin in `host` (the same architecture configured on
+/// [`HostBackend`]) when first used, then copied to the device in the device's float type.
+/// The draws happen when and in the order the module's own lazy initialisers would have
+/// run, from the host stream ([`seed_fresh_parameters`]); parameter ids stay `module`'s.
+pub(crate) fn drawn_on_host<B: Backend, M: Module<B>, H: Module<HostBackend>>(module: M, host: &H) -> M {
+    type Draw = std::sync::Arc<dyn Fn() -> TensorData + Send + Sync>;
+    struct Collect(Vec<(Draw, burn::tensor::Shape)>);
+    impl burn::module::ModuleVisitor<HostBackend> for Collect {
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<HostBackend, D>>) {
+            // A clone of a lazy parameter carries its initialiser; `val` runs it once.
+            let twin = param.clone();
+            self.0.push((std::sync::Arc::new(move || twin.val().into_data()), param.lazy_shape()));
+        }
+    }
+    struct Load(std::vec::IntoIter<(Draw, burn::tensor::Shape)>);
+    impl<B: Backend> burn::module::ModuleMapper<B> for Load {
+        fn map_float<const D: usize>(
+            &mut self,
+            param: burn::module::Param<Tensor<B, D>>,
+        ) -> burn::module::Param<Tensor<B, D>> {
+            let (draw, shape) = self.0.next().expect("the host twin has the module's parameters");
+            assert_eq!(shape, param.lazy_shape(), "host twin parameter shape");
+            // Fresh parameters are trainable; `no_grad` later still applies to the lazy state.
+            burn::module::Param::uninitialized(
+                param.id,
+                move |device, require_grad| Tensor::from_data(draw(), device).set_require_grad(require_grad),
+                param.lazy_device(),
+                true,
+                shape,
+            )
+        }
+    }
+    let mut twins = Collect(Vec::new());
+    host.visit(&mut twins);
+    let mut load = Load(twins.0.into_iter());
+    let module = module.map(&mut load);
+    assert!(load.0.next().is_none(), "the host twin has the module's parameters");
+    module
 }
 
 /// Forces every lazily initialised parameter to take its value.
