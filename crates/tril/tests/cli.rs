@@ -246,3 +246,39 @@ fn resolved_file_round_trips_and_embedded_cfgs_work_anywhere() {
     let prov = tril_in(dir.path(), &["config", "task=imdb", "alg=ppo", "--provenance"], &[]);
     assert!(prov.stdout.contains("<embedded>/cfgs/task/imdb.yaml:4"), "{}", prov.stdout);
 }
+
+/// `device` and `precision` are checked when the config is: a value no backend has, or a
+/// precision the backend cannot do, exits 2 naming the key; `tril list devices` and
+/// `tril --version` say which backends the binary carries.
+#[test]
+fn device_and_precision_are_config_errors_and_devices_are_listed() {
+    let bad_device = tril("config", &["task=synthetic", "alg=ppo", "device=tpu"], &[]);
+    assert_eq!(bad_device.code, 2, "{}", bad_device.stderr);
+    assert!(
+        bad_device.stderr.contains("device: `tpu`: expected one of cpu, ndarray, flex, cuda"),
+        "{}",
+        bad_device.stderr
+    );
+    let bad_precision = tril("config", &["task=synthetic", "alg=ppo", "device=ndarray", "precision=bf16"], &[]);
+    assert_eq!(bad_precision.code, 2, "{}", bad_precision.stderr);
+    assert!(
+        bad_precision.stderr.contains("precision: `bf16` is not supported by device `ndarray`"),
+        "{}",
+        bad_precision.stderr
+    );
+    let unknown_precision = tril("config", &["task=synthetic", "alg=ppo", "precision=fp8"], &[]);
+    assert_eq!(unknown_precision.code, 2, "{}", unknown_precision.stderr);
+    assert!(unknown_precision.stderr.contains("precision"), "{}", unknown_precision.stderr);
+    let ok = tril("config", &["task=synthetic", "alg=ppo", "device=ndarray"], &[]);
+    assert_eq!(ok.code, 0, "{}", ok.stderr);
+    assert!(ok.stdout.contains("device: ndarray") && ok.stdout.contains("precision: f32"), "{}", ok.stdout);
+
+    let list = tril_in(&repo(), &["list", "devices"], &[]);
+    assert_eq!(list.code, 0, "{}", list.stderr);
+    let names: Vec<&str> = list.stdout.lines().skip(1).filter_map(|l| l.split_whitespace().next()).collect();
+    assert_eq!(names, ["cpu", "cuda", "flex", "ndarray", "wgpu"], "{}", list.stdout);
+    assert!(list.stdout.contains("ndarray  device=ndarray; precision=f32"), "{}", list.stdout);
+    let version = tril_in(&repo(), &["--version"], &[]);
+    assert_eq!(version.code, 0, "{}", version.stderr);
+    assert!(version.stdout.contains("backends: ndarray (device=ndarray)"), "{}", version.stdout);
+}
