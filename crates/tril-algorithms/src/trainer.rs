@@ -50,6 +50,21 @@ pub fn run_on_target<R: Run>(ctx: &RunCtx<'_>, body: R) -> Result<(), PluginErro
     tril_core::backend::train(target, Job(body, ctx))?
 }
 
+/// The metrics of `eval_metrics`, built in order (what every generating loop evaluates with).
+pub fn eval_metrics(config: &Config) -> Result<Vec<Box<dyn tril_core::plugin::Metric>>, PluginError> {
+    let listed = config.optional_section("eval_metrics").map(|s| s.extract::<Vec<tril_core::schema::Component>>());
+    let n = listed.transpose()?.map_or(0, |v| v.len());
+    (0..n).map(|i| tril_core::registry::build_metric(&section(config, &format!("eval_metrics.{i}"))?, config)).collect()
+}
+
+/// The learning-rate schedule of `alg.scheduler`, constant when the section is absent.
+pub fn lr_schedule(config: &Config) -> Result<Box<dyn tril_core::plugin::LrSchedule>, PluginError> {
+    Ok(match config.optional_section("alg.scheduler") {
+        Some(s) => tril_core::registry::build_scheduler(&s, config)?,
+        None => Box::new(crate::schedulers::Constant),
+    })
+}
+
 /// A required section of the config, with the config's own error when absent.
 pub fn section<'a>(config: &'a Config, key: &str) -> Result<Section<'a>, PluginError> {
     Ok(config.section(key)?)

@@ -140,13 +140,8 @@ pub fn build<O: GroupObjective>(args: &Section<'_>, ctx: &BuildCtx<'_>) -> Resul
         return Err(AlgorithmError::config("alg.policy.args.gen_kwargs.temperature", message).into());
     }
     generation.temperature = settings.temperature;
-    let metrics = (0..root.eval_metrics.len())
-        .map(|i| registry::build_metric(&section(config, &format!("eval_metrics.{i}"))?, config))
-        .collect::<Result<Vec<_>, _>>()?;
-    let schedule = match config.optional_section("alg.scheduler") {
-        Some(s) => registry::build_scheduler(&s, config)?,
-        None => Box::new(crate::schedulers::Constant) as Box<dyn LrSchedule>,
-    };
+    let metrics = crate::trainer::eval_metrics(config)?;
+    let schedule = crate::trainer::lr_schedule(config)?;
     Ok(Box::new(GroupAlgorithm {
         objective,
         settings,

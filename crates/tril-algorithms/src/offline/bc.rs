@@ -243,13 +243,8 @@ fn build(args: &Section<'_>, ctx: &BuildCtx<'_>) -> Result<Box<dyn Algorithm>, P
         .tokenizer
         .clone()
         .ok_or_else(|| AlgorithmError::config("alg.tokenizer", "bc needs a tokenizer section"))?;
-    let metrics = (0..root.eval_metrics.len())
-        .map(|i| registry::build_metric(&section(config, &format!("eval_metrics.{i}"))?, config))
-        .collect::<Result<Vec<_>, _>>()?;
-    let schedule = match config.optional_section("alg.scheduler") {
-        Some(s) => registry::build_scheduler(&s, config)?,
-        None => Box::new(crate::schedulers::Constant) as Box<dyn LrSchedule>,
-    };
+    let metrics = crate::trainer::eval_metrics(config)?;
+    let schedule = crate::trainer::lr_schedule(config)?;
     Ok(Box::new(Bc {
         sampling: root.sampling,
         tokenizer,

@@ -490,10 +490,7 @@ impl OfflineParts {
             .tokenizer
             .clone()
             .ok_or_else(|| AlgorithmError::config("alg.tokenizer", format!("{alg} needs a tokenizer section")))?;
-        let schedule = match config.optional_section("alg.scheduler") {
-            Some(s) => registry::build_scheduler(&s, config)?,
-            None => Box::new(crate::schedulers::Constant) as Box<dyn LrSchedule>,
-        };
+        let schedule = crate::trainer::lr_schedule(config)?;
         Ok(OfflineParts {
             alg,
             loop_args,

@@ -315,10 +315,7 @@ fn build(section: &Section<'_>, ctx: &BuildCtx<'_>) -> Result<Box<dyn Algorithm>
             return Err(AlgorithmError::config("alg.optimizer", message).into());
         }
     };
-    let schedule = match config.optional_section("alg.scheduler") {
-        Some(s) => registry::build_scheduler(&s, config)?,
-        None => Box::new(crate::schedulers::Constant) as Box<dyn LrSchedule>,
-    };
+    let schedule = crate::trainer::lr_schedule(config)?;
     Ok(Box::new(OfflineIps { args, optimizer, schedule }))
 }
 

@@ -178,13 +178,8 @@ impl Ppo {
             .tokenizer
             .clone()
             .ok_or_else(|| AlgorithmError::config("alg.tokenizer", format!("{id} needs a tokenizer section")))?;
-        let metrics = (0..root.eval_metrics.len())
-            .map(|i| registry::build_metric(&section(config, &format!("eval_metrics.{i}"))?, config))
-            .collect::<Result<Vec<_>, _>>()?;
-        let schedule = match config.optional_section("alg.scheduler") {
-            Some(s) => registry::build_scheduler(&s, config)?,
-            None => Box::new(crate::schedulers::Constant) as Box<dyn LrSchedule>,
-        };
+        let metrics = crate::trainer::eval_metrics(config)?;
+        let schedule = crate::trainer::lr_schedule(config)?;
         let (policy_args, guide) = actor_critic_args(config, "alg.policy.args")?;
         let settings = loop_settings!(args);
         settings.check()?;
