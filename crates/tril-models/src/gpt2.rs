@@ -620,15 +620,15 @@ mod tests {
         let step = model.forward_with(Gpt2Input::new(last.clone().narrow(1, 5, 1)), Some(&mut cache)).logits;
         let full3 = model.forward(last, None).logits.narrow(1, 5, 1); // [3, 1, V]
         let diff = (full3 - step).abs().max().into_scalar();
-        assert!(diff < 1e-5, "select_rows: max |diff| {diff}");
-        // Preallocated (with room, and too small so that it falls back to concatenation).
+        assert!(diff < 1e-4, "select_rows: max |diff| {diff}"); // same tolerance and reason as above
+                                                                // Preallocated (with room, and too small so that it falls back to concatenation).
         for cap in [8, 5] {
             let mut cache = KvCache::with_capacity(model.n_layer(), cap);
             model.forward_with(Gpt2Input::new(ids.clone().narrow(1, 0, 4)), Some(&mut cache));
             model.forward_with(Gpt2Input::new(ids.clone().narrow(1, 4, 1)), Some(&mut cache));
             let step = model.forward_with(Gpt2Input::new(ids.clone().narrow(1, 5, 1)), Some(&mut cache)).logits;
             let diff = (full.clone() - step).abs().max().into_scalar();
-            assert!(diff < 1e-5, "capacity {cap}: max |diff| {diff}");
+            assert!(diff < 1e-4, "capacity {cap}: max |diff| {diff}"); // as above
         }
     }
 }
