@@ -346,7 +346,8 @@ mod tests {
             let b = m.forward(padded, Some(mask));
             assert_eq!(a.dims(), [1, 3]);
             let diff = (a - b).abs().max().into_scalar();
-            assert!(diff < 1e-5, "{kind:?}: {diff}");
+            // 1e-4: padded and unpadded batches have other shapes, which flex sums in another order.
+            assert!(diff < 1e-4, "{kind:?}: {diff}");
         }
     }
 }
