@@ -41,22 +41,66 @@ pub enum AlgorithmError {
         /// Whether it is an evaluated split (else the train split).
         evaluated: bool,
     },
-    /// A loss, reward or gradient that is not a finite number: training stops instead of
-    /// training on it.
-    #[error("{algorithm}: step {step}: {what} is {value}; stopping")]
+    /// A loss term or gradient norm that is not a finite number, beyond
+    /// `guard.skip_nonfinite`: the step's update was not applied and the run stops.
+    #[error(
+        "{algorithm}: {at}: {what} is {value}; the update was not applied and the run stops ({skipped} bad steps \
+         skipped, guard.skip_nonfinite = {limit}); {checkpoint}"
+    )]
     NonFinite {
         /// The algorithm id.
         algorithm: String,
-        /// The step or iteration.
-        step: usize,
-        /// What was not finite (`the loss`, `the reward of sample x`).
+        /// Where (`iteration 3, update step 2`, `step 7`).
+        at: String,
+        /// The term (`ppo/value_loss`, `grad_norm`).
         what: String,
         /// The value.
         value: f64,
+        /// Bad steps skipped before this one.
+        skipped: usize,
+        /// `guard.skip_nonfinite`.
+        limit: usize,
+        /// The last good checkpoint, or that none was written.
+        checkpoint: String,
     },
-    /// A reward that is not a finite number: the iteration stops before any update.
+    /// A loss term or KL beyond its `guard` bound: the run diverged and stops.
     #[error(
-        "iteration {iteration}: the reward of sample `{sample}` is {value} (generation {generation:?}); stopping instead of training on it"
+        "{algorithm}: {at}: {what} = {value} exceeds guard.{key} = {bound}: the run diverged and stops; {checkpoint}"
+    )]
+    Diverged {
+        /// The algorithm id.
+        algorithm: String,
+        /// Where.
+        at: String,
+        /// The term.
+        what: String,
+        /// The value.
+        value: f64,
+        /// The `guard` key of the bound (`max_loss`, `max_kl`).
+        key: &'static str,
+        /// The bound.
+        bound: f64,
+        /// The last good checkpoint, or that none was written.
+        checkpoint: String,
+    },
+    /// Weights holding a NaN/inf: no checkpoint of them is written.
+    #[error(
+        "{algorithm}: {at}: parameter `{param}` is not finite; no checkpoint of these weights is written; {checkpoint}"
+    )]
+    NonFiniteWeights {
+        /// The algorithm id.
+        algorithm: String,
+        /// Where.
+        at: String,
+        /// The parameter's dotted path.
+        param: String,
+        /// The last good checkpoint, or that none was written.
+        checkpoint: String,
+    },
+    /// A reward that is not a finite number, beyond `guard.skip_nonfinite`: the iteration
+    /// stops before any update.
+    #[error(
+        "iteration {iteration}: the reward of sample `{sample}` is {value} (generation {generation:?}); stopping instead of training on it; {checkpoint}"
     )]
     NonFiniteReward {
         /// The iteration.
@@ -67,6 +111,8 @@ pub enum AlgorithmError {
         generation: String,
         /// The reward.
         value: f64,
+        /// The last good checkpoint, or that none was written.
+        checkpoint: String,
     },
     /// Reading or writing a checkpoint or other run file.
     #[error("{path}: {message}")]
@@ -370,13 +416,23 @@ mod tests {
                     sample: "imdb_train_7".into(),
                     generation: "a b".into(),
                     value: f64::NAN,
+                    checkpoint: "no checkpoint was written yet".into(),
                 },
                 "iteration 1: the reward of sample `imdb_train_7` is NaN (generation \"a b\"); stopping instead of \
-                 training on it",
+                 training on it; no checkpoint was written yet",
             ),
             (
-                AlgorithmError::NonFinite { algorithm: "bc".into(), step: 3, what: "the loss".into(), value: f64::NAN },
-                "bc: step 3: the loss is NaN; stopping",
+                AlgorithmError::NonFinite {
+                    algorithm: "bc".into(),
+                    at: "step 3".into(),
+                    what: "loss".into(),
+                    value: f64::NAN,
+                    skipped: 1,
+                    limit: 1,
+                    checkpoint: "last good checkpoint: r/checkpoints/iter_2".into(),
+                },
+                "bc: step 3: loss is NaN; the update was not applied and the run stops (1 bad steps skipped, \
+                 guard.skip_nonfinite = 1); last good checkpoint: r/checkpoints/iter_2",
             ),
             (
                 AlgorithmError::NoCheckpoint { run_dir: "r".into(), dir: "r/checkpoints".into(), io_error: None },

@@ -11,6 +11,8 @@
 //! - [`trainer`]: the optimizer with TRIL's parameter groups ([`trainer::Optim`]), exact
 //!   module/optimizer/RNG state for `--resume`, and [`trainer::Run`], a loop's body once the
 //!   backend is known.
+//! - [`guard`]: the check every loop runs before applying an update (non-finite loss
+//!   terms, gradient norms, rewards and weights; divergence), from the root `guard:` section.
 //! - [`evaluation`]: generation on the evaluation splits, metrics and prediction logs.
 //! - [`optimizers`] (`adam`, `adamw`) and [`schedulers`] (`linear`, `cosine`, `constant`).
 //!
@@ -41,6 +43,7 @@ pub use error::{AlgorithmError, Result};
 pub mod error;
 pub mod evaluation;
 pub mod group;
+pub mod guard;
 pub mod offline;
 pub mod onpolicy;
 pub mod optimizers;

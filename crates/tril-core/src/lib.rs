@@ -11,7 +11,7 @@
 //!   [`plugin::Metric`], [`plugin::Algorithm`], [`plugin::KlController`],
 //!   [`plugin::LrSchedule`]) and the specs they produce ([`plugin::OptimizerSpec`],
 //!   [`plugin::PolicySpec`]).
-//! - [`schema`]: the typed root config.
+//! - [`schema`]: the typed root config; [`safety`]: its `guard:` and `checkpoint:` sections.
 //! - [`backend`]: the one dispatch point from `device`/`precision` to a concrete Burn
 //!   backend ([`backend::train`], [`backend::infer`]); nothing else names a backend.
 //! - [`progress`]: indicatif progress bars, hidden off a terminal and with `--quiet`.
@@ -42,6 +42,7 @@ pub mod plugin;
 pub mod progress;
 pub mod registry;
 pub mod run_dir;
+pub mod safety;
 pub mod schema;
 pub mod tracker;
 

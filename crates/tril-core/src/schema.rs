@@ -20,6 +20,12 @@ pub struct RootConfig {
     /// The float type of parameters and activations: `f32` (default), `bf16` or `f16`.
     #[serde(default)]
     pub precision: crate::backend::Precision,
+    /// What a non-finite or diverging step does (see [`crate::safety`]).
+    #[serde(default)]
+    pub guard: crate::safety::GuardConfig,
+    /// Which checkpoints a run keeps (see [`crate::safety`]).
+    #[serde(default)]
+    pub checkpoint: crate::safety::CheckpointConfig,
     /// Whether to log to Weights & Biases (key from `WANDB_API_KEY`).
     pub log_to_wandb: bool,
     /// W&B entity.

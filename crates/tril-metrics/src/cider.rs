@@ -30,7 +30,7 @@
 
 use crate::error::MetricError;
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use tril_core::config::Section;
 use tril_core::plugin::{BuildCtx, Metric, MetricOutput, MetricValue, PluginError, TextBatch};
 
@@ -114,7 +114,9 @@ pub fn tokenize(text: &str) -> String {
     out.join(" ")
 }
 
-type Counts = HashMap<Vec<String>, f64>;
+/// N-gram counts, ordered: every sum below runs in one fixed order, so a logged score is
+/// the same to the last bit in every process (a `HashMap`'s order is random per process).
+type Counts = BTreeMap<Vec<String>, f64>;
 
 fn precook(s: &str, n: usize) -> Counts {
     let words: Vec<&str> = s.split_whitespace().collect();
@@ -128,7 +130,7 @@ fn precook(s: &str, n: usize) -> Counts {
 }
 
 struct Vector {
-    vec: Vec<HashMap<Vec<String>, f64>>,
+    vec: Vec<Counts>,
     norm: Vec<f64>,
     length: f64,
 }
@@ -150,16 +152,16 @@ pub fn cider_d(
         crefs.push(refs.iter().map(|r| precook(&prep(r), n)).collect());
     }
     let ctest: Vec<Counts> = hypotheses.iter().map(|h| precook(&prep(h), n)).collect();
-    let mut df: HashMap<&Vec<String>, f64> = HashMap::new();
+    let mut df: BTreeMap<&Vec<String>, f64> = BTreeMap::new();
     for refs in &crefs {
-        let grams: HashSet<&Vec<String>> = refs.iter().flat_map(|r| r.keys()).collect();
+        let grams: BTreeSet<&Vec<String>> = refs.iter().flat_map(|r| r.keys()).collect();
         for g in grams {
             *df.entry(g).or_insert(0.0) += 1.0;
         }
     }
     let ref_len = (crefs.len() as f64).ln();
     let to_vec = |counts: &Counts| -> Vector {
-        let mut vec = vec![HashMap::new(); n];
+        let mut vec = vec![Counts::new(); n];
         let mut norm = vec![0.0; n];
         let mut length = 0.0;
         for (g, &tf) in counts {

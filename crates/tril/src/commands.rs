@@ -52,6 +52,8 @@ pub fn load_config(args: &ConfigArgs) -> Result<Config, Failure> {
 fn check(config: &Config) -> Result<Vec<CoreError>, Failure> {
     registry::check_duplicates()?;
     config.extract::<RootConfig>("")?.target()?;
+    tril_core::safety::GuardConfig::of(config)?;
+    tril_core::safety::CheckpointConfig::of(config)?;
     let (unknown, errors): (Vec<_>, Vec<_>) =
         registry::check_config_sections(config).into_iter().partition(|e| matches!(e, CoreError::UnknownId { .. }));
     if !errors.is_empty() {

@@ -47,6 +47,7 @@
 use crate::evaluation::Evaluation;
 use crate::group::grpo::{group_advantages, GrpoLoss};
 use crate::group::{completion_logprobs, mean_std, repeat_groups, GroupObjective, GroupPlan, GroupSettings};
+use crate::guard::{At, Guard, Verdict};
 use crate::onpolicy::policies::ActorCriticArgs;
 use crate::onpolicy::{build_models, generate_for, generation_config, run_tokenizers, OnPolicyState, PromptSampler};
 use crate::settings::{check_splits, loop_settings};
@@ -188,6 +189,7 @@ struct Loop<'a, B: AutodiffBackend, O: GroupObjective> {
     train: Vec<Sample>,
     sampler: PromptSampler,
     device: B::Device,
+    guard: Guard,
 }
 
 impl<O: GroupObjective> Algorithm for GroupAlgorithm<O> {
@@ -215,6 +217,7 @@ impl<O: GroupObjective> Run for GroupAlgorithm<O> {
             optim: Optim::for_module(&this.optimizer, &model.policy),
             rng: ChaCha8Rng::seed_from_u64(this.settings.train.seed),
             tracker: Tracker::new(RunDir::open(&ctx.run_dir)?),
+            guard: Guard::new(O::ID, ctx.config, &ctx.run_dir)?,
             reference: (this.settings.beta > 0.0).then(|| reference.valid()),
             policy: model.policy,
             gpt_config,
@@ -246,6 +249,7 @@ impl<B: AutodiffBackend, O: GroupObjective> Loop<'_, B, O> {
         (self.policy, self.optim, self.tracker) = (policy, optim, tracker);
         self.rng = state.rng.restore();
         self.sampler = state.sampler;
+        self.guard.restore(state.guard_skipped);
         Ok(state.iteration)
     }
 
@@ -266,7 +270,14 @@ impl<B: AutodiffBackend, O: GroupObjective> Loop<'_, B, O> {
         let started = Instant::now();
         let mut rewards: Vec<f64> = self.tracker.history("rollout/reward_mean").iter().map(|p| p.1).collect();
         for iteration in first..=t.n_iters {
-            let (buffer, mut rollout) = self.collect(iteration)?;
+            let settings = loop_settings!(t);
+            // `None`: a non-finite reward, skipped within guard.skip_nonfinite.
+            let Some((buffer, mut rollout)) = self.collect(iteration)? else {
+                let skipped = Stats::from([("guard/skipped_steps".to_string(), self.guard.skipped() as f64)]);
+                self.tracker.log_training(iteration, &skipped)?;
+                self.finish_iteration(&settings, iteration)?;
+                continue;
+            };
             let reward = rollout["rollout/reward_mean"];
             rewards.push(reward);
             let mut train = self.train_step(iteration, &buffer)?;
@@ -284,13 +295,7 @@ impl<B: AutodiffBackend, O: GroupObjective> Loop<'_, B, O> {
                 loss = format!("{:.4}", train.get(&format!("{id}/loss")).copied().unwrap_or(f64::NAN)),
                 "{id}"
             );
-            let settings = loop_settings!(t);
-            if settings.evaluates_at(iteration, t.n_iters) {
-                self.evaluate(iteration)?;
-            }
-            if settings.checkpoints_at(iteration, t.n_iters) {
-                self.checkpoint(iteration)?;
-            }
+            self.finish_iteration(&settings, iteration)?;
         }
         let k = rewards.len().clamp(1, 3);
         tracing::info!(
@@ -301,9 +306,25 @@ impl<B: AutodiffBackend, O: GroupObjective> Loop<'_, B, O> {
         Ok(())
     }
 
+    /// What ends every iteration, trained or skipped: evaluation and checkpoint when due.
+    fn finish_iteration(
+        &mut self,
+        settings: &crate::settings::LoopSettings,
+        iteration: usize,
+    ) -> Result<(), PluginError> {
+        let n_iters = self.alg.settings.train.n_iters;
+        if settings.evaluates_at(iteration, n_iters) {
+            self.evaluate(iteration)?;
+        }
+        if settings.checkpoints_at(iteration, n_iters) {
+            self.checkpoint(iteration)?;
+        }
+        Ok(())
+    }
+
     /// Steps 1-4: generates `G` completions of each sampled prompt, scores them and computes
     /// advantages, old and reference log-probs.
-    fn collect(&mut self, iteration: usize) -> Result<(Buffer<B>, Stats), PluginError> {
+    fn collect(&mut self, iteration: usize) -> Result<Option<(Buffer<B>, Stats)>, PluginError> {
         let (g, n, temp) =
             (self.alg.settings.num_generations, self.alg.settings.max_completion_length, self.alg.settings.temperature);
         let policy = self.policy.valid();
@@ -321,13 +342,8 @@ impl<B: AutodiffBackend, O: GroupObjective> Loop<'_, B, O> {
             let batch = TextBatch { prompts: &gen.prompts, generations: &gen.texts, references: &refs };
             let chunk_scores = self.alg.reward.score(batch)?;
             if let Some(i) = chunk_scores.iter().position(|r| !r.is_finite()) {
-                return Err(AlgorithmError::NonFiniteReward {
-                    iteration,
-                    sample: samples[i].id.clone(),
-                    generation: gen.texts[i].clone(),
-                    value: chunk_scores[i],
-                }
-                .into());
+                self.guard.reward(iteration, &samples[i].id, &gen.texts[i], chunk_scores[i])?;
+                return Ok(None);
             }
             scores.extend(chunk_scores);
             // 4. old and reference log-probs
@@ -367,7 +383,7 @@ impl<B: AutodiffBackend, O: GroupObjective> Loop<'_, B, O> {
             old_logprobs: cat_f(old_parts),
             ref_logprobs: cat_f(ref_parts),
         };
-        Ok((buffer, stats))
+        Ok(Some((buffer, stats)))
     }
 
     /// Step 5: `num_iterations` shuffled passes of micro-batches, one optimizer step per
@@ -382,13 +398,15 @@ impl<B: AutodiffBackend, O: GroupObjective> Loop<'_, B, O> {
         let accumulation_divisor = if settings.loss_type == GrpoLoss::Dapo { 1.0 } else { t.grad_accumulation as f64 };
         let gen_mask_host = host(buf.gen_mask.clone());
         let mut acc: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-        let push = |acc: &mut BTreeMap<String, Vec<f64>>, k: &str, v: f64| {
-            acc.entry(format!("{id}/{k}")).or_default().push(v);
-        };
         let mut order: Vec<usize> = (0..buf.ids.dims()[0]).collect();
+        let mut step_no = 0;
         for _ in 0..settings.num_iterations {
             order.shuffle(&mut self.rng);
             for step in order.chunks(step_rows) {
+                step_no += 1;
+                // This step's statistics, kept only if the guard lets its update through.
+                let mut values: Vec<(String, f64)> = Vec::new();
+                let mut kls = Vec::new();
                 let items: f64 = step
                     .iter()
                     .map(|&i| gen_mask_host[i * n..(i + 1) * n].iter().map(|&m| f64::from(m)).sum::<f64>())
@@ -422,31 +440,43 @@ impl<B: AutodiffBackend, O: GroupObjective> Loop<'_, B, O> {
                         Some(items),
                     );
                     let entropy = masked_mean(entropy_from_logits(logits.detach()), mask);
-                    push(&mut acc, "entropy", scalar(entropy));
-                    push(&mut acc, "clip_ratio", scalar(stats.clip_ratio_region));
-                    push(&mut acc, "clip_ratio_low", scalar(stats.clip_ratio_low));
-                    push(&mut acc, "clip_ratio_high", scalar(stats.clip_ratio_high));
+                    let mut record = |k: &str, v: f64| values.push((format!("{id}/{k}"), v));
+                    record("entropy", scalar(entropy));
+                    record("clip_ratio", scalar(stats.clip_ratio_region));
+                    record("clip_ratio_low", scalar(stats.clip_ratio_low));
+                    record("clip_ratio_high", scalar(stats.clip_ratio_high));
                     if let Some(kl) = stats.kl_mean {
-                        push(&mut acc, "kl", scalar(kl));
+                        let kl = scalar(kl);
+                        kls.push(kl);
+                        record("kl", kl);
                     }
                     let loss = loss / accumulation_divisor;
-                    let value = scalar(loss.clone());
-                    if !value.is_finite() {
-                        let (algorithm, what) = (id.to_string(), "the loss".to_string());
-                        return Err(AlgorithmError::NonFinite { algorithm, step: iteration, what, value }.into());
-                    }
-                    step_loss += value;
+                    step_loss += scalar(loss.clone());
                     let grads = loss.backward();
                     accum.accumulate(&self.policy, GradientsParams::from_grads(grads, &self.policy));
                 }
-                push(&mut acc, "loss", step_loss);
                 let (grads, norm) = clip_grad_norm(&self.policy, accum.grads(), t.max_grad_norm);
-                push(&mut acc, "grad_norm", norm);
+                values.push((format!("{id}/loss"), step_loss));
+                values.push((format!("{id}/grad_norm"), norm));
+                let at = At::update(iteration, step_no);
+                let mut verdict = self.guard.step(at, &values)?;
+                if verdict == Verdict::Apply && !kls.is_empty() {
+                    verdict = self.guard.kl(at, &format!("{id}/kl"), mean_std(&kls).0)?;
+                }
+                if verdict == Verdict::Skip {
+                    continue;
+                }
+                for (k, v) in values {
+                    acc.entry(k).or_default().push(v);
+                }
                 self.policy = self.optim.step(lr, self.policy.clone(), grads);
             }
         }
         let mut out: Stats = acc.into_iter().map(|(k, v)| (k, mean_std(&v).0)).collect();
         out.insert(format!("{id}/lr"), lr);
+        if self.guard.logs_skips() {
+            out.insert("guard/skipped_steps".into(), self.guard.skipped() as f64);
+        }
         Ok(out)
     }
 
@@ -478,9 +508,10 @@ impl<B: AutodiffBackend, O: GroupObjective> Loop<'_, B, O> {
     /// Writes `checkpoints/iter_<n>/` atomically: the HF `policy/`, the exact `trainer/`
     /// state and `trainer_state.json` (what `--resume` continues from).
     fn checkpoint(&mut self, iteration: usize) -> Result<(), PluginError> {
+        self.guard.weights(At::iteration(iteration), &self.policy)?;
         let policy = self.policy.valid();
         let (config, tokenizer) = (&self.gpt_config, &self.tokenizer);
-        let state = OnPolicyState::new(O::ID, iteration, &self.rng, &self.sampler);
+        let state = OnPolicyState::new(O::ID, iteration, &self.rng, &self.sampler).with_guard(&self.guard);
         state.write_checkpoint(self.tracker.run_dir(), &self.policy, &self.optim, |tmp| {
             Ok(tril_models::hf::save_gpt2(&policy, config, &tmp.join("policy"), Some(tokenizer))?)
         })

@@ -51,6 +51,7 @@
 //! - `eval_every` and `save_every` count optimizer steps over the whole run.
 
 use crate::evaluation::Evaluation;
+use crate::guard::{At, Guard, Verdict};
 use crate::offline::{load_lm, pad_id, tokenize_pair, Lengths, LmBatch, Tokens};
 use crate::onpolicy::{generation_config, load_tokenizer, prompt_tokenizer, OnPolicyState, PromptSampler};
 use crate::settings::{check_splits, loop_settings};
@@ -277,6 +278,7 @@ struct Loop<B: AutodiffBackend> {
     /// The shuffled order of the training rows and the position in it (one pass = one epoch).
     sampler: PromptSampler,
     device: B::Device,
+    guard: Guard,
 }
 
 impl Algorithm for Bc {
@@ -336,6 +338,7 @@ impl Run for Bc {
         let mut state = Loop {
             pad: pad_id(&tokenizer),
             tracker: Tracker::new(RunDir::open(&ctx.run_dir)?),
+            guard: Guard::new("bc", ctx.config, &ctx.run_dir)?,
             rng: ChaCha8Rng::seed_from_u64(bc.args.seed),
             sampler: PromptSampler::new(train.len()),
             optim,
@@ -393,6 +396,7 @@ impl<B: AutodiffBackend> Loop<B> {
         (self.model, self.optim, self.tracker) = (model, optim, tracker);
         self.rng = state.rng.restore();
         self.sampler = state.sampler;
+        self.guard.restore(state.guard_skipped);
         Ok(state.iteration)
     }
 
@@ -428,29 +432,31 @@ impl<B: AutodiffBackend> Loop<B> {
                 let (lp, mask) = batch_logprobs(&self.model, &lm);
                 let loss = token_nll(lp, mask, tokens as f64); // [1]
                 let value = tril_core::ops::scalar(loss.clone());
-                if !value.is_finite() {
-                    let (algorithm, what) = ("bc".to_string(), "the loss".to_string());
-                    return Err(AlgorithmError::NonFinite { algorithm, step, what, value }.into());
-                }
                 nll_sum += value * tokens.max(1) as f64;
                 let grads = loss.backward();
                 accum.accumulate(&self.model, GradientsParams::from_grads(grads, &self.model));
             }
             let (grads, norm) = clip_grad_norm(&self.model, accum.grads(), args.max_grad_norm);
             let lr = self.bc.optimizer.lr * self.bc.schedule.factor((step - 1) as u64);
-            self.model = self.optim.step(lr, self.model.clone(), grads);
             let loss = nll_sum / tokens.max(1) as f64;
+            let verdict = self.guard.step(At::step(step), &[("train/loss", loss), ("train/grad_norm", norm)])?;
             let progress_in_epoch = (step - epoch * steps_per_epoch) as f64 / steps_per_epoch as f64;
             let done_here = (step - first) as f64;
-            let stats = Stats::from([
-                ("train/loss".to_string(), loss),
-                ("train/perplexity".to_string(), loss.exp()),
+            let mut stats = Stats::from([
                 ("train/tokens".to_string(), tokens as f64),
                 ("train/epoch".to_string(), epoch as f64 + progress_in_epoch),
-                ("train/grad_norm".to_string(), norm),
                 ("train/learning_rate".to_string(), lr),
                 ("time/steps_per_second".to_string(), done_here / started.elapsed().as_secs_f64().max(1e-9)),
             ]);
+            if verdict == Verdict::Apply {
+                self.model = self.optim.step(lr, self.model.clone(), grads);
+                stats.insert("train/loss".to_string(), loss);
+                stats.insert("train/perplexity".to_string(), loss.exp());
+                stats.insert("train/grad_norm".to_string(), norm);
+            }
+            if self.guard.logs_skips() {
+                stats.insert("guard/skipped_steps".into(), self.guard.skipped() as f64);
+            }
             self.tracker.log_training(step, &stats)?;
             tracing::info!(step, total, loss = format!("{loss:.4}"), "bc");
             bar.set_message(format!("loss {loss:.3}"));
@@ -516,9 +522,10 @@ impl<B: AutodiffBackend> Loop<B> {
     /// Writes `checkpoints/iter_<step>/` atomically: `policy/` (HF layout with the
     /// tokenizer) and the exact trainer state `--resume` reads.
     fn checkpoint(&mut self, step: usize) -> Result<(), PluginError> {
+        self.guard.weights(At::step(step), &self.model)?;
         let model = self.model.valid();
         let (config, tokenizer) = (&self.gpt_config, &self.tokenizer);
-        let state = OnPolicyState::new("bc", step, &self.rng, &self.sampler);
+        let state = OnPolicyState::new("bc", step, &self.rng, &self.sampler).with_guard(&self.guard);
         state.write_checkpoint(self.tracker.run_dir(), &self.model, &self.optim, |tmp| {
             Ok(tril_models::hf::save_gpt2(&model, config, &tmp.join("policy"), Some(tokenizer))?)
         })

@@ -29,6 +29,7 @@ pub mod logp;
 pub mod offline_ips;
 pub mod reward_model;
 
+use crate::guard::{At, Guard, Verdict};
 use crate::onpolicy::{build_models, load_tokenizer, OnPolicyState, PromptSampler};
 use crate::settings::{check_splits, LoopSettings};
 use crate::trainer::{section, Optim};
@@ -352,6 +353,8 @@ pub struct TrainSetup<'a, B: AutodiffBackend, O: Objective<B>> {
     pub resume_from: Option<std::path::PathBuf>,
     /// The device the model is on.
     pub device: B::Device,
+    /// The run's non-finite and divergence guard.
+    pub guard: Guard,
 }
 
 fn log_eval<B: AutodiffBackend, O: Objective<B>>(
@@ -400,6 +403,7 @@ pub fn train<B: AutodiffBackend, O: Objective<B>>(
             OnPolicyState::restore(&dir, setup.name, n, model, &setup.optimizer, &setup.device)?;
         (model, optim, *setup.tracker) = (restored, restored_optim, tracker);
         (rng, sampler, first) = (state.rng.restore(), state.sampler, state.iteration);
+        setup.guard.restore(state.guard_skipped);
         if first >= total {
             tracing::info!(total, "the run already finished its {total} steps; nothing to resume");
             return Ok(model);
@@ -410,8 +414,12 @@ pub fn train<B: AutodiffBackend, O: Objective<B>>(
         log_eval(objective, &model, &mut setup, 0)?;
     }
     let started = Instant::now();
-    let checkpoint = |model: &O::Model, optim: &Optim<B, O::Model>, state: OnPolicyState, run: &RunDir| {
-        state.write_checkpoint(run, model, optim, |tmp| objective.save(model, &tmp.join(objective.model_dir())))
+    let checkpoint = |model: &O::Model, optim: &Optim<B, O::Model>, state: OnPolicyState, setup: &TrainSetup<B, O>| {
+        setup.guard.weights(At::step(state.iteration), model)?;
+        let state = state.with_guard(&setup.guard);
+        state.write_checkpoint(setup.tracker.run_dir(), model, optim, |tmp| {
+            objective.save(model, &tmp.join(objective.model_dir()))
+        })
     };
     let name = setup.name;
     let state = |step: usize, rng: &ChaCha8Rng, sampler: &PromptSampler| OnPolicyState::new(name, step, rng, sampler);
@@ -424,10 +432,6 @@ pub fn train<B: AutodiffBackend, O: Objective<B>>(
             let examples: Vec<&O::Example> = part.iter().map(|&i| &setup.train[i]).collect();
             let (loss, stats) = objective.loss(&model, &examples)?;
             let value = scalar(loss.clone());
-            if !value.is_finite() {
-                let (algorithm, what) = (setup.name.to_string(), "the loss".to_string());
-                return Err(AlgorithmError::NonFinite { algorithm, step, what, value }.into());
-            }
             sums.merge(&stats);
             sums.add("loss", value * part.len() as f64, part.len() as f64);
             // Weighted so the accumulated gradient is that of the batch mean.
@@ -436,16 +440,25 @@ pub fn train<B: AutodiffBackend, O: Objective<B>>(
         }
         let (grads, norm) = clip_grad_norm(&model, accum.grads(), args.max_grad_norm);
         let lr = setup.optimizer.lr * setup.schedule.factor((step - 1) as u64);
-        model = optim.step(lr, model, grads);
         let mut stats = sums.means();
-        objective.derive(&mut stats);
         stats.insert("grad_norm".into(), norm);
+        let checked: Vec<(&str, f64)> = stats.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        if setup.guard.step(At::step(step), &checked)? == Verdict::Apply {
+            model = optim.step(lr, model, grads);
+            objective.derive(&mut stats);
+        } else {
+            stats = Stats::new();
+        }
+        if setup.guard.logs_skips() {
+            stats.insert("guard/skipped_steps".into(), setup.guard.skipped() as f64);
+        }
         stats.insert("learning_rate".into(), lr);
         stats.insert("epoch".into(), epoch as f64 + (step - epoch * steps_per_epoch) as f64 / steps_per_epoch as f64);
         let done_here = (step - first) as f64;
         stats.insert("time/steps_per_second".into(), done_here / started.elapsed().as_secs_f64().max(1e-9));
         setup.tracker.log_training(step, &stats)?;
-        tracing::info!(step, total, loss = format!("{:.4}", stats["loss"]), "{}", setup.name);
+        let loss = stats.get("loss").copied().unwrap_or(f64::NAN);
+        tracing::info!(step, total, loss = format!("{loss:.4}"), "{}", setup.name);
         if args.evaluates_at(step, total) {
             log_eval(objective, &model, &mut setup, step)?;
         }
@@ -453,7 +466,7 @@ pub fn train<B: AutodiffBackend, O: Objective<B>>(
             setup.tracker.plot(&objective.plotted())?;
         }
         if args.checkpoints_at(step, total) {
-            checkpoint(&model, &optim, state(step, &rng, &sampler), setup.tracker.run_dir())?;
+            checkpoint(&model, &optim, state(step, &rng, &sampler), &setup)?;
         }
     }
     Ok(model)
@@ -554,6 +567,7 @@ impl OfflineParts {
             task: self.task_id.clone(),
             resume_from: ctx.resume_from.clone(),
             device: device.clone(),
+            guard: Guard::new(self.alg, ctx.config, &ctx.run_dir)?,
         };
         train(objective, model, setup)
     }

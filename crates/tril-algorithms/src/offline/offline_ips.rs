@@ -70,6 +70,7 @@
 //!   `save_every`; the final one is always written): model, optimizer, RNG and the
 //!   position in the epoch's shuffled order are restored.
 
+use crate::guard::{At, Guard, Verdict};
 use crate::offline::logp::{self, Column, Columns, Encoded, LogpCache, LogpOptions, Record};
 use crate::onpolicy::{OnPolicyState, PromptSampler};
 use crate::settings::check_splits;
@@ -467,6 +468,7 @@ struct Loop<B: AutodiffBackend> {
     tracker: Tracker,
     pad: u32,
     device: B::Device,
+    guard: Guard,
 }
 
 impl Algorithm for OfflineIps {
@@ -507,6 +509,7 @@ impl Run for OfflineIps {
             base_lr: self.optimizer.lr,
             schedule: self.schedule,
             tracker: Tracker::new(RunDir::open(&ctx.run_dir)?),
+            guard: Guard::new("offline_ips", ctx.config, &ctx.run_dir)?,
             pad: tok.pad_token_id().or(tok.eos_token_id()).unwrap_or(0),
             args: a,
             model,
@@ -536,6 +539,16 @@ impl Sums {
 
     fn count(&mut self, key: &str) {
         *self.counts.entry(key.to_string()).or_default() += 1.0;
+    }
+
+    fn merge(&mut self, other: Sums) {
+        for (k, (s, n)) in other.means {
+            let e = self.means.entry(k).or_default();
+            (e.0, e.1) = (e.0 + s, e.1 + n);
+        }
+        for (k, c) in other.counts {
+            *self.counts.entry(k).or_default() += c;
+        }
     }
 
     fn stats(&self) -> Stats {
@@ -582,6 +595,7 @@ impl<B: AutodiffBackend> Loop<B> {
         )?;
         (self.model, self.optim, self.tracker) = (model, optim, tracker);
         (self.rng, self.sampler) = (state.rng.restore(), state.sampler);
+        self.guard.restore(state.guard_skipped);
         Ok(state.iteration)
     }
 
@@ -612,27 +626,36 @@ impl<B: AutodiffBackend> Loop<B> {
             let lr = self.base_lr * self.schedule.factor((step - 1) as u64);
             let micro: Vec<&[usize]> = group.chunks(a.batch_size).collect();
             let mut accum = GradientsAccumulator::<Gpt2Model<B>>::new();
+            // This step's statistics, kept only if the guard lets its update through.
+            let mut step_sums = Sums::default();
             for idx in &micro {
                 let picked: Vec<&Row> = idx.iter().map(|&i| &rows[i]).collect();
                 let (batch, reference, rewards) = self.tensors(&picked);
                 let logp = logp::response_logprobs(&self.model, &batch); // [b, L - 1]
                 let (loss, stats) = ips_loss(logp, reference, batch.response_mask.clone(), rewards, &self.loss_args);
-                let value = tril_core::ops::scalar(loss.clone());
-                if !value.is_finite() {
-                    let what = "the loss".to_string();
-                    return Err(AlgorithmError::NonFinite { algorithm: "offline_ips".into(), step, what, value }.into());
-                }
-                self.record(&mut sums, &picked, &stats);
+                self.record(&mut step_sums, &picked, &stats);
                 let grads = (loss / micro.len() as f64).backward();
                 accum.accumulate(&self.model, GradientsParams::from_grads(grads, &self.model));
             }
             let (grads, norm) = clip_grad_norm(&self.model, accum.grads(), a.max_grad_norm);
-            self.model = self.optim.step(lr, self.model.clone(), grads);
-            sums.add("ips/grad_norm", norm);
+            step_sums.add("ips/grad_norm", norm);
+            let step_stats = step_sums.stats();
+            let checked: Vec<(&str, f64)> = step_stats.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+            let mut verdict = self.guard.step(At::step(step), &checked)?;
+            if let (Verdict::Apply, Some(&kl)) = (verdict, step_stats.get("ips/kl")) {
+                verdict = self.guard.kl(At::step(step), "ips/kl", kl)?;
+            }
+            if verdict == Verdict::Apply {
+                self.model = self.optim.step(lr, self.model.clone(), grads);
+                sums.merge(step_sums);
+            }
             if step % a.log_every == 0 {
                 let mut stats = std::mem::take(&mut sums).stats();
                 stats.insert("ips/lr".into(), lr);
                 stats.insert("ips/epoch".into(), epoch as f64);
+                if self.guard.logs_skips() {
+                    stats.insert("guard/skipped_steps".into(), self.guard.skipped() as f64);
+                }
                 tracing::info!(
                     step,
                     epoch,
@@ -705,8 +728,9 @@ impl<B: AutodiffBackend> Loop<B> {
     /// Writes `checkpoints/iter_<step>/` atomically: `policy/` (HF layout) and the exact
     /// trainer state `--resume` reads.
     fn checkpoint(&self, step: usize, config: &Gpt2Config, tok: &TextTokenizer) -> Result<(), PluginError> {
+        self.guard.weights(At::step(step), &self.model)?;
         let model = self.model.valid();
-        let state = OnPolicyState::new("offline_ips", step, &self.rng, &self.sampler);
+        let state = OnPolicyState::new("offline_ips", step, &self.rng, &self.sampler).with_guard(&self.guard);
         state.write_checkpoint(self.tracker.run_dir(), &self.model, &self.optim, |tmp| {
             Ok(tril_models::hf::save_gpt2(&model, config, &tmp.join("policy"), Some(tok))?)
         })

@@ -68,6 +68,7 @@
 //!   prompt is cut on the left to fit the discriminator's context. An empty text reads
 //!   as one pad (EOS) token.
 
+use crate::guard::{At, Guard, Verdict};
 use crate::offline::reward_model::classification_loss;
 use crate::offline::{host, lm_batch, load_lm, pad_id, Lengths, Tokens};
 use crate::onpolicy::load_tokenizer;
@@ -218,6 +219,8 @@ pub struct Discriminator<B: AutodiffBackend> {
     max_gen_len: usize,
     max_grad_norm: f64,
     device: B::Device,
+    /// The run's guard (its own skip budget): no discriminator step from a NaN/inf loss.
+    guard: Option<Guard>,
 }
 
 /// What [`Discriminator::new`] needs besides its args.
@@ -327,7 +330,13 @@ impl<B: AutodiffBackend> Discriminator<B> {
             args,
             gail,
             device,
+            guard: None,
         })
+    }
+
+    /// The discriminator with the run's guard checking each of its steps.
+    pub fn with_guard(self, guard: Guard) -> Self {
+        Discriminator { guard: Some(guard), ..self }
     }
 
     /// One text as the discriminator reads it (see the module docs).
@@ -387,9 +396,16 @@ impl<B: AutodiffBackend> Discriminator<B> {
 
     /// `discrim_epochs` passes of clipped steps over shuffled minibatches; returns the
     /// mean loss and the mean gradient norm before clipping.
-    fn train(&mut self, policy: &[Tokens], expert: &[Tokens], rng: &mut ChaCha8Rng) -> (f64, f64) {
+    fn train(
+        &mut self,
+        iteration: usize,
+        policy: &[Tokens],
+        expert: &[Tokens],
+        rng: &mut ChaCha8Rng,
+    ) -> Result<(f64, f64), PluginError> {
         let mut order: Vec<usize> = (0..policy.len()).collect();
         let (mut losses, mut norms) = (Vec::new(), Vec::new());
+        let mut step = 0;
         for _ in 0..self.gail.discrim_epochs {
             order.shuffle(rng);
             for mb in order.chunks(self.gail.discrim_batch_size) {
@@ -399,14 +415,22 @@ impl<B: AutodiffBackend> Discriminator<B> {
                 let logits = self.model.forward(batch.ids, Some(batch.mask)); // [2m, 2]
                 let (mb_policy, mb_expert) = (logits.clone().narrow(0, 0, m), logits.narrow(0, m, m));
                 let (loss, _) = discriminator_loss(mb_policy, mb_expert, self.args.label_ix);
-                losses.push(f64::from(host(loss.clone().detach())[0]));
+                let value = f64::from(host(loss.clone().detach())[0]);
                 let grads = GradientsParams::from_grads(loss.backward(), &self.model);
                 let (grads, norm) = clip_grad_norm(&self.model, grads, self.max_grad_norm);
+                step += 1;
+                if let Some(guard) = &mut self.guard {
+                    let checked = [("discriminator/loss", value), ("discriminator/grad_norm", norm)];
+                    if guard.step(At::update(iteration, step), &checked)? == Verdict::Skip {
+                        continue;
+                    }
+                }
+                losses.push(value);
                 norms.push(norm);
                 self.model = self.optim.step(self.spec.lr, self.model.clone(), grads);
             }
         }
-        (mean(&losses), mean(&norms))
+        Ok((mean(&losses), mean(&norms)))
     }
 }
 
@@ -431,14 +455,14 @@ fn mean32(xs: &[f32]) -> f64 {
 impl<B: AutodiffBackend> RewardHook for Discriminator<B> {
     fn rewards(
         &mut self,
-        _iteration: usize,
+        iteration: usize,
         rollouts: &Rollouts<'_>,
         rng: &mut ChaCha8Rng,
     ) -> Result<(Vec<f32>, Stats), PluginError> {
         // 1. the texts, 2. accuracy before the step, 3. the step, 4. re-score.
         let (policy, expert) = self.texts(rollouts)?;
         let before = accuracy(&self.score(&policy), &self.score(&expert));
-        let (loss, grad_norm) = self.train(&policy, &expert, rng);
+        let (loss, grad_norm) = self.train(iteration, &policy, &expert, rng)?;
         let rewards = self.score(&policy); // [B]
         let expert_scores = self.score(&expert); // [B]
         let mut stats = Stats::new();

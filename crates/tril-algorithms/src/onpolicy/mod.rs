@@ -607,6 +607,9 @@ pub struct OnPolicyState {
     pub rng: crate::trainer::RngState,
     /// The position in the shuffled train prompts.
     pub sampler: PromptSampler,
+    /// Bad steps the guard skipped so far (`guard.skip_nonfinite` is a budget per run).
+    #[serde(default)]
+    pub guard_skipped: usize,
 }
 
 impl OnPolicyState {
@@ -619,7 +622,13 @@ impl OnPolicyState {
             kl_state: Vec::new(),
             rng: crate::trainer::RngState::of(rng),
             sampler: sampler.clone(),
+            guard_skipped: 0,
         }
+    }
+
+    /// The same state with the guard's count of skipped steps.
+    pub fn with_guard(self, guard: &crate::guard::Guard) -> Self {
+        OnPolicyState { guard_skipped: guard.skipped(), ..self }
     }
 
     /// The same state with the KL controller's state (PPO and the algorithms on its loop).

@@ -37,6 +37,7 @@
 //! run's on the CPU backend (tested in `crates/tril/tests/ppo.rs`).
 
 use crate::evaluation::Evaluation;
+use crate::guard::{At, Guard, Verdict};
 use crate::onpolicy::gail::{Discriminator, DiscriminatorPlan};
 use crate::onpolicy::policies::{actor_critic_args, ActorCriticArgs};
 use crate::onpolicy::ppo::{
@@ -365,6 +366,7 @@ struct Loop<'a, B: AutodiffBackend> {
     sampler: PromptSampler,
     device: B::Device,
     reward: RewardSource<B>,
+    guard: Guard,
 }
 
 impl Algorithm for Ppo {
@@ -399,6 +401,7 @@ impl Run for Ppo {
         check_splits(&this.task_id, train.len(), evals)?;
         let side = this.policy_args.prompt_truncation_side;
         warn_long_prompts(&tokenizer, &train, this.sampling.max_prompt_len, side, "train")?;
+        let guard = Guard::new(this.id, ctx.config, &ctx.run_dir)?;
         let mut state = Loop {
             sampler: PromptSampler::new(train.len()),
             train,
@@ -406,12 +409,13 @@ impl Run for Ppo {
             reward: match this.reward.take() {
                 Some(TerminalReward::Task(reward)) => RewardSource::Task(reward),
                 Some(TerminalReward::Discriminator(plan)) => {
-                    RewardSource::Discriminator(Box::new(plan.build(&device)?))
+                    RewardSource::Discriminator(Box::new(plan.build(&device)?.with_guard(guard.clone())))
                 }
                 None => return Err(AlgorithmError::config("reward_fn", "the run's reward was already used").into()),
             },
             rng: ChaCha8Rng::seed_from_u64(this.args.seed),
             tracker: Tracker::new(RunDir::open(&ctx.run_dir)?),
+            guard,
             reference: reference.valid(),
             guide,
             model,
@@ -448,6 +452,7 @@ impl<B: AutodiffBackend> Loop<'_, B> {
         self.ppo.kl.load_state(&state.kl_state)?;
         self.rng = state.rng.restore();
         self.sampler = state.sampler;
+        self.guard.restore(state.guard_skipped);
         Ok(state.iteration)
     }
 
@@ -465,9 +470,21 @@ impl<B: AutodiffBackend> Loop<'_, B> {
         bar.set_position(first as u64 - 1);
         let mut rewards: Vec<f64> = self.tracker.history("rollout_buffer/rewards").iter().map(|p| p.1).collect();
         for iteration in first..=n_iters {
-            let (buffer, rollout) = self.collect_rollouts(iteration)?;
+            // `None`: a non-finite reward, skipped within guard.skip_nonfinite.
+            let Some((buffer, rollout)) = self.collect_rollouts(iteration)? else {
+                self.tracker.log_training(iteration, &self.skip_stats())?;
+                self.finish_iteration(iteration, n_iters, &bar)?;
+                continue;
+            };
             let reward = rollout["rollout_buffer/rewards"];
             rewards.push(reward);
+            let kl = rollout["rollout_buffer/kl_div"];
+            if self.guard.kl(At::iteration(iteration), "rollout_buffer/kl_div", kl)? == Verdict::Skip {
+                self.tracker.log_rollout(iteration, &rollout)?;
+                self.tracker.log_training(iteration, &self.skip_stats())?;
+                self.finish_iteration(iteration, n_iters, &bar)?;
+                continue;
+            }
             let mut train = self.train_step(iteration, &buffer)?;
             let elapsed = started.elapsed().as_secs_f64();
             let steps = iteration * self.ppo.args.trajectories_per_update * self.ppo.args.max_gen_len;
@@ -488,13 +505,7 @@ impl<B: AutodiffBackend> Loop<'_, B> {
                 self.ppo.id
             );
             bar.set_message(format!("reward {reward:.3}"));
-            if self.ppo.settings.evaluates_at(iteration, n_iters) {
-                self.evaluate(iteration)?;
-            }
-            if self.ppo.settings.checkpoints_at(iteration, n_iters) {
-                self.checkpoint(iteration)?;
-            }
-            bar.inc(1);
+            self.finish_iteration(iteration, n_iters, &bar)?;
         }
         bar.finish_and_clear();
         let k = rewards.len().clamp(1, 3);
@@ -504,6 +515,28 @@ impl<B: AutodiffBackend> Loop<'_, B> {
             "mean rollout reward, first vs last {k} iterations"
         );
         Ok(())
+    }
+
+    /// What ends every iteration, trained or skipped: evaluation and checkpoint when due.
+    fn finish_iteration(
+        &mut self,
+        iteration: usize,
+        n_iters: usize,
+        bar: &progress::ProgressBar,
+    ) -> Result<(), PluginError> {
+        if self.ppo.settings.evaluates_at(iteration, n_iters) {
+            self.evaluate(iteration)?;
+        }
+        if self.ppo.settings.checkpoints_at(iteration, n_iters) {
+            self.checkpoint(iteration)?;
+        }
+        bar.inc(1);
+        Ok(())
+    }
+
+    /// The training line of an iteration whose update the guard skipped.
+    fn skip_stats(&self) -> Stats {
+        Stats::from([("guard/skipped_steps".to_string(), self.guard.skipped() as f64)])
     }
 
     /// Generates one batch of trajectories as `plan` says: by the policy alone, or mixed
@@ -542,7 +575,7 @@ impl<B: AutodiffBackend> Loop<'_, B> {
     /// plan (roll-in mode), 2. generation with the policy's scores and the reference
     /// log-probs ([`Loop::generate_rollouts`]), 3. terminal rewards ([`Loop::terminal_rewards`]),
     /// 4. per-token rewards, GAE and the buffer ([`Loop::advantages`]).
-    fn collect_rollouts(&mut self, iteration: usize) -> Result<(Buffer<B>, Stats), PluginError> {
+    fn collect_rollouts(&mut self, iteration: usize) -> Result<Option<(Buffer<B>, Stats)>, PluginError> {
         let n = self.ppo.args.max_gen_len;
         let gen_cfg = generation_config(&self.ppo.policy_args.gen_kwargs);
         if gen_cfg.max_new_tokens != n {
@@ -556,10 +589,10 @@ impl<B: AutodiffBackend> Loop<'_, B> {
         };
         // 2. trajectories, scored by the policy, the critic and the reference
         let rollouts = self.generate_rollouts(&plan)?;
-        // 3. one terminal reward per trajectory
-        let (terminal, stats) = self.terminal_rewards(iteration, &rollouts)?;
+        // 3. one terminal reward per trajectory (none: a non-finite reward the guard skips)
+        let Some((terminal, stats)) = self.terminal_rewards(iteration, &rollouts)? else { return Ok(None) };
         // 4. per-token rewards, advantages, returns
-        self.advantages(rollouts, terminal, stats, &plan)
+        self.advantages(rollouts, terminal, stats, &plan).map(Some)
     }
 
     /// Stage 2: `generate_calls` batches of trajectories (mixed with the guide as `plan`
@@ -597,12 +630,13 @@ impl<B: AutodiffBackend> Loop<'_, B> {
 
     /// Stage 3: the terminal reward of every trajectory, from the run's [`RewardSource`]:
     /// the task's reward function, or the discriminator after its training step (GAIL).
-    /// A non-finite reward stops the run, naming the sample.
+    /// A non-finite reward stops the run, naming the sample, or (within
+    /// `guard.skip_nonfinite`) skips the iteration: `None`.
     fn terminal_rewards(
         &mut self,
         iteration: usize,
         rollouts: &Collected<B>,
-    ) -> Result<(Vec<f32>, Stats), PluginError> {
+    ) -> Result<Option<(Vec<f32>, Stats)>, PluginError> {
         let (prompts, generations, references) = (&rollouts.prompts, &rollouts.generations, &rollouts.references);
         let (scores, stats): (Vec<f64>, Stats) = match &mut self.reward {
             RewardSource::Task(reward) => (reward.score(TextBatch { prompts, generations, references })?, Stats::new()),
@@ -617,10 +651,10 @@ impl<B: AutodiffBackend> Loop<'_, B> {
             return Err(AlgorithmError::config("reward_fn", message).into());
         }
         if let Some(i) = scores.iter().position(|r| !r.is_finite()) {
-            let (sample, generation) = (rollouts.sample_ids[i].clone(), generations[i].clone());
-            return Err(AlgorithmError::NonFiniteReward { iteration, sample, generation, value: scores[i] }.into());
+            self.guard.reward(iteration, &rollouts.sample_ids[i], &generations[i], scores[i])?;
+            return Ok(None);
         }
-        Ok((scores.iter().map(|&r| r as f32).collect(), stats))
+        Ok(Some((scores.iter().map(|&r| r as f32).collect(), stats)))
     }
 
     /// Stage 4: per-token rewards (terminal + KL penalty, when the algorithm keeps it in
@@ -702,11 +736,15 @@ impl<B: AutodiffBackend> Loop<'_, B> {
         let mut acc: std::collections::BTreeMap<&'static str, Vec<f64>> = Default::default();
         let mut order: Vec<usize> = (0..total).collect();
         let bar = progress::bar((args.n_epochs * total.div_ceil(args.batch_size)) as u64, "update");
+        let mut step = 0;
         'epochs: for _ in 0..args.n_epochs {
             order.shuffle(&mut self.rng);
             for minibatch in order.chunks(args.batch_size) {
+                step += 1;
                 let mut accum = GradientsAccumulator::<ActorCritic<B>>::new();
                 let mut approx_kl = 0.0;
+                // This step's statistics, kept only if the guard lets its update through.
+                let mut values: Vec<(&'static str, f64)> = Vec::new();
                 for micro in minibatch.chunks(self.ppo.plan.micro_batch) {
                     let rows: Vec<i64> = micro.iter().map(|&i| i as i64).collect();
                     let idx = Tensor::<Inner<B>, 1, Int>::from_data(TensorData::new(rows, [micro.len()]), &self.device);
@@ -741,7 +779,7 @@ impl<B: AutodiffBackend> Loop<'_, B> {
                         target_loss(lp, t_mask)
                     });
                     if let Some(tgt) = &target {
-                        acc.entry("ppo/target_loss").or_default().push(scalar(tgt.clone()));
+                        values.push(("ppo/target_loss", scalar(tgt.clone())));
                     }
                     let terms = PpoTerms { policy: pg.clone(), value: vl.clone(), entropy: ent.clone(), target };
                     let loss = total_loss(&terms, &args);
@@ -756,12 +794,7 @@ impl<B: AutodiffBackend> Loop<'_, B> {
                         ("ppo/val_clip_fraction", scalar(vclip)),
                         ("ppo/loss", scalar(loss.clone())),
                     ] {
-                        acc.entry(k).or_default().push(v);
-                    }
-                    let value = acc["ppo/loss"].last().copied().unwrap_or(f64::NAN);
-                    if !value.is_finite() {
-                        let (algorithm, what) = (self.ppo.id.to_string(), "the loss".to_string());
-                        return Err(AlgorithmError::NonFinite { algorithm, step: iteration, what, value }.into());
+                        values.push((k, v));
                     }
                     let grads = (loss / args.grad_accumulation as f64).backward();
                     accum.accumulate(&self.model, GradientsParams::from_grads(grads, &self.model));
@@ -773,17 +806,24 @@ impl<B: AutodiffBackend> Loop<'_, B> {
                     Some(critic) => {
                         let (grads, norm) = clip_grad_norm(&self.model.policy, accum.grads(), args.max_grad_norm);
                         let (grads, critic_norm) = clip_grad_norm(critic, grads, args.max_grad_norm);
-                        acc.entry("ppo/critic_grad_norm").or_default().push(critic_norm);
+                        values.push(("ppo/critic_grad_norm", critic_norm));
                         (grads, norm)
                     }
                     None => clip_grad_norm(&self.model, accum.grads(), args.max_grad_norm),
                 };
                 if let (Some(guide_critic), ValueFn::Guide) = (&self.model.guide_critic, buf.value_fn) {
                     let (clipped, guide_norm) = clip_grad_norm(guide_critic, grads, args.max_grad_norm);
-                    acc.entry("ppo/guide_critic_grad_norm").or_default().push(guide_norm);
+                    values.push(("ppo/guide_critic_grad_norm", guide_norm));
                     grads = clipped;
                 }
-                acc.entry("ppo/grad_norm").or_default().push(norm);
+                values.push(("ppo/grad_norm", norm));
+                if self.guard.step(At::update(iteration, step), &values)? == Verdict::Skip {
+                    bar.inc(1);
+                    continue;
+                }
+                for (k, v) in values {
+                    acc.entry(k).or_default().push(v);
+                }
                 self.model = self.optim.step(lr, self.model.clone(), grads);
                 bar.inc(1);
                 if args.target_kl.is_some_and(|target| approx_kl > 1.5 * target) {
@@ -806,6 +846,9 @@ impl<B: AutodiffBackend> Loop<'_, B> {
         out.insert("ppo/lr".into(), lr);
         out.insert("ppo/clip_range".into(), args.clip_range);
         out.insert("ppo/clip_range_vf".into(), args.clip_range_vf.unwrap_or(f64::NAN));
+        if self.guard.logs_skips() {
+            out.insert("guard/skipped_steps".into(), self.guard.skipped() as f64);
+        }
         Ok(out)
     }
 
@@ -836,10 +879,12 @@ impl<B: AutodiffBackend> Loop<'_, B> {
     /// Writes `checkpoints/iter_<n>/` atomically: HF `policy/` and `critic/`, the exact
     /// `trainer/` state and `trainer_state.json` (see the module docs).
     fn checkpoint(&mut self, iteration: usize) -> Result<(), PluginError> {
+        self.guard.weights(At::iteration(iteration), &self.model)?;
         let model = self.model.valid();
         let (config, tokenizer) = (&self.gpt_config, &self.tokenizer);
-        let state =
-            OnPolicyState::new(self.ppo.id, iteration, &self.rng, &self.sampler).with_kl_state(self.ppo.kl.state());
+        let state = OnPolicyState::new(self.ppo.id, iteration, &self.rng, &self.sampler)
+            .with_kl_state(self.ppo.kl.state())
+            .with_guard(&self.guard);
         let hook = match &self.reward {
             RewardSource::Discriminator(d) => Some(d),
             RewardSource::Task(_) => None,

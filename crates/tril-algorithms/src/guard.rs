@@ -1,0 +1,313 @@
+//! The guard every training loop runs before it applies an update (root config `guard:`,
+//! [`GuardConfig`]): no update is ever applied from a NaN/inf loss term, gradient norm or
+//! reward, and no checkpoint of non-finite weights is ever written.
+//!
+//! Each optimizer step hands [`Guard::step`] its loss terms and gradient norm. When one
+//! is not finite the step's update is dropped; the first `guard.skip_nonfinite` such steps
+//! are skipped with a warning, the next one stops the run with an error naming the
+//! algorithm, the iteration and step, the term and its value, and the last good
+//! checkpoint. A non-finite reward ([`Guard::reward`]) skips the whole iteration's update
+//! the same way. Divergence (a loss term above `guard.max_loss`, the KL above
+//! `guard.max_kl`) always stops the run: skipping does not cure it.
+
+use crate::AlgorithmError;
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::backend::Backend;
+use burn::tensor::Tensor;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use tril_core::config::Config;
+use tril_core::plugin::PluginError;
+use tril_core::safety::GuardConfig;
+
+/// Where in a run a value was seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct At {
+    /// The iteration of an on-policy loop (`None` for loops that count optimizer steps).
+    pub iteration: Option<usize>,
+    /// The optimizer step: within the iteration (1-based) for on-policy loops, else the
+    /// run's step.
+    pub step: usize,
+}
+
+impl At {
+    /// Step `step` of iteration `iteration` (on-policy loops).
+    pub fn update(iteration: usize, step: usize) -> Self {
+        At { iteration: Some(iteration), step }
+    }
+
+    /// Step `step` of a loop that counts optimizer steps (BC, DPO, ...).
+    pub fn step(step: usize) -> Self {
+        At { iteration: None, step }
+    }
+
+    /// A whole iteration (rewards, rollout KL).
+    pub fn iteration(iteration: usize) -> Self {
+        At { iteration: Some(iteration), step: 0 }
+    }
+}
+
+impl fmt::Display for At {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.iteration, self.step) {
+            (Some(i), 0) => write!(f, "iteration {i}"),
+            (Some(i), s) => write!(f, "iteration {i}, update step {s}"),
+            (None, s) => write!(f, "step {s}"),
+        }
+    }
+}
+
+/// What a loop does with a checked step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum Verdict {
+    /// Every value is finite: apply the update.
+    Apply,
+    /// A value was not finite and the skip budget allows it: drop the update.
+    Skip,
+}
+
+/// The per-run guard (see the module docs).
+#[derive(Debug, Clone)]
+pub struct Guard {
+    algorithm: String,
+    config: GuardConfig,
+    run_dir: PathBuf,
+    skipped: usize,
+}
+
+impl Guard {
+    /// The guard of `algorithm` from the config's `guard:` section, for a run writing to
+    /// `run_dir` (where it looks for the last good checkpoint).
+    pub fn new(algorithm: &str, config: &Config, run_dir: &Path) -> Result<Self, PluginError> {
+        Ok(Guard::with(algorithm, GuardConfig::of(config)?, run_dir))
+    }
+
+    /// The guard of an explicit [`GuardConfig`].
+    pub fn with(algorithm: &str, config: GuardConfig, run_dir: &Path) -> Self {
+        Guard { algorithm: algorithm.to_string(), config, run_dir: run_dir.to_path_buf(), skipped: 0 }
+    }
+
+    /// Bad steps skipped so far (kept in checkpoints, so a resumed run keeps its budget).
+    pub fn skipped(&self) -> usize {
+        self.skipped
+    }
+
+    /// Continues a resumed run's count of skipped steps.
+    pub fn restore(&mut self, skipped: usize) {
+        self.skipped = skipped;
+    }
+
+    /// Whether skipped steps are worth logging (the run allows skipping).
+    pub fn logs_skips(&self) -> bool {
+        self.config.skip_nonfinite > 0
+    }
+
+    /// Checks one optimizer step before its update: every value (loss terms, gradient
+    /// norms, ...) must be finite, and every loss term (a name ending in `loss`) at most
+    /// `guard.max_loss` in magnitude.
+    pub fn step<K: AsRef<str>>(&mut self, at: At, values: &[(K, f64)]) -> Result<Verdict, PluginError> {
+        if let Some((what, value)) = values.iter().find(|(_, v)| !v.is_finite()) {
+            return self.bad(at, what.as_ref(), *value);
+        }
+        if let Some(bound) = self.config.max_loss {
+            let diverged = values.iter().find(|(k, v)| k.as_ref().ends_with("loss") && v.abs() > bound);
+            if let Some((what, value)) = diverged {
+                return Err(self.diverged(at, what.as_ref(), *value, "max_loss", bound));
+            }
+        }
+        Ok(Verdict::Apply)
+    }
+
+    /// Checks a KL from the reference: finite (else a bad step) and at most
+    /// `guard.max_kl`.
+    pub fn kl(&mut self, at: At, what: &str, value: f64) -> Result<Verdict, PluginError> {
+        if !value.is_finite() {
+            return self.bad(at, what, value);
+        }
+        match self.config.max_kl {
+            Some(bound) if value > bound => Err(self.diverged(at, what, value, "max_kl", bound)),
+            _ => Ok(Verdict::Apply),
+        }
+    }
+
+    /// A non-finite reward of `sample` (which generated `generation`) in `iteration`: the
+    /// iteration's update is skipped within the budget (`Ok`), else the run stops.
+    pub fn reward(&mut self, iteration: usize, sample: &str, generation: &str, value: f64) -> Result<(), PluginError> {
+        if self.skipped < self.config.skip_nonfinite {
+            self.skipped += 1;
+            tracing::warn!(
+                "{}: the reward of sample `{sample}` is {value}; the iteration's update is skipped ({} of guard.skip_nonfinite = {})",
+                self.algorithm,
+                self.skipped,
+                self.config.skip_nonfinite
+            );
+            return Ok(());
+        }
+        Err(AlgorithmError::NonFiniteReward {
+            iteration,
+            sample: sample.to_string(),
+            generation: generation.to_string(),
+            value,
+            checkpoint: self.last_checkpoint(),
+        }
+        .into())
+    }
+
+    /// Refuses weights with a NaN/inf parameter (before a checkpoint is written).
+    pub fn weights<B: Backend, M: Module<B>>(&self, at: At, module: &M) -> Result<(), PluginError> {
+        match first_nonfinite_param(module) {
+            None => Ok(()),
+            Some(param) => Err(AlgorithmError::NonFiniteWeights {
+                algorithm: self.algorithm.clone(),
+                at: at.to_string(),
+                param,
+                checkpoint: self.last_checkpoint(),
+            }
+            .into()),
+        }
+    }
+
+    fn bad(&mut self, at: At, what: &str, value: f64) -> Result<Verdict, PluginError> {
+        if self.skipped < self.config.skip_nonfinite {
+            self.skipped += 1;
+            tracing::warn!(
+                "{}: {at}: {what} is {value}; the update is skipped ({} of guard.skip_nonfinite = {})",
+                self.algorithm,
+                self.skipped,
+                self.config.skip_nonfinite
+            );
+            return Ok(Verdict::Skip);
+        }
+        Err(AlgorithmError::NonFinite {
+            algorithm: self.algorithm.clone(),
+            at: at.to_string(),
+            what: what.to_string(),
+            value,
+            skipped: self.skipped,
+            limit: self.config.skip_nonfinite,
+            checkpoint: self.last_checkpoint(),
+        }
+        .into())
+    }
+
+    fn diverged(&self, at: At, what: &str, value: f64, key: &'static str, bound: f64) -> PluginError {
+        AlgorithmError::Diverged {
+            algorithm: self.algorithm.clone(),
+            at: at.to_string(),
+            what: what.to_string(),
+            value,
+            key,
+            bound,
+            checkpoint: self.last_checkpoint(),
+        }
+        .into()
+    }
+
+    /// "last good checkpoint: <dir>", or that none was written yet.
+    pub fn last_checkpoint(&self) -> String {
+        match crate::trainer::latest_checkpoint(&self.run_dir) {
+            Ok((_, dir)) => format!("last good checkpoint: {}", dir.display()),
+            Err(_) => "no checkpoint was written yet".to_string(),
+        }
+    }
+}
+
+/// The dotted path of the first parameter of `module` holding a NaN or an infinity.
+pub fn first_nonfinite_param<B: Backend, M: Module<B>>(module: &M) -> Option<String> {
+    let mut visitor = Finite { stack: Vec::new(), found: None };
+    module.visit(&mut visitor);
+    visitor.found
+}
+
+struct Finite {
+    stack: Vec<String>,
+    found: Option<String>,
+}
+
+impl<B: Backend> ModuleVisitor<B> for Finite {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.stack.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.stack.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if self.found.is_none() && !param.val().is_finite().all().into_scalar().to_bool() {
+            self.found = Some(self.stack.join("."));
+        }
+    }
+}
+
+trait ToBool {
+    fn to_bool(self) -> bool;
+}
+
+impl<E: burn::tensor::ElementConversion> ToBool for E {
+    fn to_bool(self) -> bool {
+        self.elem::<u8>() != 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::nn::{Linear, LinearConfig};
+    use tril_core::backend::CpuBackend as Cpu;
+
+    fn guard(skip: usize) -> Guard {
+        let config = GuardConfig { skip_nonfinite: skip, max_loss: Some(100.0), max_kl: Some(5.0) };
+        Guard::with("ppo", config, Path::new("/nonexistent-run"))
+    }
+
+    #[test]
+    fn finite_steps_apply_and_a_bad_one_stops_naming_where_and_what() {
+        let mut g = guard(0);
+        assert_eq!(g.step(At::update(3, 1), &[("ppo/loss", 1.0), ("ppo/grad_norm", 2.0)]).unwrap(), Verdict::Apply);
+        let err = g.step(At::update(3, 2), &[("ppo/loss", 1.0), ("ppo/value_loss", f64::NAN)]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "ppo: iteration 3, update step 2: ppo/value_loss is NaN; the update was not applied and the run \
+             stops (0 bad steps skipped, guard.skip_nonfinite = 0); no checkpoint was written yet"
+        );
+    }
+
+    #[test]
+    fn the_skip_budget_skips_then_stops() {
+        let mut g = guard(2);
+        for _ in 0..2 {
+            assert_eq!(g.step(At::step(7), &[("grad_norm", f64::INFINITY)]).unwrap(), Verdict::Skip);
+        }
+        assert_eq!(g.skipped(), 2);
+        let err = g.step(At::step(9), &[("loss", f64::NAN)]).unwrap_err().to_string();
+        assert!(err.starts_with("ppo: step 9: loss is NaN") && err.contains("2 bad steps skipped"), "{err}");
+        let mut g = guard(1);
+        assert!(g.reward(4, "s1", "a b", f64::NAN).is_ok());
+        let err = g.reward(5, "s2", "c", f64::NEG_INFINITY).unwrap_err().to_string();
+        assert!(err.starts_with("iteration 5: the reward of sample `s2` is -inf"), "{err}");
+    }
+
+    #[test]
+    fn divergence_stops_whatever_the_budget() {
+        let mut g = guard(5);
+        let err = g.step(At::step(2), &[("loss", -250.0)]).unwrap_err().to_string();
+        assert!(err.contains("loss = -250 exceeds guard.max_loss = 100"), "{err}");
+        assert_eq!(g.step(At::step(2), &[("grad_norm", 250.0)]).unwrap(), Verdict::Apply, "not a loss term");
+        let err = g.kl(At::iteration(6), "rollout_buffer/kl_div", 7.5).unwrap_err().to_string();
+        assert!(err.starts_with("ppo: iteration 6: rollout_buffer/kl_div = 7.5 exceeds guard.max_kl = 5"), "{err}");
+    }
+
+    #[test]
+    fn nonfinite_weights_are_found_by_path() {
+        let device = Default::default();
+        let layer: Linear<Cpu> = LinearConfig::new(2, 3).init(&device);
+        assert_eq!(first_nonfinite_param(&layer), None);
+        let bias = layer.bias.clone().unwrap().map(|b| b.div_scalar(0.0));
+        let broken = Linear { bias: Some(bias), ..layer };
+        assert_eq!(first_nonfinite_param(&broken).as_deref(), Some("bias"));
+        let err = guard(0).weights(At::iteration(2), &broken).unwrap_err().to_string();
+        assert!(err.contains("parameter `bias`") && err.contains("no checkpoint"), "{err}");
+    }
+}
