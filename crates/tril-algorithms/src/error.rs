@@ -97,6 +97,22 @@ pub enum AlgorithmError {
         /// The last good checkpoint, or that none was written.
         checkpoint: String,
     },
+    /// A run stopped by SIGINT/SIGTERM after its checkpoint (`tril run` exits 128 + signal).
+    #[error("{algorithm}: stopped by {signal} after {at}; {checkpoint}; continue with `tril run --resume {run_dir}`")]
+    Interrupted {
+        /// The algorithm id.
+        algorithm: String,
+        /// The signal's name.
+        signal: String,
+        /// The signal's number.
+        number: i32,
+        /// The last completed iteration or step.
+        at: String,
+        /// The checkpoint written.
+        checkpoint: String,
+        /// The run directory.
+        run_dir: String,
+    },
     /// A reward that is not a finite number, beyond `guard.skip_nonfinite`: the iteration
     /// stops before any update.
     #[error(

@@ -18,7 +18,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use tril_core::config::Config;
 use tril_core::plugin::PluginError;
-use tril_core::safety::GuardConfig;
+use tril_core::safety::{CheckpointConfig, GuardConfig};
 
 /// Where in a run a value was seen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,18 +74,27 @@ pub struct Guard {
     config: GuardConfig,
     run_dir: PathBuf,
     skipped: usize,
+    keep: CheckpointConfig,
 }
 
 impl Guard {
     /// The guard of `algorithm` from the config's `guard:` section, for a run writing to
     /// `run_dir` (where it looks for the last good checkpoint).
     pub fn new(algorithm: &str, config: &Config, run_dir: &Path) -> Result<Self, PluginError> {
-        Ok(Guard::with(algorithm, GuardConfig::of(config)?, run_dir))
+        let keep = CheckpointConfig::of(config)?;
+        Ok(Guard { keep, ..Guard::with(algorithm, GuardConfig::of(config)?, run_dir) })
     }
 
     /// The guard of an explicit [`GuardConfig`].
     pub fn with(algorithm: &str, config: GuardConfig, run_dir: &Path) -> Self {
-        Guard { algorithm: algorithm.to_string(), config, run_dir: run_dir.to_path_buf(), skipped: 0 }
+        let keep = CheckpointConfig::default();
+        Guard { algorithm: algorithm.to_string(), config, run_dir: run_dir.to_path_buf(), skipped: 0, keep }
+    }
+
+    /// Which checkpoints the run keeps (`checkpoint:`; the guard carries it to every
+    /// checkpoint write).
+    pub fn keep(&self) -> &CheckpointConfig {
+        &self.keep
     }
 
     /// Bad steps skipped so far (kept in checkpoints, so a resumed run keeps its budget).
@@ -204,9 +213,32 @@ impl Guard {
         .into()
     }
 
+    /// A graceful stop asked for by SIGINT/SIGTERM ([`tril_core::interrupt`]), if any:
+    /// the loop writes its checkpoint (unless it just did) and returns this error.
+    pub fn interrupted(&self, at: At) -> Option<PluginError> {
+        let number = tril_core::interrupt::requested()?;
+        Some(
+            AlgorithmError::Interrupted {
+                algorithm: self.algorithm.clone(),
+                signal: tril_core::interrupt::name(number),
+                number,
+                at: at.to_string(),
+                checkpoint: self.last_checkpoint(),
+                run_dir: self.run_dir.display().to_string(),
+            }
+            .into(),
+        )
+    }
+
+    /// Whether a graceful stop was asked for (the loop then checkpoints and calls
+    /// [`Guard::interrupted`]).
+    pub fn stop_requested(&self) -> bool {
+        tril_core::interrupt::requested().is_some()
+    }
+
     /// "last good checkpoint: <dir>", or that none was written yet.
     pub fn last_checkpoint(&self) -> String {
-        match crate::trainer::latest_checkpoint(&self.run_dir) {
+        match crate::checkpoint::latest_checkpoint(&self.run_dir) {
             Ok((_, dir)) => format!("last good checkpoint: {}", dir.display()),
             Err(_) => "no checkpoint was written yet".to_string(),
         }

@@ -13,6 +13,8 @@
 //!   backend is known.
 //! - [`guard`]: the check every loop runs before applying an update (non-finite loss
 //!   terms, gradient norms, rewards and weights; divergence), from the root `guard:` section.
+//! - [`checkpoint`]: checkpoint manifests (sha256 of every file, verified on `--resume`,
+//!   falling back past a damaged one) and `checkpoint.save_total_limit`.
 //! - [`evaluation`]: generation on the evaluation splits, metrics and prediction logs.
 //! - [`optimizers`] (`adam`, `adamw`) and [`schedulers`] (`linear`, `cosine`, `constant`).
 //!
@@ -40,6 +42,7 @@
 
 pub use error::{AlgorithmError, Result};
 
+pub mod checkpoint;
 pub mod error;
 pub mod evaluation;
 pub mod group;

@@ -334,28 +334,6 @@ mod u128_string {
     }
 }
 
-/// The checkpoint `--resume RUN_DIR` continues from: the `checkpoints/iter_<n>` with the
-/// largest `n` that holds a `trainer_state.json` (a directory appears only once complete,
-/// because checkpoints are written to a temporary directory and renamed).
-pub fn latest_checkpoint(run_dir: &Path) -> Result<(usize, std::path::PathBuf), PluginError> {
-    let dir = run_dir.join("checkpoints");
-    let missing = |io_error: Option<String>| AlgorithmError::NoCheckpoint {
-        run_dir: run_dir.display().to_string(),
-        dir: dir.display().to_string(),
-        io_error,
-    };
-    let entries = std::fs::read_dir(&dir).map_err(|e| missing(Some(e.to_string())))?;
-    let mut best: Option<(usize, std::path::PathBuf)> = None;
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(n) = name.strip_prefix("iter_").and_then(|n| n.parse::<usize>().ok()) else { continue };
-        if entry.path().join("trainer_state.json").is_file() && best.as_ref().is_none_or(|(b, _)| n > *b) {
-            best = Some((n, entry.path()));
-        }
-    }
-    Ok(best.ok_or_else(|| missing(None))?)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -451,24 +429,5 @@ mod tests {
         let a: Vec<u32> = (0..50).map(|_| rng.next_u32()).collect();
         let b: Vec<u32> = (0..50).map(|_| restored.next_u32()).collect();
         assert_eq!(a, b);
-    }
-
-    #[test]
-    fn latest_checkpoint_skips_incomplete_directories() {
-        let dir = std::env::temp_dir().join(format!("tril-latest-ckpt-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        for (n, complete) in [(2, true), (4, true), (6, false)] {
-            let d = dir.join(format!("checkpoints/iter_{n}"));
-            std::fs::create_dir_all(&d).unwrap();
-            if complete {
-                std::fs::write(d.join("trainer_state.json"), "{}").unwrap();
-            }
-        }
-        let (n, path) = latest_checkpoint(&dir).unwrap();
-        assert_eq!(n, 4);
-        assert!(path.ends_with("checkpoints/iter_4"));
-        let err = latest_checkpoint(&dir.join("nothing")).unwrap_err().to_string();
-        assert!(err.contains("no checkpoints to resume from"), "{err}");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -115,6 +115,17 @@ pub enum CoreError {
         origin: Origin,
     },
 
+    /// A run directory another process is writing.
+    #[error(
+        "{dir} is being written by another tril process (pid {holder}); wait for it to finish or choose another run_dir"
+    )]
+    Locked {
+        /// The run directory.
+        dir: std::path::PathBuf,
+        /// The holder's pid, as written in the lock file.
+        holder: String,
+    },
+
     /// A key that no typed config knows (usually a typo).
     #[error("{key}: unknown key{suggestion}; expected one of: {expected} ({origin})")]
     UnknownKey {

@@ -14,6 +14,7 @@
 //! - [`schema`]: the typed root config; [`safety`]: its `guard:` and `checkpoint:` sections.
 //! - [`backend`]: the one dispatch point from `device`/`precision` to a concrete Burn
 //!   backend ([`backend::train`], [`backend::infer`]); nothing else names a backend.
+//! - [`interrupt`]: SIGINT/SIGTERM recorded for the loops to checkpoint and stop.
 //! - [`progress`]: indicatif progress bars, hidden off a terminal and with `--quiet`.
 //! - [`error`]: [`CoreError`], the one error type of this crate.
 //!
@@ -36,6 +37,7 @@
 pub mod backend;
 pub mod config;
 pub mod error;
+pub mod interrupt;
 pub mod ops;
 pub mod plot;
 pub mod plugin;

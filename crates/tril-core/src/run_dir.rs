@@ -12,6 +12,12 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+/// The lock of a run directory ([`RunDir::lock`]), released when dropped.
+#[derive(Debug)]
+pub struct RunLock {
+    _file: File,
+}
+
 /// A run directory.
 #[derive(Debug, Clone)]
 pub struct RunDir {
@@ -28,6 +34,27 @@ impl RunDir {
         let root = root.into();
         std::fs::create_dir_all(&root).map_err(io(&root))?;
         Ok(RunDir { root })
+    }
+
+    /// Takes the run directory's lock (`.lock`, an advisory file lock held until the
+    /// returned guard drops, i.e. by the process for its lifetime): two tril processes
+    /// cannot write one run directory. Fails at once, naming the holder's pid, when
+    /// another process holds it.
+    pub fn lock(&self) -> Result<RunLock> {
+        let path = self.join(".lock");
+        let mut file =
+            OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path).map_err(io(&path))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                return Err(CoreError::Locked { dir: self.root.clone(), holder: holder.trim().to_string() });
+            }
+            Err(std::fs::TryLockError::Error(source)) => return Err(CoreError::Io { path, source }),
+        }
+        file.set_len(0).map_err(io(&path))?;
+        file.write_all(std::process::id().to_string().as_bytes()).map_err(io(&path))?;
+        Ok(RunLock { _file: file })
     }
 
     /// The directory.
@@ -109,6 +136,18 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_writer_per_run_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::open(dir.path().join("run")).unwrap();
+        let held = run.lock().unwrap();
+        let err = run.lock().unwrap_err().to_string();
+        assert!(err.contains("being written by another tril process"), "{err}");
+        assert!(err.contains(&format!("pid {}", std::process::id())), "{err}");
+        drop(held);
+        assert!(run.lock().is_ok(), "released when dropped");
+    }
 
     #[test]
     fn jsonl_appends_lines() {

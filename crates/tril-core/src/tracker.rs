@@ -112,6 +112,17 @@ impl Tracker {
         self.record("training_info.jsonl", "iteration", iteration, stats)
     }
 
+    /// Logs corpus statistics of an evaluation without predictions (the offline loops):
+    /// one `{epoch, metrics}` line of `{split}_split_metrics.jsonl`, kept as `<split>/<key>`.
+    pub fn log_split_metrics(&mut self, epoch: usize, split: Split, stats: &Stats) -> Result<()> {
+        let corpus: Map<String, Value> = stats.iter().map(|(k, v)| (k.clone(), json_number(*v))).collect();
+        for (k, v) in stats {
+            self.history.entry(format!("{}/{k}", split.name())).or_default().push((epoch as f64, *v));
+        }
+        self.run
+            .append_jsonl(&format!("{}_split_metrics.jsonl", split.name()), &json!({"epoch": epoch, "metrics": corpus}))
+    }
+
     /// Logs an evaluation: corpus scores to `{split}_split_metrics.jsonl` and every
     /// prediction with its per-sample scores to `epoch_{epoch}_{split}_split_predictions.json`.
     pub fn log_eval(

@@ -19,6 +19,8 @@ pub enum Failure {
     Config(anyhow::Error),
     /// Failure while running (exit 1).
     Runtime(anyhow::Error),
+    /// A run stopped by a signal after its checkpoint (exit 128 + the signal).
+    Interrupted(i32, anyhow::Error),
 }
 
 impl From<CoreError> for Failure {
@@ -178,6 +180,11 @@ pub fn run(args: &ConfigArgs, resume: Option<&Path>, quiet: bool) -> CmdResult {
     }
     let section = config.section("alg")?;
     let algorithm = registry::build_algorithm(&section, &config).map_err(|e| Failure::Config(anyhow!(e)))?;
+    let run = tril_core::run_dir::RunDir::open(&run_dir)
+        .with_context(|| format!("creating run directory {}", run_dir.display()))
+        .map_err(Failure::Runtime)?;
+    // Held until the process ends: a second tril on this run directory stops here.
+    let _lock = run.lock().map_err(|e| Failure::Runtime(anyhow!(e)))?;
     if resume.is_none() {
         create_run_dir(&run_dir, &config).map_err(Failure::Runtime)?;
     }
@@ -186,7 +193,13 @@ pub fn run(args: &ConfigArgs, resume: Option<&Path>, quiet: bool) -> CmdResult {
         .map_err(|e| Failure::Runtime(anyhow!("opening {}: {e}", run_dir.join("log.txt").display())))?;
     tracing::info!(run_dir = %run_dir.display(), "run directory");
     let ctx = RunCtx { config: &config, run_dir, resume_from: resume.map(Path::to_path_buf), quiet };
-    algorithm.run(&ctx).map_err(|e| Failure::Runtime(anyhow!(e)))
+    if let Err(e) = tril_core::interrupt::install() {
+        tracing::warn!("SIGINT/SIGTERM will stop the run without a checkpoint: {e}");
+    }
+    algorithm.run(&ctx).map_err(|e| match tril_core::interrupt::requested() {
+        Some(signal) => Failure::Interrupted(signal, anyhow!(e)),
+        None => Failure::Runtime(anyhow!(e)),
+    })
 }
 
 /// Creates the run directory and writes `config.resolved.yaml` atomically.

@@ -56,6 +56,10 @@ pub fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::from(1)
         }
+        Err(commands::Failure::Interrupted(signal, e)) => {
+            eprintln!("{e:#}");
+            ExitCode::from(tril_core::interrupt::exit_code(signal))
+        }
     }
 }
 

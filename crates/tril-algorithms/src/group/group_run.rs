@@ -306,7 +306,8 @@ impl<B: AutodiffBackend, O: GroupObjective> Loop<'_, B, O> {
         Ok(())
     }
 
-    /// What ends every iteration, trained or skipped: evaluation and checkpoint when due.
+    /// What ends every iteration, trained or skipped: evaluation and checkpoint when due,
+    /// and on SIGINT/SIGTERM a checkpoint and the stop.
     fn finish_iteration(
         &mut self,
         settings: &crate::settings::LoopSettings,
@@ -316,10 +317,14 @@ impl<B: AutodiffBackend, O: GroupObjective> Loop<'_, B, O> {
         if settings.evaluates_at(iteration, n_iters) {
             self.evaluate(iteration)?;
         }
-        if settings.checkpoints_at(iteration, n_iters) {
+        let stop = self.guard.stop_requested() && iteration < n_iters;
+        if settings.checkpoints_at(iteration, n_iters) || stop {
             self.checkpoint(iteration)?;
         }
-        Ok(())
+        match self.guard.interrupted(At::iteration(iteration)) {
+            Some(stopped) if stop => Err(stopped),
+            _ => Ok(()),
+        }
     }
 
     /// Steps 1-4: generates `G` completions of each sampled prompt, scores them and computes
@@ -512,7 +517,7 @@ impl<B: AutodiffBackend, O: GroupObjective> Loop<'_, B, O> {
         let policy = self.policy.valid();
         let (config, tokenizer) = (&self.gpt_config, &self.tokenizer);
         let state = OnPolicyState::new(O::ID, iteration, &self.rng, &self.sampler).with_guard(&self.guard);
-        state.write_checkpoint(self.tracker.run_dir(), &self.policy, &self.optim, |tmp| {
+        state.write_checkpoint(&self.tracker, self.guard.keep(), &self.policy, &self.optim, |tmp| {
             Ok(tril_models::hf::save_gpt2(&policy, config, &tmp.join("policy"), Some(tokenizer))?)
         })
     }

@@ -465,8 +465,12 @@ impl<B: AutodiffBackend> Loop<B> {
             if settings.evaluates_at(step, total) {
                 self.evaluate(step)?;
             }
-            if settings.checkpoints_at(step, total) {
+            let stop = self.guard.stop_requested() && step < total;
+            if settings.checkpoints_at(step, total) || stop {
                 self.checkpoint(step)?;
+            }
+            if let Some(stopped) = self.guard.interrupted(At::step(step)).filter(|_| stop) {
+                return Err(stopped);
             }
         }
         bar.finish_and_clear();
@@ -526,7 +530,7 @@ impl<B: AutodiffBackend> Loop<B> {
         let model = self.model.valid();
         let (config, tokenizer) = (&self.gpt_config, &self.tokenizer);
         let state = OnPolicyState::new("bc", step, &self.rng, &self.sampler).with_guard(&self.guard);
-        state.write_checkpoint(self.tracker.run_dir(), &self.model, &self.optim, |tmp| {
+        state.write_checkpoint(&self.tracker, self.guard.keep(), &self.model, &self.optim, |tmp| {
             Ok(tril_models::hf::save_gpt2(&model, config, &tmp.join("policy"), Some(tokenizer))?)
         })
     }

@@ -367,12 +367,7 @@ fn log_eval<B: AutodiffBackend, O: Objective<B>>(
         let stats = evaluate(objective, model, examples, setup.args.settings.eval_batch_size)?;
         let summary: Vec<String> = stats.iter().map(|(k, v)| format!("{k}={v:.4}")).collect();
         tracing::info!(step, split = split.name(), "eval {}", summary.join(" "));
-        let metrics: serde_json::Map<String, serde_json::Value> =
-            stats.iter().map(|(k, v)| (k.clone(), serde_json::json!(v))).collect();
-        setup.tracker.run_dir().append_jsonl(
-            &format!("{}_split_metrics.jsonl", split.name()),
-            &serde_json::json!({"epoch": step, "metrics": metrics}),
-        )?;
+        setup.tracker.log_split_metrics(step, *split, &stats)?;
     }
     Ok(())
 }
@@ -417,7 +412,7 @@ pub fn train<B: AutodiffBackend, O: Objective<B>>(
     let checkpoint = |model: &O::Model, optim: &Optim<B, O::Model>, state: OnPolicyState, setup: &TrainSetup<B, O>| {
         setup.guard.weights(At::step(state.iteration), model)?;
         let state = state.with_guard(&setup.guard);
-        state.write_checkpoint(setup.tracker.run_dir(), model, optim, |tmp| {
+        state.write_checkpoint(setup.tracker, setup.guard.keep(), model, optim, |tmp| {
             objective.save(model, &tmp.join(objective.model_dir()))
         })
     };
@@ -465,8 +460,12 @@ pub fn train<B: AutodiffBackend, O: Objective<B>>(
         if step == total {
             setup.tracker.plot(&objective.plotted())?;
         }
-        if args.checkpoints_at(step, total) {
+        let stop = setup.guard.stop_requested() && step < total;
+        if args.checkpoints_at(step, total) || stop {
             checkpoint(&model, &optim, state(step, &rng, &sampler), &setup)?;
+        }
+        if let Some(stopped) = setup.guard.interrupted(At::step(step)).filter(|_| stop) {
+            return Err(stopped);
         }
     }
     Ok(model)

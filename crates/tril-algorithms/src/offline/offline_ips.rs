@@ -670,8 +670,13 @@ impl<B: AutodiffBackend> Loop<B> {
                 tracing::info!(epoch, nll = format!("{:.4}", stats["eval/nll"]), "offline_ips eval");
                 self.tracker.log_training(step, &stats)?;
             }
-            if a.save_checkpoints && step % a.save_every == 0 && step != total {
+            // Logged sums are not checkpointed: stop where a log line was just written.
+            let stop = self.guard.stop_requested() && step < total && step % a.log_every == 0;
+            if (a.save_checkpoints && step % a.save_every == 0 && step != total) || stop {
                 self.checkpoint(step, config, tok)?;
+            }
+            if let Some(stopped) = self.guard.interrupted(At::step(step)).filter(|_| stop) {
+                return Err(stopped);
             }
         }
         let keys = ["ips/loss", "ips/rho_mean", "ips/kl", "stats/pos_logp"];
@@ -731,7 +736,7 @@ impl<B: AutodiffBackend> Loop<B> {
         self.guard.weights(At::step(step), &self.model)?;
         let model = self.model.valid();
         let state = OnPolicyState::new("offline_ips", step, &self.rng, &self.sampler).with_guard(&self.guard);
-        state.write_checkpoint(self.tracker.run_dir(), &self.model, &self.optim, |tmp| {
+        state.write_checkpoint(&self.tracker, self.guard.keep(), &self.model, &self.optim, |tmp| {
             Ok(tril_models::hf::save_gpt2(&model, config, &tmp.join("policy"), Some(tok))?)
         })
     }

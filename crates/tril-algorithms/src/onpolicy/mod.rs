@@ -661,25 +661,44 @@ impl OnPolicyState {
         Ok(state)
     }
 
-    /// Writes `checkpoints/iter_<n>/` of `run` atomically: what `export` puts there (the
-    /// HF model directories), the exact `trainer/{model,optimizer}` state and, last (its
-    /// presence marks the checkpoint complete), `trainer_state.json`.
+    /// Writes `checkpoints/iter_<n>/` of the tracker's run atomically: what `export` puts
+    /// there (the HF model directories), the exact `trainer/{model,optimizer}` state,
+    /// `trainer_state.json` (its presence marks the checkpoint complete) and, last, the
+    /// manifest with the value of `keep.best_metric`; then applies `keep` (see
+    /// [`crate::checkpoint`]). A failed write leaves the previous checkpoints as they were.
     pub fn write_checkpoint<B: AutodiffBackend, M: burn::module::AutodiffModule<B>>(
         &self,
-        run: &tril_core::run_dir::RunDir,
+        tracker: &tril_core::tracker::Tracker,
+        keep: &tril_core::safety::CheckpointConfig,
         module: &M,
         optim: &crate::trainer::Optim<B, M>,
         export: impl FnOnce(&std::path::Path) -> Result<(), PluginError>,
     ) -> Result<(), PluginError> {
         let state = serde_json::to_string_pretty(self)?;
-        let dir = run.write_dir_atomic::<PluginError>(format!("checkpoints/iter_{}", self.iteration), |tmp| {
-            export(tmp)?;
-            std::fs::create_dir_all(tmp.join("trainer"))?;
-            crate::trainer::save_module(module, &tmp.join("trainer/model"))?;
-            optim.save(&tmp.join("trainer/optimizer"))?;
-            Ok(tril_core::run_dir::write_atomic(&tmp.join("trainer_state.json"), state.as_bytes())?)
-        })?;
+        let metric = keep.best_metric.as_ref().and_then(|name| {
+            let value = tracker.history(name).iter().rev().find(|(x, _)| *x <= self.iteration as f64);
+            if value.is_none() {
+                tracing::warn!("checkpoint.best_metric `{name}` has not been logged yet; this checkpoint has no value");
+            }
+            value.map(|&(_, v)| (name.clone(), v))
+        });
+        let run = tracker.run_dir();
+        let rel = format!("checkpoints/iter_{}", self.iteration);
+        let dir = run
+            .write_dir_atomic::<PluginError>(&rel, |tmp| {
+                export(tmp)?;
+                std::fs::create_dir_all(tmp.join("trainer"))?;
+                crate::trainer::save_module(module, &tmp.join("trainer/model"))?;
+                optim.save(&tmp.join("trainer/optimizer"))?;
+                tril_core::run_dir::write_atomic(&tmp.join(crate::checkpoint::STATE), state.as_bytes())?;
+                crate::checkpoint::write_manifest(tmp, metric).map(|_| ())
+            })
+            .map_err(|e| AlgorithmError::Checkpoint {
+                path: run.join(&rel).display().to_string(),
+                message: format!("could not be written ({e}); the previous checkpoints are intact"),
+            })?;
         tracing::info!(iteration = self.iteration, dir = %dir.display(), "checkpoint written");
+        crate::checkpoint::prune(run.path(), keep)?;
         Ok(())
     }
 
@@ -694,7 +713,7 @@ impl OnPolicyState {
         optimizer: &tril_core::plugin::OptimizerSpec,
         device: &B::Device,
     ) -> Result<(Self, M, crate::trainer::Optim<B, M>, tril_core::tracker::Tracker), PluginError> {
-        let (iteration, dir) = crate::trainer::latest_checkpoint(run_dir)?;
+        let (iteration, dir) = crate::checkpoint::latest_checkpoint(run_dir)?;
         let state = OnPolicyState::read(&dir, algorithm, iteration, n_train)?;
         let module = crate::trainer::load_module(module, &dir.join("trainer/model"), device)?;
         let optim =

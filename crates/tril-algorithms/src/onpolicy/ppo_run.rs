@@ -446,7 +446,7 @@ impl<B: AutodiffBackend> Loop<'_, B> {
         )?;
         (self.model, self.optim, self.tracker) = (model, optim, tracker);
         if let RewardSource::Discriminator(hook) = &mut self.reward {
-            let (_, dir) = crate::trainer::latest_checkpoint(run_dir)?;
+            let (_, dir) = crate::checkpoint::latest_checkpoint(run_dir)?;
             hook.restore(&dir.join("reward_hook"))?;
         }
         self.ppo.kl.load_state(&state.kl_state)?;
@@ -517,7 +517,8 @@ impl<B: AutodiffBackend> Loop<'_, B> {
         Ok(())
     }
 
-    /// What ends every iteration, trained or skipped: evaluation and checkpoint when due.
+    /// What ends every iteration, trained or skipped: evaluation and checkpoint when due,
+    /// and on SIGINT/SIGTERM a checkpoint and the stop.
     fn finish_iteration(
         &mut self,
         iteration: usize,
@@ -527,11 +528,15 @@ impl<B: AutodiffBackend> Loop<'_, B> {
         if self.ppo.settings.evaluates_at(iteration, n_iters) {
             self.evaluate(iteration)?;
         }
-        if self.ppo.settings.checkpoints_at(iteration, n_iters) {
+        let stop = self.guard.stop_requested() && iteration < n_iters;
+        if self.ppo.settings.checkpoints_at(iteration, n_iters) || stop {
             self.checkpoint(iteration)?;
         }
         bar.inc(1);
-        Ok(())
+        match self.guard.interrupted(At::iteration(iteration)) {
+            Some(stopped) if stop => Err(stopped),
+            _ => Ok(()),
+        }
     }
 
     /// The training line of an iteration whose update the guard skipped.
@@ -889,7 +894,7 @@ impl<B: AutodiffBackend> Loop<'_, B> {
             RewardSource::Discriminator(d) => Some(d),
             RewardSource::Task(_) => None,
         };
-        state.write_checkpoint(self.tracker.run_dir(), &self.model, &self.optim, |tmp| {
+        state.write_checkpoint(&self.tracker, self.guard.keep(), &self.model, &self.optim, |tmp| {
             tril_models::hf::save_gpt2(&model.policy, config, &tmp.join("policy"), Some(tokenizer))?;
             let critic = match (&model.critic, &model.shared_head) {
                 (Some(c), _) => Some(c.clone()),
