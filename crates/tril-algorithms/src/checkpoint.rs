@@ -255,7 +255,7 @@ mod tests {
         let weights = run.path().join("checkpoints/iter_3/policy/model.safetensors");
         let bytes = std::fs::read(&weights).unwrap();
         std::fs::write(&weights, &bytes[..500]).unwrap();
-        assert!(verify(&weights.parent().unwrap().parent().unwrap()).unwrap_err().contains("truncated"));
+        assert!(verify(weights.parent().unwrap().parent().unwrap()).unwrap_err().contains("truncated"));
         assert_eq!(latest_checkpoint(run.path()).unwrap().0, 2);
         let mut flipped = std::fs::read(run.path().join("checkpoints/iter_2/policy/model.safetensors")).unwrap();
         flipped[10] ^= 1;
