@@ -16,7 +16,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use tril_core::config::Section;
+use tril_core::config::{Checker, Ranges, Section};
 use tril_core::plugin::{BuildCtx, Metric, MetricOutput, MetricValue, PluginError, TextBatch};
 
 /// Config of `diversity` (`eval_metrics[i].args`).
@@ -25,6 +25,13 @@ use tril_core::plugin::{BuildCtx, Metric, MetricOutput, MetricValue, PluginError
 pub struct DiversityConfig {
     /// Window of the mean segmental type/token ratio (TRIL: 100).
     pub window_size: usize,
+}
+
+impl Ranges for DiversityConfig {
+    /// `window_size` >= 1 token.
+    fn check_ranges(&self, c: &Checker<'_>) -> tril_core::Result<()> {
+        c.at_least("window_size", self.window_size, 1)
+    }
 }
 
 impl Default for DiversityConfig {

@@ -17,7 +17,7 @@ use crate::error::RewardError;
 use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
 use tril_core::backend::{infer, InferJob, Target};
-use tril_core::config::Section;
+use tril_core::config::{Checker, Ranges, Section};
 use tril_core::plugin::{BuildCtx, PluginError, RewardFn, TextBatch};
 
 /// Config of `learned_reward` (`reward_fn.args`).
@@ -37,6 +37,13 @@ pub struct LearnedRewardConfig {
     /// Texts per forward pass.
     #[serde(default = "default_batch")]
     pub batch_size: usize,
+}
+
+impl Ranges for LearnedRewardConfig {
+    /// `batch_size` >= 1; `label_ix` is checked against the classifier's labels when it loads.
+    fn check_ranges(&self, c: &Checker<'_>) -> tril_core::Result<()> {
+        c.at_least("batch_size", self.batch_size, 1)
+    }
 }
 
 fn yes() -> bool {

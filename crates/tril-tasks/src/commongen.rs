@@ -14,6 +14,7 @@
 //!   `references` may also be given as strings (space-separated concepts, one reference).
 //! - Sample ids are `commongen_{split}_{group}` (TRIL: the first row's index).
 
+use tril_core::config::{Checker, Ranges};
 use crate::error::TaskError;
 use crate::tldr::data_file;
 use serde::{Deserialize, Serialize};
@@ -39,6 +40,13 @@ pub struct CommonGenConfig {
     pub val_file: Option<PathBuf>,
     /// JSONL rows of the HF `test` split.
     pub test_file: Option<PathBuf>,
+}
+
+impl Ranges for CommonGenConfig {
+    /// No numeric key.
+    fn check_ranges(&self, _: &Checker<'_>) -> tril_core::Result<()> {
+        Ok(())
+    }
 }
 
 impl Default for CommonGenConfig {

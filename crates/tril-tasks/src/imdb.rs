@@ -15,6 +15,7 @@
 //! - The shuffle is a seeded ChaCha8 permutation, not numpy's, so the same seed selects
 //!   different reviews than TRIL's.
 
+use tril_core::config::{Checker, Ranges};
 use crate::error::TaskError;
 use crate::table::Table;
 use rand::seq::SliceRandom;
@@ -46,6 +47,13 @@ pub struct ImdbConfig {
     pub n_test: usize,
     /// Fraction of `train_file` cut off for testing when there is no `test_file`.
     pub test_fraction: f64,
+}
+
+impl Ranges for ImdbConfig {
+    /// `val_fraction` and `test_fraction` in [0, 1) leaving training rows; `n_test` any count.
+    fn check_ranges(&self, c: &Checker<'_>) -> tril_core::Result<()> {
+        crate::preference::check_fractions(c, self.val_fraction, self.test_fraction)
+    }
 }
 
 impl Default for ImdbConfig {

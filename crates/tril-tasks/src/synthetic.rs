@@ -3,6 +3,7 @@
 //! `increasing_numbers` reward (RL4LMs' "increasing numbers" task) it needs no
 //! download and trains in seconds on a CPU.
 
+use tril_core::config::{Checker, Ranges};
 use rand::seq::index::sample;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -28,6 +29,19 @@ pub struct SyntheticConfig {
     pub prompt_numbers: usize,
     /// Numbers in each reference continuation (fewer near `max_number`).
     pub reference_len: usize,
+}
+
+impl Ranges for SyntheticConfig {
+    /// At least one training example; `max_number` >= 2 and `prompt_numbers` in
+    /// 1..=`max_number / 2` (prompts draw distinct numbers below `max_number / 2`).
+    fn check_ranges(&self, c: &Checker<'_>) -> tril_core::Result<()> {
+        c.at_least("n_train", self.n_train, 1)?;
+        c.at_least("max_number", self.max_number, 2)?;
+        let pool = (self.max_number / 2) as usize;
+        let ok = (1..=pool).contains(&self.prompt_numbers);
+        let message = format!("expected 1..={pool} (half of max_number = {})", self.max_number);
+        c.satisfies(ok, "prompt_numbers", self.prompt_numbers, message)
+    }
 }
 
 impl Default for SyntheticConfig {

@@ -12,6 +12,7 @@
 //!   HF split `train`/`valid`/`test`); the HF hub dataset is not read.
 //! - Sample ids are `tldr_{split}_{row}` (TRIL: the row index).
 
+use tril_core::config::{Checker, Ranges};
 use crate::error::TaskError;
 use crate::table::Table;
 use serde::{Deserialize, Serialize};
@@ -44,6 +45,13 @@ pub struct TldrConfig {
     pub n_val: usize,
     /// Test rows kept (TRIL: 500).
     pub n_test: usize,
+}
+
+impl Ranges for TldrConfig {
+    /// `max_prompt_length` > 5 (the `"\nTL;DR:"` suffix takes 5 tokens); `n_val`, `n_test` any count.
+    fn check_ranges(&self, c: &Checker<'_>) -> tril_core::Result<()> {
+        c.at_least("max_prompt_length", self.max_prompt_length, 6)
+    }
 }
 
 impl Default for TldrConfig {
