@@ -62,6 +62,13 @@ impl<T: Ranges> Ranges for Option<T> {
     }
 }
 
+/// A value that is deserialized but not read (a section validated elsewhere) has no range.
+impl Ranges for serde::de::IgnoredAny {
+    fn check_ranges(&self, _: &Checker<'_>) -> Result<()> {
+        Ok(())
+    }
+}
+
 /// Range checks bound to a config [`Section`]: each failure is a
 /// [`CoreError::InvalidValue`] with the dotted key, the value as written in the config
 /// (or the value in effect, marked `(default)`, when the key is absent) and its origin.
@@ -88,7 +95,7 @@ impl<'a> Checker<'a> {
         let key = join_path(self.section.key(), field);
         match self.section.node().get(field) {
             Some(node) => Checker::new(Section::new(key, node)),
-            None => Checker::new(Section::absent(key, self.section.node().origin.clone())),
+            None => Checker::new(Section::absent(key, self.section.origin().clone())),
         }
     }
 
@@ -104,7 +111,7 @@ impl<'a> Checker<'a> {
         let node = self.section.node();
         let (value, origin) = match node.get(field) {
             Some(n) => (n.value.to_string(), n.origin.clone()),
-            None => (format!("{value} (default)"), node.origin.clone()),
+            None => (format!("{value} (default)"), self.section.origin().clone()),
         };
         CoreError::InvalidValue { key: join_path(self.section.key(), field), value, message: message.into(), origin }
     }
@@ -214,7 +221,7 @@ pub fn invalid(section: &Section<'_>, field: &str, message: impl Into<String>) -
     let node = section.node();
     let (value, origin) = match node.get(field) {
         Some(n) => (n.value.to_string(), n.origin.clone()),
-        None => (Value::Null.to_string(), node.origin.clone()),
+        None => (Value::Null.to_string(), section.origin().clone()),
     };
     CoreError::InvalidValue { key: join_path(section.key(), field), value, message: message.into(), origin }
 }
@@ -296,17 +303,17 @@ mod tests {
         assert!(k.non_negative("eps", f64::NAN).is_err());
         assert!(k.at_most("n", 3usize, 2).is_err());
         assert!(k.finite("lr", f64::NEG_INFINITY).is_err());
-        assert_eq!(err(k.in_range("p", 3.0, 2.0..)), "args.p: expected a number >= 2, found 0.5 (alg/ppo.yaml:5)");
+        assert_eq!(err(k.in_range("p", 0.5, 2.0..)), "args.p: expected a number >= 2, found 0.5 (alg/ppo.yaml:5)");
     }
 
     #[test]
     fn absent_keys_report_the_default_and_the_section() {
         let c = config("args:\n  gamma: 0.9\n");
         let k = Checker::new(c.section("args").unwrap());
-        assert_eq!(err(k.at_least("n_epochs", 0usize, 1)), "args.n_epochs: expected at least 1, found 0 (default) (alg/ppo.yaml:1)");
-        assert_eq!(err(k.ensure(false, "x", "expected y")), "args.x: expected y, found null (alg/ppo.yaml:1)");
+        assert_eq!(err(k.at_least("n_epochs", 0usize, 1)), "args.n_epochs: expected at least 1, found 0 (default) (alg/ppo.yaml:2)");
+        assert_eq!(err(k.ensure(false, "x", "expected y")), "args.x: expected y, found null (alg/ppo.yaml:2)");
         let nested = k.nested("disc");
-        assert_eq!(err(nested.positive("lr", 0.0)), "args.disc.lr: expected a finite number > 0, found 0.0 (default) (alg/ppo.yaml:1)");
+        assert_eq!(err(nested.positive("lr", 0.0)), "args.disc.lr: expected a finite number > 0, found 0.0 (default) (alg/ppo.yaml:2)");
     }
 
     #[test]
