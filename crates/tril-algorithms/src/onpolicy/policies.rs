@@ -61,8 +61,9 @@ pub struct ActorCriticArgs {
 impl Ranges for ActorCriticArgs {
     /// At least one prompt and one generated token; `gen_kwargs` as the root's.
     fn check_ranges(&self, c: &Checker<'_>) -> tril_core::Result<()> {
-        c.at_least("max_prompt_len", self.max_prompt_len, 1)?;
-        c.at_least("max_gen_len", self.max_gen_len, 1)?;
+        let token = "expected at least 1 token";
+        c.satisfies(self.max_prompt_len > 0, "max_prompt_len", self.max_prompt_len, token)?;
+        c.satisfies(self.max_gen_len > 0, "max_gen_len", self.max_gen_len, token)?;
         c.nested_ranges("gen_kwargs", &self.gen_kwargs)
     }
 }
