@@ -165,7 +165,11 @@ impl Ranges for GenKwargs {
         if let Some(num_beams) = self.num_beams {
             c.at_least("num_beams", num_beams, 1)?;
             let sampled_beams = num_beams > 1 && self.do_sample;
-            c.ensure(!sampled_beams, "num_beams", "expected 1 with do_sample: true (beam sampling is not implemented)")?;
+            c.ensure(
+                !sampled_beams,
+                "num_beams",
+                "expected 1 with do_sample: true (beam sampling is not implemented)",
+            )?;
         }
         Ok(())
     }

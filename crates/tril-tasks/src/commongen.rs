@@ -14,7 +14,6 @@
 //!   `references` may also be given as strings (space-separated concepts, one reference).
 //! - Sample ids are `commongen_{split}_{group}` (TRIL: the first row's index).
 
-use tril_core::config::{Checker, Ranges};
 use crate::error::TaskError;
 use crate::tldr::data_file;
 use serde::{Deserialize, Serialize};
@@ -22,6 +21,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use tril_core::config::Section;
+use tril_core::config::{Checker, Ranges};
 use tril_core::plugin::{BuildCtx, PluginError, Sample, Split, Task};
 
 /// Config of the `commongen` task (`task.args`).

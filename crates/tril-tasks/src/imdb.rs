@@ -15,7 +15,6 @@
 //! - The shuffle is a seeded ChaCha8 permutation, not numpy's, so the same seed selects
 //!   different reviews than TRIL's.
 
-use tril_core::config::{Checker, Ranges};
 use crate::error::TaskError;
 use crate::table::Table;
 use rand::seq::SliceRandom;
@@ -25,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use tril_core::config::Section;
+use tril_core::config::{Checker, Ranges};
 use tril_core::plugin::{BuildCtx, PluginError, Sample, Split, Task};
 
 /// Config of the `imdb` task (`task.args`).

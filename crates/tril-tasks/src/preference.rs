@@ -25,7 +25,6 @@
 //!   naming the file, row and column.
 //! - Parquet: whatever `Table::read` reads is read here.
 
-use tril_core::config::{Checker, Ranges};
 use crate::error::TaskError;
 use crate::table::Table;
 use rand::seq::SliceRandom;
@@ -34,6 +33,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use tril_core::config::Section;
+use tril_core::config::{Checker, Ranges};
 use tril_core::plugin::{self as core, BuildCtx, PluginError, Sample, Split, Task};
 
 const TASK: &str = "preference";

@@ -12,12 +12,12 @@
 //! - labelled texts ([`Task::labelled_texts`]): `"{prompt} {completion}"`, label 1
 //!   (`increasing`) for chosen and 0 (`decreasing`) for rejected.
 
-use tril_core::config::{Checker, Ranges};
 use rand::seq::index::sample;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tril_core::config::Section;
+use tril_core::config::{Checker, Ranges};
 use tril_core::plugin::{BuildCtx, LabelledText, PluginError, PreferencePair, Sample, Split, Task, UnpairedCompletion};
 
 /// Config of the `synthetic_preference` task (`task.args`).

@@ -8,13 +8,13 @@
 //! ([`crate::preference::split_indices`]). A label is one of `labels` (case-insensitive)
 //! or its index; anything else is an error naming the file, row and column.
 
-use tril_core::config::{Checker, Ranges};
 use crate::error::TaskError;
 use crate::preference::split_indices;
 use crate::table::Table;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use tril_core::config::Section;
+use tril_core::config::{Checker, Ranges};
 use tril_core::plugin::{BuildCtx, LabelledText, PluginError, Sample, Split, Task};
 
 const TASK: &str = "text_classification";

@@ -12,13 +12,13 @@
 //!   HF split `train`/`valid`/`test`); the HF hub dataset is not read.
 //! - Sample ids are `tldr_{split}_{row}` (TRIL: the row index).
 
-use tril_core::config::{Checker, Ranges};
 use crate::error::TaskError;
 use crate::table::Table;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use tril_core::config::Section;
+use tril_core::config::{Checker, Ranges};
 use tril_core::plugin::{BuildCtx, PluginError, Sample, Split, Task};
 use tril_models::tokenizer::TextTokenizer;
 

@@ -290,13 +290,25 @@ mod tests {
     fn checks_name_key_value_and_line() {
         let c = config("args:\n  gamma: 2\n  lr: .inf\n  n: 0\n  p: 0.5\n  eps: 0\n");
         let k = Checker::new(c.section("args").unwrap());
-        assert_eq!(err(k.probability("gamma", 2.0)), "args.gamma: expected a number in [0, 1], found 2 (alg/ppo.yaml:2)");
-        assert_eq!(err(k.positive("lr", f64::INFINITY)), "args.lr: expected a finite number > 0, found .inf (alg/ppo.yaml:3)");
+        assert_eq!(
+            err(k.probability("gamma", 2.0)),
+            "args.gamma: expected a number in [0, 1], found 2 (alg/ppo.yaml:2)"
+        );
+        assert_eq!(
+            err(k.positive("lr", f64::INFINITY)),
+            "args.lr: expected a finite number > 0, found .inf (alg/ppo.yaml:3)"
+        );
         assert_eq!(err(k.at_least("n", 0usize, 1)), "args.n: expected at least 1, found 0 (alg/ppo.yaml:4)");
         assert!(k.in_range("p", 0.5, 0.0..=0.5).is_ok());
-        assert_eq!(err(k.in_range("p", 0.5, 0.0..0.5)), "args.p: expected a number in [0, 0.5), found 0.5 (alg/ppo.yaml:5)");
+        assert_eq!(
+            err(k.in_range("p", 0.5, 0.0..0.5)),
+            "args.p: expected a number in [0, 0.5), found 0.5 (alg/ppo.yaml:5)"
+        );
         let open_closed = (Bound::Excluded(0.0), Bound::Included(1.0));
-        assert_eq!(err(k.in_range("eps", 0.0, open_closed)), "args.eps: expected a number in (0, 1], found 0 (alg/ppo.yaml:6)");
+        assert_eq!(
+            err(k.in_range("eps", 0.0, open_closed)),
+            "args.eps: expected a number in (0, 1], found 0 (alg/ppo.yaml:6)"
+        );
         assert!(k.in_range("eps", 1.0, open_closed).is_ok());
         assert!(k.non_negative("eps", 0.0).is_ok());
         assert!(k.non_negative("eps", -1.0).is_err());
@@ -310,17 +322,26 @@ mod tests {
     fn absent_keys_report_the_default_and_the_section() {
         let c = config("args:\n  gamma: 0.9\n");
         let k = Checker::new(c.section("args").unwrap());
-        assert_eq!(err(k.at_least("n_epochs", 0usize, 1)), "args.n_epochs: expected at least 1, found 0 (default) (alg/ppo.yaml:2)");
+        assert_eq!(
+            err(k.at_least("n_epochs", 0usize, 1)),
+            "args.n_epochs: expected at least 1, found 0 (default) (alg/ppo.yaml:2)"
+        );
         assert_eq!(err(k.ensure(false, "x", "expected y")), "args.x: expected y, found null (alg/ppo.yaml:2)");
         let nested = k.nested("disc");
-        assert_eq!(err(nested.positive("lr", 0.0)), "args.disc.lr: expected a finite number > 0, found 0.0 (default) (alg/ppo.yaml:2)");
+        assert_eq!(
+            err(nested.positive("lr", 0.0)),
+            "args.disc.lr: expected a finite number > 0, found 0.0 (default) (alg/ppo.yaml:2)"
+        );
     }
 
     #[test]
     fn nested_sections_and_list_items() {
         let c = config("args:\n  disc:\n    lr: -1\n  betas: [0.9, 1.0]\n");
         let k = Checker::new(c.section("args").unwrap());
-        assert_eq!(err(k.nested("disc").positive("lr", -1.0)), "args.disc.lr: expected a finite number > 0, found -1 (alg/ppo.yaml:3)");
+        assert_eq!(
+            err(k.nested("disc").positive("lr", -1.0)),
+            "args.disc.lr: expected a finite number > 0, found -1 (alg/ppo.yaml:3)"
+        );
         let e = err(k.in_range("betas.1", 1.0, 0.0..1.0));
         assert!(e.starts_with("args.betas.1: expected a number in [0, 1), found 1.0"), "{e}");
     }
