@@ -70,7 +70,10 @@ fn golden_resolved_config_for_every_task_alg_pair() {
                 assert!(out.stderr.contains(&format!("alg/{alg}.yaml")), "{}", out.stderr);
                 continue;
             }
+            // Exit 0 means every section deserialized and every value is in its range and
+            // finite; no warning (e.g. an unregistered id) either.
             assert_eq!(out.code, 0, "{task} x {alg}: {}", out.stderr);
+            assert!(out.stderr.is_empty(), "{task} x {alg}: {}", out.stderr);
             assert!(!out.stdout.contains("${"), "unresolved interpolation in {task} x {alg}");
             let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/golden/{task}__{alg}.yaml"));
             if bless {
