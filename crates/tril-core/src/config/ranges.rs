@@ -12,9 +12,10 @@
 //! ```
 //!
 //! Ranges are written as Rust ranges: `0.0..=1.0` is `[0, 1]`, `0.0..0.5` is `[0, 0.5)`,
-//! and `(Bound::Excluded(0.0), Bound::Included(1.0))` is `(0, 1]`. Every float of the
-//! checked value must also be finite; independently of the typed configs, [`Config::non_finite`]
-//! refuses `.inf`, `-.inf` and `.nan` anywhere in a composed config.
+//! and `(Bound::Excluded(0.0), Bound::Included(1.0))` is `(0, 1]`. Every float check also
+//! requires a finite value; independently of the typed configs, [`Config::non_finite`]
+//! refuses `.inf`, `-.inf` and `.nan` anywhere in a composed config (`tril config` and
+//! `tril run` run it before any section is read).
 //!
 //! ```
 //! use tril_core::config::{parse_yaml, Checker, Config, Ranges};
