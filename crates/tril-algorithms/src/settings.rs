@@ -4,8 +4,9 @@
 //! Each algorithm's typed args keep these keys as their own fields (so `deny_unknown_fields`
 //! and per-field docs stay with the algorithm; serde cannot flatten under
 //! `deny_unknown_fields`); [`loop_settings!`] copies them into one [`LoopSettings`], whose
-//! [`LoopSettings::check`], [`LoopSettings::evaluates_at`] and
-//! [`LoopSettings::checkpoints_at`] are then the same for every loop.
+//! [`LoopSettings::check_ranges`] (at config time, from each args struct's
+//! [`tril_core::config::Ranges`]), [`LoopSettings::check`], [`LoopSettings::evaluates_at`]
+//! and [`LoopSettings::checkpoints_at`] are then the same for every loop.
 //!
 //! | key | meaning |
 //! |---|---|
