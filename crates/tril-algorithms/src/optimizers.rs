@@ -22,7 +22,7 @@
 
 use crate::validate::ensure;
 use serde::{Deserialize, Serialize};
-use tril_core::config::Section;
+use tril_core::config::{Checker, Ranges, Section};
 use tril_core::plugin::{BuildCtx, OptimizerKind, OptimizerSpec, PluginError};
 use tril_core::CoreError;
 
@@ -69,6 +69,30 @@ impl Default for AdamWArgs {
     }
 }
 
+impl Ranges for AdamArgs {
+    /// `lr` > 0, `weight_decay` >= 0, `eps` > 0, each of `betas` in [0, 1).
+    fn check_ranges(&self, c: &Checker<'_>) -> Result<(), CoreError> {
+        ranges(c, self.lr, self.weight_decay, self.eps, self.betas)
+    }
+}
+
+impl Ranges for AdamWArgs {
+    /// `lr` > 0, `weight_decay` >= 0, `eps` > 0, each of `betas` in [0, 1).
+    fn check_ranges(&self, c: &Checker<'_>) -> Result<(), CoreError> {
+        ranges(c, self.lr, self.weight_decay, self.eps, self.betas)
+    }
+}
+
+/// The ranges both optimizers share; errors name `<section>.<field>`.
+fn ranges(c: &Checker<'_>, lr: f64, weight_decay: f64, eps: f64, betas: (f64, f64)) -> Result<(), CoreError> {
+    let section = c.section();
+    ensure(lr.is_finite() && lr > 0.0, section, "lr", "expected a finite learning rate > 0")?;
+    ensure(weight_decay.is_finite() && weight_decay >= 0.0, section, "weight_decay", "expected a finite value ≥ 0")?;
+    ensure(eps.is_finite() && eps > 0.0, section, "eps", "expected a finite epsilon > 0")?;
+    let beta_ok = |b: f64| (0.0..1.0).contains(&b);
+    ensure(beta_ok(betas.0) && beta_ok(betas.1), section, "betas", "expected two decay rates, each in [0, 1)")
+}
+
 /// Checks the ranges and assembles the spec; errors name `<section>.<field>`.
 fn spec(
     section: &Section<'_>,
@@ -78,11 +102,7 @@ fn spec(
     eps: f64,
     betas: (f64, f64),
 ) -> Result<OptimizerSpec, CoreError> {
-    ensure(lr.is_finite() && lr > 0.0, section, "lr", "expected a finite learning rate > 0")?;
-    ensure(weight_decay.is_finite() && weight_decay >= 0.0, section, "weight_decay", "expected a finite value ≥ 0")?;
-    ensure(eps.is_finite() && eps > 0.0, section, "eps", "expected a finite epsilon > 0")?;
-    let beta_ok = |b: f64| (0.0..1.0).contains(&b);
-    ensure(beta_ok(betas.0) && beta_ok(betas.1), section, "betas", "expected two decay rates, each in [0, 1)")?;
+    ranges(&Checker::new(section.clone()), lr, weight_decay, eps, betas)?;
     let no_decay = NO_DECAY.iter().map(|s| s.to_string()).collect();
     Ok(OptimizerSpec { kind, lr, betas, eps, weight_decay, no_decay })
 }

@@ -24,7 +24,7 @@
 
 use crate::validate::ensure;
 use serde::{Deserialize, Serialize};
-use tril_core::config::Section;
+use tril_core::config::{Checker, Ranges, Section};
 use tril_core::plugin::{BuildCtx, LrSchedule, PluginError};
 use tril_core::CoreError;
 
@@ -38,6 +38,13 @@ pub struct LinearArgs {
     /// Linear warm-up steps before the decay starts.
     #[serde(default)]
     pub warmup_iters: u64,
+}
+
+impl Ranges for LinearArgs {
+    /// `total_iters` >= 1; `warmup_iters` any count.
+    fn check_ranges(&self, c: &Checker<'_>) -> Result<(), CoreError> {
+        ensure(self.total_iters > 0, c.section(), "total_iters", "expected at least 1 step")
+    }
 }
 
 /// Args of `cosine` (`alg.scheduler.args`).
@@ -55,12 +62,26 @@ pub struct CosineArgs {
     pub warmup_iters: u64,
 }
 
+impl Ranges for CosineArgs {
+    /// `t_max` >= 1, `eta_min_factor` in [0, 1]; `warmup_iters` any count.
+    fn check_ranges(&self, c: &Checker<'_>) -> Result<(), CoreError> {
+        cosine(c.section(), self).map(|_| ())
+    }
+}
+
 /// Args of `constant` (`alg.scheduler.args`, which may be left out).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ConstantArgs {
     /// Linear warm-up steps, after which the factor stays 1.
     pub warmup_iters: u64,
+}
+
+impl Ranges for ConstantArgs {
+    /// `warmup_iters` is any count.
+    fn check_ranges(&self, _: &Checker<'_>) -> Result<(), CoreError> {
+        Ok(())
+    }
 }
 
 /// Linear decay to 0 over `total_iters` steps, then 0 (torch `PolynomialLR`, power 1).

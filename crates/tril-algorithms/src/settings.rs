@@ -4,8 +4,9 @@
 //! Each algorithm's typed args keep these keys as their own fields (so `deny_unknown_fields`
 //! and per-field docs stay with the algorithm; serde cannot flatten under
 //! `deny_unknown_fields`); [`loop_settings!`] copies them into one [`LoopSettings`], whose
-//! [`LoopSettings::check`], [`LoopSettings::evaluates_at`] and
-//! [`LoopSettings::checkpoints_at`] are then the same for every loop.
+//! [`LoopSettings::check_ranges`] (at config time, from each args struct's
+//! [`tril_core::config::Ranges`]), [`LoopSettings::check`], [`LoopSettings::evaluates_at`]
+//! and [`LoopSettings::checkpoints_at`] are then the same for every loop.
 //!
 //! | key | meaning |
 //! |---|---|
@@ -20,6 +21,7 @@
 //! | `save_checkpoints` | write a checkpoint every `save_every` steps (the last is always written) |
 //! | `save_every` | steps between checkpoints |
 
+use tril_core::config::Checker;
 use tril_core::plugin::{PluginError, Split};
 
 /// The settings every training loop shares (see the module docs for each key).
@@ -89,6 +91,25 @@ impl LoopSettings {
         }
         if self.save_checkpoints && self.save_every == 0 {
             return fail("save_every", "at least 1 step", "0".into());
+        }
+        Ok(())
+    }
+
+    /// The config-time ranges of these keys, checked against the `alg.args` section `c`
+    /// is bound to (so errors carry the value as written and its file:line): at least one
+    /// micro-batch, `batch_size` a positive multiple of `grad_accumulation`, a finite
+    /// `max_grad_norm > 0`, `eval_batch_size >= 1` and, when checkpointing,
+    /// `save_every >= 1`. `eval_every` is any count (0: only at the end).
+    pub fn check_ranges(&self, c: &Checker<'_>) -> tril_core::Result<()> {
+        c.at_least("grad_accumulation", self.grad_accumulation, 1)?;
+        c.at_least("batch_size", self.batch_size, 1)?;
+        let divisible = self.batch_size.is_multiple_of(self.grad_accumulation);
+        let message = format!("expected a multiple of grad_accumulation ({})", self.grad_accumulation);
+        c.satisfies(divisible, "batch_size", self.batch_size, message)?;
+        c.positive("max_grad_norm", self.max_grad_norm)?;
+        c.at_least("eval_batch_size", self.eval_batch_size, 1)?;
+        if self.save_checkpoints {
+            c.at_least("save_every", self.save_every, 1)?;
         }
         Ok(())
     }

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::path::Path;
 use tril_core::backend::TrainJob;
-use tril_core::config::{Config, Section};
+use tril_core::config::{Config, Ranges, Section};
 use tril_core::plugin::{OptimizerKind, OptimizerSpec, PluginError, RunCtx};
 
 type Bin = BinFileRecorder<FullPrecisionSettings>;
@@ -74,7 +74,7 @@ pub fn section<'a>(config: &'a Config, key: &str) -> Result<Section<'a>, PluginE
 /// from the rest. For sections holding an inherited struct's keys plus a derived
 /// algorithm's (PPO's `alg.args` plus LOLS's `tau`): both keep `deny_unknown_fields`, so a
 /// misspelt key is still refused, naming the key and its file:line.
-pub fn extract_split<A: serde::de::DeserializeOwned, E: serde::de::DeserializeOwned>(
+pub fn extract_split<A: serde::de::DeserializeOwned + Ranges, E: serde::de::DeserializeOwned + Ranges>(
     config: &Config,
     key: &str,
     extra: &[&str],
@@ -82,8 +82,9 @@ pub fn extract_split<A: serde::de::DeserializeOwned, E: serde::de::DeserializeOw
     Ok(split_section(&config.section(key)?, extra)?)
 }
 
-/// [`extract_split`] on a section (what a registry `check` receives).
-pub fn split_section<A: serde::de::DeserializeOwned, E: serde::de::DeserializeOwned>(
+/// [`extract_split`] on a section (what a registry `check` receives); both parts are
+/// range-checked ([`tril_core::config::Ranges`]).
+pub fn split_section<A: serde::de::DeserializeOwned + Ranges, E: serde::de::DeserializeOwned + Ranges>(
     section: &Section<'_>,
     extra: &[&str],
 ) -> Result<(A, E), tril_core::CoreError> {
@@ -96,8 +97,8 @@ pub fn split_section<A: serde::de::DeserializeOwned, E: serde::de::DeserializeOw
             }
         }
     }
-    let a = Section::new(section.key(), &rest).extract()?;
-    let e = Section::new(section.key(), &moved).extract()?;
+    let a = Section::new(section.key(), &rest).extract_checked()?;
+    let e = Section::new(section.key(), &moved).extract_checked()?;
     Ok((a, e))
 }
 

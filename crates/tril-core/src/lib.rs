@@ -4,7 +4,8 @@
 //!
 //! - [`config`]: composition of `cfgs/` with Hydra's semantics ([`config::compose`]),
 //!   interpolation, provenance of every value, and typed extraction
-//!   ([`config::Section::extract`]) whose errors name the key, value and source.
+//!   ([`config::Section::extract`]) whose errors name the key, value and source, and the
+//!   value ranges every typed config states ([`config::Ranges`], checked at config time).
 //! - [`registry`]: one `inventory` registry per plugin kind, filled with
 //!   [`register!`], with sorted listing, duplicate detection and "did you mean" lookups.
 //! - [`plugin`]: the traits plugins implement ([`plugin::Task`], [`plugin::RewardFn`],

@@ -1,8 +1,8 @@
 //! Plugin registries: one per kind, filled with `inventory` by [`crate::register!`].
 //!
 //! An entry is a plain struct: an id, a one-line doc, the registering crate, a
-//! `check` that deserializes the entry's typed config (so `tril config` validates
-//! every section without building anything) and a `build` that makes the value.
+//! `check` that deserializes the entry's typed config and checks its value ranges (so
+//! `tril config` validates every section without building anything) and a `build` that makes the value.
 //! Listing is sorted; a duplicate id is a start-up error naming both crates; an
 //! unknown id is an error listing the known ids and the closest one.
 
@@ -21,15 +21,16 @@ pub struct Entry<P: ?Sized + 'static> {
     pub doc: &'static str,
     /// The crate that registered it (for duplicate errors).
     pub crate_name: &'static str,
-    /// Validates the entry's config section (deserializes its typed config).
+    /// Validates the entry's config section (deserializes its typed config and checks its ranges).
     pub check: fn(&Section<'_>) -> Result<()>,
     /// Builds the value from its config section.
     pub build: fn(&Section<'_>, &BuildCtx<'_>) -> std::result::Result<Box<P>, PluginError>,
 }
 
-/// `check` for an entry whose typed config is `T`.
-pub fn check_config<T: DeserializeOwned>(section: &Section<'_>) -> Result<()> {
-    section.extract::<T>().map(|_| ())
+/// `check` for an entry whose typed config is `T`: deserializes the section and checks
+/// the value ranges `T` states ([`crate::config::Ranges`]).
+pub fn check_config<T: DeserializeOwned + crate::config::Ranges>(section: &Section<'_>) -> Result<()> {
+    section.extract_checked::<T>().map(|_| ())
 }
 
 macro_rules! kinds {
@@ -219,8 +220,10 @@ pub fn sections(config: &Config) -> Vec<(Kind, String)> {
     out
 }
 
-/// Checks every plugin section of a config against its registry entry: ids exist
-/// and each typed config deserializes. Returns all problems, not just the first.
+/// Checks every plugin section of a config against its registry entry: ids exist,
+/// each typed config deserializes and its values are in range. Returns all problems, not
+/// just the first. Non-finite floats are found for the whole config by
+/// [`Config::non_finite`], which callers run first.
 pub fn check_config_sections(config: &Config) -> Vec<CoreError> {
     let mut errors = Vec::new();
     for (kind, key) in sections(config) {
@@ -272,6 +275,11 @@ macro_rules! __register {
         }
     };
     ($entry:ident, id: $id:expr, doc: $doc:expr, config: $cfg:ty, check: $check:expr, build: $build:expr $(,)?) => {
+        // A custom check still reads a config that states its ranges.
+        const _: fn() = || {
+            fn states_ranges<T: $crate::config::Ranges>() {}
+            states_ranges::<$cfg>();
+        };
         $crate::inventory::submit! {
             $crate::registry::$entry {
                 id: $id,

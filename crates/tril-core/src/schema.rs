@@ -2,7 +2,9 @@
 //!
 //! Plugin sections (`task`, `reward_fn`, `eval_metrics`, `alg.*`) are checked here only
 //! for their id; their `args` are validated by the registry entry that reads them.
+//! Each struct states its value ranges ([`Ranges`]) right after its definition.
 
+use crate::config::{Checker, Ranges};
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 
@@ -43,6 +45,13 @@ pub struct RootConfig {
     pub eval_metrics: Vec<Component>,
     /// The algorithm section chosen for the task.
     pub alg: AlgConfig,
+}
+
+impl Ranges for RootConfig {
+    /// The plugin sections are checked by their registry entries; here the `sampling` block.
+    fn check_ranges(&self, c: &Checker<'_>) -> crate::Result<()> {
+        c.nested_ranges("sampling", &self.sampling)
+    }
 }
 
 impl RootConfig {
@@ -112,6 +121,16 @@ pub struct SamplingConfig {
     pub eval_generation_kwargs: GenKwargs,
 }
 
+impl Ranges for SamplingConfig {
+    fn check_ranges(&self, c: &Checker<'_>) -> crate::Result<()> {
+        c.at_least("batch_size_per_process", self.batch_size_per_process, 1)?;
+        c.at_least("max_prompt_len", self.max_prompt_len, 1)?;
+        c.at_least("max_gen_len", self.max_gen_len, 1)?;
+        c.nested_ranges("train_generation_kwargs", &self.train_generation_kwargs)?;
+        c.nested_ranges("eval_generation_kwargs", &self.eval_generation_kwargs)
+    }
+}
+
 /// Generation settings, with the names TRIL passes to HF `generate`.
 #[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
@@ -136,6 +155,30 @@ pub struct GenKwargs {
     /// Beam search width (HF beam search when > 1 with `do_sample: false`).
     #[serde(default)]
     pub num_beams: Option<usize>,
+}
+
+impl Ranges for GenKwargs {
+    /// `top_k` is any count (0 = off); `top_p` in (0, 1]; `temperature` > 0; at least one
+    /// new token and one beam. `min_length` may exceed `max_new_tokens` (EOS is then never sampled).
+    fn check_ranges(&self, c: &Checker<'_>) -> crate::Result<()> {
+        if let Some(top_p) = self.top_p {
+            c.in_range("top_p", top_p, (std::ops::Bound::Excluded(0.0), std::ops::Bound::Included(1.0)))?;
+        }
+        if let Some(temperature) = self.temperature {
+            c.positive("temperature", temperature)?;
+        }
+        c.at_least("max_new_tokens", self.max_new_tokens, 1)?;
+        if let Some(num_beams) = self.num_beams {
+            c.at_least("num_beams", num_beams, 1)?;
+            let sampled_beams = num_beams > 1 && self.do_sample;
+            c.ensure(
+                !sampled_beams,
+                "num_beams",
+                "expected 1 with do_sample: true (beam sampling is not implemented)",
+            )?;
+        }
+        Ok(())
+    }
 }
 
 /// The algorithm section (`cfgs/alg/<alg>.yaml`, section for the task).

@@ -28,7 +28,7 @@ use crate::error::MetricError;
 use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
 use tril_core::backend::{infer, InferJob, Target};
-use tril_core::config::Section;
+use tril_core::config::{Checker, Ranges, Section};
 use tril_core::plugin::{BuildCtx, Metric, MetricOutput, MetricValue, PluginError, RewardFn, TextBatch};
 use tril_models::bert::{Encoder, EncoderKind};
 use tril_models::tokenizer::{Encoded, PaddingSide, TextTokenizer, TokenizerOptions, TruncationSide};
@@ -71,6 +71,17 @@ pub struct BertScoreConfig {
     /// Sentences per encoder forward pass and pairs per matching batch (bert_score's
     /// `batch_size`, 64).
     pub batch_size: usize,
+}
+
+impl Ranges for BertScoreConfig {
+    /// `batch_size` >= 1; `num_layers` >= 1 when set (the layer whose embeddings are scored).
+    fn check_ranges(&self, c: &Checker<'_>) -> tril_core::Result<()> {
+        c.at_least("batch_size", self.batch_size, 1)?;
+        if let Some(layers) = self.num_layers {
+            c.at_least("num_layers", layers, 1)?;
+        }
+        Ok(())
+    }
 }
 
 impl Default for BertScoreConfig {

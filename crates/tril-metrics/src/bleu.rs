@@ -19,7 +19,7 @@
 use crate::error::MetricError;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use tril_core::config::Section;
+use tril_core::config::{Checker, Ranges, Section};
 use tril_core::plugin::{BuildCtx, Metric, MetricOutput, MetricValue, PluginError, TextBatch};
 
 /// Config of `bleu` (TRIL passes none; HF's defaults).
@@ -30,6 +30,13 @@ pub struct BleuConfig {
     pub max_order: usize,
     /// Add-one smoothing of the precisions (false).
     pub smooth: bool,
+}
+
+impl Ranges for BleuConfig {
+    /// `max_order` >= 1 (as [`Bleu::new`]).
+    fn check_ranges(&self, c: &Checker<'_>) -> tril_core::Result<()> {
+        c.at_least("max_order", self.max_order, 1)
+    }
 }
 
 impl Default for BleuConfig {

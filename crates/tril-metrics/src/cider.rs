@@ -31,7 +31,7 @@
 use crate::error::MetricError;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
-use tril_core::config::Section;
+use tril_core::config::{Checker, Ranges, Section};
 use tril_core::plugin::{BuildCtx, Metric, MetricOutput, MetricValue, PluginError, TextBatch};
 
 /// Config of `cider` (TRIL passes none).
@@ -44,6 +44,14 @@ pub struct CiderConfig {
     pub sigma: f64,
     /// Tokenize with [`tokenize`] first (true); false scores whitespace tokens as given.
     pub tokenize: bool,
+}
+
+impl Ranges for CiderConfig {
+    /// `n` >= 1, `sigma` > 0 (as [`Cider::new`]).
+    fn check_ranges(&self, c: &Checker<'_>) -> tril_core::Result<()> {
+        c.at_least("n", self.n, 1)?;
+        c.positive("sigma", self.sigma)
+    }
 }
 
 impl Default for CiderConfig {

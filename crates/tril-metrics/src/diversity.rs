@@ -16,7 +16,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use tril_core::config::Section;
+use tril_core::config::{Checker, Ranges, Section};
 use tril_core::plugin::{BuildCtx, Metric, MetricOutput, MetricValue, PluginError, TextBatch};
 
 /// Config of `diversity` (`eval_metrics[i].args`).
@@ -25,6 +25,13 @@ use tril_core::plugin::{BuildCtx, Metric, MetricOutput, MetricValue, PluginError
 pub struct DiversityConfig {
     /// Window of the mean segmental type/token ratio (TRIL: 100).
     pub window_size: usize,
+}
+
+impl Ranges for DiversityConfig {
+    /// `window_size` >= 1 token.
+    fn check_ranges(&self, c: &Checker<'_>) -> tril_core::Result<()> {
+        c.at_least("window_size", self.window_size, 1)
+    }
 }
 
 impl Default for DiversityConfig {
@@ -108,6 +115,30 @@ tril_core::register!(metric,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The registry check of the `metric` section of `yaml` (what `tril config` runs).
+    fn range_error(yaml: &str, key: &str) -> String {
+        let root = tril_core::config::parse_yaml(yaml, std::path::Path::new("task/imdb.yaml")).unwrap();
+        let config = tril_core::config::Config::new(root, vec![]);
+        tril_core::registry::Kind::Metric.check(&config.section(key).unwrap()).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn ranges_are_checked_at_config_time() {
+        let cases = [
+            ("diversity", "window_size: 0", "window_size: expected at least 1, found 0"),
+            ("meteor", "alpha: 1.5", "alpha: expected a number in [0, 1], found 1.5"),
+            ("cider", "sigma: 0", "sigma: expected a finite number > 0, found 0"),
+            ("bleu", "max_order: 0", "max_order: expected at least 1, found 0"),
+            ("causal_perplexity", "stride: 0", "stride: expected at least 1, found 0"),
+            ("bert_score", "batch_size: 0", "batch_size: expected at least 1, found 0"),
+        ];
+        for (id, arg, want) in cases {
+            let yaml = format!("eval_metrics:\n  - id: {id}\n    args:\n      {arg}\n");
+            let err = range_error(&yaml, "eval_metrics.0");
+            assert_eq!(err, format!("eval_metrics.0.args.{want} (task/imdb.yaml:4)"));
+        }
+    }
 
     fn get(out: &MetricOutput, key: &str) -> f64 {
         out[&format!("diversity_metrics/{key}")].corpus

@@ -28,7 +28,7 @@ use crate::porter::stem;
 use crate::rouge::{rouge_scores, RougeConfig, ROUGE_TYPES};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
-use tril_core::config::Section;
+use tril_core::config::{Checker, Ranges, Section};
 use tril_core::plugin::{BuildCtx, PluginError, RewardFn, TextBatch};
 
 /// `meteor` reward: per-sample METEOR.
@@ -61,6 +61,13 @@ pub struct RougeRewardConfig {
     pub rouge_type: String,
     /// Score against the first reference only (TRIL: true).
     pub use_single_ref: bool,
+}
+
+impl Ranges for RougeRewardConfig {
+    /// No numeric key.
+    fn check_ranges(&self, _: &Checker<'_>) -> tril_core::Result<()> {
+        Ok(())
+    }
 }
 
 impl Default for RougeRewardConfig {
@@ -147,6 +154,16 @@ pub struct SpiderConfig {
     pub shaping_fn: Option<String>,
 }
 
+impl Ranges for SpiderConfig {
+    /// `spice_coeff` must be 0 (SPICE is not implemented); `cider_coeff` any finite weight.
+    fn check_ranges(&self, c: &Checker<'_>) -> tril_core::Result<()> {
+        let message = "expected 0 (SPICE needs Java and Stanford CoreNLP and is not implemented in tril; with \
+                       spice_coeff: 0 the reward is cider_coeff * CIDEr-D)";
+        c.satisfies(self.spice_coeff == 0.0, "spice_coeff", self.spice_coeff, message)?;
+        c.finite("cider_coeff", self.cider_coeff)
+    }
+}
+
 /// `spider` reward without SPICE: `cider_coeff * CIDEr-D`, idf over the scored batch.
 pub struct Spider {
     cider_coeff: f64,
@@ -203,6 +220,13 @@ tril_core::register!(reward_fn,
 pub struct ConceptCoverConfig {
     /// The prompt prefix before the concepts (TRIL hard-codes CommonGen's).
     pub prefix: String,
+}
+
+impl Ranges for ConceptCoverConfig {
+    /// No numeric key.
+    fn check_ranges(&self, _: &Checker<'_>) -> tril_core::Result<()> {
+        Ok(())
+    }
 }
 
 impl Default for ConceptCoverConfig {

@@ -26,7 +26,7 @@ use crate::nltk_tokenize::word_tokenize;
 use crate::porter::stem;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use tril_core::config::Section;
+use tril_core::config::{Checker, Ranges, Section};
 use tril_core::plugin::{BuildCtx, Metric, MetricOutput, MetricValue, PluginError, TextBatch};
 
 /// Config of `meteor` (TRIL passes none; these are NLTK's defaults).
@@ -39,6 +39,15 @@ pub struct MeteorConfig {
     pub beta: f64,
     /// Maximum fragmentation penalty (0.5).
     pub gamma: f64,
+}
+
+impl Ranges for MeteorConfig {
+    /// `alpha` and `gamma` in [0, 1], `beta` >= 0 (as [`MeteorConfig::check`]).
+    fn check_ranges(&self, c: &Checker<'_>) -> tril_core::Result<()> {
+        c.probability("alpha", self.alpha)?;
+        c.non_negative("beta", self.beta)?;
+        c.probability("gamma", self.gamma)
+    }
 }
 
 impl Default for MeteorConfig {

@@ -21,7 +21,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 use tril_core::backend::{infer, InferJob, Target};
-use tril_core::config::Section;
+use tril_core::config::{Checker, Ranges, Section};
 use tril_core::ops::gather_logprobs;
 use tril_core::plugin::{BuildCtx, Metric, MetricOutput, MetricValue, PluginError, PolicyLm, TextBatch};
 use tril_models::gpt2::Gpt2Model;
@@ -45,10 +45,12 @@ pub fn windows(n: usize, max_length: usize, stride: usize) -> Vec<(usize, usize,
 }
 
 /// Mean NLL of the last `trg_len` tokens of a window, from the log-probs of its tokens
-/// `1..len` (the window's first token has no prediction).
+/// `1..len` (the window's first token has no prediction). A `trg_len` of the whole window
+/// or more (a stride above the context skips tokens) scores every predicted token, as HF's
+/// `target_ids[:, :-trg_len] = -100` masks nothing then.
 fn window_nll(logprobs: &[f64], trg_len: usize) -> f64 {
     let l = logprobs.len() + 1;
-    let first_target = (l - trg_len).max(1); // token index of the first target
+    let first_target = l.saturating_sub(trg_len).max(1); // token index of the first target
     let scored = &logprobs[first_target - 1..];
     -scored.iter().sum::<f64>() / scored.len().max(1) as f64
 }
@@ -115,6 +117,14 @@ pub struct OutputPerplexityConfig {
     pub model_type: String,
 }
 
+impl Ranges for OutputPerplexityConfig {
+    /// `stride` >= 1 token; a stride above the model's context is clamped to it at load
+    /// time, with a warning.
+    fn check_ranges(&self, c: &Checker<'_>) -> tril_core::Result<()> {
+        c.at_least("stride", self.stride, 1)
+    }
+}
+
 fn default_stride() -> usize {
     512
 }
@@ -149,6 +159,19 @@ pub fn load_output_perplexity(
     infer(target, Load(config, key))?
 }
 
+/// `stride` clamped to the model's context `max_length` (a window cannot advance further
+/// than it spans without skipping tokens), with a warning naming `key.stride`.
+pub fn clamp_stride(stride: usize, max_length: usize, key: &str) -> usize {
+    if stride > max_length && max_length > 0 {
+        tracing::warn!(
+            "{key}.stride: {stride} exceeds the model's context of {max_length} positions; using a stride of \
+             {max_length}"
+        );
+        return max_length;
+    }
+    stride
+}
+
 /// Refuses a `model_type` other than `causal`.
 fn check_model_type(model_type: &str, key: &str) -> Result<(), MetricError> {
     if model_type != "causal" {
@@ -173,7 +196,7 @@ impl<B: Backend> OutputPerplexity<B> {
             model: loaded.model,
             tokenizer,
             max_length,
-            stride: config.stride,
+            stride: clamp_stride(config.stride, max_length, key),
             device: device.clone(),
         })
     }
@@ -220,12 +243,21 @@ pub struct PerplexityConfig {
     pub use_text_from_meta_data: bool,
 }
 
+impl Ranges for PerplexityConfig {
+    /// `stride` >= 1 token; a stride above the policy's context is clamped to it, with a warning.
+    fn check_ranges(&self, c: &Checker<'_>) -> tril_core::Result<()> {
+        c.at_least("stride", self.stride, 1)
+    }
+}
+
 /// `causal_perplexity`: perplexity of the current policy on the reference texts.
 #[derive(Debug)]
 pub struct Perplexity {
     tokenizer: Option<TextTokenizer>,
     stride: usize,
     key: String,
+    /// Whether the clamp of a stride above the policy's context was reported.
+    warned: bool,
 }
 
 impl Perplexity {
@@ -249,7 +281,7 @@ impl Perplexity {
             }
             None => None,
         };
-        Ok(Perplexity { tokenizer, stride: config.stride, key: key.to_string() })
+        Ok(Perplexity { tokenizer, stride: config.stride, key: key.to_string(), warned: false })
     }
 }
 
@@ -274,7 +306,13 @@ impl Metric for Perplexity {
             Some(tok) => tok.encode(&text, false)?,
             None => policy.encode(&text)?,
         };
-        let ppl = strided_perplexity_with(&ids, policy.context_len(), self.stride, |w| policy.token_logprobs(w))?;
+        let context = policy.context_len();
+        if self.stride > context && !self.warned {
+            self.warned = true;
+            clamp_stride(self.stride, context, &self.key);
+        }
+        let stride = self.stride.min(context.max(1));
+        let ppl = strided_perplexity_with(&ids, context, stride, |w| policy.token_logprobs(w))?;
         Ok(MetricOutput::from([(
             "fluency_metrics/perplexity".to_string(),
             MetricValue { per_sample: None, corpus: ppl },
@@ -301,6 +339,26 @@ mod tests {
         assert_eq!(windows(10, 4, 4), vec![(0, 4, 4), (4, 8, 4), (8, 10, 2)]);
         assert_eq!(windows(10, 4, 2), vec![(0, 4, 4), (2, 6, 2), (4, 8, 2), (6, 10, 2)]);
         assert_eq!(windows(3, 8, 4), vec![(0, 3, 3)]);
+    }
+
+    /// A stride above the context (512 on 256 positions) gives windows whose `trg_len`
+    /// exceeds their length: they score all their predicted tokens (HF), without the index
+    /// underflow this used to panic with; the clamped stride scores every token once.
+    #[test]
+    fn a_stride_above_the_context_scores_whole_windows() {
+        assert_eq!(window_nll(&[-1.0, -3.0], 5), 2.0);
+        assert_eq!(window_nll(&[-1.0, -3.0], 3), 2.0);
+        assert_eq!(window_nll(&[-1.0, -3.0], 1), 3.0);
+        let ids: Vec<u32> = (0..600).collect();
+        // Every predicted token has log-prob -1: the perplexity is e whatever the windows.
+        let lp = |w: &[u32]| Ok(vec![-1.0; w.len() - 1]);
+        let skipped = strided_perplexity_with(&ids, 256, 512, lp).unwrap();
+        assert!(skipped.is_finite());
+        let stride = clamp_stride(512, 256, "eval_metrics.0.args");
+        assert_eq!(stride, 256);
+        let clamped = strided_perplexity_with(&ids, 256, stride, lp).unwrap();
+        assert!((clamped - std::f64::consts::E).abs() < 1e-12, "{clamped}");
+        assert_eq!(clamp_stride(128, 256, "k"), 128);
     }
 
     #[test]

@@ -26,7 +26,7 @@
 use crate::porter::stem;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use tril_core::config::Section;
+use tril_core::config::{Checker, Ranges, Section};
 use tril_core::plugin::{BuildCtx, Metric, MetricOutput, MetricValue, PluginError, TextBatch};
 
 /// The four ROUGE types TRIL reports, in its order.
@@ -40,6 +40,13 @@ pub struct RougeConfig {
     pub use_single_ref: bool,
     /// Porter-stem tokens longer than 3 characters (TRIL always passes true).
     pub use_stemmer: bool,
+}
+
+impl Ranges for RougeConfig {
+    /// No numeric key.
+    fn check_ranges(&self, _: &Checker<'_>) -> tril_core::Result<()> {
+        Ok(())
+    }
 }
 
 impl Default for RougeConfig {

@@ -13,7 +13,7 @@
 //! run anywhere, so one early slip does not zero the whole sequence.
 
 use serde::{Deserialize, Serialize};
-use tril_core::config::Section;
+use tril_core::config::{Checker, Ranges, Section};
 use tril_core::plugin::{BuildCtx, PluginError, RewardFn, TextBatch};
 
 /// Config of `increasing_numbers` (`reward_fn.args`).
@@ -22,6 +22,13 @@ use tril_core::plugin::{BuildCtx, PluginError, RewardFn, TextBatch};
 pub struct IncreasingNumbersConfig {
     /// Denominator floor `m`: generations shorter than this are scored as if this long.
     pub min_tokens: usize,
+}
+
+impl Ranges for IncreasingNumbersConfig {
+    /// `min_tokens` is any count (the denominator is at least 1).
+    fn check_ranges(&self, _: &Checker<'_>) -> tril_core::Result<()> {
+        Ok(())
+    }
 }
 
 impl Default for IncreasingNumbersConfig {

@@ -17,7 +17,7 @@ use crate::error::RewardError;
 use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
 use tril_core::backend::{infer, InferJob, Target};
-use tril_core::config::Section;
+use tril_core::config::{Checker, Ranges, Section};
 use tril_core::plugin::{BuildCtx, PluginError, RewardFn, TextBatch};
 
 /// Config of `learned_reward` (`reward_fn.args`).
@@ -37,6 +37,13 @@ pub struct LearnedRewardConfig {
     /// Texts per forward pass.
     #[serde(default = "default_batch")]
     pub batch_size: usize,
+}
+
+impl Ranges for LearnedRewardConfig {
+    /// `batch_size` >= 1; `label_ix` is checked against the classifier's labels when it loads.
+    fn check_ranges(&self, c: &Checker<'_>) -> tril_core::Result<()> {
+        c.at_least("batch_size", self.batch_size, 1)
+    }
 }
 
 fn yes() -> bool {
@@ -130,6 +137,20 @@ tril_core::register!(reward_fn,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The registry check of the `reward_fn` section of `yaml` (what `tril config` runs).
+    fn range_error(yaml: &str, key: &str) -> String {
+        let root = tril_core::config::parse_yaml(yaml, std::path::Path::new("task/imdb.yaml")).unwrap();
+        let config = tril_core::config::Config::new(root, vec![]);
+        tril_core::registry::Kind::RewardFn.check(&config.section(key).unwrap()).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn ranges_are_checked_at_config_time() {
+        let yaml = "reward_fn:\n  id: learned_reward\n  args:\n    model_name: x\n    label_ix: 1\n    include_prompt_for_eval: true\n    is_trainable: false\n    batch_size: 0\n";
+        let err = range_error(yaml, "reward_fn");
+        assert_eq!(err, "reward_fn.args.batch_size: expected at least 1, found 0 (task/imdb.yaml:8)");
+    }
     use std::path::PathBuf;
 
     fn fixture(name: &str) -> PathBuf {

@@ -21,6 +21,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use tril_core::config::Section;
+use tril_core::config::{Checker, Ranges};
 use tril_core::plugin::{BuildCtx, PluginError, Sample, Split, Task};
 
 /// Config of the `commongen` task (`task.args`).
@@ -39,6 +40,13 @@ pub struct CommonGenConfig {
     pub val_file: Option<PathBuf>,
     /// JSONL rows of the HF `test` split.
     pub test_file: Option<PathBuf>,
+}
+
+impl Ranges for CommonGenConfig {
+    /// No numeric key.
+    fn check_ranges(&self, _: &Checker<'_>) -> tril_core::Result<()> {
+        Ok(())
+    }
 }
 
 impl Default for CommonGenConfig {

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use tril_core::config::Section;
+use tril_core::config::{Checker, Ranges};
 use tril_core::plugin::{BuildCtx, PluginError, Sample, Split, Task};
 
 /// Config of the `imdb` task (`task.args`).
@@ -46,6 +47,13 @@ pub struct ImdbConfig {
     pub n_test: usize,
     /// Fraction of `train_file` cut off for testing when there is no `test_file`.
     pub test_fraction: f64,
+}
+
+impl Ranges for ImdbConfig {
+    /// `val_fraction` and `test_fraction` in [0, 1) leaving training rows; `n_test` any count.
+    fn check_ranges(&self, c: &Checker<'_>) -> tril_core::Result<()> {
+        crate::preference::check_fractions(c, self.val_fraction, self.test_fraction)
+    }
 }
 
 impl Default for ImdbConfig {

@@ -33,6 +33,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use tril_core::config::Section;
+use tril_core::config::{Checker, Ranges};
 use tril_core::plugin::{self as core, BuildCtx, PluginError, Sample, Split, Task};
 
 const TASK: &str = "preference";
@@ -134,6 +135,15 @@ pub struct PreferenceConfig {
     pub seed: u64,
 }
 
+impl Ranges for PreferenceConfig {
+    /// `max_length` >= 1, `max_prompt_length` in 1..`max_length`, and `val_fraction`,
+    /// `test_fraction` in [0, 1) leaving training rows.
+    fn check_ranges(&self, c: &Checker<'_>) -> tril_core::Result<()> {
+        check_length_ranges(c, self.max_length, self.max_prompt_length)?;
+        check_fractions(c, self.val_fraction, self.test_fraction)
+    }
+}
+
 /// Unpaired preference data (`task.args` of a KTO run).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -155,6 +165,15 @@ pub struct UnpairedConfig {
     /// Seed of the split (Salamandra's `--random_seed`: 42).
     #[serde(default = "default_seed")]
     pub seed: u64,
+}
+
+impl Ranges for UnpairedConfig {
+    /// `max_length` >= 1, `max_prompt_length` in 1..`max_length`, and `val_fraction`,
+    /// `test_fraction` in [0, 1) leaving training rows.
+    fn check_ranges(&self, c: &Checker<'_>) -> tril_core::Result<()> {
+        check_length_ranges(c, self.max_length, self.max_prompt_length)?;
+        check_fractions(c, self.val_fraction, self.test_fraction)
+    }
 }
 
 /// Where an example came from: the index into `datasets` and the 1-based data row.
@@ -249,6 +268,23 @@ fn check_text(path: &Path, row: usize, column: &str, value: &str) -> Result<(), 
         });
     }
     Ok(())
+}
+
+/// The ranges of `max_length` and `max_prompt_length` (at least 1, below `max_length`).
+fn check_length_ranges(c: &Checker<'_>, max_length: usize, max_prompt_length: usize) -> tril_core::Result<()> {
+    c.at_least("max_length", max_length, 1)?;
+    let ok = max_prompt_length >= 1 && max_prompt_length < max_length;
+    let message = format!("expected at least 1 and less than max_length ({max_length})");
+    c.satisfies(ok, "max_prompt_length", max_prompt_length, message)
+}
+
+/// The ranges of `task.args.val_fraction` and `test_fraction`: each in [0, 1), together
+/// below 1 so that training rows remain.
+pub(crate) fn check_fractions(c: &Checker<'_>, val_fraction: f64, test_fraction: f64) -> tril_core::Result<()> {
+    c.in_range("val_fraction", val_fraction, 0.0..1.0)?;
+    c.in_range("test_fraction", test_fraction, 0.0..1.0)?;
+    let message = format!("expected val_fraction + test_fraction < 1 (val_fraction is {val_fraction})");
+    c.satisfies(val_fraction + test_fraction < 1.0, "test_fraction", test_fraction, message)
 }
 
 /// Splits `n` rows into (train, val, test) index lists: a seeded shuffle, the first

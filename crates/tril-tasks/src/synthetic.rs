@@ -8,6 +8,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tril_core::config::Section;
+use tril_core::config::{Checker, Ranges};
 use tril_core::plugin::{BuildCtx, PluginError, Sample, Split, Task};
 
 /// Config of the `synthetic` task (`task.args`).
@@ -28,6 +29,19 @@ pub struct SyntheticConfig {
     pub prompt_numbers: usize,
     /// Numbers in each reference continuation (fewer near `max_number`).
     pub reference_len: usize,
+}
+
+impl Ranges for SyntheticConfig {
+    /// At least one training example; `max_number` >= 2 and `prompt_numbers` in
+    /// 1..=`max_number / 2` (prompts draw distinct numbers below `max_number / 2`).
+    fn check_ranges(&self, c: &Checker<'_>) -> tril_core::Result<()> {
+        c.at_least("n_train", self.n_train, 1)?;
+        c.at_least("max_number", self.max_number, 2)?;
+        let pool = (self.max_number / 2) as usize;
+        let ok = (1..=pool).contains(&self.prompt_numbers);
+        let message = format!("expected 1..={pool} (half of max_number = {})", self.max_number);
+        c.satisfies(ok, "prompt_numbers", self.prompt_numbers, message)
+    }
 }
 
 impl Default for SyntheticConfig {
@@ -107,6 +121,30 @@ tril_core::register!(task,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The registry check of the `task` section of `yaml` (what `tril config` runs).
+    fn range_error(yaml: &str, key: &str) -> String {
+        let root = tril_core::config::parse_yaml(yaml, std::path::Path::new("task/synthetic.yaml")).unwrap();
+        let config = tril_core::config::Config::new(root, vec![]);
+        tril_core::registry::Kind::Task.check(&config.section(key).unwrap()).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn ranges_are_checked_at_config_time() {
+        let err = range_error("task:\n  id: synthetic\n  args:\n    prompt_numbers: 11\n", "task");
+        assert_eq!(
+            err,
+            "task.args.prompt_numbers: expected 1..=10 (half of max_number = 20), found 11 (task/synthetic.yaml:4)"
+        );
+        let err = range_error(
+            "task:\n  id: preference\n  args:\n    datasets: []\n    val_fraction: 0.6\n    test_fraction: 0.4\n",
+            "task",
+        );
+        assert!(err.starts_with("task.args.test_fraction: expected val_fraction + test_fraction < 1"), "{err}");
+        assert!(err.ends_with("found 0.4 (task/synthetic.yaml:6)"), "{err}");
+        let err = range_error("task:\n  id: imdb\n  args:\n    val_fraction: 1\n", "task");
+        assert_eq!(err, "task.args.val_fraction: expected a number in [0, 1), found 1 (task/synthetic.yaml:4)");
+    }
 
     #[test]
     fn prompts_increase_and_references_continue() {

@@ -17,6 +17,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tril_core::config::Section;
+use tril_core::config::{Checker, Ranges};
 use tril_core::plugin::{BuildCtx, LabelledText, PluginError, PreferencePair, Sample, Split, Task, UnpairedCompletion};
 
 /// Config of the `synthetic_preference` task (`task.args`).
@@ -37,6 +38,23 @@ pub struct SyntheticPreferenceConfig {
     pub prompt_numbers: usize,
     /// Numbers in each completion (at least 2, so that reversing changes the order).
     pub completion_len: usize,
+}
+
+impl Ranges for SyntheticPreferenceConfig {
+    /// At least one training pair; `max_number` >= 2, `prompt_numbers` in
+    /// 1..=`max_number / 2` and `completion_len` in 2..=`max_number - max_number / 2`.
+    fn check_ranges(&self, c: &Checker<'_>) -> tril_core::Result<()> {
+        c.at_least("n_train", self.n_train, 1)?;
+        c.at_least("max_number", self.max_number, 2)?;
+        let pool = (self.max_number / 2) as usize;
+        let ok = (1..=pool).contains(&self.prompt_numbers);
+        let message = format!("expected 1..={pool} (half of max_number = {})", self.max_number);
+        c.satisfies(ok, "prompt_numbers", self.prompt_numbers, message)?;
+        let room = (self.max_number - self.max_number / 2) as usize;
+        let ok = (2..=room).contains(&self.completion_len);
+        let message = format!("expected 2..={room} (numbers left above max_number / 2)");
+        c.satisfies(ok, "completion_len", self.completion_len, message)
+    }
 }
 
 impl Default for SyntheticPreferenceConfig {

@@ -14,6 +14,7 @@ use crate::table::Table;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use tril_core::config::Section;
+use tril_core::config::{Checker, Ranges};
 use tril_core::plugin::{BuildCtx, LabelledText, PluginError, Sample, Split, Task};
 
 const TASK: &str = "text_classification";
@@ -65,6 +66,16 @@ pub struct TextClassificationConfig {
     /// Seed of the split.
     #[serde(default = "default_seed")]
     pub seed: u64,
+}
+
+impl Ranges for TextClassificationConfig {
+    /// `max_rows` >= 1 when set; `val_fraction` and `test_fraction` in [0, 1) leaving training rows.
+    fn check_ranges(&self, c: &Checker<'_>) -> tril_core::Result<()> {
+        if let Some(max_rows) = self.max_rows {
+            c.at_least("max_rows", max_rows, 1)?;
+        }
+        crate::preference::check_fractions(c, self.val_fraction, self.test_fraction)
+    }
 }
 
 /// The task: every labelled row, and its split.

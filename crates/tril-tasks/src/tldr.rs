@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use tril_core::config::Section;
+use tril_core::config::{Checker, Ranges};
 use tril_core::plugin::{BuildCtx, PluginError, Sample, Split, Task};
 use tril_models::tokenizer::TextTokenizer;
 
@@ -44,6 +45,13 @@ pub struct TldrConfig {
     pub n_val: usize,
     /// Test rows kept (TRIL: 500).
     pub n_test: usize,
+}
+
+impl Ranges for TldrConfig {
+    /// `max_prompt_length` > 5 (the `"\nTL;DR:"` suffix takes 5 tokens); `n_val`, `n_test` any count.
+    fn check_ranges(&self, c: &Checker<'_>) -> tril_core::Result<()> {
+        c.at_least("max_prompt_length", self.max_prompt_length, 6)
+    }
 }
 
 impl Default for TldrConfig {

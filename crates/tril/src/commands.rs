@@ -49,20 +49,28 @@ pub fn load_config(args: &ConfigArgs) -> Result<Config, Failure> {
     })
 }
 
-/// Checks the typed root and every plugin section. Unknown plugin ids are returned
-/// separately: `tril config` reports them as warnings, `tril run` as errors.
+/// Checks that every float is finite, then the typed root and every plugin section,
+/// each with its value ranges. Unknown plugin ids are returned separately: `tril config`
+/// reports them as warnings, `tril run` as errors.
 fn check(config: &Config) -> Result<Vec<CoreError>, Failure> {
     registry::check_duplicates()?;
-    config.extract::<RootConfig>("")?.target()?;
+    refuse(config.non_finite())?;
+    config.section("")?.extract_checked::<RootConfig>()?.target()?;
     tril_core::safety::GuardConfig::of(config)?;
     tril_core::safety::CheckpointConfig::of(config)?;
     let (unknown, errors): (Vec<_>, Vec<_>) =
         registry::check_config_sections(config).into_iter().partition(|e| matches!(e, CoreError::UnknownId { .. }));
-    if !errors.is_empty() {
-        let all: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
-        return Err(Failure::Config(anyhow!("invalid config:\n{}", all.join("\n"))));
-    }
+    refuse(errors)?;
     Ok(unknown)
+}
+
+/// Fails with every error, one per line, unless there is none.
+fn refuse(errors: Vec<CoreError>) -> Result<(), Failure> {
+    if errors.is_empty() {
+        return Ok(());
+    }
+    let all: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
+    Err(Failure::Config(anyhow!("invalid config:\n{}", all.join("\n"))))
 }
 
 /// `tril config`.

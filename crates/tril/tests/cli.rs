@@ -70,7 +70,10 @@ fn golden_resolved_config_for_every_task_alg_pair() {
                 assert!(out.stderr.contains(&format!("alg/{alg}.yaml")), "{}", out.stderr);
                 continue;
             }
+            // Exit 0 means every section deserialized and every value is in its range and
+            // finite; no warning (e.g. an unregistered id) either.
             assert_eq!(out.code, 0, "{task} x {alg}: {}", out.stderr);
+            assert!(out.stderr.is_empty(), "{task} x {alg}: {}", out.stderr);
             assert!(!out.stdout.contains("${"), "unresolved interpolation in {task} x {alg}");
             let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/golden/{task}__{alg}.yaml"));
             if bless {
@@ -281,4 +284,61 @@ fn device_and_precision_are_config_errors_and_devices_are_listed() {
     let version = tril_in(&repo(), &["--version"], &[]);
     assert_eq!(version.code, 0, "{}", version.stderr);
     assert!(version.stdout.contains("backends: ndarray (device=ndarray)"), "{}", version.stdout);
+}
+
+/// Value ranges are checked at config time: an out-of-range or non-finite value exits 2
+/// naming the key, the value as written and where it came from, and `tril run` refuses it
+/// before creating the run directory (issue 13: `alg.args.ent_coef=.inf` trained on NaN).
+#[test]
+fn out_of_range_values_exit_2_naming_key_value_and_command_line() {
+    for (arg, want) in [
+        ("alg.args.gamma=2", "alg.args.gamma: expected a number in [0, 1], found 2"),
+        ("alg.args.ent_coef=.inf", "alg.args.ent_coef: expected a finite number, found .inf"),
+        ("alg.optimizer.args.lr=0", "alg.optimizer.args.lr: expected a finite learning rate > 0, found 0"),
+        ("sampling.max_gen_len=0", "sampling.max_gen_len: expected at least 1, found 0"),
+    ] {
+        let out = tril("config", &["task=synthetic", "alg=ppo", arg], &[]);
+        assert_eq!(out.code, 2, "{arg}: {}", out.stderr);
+        assert!(out.stderr.contains(&format!("{want} (command line `{arg}`)")), "{arg}: {}", out.stderr);
+        assert!(out.stdout.is_empty(), "{arg}: {}", out.stdout);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("run");
+    let rd = format!("run_dir={}", run_dir.display());
+    let out = tril("run", &["task=synthetic", "alg=ppo", "alg.args.ent_coef=.inf", &rd], &[]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("alg.args.ent_coef: expected a finite number, found .inf"), "{}", out.stderr);
+    assert!(!run_dir.exists(), "a refused config must not create its run directory");
+    // In range, if large: lr=1e4 is left to the runtime NaN guards.
+    let out = tril("config", &["task=synthetic", "alg=ppo", "alg.optimizer.args.lr=1e4"], &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+}
+
+/// A bad value in a config file names the file and line.
+#[test]
+fn out_of_range_value_in_a_file_names_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    for group in ["", "task", "alg", "logging"] {
+        std::fs::create_dir_all(dir.path().join(group)).unwrap();
+    }
+    for rel in ["config.yaml", "logging/default.yaml", "logging/wandb.yaml"] {
+        std::fs::copy(cfgs().join(rel), dir.path().join(rel)).unwrap();
+    }
+    let task = std::fs::read_to_string(cfgs().join("task/synthetic.yaml")).unwrap();
+    assert!(task.contains("    n_train: 512\n"));
+    std::fs::write(dir.path().join("task/synthetic.yaml"), task.replace("    n_train: 512\n", "    n_train: 0\n"))
+        .unwrap();
+    let ppo = std::fs::read_to_string(cfgs().join("alg/ppo.yaml")).unwrap();
+    let line = ppo.lines().position(|l| l == "    gamma: 1.0").unwrap() + 1;
+    std::fs::write(dir.path().join("alg/ppo.yaml"), ppo.replace("    gamma: 1.0\n", "    gamma: .nan\n")).unwrap();
+    let d = dir.path().to_str().unwrap();
+    let out = tril_in(&repo(), &["config", "--config-dir", d, "task=synthetic", "alg=ppo"], &[]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("alg.args.gamma: expected a finite number, found .nan ("), "{}", out.stderr);
+    assert!(out.stderr.contains(&format!("alg/ppo.yaml:{line})")), "{}", out.stderr);
+    std::fs::write(dir.path().join("alg/ppo.yaml"), &ppo).unwrap();
+    let out = tril_in(&repo(), &["config", "--config-dir", d, "task=synthetic", "alg=ppo"], &[]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("task.args.n_train: expected at least 1, found 0 ("), "{}", out.stderr);
+    assert!(out.stderr.contains("task/synthetic.yaml:8)"), "{}", out.stderr);
 }

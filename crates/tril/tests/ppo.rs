@@ -62,10 +62,10 @@ fn bad_plans_and_resume_are_refused_with_reasons() {
     let (code, stderr) = tril(&["task=synthetic", "alg=ppo", &arg, "alg.args.batch_size=5"]);
     assert_eq!(code, 2, "{stderr}");
     assert!(
-        stderr.contains("alg.args.trajectories_per_update (32) must be divisible by alg.args.batch_size (5)"),
+        stderr.contains("alg.args.trajectories_per_update: expected a multiple of batch_size (5), found 32 ("),
         "{stderr}"
     );
-    // Refused at build time, so no run directory was made: nothing to resume.
+    // Refused at config time, so no run directory was made: nothing to resume.
     let (code, stderr) = resume(&tmp.path().join("bad"));
     assert_ne!(code, 0);
     assert!(stderr.contains("config.resolved.yaml"), "{stderr}");

@@ -11,7 +11,7 @@
 #![deny(missing_docs)]
 
 use serde::Deserialize;
-use tril_core::config::Section;
+use tril_core::config::{Checker, Ranges, Section};
 use tril_core::plugin::{BuildCtx, PluginError, RewardFn, TextBatch};
 
 /// Config of `length_penalty` (the `reward_fn.args` section).
@@ -23,6 +23,13 @@ pub struct LengthPenaltyConfig {
     /// Penalty per word of distance from the target.
     #[serde(default = "default_per_word")]
     pub per_word: f64,
+}
+
+/// The value ranges `tril config` checks (every registered config states its own).
+impl Ranges for LengthPenaltyConfig {
+    fn check_ranges(&self, c: &Checker<'_>) -> tril_core::Result<()> {
+        c.non_negative("per_word", self.per_word)
+    }
 }
 
 fn default_per_word() -> f64 {

@@ -28,7 +28,7 @@ use crate::validate::ensure;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
-use tril_core::config::Section;
+use tril_core::config::{Checker, Ranges, Section};
 use tril_core::ops::to_f32;
 use tril_core::ops::{kl_estimate, masked_mean, KlEstimator};
 use tril_core::plugin::Split;
@@ -140,14 +140,22 @@ impl Default for GrpoArgs {
     }
 }
 
-impl GrpoArgs {
-    /// Deserializes and range-checks `alg.args`; errors name the key, value and file.
-    pub fn extract(section: &Section<'_>) -> Result<Self, CoreError> {
-        let args: GrpoArgs = section.extract()?;
+impl Ranges for GrpoArgs {
+    /// The group settings' ranges ([`check_settings`]): `num_generations` >= 2 (the
+    /// group-relative advantage needs two), `epsilon` in (0, 1), `epsilon_high` > 0, `beta`
+    /// >= 0, `temperature` > 0, counts >= 1.
+    fn check_ranges(&self, c: &Checker<'_>) -> Result<(), CoreError> {
+        let (args, section) = (self, c.section());
         let high_ok = args.epsilon_high.is_none_or(|e| e.is_finite() && e > 0.0);
         let high = ensure(high_ok, section, "epsilon_high", "expected a finite clip range > 0");
-        check_settings(section, &args.settings(), args.epsilon, high)?;
-        Ok(args)
+        check_settings(section, &args.settings(), args.epsilon, high)
+    }
+}
+
+impl GrpoArgs {
+    /// Deserializes and range-checks `alg.args` ([`Ranges`]); errors name the key, value and file.
+    pub fn extract(section: &Section<'_>) -> Result<Self, CoreError> {
+        section.extract_checked()
     }
 
     /// The upper clip range (`epsilon_high`, or `epsilon` when unset).

@@ -67,7 +67,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
-use tril_core::config::Section;
+use tril_core::config::{Checker, Ranges, Section};
 use tril_core::ops::to_f32;
 use tril_core::ops::{clip_grad_norm, gather_logprobs};
 use tril_core::plugin::{
@@ -133,9 +133,15 @@ fn default_save_every() -> usize {
 }
 
 impl BcArgs {
-    /// Extracts and range-checks `alg.args`; errors name the key.
+    /// Deserializes and range-checks `alg.args` ([`Ranges`]); errors name the key, value and file.
     pub fn extract(section: &Section<'_>) -> Result<Self, CoreError> {
-        let a: BcArgs = section.extract()?;
+        section.extract_checked()
+    }
+}
+
+impl Ranges for BcArgs {
+    fn check_ranges(&self, c: &Checker<'_>) -> Result<(), CoreError> {
+        let (a, section) = (self, c.section());
         ensure(a.n_epochs > 0, section, "n_epochs", "expected at least 1")?;
         ensure(a.grad_accumulation > 0, section, "grad_accumulation", "expected at least 1")?;
         let divisible = a.batch_size > 0 && a.batch_size.is_multiple_of(a.grad_accumulation.max(1));
@@ -149,7 +155,7 @@ impl BcArgs {
         let scratch_ok = !(a.from_scratch && a.model_name.starts_with("builtin:"));
         let message = "a built-in model is fresh anyway; from_scratch needs a GPT-2 directory or hub id";
         ensure(scratch_ok, section, "from_scratch", message)?;
-        Ok(a)
+        Ok(())
     }
 }
 

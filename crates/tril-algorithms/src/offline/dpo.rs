@@ -19,7 +19,7 @@ use burn::tensor::activation::{log_sigmoid, relu};
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
-use tril_core::config::Section;
+use tril_core::config::{Checker, Ranges, Section};
 use tril_core::ops::to_f32;
 use tril_core::CoreError;
 
@@ -140,9 +140,15 @@ impl Default for DpoArgs {
 }
 
 impl DpoArgs {
-    /// Deserializes and range-checks `alg.args`; errors name the key, value and file.
+    /// Deserializes and range-checks `alg.args` ([`Ranges`]); errors name the key, value and file.
     pub fn extract(section: &Section<'_>) -> Result<Self, CoreError> {
-        let a: DpoArgs = section.extract()?;
+        section.extract_checked()
+    }
+}
+
+impl Ranges for DpoArgs {
+    fn check_ranges(&self, c: &Checker<'_>) -> Result<(), CoreError> {
+        let (a, section) = (self, c.section());
         ensure(a.beta.is_finite() && a.beta > 0.0, section, "beta", "expected a finite beta > 0")?;
         let eps_ok = (0.0..0.5).contains(&a.label_smoothing);
         ensure(eps_ok, section, "label_smoothing", "expected a label-flip probability in [0, 0.5)")?;
@@ -156,7 +162,8 @@ impl DpoArgs {
         ensure(a.max_length > 0, section, "max_length", "expected at least 1 token")?;
         let prompt_ok = a.max_prompt_length > 0 && a.max_prompt_length < a.max_length;
         ensure(prompt_ok, section, "max_prompt_length", "expected at least 1 token and fewer than max_length")?;
-        Ok(a)
+        crate::settings::loop_settings!(a).check_ranges(c)?;
+        Ok(())
     }
 }
 

@@ -28,7 +28,7 @@ use burn::tensor::activation::sigmoid;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Tensor};
 use serde::{Deserialize, Serialize};
-use tril_core::config::Section;
+use tril_core::config::{Checker, Ranges, Section};
 use tril_core::ops::to_f32;
 use tril_core::CoreError;
 
@@ -102,9 +102,15 @@ impl Default for KtoArgs {
 }
 
 impl KtoArgs {
-    /// Deserializes and range-checks `alg.args`; errors name the key, value and file.
+    /// Deserializes and range-checks `alg.args` ([`Ranges`]); errors name the key, value and file.
     pub fn extract(section: &Section<'_>) -> Result<Self, CoreError> {
-        let a: KtoArgs = section.extract()?;
+        section.extract_checked()
+    }
+}
+
+impl Ranges for KtoArgs {
+    fn check_ranges(&self, c: &Checker<'_>) -> Result<(), CoreError> {
+        let (a, section) = (self, c.section());
         ensure(a.beta.is_finite() && a.beta > 0.0, section, "beta", "expected a finite beta > 0")?;
         let weight_ok = |w: f64| w.is_finite() && w > 0.0;
         ensure(weight_ok(a.desirable_weight), section, "desirable_weight", "expected a finite weight > 0")?;
@@ -112,7 +118,9 @@ impl KtoArgs {
         ensure(a.max_length > 0, section, "max_length", "expected at least 1 token")?;
         let prompt_ok = a.max_prompt_length > 0 && a.max_prompt_length < a.max_length;
         ensure(prompt_ok, section, "max_prompt_length", "expected at least 1 token and fewer than max_length")?;
-        Ok(a)
+        c.at_least("epochs", a.epochs, 1)?;
+        crate::settings::loop_settings!(a).check_ranges(c)?;
+        Ok(())
     }
 }
 

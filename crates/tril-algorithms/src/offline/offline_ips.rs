@@ -88,7 +88,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
-use tril_core::config::Section;
+use tril_core::config::{Checker, Ranges, Section};
 use tril_core::ops::to_f32;
 use tril_core::ops::{clip_grad_norm, kl_estimate, KlEstimator};
 use tril_core::plugin::{Algorithm, BuildCtx, LrSchedule, OptimizerSpec, PluginError, RunCtx};
@@ -203,8 +203,9 @@ impl Default for OfflineIpsArgs {
     }
 }
 
-impl OfflineIpsArgs {
-    fn validate(&self, s: &Section<'_>) -> Result<(), PluginError> {
+impl Ranges for OfflineIpsArgs {
+    fn check_ranges(&self, c: &Checker<'_>) -> Result<(), tril_core::CoreError> {
+        let s = c.section();
         ensure(!self.data.trim().is_empty(), s, "data", "a data file (.parquet, .csv, .jsonl) or builtin:synthetic")?;
         ensure(self.posonly_threshold.is_finite(), s, "posonly_threshold", "a finite number")?;
         ensure(self.reward_clip.is_none_or(|c| c > 0.0), s, "reward_clip", "a number > 0, or null")?;
@@ -227,6 +228,12 @@ impl OfflineIpsArgs {
             !self.save_checkpoints || (self.save_every >= 1 && self.save_every.is_multiple_of(self.log_every));
         ensure(save_ok, s, "save_every", "a multiple of log_every (logged statistics are not checkpointed)")?;
         Ok(())
+    }
+}
+
+impl OfflineIpsArgs {
+    fn validate(&self, s: &Section<'_>) -> Result<(), PluginError> {
+        Ok(self.check_ranges(&Checker::new(s.clone()))?)
     }
 
     fn columns(&self) -> Columns {

@@ -44,7 +44,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
-use tril_core::config::Section;
+use tril_core::config::{Checker, Ranges, Section};
 use tril_core::ops::to_f32;
 use tril_core::plugin::{Algorithm, BuildCtx, PluginError, RunCtx, Split};
 use tril_core::CoreError;
@@ -123,13 +123,21 @@ impl Default for RewardModelArgs {
 }
 
 impl RewardModelArgs {
-    /// Deserializes and range-checks `alg.args`; errors name the key, value and file.
+    /// Deserializes and range-checks `alg.args` ([`Ranges`]); errors name the key, value and file.
     pub fn extract(section: &Section<'_>) -> Result<Self, CoreError> {
-        let a: RewardModelArgs = section.extract()?;
+        section.extract_checked()
+    }
+}
+
+impl Ranges for RewardModelArgs {
+    fn check_ranges(&self, c: &Checker<'_>) -> Result<(), CoreError> {
+        let (a, section) = (self, c.section());
         ensure(a.max_length > 0, section, "max_length", "expected at least 1 token")?;
         let prompt_ok = a.max_prompt_length > 0 && a.max_prompt_length < a.max_length;
         ensure(prompt_ok, section, "max_prompt_length", "expected at least 1 token and fewer than max_length")?;
-        Ok(a)
+        c.at_least("epochs", a.epochs, 1)?;
+        crate::settings::loop_settings!(a).check_ranges(c)?;
+        Ok(())
     }
 }
 

@@ -19,7 +19,7 @@ use crate::onpolicy::ppo_run::Ppo;
 use crate::onpolicy::rollin::{IterationPlan, Mode, Schedule};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use tril_core::config::Section;
+use tril_core::config::{Checker, Ranges, Section};
 use tril_core::plugin::{Algorithm, BuildCtx, PluginError};
 
 /// D2LOLS's key in `alg.args`, beside PPO's.
@@ -28,6 +28,13 @@ use tril_core::plugin::{Algorithm, BuildCtx, PluginError};
 pub struct D2lolsArgs {
     /// Completed iterations before the switch to PPO++.
     pub tau: usize,
+}
+
+impl Ranges for D2lolsArgs {
+    /// `tau` is any count of iterations (0: PPO++ from the first iteration).
+    fn check_ranges(&self, _: &Checker<'_>) -> tril_core::Result<()> {
+        Ok(())
+    }
 }
 
 struct D2lols {

@@ -87,7 +87,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
-use tril_core::config::{Config, Section};
+use tril_core::config::{Checker, Config, Ranges, Section};
 use tril_core::ops::clip_grad_norm;
 use tril_core::ops::to_f32;
 use tril_core::plugin::{Algorithm, BuildCtx, OptimizerSpec, PluginError};
@@ -106,6 +106,15 @@ pub struct GailArgs {
     pub discrim_batch_size: usize,
     /// Passes over the iteration's trajectories per discriminator step (TRIL: 1).
     pub discrim_epochs: usize,
+}
+
+impl Ranges for GailArgs {
+    /// At least one trajectory per discriminator minibatch and one pass.
+    fn check_ranges(&self, c: &Checker<'_>) -> tril_core::Result<()> {
+        c.satisfies(self.discrim_epochs > 0, "discrim_epochs", self.discrim_epochs, "expected at least 1 pass")?;
+        let batch = self.discrim_batch_size;
+        c.satisfies(batch > 0, "discrim_batch_size", batch, "expected at least 1 trajectory")
+    }
 }
 
 impl Default for GailArgs {
@@ -127,6 +136,14 @@ pub struct GailAlgArgs {
     pub gail: GailArgs,
 }
 
+impl Ranges for GailAlgArgs {
+    /// PPO's ranges and GAIL's.
+    fn check_ranges(&self, c: &Checker<'_>) -> tril_core::Result<()> {
+        self.ppo.check_ranges(c)?;
+        self.gail.check_ranges(c)
+    }
+}
+
 /// `reward_fn.args`: TRIL's trainable `learned_reward`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -145,6 +162,15 @@ pub struct DiscriminatorArgs {
     /// Texts per forward pass when scoring without gradients (TRIL: 32).
     #[serde(default = "default_batch")]
     pub batch_size: usize,
+}
+
+impl Ranges for DiscriminatorArgs {
+    /// `label_ix` is 0 or 1; at least one text per forward pass.
+    fn check_ranges(&self, c: &Checker<'_>) -> tril_core::Result<()> {
+        let label = "expected 0 or 1 (the discriminator has 2 labels)";
+        c.satisfies(self.label_ix <= 1, "label_ix", self.label_ix, label)?;
+        c.satisfies(self.batch_size > 0, "batch_size", self.batch_size, "expected at least 1 text per forward pass")
+    }
 }
 
 fn yes() -> bool {

@@ -30,7 +30,7 @@
 
 use crate::validate::{ensure, invalid};
 use serde::{Deserialize, Serialize};
-use tril_core::config::Section;
+use tril_core::config::{Checker, Ranges, Section};
 use tril_core::plugin::{BuildCtx, KlController, PluginError};
 use tril_core::CoreError;
 
@@ -55,6 +55,29 @@ pub struct KlDivConfig {
     /// Ziegler's horizon (`scaledklcontroller` only; default [`DEFAULT_HORIZON`]).
     #[serde(default)]
     pub horizon: Option<f64>,
+}
+
+impl Ranges for KlDivConfig {
+    /// `coeff` >= 0; `kl_lr` >= 0; `target_kl` > 0, required by the adaptive controllers;
+    /// `horizon` > 0, read by `scaledklcontroller` only.
+    fn check_ranges(&self, c: &Checker<'_>) -> tril_core::Result<()> {
+        let section = c.section();
+        ensure(self.coeff.is_finite() && self.coeff >= 0.0, section, "coeff", "expected a finite coefficient ≥ 0")?;
+        c.non_negative("kl_lr", self.kl_lr)?;
+        if let Some(horizon) = self.horizon {
+            if self.kl_type != "scaledklcontroller" {
+                return Err(invalid(section, "horizon", "only `scaledklcontroller` reads a horizon; remove it"));
+            }
+            ensure(horizon.is_finite() && horizon > 0.0, section, "horizon", "expected a finite horizon > 0")?;
+        }
+        if self.kl_type == "fixedklcontroller" {
+            if let Some(t) = self.target_kl {
+                c.positive("target_kl", t)?;
+            }
+            return Ok(());
+        }
+        target_kl(section, self).map(|_| ())
+    }
 }
 
 fn default_kl_lr() -> f64 {
@@ -185,14 +208,9 @@ impl KlController for ScaledKl {
     }
 }
 
-/// Extracts the config and checks the fields every controller reads.
+/// Extracts the config and checks its ranges ([`Ranges`]).
 fn extract(section: &Section<'_>) -> Result<KlDivConfig, CoreError> {
-    let config: KlDivConfig = section.extract()?;
-    ensure(config.coeff.is_finite() && config.coeff >= 0.0, section, "coeff", "expected a finite coefficient ≥ 0")?;
-    if config.horizon.is_some() && config.kl_type != "scaledklcontroller" {
-        return Err(invalid(section, "horizon", "only `scaledklcontroller` reads a horizon; remove it"));
-    }
-    Ok(config)
+    section.extract_checked()
 }
 
 /// The target KL of an adaptive controller: present, finite and > 0.

@@ -24,7 +24,7 @@ use crate::AlgorithmError;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use tril_core::config::Section;
+use tril_core::config::{Checker, Ranges, Section};
 use tril_core::plugin::{Algorithm, BuildCtx, PluginError};
 
 /// LOLS's key in `alg.args`, beside PPO's.
@@ -33,6 +33,13 @@ use tril_core::plugin::{Algorithm, BuildCtx, PluginError};
 pub struct LolsArgs {
     /// Probability of a PPO++ iteration (TRIL: 0.8).
     pub tau: f64,
+}
+
+impl Ranges for LolsArgs {
+    /// `tau` is a probability, in [0, 1].
+    fn check_ranges(&self, c: &Checker<'_>) -> tril_core::Result<()> {
+        c.probability("tau", self.tau)
+    }
 }
 
 /// The plan of an AggreVaTeD iteration trained against the guide critic.

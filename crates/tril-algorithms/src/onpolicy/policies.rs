@@ -25,7 +25,7 @@
 
 use crate::validate::{ensure, invalid};
 use serde::{Deserialize, Serialize};
-use tril_core::config::Section;
+use tril_core::config::{Checker, Ranges, Section};
 use tril_core::plugin::{BuildCtx, CriticLayout, ModelType, PluginError, PolicySpec};
 use tril_core::schema::{GenKwargs, Side};
 use tril_core::CoreError;
@@ -56,6 +56,16 @@ pub struct ActorCriticArgs {
     /// Which end of a too-long prompt is cut (TRIL default `left`).
     #[serde(default = "left")]
     pub prompt_truncation_side: Side,
+}
+
+impl Ranges for ActorCriticArgs {
+    /// At least one prompt and one generated token; `gen_kwargs` as the root's.
+    fn check_ranges(&self, c: &Checker<'_>) -> tril_core::Result<()> {
+        let token = "expected at least 1 token";
+        c.satisfies(self.max_prompt_len > 0, "max_prompt_len", self.max_prompt_len, token)?;
+        c.satisfies(self.max_gen_len > 0, "max_gen_len", self.max_gen_len, token)?;
+        c.nested_ranges("gen_kwargs", &self.gen_kwargs)
+    }
 }
 
 fn yes() -> bool {
@@ -129,6 +139,20 @@ pub struct GuideArgs {
     /// A second critic estimating the guide's cost-to-go (LOLS, D2LOLS).
     #[serde(default)]
     pub create_guide_critic: bool,
+}
+
+impl Ranges for GuideArgs {
+    /// `beta` (each per-mode value) is a probability in [0, 1]; `guide_gen_kwargs` as the root's.
+    fn check_ranges(&self, c: &Checker<'_>) -> tril_core::Result<()> {
+        match self.beta {
+            Beta::Scalar(b) => c.probability("beta", b)?,
+            Beta::PerMode { aggrevate, ppo_pp } => {
+                c.probability("beta.aggrevate", aggrevate)?;
+                c.probability("beta.ppo_pp", ppo_pp)?;
+            }
+        }
+        c.nested_ranges("guide_gen_kwargs", &self.guide_gen_kwargs)
+    }
 }
 
 /// The roll-in algorithm a `multi_actor_critic` policy serves (TRIL's `alg_type` tags).

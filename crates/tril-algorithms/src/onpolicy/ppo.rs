@@ -12,6 +12,7 @@ use crate::AlgorithmError;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
+use tril_core::config::{Checker, Ranges};
 use tril_core::ops::to_f32;
 
 /// TRIL's `alg.args` for PPO and the algorithms that inherit it.
@@ -73,6 +74,35 @@ pub struct PpoArgs {
     /// default: `true` for PPO and GAIL, `false` for the roll-in family, as TRIL does).
     #[serde(default)]
     pub kl_in_reward: Option<bool>,
+}
+
+impl Ranges for PpoArgs {
+    /// Counts >= 1 (`trajectories_per_update` a multiple of `batch_size`), `gamma` and
+    /// `gae_lambda` in [0, 1], coefficients >= 0, clip ranges and `target_kl` > 0 (or null),
+    /// and the shared loop keys ([`crate::settings::LoopSettings::check_ranges`]).
+    fn check_ranges(&self, c: &Checker<'_>) -> tril_core::Result<()> {
+        c.at_least("n_iters", self.n_iters, 1)?;
+        c.at_least("n_epochs", self.n_epochs, 1)?;
+        crate::settings::loop_settings!(self).check_ranges(c)?;
+        c.at_least("trajectories_per_update", self.trajectories_per_update, 1)?;
+        let whole = self.trajectories_per_update.is_multiple_of(self.batch_size);
+        let message = format!("expected a multiple of batch_size ({})", self.batch_size);
+        c.satisfies(whole, "trajectories_per_update", self.trajectories_per_update, message)?;
+        c.probability("gamma", self.gamma)?;
+        c.probability("gae_lambda", self.gae_lambda)?;
+        c.non_negative("vf_coef", self.vf_coef)?;
+        c.non_negative("target_coef", self.target_coef)?;
+        c.non_negative("ent_coef", self.ent_coef)?;
+        c.positive("clip_range", self.clip_range)?;
+        if let Some(clip) = self.clip_range_vf {
+            c.positive("clip_range_vf", clip)?;
+        }
+        if let Some(target_kl) = self.target_kl {
+            c.positive("target_kl", target_kl)?;
+        }
+        c.at_least("max_prompt_len", self.max_prompt_len, 1)?;
+        c.at_least("max_gen_len", self.max_gen_len, 1)
+    }
 }
 
 /// Derived per-iteration numbers (R11: computed, never written back into the config).

@@ -2,16 +2,19 @@
 //!
 //! [`compose`] turns `cfgs/` plus `task=... alg=... a.b=v` arguments into a resolved
 //! [`Config`]; [`Section::extract`] reads typed structs out of it with errors that name
-//! the key, the value and its source.
+//! the key, the value and its source, and [`Section::extract_checked`] also checks the
+//! value [`Ranges`] each typed config states.
 
 mod compose;
 mod interpolate;
 mod node;
+mod ranges;
 mod typed;
 mod yaml;
 
 pub use compose::{compose, compose_file, env_key, ComposeRequest, ConfigStore, DirStore, RESERVED_ENV};
 pub use interpolate::resolve;
 pub use node::{format_float, join_path, split_path, Node, Origin, Value};
+pub use ranges::{ensure, invalid, non_finite, Checker, Ranges};
 pub use typed::{Config, Section};
 pub use yaml::{parse_yaml, plain_scalar, to_yaml};

@@ -105,6 +105,11 @@ impl<'a> Section<'a> {
         self.node
     }
 
+    /// Where this section came from (for an absent section, where its errors point).
+    pub fn origin(&self) -> &Origin {
+        self.absent_origin.as_ref().unwrap_or(&self.node.origin)
+    }
+
     /// A string field of this section (e.g. `id`), with its origin.
     pub fn string(&self, field: &str) -> Result<(String, Origin)> {
         match self.node.get(field) {
