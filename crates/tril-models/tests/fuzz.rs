@@ -2,7 +2,7 @@
 //! tokenizers never panic, abort or allocate without bound, whatever `config.json`, the
 //! safetensors header or the text holds; bad input is a `ModelError` naming the file.
 //!
-//! Each property runs a bounded number of cases (about 1,800 in this file); set
+//! Each property runs a bounded number of cases (1,920 in this file); set
 //! `PROPTEST_CASES` to run more (or fewer) of every property.
 
 mod common;

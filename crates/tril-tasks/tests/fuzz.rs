@@ -1,7 +1,7 @@
 //! Property tests ("fuzzing in the repo", issue 13): the CSV, JSON lines and parquet readers
 //! never panic, whatever the bytes; a bad file is an error naming it.
 //!
-//! Each property runs a bounded number of cases (about 2,000 in this file); set
+//! Each property runs a bounded number of cases (1,900 in this file); set
 //! `PROPTEST_CASES` to run more (or fewer) of every property.
 
 use std::path::{Path, PathBuf};

@@ -19,7 +19,7 @@ pub fn resolve(root: &Node, now: DateTime<Local>, env: &dyn Fn(&str) -> Option<S
 
 /// Most values and string bytes interpolations may copy in all (`b: [${a}, ${a}]`,
 /// `c: [${b}, ${b}]`, ... doubles at each key): more is an error, not a memory blow-up.
-const MAX_COPIED: usize = 16 << 20;
+const MAX_COPIED: usize = 4 << 20;
 
 /// Longest chain of keys an interpolation may follow (`a: ${b}`, `b: ${c}`, ...): deeper
 /// chains are errors, not stack overflows.
@@ -330,7 +330,7 @@ mod tests {
             text += &format!("s{i}: ${{s{}}}${{s{}}}\n", i - 1, i - 1);
         }
         let err = run(&text).unwrap_err().to_string();
-        assert!(err.contains("interpolations copy more than 16777216 values and string bytes"), "{err}");
+        assert!(err.contains("interpolations copy more than 4194304 values and string bytes"), "{err}");
         let mut text = String::from("l0: [1, 2]\n");
         for i in 1..40 {
             text += &format!("l{i}: ['${{l{}}}', '${{l{}}}']\n", i - 1, i - 1);
