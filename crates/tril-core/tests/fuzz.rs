@@ -2,7 +2,7 @@
 //! interpolation and composition never panic, whatever the input; bad input is a
 //! `CoreError` naming where it came from.
 //!
-//! Each property runs a bounded number of cases (7,000 in this file, about 10,800 with
+//! Each property runs a bounded number of cases (7,000 in this file, about 11,000 with
 //! those of tril-tasks and tril-models); set `PROPTEST_CASES` to run more (or fewer) of
 //! every property.
 

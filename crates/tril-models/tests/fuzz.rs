@@ -2,7 +2,7 @@
 //! tokenizers never panic, abort or allocate without bound, whatever `config.json`, the
 //! safetensors header or the text holds; bad input is a `ModelError` naming the file.
 //!
-//! Each property runs a bounded number of cases (1,920 in this file); set
+//! Each property runs a bounded number of cases (2,120 in this file); set
 //! `PROPTEST_CASES` to run more (or fewer) of every property.
 
 mod common;
@@ -253,6 +253,62 @@ proptest! {
         }
         let loaded = load_all(dir.path());
         prop_assert!(loaded.is_ok(), "{loaded:?}");
+    }
+}
+
+/// A `weight_map` entry of a shard index: a real shard, a missing or odd file, not a name.
+fn shard_entry() -> impl Strategy<Value = Value> {
+    prop::sample::select(vec![
+        json!("model-00001-of-00002.safetensors"),
+        json!("model-00002-of-00002.safetensors"),
+        json!("missing.safetensors"),
+        json!("config.json"),
+        json!(""),
+        json!("."),
+        json!(1),
+        json!(null),
+        json!(["model-00001-of-00002.safetensors"]),
+    ])
+}
+
+proptest! {
+    #![proptest_config(cases(200))]
+
+    /// A sharded checkpoint whose index names missing, odd or non-file shards, or misses
+    /// tensors, is an error naming the directory.
+    #[test]
+    fn odd_shard_indexes_give_errors(
+        entries in prop::collection::vec((prop::sample::select(&["transformer.wte.weight", "transformer.ln_f.bias", "x", ""][..]), shard_entry()), 0..5),
+        weight_map in prop_oneof![Just("weight_map"), Just("weights")],
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(fixture("gpt2").join("config.json"), dir.path().join("config.json")).unwrap();
+        // Two shards: the fixture's tensors split by name.
+        let mut ckpt = Checkpoint::open(&fixture("gpt2")).unwrap();
+        let names: Vec<String> = ckpt.names().map(str::to_string).collect();
+        let mut shards = [Vec::new(), Vec::new()];
+        for (i, name) in names.iter().enumerate() {
+            let (values, shape) = ckpt.read_f32(name).unwrap();
+            shards[i % 2].push((name.clone(), values, shape));
+        }
+        let mut map = serde_json::Map::new();
+        for (i, shard) in shards.into_iter().enumerate() {
+            let file = format!("model-0000{}-of-00002.safetensors", i + 1);
+            for (name, _, _) in &shard {
+                map.insert(name.clone(), json!(file));
+            }
+            tril_models::hf::write_safetensors(&dir.path().join(&file), shard).unwrap();
+        }
+        let untouched = entries.is_empty() && weight_map == "weight_map";
+        for (name, entry) in entries {
+            map.insert(name.to_string(), entry);
+        }
+        let index = json!({ weight_map: map });
+        std::fs::write(dir.path().join("model.safetensors.index.json"), index.to_string()).unwrap();
+        let loaded = load_all(dir.path());
+        prop_assert!(loaded.is_ok(), "{loaded:?}");
+        // The index as written loads (as an LM and as a critic).
+        prop_assert!(!untouched || loaded.unwrap() >= 2);
     }
 }
 
