@@ -401,6 +401,9 @@ mod tests {
             (c.n_positions, c.eos_token_id, c.activation, c.layer_norm_epsilon),
             (8, Some(3), Activation::GeluNew, 1e-5)
         );
+        let j = json!({"vocab_size": 10, "n_ctx": 8, "n_embd": 8, "n_head": 2, "n_layer": 1, "eos_token_id": 4294967301u64});
+        let err = gpt2_config_from_json(&j, Path::new("c.json")).unwrap_err().to_string();
+        assert!(err.contains("`eos_token_id` = 4294967301: expected a token id"), "{err}");
         let j = json!({"vocab_size": 10, "n_ctx": 8, "n_embd": 8, "n_head": 3, "n_layer": 1});
         assert!(gpt2_config_from_json(&j, Path::new("c.json")).unwrap_err().to_string().contains("must divide"));
         let j = json!({"vocab_size": 10, "n_ctx": 8, "n_embd": 8, "n_head": 2, "n_layer": 1, "activation_function": "swish"});

@@ -482,10 +482,15 @@ impl JsonConfig<'_> {
         match self.json.get(key) {
             None | Some(serde_json::Value::Null) => Ok(None),
             Some(serde_json::Value::Array(a)) if !a.is_empty() => {
-                a[0].as_u64().map(|x| Some(x as u32)).ok_or_else(|| self.invalid(key, &a[0], "expected a token id"))
+                Self::id(&a[0]).map(Some).ok_or_else(|| self.invalid(key, &a[0], "expected a token id"))
             }
-            Some(v) => v.as_u64().map(|x| Some(x as u32)).ok_or_else(|| self.invalid(key, v, "expected a token id")),
+            Some(v) => Self::id(v).map(Some).ok_or_else(|| self.invalid(key, v, "expected a token id")),
         }
+    }
+
+    /// A token id: an integer that fits in u32 (a larger one is an error, not truncated).
+    fn id(v: &serde_json::Value) -> Option<u32> {
+        v.as_u64().and_then(|x| u32::try_from(x).ok())
     }
 
     fn find<'k>(&self, keys: &[&'k str]) -> Option<(&'k str, &serde_json::Value)> {
