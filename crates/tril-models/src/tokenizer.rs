@@ -11,7 +11,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 use tokenizers::{
-    PaddingDirection, PaddingParams, PaddingStrategy, Tokenizer, TruncationDirection, TruncationParams,
+    PaddingDirection, PaddingParams, PaddingStrategy, PostProcessor, Tokenizer, TruncationDirection, TruncationParams,
     TruncationStrategy,
 };
 
@@ -254,6 +254,15 @@ impl TextTokenizer {
     fn configured(&self) -> Result<Tokenizer> {
         let mut tok = self.inner.clone();
         let o = &self.options;
+        // tokenizers subtracts the special tokens from max_length unchecked (a panic in debug
+        // builds, no truncation at all in release ones).
+        let special = tok.get_post_processor().map_or(0, |p| p.added_tokens(false));
+        if let Some(n) = o.max_length.filter(|&n| n < special) {
+            return Err(ModelError::input(
+                "tokenizer max_length",
+                format!("{n} is less than the {special} special tokens the tokenizer adds to every text"),
+            ));
+        }
         let trunc = o.max_length.map(|max_length| TruncationParams {
             max_length,
             direction: match o.truncation_side {
@@ -384,5 +393,17 @@ mod tests {
         .unwrap();
         assert_eq!((o.truncation_side, o.max_length, o.add_special_tokens), (TruncationSide::Right, Some(64), true));
         assert!(serde_json::from_str::<TokenizerOptions>(r#"{"padding":"left"}"#).is_err());
+    }
+
+    /// Found by tests/fuzz.rs: a max_length below the 2 special tokens RoBERTa adds panicked
+    /// in tokenizers ("attempt to subtract with overflow").
+    #[test]
+    fn max_length_below_the_special_tokens_is_an_error() {
+        let tok = TextTokenizer::from_dir(&fixture("roberta")).unwrap();
+        let opts = TokenizerOptions { max_length: Some(1), ..TokenizerOptions::default() };
+        let err = tok.clone().with_options(opts).encode_batch(&["a b c"]).unwrap_err().to_string();
+        assert!(err.contains("1 is less than the 2 special tokens"), "{err}");
+        let opts = TokenizerOptions { max_length: Some(2), ..TokenizerOptions::default() };
+        assert_eq!(tok.with_options(opts).encode_batch(&["a b c"]).unwrap().seq_len, 2);
     }
 }

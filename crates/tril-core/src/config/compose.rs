@@ -352,6 +352,10 @@ fn apply_alg(store: &dyn ConfigStore, root: &mut Node, alg: &str) -> Result<()> 
 
 fn set_value(root: &mut Node, key: &str, raw_value: &str, add: bool, arg: &str, origin: Origin) -> Result<()> {
     let bad = |message: String| CoreError::Override { arg: arg.to_string(), message, origin: origin.clone() };
+    let depth = key.split('.').count();
+    if depth > super::yaml::MAX_DEPTH {
+        return Err(bad(format!("the key has {depth} parts; at most {} are allowed", super::yaml::MAX_DEPTH)));
+    }
     let parsed = if raw_value.trim().is_empty() {
         Node::new(Value::Null, origin.clone())
     } else {
@@ -399,6 +403,19 @@ mod tests {
         assert_eq!(parse_arg("~a.b", &groups).unwrap(), Arg::Delete { key: "a.b".into() });
         assert!(parse_arg("a..b=1", &groups).is_err());
         assert!(parse_arg("novalue", &groups).is_err());
+    }
+
+    #[test]
+    fn absurdly_deep_keys_are_errors() {
+        let dir = std::env::temp_dir().join(format!("tril-deep-key-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.yaml");
+        std::fs::write(&path, "a: 1\n").unwrap();
+        let key = vec!["k"; 100_000].join(".");
+        let req = ComposeRequest { args: vec![format!("+{key}=1")], env: Vec::new() };
+        let err = compose_file(&path, &req).unwrap_err().to_string();
+        assert!(err.contains("the key has 100000 parts; at most 128 are allowed"), "{}", &err[err.len() - 80..]);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

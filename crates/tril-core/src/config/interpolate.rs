@@ -13,16 +13,27 @@ use std::collections::HashMap;
 /// Resolves every interpolation in `root`. `now` is fixed once so all `${now:...}` agree;
 /// `env` looks up environment variables (injected for tests).
 pub fn resolve(root: &Node, now: DateTime<Local>, env: &dyn Fn(&str) -> Option<String>) -> Result<Node, CoreError> {
-    let mut ctx = Ctx { root, now, env, memo: HashMap::new(), stack: Vec::new() };
+    let mut ctx = Ctx { root, now, env, memo: HashMap::new(), stack: Vec::new(), copied: 0 };
     ctx.resolve_node(root, "")
 }
+
+/// Most values and string bytes interpolations may copy in all (`b: [${a}, ${a}]`,
+/// `c: [${b}, ${b}]`, ... doubles at each key): more is an error, not a memory blow-up.
+const MAX_COPIED: usize = 4 << 20;
+
+/// Longest chain of keys an interpolation may follow (`a: ${b}`, `b: ${c}`, ...): deeper
+/// chains are errors, not stack overflows.
+const MAX_DEPTH: usize = 64;
 
 struct Ctx<'a> {
     root: &'a Node,
     now: DateTime<Local>,
     env: &'a dyn Fn(&str) -> Option<String>,
-    memo: HashMap<String, Node>,
+    /// Resolved targets and their size (values plus string bytes).
+    memo: HashMap<String, (Node, usize)>,
     stack: Vec<String>,
+    /// Size of everything copied so far, against [`MAX_COPIED`].
+    copied: usize,
 }
 
 enum Piece<'s> {
@@ -60,6 +71,16 @@ fn pieces(s: &str) -> Result<Vec<Piece<'_>>, String> {
         out.push(Piece::Text(text));
     }
     Ok(out)
+}
+
+/// Values plus string bytes of a tree.
+fn size(node: &Node) -> usize {
+    match &node.value {
+        Value::Seq(items) => 1 + items.iter().map(size).sum::<usize>(),
+        Value::Map(map) => 1 + map.iter().map(|(k, v)| k.len() + size(v)).sum::<usize>(),
+        Value::Str(s) => 1 + s.len(),
+        _ => 1,
+    }
 }
 
 fn has_interpolation(s: &str) -> bool {
@@ -163,22 +184,35 @@ impl Ctx<'_> {
         result
     }
 
+    /// An error when resolving `key` (on the way to `target`) would loop back into a key
+    /// being resolved, or when the chain of keys is deeper than [`MAX_DEPTH`].
+    fn check_cycle(&self, from: &Node, target: &str, key: &str) -> Result<(), CoreError> {
+        let message = if self.stack.iter().any(|k| k == key) {
+            "interpolation cycle".to_string()
+        } else if self.stack.len() >= MAX_DEPTH {
+            format!("interpolation chain deeper than {MAX_DEPTH} keys")
+        } else {
+            return Ok(());
+        };
+        let mut chain = self.stack.clone();
+        chain.push(key.to_string());
+        Err(CoreError::Interpolation {
+            key: self.stack.first().cloned().unwrap_or_default(),
+            expr: format!("${{{target}}}"),
+            message,
+            chain: chain.join(" -> "),
+            origin: from.origin.clone(),
+        })
+    }
+
     /// Finds and resolves the node at `target`, following interpolations met on the way.
     fn lookup(&mut self, from: &Node, target: &str) -> Result<Node, CoreError> {
-        if let Some(done) = self.memo.get(target) {
-            return Ok(done.clone());
+        if let Some((done, size)) = self.memo.get(target) {
+            let (done, size) = (done.clone(), *size);
+            self.copy(from, target, size)?;
+            return Ok(done);
         }
-        if self.stack.iter().any(|k| k == target) {
-            let mut chain = self.stack.clone();
-            chain.push(target.to_string());
-            return Err(CoreError::Interpolation {
-                key: self.stack[0].clone(),
-                expr: format!("${{{target}}}"),
-                message: "interpolation cycle".into(),
-                chain: chain.join(" -> "),
-                origin: from.origin.clone(),
-            });
-        }
+        self.check_cycle(from, target, target)?;
         let mut current = self.root.clone();
         let mut walked = String::new();
         for part in split_path(target) {
@@ -194,6 +228,8 @@ impl Ctx<'_> {
             };
             current = match &child.value {
                 Value::Str(s) if has_interpolation(s) && walked != target => {
+                    // `a: ${a.b}` passes through `a` itself on the way to `a.b`.
+                    self.check_cycle(from, target, &walked)?;
                     self.stack.push(walked.clone());
                     let resolved = self.resolve_node(&child, &walked);
                     self.stack.pop();
@@ -206,8 +242,21 @@ impl Ctx<'_> {
         let resolved = self.resolve_node(&current, target);
         self.stack.pop();
         let resolved = resolved?;
-        self.memo.insert(target.to_string(), resolved.clone());
+        let size = size(&resolved);
+        self.copy(from, target, size)?;
+        self.memo.insert(target.to_string(), (resolved.clone(), size));
         Ok(resolved)
+    }
+
+    /// Counts a copy of `size` against [`MAX_COPIED`].
+    fn copy(&mut self, from: &Node, target: &str, size: usize) -> Result<(), CoreError> {
+        self.copied = self.copied.saturating_add(size);
+        if self.copied <= MAX_COPIED {
+            return Ok(());
+        }
+        let key = self.stack.first().cloned().unwrap_or_default();
+        let message = format!("interpolations copy more than {MAX_COPIED} values and string bytes");
+        Err(self.error(from, &key, target, message))
     }
 }
 
@@ -254,6 +303,39 @@ mod tests {
         assert!(err.contains("b: cannot resolve `${c.d}`"), "{err}");
         assert!(err.contains("key `c` not found"), "{err}");
         assert!(err.contains("t.yaml:2"), "{err}");
+    }
+
+    /// Found by tests/fuzz.rs: `a: ${a.b}` looped through `a` until the stack overflowed.
+    #[test]
+    fn cycle_through_a_prefix_is_an_error() {
+        let err = run("a: ${a.b.c}\n").unwrap_err().to_string();
+        assert!(err.contains("interpolation cycle") && err.contains("a -> a"), "{err}");
+        let err = run("l: ['${l.0.x}']\n").unwrap_err().to_string();
+        assert!(err.contains("interpolation cycle"), "{err}");
+    }
+
+    #[test]
+    fn deep_chains_are_errors_not_stack_overflows() {
+        let text: String = (0..5000).map(|i| format!("k{i}: ${{k{}}}\n", i + 1)).collect::<String>() + "k5000: 1\n";
+        let err = run(&text).unwrap_err().to_string();
+        assert!(err.contains("interpolation chain deeper than 64 keys"), "{err}");
+        let text: String = (0..40).map(|i| format!("k{i}: ${{k{}}}\n", i + 1)).collect::<String>() + "k40: 1\n";
+        assert_eq!(run(&text).unwrap().get("k0").unwrap().value, Value::Int(1));
+    }
+
+    #[test]
+    fn copies_of_copies_are_bounded() {
+        let mut text = String::from("s0: xxxxxxxxxxxxxxxx\n");
+        for i in 1..40 {
+            text += &format!("s{i}: ${{s{}}}${{s{}}}\n", i - 1, i - 1);
+        }
+        let err = run(&text).unwrap_err().to_string();
+        assert!(err.contains("interpolations copy more than 4194304 values and string bytes"), "{err}");
+        let mut text = String::from("l0: [1, 2]\n");
+        for i in 1..40 {
+            text += &format!("l{i}: ['${{l{}}}', '${{l{}}}']\n", i - 1, i - 1);
+        }
+        assert!(run(&text).unwrap_err().to_string().contains("interpolations copy more than"));
     }
 
     #[test]

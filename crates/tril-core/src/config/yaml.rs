@@ -11,19 +11,48 @@ use std::path::Path;
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
 
+/// Deepest nesting of lists and maps a config may have (`[[[...]]]`); deeper input is an
+/// error, not a stack overflow in the code that walks the tree.
+pub(crate) const MAX_DEPTH: usize = 128;
+
+/// Most values a document may expand to through aliases (`*a`), against "billion laughs"
+/// documents whose aliases of aliases would fill the memory.
+const MAX_VALUES: usize = 1_000_000;
+
 /// Parses one YAML document into a [`Node`]; an empty document is an empty map.
 pub fn parse_yaml(text: &str, file: &Path) -> Result<Node, CoreError> {
-    let mut builder = Builder { file, stack: Vec::new(), anchors: Vec::new(), root: None, error: None };
+    let mut builder = Builder { file, stack: Vec::new(), anchors: Vec::new(), root: None, error: None, values: 0 };
     let mut parser = Parser::new_from_str(text);
-    parser.load(&mut builder, false).map_err(|e| CoreError::Yaml {
-        file: file.to_path_buf(),
-        line: e.marker().line(),
-        message: e.info().to_string(),
-    })?;
+    // Events one by one rather than `Parser::load`, which recurses once per nesting level.
+    loop {
+        let (ev, mark) = parser.next_token().map_err(|e| CoreError::Yaml {
+            file: file.to_path_buf(),
+            line: e.marker().line(),
+            message: e.info().to_string(),
+        })?;
+        let done = matches!(ev, Event::DocumentEnd | Event::StreamEnd);
+        let opens = matches!(ev, Event::SequenceStart(..) | Event::MappingStart(..));
+        builder.on_event(ev, mark);
+        if opens && builder.stack.len() > MAX_DEPTH {
+            builder.fail(mark.line(), format!("lists and maps nested deeper than {MAX_DEPTH} levels"));
+        }
+        if done || builder.error.is_some() {
+            break;
+        }
+    }
     if let Some(err) = builder.error {
         return Err(err);
     }
     Ok(builder.root.unwrap_or_else(|| Node::empty_map(origin(file, 0))))
+}
+
+/// Number of values in a tree (the node itself and everything under it).
+fn count_values(node: &Node) -> usize {
+    match &node.value {
+        Value::Seq(items) => 1 + items.iter().map(count_values).sum::<usize>(),
+        Value::Map(map) => 1 + map.values().map(count_values).sum::<usize>(),
+        _ => 1,
+    }
 }
 
 fn origin(file: &Path, line: usize) -> Origin {
@@ -38,9 +67,11 @@ enum Frame {
 struct Builder<'a> {
     file: &'a Path,
     stack: Vec<Frame>,
-    anchors: Vec<(usize, Node)>,
+    anchors: Vec<(usize, Node, usize)>,
     root: Option<Node>,
     error: Option<CoreError>,
+    /// Values built so far, aliases counted with everything they copy.
+    values: usize,
 }
 
 impl Builder<'_> {
@@ -52,7 +83,7 @@ impl Builder<'_> {
 
     fn push_value(&mut self, node: Node, anchor: usize) {
         if anchor > 0 {
-            self.anchors.push((anchor, node.clone()));
+            self.anchors.push((anchor, node.clone(), count_values(&node)));
         }
         let line = match &node.origin {
             Origin::File { line, .. } => *line,
@@ -99,6 +130,7 @@ impl Builder<'_> {
 impl MarkedEventReceiver for Builder<'_> {
     fn on_event(&mut self, ev: Event, mark: Marker) {
         let line = mark.line();
+        self.values += 1;
         let here = origin(self.file, line);
         match ev {
             Event::Scalar(text, style, anchor, _tag) => {
@@ -123,8 +155,12 @@ impl MarkedEventReceiver for Builder<'_> {
                     self.push_value(node, anchor);
                 }
             }
-            Event::Alias(id) => match self.anchors.iter().rev().find(|(a, _)| *a == id) {
-                Some((_, node)) => {
+            Event::Alias(id) => match self.anchors.iter().rev().find(|(a, _, _)| *a == id) {
+                Some((_, node, n)) => {
+                    self.values = self.values.saturating_add(*n);
+                    if self.values > MAX_VALUES {
+                        return self.fail(line, format!("aliases expand to more than {MAX_VALUES} values"));
+                    }
                     let node = node.clone();
                     self.push_value(node, 0)
                 }
@@ -254,6 +290,7 @@ pub fn scalar(value: &Value) -> String {
 fn is_plain_safe(s: &str) -> bool {
     !s.is_empty()
         && !s.starts_with(|c: char| c.is_whitespace() || "-?:,[]{}#&*!|>'\"%@`".contains(c))
+        && !s.starts_with("...")
         && !s.ends_with(char::is_whitespace)
         && !s.contains(": ")
         && !s.contains(" #")
@@ -313,6 +350,36 @@ mod tests {
         let err = parse_yaml("a: 1\na: 2\n", Path::new("dup.yaml")).unwrap_err();
         assert!(err.to_string().contains("duplicate key `a`"), "{err}");
         assert!(err.to_string().contains("dup.yaml:2"), "{err}");
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        for text in ["[".repeat(100_000), "{a: ".repeat(100_000), "- ".repeat(100_000)] {
+            let err = parse_yaml(&text, Path::new("deep.yaml")).unwrap_err().to_string();
+            assert!(err.starts_with("deep.yaml:"), "{err}");
+        }
+    }
+
+    #[test]
+    fn aliases_of_aliases_are_bounded() {
+        let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..10 {
+            let p = i - 1;
+            text += &format!("a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n");
+        }
+        let err = parse_yaml(&text, Path::new("laughs.yaml")).unwrap_err().to_string();
+        assert!(err.contains("aliases expand to more than 1000000 values"), "{err}");
+        let node = parse_yaml("a: &x {k: [1, 2]}\nb: *x\n", Path::new("ok.yaml")).unwrap();
+        assert_eq!(node.get("b.k.1").unwrap().value, Value::Int(2));
+    }
+
+    /// Found by tests/fuzz.rs: `... [a` was written plain and read back as a document end.
+    #[test]
+    fn document_markers_are_quoted() {
+        let node = parse_yaml("\n  ...\n[a", Path::new("f.yaml")).unwrap();
+        assert_eq!(node.value, Value::Str("... [a".into()));
+        let again = parse_yaml(&to_yaml(&node), Path::new("g.yaml")).unwrap();
+        assert_eq!(again.value, node.value);
     }
 
     #[test]

@@ -220,6 +220,27 @@ pub fn detect_prefix(ckpt: &Checkpoint) -> Option<&'static str> {
         .find(|p| ckpt.contains(&format!("{p}embeddings.word_embeddings.weight")))
 }
 
+/// [`Checkpoint::check_config_fits`] for the encoder trunk `config` describes.
+fn check_fits(ckpt: &Checkpoint, file: &Path, config: &EncoderConfig) -> Result<()> {
+    let [v, p, t, d, f, l] = [
+        config.vocab_size,
+        config.max_position_embeddings,
+        config.type_vocab_size,
+        config.hidden_size,
+        config.intermediate_size,
+        config.num_layers,
+    ]
+    .map(|x| x as f64);
+    // Embeddings and their LayerNorm; per layer query, key, value, output, two LayerNorms
+    // and the feed-forward pair (weights and biases).
+    let params = (v + p + t + 2.0) * d + l * (4.0 * d * d + 9.0 * d + 2.0 * d * f + f);
+    let (layers, width) = match config.kind {
+        EncoderKind::DistilBert => ("n_layers", "dim"),
+        _ => ("num_hidden_layers", "hidden_size"),
+    };
+    ckpt.check_config_fits(file, (layers, config.num_layers), (width, config.hidden_size), params)
+}
+
 /// Load a bare encoder from an HF-layout directory holding any of the `AutoModel`
 /// (`BertModel`, `RobertaModel`, `DistilBertModel`), `*ForMaskedLM` or
 /// `*ForSequenceClassification` layouts: the tensor prefix is detected ([`detect_prefix`]),
@@ -250,6 +271,7 @@ pub fn load_encoder<B: Backend>(
         name: "{bert.,roberta.,distilbert.,}embeddings.word_embeddings.weight".into(),
         location: ckpt.location().to_path_buf(),
     })?;
+    check_fits(&ckpt, &file, &config)?;
     let mut model = config.init_encoder::<B>(device);
     let mut t = Table::new();
     trunk_table(&mut t, &mut model.embeddings, &mut model.layers, config.kind, prefix);
@@ -268,6 +290,7 @@ pub fn load_encoder_classifier<B: Backend>(
     let config = encoder_config_from_json(&read_json(&file)?, &file)?;
     let mut ckpt = Checkpoint::open(dir)?;
     rename_legacy_layer_norm(&mut ckpt);
+    check_fits(&ckpt, &file, &config)?;
     let mut model = config.init::<B>(device);
     let loaded = encoder_table(&mut model).load(&mut ckpt, device)?;
     let unused = ckpt.unused(|n| n.ends_with("embeddings.position_ids"));
@@ -329,6 +352,34 @@ pub fn save_encoder_classifier<B: Backend>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Absurd sizes in config.json are errors naming the file and key before any model is
+    /// built, for classifiers and bare encoders alike.
+    #[test]
+    fn absurd_sizes_are_errors_before_allocating() {
+        type Cpu = tril_core::backend::CpuBackend;
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bert");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(fixture.join(SAFETENSORS_FILE), dir.path().join(SAFETENSORS_FILE)).unwrap();
+        let config = read_json(&fixture.join(CONFIG_FILE)).unwrap();
+        for (key, value, expected) in [
+            ("num_hidden_layers", json!(1_000_000_000u64), "`num_hidden_layers` = 1000000000: more layers than"),
+            ("intermediate_size", json!(4_000_000_000u64), "`hidden_size` = 32: the sizes imply"),
+            ("pad_token_id", json!(u64::MAX), "`pad_token_id` = 18446744073709551615: expected a non-negative"),
+        ] {
+            let mut c = config.clone();
+            c[key] = value;
+            if key == "pad_token_id" {
+                c["model_type"] = json!("roberta");
+            }
+            write_json(&dir.path().join(CONFIG_FILE), &c).unwrap();
+            let dev = Default::default();
+            let err = load_encoder_classifier::<Cpu>(dir.path(), &dev).unwrap_err().to_string();
+            assert!(err.contains("config.json: ") && err.contains(expected), "{err}");
+            let err = load_encoder::<Cpu>(dir.path(), None, &dev).unwrap_err().to_string();
+            assert!(err.contains("config.json: ") && err.contains(expected), "{err}");
+        }
+    }
 
     #[test]
     fn distilbert_config_keys() {

@@ -74,6 +74,15 @@ pub fn gpt2_config_from_json(json: &serde_json::Value, file: &Path) -> Result<Gp
     Ok(cfg)
 }
 
+/// [`Checkpoint::check_config_fits`] for the GPT-2 trunk `config` describes.
+fn check_fits(ckpt: &Checkpoint, file: &Path, config: &Gpt2Config) -> Result<()> {
+    let [v, p, d, l] = [config.vocab_size, config.n_positions, config.n_embd, config.n_layer].map(|x| x as f64);
+    let i = config.n_inner.map_or(4.0 * d, |i| i as f64);
+    // wte, wpe, ln_f; per layer ln_1, c_attn, c_proj, ln_2, c_fc, c_proj (weights and biases).
+    let params = v * d + p * d + 2.0 * d + l * (4.0 * d * d + 2.0 * d * i + 9.0 * d + i);
+    ckpt.check_config_fits(file, ("n_layer", config.n_layer), ("n_embd", config.n_embd), params)
+}
+
 /// Read `dir/config.json` as a GPT-2 config.
 pub fn read_gpt2_config(dir: &Path) -> Result<Gpt2Config> {
     let file = dir.join(CONFIG_FILE);
@@ -184,6 +193,7 @@ fn finish(ckpt: &Checkpoint, loaded: usize) -> LoadReport {
 pub fn load_gpt2<B: Backend>(dir: &Path, device: &B::Device) -> Result<Loaded<Gpt2Model<B>, Gpt2Config>> {
     let config = read_gpt2_config(dir)?;
     let mut ckpt = Checkpoint::open(dir)?;
+    check_fits(&ckpt, &dir.join(CONFIG_FILE), &config)?;
     let mut model = config.init::<B>(device);
     let p = trunk_prefix(&ckpt)?;
     let loaded = gpt2_table(&mut model, p).load(&mut ckpt, device)?;
@@ -200,6 +210,7 @@ pub fn load_gpt2_classifier<B: Backend>(
     let num_labels = super::encoder::num_labels(&json, &file)?;
     let config = gpt2_config_from_json(&json, &file)?;
     let mut ckpt = Checkpoint::open(dir)?;
+    check_fits(&ckpt, &file, &config)?;
     let mut model = Gpt2Classifier {
         transformer: config.init(device),
         score: ScoreHeadConfig::new(config.n_embd, num_labels).init(device),
@@ -220,6 +231,7 @@ pub fn load_gpt2_value_model<B: Backend>(
 ) -> Result<Loaded<Gpt2ValueModel<B>, Gpt2Config>> {
     let config = read_gpt2_config(dir)?;
     let mut ckpt = Checkpoint::open(dir)?;
+    check_fits(&ckpt, &dir.join(CONFIG_FILE), &config)?;
     let mut model = Gpt2ValueModel {
         transformer: config.init(device),
         v_head: ValueHeadConfig::new(config.n_embd).with_mlp(mlp_head).init(device),
@@ -343,6 +355,37 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// Absurd sizes in config.json are errors naming the file and key before any model is
+    /// built (an `n_layer` of 10^9 used to build 10^9 lazily initialised blocks).
+    #[test]
+    fn absurd_sizes_are_errors_before_allocating() {
+        type Cpu = tril_core::backend::CpuBackend;
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gpt2");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(fixture.join(SAFETENSORS_FILE), dir.path().join(SAFETENSORS_FILE)).unwrap();
+        let config = read_json(&fixture.join(CONFIG_FILE)).unwrap();
+        for (key, value, expected) in [
+            ("n_layer", json!(1_000_000_000u64), "config key `n_layer` = 1000000000: more layers than the"),
+            ("n_embd", json!(1u64 << 31), "config key `n_embd` = 2147483648: the sizes imply"),
+            ("vocab_size", json!(4_000_000_000u64), "config key `n_embd` = 64: the sizes imply"),
+            (
+                "n_positions",
+                json!(1_000_000_000_000u64),
+                "`n_positions` = 1000000000000: expected a non-negative integer below 2^32",
+            ),
+            ("n_embd", json!(-64), "`n_embd` = -64: expected a non-negative integer"),
+        ] {
+            let mut c = config.clone();
+            c[key] = value;
+            if key == "n_embd" {
+                c["n_head"] = json!(1);
+            }
+            write_json(&dir.path().join(CONFIG_FILE), &c).unwrap();
+            let err = load_gpt2::<Cpu>(dir.path(), &Default::default()).unwrap_err().to_string();
+            assert!(err.contains("config.json: ") && err.contains(expected), "{err}");
+        }
+    }
+
     #[test]
     fn missing_config_key_is_named() {
         let j = json!({"vocab_size": 10, "n_positions": 8, "n_embd": 8, "n_head": 2});
@@ -358,6 +401,9 @@ mod tests {
             (c.n_positions, c.eos_token_id, c.activation, c.layer_norm_epsilon),
             (8, Some(3), Activation::GeluNew, 1e-5)
         );
+        let j = json!({"vocab_size": 10, "n_ctx": 8, "n_embd": 8, "n_head": 2, "n_layer": 1, "eos_token_id": 4294967301u64});
+        let err = gpt2_config_from_json(&j, Path::new("c.json")).unwrap_err().to_string();
+        assert!(err.contains("`eos_token_id` = 4294967301: expected a token id"), "{err}");
         let j = json!({"vocab_size": 10, "n_ctx": 8, "n_embd": 8, "n_head": 3, "n_layer": 1});
         assert!(gpt2_config_from_json(&j, Path::new("c.json")).unwrap_err().to_string().contains("must divide"));
         let j = json!({"vocab_size": 10, "n_ctx": 8, "n_embd": 8, "n_head": 2, "n_layer": 1, "activation_function": "swish"});

@@ -237,6 +237,44 @@ impl Checkpoint {
         ModelError::ShapeMismatch { name: name.to_string(), location, expected, got }
     }
 
+    /// Checks, before a model is built from `config_file`, that the sizes it gives fit this
+    /// checkpoint, so that an absurd `n_layer` or `n_embd` (a corrupt or hostile config.json)
+    /// is an error naming the file and key, not a huge allocation: every layer has tensors of
+    /// its own, and the parameters the sizes imply (`params`, counted in f64 so that it cannot
+    /// overflow) must not be more than twice what the checkpoint holds (near misses are left
+    /// to the shape checks, whose errors name the tensor). `layers` and `width` are (key, value).
+    pub(crate) fn check_config_fits(
+        &self,
+        config_file: &Path,
+        layers: (&str, usize),
+        width: (&str, usize),
+        params: f64,
+    ) -> Result<()> {
+        let invalid = |(key, value): (&str, usize), reason: String| ModelError::InvalidConfigValue {
+            file: config_file.to_path_buf(),
+            key: key.to_string(),
+            value: value.to_string(),
+            reason,
+        };
+        let tensors = self.index.len();
+        if layers.1 > tensors {
+            let reason = format!("more layers than the {tensors} tensors of {}", self.location.display());
+            return Err(invalid(layers, reason));
+        }
+        let held: f64 = self
+            .files
+            .iter()
+            .flat_map(|f| f.infos.values())
+            .map(|info| info.shape.iter().map(|&d| d as f64).product::<f64>())
+            .sum();
+        if params > 2.0 * held {
+            let location = self.location.display();
+            let reason = format!("the sizes imply {params:.3e} parameters, the checkpoint {location} holds {held}");
+            return Err(invalid(width, reason));
+        }
+        Ok(())
+    }
+
     /// Tensors never read, minus those matching `ignore` (known buffers), sorted.
     pub fn unused(&self, ignore: impl Fn(&str) -> bool) -> Vec<String> {
         self.index.keys().filter(|n| !self.used.contains(*n) && !ignore(n)).cloned().collect()
@@ -404,14 +442,17 @@ impl JsonConfig<'_> {
             .ok_or_else(|| ModelError::MissingConfigKey { file: self.file.to_path_buf(), key: keys.join(" or ") })
     }
 
+    /// The first present key among `keys`, as usize below 2^32 (no model size, id or count
+    /// is larger; the bound keeps sums and products of sizes far from overflowing).
     pub fn opt_usize(&self, keys: &[&str]) -> Result<Option<usize>> {
         match self.find(keys) {
             None => Ok(None),
             Some((_, serde_json::Value::Null)) => Ok(None),
             Some((k, v)) => v
                 .as_u64()
+                .filter(|&x| x <= u64::from(u32::MAX))
                 .map(|x| Some(x as usize))
-                .ok_or_else(|| self.invalid(k, v, "expected a non-negative integer")),
+                .ok_or_else(|| self.invalid(k, v, "expected a non-negative integer below 2^32")),
         }
     }
 
@@ -441,10 +482,15 @@ impl JsonConfig<'_> {
         match self.json.get(key) {
             None | Some(serde_json::Value::Null) => Ok(None),
             Some(serde_json::Value::Array(a)) if !a.is_empty() => {
-                a[0].as_u64().map(|x| Some(x as u32)).ok_or_else(|| self.invalid(key, &a[0], "expected a token id"))
+                Self::id(&a[0]).map(Some).ok_or_else(|| self.invalid(key, &a[0], "expected a token id"))
             }
-            Some(v) => v.as_u64().map(|x| Some(x as u32)).ok_or_else(|| self.invalid(key, v, "expected a token id")),
+            Some(v) => Self::id(v).map(Some).ok_or_else(|| self.invalid(key, v, "expected a token id")),
         }
+    }
+
+    /// A token id: an integer that fits in u32 (a larger one is an error, not truncated).
+    fn id(v: &serde_json::Value) -> Option<u32> {
+        v.as_u64().and_then(|x| u32::try_from(x).ok())
     }
 
     fn find<'k>(&self, keys: &[&'k str]) -> Option<(&'k str, &serde_json::Value)> {
