@@ -47,6 +47,8 @@ pub struct ImdbConfig {
     pub n_test: usize,
     /// Fraction of `train_file` cut off for testing when there is no `test_file`.
     pub test_fraction: f64,
+    /// A row with a bad label is an error (else skipped, counted and reported).
+    pub strict: bool,
 }
 
 impl Ranges for ImdbConfig {
@@ -67,6 +69,7 @@ impl Default for ImdbConfig {
             val_fraction: 0.2,
             n_test: 5000,
             test_fraction: 0.2,
+            strict: false,
         }
     }
 }
@@ -135,19 +138,20 @@ fn read_reviews(config: &ImdbConfig, file: &std::path::Path) -> Result<Vec<Revie
         Some(col) => table.column(col, "task.args.label_column")?.into_iter().map(Some).collect(),
         None => vec![None; texts.len()],
     };
-    let mut out = Vec::with_capacity(texts.len());
+    let (total, mut problems) = (texts.len(), crate::rows::RowProblems::new(config.strict));
+    let mut out = Vec::with_capacity(total);
     for (i, (text, label)) in texts.into_iter().zip(labels).enumerate() {
-        let label = label
-            .map(|l| {
-                normalize_label(&l).ok_or_else(|| TaskError::Row {
-                    path: file.to_path_buf(),
-                    row: i + 1,
-                    message: format!("label `{l}` is not 0/1 or negative/positive"),
-                })
-            })
-            .transpose()?;
+        let label = match label.map(|l| normalize_label(&l).ok_or(l)).transpose() {
+            Ok(label) => label,
+            Err(l) => {
+                let message = format!("label `{l}` is not 0/1 or negative/positive");
+                problems.skip(TaskError::Row { path: file.to_path_buf(), row: i + 1, message })?;
+                continue;
+            }
+        };
         out.push((text, label));
     }
+    problems.report("imdb", total);
     Ok(out)
 }
 
@@ -243,9 +247,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("r.csv");
         std::fs::write(&file, "text,label\ngreat film,1\nawful,maybe\n").unwrap();
-        let config = ImdbConfig { train_file: Some(file.clone()), ..Default::default() };
-        let err = Imdb::load(&config).unwrap_err().to_string();
+        let strict = ImdbConfig { train_file: Some(file.clone()), strict: true, ..Default::default() };
+        let err = Imdb::load(&strict).unwrap_err().to_string();
         assert!(err.contains("r.csv: row 2: label `maybe`"), "{err}");
+        let config = ImdbConfig { train_file: Some(file.clone()), ..Default::default() };
+        assert_eq!(read_reviews(&config, &file).unwrap().len(), 1, "without strict the row is skipped");
         std::fs::write(&file, "review,label\ngreat film,1\n").unwrap();
         let err = Imdb::load(&config).unwrap_err().to_string();
         assert!(err.contains("no column `text`") && err.contains("task.args.text_column"), "{err}");

@@ -26,6 +26,7 @@ pub mod commongen;
 pub mod error;
 pub mod imdb;
 pub mod preference;
+pub mod rows;
 pub mod synthetic;
 pub mod synthetic_preference;
 pub mod table;

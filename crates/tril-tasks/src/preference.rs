@@ -133,6 +133,10 @@ pub struct PreferenceConfig {
     /// Seed of the split (Salamandra's `--random_seed`: 42).
     #[serde(default = "default_seed")]
     pub seed: u64,
+    /// A problem row (a JSON list/object where text is expected, a bad label) is an error
+    /// (else skipped, counted and reported).
+    #[serde(default)]
+    pub strict: bool,
 }
 
 impl Ranges for PreferenceConfig {
@@ -165,6 +169,10 @@ pub struct UnpairedConfig {
     /// Seed of the split (Salamandra's `--random_seed`: 42).
     #[serde(default = "default_seed")]
     pub seed: u64,
+    /// A problem row (a JSON list/object where text is expected, a bad label) is an error
+    /// (else skipped, counted and reported).
+    #[serde(default)]
+    pub strict: bool,
 }
 
 impl Ranges for UnpairedConfig {
@@ -464,14 +472,19 @@ impl PreferenceConfig {
             let prompts = table.column(&source.prompt_column, &key("prompt_column"))?;
             let chosen = table.column(&source.chosen_column, &key("chosen_column"))?;
             let rejected = table.column(&source.rejected_column, &key("rejected_column"))?;
+            let (total, mut problems) = (prompts.len(), crate::rows::RowProblems::new(self.strict));
             let rows = prompts.into_iter().zip(chosen).zip(rejected).enumerate();
             for (i, ((prompt, chosen), rejected)) in rows {
-                for (column, value) in [
+                let checked = [
                     (&source.prompt_column, &prompt),
                     (&source.chosen_column, &chosen),
                     (&source.rejected_column, &rejected),
-                ] {
-                    check_text(&source.path, i + 1, column, value)?;
+                ]
+                .into_iter()
+                .try_for_each(|(column, value)| check_text(&source.path, i + 1, column, value));
+                if let Err(problem) = checked {
+                    problems.skip(problem)?;
+                    continue;
                 }
                 pairs.push(PreferencePair {
                     prompt,
@@ -480,6 +493,7 @@ impl PreferenceConfig {
                     source_row: SourceRow { dataset: ix, row: i + 1 },
                 });
             }
+            problems.report("preference", total);
         }
         Ok(pairs)
     }
@@ -496,14 +510,29 @@ impl UnpairedConfig {
             let prompts = table.column(&source.prompt_column, &key("prompt_column"))?;
             let completions = table.column(&source.completion_column, &key("completion_column"))?;
             let labels = table.column(&source.label_column, &key("label_column"))?;
+            let (total, mut problems) = (prompts.len(), crate::rows::RowProblems::new(self.strict));
             for (i, ((prompt, completion), label)) in prompts.into_iter().zip(completions).zip(labels).enumerate() {
-                let label = parse_label(&label).ok_or_else(|| TaskError::Row {
-                    path: source.path.clone(),
-                    row: i + 1,
-                    message: format!("column `{}`: `{label}` is not a boolean (true/false/1/0)", source.label_column),
-                })?;
-                check_text(&source.path, i + 1, &source.prompt_column, &prompt)?;
-                check_text(&source.path, i + 1, &source.completion_column, &completion)?;
+                let checked = parse_label(&label)
+                    .ok_or_else(|| TaskError::Row {
+                        path: source.path.clone(),
+                        row: i + 1,
+                        message: format!(
+                            "column `{}`: `{label}` is not a boolean (true/false/1/0)",
+                            source.label_column
+                        ),
+                    })
+                    .and_then(|label| {
+                        check_text(&source.path, i + 1, &source.prompt_column, &prompt)?;
+                        check_text(&source.path, i + 1, &source.completion_column, &completion)?;
+                        Ok(label)
+                    });
+                let label = match checked {
+                    Ok(label) => label,
+                    Err(problem) => {
+                        problems.skip(problem)?;
+                        continue;
+                    }
+                };
                 examples.push(UnpairedExample {
                     prompt,
                     completion,
@@ -511,6 +540,7 @@ impl UnpairedConfig {
                     source_row: SourceRow { dataset: ix, row: i + 1 },
                 });
             }
+            problems.report("unpaired_preference", total);
         }
         Ok(examples)
     }
@@ -538,6 +568,7 @@ mod tests {
             val_fraction: 0.1,
             test_fraction: 0.0,
             seed: 42,
+            strict: true,
         }
         .load()
     }
@@ -596,6 +627,7 @@ mod tests {
             val_fraction: 0.1,
             test_fraction: 0.0,
             seed: 42,
+            strict: true,
         };
         assert!(config.load().unwrap_err().to_string().contains("task.args.max_prompt_length must be > 0 and <"));
         let err = serde_json::from_str::<PreferenceSource>("{\"path\": \"a.csv\", \"name\": \"x\"}").unwrap_err();
@@ -622,6 +654,7 @@ mod tests {
             val_fraction: 0.1,
             test_fraction: 0.0,
             seed: 42,
+            strict: true,
         };
         let labels: Vec<bool> = config.load().unwrap().iter().map(|e| e.label).collect();
         assert_eq!(labels, vec![true, false, false, true]);
@@ -639,10 +672,16 @@ mod tests {
             val_fraction: 0.1,
             test_fraction: 0.0,
             seed: 42,
+            strict: true,
         }
         .load()
         .unwrap_err()
         .to_string();
         assert!(err.contains("k.csv: row 2: column `label`: `yes` is not a boolean (true/false/1/0)"), "{err}");
+        let datasets: Vec<UnpairedSource> = vec![serde_json::from_value(serde_json::json!({ "path": csv })).unwrap()];
+        let lax: UnpairedConfig = serde_json::from_value(serde_json::json!({ "datasets": datasets })).unwrap();
+        assert!(!lax.strict, "skipping is the default");
+        let kept = lax.load().unwrap();
+        assert_eq!((kept.len(), kept[0].completion.as_str()), (1, "C"), "the `yes` row is skipped");
     }
 }

@@ -66,6 +66,9 @@ pub struct TextClassificationConfig {
     /// Seed of the split.
     #[serde(default = "default_seed")]
     pub seed: u64,
+    /// A row with a bad label is an error (else skipped, counted and reported).
+    #[serde(default)]
+    pub strict: bool,
 }
 
 impl Ranges for TextClassificationConfig {
@@ -114,22 +117,24 @@ impl TextClassification {
             let key = |field: &str| format!("task.args.datasets[{ix}].{field}");
             let text = table.column(&source.text_column, &key("text_column"))?;
             let label = table.column(&source.label_column, &key("label_column"))?;
+            let (total, mut problems) = (text.len(), crate::rows::RowProblems::new(config.strict));
             for (i, (text, label)) in text.into_iter().zip(label).enumerate() {
                 let value = label.trim();
                 let by_name = config.labels.iter().position(|l| l.eq_ignore_ascii_case(value));
                 let by_index = value.parse::<usize>().ok().filter(|&k| k < config.labels.len());
-                let label = by_name.or(by_index).ok_or_else(|| TaskError::Row {
-                    path: source.path.clone(),
-                    row: i + 1,
-                    message: format!(
+                let Some(label) = by_name.or(by_index) else {
+                    let message = format!(
                         "column `{}`: `{value}` is not one of task.args.labels {:?} nor an index below {}",
                         source.label_column,
                         config.labels,
                         config.labels.len()
-                    ),
-                })?;
+                    );
+                    problems.skip(TaskError::Row { path: source.path.clone(), row: i + 1, message })?;
+                    continue;
+                };
                 texts.push(LabelledText { id: format!("{}:row {}", source.path.display(), i + 1), text, label });
             }
+            problems.report(TASK, total);
         }
         if let Some(max) = config.max_rows {
             texts.truncate(max);
@@ -216,11 +221,15 @@ mod tests {
     }
 
     #[test]
-    fn bad_label_names_file_row_and_column() {
+    fn a_bad_label_is_skipped_or_with_strict_names_file_row_and_column() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("r.csv");
-        std::fs::write(&p, "review,sentiment\ngreat,positive\nawful,mixed\n").unwrap();
-        let err = TextClassification::new(&config(p)).unwrap_err().to_string();
+        std::fs::write(&p, "review,sentiment\ngreat,positive\nawful,mixed\nok,0\nfine,1\nbad,0\n").unwrap();
+        let task = TextClassification::new(&config(p.clone())).unwrap();
+        assert_eq!(task.texts.len(), 4, "the `mixed` row is skipped");
+        assert!(task.texts.iter().all(|t| t.text != "awful"));
+        let strict = TextClassificationConfig { strict: true, ..config(p) };
+        let err = TextClassification::new(&strict).unwrap_err().to_string();
         assert!(err.contains("r.csv: row 2: column `sentiment`: `mixed` is not one of task.args.labels"), "{err}");
     }
 }

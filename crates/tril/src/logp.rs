@@ -7,7 +7,7 @@ use anyhow::anyhow;
 use burn::tensor::backend::Backend;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use tril_algorithms::offline::logp::{self, Column, Columns, LogpOptions};
+use tril_algorithms::offline::logp::{self, Column, Columns, LogpOptions, RowPolicy};
 use tril_core::backend::{infer, Device, InferJob, Precision, Target};
 use tril_models::tokenizer::TextTokenizer;
 
@@ -51,6 +51,15 @@ pub struct LogpArgs {
     /// Where to compute (`cpu`, `ndarray`, `flex`, `cuda:N`, `wgpu`), as the config's `device`.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// A row whose prompt leaves no room for a response in --max-length: `skip` it
+    /// (counted and reported, left out of the cache) or `truncate-left` (cut the prompt's
+    /// start). Use the same value as alg.args.overflow in training.
+    #[arg(long, default_value = "skip", value_name = "RULE")]
+    pub overflow: String,
+    /// Stop at the first problem row (no room for a response, an empty prompt) instead of
+    /// skipping it.
+    #[arg(long)]
+    pub strict: bool,
 }
 
 /// The log-prob cache computed on the backend the job's target names.
@@ -59,6 +68,7 @@ struct Compute<'a> {
     tok: &'a TextTokenizer,
     records: &'a [logp::Record],
     meta: BTreeMap<String, String>,
+    rows: RowPolicy,
 }
 
 impl InferJob for Compute<'_> {
@@ -69,7 +79,12 @@ impl InferJob for Compute<'_> {
         let max_length = args.max_length as usize;
         let (lm, _) = logp::load_lm::<B>(&args.model, self.tok.vocab_size(), args.seed, max_length, &device)
             .map_err(|e| Failure::Config(anyhow!(e)))?;
-        let opts = LogpOptions { batch_size: args.batch_size as usize, max_length, log_every: args.log_every };
+        let opts = LogpOptions {
+            batch_size: args.batch_size as usize,
+            max_length,
+            log_every: args.log_every,
+            rows: self.rows,
+        };
         logp::compute_cache(&lm, self.tok, self.records, &opts, self.meta, &device)
             .map_err(|e| Failure::Runtime(anyhow!(e)))
     }
@@ -84,6 +99,8 @@ pub fn run(args: &LogpArgs) -> Result<(), Failure> {
         response: Column::new(&args.response_key, "--response-key"),
         reward: None,
     };
+    let overflow = args.overflow.parse().map_err(|e| Failure::Config(anyhow!("--overflow: {e}")))?;
+    let rows = RowPolicy { overflow, strict: args.strict };
     let records = logp::read_records(&args.data, &columns).map_err(|e| Failure::Config(anyhow!(e)))?;
     let tokenizer = args.tokenizer.as_deref().unwrap_or(logp::default_tokenizer(&args.model));
     let tok = tril_algorithms::onpolicy::load_tokenizer(tokenizer).map_err(|e| Failure::Config(anyhow!(e)))?;
@@ -99,7 +116,7 @@ pub fn run(args: &LogpArgs) -> Result<(), Failure> {
         ("max_length".to_string(), max_length.to_string()),
         ("data".to_string(), args.data.display().to_string()),
     ]);
-    let cache = infer(target, Compute { args, tok: &tok, records: &records, meta })??;
+    let cache = infer(target, Compute { args, tok: &tok, records: &records, meta, rows })??;
     cache.save(&out).map_err(runtime)?;
     tracing::info!(rows = cache.len(), out = %out.display(), "wrote the log-prob cache");
     Ok(())

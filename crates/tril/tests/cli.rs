@@ -153,7 +153,8 @@ fn unknown_key_in_yaml_names_key_and_file_line() {
         "{}",
         out.stderr
     );
-    assert!(out.stderr.contains("task/imdb.yaml:21)"), "{}", out.stderr);
+    let line = imdb.lines().position(|l| l.contains("context_padding_side")).unwrap() + 1;
+    assert!(out.stderr.contains(&format!("task/imdb.yaml:{line})")), "{}", out.stderr);
 }
 
 #[test]

@@ -51,7 +51,11 @@ fn write_data(path: &Path, records: &[Record]) {
 }
 
 fn logp(data: &Path, out: &Path) -> Out {
-    tril(&[
+    logp_with(data, out, &[])
+}
+
+fn logp_with(data: &Path, out: &Path, extra: &[&str]) -> Out {
+    let base = [
         "logp",
         "--data",
         data.to_str().unwrap(),
@@ -65,7 +69,8 @@ fn logp(data: &Path, out: &Path) -> Out {
         "5",
         "--out",
         out.to_str().unwrap(),
-    ])
+    ];
+    tril(&[&base[..], extra].concat())
 }
 
 fn training(dir: &Path) -> Vec<serde_json::Value> {
@@ -287,6 +292,55 @@ fn bad_datasets_and_caches_give_errors_naming_file_column_and_row() {
     // A cache from another max_length does not line up with the tokens: named by uid.
     let out = run_on(dir, &four, &[&cache_arg, "alg.args.max_length=6"]);
     assert!(out.stderr.contains("the cache holds") && out.stderr.contains("uid `syn-"), "{}", out.stderr);
+}
+
+/// A row whose prompt leaves no room for its response no longer stops `tril logp`: it is
+/// skipped and reported by row and uid (the others are written), an error with
+/// `--strict`, or kept with its prompt cut from the left (`--overflow truncate-left`).
+#[test]
+fn logp_skips_or_left_truncates_a_row_that_does_not_fit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut records = synthetic_records(5, 3);
+    records[2].prompt = (0..40).map(|i| (i % 20).to_string()).collect::<Vec<_>>().join(" ");
+    let data = dir.join("long.parquet");
+    write_data(&data, &records);
+    let out = logp(&data, &dir.join("skip.safetensors"));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("skipped 1 of 5 rows"), "{}", out.stderr);
+    assert!(out.stderr.contains("row 3 (uid `syn-2`): the prompt alone has 40 tokens"), "{}", out.stderr);
+    let skip = LogpCache::load(&dir.join("skip.safetensors")).unwrap();
+    assert_eq!(skip.len(), 4);
+    assert!(skip.get("syn-2").is_none());
+
+    let out = logp_with(&data, &dir.join("strict.safetensors"), &["--strict"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("row 3 (uid `syn-2`)"), "{}", out.stderr);
+    assert!(!dir.join("strict.safetensors").exists());
+
+    let out = logp_with(&data, &dir.join("left.safetensors"), &["--overflow", "truncate-left"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let left = LogpCache::load(&dir.join("left.safetensors")).unwrap();
+    assert_eq!(left.len(), 5);
+    assert_eq!(left.get("syn-2").unwrap().len(), 7, "the whole response (6 tokens) and EOS");
+    // Rows that fit are the same under both rules (within 1e-5: the batches are padded to
+    // other lengths, and the CPU backend's sums depend on the shapes).
+    for uid in ["syn-0", "syn-1", "syn-3", "syn-4"] {
+        let (a, b) = (left.get(uid).unwrap(), skip.get(uid).unwrap());
+        assert_eq!(a.len(), b.len(), "{uid}");
+        assert!(a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-5), "{uid}: {a:?} vs {b:?}");
+    }
+    // The kept prompt is the last 32 - 7 = 25 tokens of the original.
+    let vocab = tril_algorithms::onpolicy::numbers_tokenizer().unwrap().vocab_size();
+    let lm = load_lm::<CpuBackend>("builtin:tiny-gpt2", vocab, 42, 32, &Default::default()).unwrap().0;
+    let tail = (15..40).map(|i| (i % 20).to_string()).collect::<Vec<_>>().join(" ");
+    let want = independent_logp(&lm, &tail, &records[2].response);
+    for (a, b) in left.get("syn-2").unwrap().iter().zip(&want) {
+        assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+    }
+    let out = logp_with(&data, &dir.join("x.safetensors"), &["--overflow", "left"]);
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("--overflow: expected skip or truncate-left, found `left`"), "{}", out.stderr);
 }
 
 /// `tril logp` with an HF GPT-2 directory (tril-models' tiny transformers-made fixture)

@@ -14,10 +14,13 @@
 //!
 //! # Tokens
 //! `prompt tokens ++ response tokens ++ [EOS]` (the seed's target is `response + eos`),
-//! without special tokens otherwise, truncated on the right to `max_length`; a row whose
-//! response loses every token to truncation, or whose prompt has no token, is an error
-//! naming the row. Rows are right-padded in a batch, so positions are `0..len` as in an
-//! unpadded forward.
+//! without special tokens otherwise, truncated on the right to `max_length`. A row whose
+//! prompt leaves no room for a response token ([`Overflow`]) is skipped (default) or has
+//! its prompt cut from the left (`truncate-left`, keeping the prompt's end, next to the
+//! response); a row whose prompt has no token is skipped. Skipped rows are counted and
+//! reported with the first few named ([`RowPolicy`]); with `strict` the first one is an
+//! error naming the row instead. Rows are right-padded in a batch, so positions are
+//! `0..len` as in an unpadded forward.
 //!
 //! # Cache file (`.safetensors`)
 //! Flat rather than one tensor per uid, so a million rows make a small header:
@@ -41,6 +44,85 @@ use tril_core::plugin::{CriticLayout, ModelType, PluginError, PolicySpec};
 use tril_models::gpt2::{Gpt2Config, Gpt2Model};
 use tril_models::tokenizer::TextTokenizer;
 use tril_tasks::table::Table;
+
+/// What to do with a row that does not fit `max_length`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Overflow {
+    /// A row whose prompt leaves no room for a response token is left out (counted and
+    /// reported; an error with `strict`); other long rows lose the response's end.
+    #[default]
+    Skip,
+    /// Whenever prompt + response + EOS exceed `max_length`, drop prompt tokens from the
+    /// left until the whole response fits (at least one prompt token stays; a response
+    /// longer than that is still cut on the right).
+    TruncateLeft,
+}
+
+impl Overflow {
+    /// The name used in configs, flags and cache metadata.
+    pub fn name(self) -> &'static str {
+        match self {
+            Overflow::Skip => "skip",
+            Overflow::TruncateLeft => "truncate-left",
+        }
+    }
+}
+
+impl std::str::FromStr for Overflow {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "skip" => Ok(Overflow::Skip),
+            "truncate-left" => Ok(Overflow::TruncateLeft),
+            other => Err(format!("expected skip or truncate-left, found `{other}`")),
+        }
+    }
+}
+
+/// How rows with a problem are handled: the [`Overflow`] rule, and whether any problem
+/// stops everything (`strict`) rather than skipping the row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RowPolicy {
+    /// Rows whose prompt leaves no room for a response.
+    pub overflow: Overflow,
+    /// The first problem row is an error (instead of skipped, counted and reported).
+    pub strict: bool,
+}
+
+/// The rows left out of a pass over a dataset: how many, and the first few with why.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Skipped {
+    /// Rows left out.
+    pub count: usize,
+    /// The first [`Skipped::NAMED`] of them, as `row N (uid `u`): why`.
+    pub first: Vec<String>,
+}
+
+impl Skipped {
+    /// How many skipped rows a report names.
+    pub const NAMED: usize = 5;
+
+    /// Records a skipped row.
+    pub fn add(&mut self, problem: &AlgorithmError) {
+        self.count += 1;
+        if self.first.len() < Self::NAMED {
+            self.first.push(problem.to_string());
+        }
+    }
+
+    /// One warning line saying what was skipped (nothing when no row was).
+    pub fn report(&self, what: &str, total: usize) {
+        if self.count > 0 {
+            tracing::warn!(
+                "{what}: skipped {} of {total} rows (first: {}); strict mode makes the first one an error",
+                self.count,
+                self.first.join("; ")
+            );
+        }
+    }
+}
 
 /// The `format` metadata value of a cache file.
 pub const CACHE_FORMAT: &str = "tril-logp-v1";
@@ -177,21 +259,65 @@ impl Encoded {
 
 /// Tokenizes one record (see the module docs); errors name the uid and row.
 pub fn encode(tok: &TextTokenizer, record: &Record, max_length: usize) -> Result<Encoded, PluginError> {
-    let mut ids = tok.encode(&record.prompt, false)?;
-    let prompt_len = ids.len();
+    encode_with(tok, record, max_length, Overflow::Skip)?.map_err(PluginError::from)
+}
+
+/// [`encode`] with an [`Overflow`] rule: the encoded row, or (inner `Err`) the problem
+/// that leaves it out. The outer `Err` is a tokenizer failure.
+pub fn encode_with(
+    tok: &TextTokenizer,
+    record: &Record,
+    max_length: usize,
+    overflow: Overflow,
+) -> Result<Result<Encoded, AlgorithmError>, PluginError> {
+    let mut prompt = tok.encode(&record.prompt, false)?;
     let refused = |message: String| AlgorithmError::Record { row: record.row, uid: record.uid.clone(), message };
-    if prompt_len == 0 {
-        return Err(refused("the prompt has no tokens".into()).into());
+    if prompt.is_empty() {
+        return Ok(Err(refused("the prompt has no tokens".into())));
     }
-    ids.extend(tok.encode(&record.response, false)?);
-    ids.extend(tok.eos_token_id());
+    let mut response = tok.encode(&record.response, false)?;
+    response.extend(tok.eos_token_id());
+    match overflow {
+        Overflow::Skip if prompt.len() >= max_length => {
+            let message = format!(
+                "the prompt alone has {} tokens, so no response token fits in max_length {max_length}",
+                prompt.len()
+            );
+            return Ok(Err(refused(message)));
+        }
+        Overflow::TruncateLeft if prompt.len() + response.len() > max_length => {
+            let budget = max_length.saturating_sub(response.len()).max(1);
+            prompt.drain(..prompt.len().saturating_sub(budget));
+        }
+        _ => {}
+    }
+    let prompt_len = prompt.len();
+    let mut ids = prompt;
+    ids.extend(response);
     ids.truncate(max_length);
-    if ids.len() <= prompt_len {
-        let message =
-            format!("the prompt alone has {prompt_len} tokens, so no response token fits in max_length {max_length}");
-        return Err(refused(message).into());
+    Ok(Ok(Encoded { ids, prompt_len }))
+}
+
+/// Every record encoded under `policy`, each with its index in `records`; the rows left
+/// out are reported (or, with `strict`, the first is the error). `what` names the data.
+pub fn encode_all(
+    tok: &TextTokenizer,
+    records: &[Record],
+    max_length: usize,
+    policy: RowPolicy,
+    what: &str,
+) -> Result<(Vec<(usize, Encoded)>, Skipped), PluginError> {
+    let mut out = Vec::with_capacity(records.len());
+    let mut skipped = Skipped::default();
+    for (i, record) in records.iter().enumerate() {
+        match encode_with(tok, record, max_length, policy.overflow)? {
+            Ok(encoded) => out.push((i, encoded)),
+            Err(problem) if policy.strict => return Err(problem.into()),
+            Err(problem) => skipped.add(&problem),
+        }
     }
-    Ok(Encoded { ids, prompt_len })
+    skipped.report(what, records.len());
+    Ok((out, skipped))
 }
 
 /// A right-padded batch of encoded rows.
@@ -412,34 +538,37 @@ pub struct LogpOptions {
     pub max_length: usize,
     /// A progress line every this many batches (0: none).
     pub log_every: usize,
+    /// Rows that do not fit: skipped and reported, cut from the left, or an error.
+    pub rows: RowPolicy,
 }
 
 /// Computes the response log-probs of every record under `lm` (on the backend `B`,
-/// without gradients) into a cache carrying `meta`.
+/// without gradients) into a cache carrying `meta` (plus the `overflow` rule). Rows that
+/// do not fit are handled by `opts.rows` (see the module docs): left out of the cache
+/// and reported, or the error.
 pub fn compute_cache<B: Backend>(
     lm: &Gpt2Model<B>,
     tok: &TextTokenizer,
     records: &[Record],
     opts: &LogpOptions,
-    meta: BTreeMap<String, String>,
+    mut meta: BTreeMap<String, String>,
     device: &B::Device,
 ) -> Result<LogpCache, PluginError> {
-    let encoded = records.iter().map(|r| encode(tok, r, opts.max_length)).collect::<Result<Vec<_>, _>>()?;
+    let (encoded, _) = encode_all(tok, records, opts.max_length, opts.rows, "logp")?;
+    meta.insert("overflow".into(), opts.rows.overflow.name().into());
     let pad = tok.pad_token_id().or(tok.eos_token_id()).unwrap_or(0);
     let mut cache = LogpCache::new(meta);
-    let batches = records.len().div_ceil(opts.batch_size.max(1));
+    let batches = encoded.len().div_ceil(opts.batch_size.max(1));
     let started = std::time::Instant::now();
-    for (k, (recs, rows)) in
-        records.chunks(opts.batch_size.max(1)).zip(encoded.chunks(opts.batch_size.max(1))).enumerate()
-    {
-        let rows: Vec<&Encoded> = rows.iter().collect();
+    for (k, chunk) in encoded.chunks(opts.batch_size.max(1)).enumerate() {
+        let rows: Vec<&Encoded> = chunk.iter().map(|(_, e)| e).collect();
         let batch = token_batch::<B>(&rows, pad, device);
         let lp =
             response_logprobs(lm, &batch).into_data().convert::<f32>().to_vec::<f32>().map_err(|e| {
                 AlgorithmError::TensorData { what: "response log-probs".into(), message: format!("{e:?}") }
             })?;
-        for (r, values) in recs.iter().zip(response_values(&lp, &rows)) {
-            cache.push(&r.uid, &values)?;
+        for ((i, _), values) in chunk.iter().zip(response_values(&lp, &rows)) {
+            cache.push(&records[*i].uid, &values)?;
         }
         if opts.log_every > 0 && ((k + 1) % opts.log_every == 0 || k + 1 == batches) {
             let secs = started.elapsed().as_secs_f64();
@@ -459,6 +588,39 @@ pub fn default_cache_path(data: &Path) -> PathBuf {
 mod tests {
     use super::*;
     use tril_core::backend::CpuBackend;
+
+    fn record(row: usize, prompt: &str, response: &str) -> Record {
+        Record { uid: format!("u{row}"), row, prompt: prompt.into(), response: response.into(), reward: None }
+    }
+
+    #[test]
+    fn rows_that_do_not_fit_are_skipped_reported_or_cut_from_the_left() {
+        let tok = crate::onpolicy::numbers_tokenizer().unwrap();
+        let long = (1..=9).map(|i| i.to_string()).collect::<Vec<_>>().join(" ");
+        let records = [record(1, "1 2", "3 4"), record(2, &long, "5 6"), record(3, "", "7"), record(4, "8", "9")];
+        let lax = RowPolicy::default();
+        let (kept, skipped) = encode_all(&tok, &records, 8, lax, "d.parquet").unwrap();
+        assert_eq!(kept.iter().map(|(i, _)| *i).collect::<Vec<_>>(), vec![0, 3]);
+        assert_eq!(skipped.count, 2);
+        assert_eq!(
+            skipped.first[0],
+            "row 2 (uid `u2`): the prompt alone has 9 tokens, so no response token fits in max_length 8"
+        );
+        assert_eq!(skipped.first[1], "row 3 (uid `u3`): the prompt has no tokens");
+        let strict = RowPolicy { strict: true, ..lax };
+        let err = encode_all(&tok, &records, 8, strict, "d.parquet").unwrap_err().to_string();
+        assert!(err.starts_with("row 2 (uid `u2`)"), "{err}");
+        // truncate-left keeps the prompt's end and the whole response: 8 - (2 + EOS) = 5.
+        let left = RowPolicy { overflow: Overflow::TruncateLeft, strict: false };
+        let (kept, skipped) = encode_all(&tok, &records, 8, left, "d.parquet").unwrap();
+        assert_eq!(skipped.count, 1, "only the empty prompt");
+        let (_, row) = &kept[1];
+        assert_eq!(row.prompt_len, 5);
+        assert_eq!(row.ids, [tok.encode("5 6 7 8 9 5 6", false).unwrap(), vec![0]].concat());
+        assert_eq!(row.response_len(), 3);
+        // Rows that fit are encoded alike under both rules.
+        assert_eq!(encode(&tok, &records[0], 8).unwrap(), kept[0].1);
+    }
 
     #[test]
     fn list_prompts_join_their_texts() {

@@ -71,7 +71,7 @@
 //!   position in the epoch's shuffled order are restored.
 
 use crate::guard::{At, Guard, Verdict};
-use crate::offline::logp::{self, Column, Columns, Encoded, LogpCache, LogpOptions, Record};
+use crate::offline::logp::{self, Column, Columns, Encoded, LogpCache, LogpOptions, Record, RowPolicy};
 use crate::onpolicy::{OnPolicyState, PromptSampler};
 use crate::settings::check_splits;
 use crate::trainer::{run_on_target, Optim, Run};
@@ -118,6 +118,12 @@ pub struct OfflineIpsArgs {
     pub logp_cache: Option<String>,
     /// Skip (with a counted warning) rows the cache lacks instead of failing.
     pub allow_missing_logp: bool,
+    /// A row whose prompt leaves no room for a response in `max_length`: `skip` (counted
+    /// and reported) or `truncate-left` (the prompt's start is cut); as `tril logp --overflow`.
+    pub overflow: logp::Overflow,
+    /// Any problem row (no prompt token, no room with `skip`) is an error naming it,
+    /// instead of skipped, counted and reported.
+    pub strict: bool,
     /// Policy: `builtin:tiny-gpt2`, a GPT-2 family HF directory or a cached hub id.
     pub model: String,
     /// Tokenizer (default: the model's; `builtin:numbers` for `builtin:tiny-gpt2`).
@@ -175,6 +181,8 @@ impl Default for OfflineIpsArgs {
             data: String::new(),
             logp_cache: None,
             allow_missing_logp: false,
+            overflow: logp::Overflow::Skip,
+            strict: false,
             model: "builtin:tiny-gpt2".into(),
             tokenizer: None,
             uid_key: "uid".into(),
@@ -406,7 +414,12 @@ impl OfflineIps {
             Some(path) => {
                 let cache = LogpCache::load(Path::new(path))?;
                 let (seed, max_length) = (a.seed.to_string(), a.max_length.to_string());
-                let ours = [("model", a.model.as_str()), ("seed", seed.as_str()), ("max_length", max_length.as_str())];
+                let ours = [
+                    ("model", a.model.as_str()),
+                    ("seed", seed.as_str()),
+                    ("max_length", max_length.as_str()),
+                    ("overflow", a.overflow.name()),
+                ];
                 for (key, value) in ours {
                     // A seed only matters for built-in models, which it initialises.
                     let relevant = key != "seed" || a.model.starts_with("builtin:");
@@ -417,13 +430,21 @@ impl OfflineIps {
                 cache
             }
             None => {
-                let opts = LogpOptions { batch_size: a.logp_batch_size, max_length: a.max_length, log_every: 0 };
+                let opts = LogpOptions {
+                    batch_size: a.logp_batch_size,
+                    max_length: a.max_length,
+                    log_every: 0,
+                    rows: RowPolicy { overflow: a.overflow, strict: a.strict },
+                };
                 logp::compute_cache(reference, tok, &kept, &opts, BTreeMap::new(), device)?
             }
         };
         let (mut rows, mut missing) = (Vec::with_capacity(kept.len()), Vec::new());
-        for record in kept {
-            let encoded = logp::encode(tok, &record, a.max_length)?;
+        let policy = RowPolicy { overflow: a.overflow, strict: a.strict };
+        let (encoded, _) = logp::encode_all(tok, &kept, a.max_length, policy, &a.data)?;
+        let mut kept: Vec<Option<logp::Record>> = kept.into_iter().map(Some).collect();
+        for (i, encoded) in encoded {
+            let Some(record) = kept[i].take() else { continue };
             let Some(values) = cache.get(&record.uid) else {
                 missing.push(record.uid);
                 continue;
