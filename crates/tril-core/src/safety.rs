@@ -14,7 +14,7 @@
 //!   best_mode: max         # max or min
 //! ```
 
-use crate::config::{join_path, Config, Section, Value};
+use crate::config::{Checker, Config, Ranges, Value};
 use crate::error::CoreError;
 use serde::{Deserialize, Serialize};
 
@@ -41,15 +41,16 @@ pub struct GuardConfig {
 impl GuardConfig {
     /// The checked `guard` section of `config` (defaults when absent).
     pub fn of(config: &Config) -> Result<Self, CoreError> {
-        typed_section(config, "guard", Self::check)
+        typed_section(config, "guard")
     }
+}
 
-    /// Range checks: bounds are finite and positive. Errors name `guard.<key>`, the
-    /// value and where it was written.
-    pub fn check(&self, section: &Section<'_>) -> Result<(), CoreError> {
+impl Ranges for GuardConfig {
+    /// `max_loss`, `max_kl`: finite and > 0, or null.
+    fn check_ranges(&self, c: &Checker<'_>) -> Result<(), CoreError> {
         for (key, bound) in [("max_loss", self.max_loss), ("max_kl", self.max_kl)] {
-            if bound.is_some_and(|v| !(v.is_finite() && v > 0.0)) {
-                return Err(invalid(section, key, "a finite bound > 0, or null for none"));
+            if let Some(v) = bound {
+                c.satisfies(v.is_finite() && v > 0.0, key, v, "expected a finite bound > 0, or null for none")?;
             }
         }
         Ok(())
@@ -87,49 +88,31 @@ pub struct CheckpointConfig {
 impl CheckpointConfig {
     /// The checked `checkpoint` section of `config` (defaults when absent).
     pub fn of(config: &Config) -> Result<Self, CoreError> {
-        typed_section(config, "checkpoint", Self::check)
+        typed_section(config, "checkpoint")
     }
+}
 
-    /// Range checks: a limit keeps at least one checkpoint; a best metric has a name.
-    pub fn check(&self, section: &Section<'_>) -> Result<(), CoreError> {
-        if self.save_total_limit == Some(0) {
-            return Err(invalid(section, "save_total_limit", "at least 1 checkpoint, or null for all"));
+impl Ranges for CheckpointConfig {
+    /// A limit keeps at least one checkpoint; a best metric has a name.
+    fn check_ranges(&self, c: &Checker<'_>) -> Result<(), CoreError> {
+        if let Some(limit) = self.save_total_limit {
+            c.satisfies(limit >= 1, "save_total_limit", limit, "expected at least 1 checkpoint, or null for all")?;
         }
-        if self.best_metric.as_deref().is_some_and(str::is_empty) {
-            return Err(invalid(section, "best_metric", "a logged metric name, or null"));
+        if let Some(name) = &self.best_metric {
+            c.satisfies(!name.is_empty(), "best_metric", "\"\"", "expected a logged metric name, or null")?;
         }
         Ok(())
     }
 }
 
 /// The section `key` of `config` as `T`, range-checked; `T::default()` when absent.
-fn typed_section<T: serde::de::DeserializeOwned + Default>(
+fn typed_section<T: serde::de::DeserializeOwned + Ranges + Default>(
     config: &Config,
     key: &str,
-    check: impl Fn(&T, &Section<'_>) -> Result<(), CoreError>,
 ) -> Result<T, CoreError> {
     match config.optional_section(key) {
-        Some(section) if section.node().value != Value::Null => {
-            let value: T = section.extract()?;
-            check(&value, &section)?;
-            Ok(value)
-        }
+        Some(section) if section.node().value != Value::Null => section.extract_checked(),
         _ => Ok(T::default()),
-    }
-}
-
-/// An error about `section.field`, with the value as written and its origin.
-fn invalid(section: &Section<'_>, field: &str, expected: &str) -> CoreError {
-    let node = section.node();
-    let (value, origin) = match node.get(field) {
-        Some(n) => (n.value.to_string(), n.origin.clone()),
-        None => (Value::Null.to_string(), node.origin.clone()),
-    };
-    CoreError::InvalidValue {
-        key: join_path(section.key(), field),
-        value,
-        message: format!("expected {expected}"),
-        origin,
     }
 }
 

@@ -48,9 +48,12 @@ pub struct RootConfig {
 }
 
 impl Ranges for RootConfig {
-    /// The plugin sections are checked by their registry entries; here the `sampling` block.
+    /// The plugin sections are checked by their registry entries; here the `sampling`,
+    /// `guard` and `checkpoint` blocks.
     fn check_ranges(&self, c: &Checker<'_>) -> crate::Result<()> {
-        c.nested_ranges("sampling", &self.sampling)
+        c.nested_ranges("sampling", &self.sampling)?;
+        c.nested_ranges("guard", &self.guard)?;
+        c.nested_ranges("checkpoint", &self.checkpoint)
     }
 }
 

@@ -56,8 +56,6 @@ fn check(config: &Config) -> Result<Vec<CoreError>, Failure> {
     registry::check_duplicates()?;
     refuse(config.non_finite())?;
     config.section("")?.extract_checked::<RootConfig>()?.target()?;
-    tril_core::safety::GuardConfig::of(config)?;
-    tril_core::safety::CheckpointConfig::of(config)?;
     let (unknown, errors): (Vec<_>, Vec<_>) =
         registry::check_config_sections(config).into_iter().partition(|e| matches!(e, CoreError::UnknownId { .. }));
     refuse(errors)?;

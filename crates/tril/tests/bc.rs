@@ -103,3 +103,23 @@ fn bad_bc_args_are_refused_naming_the_key() {
     assert_ne!(code, 0);
     assert!(stderr.contains("alg.args.from_scratch") && stderr.contains("built-in"), "{stderr}");
 }
+
+/// `causal_perplexity` with a stride beyond the policy's context (TRIL's 512 on a
+/// 32-position model) used to panic; it is clamped to the context with a warning naming
+/// the key, and the perplexity is finite and equals the run with the clamped stride.
+#[test]
+fn a_perplexity_stride_beyond_the_context_is_clamped_with_a_warning() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut ppl = Vec::new();
+    for stride in [512, 32] {
+        let (dir, arg) = run_dir(&tmp, &format!("ppl{stride}"));
+        let metrics = format!("eval_metrics=[{{id: causal_perplexity, args: {{stride: {stride}}}}}]");
+        let (code, stderr) = tril(&["task=synthetic", "alg=bc", "alg.args.n_epochs=1", &metrics, &arg]);
+        assert_eq!(code, 0, "{stderr}");
+        let warned = stderr.contains("eval_metrics.0.args.stride: 512 exceeds the model's context of 32 positions");
+        assert_eq!(warned, stride == 512, "{stderr}");
+        ppl.push(eval_series(&dir, "fluency_metrics/perplexity"));
+    }
+    assert!(ppl[0].iter().all(|p| p.is_finite() && *p > 1.0), "{:?}", ppl[0]);
+    assert_eq!(ppl[0], ppl[1], "stride 512 is stride 32 here");
+}

@@ -92,7 +92,8 @@ fn stop_with(args: &[&str], dir: &Path, signal: &str) -> (i32, String) {
         assert!(started.elapsed().as_secs() < 300, "no iteration-2 checkpoint after 300 s");
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    let status = Command::new("kill").args([signal, &child.id().to_string()]).status().expect("kill");
+    // The shell's built-in `kill` (no procps needed).
+    let status = Command::new("sh").args(["-c", &format!("kill {signal} {}", child.id())]).status().expect("sh");
     assert!(status.success());
     let out = child.wait_with_output().unwrap();
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
