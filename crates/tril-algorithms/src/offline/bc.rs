@@ -382,10 +382,45 @@ fn scratch_model<B: AutodiffBackend>(
         );
         return Err(AlgorithmError::config("alg.args.model_name", message).into());
     }
+    check_trainable_size(name, &config, host_memory_bytes())?;
     crate::onpolicy::seed_fresh_parameters::<B>(device, seed);
     let model = crate::onpolicy::fresh_gpt2::<B>(&config, device);
     tracing::info!(model = name, n_layer = config.n_layer, n_embd = config.n_embd, "training from scratch");
     Ok((model, config))
+}
+
+/// Refuses, before anything is allocated, an architecture whose training state (f32
+/// parameters, gradients and AdamW's two moments: 16 bytes a parameter) exceeds the
+/// host's memory: a `config.json` with an absurd `n_embd` or `n_layer` is an error, not
+/// an abort.
+fn check_trainable_size(name: &str, config: &Gpt2Config, memory: Option<u64>) -> Result<(), PluginError> {
+    let params = tril_models::hf::gpt2::gpt2_param_count(config);
+    let needed = params * 16.0;
+    match memory {
+        Some(total) if needed > total as f64 => {
+            let gib = |b: f64| b / f64::from(1u32 << 30);
+            let message = format!(
+                "the architecture of `{name}` (n_layer {}, n_embd {}, vocab {}, n_positions {}) has {params:.3e} \
+                 parameters: about {:.1} GiB to train with AdamW, more than this machine's {:.1} GiB",
+                config.n_layer,
+                config.n_embd,
+                config.vocab_size,
+                config.n_positions,
+                gib(needed),
+                gib(total as f64)
+            );
+            Err(AlgorithmError::config("alg.args.model_name", message).into())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Total host memory (`MemTotal` of `/proc/meminfo`), where the system says.
+fn host_memory_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
 }
 
 impl<B: AutodiffBackend> Loop<B> {
@@ -545,6 +580,18 @@ impl<B: AutodiffBackend> Loop<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_absurd_scratch_architecture_is_refused_before_allocating() {
+        let tiny = Gpt2Config::new(64, 32, 16, 2, 2);
+        assert!(check_trainable_size("m", &tiny, Some(1 << 30)).is_ok());
+        assert!(check_trainable_size("m", &tiny, None).is_ok(), "unknown memory: no check");
+        let huge = Gpt2Config::new(50257, 1024, 1_000_000, 1000, 8);
+        let err = check_trainable_size("m", &huge, Some(64 << 30)).unwrap_err().to_string();
+        assert!(err.contains("alg.args.model_name") && err.contains("n_embd 1000000"), "{err}");
+        assert!(err.contains("more than this machine's 64.0 GiB"), "{err}");
+        assert!(host_memory_bytes().is_none_or(|b| b > 1 << 20), "MemTotal read in bytes");
+    }
     use crate::offline::lm_batch;
     use crate::onpolicy::numbers_tokenizer;
     use crate::test_util::{t2, Cpu};

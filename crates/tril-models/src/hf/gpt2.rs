@@ -74,12 +74,18 @@ pub fn gpt2_config_from_json(json: &serde_json::Value, file: &Path) -> Result<Gp
     Ok(cfg)
 }
 
-/// [`Checkpoint::check_config_fits`] for the GPT-2 trunk `config` describes.
-fn check_fits(ckpt: &Checkpoint, file: &Path, config: &Gpt2Config) -> Result<()> {
+/// The parameters of the GPT-2 trunk `config` describes, counted in f64 (no overflow
+/// whatever the sizes): wte, wpe, ln_f; per layer ln_1, c_attn, c_proj, ln_2, c_fc, c_proj
+/// (weights and biases).
+pub fn gpt2_param_count(config: &Gpt2Config) -> f64 {
     let [v, p, d, l] = [config.vocab_size, config.n_positions, config.n_embd, config.n_layer].map(|x| x as f64);
     let i = config.n_inner.map_or(4.0 * d, |i| i as f64);
-    // wte, wpe, ln_f; per layer ln_1, c_attn, c_proj, ln_2, c_fc, c_proj (weights and biases).
-    let params = v * d + p * d + 2.0 * d + l * (4.0 * d * d + 2.0 * d * i + 9.0 * d + i);
+    v * d + p * d + 2.0 * d + l * (4.0 * d * d + 2.0 * d * i + 9.0 * d + i)
+}
+
+/// [`Checkpoint::check_config_fits`] for the GPT-2 trunk `config` describes.
+fn check_fits(ckpt: &Checkpoint, file: &Path, config: &Gpt2Config) -> Result<()> {
+    let params = gpt2_param_count(config);
     ckpt.check_config_fits(file, ("n_layer", config.n_layer), ("n_embd", config.n_embd), params)
 }
 
