@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use tril_core::config::Config;
 use tril_core::plugin::PluginError;
 use tril_core::safety::{CheckpointConfig, GuardConfig};
+use tril_core::tracker::Stats;
 
 /// Where in a run a value was seen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,9 +108,30 @@ impl Guard {
         self.skipped = skipped;
     }
 
-    /// Whether skipped steps are worth logging (the run allows skipping).
-    pub fn logs_skips(&self) -> bool {
-        self.config.skip_nonfinite > 0
+    /// Adds `guard/skipped_steps` to a training line when the run allows skipping.
+    pub fn record(&self, stats: &mut Stats) {
+        if self.config.skip_nonfinite > 0 {
+            stats.insert("guard/skipped_steps".into(), self.skipped as f64);
+        }
+    }
+
+    /// The training line of a step or iteration whose update was skipped.
+    pub fn skipped_line(&self) -> Stats {
+        let mut stats = Stats::new();
+        self.record(&mut stats);
+        stats
+    }
+
+    /// Takes one bad step from the `guard.skip_nonfinite` budget, warning that `what`
+    /// happened and the update is skipped; `false` when the budget is spent.
+    fn try_skip(&mut self, what: std::fmt::Arguments<'_>) -> bool {
+        if self.skipped >= self.config.skip_nonfinite {
+            return false;
+        }
+        self.skipped += 1;
+        let (n, budget) = (self.skipped, self.config.skip_nonfinite);
+        tracing::warn!("{}: {what}; the update is skipped ({n} of guard.skip_nonfinite = {budget})", self.algorithm);
+        true
     }
 
     /// Checks one optimizer step before its update: every value (loss terms, gradient
@@ -143,14 +165,7 @@ impl Guard {
     /// A non-finite reward of `sample` (which generated `generation`) in `iteration`: the
     /// iteration's update is skipped within the budget (`Ok`), else the run stops.
     pub fn reward(&mut self, iteration: usize, sample: &str, generation: &str, value: f64) -> Result<(), PluginError> {
-        if self.skipped < self.config.skip_nonfinite {
-            self.skipped += 1;
-            tracing::warn!(
-                "{}: the reward of sample `{sample}` is {value}; the iteration's update is skipped ({} of guard.skip_nonfinite = {})",
-                self.algorithm,
-                self.skipped,
-                self.config.skip_nonfinite
-            );
+        if self.try_skip(format_args!("iteration {iteration}: the reward of sample `{sample}` is {value}")) {
             return Ok(());
         }
         Err(AlgorithmError::NonFiniteReward {
@@ -163,13 +178,13 @@ impl Guard {
         .into())
     }
 
-    /// Refuses weights with a NaN/inf parameter (before a checkpoint is written).
-    pub fn weights<B: Backend, M: Module<B>>(&self, at: At, module: &M) -> Result<(), PluginError> {
+    /// Refuses weights with a NaN/inf parameter before `checkpoints/iter_<n>` is written.
+    pub fn weights<B: Backend, M: Module<B>>(&self, n: usize, module: &M) -> Result<(), PluginError> {
         match first_nonfinite_param(module) {
             None => Ok(()),
             Some(param) => Err(AlgorithmError::NonFiniteWeights {
                 algorithm: self.algorithm.clone(),
-                at: at.to_string(),
+                at: format!("checkpoints/iter_{n}"),
                 param,
                 checkpoint: self.last_checkpoint(),
             }
@@ -178,14 +193,7 @@ impl Guard {
     }
 
     fn bad(&mut self, at: At, what: &str, value: f64) -> Result<Verdict, PluginError> {
-        if self.skipped < self.config.skip_nonfinite {
-            self.skipped += 1;
-            tracing::warn!(
-                "{}: {at}: {what} is {value}; the update is skipped ({} of guard.skip_nonfinite = {})",
-                self.algorithm,
-                self.skipped,
-                self.config.skip_nonfinite
-            );
+        if self.try_skip(format_args!("{at}: {what} is {value}")) {
             return Ok(Verdict::Skip);
         }
         Err(AlgorithmError::NonFinite {
@@ -213,34 +221,34 @@ impl Guard {
         .into()
     }
 
-    /// A graceful stop asked for by SIGINT/SIGTERM ([`tril_core::interrupt`]), if any:
-    /// the loop writes its checkpoint (unless it just did) and returns this error.
-    pub fn interrupted(&self, at: At) -> Option<PluginError> {
-        let number = tril_core::interrupt::requested()?;
-        Some(
-            AlgorithmError::Interrupted {
-                algorithm: self.algorithm.clone(),
-                signal: tril_core::interrupt::name(number),
-                number,
-                at: at.to_string(),
-                checkpoint: self.last_checkpoint(),
-                run_dir: self.run_dir.display().to_string(),
-            }
-            .into(),
-        )
-    }
-
-    /// Whether a graceful stop was asked for (the loop then checkpoints and calls
-    /// [`Guard::interrupted`]).
+    /// Whether SIGINT/SIGTERM asked for a graceful stop ([`tril_core::interrupt`]): the
+    /// loop then writes its checkpoint and returns [`Guard::interrupted`].
     pub fn stop_requested(&self) -> bool {
         tril_core::interrupt::requested().is_some()
     }
 
-    /// "last good checkpoint: <dir>", or that none was written yet.
+    /// The error that ends a run stopped by a signal after `at` (its checkpoint written).
+    pub fn interrupted(&self, at: At) -> PluginError {
+        let number = tril_core::interrupt::requested().unwrap_or(tril_core::interrupt::SIGINT);
+        AlgorithmError::Interrupted {
+            algorithm: self.algorithm.clone(),
+            signal: tril_core::interrupt::name(number),
+            number,
+            at: at.to_string(),
+            checkpoint: self.last_checkpoint(),
+            run_dir: self.run_dir.display().to_string(),
+        }
+        .into()
+    }
+
+    /// "last good checkpoint: <dir>", that none was written yet, or why none verifies.
     pub fn last_checkpoint(&self) -> String {
         match crate::checkpoint::latest_checkpoint(&self.run_dir) {
             Ok((_, dir)) => format!("last good checkpoint: {}", dir.display()),
-            Err(_) => "no checkpoint was written yet".to_string(),
+            Err(e) if matches!(e.downcast_ref(), Some(AlgorithmError::NoCheckpoint { .. })) => {
+                "no checkpoint was written yet".to_string()
+            }
+            Err(e) => format!("no good checkpoint ({e})"),
         }
     }
 }
@@ -267,19 +275,13 @@ impl<B: Backend> ModuleVisitor<B> for Finite {
     }
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        if self.found.is_none() && !param.val().is_finite().all().into_scalar().to_bool() {
+        if self.found.is_some() {
+            return;
+        }
+        let finite = param.val().is_finite().all().into_scalar();
+        if burn::tensor::ElementConversion::elem::<u8>(finite) == 0 {
             self.found = Some(self.stack.join("."));
         }
-    }
-}
-
-trait ToBool {
-    fn to_bool(self) -> bool;
-}
-
-impl<E: burn::tensor::ElementConversion> ToBool for E {
-    fn to_bool(self) -> bool {
-        self.elem::<u8>() != 0
     }
 }
 
@@ -339,7 +341,8 @@ mod tests {
         let bias = layer.bias.clone().unwrap().map(|b| b.div_scalar(0.0));
         let broken = Linear { bias: Some(bias), ..layer };
         assert_eq!(first_nonfinite_param(&broken).as_deref(), Some("bias"));
-        let err = guard(0).weights(At::iteration(2), &broken).unwrap_err().to_string();
-        assert!(err.contains("parameter `bias`") && err.contains("no checkpoint"), "{err}");
+        let err = guard(0).weights(2, &broken).unwrap_err().to_string();
+        assert!(err.starts_with("ppo: checkpoints/iter_2: parameter `bias` is not finite"), "{err}");
+        assert!(err.ends_with("no checkpoint was written yet"), "{err}");
     }
 }

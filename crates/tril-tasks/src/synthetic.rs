@@ -35,13 +35,23 @@ impl Ranges for SyntheticConfig {
     /// At least one training example; `max_number` >= 2 and `prompt_numbers` in
     /// 1..=`max_number / 2` (prompts draw distinct numbers below `max_number / 2`).
     fn check_ranges(&self, c: &Checker<'_>) -> tril_core::Result<()> {
-        c.at_least("n_train", self.n_train, 1)?;
-        c.at_least("max_number", self.max_number, 2)?;
-        let pool = (self.max_number / 2) as usize;
-        let ok = (1..=pool).contains(&self.prompt_numbers);
-        let message = format!("expected 1..={pool} (half of max_number = {})", self.max_number);
-        c.satisfies(ok, "prompt_numbers", self.prompt_numbers, message)
+        check_numbers(c, self.n_train, self.max_number, self.prompt_numbers)
     }
+}
+
+/// The ranges both synthetic tasks share: `n_train` >= 1, `max_number` >= 2 and
+/// `prompt_numbers` in 1..=`max_number / 2`.
+pub(crate) fn check_numbers(
+    c: &Checker<'_>,
+    n_train: usize,
+    max_number: u32,
+    prompt_numbers: usize,
+) -> tril_core::Result<()> {
+    c.at_least("n_train", n_train, 1)?;
+    c.at_least("max_number", max_number, 2)?;
+    let pool = (max_number / 2) as usize;
+    let message = format!("expected 1..={pool} (half of max_number = {max_number})");
+    c.satisfies((1..=pool).contains(&prompt_numbers), "prompt_numbers", prompt_numbers, message)
 }
 
 impl Default for SyntheticConfig {

@@ -44,12 +44,7 @@ impl Ranges for SyntheticPreferenceConfig {
     /// At least one training pair; `max_number` >= 2, `prompt_numbers` in
     /// 1..=`max_number / 2` and `completion_len` in 2..=`max_number - max_number / 2`.
     fn check_ranges(&self, c: &Checker<'_>) -> tril_core::Result<()> {
-        c.at_least("n_train", self.n_train, 1)?;
-        c.at_least("max_number", self.max_number, 2)?;
-        let pool = (self.max_number / 2) as usize;
-        let ok = (1..=pool).contains(&self.prompt_numbers);
-        let message = format!("expected 1..={pool} (half of max_number = {})", self.max_number);
-        c.satisfies(ok, "prompt_numbers", self.prompt_numbers, message)?;
+        crate::synthetic::check_numbers(c, self.n_train, self.max_number, self.prompt_numbers)?;
         let room = (self.max_number - self.max_number / 2) as usize;
         let ok = (2..=room).contains(&self.completion_len);
         let message = format!("expected 2..={room} (numbers left above max_number / 2)");

@@ -273,8 +273,7 @@ impl<B: AutodiffBackend, O: GroupObjective> Loop<'_, B, O> {
             let settings = loop_settings!(t);
             // `None`: a non-finite reward, skipped within guard.skip_nonfinite.
             let Some((buffer, mut rollout)) = self.collect(iteration)? else {
-                let skipped = Stats::from([("guard/skipped_steps".to_string(), self.guard.skipped() as f64)]);
-                self.tracker.log_training(iteration, &skipped)?;
+                self.tracker.log_training(iteration, &self.guard.skipped_line())?;
                 self.finish_iteration(&settings, iteration)?;
                 continue;
             };
@@ -321,10 +320,10 @@ impl<B: AutodiffBackend, O: GroupObjective> Loop<'_, B, O> {
         if settings.checkpoints_at(iteration, n_iters) || stop {
             self.checkpoint(iteration)?;
         }
-        match self.guard.interrupted(At::iteration(iteration)) {
-            Some(stopped) if stop => Err(stopped),
-            _ => Ok(()),
+        if stop {
+            return Err(self.guard.interrupted(At::iteration(iteration)));
         }
+        Ok(())
     }
 
     /// Steps 1-4: generates `G` completions of each sampled prompt, scores them and computes
@@ -479,9 +478,7 @@ impl<B: AutodiffBackend, O: GroupObjective> Loop<'_, B, O> {
         }
         let mut out: Stats = acc.into_iter().map(|(k, v)| (k, mean_std(&v).0)).collect();
         out.insert(format!("{id}/lr"), lr);
-        if self.guard.logs_skips() {
-            out.insert("guard/skipped_steps".into(), self.guard.skipped() as f64);
-        }
+        self.guard.record(&mut out);
         Ok(out)
     }
 
@@ -513,11 +510,10 @@ impl<B: AutodiffBackend, O: GroupObjective> Loop<'_, B, O> {
     /// Writes `checkpoints/iter_<n>/` atomically: the HF `policy/`, the exact `trainer/`
     /// state and `trainer_state.json` (what `--resume` continues from).
     fn checkpoint(&mut self, iteration: usize) -> Result<(), PluginError> {
-        self.guard.weights(At::iteration(iteration), &self.policy)?;
         let policy = self.policy.valid();
         let (config, tokenizer) = (&self.gpt_config, &self.tokenizer);
-        let state = OnPolicyState::new(O::ID, iteration, &self.rng, &self.sampler).with_guard(&self.guard);
-        state.write_checkpoint(&self.tracker, self.guard.keep(), &self.policy, &self.optim, |tmp| {
+        let state = OnPolicyState::new(O::ID, iteration, &self.rng, &self.sampler);
+        state.write_checkpoint(&self.tracker, &self.guard, &self.policy, &self.optim, |tmp| {
             Ok(tril_models::hf::save_gpt2(&policy, config, &tmp.join("policy"), Some(tokenizer))?)
         })
     }

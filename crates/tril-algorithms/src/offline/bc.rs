@@ -495,9 +495,7 @@ impl<B: AutodiffBackend> Loop<B> {
                 stats.insert("train/perplexity".to_string(), loss.exp());
                 stats.insert("train/grad_norm".to_string(), norm);
             }
-            if self.guard.logs_skips() {
-                stats.insert("guard/skipped_steps".into(), self.guard.skipped() as f64);
-            }
+            self.guard.record(&mut stats);
             self.tracker.log_training(step, &stats)?;
             tracing::info!(step, total, loss = format!("{loss:.4}"), "bc");
             bar.set_message(format!("loss {loss:.3}"));
@@ -510,8 +508,8 @@ impl<B: AutodiffBackend> Loop<B> {
             if settings.checkpoints_at(step, total) || stop {
                 self.checkpoint(step)?;
             }
-            if let Some(stopped) = self.guard.interrupted(At::step(step)).filter(|_| stop) {
-                return Err(stopped);
+            if stop {
+                return Err(self.guard.interrupted(At::step(step)));
             }
         }
         bar.finish_and_clear();
@@ -567,11 +565,10 @@ impl<B: AutodiffBackend> Loop<B> {
     /// Writes `checkpoints/iter_<step>/` atomically: `policy/` (HF layout with the
     /// tokenizer) and the exact trainer state `--resume` reads.
     fn checkpoint(&mut self, step: usize) -> Result<(), PluginError> {
-        self.guard.weights(At::step(step), &self.model)?;
         let model = self.model.valid();
         let (config, tokenizer) = (&self.gpt_config, &self.tokenizer);
-        let state = OnPolicyState::new("bc", step, &self.rng, &self.sampler).with_guard(&self.guard);
-        state.write_checkpoint(&self.tracker, self.guard.keep(), &self.model, &self.optim, |tmp| {
+        let state = OnPolicyState::new("bc", step, &self.rng, &self.sampler);
+        state.write_checkpoint(&self.tracker, &self.guard, &self.model, &self.optim, |tmp| {
             Ok(tril_models::hf::save_gpt2(&model, config, &tmp.join("policy"), Some(tokenizer))?)
         })
     }

@@ -551,10 +551,24 @@ pub fn compute_cache<B: Backend>(
     tok: &TextTokenizer,
     records: &[Record],
     opts: &LogpOptions,
-    mut meta: BTreeMap<String, String>,
+    meta: BTreeMap<String, String>,
     device: &B::Device,
 ) -> Result<LogpCache, PluginError> {
     let (encoded, _) = encode_all(tok, records, opts.max_length, opts.rows, "logp")?;
+    cache_of_encoded(lm, tok, records, &encoded, opts, meta, device)
+}
+
+/// [`compute_cache`] of rows already encoded by [`encode_all`] (each with its index in
+/// `records`).
+pub fn cache_of_encoded<B: Backend>(
+    lm: &Gpt2Model<B>,
+    tok: &TextTokenizer,
+    records: &[Record],
+    encoded: &[(usize, Encoded)],
+    opts: &LogpOptions,
+    mut meta: BTreeMap<String, String>,
+    device: &B::Device,
+) -> Result<LogpCache, PluginError> {
     meta.insert("overflow".into(), opts.rows.overflow.name().into());
     let pad = tok.pad_token_id().or(tok.eos_token_id()).unwrap_or(0);
     let mut cache = LogpCache::new(meta);

@@ -410,9 +410,7 @@ pub fn train<B: AutodiffBackend, O: Objective<B>>(
     }
     let started = Instant::now();
     let checkpoint = |model: &O::Model, optim: &Optim<B, O::Model>, state: OnPolicyState, setup: &TrainSetup<B, O>| {
-        setup.guard.weights(At::step(state.iteration), model)?;
-        let state = state.with_guard(&setup.guard);
-        state.write_checkpoint(setup.tracker, setup.guard.keep(), model, optim, |tmp| {
+        state.write_checkpoint(setup.tracker, &setup.guard, model, optim, |tmp| {
             objective.save(model, &tmp.join(objective.model_dir()))
         })
     };
@@ -444,9 +442,7 @@ pub fn train<B: AutodiffBackend, O: Objective<B>>(
         } else {
             stats = Stats::new();
         }
-        if setup.guard.logs_skips() {
-            stats.insert("guard/skipped_steps".into(), setup.guard.skipped() as f64);
-        }
+        setup.guard.record(&mut stats);
         stats.insert("learning_rate".into(), lr);
         stats.insert("epoch".into(), epoch as f64 + (step - epoch * steps_per_epoch) as f64 / steps_per_epoch as f64);
         let done_here = (step - first) as f64;
@@ -464,8 +460,8 @@ pub fn train<B: AutodiffBackend, O: Objective<B>>(
         if args.checkpoints_at(step, total) || stop {
             checkpoint(&model, &optim, state(step, &rng, &sampler), &setup)?;
         }
-        if let Some(stopped) = setup.guard.interrupted(At::step(step)).filter(|_| stop) {
-            return Err(stopped);
+        if stop {
+            return Err(setup.guard.interrupted(At::step(step)));
         }
     }
     Ok(model)

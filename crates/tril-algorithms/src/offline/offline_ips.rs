@@ -410,6 +410,10 @@ impl OfflineIps {
             return Err(AlgorithmError::config("alg.args.data_filter", message).into());
         }
         tracing::info!(rows = total, kept = kept.len(), filter = ?a.data_filter, "offline_ips data");
+        // Encoded once: rows that do not fit are reported here, and the cache (read or
+        // computed) is looked up for the rest.
+        let rules = RowPolicy { overflow: a.overflow, strict: a.strict };
+        let (encoded, _) = logp::encode_all(tok, &kept, a.max_length, rules, &a.data)?;
         let cache = match &a.logp_cache {
             Some(path) => {
                 let cache = LogpCache::load(Path::new(path))?;
@@ -430,28 +434,21 @@ impl OfflineIps {
                 cache
             }
             None => {
-                let opts = LogpOptions {
-                    batch_size: a.logp_batch_size,
-                    max_length: a.max_length,
-                    log_every: 0,
-                    rows: RowPolicy { overflow: a.overflow, strict: a.strict },
-                };
-                logp::compute_cache(reference, tok, &kept, &opts, BTreeMap::new(), device)?
+                let opts =
+                    LogpOptions { batch_size: a.logp_batch_size, max_length: a.max_length, log_every: 0, rows: rules };
+                logp::cache_of_encoded(reference, tok, &kept, &encoded, &opts, BTreeMap::new(), device)?
             }
         };
-        let (mut rows, mut missing) = (Vec::with_capacity(kept.len()), Vec::new());
-        let policy = RowPolicy { overflow: a.overflow, strict: a.strict };
-        let (encoded, _) = logp::encode_all(tok, &kept, a.max_length, policy, &a.data)?;
-        let mut kept: Vec<Option<logp::Record>> = kept.into_iter().map(Some).collect();
+        let (mut rows, mut missing) = (Vec::with_capacity(encoded.len()), Vec::new());
         for (i, encoded) in encoded {
-            let Some(record) = kept[i].take() else { continue };
+            let record = &kept[i];
             let Some(values) = cache.get(&record.uid) else {
-                missing.push(record.uid);
+                missing.push(record.uid.clone());
                 continue;
             };
             if values.len() != encoded.response_len() {
                 return Err(AlgorithmError::CacheMismatch {
-                    uid: record.uid,
+                    uid: record.uid.clone(),
                     row: record.row,
                     cached: values.len(),
                     tokens: encoded.response_len(),
@@ -681,9 +678,7 @@ impl<B: AutodiffBackend> Loop<B> {
                 let mut stats = std::mem::take(&mut sums).stats();
                 stats.insert("ips/lr".into(), lr);
                 stats.insert("ips/epoch".into(), epoch as f64);
-                if self.guard.logs_skips() {
-                    stats.insert("guard/skipped_steps".into(), self.guard.skipped() as f64);
-                }
+                self.guard.record(&mut stats);
                 tracing::info!(
                     step,
                     epoch,
@@ -703,8 +698,8 @@ impl<B: AutodiffBackend> Loop<B> {
             if (a.save_checkpoints && step % a.save_every == 0 && step != total) || stop {
                 self.checkpoint(step, config, tok)?;
             }
-            if let Some(stopped) = self.guard.interrupted(At::step(step)).filter(|_| stop) {
-                return Err(stopped);
+            if stop {
+                return Err(self.guard.interrupted(At::step(step)));
             }
         }
         let keys = ["ips/loss", "ips/rho_mean", "ips/kl", "stats/pos_logp"];
@@ -761,10 +756,9 @@ impl<B: AutodiffBackend> Loop<B> {
     /// Writes `checkpoints/iter_<step>/` atomically: `policy/` (HF layout) and the exact
     /// trainer state `--resume` reads.
     fn checkpoint(&self, step: usize, config: &Gpt2Config, tok: &TextTokenizer) -> Result<(), PluginError> {
-        self.guard.weights(At::step(step), &self.model)?;
         let model = self.model.valid();
-        let state = OnPolicyState::new("offline_ips", step, &self.rng, &self.sampler).with_guard(&self.guard);
-        state.write_checkpoint(&self.tracker, self.guard.keep(), &self.model, &self.optim, |tmp| {
+        let state = OnPolicyState::new("offline_ips", step, &self.rng, &self.sampler);
+        state.write_checkpoint(&self.tracker, &self.guard, &self.model, &self.optim, |tmp| {
             Ok(tril_models::hf::save_gpt2(&model, config, &tmp.join("policy"), Some(tok))?)
         })
     }

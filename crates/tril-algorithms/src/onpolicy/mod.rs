@@ -594,7 +594,7 @@ pub fn reference_targets<B: Backend>(
 
 /// What an on-policy checkpoint's `trainer_state.json` holds besides the model and
 /// optimizer files (`trainer/`): enough to continue exactly (`--resume`).
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct OnPolicyState {
     /// The algorithm that wrote it (`ppo`, `grpo`, ...).
     pub algorithm: String,
@@ -624,11 +624,6 @@ impl OnPolicyState {
             sampler: sampler.clone(),
             guard_skipped: 0,
         }
-    }
-
-    /// The same state with the guard's count of skipped steps.
-    pub fn with_guard(self, guard: &crate::guard::Guard) -> Self {
-        OnPolicyState { guard_skipped: guard.skipped(), ..self }
     }
 
     /// The same state with the KL controller's state (PPO and the algorithms on its loop).
@@ -663,18 +658,22 @@ impl OnPolicyState {
 
     /// Writes `checkpoints/iter_<n>/` of the tracker's run atomically: what `export` puts
     /// there (the HF model directories), the exact `trainer/{model,optimizer}` state,
-    /// `trainer_state.json` (its presence marks the checkpoint complete) and, last, the
-    /// manifest with the value of `keep.best_metric`; then applies `keep` (see
-    /// [`crate::checkpoint`]). A failed write leaves the previous checkpoints as they were.
+    /// `trainer_state.json` (its presence marks the checkpoint complete; with the guard's
+    /// count of skipped steps) and, last, the manifest with the value of the guard's
+    /// `checkpoint.best_metric`; then applies `checkpoint.save_total_limit` (see
+    /// [`crate::checkpoint`]). Weights holding a NaN/inf are refused before anything is
+    /// written; a failed write leaves the previous checkpoints as they were.
     pub fn write_checkpoint<B: AutodiffBackend, M: burn::module::AutodiffModule<B>>(
         &self,
         tracker: &tril_core::tracker::Tracker,
-        keep: &tril_core::safety::CheckpointConfig,
+        guard: &crate::guard::Guard,
         module: &M,
         optim: &crate::trainer::Optim<B, M>,
         export: impl FnOnce(&std::path::Path) -> Result<(), PluginError>,
     ) -> Result<(), PluginError> {
-        let state = serde_json::to_string_pretty(self)?;
+        guard.weights(self.iteration, module)?;
+        let keep = guard.keep();
+        let state = serde_json::to_string_pretty(&OnPolicyState { guard_skipped: guard.skipped(), ..self.clone() })?;
         let metric = keep.best_metric.as_ref().and_then(|name| {
             let value = tracker.history(name).iter().rev().find(|(x, _)| *x <= self.iteration as f64);
             if value.is_none() {

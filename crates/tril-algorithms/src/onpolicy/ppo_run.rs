@@ -446,7 +446,8 @@ impl<B: AutodiffBackend> Loop<'_, B> {
         )?;
         (self.model, self.optim, self.tracker) = (model, optim, tracker);
         if let RewardSource::Discriminator(hook) = &mut self.reward {
-            let (_, dir) = crate::checkpoint::latest_checkpoint(run_dir)?;
+            // The checkpoint just restored (verified there; not hashed again).
+            let dir = run_dir.join(format!("checkpoints/iter_{}", state.iteration));
             hook.restore(&dir.join("reward_hook"))?;
         }
         self.ppo.kl.load_state(&state.kl_state)?;
@@ -472,7 +473,7 @@ impl<B: AutodiffBackend> Loop<'_, B> {
         for iteration in first..=n_iters {
             // `None`: a non-finite reward, skipped within guard.skip_nonfinite.
             let Some((buffer, rollout)) = self.collect_rollouts(iteration)? else {
-                self.tracker.log_training(iteration, &self.skip_stats())?;
+                self.tracker.log_training(iteration, &self.guard.skipped_line())?;
                 self.finish_iteration(iteration, n_iters, &bar)?;
                 continue;
             };
@@ -481,7 +482,7 @@ impl<B: AutodiffBackend> Loop<'_, B> {
             let kl = rollout["rollout_buffer/kl_div"];
             if self.guard.kl(At::iteration(iteration), "rollout_buffer/kl_div", kl)? == Verdict::Skip {
                 self.tracker.log_rollout(iteration, &rollout)?;
-                self.tracker.log_training(iteration, &self.skip_stats())?;
+                self.tracker.log_training(iteration, &self.guard.skipped_line())?;
                 self.finish_iteration(iteration, n_iters, &bar)?;
                 continue;
             }
@@ -533,15 +534,10 @@ impl<B: AutodiffBackend> Loop<'_, B> {
             self.checkpoint(iteration)?;
         }
         bar.inc(1);
-        match self.guard.interrupted(At::iteration(iteration)) {
-            Some(stopped) if stop => Err(stopped),
-            _ => Ok(()),
+        if stop {
+            return Err(self.guard.interrupted(At::iteration(iteration)));
         }
-    }
-
-    /// The training line of an iteration whose update the guard skipped.
-    fn skip_stats(&self) -> Stats {
-        Stats::from([("guard/skipped_steps".to_string(), self.guard.skipped() as f64)])
+        Ok(())
     }
 
     /// Generates one batch of trajectories as `plan` says: by the policy alone, or mixed
@@ -851,9 +847,7 @@ impl<B: AutodiffBackend> Loop<'_, B> {
         out.insert("ppo/lr".into(), lr);
         out.insert("ppo/clip_range".into(), args.clip_range);
         out.insert("ppo/clip_range_vf".into(), args.clip_range_vf.unwrap_or(f64::NAN));
-        if self.guard.logs_skips() {
-            out.insert("guard/skipped_steps".into(), self.guard.skipped() as f64);
-        }
+        self.guard.record(&mut out);
         Ok(out)
     }
 
@@ -884,17 +878,15 @@ impl<B: AutodiffBackend> Loop<'_, B> {
     /// Writes `checkpoints/iter_<n>/` atomically: HF `policy/` and `critic/`, the exact
     /// `trainer/` state and `trainer_state.json` (see the module docs).
     fn checkpoint(&mut self, iteration: usize) -> Result<(), PluginError> {
-        self.guard.weights(At::iteration(iteration), &self.model)?;
         let model = self.model.valid();
         let (config, tokenizer) = (&self.gpt_config, &self.tokenizer);
-        let state = OnPolicyState::new(self.ppo.id, iteration, &self.rng, &self.sampler)
-            .with_kl_state(self.ppo.kl.state())
-            .with_guard(&self.guard);
+        let state =
+            OnPolicyState::new(self.ppo.id, iteration, &self.rng, &self.sampler).with_kl_state(self.ppo.kl.state());
         let hook = match &self.reward {
             RewardSource::Discriminator(d) => Some(d),
             RewardSource::Task(_) => None,
         };
-        state.write_checkpoint(&self.tracker, self.guard.keep(), &self.model, &self.optim, |tmp| {
+        state.write_checkpoint(&self.tracker, &self.guard, &self.model, &self.optim, |tmp| {
             tril_models::hf::save_gpt2(&model.policy, config, &tmp.join("policy"), Some(tokenizer))?;
             let critic = match (&model.critic, &model.shared_head) {
                 (Some(c), _) => Some(c.clone()),
