@@ -77,15 +77,7 @@ fn divergence_bounds_stop_the_run_naming_the_bound() {
 /// Starts `args` into `dir`, sends `signal` once its iteration-2 checkpoint exists, and
 /// returns the exit code and stderr.
 fn stop_with(args: &[&str], dir: &Path, signal: &str) -> (i32, String) {
-    let cfgs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../cfgs");
-    let child = Command::new(env!("CARGO_BIN_EXE_tril"))
-        .args(["--quiet", "run", "--config-dir", cfgs.to_str().unwrap()])
-        .args(args)
-        .arg(format!("run_dir={}", dir.display()))
-        .env_remove("TRIL_LOG")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run tril");
+    let child = common::spawn(args, dir, std::process::Stdio::piped());
     let marker = dir.join("checkpoints/iter_2/manifest.json");
     let started = std::time::Instant::now();
     while !marker.is_file() {
@@ -189,14 +181,8 @@ fn save_total_limit_keeps_the_newest_and_the_best() {
 fn two_processes_cannot_write_one_run_directory() {
     let tmp = tempfile::tempdir().unwrap();
     let (dir, _) = run_dir(&tmp, "locked");
-    let cfgs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../cfgs");
-    let mut first = Command::new(env!("CARGO_BIN_EXE_tril"))
-        .args(["--quiet", "run", "--config-dir", cfgs.to_str().unwrap()])
-        .args(["task=synthetic", "alg=ppo", "alg.args.n_iters=200"])
-        .arg(format!("run_dir={}", dir.display()))
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let args = ["task=synthetic", "alg=ppo", "alg.args.n_iters=200"];
+    let mut first = common::spawn(&args, &dir, std::process::Stdio::null());
     let started = std::time::Instant::now();
     while !dir.join("config.resolved.yaml").is_file() {
         assert!(started.elapsed().as_secs() < 120, "the first run did not start");

@@ -66,6 +66,20 @@ pub fn logs_without_time(dir: &Path) -> Vec<String> {
     out
 }
 
+/// Starts `tril --quiet run --config-dir <repo cfgs> ARGS... run_dir=DIR` in the
+/// background, its stderr going to `stderr`.
+pub fn spawn(args: &[&str], dir: &Path, stderr: std::process::Stdio) -> std::process::Child {
+    let cfgs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../cfgs");
+    Command::new(env!("CARGO_BIN_EXE_tril"))
+        .args(["--quiet", "run", "--config-dir", cfgs.to_str().unwrap()])
+        .args(args)
+        .arg(format!("run_dir={}", dir.display()))
+        .env_remove("TRIL_LOG")
+        .stderr(stderr)
+        .spawn()
+        .expect("run tril")
+}
+
 /// Runs `args` (which must checkpoint every 2 of `n_iters` iterations) to the end; runs it
 /// again, SIGKILLs the process once its iteration-2 checkpoint exists and `--resume`s it.
 /// Asserts that every logged number (wall-clock keys aside) and the final policy weights
@@ -77,16 +91,8 @@ pub fn assert_kill_and_resume_matches(args: &[&str], n_iters: usize, lines: usiz
     let (code, stderr) = tril(&[args, &[arg.as_str()]].concat());
     assert_eq!(code, 0, "{stderr}");
 
-    let (cut, arg) = run_dir(&tmp, "cut");
-    let cfgs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../cfgs");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tril"))
-        .args(["--quiet", "run", "--config-dir", cfgs.to_str().unwrap()])
-        .args(args)
-        .arg(&arg)
-        .env_remove("TRIL_LOG")
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("run tril");
+    let (cut, _) = run_dir(&tmp, "cut");
+    let mut child = spawn(args, &cut, std::process::Stdio::null());
     let marker = cut.join("checkpoints/iter_2/trainer_state.json");
     let started = std::time::Instant::now();
     while !marker.is_file() {
