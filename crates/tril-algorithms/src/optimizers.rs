@@ -10,9 +10,10 @@
 //! TRIL's `adam8bit` / `adamw8bit` (bitsandbytes) are not ported.
 //!
 //! Parameters whose name contains one of [`NO_DECAY`] get no weight decay: TRIL's
-//! list (`bias`, `LayerNorm.bias`, `LayerNorm.weight`, HF names) plus the names tril's
-//! Burn models give layer norms (`ln_` as in GPT-2's `ln_1`/`ln_f`, Burn `LayerNorm`'s
-//! `gamma`/`beta`, and `layer_norm` as in T5).
+//! list (`agent.py` `setup_optimizer`: `bias`, `LayerNorm.bias`, `LayerNorm.weight`, matched
+//! against HF names) plus `beta`, the name Burn gives a layer norm's bias (saved as HF
+//! `ln_1.bias`, which TRIL's `bias` matches). As in TRIL, GPT-2's layer-norm weights
+//! (HF `ln_1.weight`, Burn `gamma`) are decayed: TRIL's `LayerNorm.weight` names BERT's.
 //!
 //! ```
 //! use tril_algorithms::optimizers::AdamWArgs;
@@ -27,7 +28,7 @@ use tril_core::plugin::{BuildCtx, OptimizerKind, OptimizerSpec, PluginError};
 use tril_core::CoreError;
 
 /// Parameter-name substrings exempt from weight decay (see the module docs).
-pub const NO_DECAY: [&str; 7] = ["bias", "LayerNorm.bias", "LayerNorm.weight", "ln_", "gamma", "beta", "layer_norm"];
+pub const NO_DECAY: [&str; 4] = ["bias", "LayerNorm.bias", "LayerNorm.weight", "beta"];
 
 /// Args of `adam` (`alg.optimizer.args`); defaults are torch's.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -162,14 +163,14 @@ mod tests {
     }
 
     #[test]
-    fn no_decay_covers_tril_and_burn_norm_names() {
+    fn no_decay_is_trils_list_on_burn_names() {
         let spec = build("alg:\n  optimizer:\n    id: adam\n").unwrap();
         let exempt = |name: &str| spec.no_decay.iter().any(|s| name.contains(s.as_str()));
-        for name in ["h.0.attn.c_attn.bias", "h.3.ln_1.gamma", "ln_f.beta", "encoder.block.0.layer.0.layer_norm.weight"]
-        {
+        for name in ["h.0.attn.c_attn.bias", "ln_f.beta", "embeddings.LayerNorm.weight"] {
             assert!(exempt(name), "{name}");
         }
-        for name in ["h.0.attn.c_attn.weight", "wte.weight", "lm_head.weight"] {
+        // TRIL decays GPT-2's layer-norm weights (HF `ln_1.weight` matches none of its names).
+        for name in ["h.0.attn.c_attn.weight", "wte.weight", "lm_head.weight", "h.3.ln_1.gamma"] {
             assert!(!exempt(name), "{name}");
         }
     }

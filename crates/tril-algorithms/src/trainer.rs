@@ -160,7 +160,7 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> Family<B, M> {
 }
 
 /// The optimizer an [`OptimizerSpec`] names, for module `M`, with TRIL's two parameter
-/// groups: parameters whose path (e.g. `policy.h.0.ln_1.gamma`) contains one of
+/// groups: parameters whose path (e.g. `policy.h.0.attn.c_attn.bias`) contains one of
 /// `spec.no_decay` get no weight decay. Burn's optimizers have no parameter groups, so
 /// the exempt parameters get a second optimizer of the same family without decay; each
 /// keeps the moments of its own parameters (Adam's state is per parameter, so this is

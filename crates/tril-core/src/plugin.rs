@@ -257,7 +257,8 @@ pub trait Algorithm {
 pub trait KlController: Send {
     /// The current coefficient.
     fn coeff(&self) -> f64;
-    /// Updates the coefficient from the mean per-trajectory KL of one iteration.
+    /// Updates the coefficient from the mean per-trajectory KL of one iteration over
+    /// `n_steps` sequences (the iteration's trajectory count, not its tokens).
     fn step(&mut self, kl: f64, n_steps: usize);
     /// The state to checkpoint (the coefficient and anything else it keeps).
     fn state(&self) -> Vec<f64>;

@@ -129,7 +129,10 @@ impl ProportionalKl {
 /// TRIL hard-codes `n_steps = 64` and `horizon = 100 · 7.5 = 750` (marked TODO), so its
 /// step is `coeff · (1 + e · 64/750)`, and it does not clip `e`. tril clips `e` to
 /// [−0.2, 0.2] as the paper does, reads `horizon` from `alg.kl_div.horizon` (default
-/// 10000, as in `lm-human-preferences`) and takes `n_steps` from the caller.
+/// 10000, as in `lm-human-preferences`) and takes `n_steps` from the caller: PPO's loop
+/// passes the number of sequences of the iteration (`trajectories_per_update`), as
+/// `lm-human-preferences`, TRL (`AdaptiveKLController.update(kl, batch_size)`) and
+/// OpenRLHF do. A token count would adapt about `max_gen_len` times too fast.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScaledKl {
     coeff: f64,

@@ -517,6 +517,31 @@ pub struct Generated<B: Backend> {
     pub texts: Vec<String>,
 }
 
+/// The tokens the PPO family trains on and rewards, row-major `[B, N]` (1.0 or 0.0).
+///
+/// `train_eos: false` is TRIL's convention (`base_online.py` `generate_batch`:
+/// `masks = act != pad_token_id` with `pad_token_as_eos_token`): the EOS that ends a
+/// generation is padding, so it is neither trained nor valued, and the terminal reward
+/// ([`crate::onpolicy::ppo::token_rewards`]) lands on the last real token. A generation
+/// that is only an EOS then has no action: its reward is dropped, as in TRIL (which writes
+/// it at index -1, a masked position). `train_eos: true` keeps the EOS as the last action,
+/// trained and rewarded, so the policy also learns when to stop (the generation mask).
+pub fn action_mask(output: &GenerationOutput, eos_token_id: Option<u32>, train_eos: bool) -> Vec<f32> {
+    output
+        .tokens
+        .iter()
+        .zip(&output.mask)
+        .map(|(&token, &m)| {
+            let eos = eos_token_id == Some(token);
+            if m == 1 && (train_eos || !eos) {
+                1.0
+            } else {
+                0.0
+            }
+        })
+        .collect()
+}
+
 /// Tokenizes the prompts of `samples`, generates with `lm` and decodes.
 pub fn generate_for<B: Backend>(
     lm: &Gpt2Model<B>,
@@ -735,6 +760,35 @@ mod tests {
         assert_eq!(ids, vec![4, 5, 18]);
         assert_eq!(tok.decode_batch(&[vec![4u32, 5, 18, 0, 0]], true).unwrap(), vec!["3 4 17"]);
         assert_eq!(tok.eos_token_id(), Some(0));
+    }
+
+    #[test]
+    fn action_mask_drops_the_stopping_eos_unless_trained() {
+        // Row 0 stops at its third token (EOS = 0, then padding); row 1 never stops; row 2
+        // is an EOS alone.
+        let output = GenerationOutput {
+            tokens: vec![5, 6, 0, 0, 7, 8, 9, 4, 0, 0, 0, 0],
+            logprobs: vec![-1.0; 12],
+            mask: vec![1, 1, 1, 0, 1, 1, 1, 1, 1, 0, 0, 0],
+            batch: 3,
+            max_new_tokens: 4,
+        };
+        let tril = action_mask(&output, Some(0), false);
+        assert_eq!(tril, vec![1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0]);
+        let trained = action_mask(&output, Some(0), true);
+        assert_eq!(trained, vec![1.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0]);
+        // The terminal reward follows the mask: on the last real token (TRIL), or the EOS.
+        type Cpu = tril_core::backend::CpuBackend;
+        let dev = Default::default();
+        let m = |v: Vec<f32>| Tensor::<Cpu, 2>::from_data(TensorData::new(v, [3, 4]), &dev);
+        let terminal = Tensor::<Cpu, 1>::from_data(TensorData::new(vec![1.0f32, 2.0, 3.0], [3]), &dev);
+        let zeros = || m(vec![0.0; 12]);
+        let (rewards, _, _) = crate::onpolicy::ppo::token_rewards(terminal.clone(), m(tril), zeros(), zeros(), 0.1);
+        let rewards = rewards.into_data().to_vec::<f32>().unwrap();
+        assert_eq!(rewards, vec![0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 2.0, 0.0, 0.0, 0.0, 0.0]);
+        let (rewards, _, _) = crate::onpolicy::ppo::token_rewards(terminal, m(trained), zeros(), zeros(), 0.1);
+        let rewards = rewards.into_data().to_vec::<f32>().unwrap();
+        assert_eq!(rewards, vec![0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 2.0, 3.0, 0.0, 0.0, 0.0]);
     }
 
     #[test]

@@ -74,6 +74,28 @@ pub struct PpoArgs {
     /// default: `true` for PPO and GAIL, `false` for the roll-in family, as TRIL does).
     #[serde(default)]
     pub kl_in_reward: Option<bool>,
+    /// Whether the EOS ending a generation is a trained action that carries the terminal
+    /// reward. `false` (default, TRIL): EOS is padding, the reward lands on the last real
+    /// token ([`crate::onpolicy::action_mask`]). `true`: the policy also learns to stop.
+    #[serde(default)]
+    pub train_eos: bool,
+    /// How `max_grad_norm` applies: `joint` (default, TRIL's `clip_grad_norm_` over
+    /// `agent.policy_params`: one norm over the policy, the critic and a guide critic) or
+    /// `separate` (each module clipped to `max_grad_norm` on its own, so a large early
+    /// value loss cannot shrink the policy's step).
+    #[serde(default)]
+    pub grad_clip: GradClip,
+}
+
+/// How PPO's gradient-norm clipping groups the parameters (`alg.args.grad_clip`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GradClip {
+    /// One global norm over every trained module (TRIL).
+    #[default]
+    Joint,
+    /// The policy, the critic and the guide critic each clipped on their own.
+    Separate,
 }
 
 impl Ranges for PpoArgs {

@@ -9,9 +9,18 @@
 //!
 //! # Deviations from TRIL
 //! - Seeded: `alg.args.seed` seeds model initialisation, prompt shuffling and sampling.
-//! - With a separate critic, the policy's and the critic's gradients are clipped to
-//!   `max_grad_norm` each (TRIL clips them together, so an early large value loss
-//!   shrinks the policy's step to almost nothing).
+//!
+//! # Conventions (TRIL's by default; each a key)
+//! - `alg.args.train_eos: false`: the EOS ending a generation is padding, not an action:
+//!   it is masked out of the losses and the terminal reward lands on the last real token
+//!   ([`action_mask`]). `true` trains and rewards the EOS.
+//! - `alg.args.grad_clip: joint`: one global norm over the policy, the critic and a guide
+//!   critic (TRIL's `clip_grad_norm_(agent.policy_params)`); `separate` clips each on its
+//!   own, so an early large value loss cannot shrink the policy's step to almost nothing.
+//! - `scaledklcontroller` is stepped with the number of sequences of the iteration (as
+//!   Ziegler et al., TRL and OpenRLHF), not tokens.
+//! - `target_kl`: checked on each micro-batch before its backward pass, as TRIL; the step
+//!   that crosses `1.5 x target_kl` is not applied and the epochs stop.
 //! - Runs on any backend (`device`, `precision`; generic over `B: AutodiffBackend`).
 //!
 //! # The algorithms built on this loop: two strategies
@@ -41,13 +50,14 @@ use crate::guard::{At, Guard, Verdict};
 use crate::onpolicy::gail::{Discriminator, DiscriminatorPlan};
 use crate::onpolicy::policies::{actor_critic_args, ActorCriticArgs};
 use crate::onpolicy::ppo::{
-    entropy_loss, policy_loss, target_loss, token_rewards, total_loss, value_loss, PpoArgs, PpoPlan, PpoTerms,
+    entropy_loss, policy_loss, target_loss, token_rewards, total_loss, value_loss, GradClip, PpoArgs, PpoPlan,
+    PpoTerms,
 };
 use crate::onpolicy::rollin::{
     prefixes, rollin_lengths, rollin_mask, segment_masks, IterationPlan, Mode, Rollin, ValueFn,
 };
 use crate::onpolicy::{
-    build_models, generate_forced, generation_config, lm_logprobs, reference_targets, run_tokenizers,
+    action_mask, build_models, generate_forced, generation_config, lm_logprobs, reference_targets, run_tokenizers,
     warn_long_prompts, with_guide_critic, ActorCritic, Generated, OnPolicyState, PromptSampler,
 };
 use crate::settings::{check_splits, loop_settings, LoopSettings};
@@ -275,23 +285,150 @@ tril_core::register!(algorithm,
     config: PpoArgs,
     build: build);
 
-/// One iteration's rollouts, on the training backend without autodiff.
-struct Buffer<B: AutodiffBackend> {
-    ids: Tensor<Inner<B>, 2, Int>,
-    mask: Tensor<Inner<B>, 2, Int>,
-    gen_mask: Tensor<Inner<B>, 2>,
-    /// The tokens the policy loss covers (`gen_mask` for PPO; a roll-in segment otherwise).
-    update_mask: Tensor<Inner<B>, 2>,
-    /// The tokens the value loss covers.
-    value_mask: Tensor<Inner<B>, 2>,
+/// One iteration's rollouts, on the training backend without autodiff: everything PPO's
+/// update reads ([`minibatch_gradients`]). Rows are trajectories; `N = max_gen_len`.
+#[derive(Debug, Clone)]
+pub struct RolloutBuffer<B: AutodiffBackend> {
+    /// `prompt + generation` ids, `[B, P + N]`.
+    pub ids: Tensor<Inner<B>, 2, Int>,
+    /// Their attention mask, `[B, P + N]`.
+    pub mask: Tensor<Inner<B>, 2, Int>,
+    /// The actions ([`action_mask`]: generated tokens, the stopping EOS only with
+    /// `train_eos`), `[B, N]`.
+    pub gen_mask: Tensor<Inner<B>, 2>,
+    /// The tokens the policy loss covers (`gen_mask` for PPO; a roll-in segment otherwise), `[B, N]`.
+    pub update_mask: Tensor<Inner<B>, 2>,
+    /// The tokens the value loss covers, `[B, N]`.
+    pub value_mask: Tensor<Inner<B>, 2>,
     /// The critic that gave `values` and is trained.
+    pub value_fn: ValueFn,
+    /// The rollout policy's log-probs of the actions, `[B, N]`.
+    pub logprobs: Tensor<Inner<B>, 2>,
+    /// The critic's values `V(s_t)`, `[B, N]`.
+    pub values: Tensor<Inner<B>, 2>,
+    /// GAE advantages, `[B, N]`.
+    pub advantages: Tensor<Inner<B>, 2>,
+    /// Returns `A + V`, `[B, N]`.
+    pub returns: Tensor<Inner<B>, 2>,
+    /// `prompt + reference` ids for the target regularization, `[B, P + N]`.
+    pub target_ids: Tensor<Inner<B>, 2, Int>,
+    /// The reference tokens' mask, `[B, N]`.
+    pub target_mask: Tensor<Inner<B>, 2>,
+}
+
+/// What the forward and backward passes of one minibatch give ([`minibatch_gradients`]).
+pub enum Minibatch {
+    /// The summed micro-batch gradients (each loss divided by `grad_accumulation`) and the
+    /// micro-batches' statistics (`ppo/...` keys, one entry per micro-batch).
+    Gradients(GradientsParams, Vec<(&'static str, f64)>),
+    /// `approx_kl` of a micro-batch exceeded `1.5 x target_kl`: TRIL stops the epochs
+    /// there, before that micro-batch's backward pass, and the step is not applied.
+    EarlyStop {
+        /// The micro-batch's `approx_kl`.
+        approx_kl: f64,
+    },
+}
+
+/// The losses and gradients of PPO's update on rows `rows` of `buf` (TRIL's `PPO.train_step`
+/// body for one minibatch, with its micro-batches of `micro_batch` rows): per micro-batch
+/// the clipped policy loss, the (clipped) value loss, the entropy and target terms and
+/// their [`total_loss`], divided by `grad_accumulation` and backpropagated.
+pub fn minibatch_gradients<B: AutodiffBackend>(
+    model: &ActorCritic<B>,
+    buf: &RolloutBuffer<B>,
+    rows: &[usize],
+    args: &PpoArgs,
+    micro_batch: usize,
+) -> Minibatch {
+    let n = args.max_gen_len;
+    let prompt_len = buf.ids.dims()[1] - n;
+    let device = buf.ids.device();
+    let mut accum = GradientsAccumulator::<ActorCritic<B>>::new();
+    let mut values: Vec<(&'static str, f64)> = Vec::new();
+    for micro in rows.chunks(micro_batch.max(1)) {
+        let picked: Vec<i64> = micro.iter().map(|&i| i as i64).collect();
+        let idx = Tensor::<Inner<B>, 1, Int>::from_data(TensorData::new(picked, [micro.len()]), &device);
+        let pick = |x: &Tensor<Inner<B>, 2>| Tensor::<B, 2>::from_inner(x.clone().select(0, idx.clone()));
+        let pick_int = |x: &Tensor<Inner<B>, 2, Int>| Tensor::<B, 2, Int>::from_inner(x.clone().select(0, idx.clone()));
+        let masks = pick(&buf.update_mask); // [b, N]
+        let (ids, attn) = (pick_int(&buf.ids), pick_int(&buf.mask)); // [b, P + N]
+        let scored = model.score_with(ids, attn.clone(), n, buf.value_fn);
+        let (pg, stats) =
+            policy_loss(scored.logprobs, pick(&buf.logprobs), pick(&buf.advantages), masks.clone(), args.clip_range);
+        let (vl, vclip) =
+            value_loss(scored.values, pick(&buf.values), pick(&buf.returns), pick(&buf.value_mask), args.clip_range_vf);
+        let ent = entropy_loss(scored.entropy, masks);
+        let target = args.target_regularization.then(|| {
+            let b = micro.len();
+            let prompt_attn = attn.slice([0..b, 0..prompt_len]);
+            let t_mask = pick(&buf.target_mask); // [b, N]
+            let t_attn = Tensor::cat(vec![prompt_attn, t_mask.clone().int()], 1);
+            let lp = lm_logprobs(&model.policy, pick_int(&buf.target_ids), t_attn, n);
+            target_loss(lp, t_mask)
+        });
+        if let Some(tgt) = &target {
+            values.push(("ppo/target_loss", scalar(tgt.clone())));
+        }
+        let terms = PpoTerms { policy: pg.clone(), value: vl.clone(), entropy: ent.clone(), target };
+        let loss = total_loss(&terms, args);
+        let approx_kl = scalar(stats.approx_kl.clone());
+        // TRIL's early stop: checked on each micro-batch before its backward pass, so the
+        // step that crossed the bound is not applied.
+        if args.target_kl.is_some_and(|target| approx_kl > 1.5 * target) {
+            return Minibatch::EarlyStop { approx_kl };
+        }
+        for (k, v) in [
+            ("ppo/policy_gradient_loss", scalar(pg)),
+            ("ppo/value_loss", scalar(vl)),
+            ("ppo/entropy_loss", scalar(ent)),
+            ("ppo/approx_kl", approx_kl),
+            ("ppo/clip_fraction", scalar(stats.clip_fraction)),
+            ("ppo/ratio", scalar(stats.ratio)),
+            ("ppo/val_clip_fraction", scalar(vclip)),
+            ("ppo/loss", scalar(loss.clone())),
+        ] {
+            values.push((k, v));
+        }
+        let grads = (loss / args.grad_accumulation as f64).backward();
+        accum.accumulate(model, GradientsParams::from_grads(grads, model));
+    }
+    Minibatch::Gradients(accum.grads(), values)
+}
+
+/// Clips `grads` to `max_grad_norm` as `alg.args.grad_clip` says and returns them with the
+/// norm before clipping (`ppo/grad_norm`: the joint norm, or the policy's with `separate`,
+/// which also pushes the critics' norms onto `stats`).
+pub fn clip_gradients<B: AutodiffBackend>(
+    model: &ActorCritic<B>,
+    grads: GradientsParams,
+    args: &PpoArgs,
     value_fn: ValueFn,
-    logprobs: Tensor<Inner<B>, 2>,
-    values: Tensor<Inner<B>, 2>,
-    advantages: Tensor<Inner<B>, 2>,
-    returns: Tensor<Inner<B>, 2>,
-    target_ids: Tensor<Inner<B>, 2, Int>,
-    target_mask: Tensor<Inner<B>, 2>,
+    stats: &mut Vec<(&'static str, f64)>,
+) -> (GradientsParams, f64) {
+    let max = args.max_grad_norm;
+    match args.grad_clip {
+        // TRIL: `accelerator.clip_grad_norm_(agent.policy_params, max_grad_norm)`, where
+        // `policy_params` is the actor's, the critic's and the guide critic's parameters.
+        GradClip::Joint => clip_grad_norm(model, grads, max),
+        GradClip::Separate => {
+            let (mut grads, norm) = match &model.critic {
+                Some(critic) => {
+                    let (grads, norm) = clip_grad_norm(&model.policy, grads, max);
+                    let (grads, critic_norm) = clip_grad_norm(critic, grads, max);
+                    stats.push(("ppo/critic_grad_norm", critic_norm));
+                    (grads, norm)
+                }
+                // A value head on the policy's trunk shares its gradient: one norm.
+                None => clip_grad_norm(model, grads, max),
+            };
+            if let (Some(guide_critic), ValueFn::Guide) = (&model.guide_critic, value_fn) {
+                let (clipped, guide_norm) = clip_grad_norm(guide_critic, grads, max);
+                stats.push(("ppo/guide_critic_grad_norm", guide_norm));
+                grads = clipped;
+            }
+            (grads, norm)
+        }
+    }
 }
 
 /// One batch of trajectories, possibly mixed (see [`Loop::generate_batch`]).
@@ -576,7 +713,7 @@ impl<B: AutodiffBackend> Loop<'_, B> {
     /// plan (roll-in mode), 2. generation with the policy's scores and the reference
     /// log-probs ([`Loop::generate_rollouts`]), 3. terminal rewards ([`Loop::terminal_rewards`]),
     /// 4. per-token rewards, GAE and the buffer ([`Loop::advantages`]).
-    fn collect_rollouts(&mut self, iteration: usize) -> Result<Option<(Buffer<B>, Stats)>, PluginError> {
+    fn collect_rollouts(&mut self, iteration: usize) -> Result<Option<(RolloutBuffer<B>, Stats)>, PluginError> {
         let n = self.ppo.args.max_gen_len;
         let gen_cfg = generation_config(&self.ppo.policy_args.gen_kwargs);
         if gen_cfg.max_new_tokens != n {
@@ -616,7 +753,9 @@ impl<B: AutodiffBackend> Loop<'_, B> {
             let b = gen.ids.dims()[0];
             let prompt = gen.ids.clone().slice([0..b, 0..p]);
             out.ids.push([gen.ids, gen.mask, Tensor::cat(vec![prompt, t_ids], 1)]);
-            out.floats.push([gen.gen_mask, scored.logprobs, ref_lp, scored.values, t_mask, scored.entropy]);
+            let actions = action_mask(&gen.output, self.prompt_tok.eos_token_id(), self.ppo.args.train_eos);
+            let actions = Tensor::from_data(TensorData::new(actions, [b, n]), (&self.device, F32)); // [b, N]
+            out.floats.push([actions, scored.logprobs, ref_lp, scored.values, t_mask, scored.entropy]);
             out.sample_ids.extend(samples.iter().map(|s| s.id.clone()));
             out.references.extend(samples.iter().map(|s| s.references.clone()));
             out.prompts.extend(gen.prompts);
@@ -667,7 +806,7 @@ impl<B: AutodiffBackend> Loop<'_, B> {
         terminal: Vec<f32>,
         mut stats: Stats,
         plan: &IterationPlan,
-    ) -> Result<(Buffer<B>, Stats), PluginError> {
+    ) -> Result<(RolloutBuffer<B>, Stats), PluginError> {
         let n = self.ppo.args.max_gen_len;
         let parts = &rollouts.floats;
         let cat = |k: usize| Tensor::cat(parts.iter().map(|p| p[k].clone()).collect(), 0);
@@ -706,11 +845,14 @@ impl<B: AutodiffBackend> Loop<'_, B> {
             stats.insert("rollout_buffer/beta".into(), plan.beta);
             stats.insert("rollout_buffer/mode_aggrevate".into(), f64::from(u8::from(mode == Mode::Aggrevate)));
         }
-        self.ppo.kl.step(mean(&kl_sums), t * n);
+        // The number of sequences, as Ziegler et al. (`lm-human-preferences`), TRL's
+        // `AdaptiveKLController.update(kl, batch_size)` and OpenRLHF: the controller's
+        // horizon counts sequences, not tokens.
+        self.ppo.kl.step(mean(&kl_sums), t);
         let ids = &rollouts.ids;
         let cat_int = |k: usize| Tensor::cat(ids.iter().map(|p| p[k].clone()).collect(), 0);
         let matrix = |v: Vec<f32>| Tensor::<Inner<B>, 2>::from_data(TensorData::new(v, [t, n]), (&self.device, F32));
-        let buffer = Buffer {
+        let buffer = RolloutBuffer {
             ids: cat_int(0),
             mask: cat_int(1),
             target_ids: cat_int(2),
@@ -728,11 +870,9 @@ impl<B: AutodiffBackend> Loop<'_, B> {
     }
 
     /// `n_epochs` passes of clipped PPO updates over the buffer.
-    fn train_step(&mut self, iteration: usize, buf: &Buffer<B>) -> Result<Stats, PluginError> {
+    fn train_step(&mut self, iteration: usize, buf: &RolloutBuffer<B>) -> Result<Stats, PluginError> {
         let args = self.ppo.args.clone();
-        let n = args.max_gen_len;
         let total = buf.ids.dims()[0];
-        let prompt_len = buf.ids.dims()[1] - n;
         let lr = self.ppo.optimizer.lr * self.ppo.schedule.factor((iteration - 1) as u64);
         let mut acc: std::collections::BTreeMap<&'static str, Vec<f64>> = Default::default();
         let mut order: Vec<usize> = (0..total).collect();
@@ -742,81 +882,16 @@ impl<B: AutodiffBackend> Loop<'_, B> {
             order.shuffle(&mut self.rng);
             for minibatch in order.chunks(args.batch_size) {
                 step += 1;
-                let mut accum = GradientsAccumulator::<ActorCritic<B>>::new();
-                let mut approx_kl = 0.0;
+                let micro = self.ppo.plan.micro_batch;
                 // This step's statistics, kept only if the guard lets its update through.
-                let mut values: Vec<(&'static str, f64)> = Vec::new();
-                for micro in minibatch.chunks(self.ppo.plan.micro_batch) {
-                    let rows: Vec<i64> = micro.iter().map(|&i| i as i64).collect();
-                    let idx = Tensor::<Inner<B>, 1, Int>::from_data(TensorData::new(rows, [micro.len()]), &self.device);
-                    let pick = |x: &Tensor<Inner<B>, 2>| Tensor::<B, 2>::from_inner(x.clone().select(0, idx.clone()));
-                    let pick_int = |x: &Tensor<Inner<B>, 2, Int>| {
-                        Tensor::<B, 2, Int>::from_inner(x.clone().select(0, idx.clone()))
-                    };
-                    let masks = pick(&buf.update_mask); // [b, N]
-                    let (ids, attn) = (pick_int(&buf.ids), pick_int(&buf.mask)); // [b, P + N]
-                    let scored = self.model.score_with(ids, attn.clone(), n, buf.value_fn);
-                    let (pg, stats) = policy_loss(
-                        scored.logprobs,
-                        pick(&buf.logprobs),
-                        pick(&buf.advantages),
-                        masks.clone(),
-                        args.clip_range,
-                    );
-                    let (vl, vclip) = value_loss(
-                        scored.values,
-                        pick(&buf.values),
-                        pick(&buf.returns),
-                        pick(&buf.value_mask),
-                        args.clip_range_vf,
-                    );
-                    let ent = entropy_loss(scored.entropy, masks);
-                    let target = args.target_regularization.then(|| {
-                        let b = micro.len();
-                        let prompt_attn = attn.slice([0..b, 0..prompt_len]);
-                        let t_mask = pick(&buf.target_mask); // [b, N]
-                        let t_attn = Tensor::cat(vec![prompt_attn, t_mask.clone().int()], 1);
-                        let lp = lm_logprobs(&self.model.policy, pick_int(&buf.target_ids), t_attn, n);
-                        target_loss(lp, t_mask)
-                    });
-                    if let Some(tgt) = &target {
-                        values.push(("ppo/target_loss", scalar(tgt.clone())));
+                let (grads, mut values) = match minibatch_gradients(&self.model, buf, minibatch, &args, micro) {
+                    Minibatch::Gradients(grads, values) => (grads, values),
+                    Minibatch::EarlyStop { approx_kl } => {
+                        tracing::info!(iteration, step, approx_kl, "early stop: approx_kl above 1.5 x target_kl");
+                        break 'epochs;
                     }
-                    let terms = PpoTerms { policy: pg.clone(), value: vl.clone(), entropy: ent.clone(), target };
-                    let loss = total_loss(&terms, &args);
-                    approx_kl = scalar(stats.approx_kl.clone());
-                    for (k, v) in [
-                        ("ppo/policy_gradient_loss", scalar(pg)),
-                        ("ppo/value_loss", scalar(vl)),
-                        ("ppo/entropy_loss", scalar(ent)),
-                        ("ppo/approx_kl", approx_kl),
-                        ("ppo/clip_fraction", scalar(stats.clip_fraction)),
-                        ("ppo/ratio", scalar(stats.ratio)),
-                        ("ppo/val_clip_fraction", scalar(vclip)),
-                        ("ppo/loss", scalar(loss.clone())),
-                    ] {
-                        values.push((k, v));
-                    }
-                    let grads = (loss / args.grad_accumulation as f64).backward();
-                    accum.accumulate(&self.model, GradientsParams::from_grads(grads, &self.model));
-                }
-                // The policy and a separate critic (and a guide critic) are clipped each on its
-                // own: a large value loss early on would otherwise scale the policy's gradient
-                // to nothing.
-                let (mut grads, norm) = match &self.model.critic {
-                    Some(critic) => {
-                        let (grads, norm) = clip_grad_norm(&self.model.policy, accum.grads(), args.max_grad_norm);
-                        let (grads, critic_norm) = clip_grad_norm(critic, grads, args.max_grad_norm);
-                        values.push(("ppo/critic_grad_norm", critic_norm));
-                        (grads, norm)
-                    }
-                    None => clip_grad_norm(&self.model, accum.grads(), args.max_grad_norm),
                 };
-                if let (Some(guide_critic), ValueFn::Guide) = (&self.model.guide_critic, buf.value_fn) {
-                    let (clipped, guide_norm) = clip_grad_norm(guide_critic, grads, args.max_grad_norm);
-                    values.push(("ppo/guide_critic_grad_norm", guide_norm));
-                    grads = clipped;
-                }
+                let (grads, norm) = clip_gradients(&self.model, grads, &args, buf.value_fn, &mut values);
                 values.push(("ppo/grad_norm", norm));
                 if self.guard.step(At::update(iteration, step), &values)? == Verdict::Skip {
                     bar.inc(1);
@@ -827,10 +902,6 @@ impl<B: AutodiffBackend> Loop<'_, B> {
                 }
                 self.model = self.optim.step(lr, self.model.clone(), grads);
                 bar.inc(1);
-                if args.target_kl.is_some_and(|target| approx_kl > 1.5 * target) {
-                    tracing::info!(iteration, approx_kl, "early stop: approx_kl above 1.5 x target_kl");
-                    break 'epochs;
-                }
             }
         }
         bar.finish_and_clear();
