@@ -409,6 +409,10 @@ mod tests {
         let plain: f64 = (0..4).map(|i| 0.5 * (v[i] - ret[i]).powi(2) * m[i]).sum::<f64>() / 3.0;
         let (loss, frac) = value_loss(t(&v), t(&old), t(&ret), t(&m), None);
         assert!((s(loss) - plain).abs() < 1e-6 && s(frac) == 0.0);
+        // TRIL's val_clip_fraction counts |V - V_old| > eps even where the clipped error is
+        // the smaller one: V = 1, V_old = 0.5, R = 0 moves by 0.5 > 0.2 (clipped error 0.49 < 1).
+        let (_, frac) = value_loss(t(&[1.0, 0.0]), t(&[0.5, 0.0]), t(&[0.0, 0.0]), t(&[1.0, 1.0]), Some(0.2));
+        assert_eq!(s(frac), 0.5);
     }
 
     #[test]
