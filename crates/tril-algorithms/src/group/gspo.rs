@@ -33,6 +33,7 @@ pub enum GspoLevel {
     /// GSPO-token: `s_{i,t} = sg[s_i] pi(y_t) / sg[pi(y_t)]`, the same value as `s_i` with a
     /// per-token gradient path (it equals GSPO when the advantage is the same on every
     /// token of a sequence, the paper's eqs. 11 and 18; kept for token-level advantages).
+    /// TRL had it as `trl/experimental/gspo_token` (v1.9); trl 1.16 no longer does.
     Token,
 }
 

@@ -252,11 +252,17 @@ pub fn hinge_loss<B: Backend>(h: Tensor<B, 1>, beta: f64) -> Tensor<B, 1> {
 /// # Shapes
 /// `policy_chosen`, `policy_rejected`, `ref_chosen`, `ref_rejected`: `[B]` -> loss `[1]`
 ///
-/// # Deviations from the paper
-/// - `label_smoothing` (cDPO) on the sigmoid loss is TRL <= 0.2x's; TRL v1.9 dropped it
-///   from `sigmoid` and keeps it for `robust` only. With the default 0 they agree.
+/// Checked against trl 1.16.0's own `DPOTrainer._compute_loss` (`tests/trl_losses.rs`).
+///
+/// # Deviations from the paper and from TRL 1.16
+/// - `label_smoothing` (cDPO) on the sigmoid loss is TRL <= 0.2x's; TRL v1.9 and 1.16
+///   dropped it from `sigmoid` and keep it for `robust` (and `exo_pair`/`aot`) only. With
+///   the default 0 they agree.
+/// - `reference_free` is TRL <= 0.2x's; TRL 1.16's `DPOConfig` no longer has it.
 /// - For IPO the rewards in [`DpoStats`] use the averaged log-probs that the loss sees
-///   (TRL <= 0.2x); TRL v1.9 reports summed-log-prob rewards.
+///   (TRL <= 0.2x); TRL 1.16 reports summed-log-prob rewards, i.e. tril's times the
+///   completion length. The IPO loss itself is TRL 1.16's (sum of log-ratios divided by
+///   the completion length equals the difference of averaged log-probs).
 pub fn dpo_loss<B: Backend>(
     policy_chosen: Tensor<B, 1>,
     policy_rejected: Tensor<B, 1>,

@@ -5,8 +5,10 @@
 //! update loop that drives them lands with the PPO issue (it needs the Burn models).
 //!
 //! # Deviations from TRIL
-//! None in the losses: each formula below is TRIL's, including `approx_kl` averaged over
-//! all `B x T` entries (padded entries contribute 0 to the sum but count in the mean).
+//! None in the losses: each formula below is TRIL's, including `approx_kl` and `ratio`
+//! averaged over all `B x T` entries (padded entries have `log r = 0`: they add 0 to the
+//! KL sum and 1 to the ratio sum but count in both means) and `val_clip_fraction` as
+//! `|V - V_old| > eps_v`. `tests/tril_ppo.rs` checks each against a PyTorch port of TRIL.
 
 use crate::AlgorithmError;
 use burn::tensor::backend::Backend;
@@ -185,14 +187,21 @@ impl PpoArgs {
     }
 }
 
-/// Per-token rewards of a rollout (TRIL's `generate_batch` steps 5-7): the terminal
-/// reward sits on the last real (unmasked) token and every token pays the KL penalty
+/// Per-token rewards of a rollout (TRIL's `generate_batch`, `src/tril/algorithms/base_online.py`
+/// lines 324-346 at b9a4de9): the terminal reward sits on the last real (unmasked) token and
+/// every token pays the KL penalty
 ///
 /// ```tex
 /// r_t = R \,[t = L - 1] - \beta (\log\pi(a_t) - \log\pi_{ref}(a_t)), \qquad L = \textstyle\sum_t m_t
 /// ```
-/// Returns `(rewards, kl_rewards, total_rewards)`, all masked. A sequence with no real
-/// token gets no reward (TRIL would write it at position -1, the last column).
+/// Returns `(rewards, kl_rewards, total_rewards)`, all masked.
+///
+/// # Deviations from TRIL
+/// - TRIL leaves the KL penalty on padded entries of `kl_rewards` / `total_rewards`; they
+///   are masked later (GAE multiplies the rewards by the mask, the logged trajectory sums
+///   stop at the sequence length), so masking here changes no advantage and no metric.
+/// - A sequence with no real token gets no reward (TRIL writes it at position -1, the last
+///   column, where GAE masks it away).
 ///
 /// # Shapes
 /// `terminal`: `[B]`, `masks`, `logprobs`, `ref_logprobs`: `[B, T]` -> three `[B, T]`
@@ -232,7 +241,8 @@ pub struct PolicyStats<B: Backend> {
     pub ratio: Tensor<B, 1>,
 }
 
-/// PPO's clipped surrogate (Schulman et al. 2017, eq. 7), masked as TRIL:
+/// PPO's clipped surrogate (Schulman et al. 2017, eq. 7), masked as TRIL's `PPO.train_step`
+/// (`src/tril/algorithms/ppo.py` lines 105-132 at b9a4de9):
 ///
 /// ```tex
 /// r_t = \exp((\log\pi_\theta - \log\pi_{old}) m_t), \qquad
@@ -267,13 +277,17 @@ pub fn policy_loss<B: Backend>(
     (loss, stats)
 }
 
-/// The value loss with optional clipping around the rollout values (TRIL's):
+/// The value loss with optional clipping around the rollout values (TRIL's
+/// `PPO.train_step`, `src/tril/algorithms/ppo.py` lines 152-186 at b9a4de9):
 ///
 /// ```tex
 /// V^{clip}_t = V^{old}_t + \operatorname{clip}(V_t - V^{old}_t, -\epsilon_v, \epsilon_v), \qquad
 /// L^V = \frac{1}{2} \frac{\sum_t m_t \max((V_t - R_t)^2, (V^{clip}_t - R_t)^2)}{\sum_t m_t}
 /// ```
-/// Returns the loss and the fraction of masked entries where clipping bound.
+/// Returns the loss and TRIL's `val_clip_fraction`: the fraction of masked entries whose
+/// value moved by more than the clip range, `sum_t m_t [|V_t - V^old_t| > eps_v] / sum_t m_t`
+/// (0 without value clipping). That counts entries where the clip is *active*, whether or
+/// not the clipped term is the larger one in the max.
 ///
 /// # Shapes
 /// `values`, `old_values`, `returns`, `value_masks`: `[B, T]` -> `[1]`, `[1]`
@@ -294,11 +308,12 @@ pub fn value_loss<B: Backend>(
         let loss = (vf_loss1 * value_masks).sum() / n * 0.5;
         return (loss, Tensor::zeros([1], (&values.device(), burn::tensor::DType::F32)));
     };
-    let v_clipped = old_values.clone() + (values - old_values).clamp(-eps, eps); // [B, T]
+    let val_delta = values - old_values.clone(); // [B, T]
+    let v_clipped = old_values + val_delta.clone().clamp(-eps, eps); // [B, T]
     let vf_loss2 = (v_clipped - returns).powf_scalar(2.0); // [B, T]
-    let bound = vf_loss2.clone().greater(vf_loss1.clone()).float().cast(burn::tensor::FloatDType::F32); // [B, T]
+    let moved = val_delta.detach().abs().greater_elem(eps).float().cast(burn::tensor::FloatDType::F32); // [B, T]
     let loss = (vf_loss1.max_pair(vf_loss2) * value_masks.clone()).sum() / n.clone() * 0.5;
-    let clip_fraction = ((bound * value_masks).sum() / n).detach();
+    let clip_fraction = ((moved * value_masks).sum() / n).detach();
     (loss, clip_fraction)
 }
 
@@ -315,8 +330,8 @@ pub struct PpoTerms<B: Backend> {
     pub target: Option<Tensor<B, 1>>,
 }
 
-/// PPO's total objective, TRIL's `PPO.train_step` (Schulman et al. 2017, eq. 9, with
-/// TRIL's target regularization term):
+/// PPO's total objective, TRIL's `PPO.train_step` (`ppo.py` lines 196-201; Schulman et al.
+/// 2017, eq. 9, with TRIL's target regularization term):
 ///
 /// ```tex
 /// L = L^{CLIP} + c_{vf} L^{VF} + c_{ent} L^{ent} + c_{tgt} L^{tgt}
@@ -334,7 +349,8 @@ pub fn total_loss<B: Backend>(terms: &PpoTerms<B>, args: &PpoArgs) -> Tensor<B, 
     }
 }
 
-/// Negative mean entropy over masked entries (`L_ent = -sum(H m) / sum(m)`).
+/// Negative mean entropy over masked entries (`L_ent = -sum(H m) / sum(m)`; TRIL's
+/// `ppo.py` line 140).
 ///
 /// # Shapes
 /// `entropy`, `masks`: `[B, T]` -> `[1]`
@@ -345,7 +361,8 @@ pub fn entropy_loss<B: Backend>(entropy: Tensor<B, 2>, masks: Tensor<B, 2>) -> T
 }
 
 /// Target regularization: the NLL of the dataset reference under the policy,
-/// `L_tgt = -sum(log pi(y*) m) / sum(m)` (TRIL's "Forward KL Target Reference Loss").
+/// `L_tgt = -sum(log pi(y*) m) / sum(m)` (TRIL's "Forward KL Target Reference Loss",
+/// `ppo.py` lines 80-103).
 ///
 /// # Shapes
 /// `target_logprobs`, `target_masks`: `[B, T]` -> `[1]`
@@ -414,6 +431,10 @@ mod tests {
         let plain: f64 = (0..4).map(|i| 0.5 * (v[i] - ret[i]).powi(2) * m[i]).sum::<f64>() / 3.0;
         let (loss, frac) = value_loss(t(&v), t(&old), t(&ret), t(&m), None);
         assert!((s(loss) - plain).abs() < 1e-6 && s(frac) == 0.0);
+        // TRIL's val_clip_fraction counts |V - V_old| > eps even where the clipped error is
+        // the smaller one: V = 1, V_old = 0.5, R = 0 moves by 0.5 > 0.2 (clipped error 0.49 < 1).
+        let (_, frac) = value_loss(t(&[1.0, 0.0]), t(&[0.5, 0.0]), t(&[0.0, 0.0]), t(&[1.0, 1.0]), Some(0.2));
+        assert_eq!(s(frac), 0.5);
     }
 
     #[test]
