@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use tril_algorithms::onpolicy::ppo::{token_rewards, PpoArgs};
 use tril_algorithms::onpolicy::ppo_run::{clip_gradients, minibatch_gradients, Minibatch, RolloutBuffer};
 use tril_algorithms::onpolicy::rollin::ValueFn;
-use tril_algorithms::onpolicy::{action_mask, ActorCritic};
+use tril_algorithms::onpolicy::{action_mask, rollout_attention, ActorCritic};
 use tril_algorithms::trainer::Optim;
 use tril_core::backend::CpuBackend;
 use tril_core::ops::gae;
@@ -99,7 +99,8 @@ fn generation(ids: &[i64], gen_attention: &[i64]) -> GenerationOutput {
 fn load_models() -> ActorCritic<Train> {
     let device = Default::default();
     let policy = tril_models::hf::load_gpt2::<Train>(&dir().join("policy"), &device).expect("policy").model;
-    let critic = tril_models::hf::load_gpt2_value_model::<Train>(&dir().join("critic"), false, &device).expect("critic");
+    let critic =
+        tril_models::hf::load_gpt2_value_model::<Train>(&dir().join("critic"), false, &device).expect("critic");
     ActorCritic { policy, critic: Some(critic.model), shared_head: None, guide_critic: None }
 }
 
@@ -170,7 +171,7 @@ fn one_ppo_update_matches_a_pytorch_port_of_tril() {
         // One optimizer step over the whole batch (one minibatch of grad_accumulation micro-batches).
         let buf = RolloutBuffer::<Train> {
             ids: int_matrix(ids.clone(), B),
-            mask: int_matrix(attention.clone(), B),
+            mask: rollout_attention(int_matrix(attention.clone(), B), actions.clone(), args.train_eos),
             gen_mask: actions.clone(),
             update_mask: actions.clone(),
             value_mask: actions,
@@ -185,13 +186,15 @@ fn one_ppo_update_matches_a_pytorch_port_of_tril() {
         let model = load_models();
         let rows: Vec<usize> = (0..B).collect();
         let micro = B / args.grad_accumulation;
-        let Minibatch::Gradients(grads, mut stats) = minibatch_gradients(&model, &buf, &rows, &args, micro) else {
+        let Minibatch::Gradients { grads, mut stats, diagnostics } =
+            minibatch_gradients(&model, &buf, &rows, &args, micro)
+        else {
             panic!("{name}: no target_kl, so no early stop");
         };
         let (grads, norm) = clip_gradients(&model, grads, &args, ValueFn::Policy, &mut stats);
         close(norm, case["grad_norm"].as_f64().unwrap(), 1e-4, &format!("{name} grad_norm"));
         let mut by_key: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
-        for (k, v) in stats {
+        for (k, v) in stats.into_iter().chain(diagnostics) {
             by_key.entry(k).or_default().push(v);
         }
         for (key, want) in case["stats"].as_object().expect("stats") {
@@ -229,7 +232,10 @@ fn one_ppo_update_matches_a_pytorch_port_of_tril() {
             }
         }
         eprintln!("{name}: max |tril - torch| over the new weights {worst:.2e}; largest weight change {moved:.2e}");
-        assert!(moved > 1e-3, "{name}: the step moved no weight by more than 1e-3 ({moved:.2e}); the test would be vacuous");
+        assert!(
+            moved > 1e-3,
+            "{name}: the step moved no weight by more than 1e-3 ({moved:.2e}); the test would be vacuous"
+        );
     }
     let _ = std::fs::remove_dir_all(&scratch);
 }
@@ -249,7 +255,8 @@ fn export_inputs() {
     Inner::seed(&device, 14);
     let config = Gpt2Config::new(96, 32, 32, 2, 2).with_eos_token_id(Some(EOS)).with_bos_token_id(Some(EOS));
     let policy = config.init::<Inner>(&device);
-    let critic = Gpt2ValueModel { transformer: config.init::<Inner>(&device), v_head: ValueHeadConfig::new(32).init(&device) };
+    let critic =
+        Gpt2ValueModel { transformer: config.init::<Inner>(&device), v_head: ValueHeadConfig::new(32).init(&device) };
     tril_models::hf::save_gpt2(&policy, &config, &dir().join("policy"), None).expect("save policy");
     tril_models::hf::save_gpt2_value_model(&critic, &config, &dir().join("critic"), None).expect("save critic");
 
@@ -316,4 +323,3 @@ fn export_inputs() {
     });
     std::fs::write(dir().join("batch.json"), serde_json::to_string_pretty(&batch).unwrap() + "\n").expect("write");
 }
-

@@ -206,16 +206,17 @@ pub fn gae_loop(
     adv
 }
 
-/// Explained variance `1 - Var[y - y_hat] / (Var[y] + 1e-8)` over masked entries (host).
-pub fn explained_variance(pred: &[f64], target: &[f64], mask: &[f64]) -> f64 {
-    let n: f64 = mask.iter().sum();
-    if n == 0.0 {
-        return 0.0;
+/// Explained variance `1 - Var[y - y_hat] / (Var[y] + 1e-8)` over every entry, with
+/// torch's unbiased variance: TRIL's `utils/helpers.py` `explained_variance` (host).
+/// Fewer than two entries: `NaN`, as `torch.var`.
+pub fn explained_variance(pred: &[f64], target: &[f64]) -> f64 {
+    let n = target.len().min(pred.len());
+    if n < 2 {
+        return f64::NAN;
     }
-    let mean = |xs: &dyn Fn(usize) -> f64| (0..mask.len()).map(|i| xs(i) * mask[i]).sum::<f64>() / n;
-    let var = |xs: &dyn Fn(usize) -> f64| {
-        let m = mean(xs);
-        mean(&|i| (xs(i) - m).powi(2))
+    let var = |x: &dyn Fn(usize) -> f64| {
+        let mean = (0..n).map(x).sum::<f64>() / n as f64;
+        (0..n).map(|i| (x(i) - mean).powi(2)).sum::<f64>() / (n - 1) as f64
     };
     1.0 - var(&|i| target[i] - pred[i]) / (var(&|i| target[i]) + 1e-8)
 }
@@ -245,6 +246,14 @@ fn scale_grad<B: Backend, const D: usize>(grads: &mut GradientsParams, id: Param
         let scaled = g * scale;
         grads.register::<B, D>(id, scaled);
     }
+}
+
+/// The global L2 norm of `module`'s gradients in `grads` (0 when it has none), without
+/// clipping: for logging one module's share of a jointly clipped step.
+pub fn grad_norm<B: AutodiffBackend, M: AutodiffModule<B>>(module: &M, grads: &GradientsParams) -> f64 {
+    let mut visitor = SquaredNorm::<B> { grads, total: None, ids: Vec::new() };
+    module.visit(&mut visitor);
+    visitor.total.map_or(0.0, |total| burn::tensor::ElementConversion::elem::<f64>(total.sqrt().into_scalar()))
 }
 
 /// Global-norm gradient clipping, as `torch.nn.utils.clip_grad_norm_` (Burn's own clipping
@@ -366,9 +375,12 @@ mod tests {
     #[test]
     fn explained_variance_cases() {
         let y = [1.0, 2.0, 3.0, 4.0];
-        assert!((explained_variance(&y, &y, &[1.0; 4]) - 1.0).abs() < 1e-9);
+        assert!((explained_variance(&y, &y) - 1.0).abs() < 1e-9);
         let mean = [2.5; 4];
-        assert!(explained_variance(&mean, &y, &[1.0; 4]).abs() < 1e-6);
+        assert!(explained_variance(&mean, &y).abs() < 1e-6);
+        // torch: 1 - var([1, 0, 1, 0]) / var([1, 2, 3, 4]) = 1 - (1/3) / (5/3), unbiased both
+        assert!((explained_variance(&[0.0, 2.0, 2.0, 4.0], &y) - 0.8).abs() < 1e-8);
+        assert!(explained_variance(&[1.0], &[1.0]).is_nan());
     }
 
     #[test]

@@ -542,6 +542,27 @@ pub fn action_mask(output: &GenerationOutput, eos_token_id: Option<u32>, train_e
         .collect()
 }
 
+/// The attention mask the PPO family scores a rollout with: the generation's own
+/// (`mask`, the stopping EOS attended) when `train_eos`, else the prompt's followed by
+/// the actions, so that the EOS is padding for attention too, as TRIL's forward passes
+/// (`attention_mask = obs != pad_token_id`, pad = EOS). Only positions after the EOS,
+/// which no loss reads, see the difference.
+///
+/// # Shapes
+/// `mask`: `[B, P + N]`, `actions`: `[B, N]` -> `[B, P + N]`
+pub fn rollout_attention<B: Backend>(
+    mask: Tensor<B, 2, Int>,
+    actions: Tensor<B, 2>,
+    train_eos: bool,
+) -> Tensor<B, 2, Int> {
+    if train_eos {
+        return mask;
+    }
+    let [b, width] = mask.dims();
+    let n = actions.dims()[1];
+    Tensor::cat(vec![mask.slice([0..b, 0..width - n]), actions.int()], 1)
+}
+
 /// Tokenizes the prompts of `samples`, generates with `lm` and decodes.
 pub fn generate_for<B: Backend>(
     lm: &Gpt2Model<B>,

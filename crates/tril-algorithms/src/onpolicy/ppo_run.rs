@@ -50,15 +50,14 @@ use crate::guard::{At, Guard, Verdict};
 use crate::onpolicy::gail::{Discriminator, DiscriminatorPlan};
 use crate::onpolicy::policies::{actor_critic_args, ActorCriticArgs};
 use crate::onpolicy::ppo::{
-    entropy_loss, policy_loss, target_loss, token_rewards, total_loss, value_loss, GradClip, PpoArgs, PpoPlan,
-    PpoTerms,
+    entropy_loss, policy_loss, target_loss, token_rewards, total_loss, value_loss, GradClip, PpoArgs, PpoPlan, PpoTerms,
 };
 use crate::onpolicy::rollin::{
     prefixes, rollin_lengths, rollin_mask, segment_masks, IterationPlan, Mode, Rollin, ValueFn,
 };
 use crate::onpolicy::{
-    action_mask, build_models, generate_forced, generation_config, lm_logprobs, reference_targets, run_tokenizers,
-    warn_long_prompts, with_guide_critic, ActorCritic, Generated, OnPolicyState, PromptSampler,
+    action_mask, build_models, generate_forced, generation_config, lm_logprobs, reference_targets, rollout_attention,
+    run_tokenizers, warn_long_prompts, with_guide_critic, ActorCritic, Generated, OnPolicyState, PromptSampler,
 };
 use crate::settings::{check_splits, loop_settings, LoopSettings};
 use crate::trainer::{run_on_target, section, Optim, Run};
@@ -73,7 +72,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::time::Instant;
 use tril_core::config::{Config, Section};
-use tril_core::ops::{clip_grad_norm, gae};
+use tril_core::ops::{clip_grad_norm, explained_variance, gae, grad_norm};
 use tril_core::ops::{host, scalar};
 use tril_core::plugin::{
     Algorithm, BuildCtx, KlController, LrSchedule, Metric, OptimizerSpec, PluginError, PolicySpec, RewardFn, RunCtx,
@@ -318,9 +317,17 @@ pub struct RolloutBuffer<B: AutodiffBackend> {
 
 /// What the forward and backward passes of one minibatch give ([`minibatch_gradients`]).
 pub enum Minibatch {
-    /// The summed micro-batch gradients (each loss divided by `grad_accumulation`) and the
-    /// micro-batches' statistics (`ppo/...` keys, one entry per micro-batch).
-    Gradients(GradientsParams, Vec<(&'static str, f64)>),
+    /// The summed micro-batch gradients (each loss divided by `grad_accumulation`).
+    Gradients {
+        /// The gradients.
+        grads: GradientsParams,
+        /// Loss terms and policy statistics (`ppo/...`, one entry per micro-batch), which
+        /// the guard checks for non-finite values.
+        stats: Vec<(&'static str, f64)>,
+        /// Value diagnostics logged as TRIL does (explained variances, pad percentage),
+        /// never checked by the guard (an explained variance may be NaN).
+        diagnostics: Vec<(&'static str, f64)>,
+    },
     /// `approx_kl` of a micro-batch exceeded `1.5 x target_kl`: TRIL stops the epochs
     /// there, before that micro-batch's backward pass, and the step is not applied.
     EarlyStop {
@@ -344,7 +351,7 @@ pub fn minibatch_gradients<B: AutodiffBackend>(
     let prompt_len = buf.ids.dims()[1] - n;
     let device = buf.ids.device();
     let mut accum = GradientsAccumulator::<ActorCritic<B>>::new();
-    let mut values: Vec<(&'static str, f64)> = Vec::new();
+    let (mut values, mut diagnostics): (Vec<(&'static str, f64)>, Vec<(&'static str, f64)>) = Default::default();
     for micro in rows.chunks(micro_batch.max(1)) {
         let picked: Vec<i64> = micro.iter().map(|&i| i as i64).collect();
         let idx = Tensor::<Inner<B>, 1, Int>::from_data(TensorData::new(picked, [micro.len()]), &device);
@@ -353,10 +360,15 @@ pub fn minibatch_gradients<B: AutodiffBackend>(
         let masks = pick(&buf.update_mask); // [b, N]
         let (ids, attn) = (pick_int(&buf.ids), pick_int(&buf.mask)); // [b, P + N]
         let scored = model.score_with(ids, attn.clone(), n, buf.value_fn);
+        let (old_values, returns) = (pick(&buf.values), pick(&buf.returns));
+        // TRIL's value diagnostics: over every entry of the micro-batch, padding included.
+        let returns_host = f64s(&host(returns.clone().inner()));
+        let explained_in = explained_variance(&f64s(&host(scored.values.clone().inner())), &returns_host);
+        let explained_out = explained_variance(&f64s(&host(old_values.clone().inner())), &returns_host);
+        let pad_percent = 100.0 * (1.0 - scalar(masks.clone().inner().mean()));
         let (pg, stats) =
             policy_loss(scored.logprobs, pick(&buf.logprobs), pick(&buf.advantages), masks.clone(), args.clip_range);
-        let (vl, vclip) =
-            value_loss(scored.values, pick(&buf.values), pick(&buf.returns), pick(&buf.value_mask), args.clip_range_vf);
+        let (vl, vclip) = value_loss(scored.values, old_values, returns, pick(&buf.value_mask), args.clip_range_vf);
         let ent = entropy_loss(scored.entropy, masks);
         let target = args.target_regularization.then(|| {
             let b = micro.len();
@@ -389,15 +401,23 @@ pub fn minibatch_gradients<B: AutodiffBackend>(
         ] {
             values.push((k, v));
         }
+        diagnostics.push(("ppo/explained_var_in_batch", explained_in));
+        diagnostics.push(("ppo/explained_var_out_batch", explained_out));
+        diagnostics.push(("ppo/pad_percent", pad_percent));
         let grads = (loss / args.grad_accumulation as f64).backward();
         accum.accumulate(model, GradientsParams::from_grads(grads, model));
     }
-    Minibatch::Gradients(accum.grads(), values)
+    Minibatch::Gradients { grads: accum.grads(), stats: values, diagnostics }
+}
+
+fn f64s(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| f64::from(x)).collect()
 }
 
 /// Clips `grads` to `max_grad_norm` as `alg.args.grad_clip` says and returns them with the
-/// norm before clipping (`ppo/grad_norm`: the joint norm, or the policy's with `separate`,
-/// which also pushes the critics' norms onto `stats`).
+/// norm before clipping (`ppo/grad_norm`: the joint norm, or the policy's with `separate`).
+/// Either way the critics' own norms before clipping go onto `stats`
+/// (`ppo/critic_grad_norm`, `ppo/guide_critic_grad_norm` when the guide critic is trained).
 pub fn clip_gradients<B: AutodiffBackend>(
     model: &ActorCritic<B>,
     grads: GradientsParams,
@@ -409,7 +429,15 @@ pub fn clip_gradients<B: AutodiffBackend>(
     match args.grad_clip {
         // TRIL: `accelerator.clip_grad_norm_(agent.policy_params, max_grad_norm)`, where
         // `policy_params` is the actor's, the critic's and the guide critic's parameters.
-        GradClip::Joint => clip_grad_norm(model, grads, max),
+        GradClip::Joint => {
+            if let Some(critic) = &model.critic {
+                stats.push(("ppo/critic_grad_norm", grad_norm(critic, &grads)));
+            }
+            if let (Some(guide_critic), ValueFn::Guide) = (&model.guide_critic, value_fn) {
+                stats.push(("ppo/guide_critic_grad_norm", grad_norm(guide_critic, &grads)));
+            }
+            clip_grad_norm(model, grads, max)
+        }
         GradClip::Separate => {
             let (mut grads, norm) = match &model.critic {
                 Some(critic) => {
@@ -747,14 +775,15 @@ impl<B: AutodiffBackend> Loop<'_, B> {
             let samples: Vec<&Sample> = owned.iter().collect();
             let Mixed { gen, rollin_mask: m, k } = self.generate_batch(&policy.policy, &samples, plan)?;
             let (t_ids, t_mask) = reference_targets::<Inner<B>>(&self.tokenizer, &samples, n, &self.device)?;
-            let scored = policy.score_with(gen.ids.clone(), gen.mask.clone(), n, plan.value_fn);
-            let ref_lp = lm_logprobs(&self.reference, gen.ids.clone(), gen.mask.clone(), n);
             let p = gen.ids.dims()[1] - n;
             let b = gen.ids.dims()[0];
-            let prompt = gen.ids.clone().slice([0..b, 0..p]);
-            out.ids.push([gen.ids, gen.mask, Tensor::cat(vec![prompt, t_ids], 1)]);
             let actions = action_mask(&gen.output, self.prompt_tok.eos_token_id(), self.ppo.args.train_eos);
             let actions = Tensor::from_data(TensorData::new(actions, [b, n]), (&self.device, F32)); // [b, N]
+            let attention = rollout_attention(gen.mask, actions.clone(), self.ppo.args.train_eos); // [b, P + N]
+            let scored = policy.score_with(gen.ids.clone(), attention.clone(), n, plan.value_fn);
+            let ref_lp = lm_logprobs(&self.reference, gen.ids.clone(), attention.clone(), n);
+            let prompt = gen.ids.clone().slice([0..b, 0..p]);
+            out.ids.push([gen.ids, attention, Tensor::cat(vec![prompt, t_ids], 1)]);
             out.floats.push([actions, scored.logprobs, ref_lp, scored.values, t_mask, scored.entropy]);
             out.sample_ids.extend(samples.iter().map(|s| s.id.clone()));
             out.references.extend(samples.iter().map(|s| s.references.clone()));
@@ -884,20 +913,21 @@ impl<B: AutodiffBackend> Loop<'_, B> {
                 step += 1;
                 let micro = self.ppo.plan.micro_batch;
                 // This step's statistics, kept only if the guard lets its update through.
-                let (grads, mut values) = match minibatch_gradients(&self.model, buf, minibatch, &args, micro) {
-                    Minibatch::Gradients(grads, values) => (grads, values),
-                    Minibatch::EarlyStop { approx_kl } => {
-                        tracing::info!(iteration, step, approx_kl, "early stop: approx_kl above 1.5 x target_kl");
-                        break 'epochs;
-                    }
-                };
+                let (grads, mut values, diagnostics) =
+                    match minibatch_gradients(&self.model, buf, minibatch, &args, micro) {
+                        Minibatch::Gradients { grads, stats, diagnostics } => (grads, stats, diagnostics),
+                        Minibatch::EarlyStop { approx_kl } => {
+                            tracing::info!(iteration, step, approx_kl, "early stop: approx_kl above 1.5 x target_kl");
+                            break 'epochs;
+                        }
+                    };
                 let (grads, norm) = clip_gradients(&self.model, grads, &args, buf.value_fn, &mut values);
                 values.push(("ppo/grad_norm", norm));
                 if self.guard.step(At::update(iteration, step), &values)? == Verdict::Skip {
                     bar.inc(1);
                     continue;
                 }
-                for (k, v) in values {
+                for (k, v) in values.into_iter().chain(diagnostics) {
                     acc.entry(k).or_default().push(v);
                 }
                 self.model = self.optim.step(lr, self.model.clone(), grads);
@@ -906,15 +936,6 @@ impl<B: AutodiffBackend> Loop<'_, B> {
         }
         bar.finish_and_clear();
         let mut out: Stats = acc.into_iter().map(|(k, v)| (k.to_string(), mean(&v))).collect();
-        let old = host(buf.values.clone());
-        let ret = host(buf.returns.clone());
-        let m = host(buf.value_mask.clone());
-        let f = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>();
-        out.insert(
-            "ppo/explained_var_out_batch".into(),
-            tril_core::ops::explained_variance(&f(&old), &f(&ret), &f(&m)),
-        );
-        out.insert("ppo/pad_percent".into(), 1.0 - mean(&f(&host(buf.gen_mask.clone()))));
         out.insert("ppo/lr".into(), lr);
         out.insert("ppo/clip_range".into(), args.clip_range);
         out.insert("ppo/clip_range_vf".into(), args.clip_range_vf.unwrap_or(f64::NAN));
