@@ -6,13 +6,17 @@
 //! value [`Ranges`] each typed config states.
 
 mod compose;
+pub mod defaults;
 mod interpolate;
 mod node;
 mod ranges;
 mod typed;
 mod yaml;
 
-pub use compose::{compose, compose_file, env_key, ComposeRequest, ConfigStore, DirStore, RESERVED_ENV};
+pub use compose::{
+    compose, compose_file, compose_file_unresolved, compose_unresolved, env_key, ComposeRequest, Composed, ConfigStore,
+    DirStore, RESERVED_ENV, TRIL_ROOT_DEFAULTS,
+};
 pub use interpolate::resolve;
 pub use node::{format_float, join_path, split_path, Node, Origin, Value};
 pub use ranges::{ensure, invalid, non_finite, Checker, Ranges};
