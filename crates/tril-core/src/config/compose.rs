@@ -659,7 +659,7 @@ mod tests {
 
     #[test]
     fn pre_selection_overrides_address_the_selected_section() {
-        let config = "defaults:\n  - _self_\n  - task: toy\n  - alg: ppo\n";
+        let config = "defaults:\n  - _self_\n  - task: toy\n  - alg: ppo\nexperiment_name: e\n";
         let files = vec![("config.yaml", config), ("task/toy.yaml", TASK), ("alg/ppo.yaml", PPO)];
         let c = compose_mem(files.clone(), &["alg.toy.args.a=5", "alg.args.b=6", "hydra.run.dir=x"]).unwrap();
         assert_eq!((get(&c, "alg.args.a"), get(&c, "alg.args.b")), (Value::Int(5), Value::Int(6)));
