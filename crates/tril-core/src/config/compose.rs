@@ -20,68 +20,15 @@
 //!    selected tree; TRIL's pre-selection spelling `alg.<task>.a=v` means `alg.a=v`;
 //! 7. `${...}` interpolation against the root (see [`super::interpolate`]).
 
-use super::defaults::{self, Choice, Defaults, Entry, Form};
+use super::defaults::{self, Choice, Entry};
+use super::groups::Composer;
 use super::node::{Node, Origin, Value};
+use super::store::ConfigStore;
 use super::typed::Config;
 use super::yaml::parse_yaml;
 use crate::error::{did_you_mean, CoreError, Result};
 use chrono::Local;
-use std::path::{Path, PathBuf};
-
-/// Where config files come from: a directory or a set embedded in the binary.
-pub trait ConfigStore {
-    /// The text of a file relative to the store root (`task/imdb.yaml`), if present.
-    fn read(&self, rel: &str) -> Result<Option<String>>;
-    /// The option names of a group (`task` -> `["imdb", "synthetic"]`), sorted.
-    fn options(&self, group: &str) -> Vec<String>;
-    /// How a file is named in messages.
-    fn display(&self, rel: &str) -> PathBuf;
-    /// How the store is named in messages.
-    fn describe(&self) -> String;
-}
-
-/// A config directory on disk (`cfgs/`).
-#[derive(Debug, Clone)]
-pub struct DirStore {
-    root: PathBuf,
-}
-
-impl DirStore {
-    /// A store reading from `root`.
-    pub fn new(root: impl Into<PathBuf>) -> Self {
-        DirStore { root: root.into() }
-    }
-}
-
-impl ConfigStore for DirStore {
-    fn read(&self, rel: &str) -> Result<Option<String>> {
-        let path = self.root.join(rel);
-        match std::fs::read_to_string(&path) {
-            Ok(text) => Ok(Some(text)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(CoreError::Io { path, source }),
-        }
-    }
-
-    fn options(&self, group: &str) -> Vec<String> {
-        let mut out: Vec<String> = std::fs::read_dir(self.root.join(group))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| e.file_name().to_str()?.strip_suffix(".yaml").map(str::to_string))
-            .collect();
-        out.sort();
-        out
-    }
-
-    fn display(&self, rel: &str) -> PathBuf {
-        self.root.join(rel)
-    }
-
-    fn describe(&self) -> String {
-        self.root.display().to_string()
-    }
-}
+use std::path::Path;
 
 /// What to compose: command-line arguments and environment variables.
 #[derive(Debug, Clone, Default)]
@@ -192,7 +139,7 @@ pub fn compose_unresolved(store: &dyn ConfigStore, req: &ComposeRequest) -> Resu
             }
         }
     }
-    let mut composer = Composer { store, form: defaults.form, notes: Vec::new(), seen: Vec::new() };
+    let mut composer = Composer::new(store, defaults.form);
     composer.note_ignored(&defaults, &file);
     let mut root = Node::empty_map(Origin::File { path: file.clone(), line: 0 });
     let mut own = Some(own);
@@ -300,97 +247,6 @@ pub fn env_key(var: &str) -> Option<String> {
         return None;
     }
     Some(rest.split("__").map(str::to_lowercase).collect::<Vec<_>>().join("."))
-}
-
-/// Reads group files with their own defaults, in one form, and collects notes.
-struct Composer<'a> {
-    store: &'a dyn ConfigStore,
-    form: Form,
-    notes: Vec<String>,
-    /// The files being loaded (`alg/gail`, `alg/ppo`), against cycles.
-    seen: Vec<(String, String)>,
-}
-
-impl Composer<'_> {
-    /// One note for the Hydra runtime entries a defaults list named.
-    fn note_ignored(&mut self, defaults: &Defaults, file: &Path) {
-        if !defaults.ignored.is_empty() {
-            self.notes.push(format!(
-                "{}: ignoring Hydra runtime entries of the defaults list ({}): tril has no Hydra runtime (its logging is tril's own)",
-                file.display(),
-                defaults.ignored.join(", ")
-            ));
-        }
-    }
-
-    /// The tree of `group/option.yaml` placed at its package, over the configs its own
-    /// defaults list (or `inherits:`) names. `None` when an `optional` file is absent.
-    fn load(&mut self, group: &str, option: &str, optional: bool) -> Result<Option<Node>> {
-        let rel = if group.is_empty() { format!("{option}.yaml") } else { format!("{group}/{option}.yaml") };
-        let text = match self.store.read(&rel)? {
-            Some(text) => text,
-            None if optional => return Ok(None),
-            None => {
-                let known = self.store.options(group);
-                return Err(CoreError::UnknownOption {
-                    group: group.into(),
-                    option: option.into(),
-                    dir: self.store.describe(),
-                    suggestion: did_you_mean(option, known.iter().map(String::as_str)),
-                    known: known.join(", "),
-                });
-            }
-        };
-        let file = self.store.display(&rel);
-        let mut own = parse_yaml(&text, &file)?;
-        let defaults = defaults::take_group(&mut own, group, &file)?;
-        let here = (group.to_string(), option.to_string());
-        if self.seen.contains(&here) {
-            let mut names: Vec<String> = self.seen.iter().map(|(_, o)| o.clone()).collect();
-            names.push(option.into());
-            return Err(CoreError::WithContext {
-                context: file.display().to_string(),
-                message: format!("`{}` cycle: {}", defaults.key, names.join(" -> ")),
-            });
-        }
-        self.note_ignored(&defaults, &file);
-        let package = defaults::package(self.form, group, defaults::package_header(&text).as_deref());
-        self.seen.push(here);
-        let mut merged = Node::empty_map(Origin::Composer);
-        let mut own = Some(own);
-        let result = (|| {
-            for entry in &defaults.entries {
-                let tree = match entry {
-                    Entry::SelfKeys => own.take().map(|n| at_package(&package, n)),
-                    Entry::Config { name, .. } => self.load(group, name, false)?,
-                    Entry::Group { group: g, choice: Choice::Option(o), optional, .. } => self.load(g, o, *optional)?,
-                    Entry::Group { choice: Choice::Disabled, .. } => None,
-                    Entry::Group { group: g, choice: Choice::Mandatory, .. } => {
-                        return Err(CoreError::MissingGroup {
-                            group: g.clone(),
-                            known: self.store.options(g).join(", "),
-                        })
-                    }
-                };
-                if let Some(tree) = tree {
-                    merged.merge(tree);
-                }
-            }
-            Ok(())
-        })();
-        self.seen.pop();
-        result.map(|()| Some(merged))
-    }
-}
-
-/// Nests a file's tree under its package (`alg` -> `{alg: tree}`; `""`: the root).
-fn at_package(package: &str, tree: Node) -> Node {
-    let mut node = tree;
-    for part in package.rsplit('.').filter(|p| !p.is_empty()) {
-        let origin = node.origin.clone();
-        node = Node::new(Value::Map([(part.to_string(), node)].into_iter().collect()), origin);
-    }
-    node
 }
 
 /// Hydra's compose removes the `hydra` node from the config; tril keeps one value of it:
@@ -530,6 +386,7 @@ fn relabel(mut node: Node, origin: &Origin) -> Node {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     #[test]
     fn args_parse() {
