@@ -178,3 +178,15 @@ fn overrides_take_tril_and_tril_run_spellings() {
     assert_eq!(code, 2);
     assert!(stderr.contains("choose a `alg`") && stderr.contains("ppo_pp"), "{stderr}");
 }
+
+#[test]
+fn refused_pairs_compose_once_the_named_key_is_changed() {
+    // commongen: only SPICE stands in the way (the `spice` metric is then a warning).
+    let (code, _, stderr) = config(&["task=commongen", "alg=ppo", "reward_fn.args.spice_coeff=0"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("unknown metric `spice`"), "{stderr}");
+    // bc: past alg.optimizer_kwargs, tril's bc names TRIL's args it does not read.
+    let (code, _, stderr) = config(&["task=imdb", "alg=bc", "~alg.optimizer_kwargs"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("alg.args.batch_size_per_process: unknown key"), "{stderr}");
+}
