@@ -51,6 +51,11 @@ impl Ranges for RootConfig {
     /// The plugin sections are checked by their registry entries; here the `sampling`,
     /// `guard` and `checkpoint` blocks.
     fn check_ranges(&self, c: &Checker<'_>) -> crate::Result<()> {
+        c.ensure(
+            self.alg.optimizer_kwargs.is_none(),
+            "alg.optimizer_kwargs",
+            "TRIL's stale BC key is not read (TRIL's own agent reads alg.optimizer, so TRIL's bc does not run with it either); write its values as `optimizer: {id: adamw, args: {lr: ..., weight_decay: ..., eps: ...}}`",
+        )?;
         c.nested_ranges("sampling", &self.sampling)?;
         c.nested_ranges("guard", &self.guard)?;
         c.nested_ranges("checkpoint", &self.checkpoint)
@@ -214,6 +219,12 @@ pub struct AlgConfig {
     /// LoRA settings (TRIL's `lora.peft_config`).
     #[serde(default)]
     pub lora: Option<IgnoredAny>,
+    /// TRIL's `bc.yaml` spelling of the optimizer's arguments, a stale key: TRIL's
+    /// agent builds its optimizer from `alg.optimizer`, so TRIL's BC does not run with it
+    /// either. Accepted by the parser so that the error can say what to write instead
+    /// (see [`RootConfig`]'s ranges): `optimizer: {id: adamw, args: {...}}`.
+    #[serde(default)]
+    pub optimizer_kwargs: Option<IgnoredAny>,
 }
 
 /// TRIL's `alg.tokenizer` block.

@@ -12,6 +12,8 @@ Examples:
   tril run --config outputs/x/2026-11-23_10-00-00/config.resolved.yaml
   tril config task=imdb alg=ppo                 print the resolved config
   tril config task=imdb alg=ppo --provenance    ...with the source of every value
+  tril config task=imdb alg=ppo --unresolved    ...before ${...} interpolation
+  tril config --config-dir TRIL/cfgs task=imdb alg=ppo   TRIL's cfgs/ (Hydra defaults lists) as they are
   tril list reward_fn                           registered reward functions
   tril list devices                             the backends this binary carries (device=...)
   tril run device=cuda precision=bf16           train on GPU 0 in bf16 (a --features cuda build)
@@ -22,6 +24,7 @@ Overrides:
   +a.b=v     add a new key
   ~a.b       delete a key
   task=X alg=Y logging=Z   choose config files (cfgs/<group>/<X>.yaml)
+  alg.imdb.args.n_iters=5  TRIL's pre-selection spelling of alg.args.n_iters=5 (task imdb)
   TRIL_A__B=v in the environment sets a.b (below the command line in precedence)
 
 Exit codes: 0 ok, 2 usage or config error, 1 failure while running.";
@@ -91,6 +94,10 @@ pub enum Command {
         /// Print `key: value  # source` for every value instead of YAML.
         #[arg(long)]
         provenance: bool,
+        /// Print the composed tree before `${...}` interpolation, unchecked (what Hydra's
+        /// `OmegaConf.to_container(cfg, resolve=False)` shows).
+        #[arg(long)]
+        unresolved: bool,
     },
     /// List registered plugins (all kinds, or one: task, reward_fn, metric, algorithm,
     /// policy, kl_controller, optimizer, scheduler) and the compute devices (`devices`).

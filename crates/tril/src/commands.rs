@@ -6,7 +6,7 @@ use crate::store;
 use anyhow::{anyhow, Context};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use tril_core::config::{compose, compose_file, ComposeRequest, Config};
+use tril_core::config::{compose_file_unresolved, compose_unresolved, ComposeRequest, Composed, Config};
 use tril_core::plugin::RunCtx;
 use tril_core::registry::{self, Kind};
 use tril_core::schema::RootConfig;
@@ -40,13 +40,23 @@ fn request(args: &ConfigArgs) -> ComposeRequest {
     ComposeRequest { args: args.overrides.clone(), env }
 }
 
-/// Composes the config a command asked for.
-pub fn load_config(args: &ConfigArgs) -> Result<Config, Failure> {
+/// Composes the config a command asked for, before interpolation; prints its notes
+/// (e.g. skipped `override hydra/...` entries) to stderr.
+fn load_composed(args: &ConfigArgs) -> Result<Composed, Failure> {
     let req = request(args);
-    Ok(match &args.config {
-        Some(file) => compose_file(file, &req)?,
-        None => compose(store::select(args.config_dir.as_deref()).as_ref(), &req)?,
-    })
+    let composed = match &args.config {
+        Some(file) => compose_file_unresolved(file, &req)?,
+        None => compose_unresolved(store::select(args.config_dir.as_deref()).as_ref(), &req)?,
+    };
+    for note in &composed.notes {
+        eprintln!("note: {note}");
+    }
+    Ok(composed)
+}
+
+/// Composes and resolves the config a command asked for.
+pub fn load_config(args: &ConfigArgs) -> Result<Config, Failure> {
+    Ok(load_composed(args)?.resolve()?)
 }
 
 /// Checks that every float is finite, then the typed root and every plugin section,
@@ -71,11 +81,13 @@ fn refuse(errors: Vec<CoreError>) -> Result<(), Failure> {
     Err(Failure::Config(anyhow!("invalid config:\n{}", all.join("\n"))))
 }
 
-/// `tril config`.
-pub fn config(args: &ConfigArgs, provenance: bool) -> CmdResult {
-    let config = load_config(args)?;
+/// `tril config`: the resolved and checked config, or with `unresolved` the composed
+/// tree before interpolation (not checked: its `${...}` strings are not values yet).
+pub fn config(args: &ConfigArgs, provenance: bool, unresolved: bool) -> CmdResult {
+    let composed = load_composed(args)?;
+    let config = if unresolved { composed.unresolved() } else { composed.resolve()? };
     let text = if provenance { config.provenance() } else { config.to_yaml() };
-    let unknown = check(&config)?;
+    let unknown = if unresolved { Vec::new() } else { check(&config)? };
     std::io::stdout().write_all(text.as_bytes()).map_err(|e| Failure::Runtime(e.into()))?;
     for e in unknown {
         eprintln!("warning: {e} (`tril run` will refuse this config)");
@@ -158,7 +170,7 @@ pub fn run(args: &ConfigArgs, resume: Option<&Path>, quiet: bool) -> CmdResult {
     let (config, run_dir) = match resume {
         Some(dir) => {
             let file = dir.join("config.resolved.yaml");
-            let config = compose_file(&file, &request(args))?;
+            let config = compose_file_unresolved(&file, &request(args))?.resolve()?;
             (config, dir.to_path_buf())
         }
         None => {

@@ -42,7 +42,7 @@ pub fn main() -> ExitCode {
     init_logging(cli.quiet, cli.verbose);
     let result = match &cli.command {
         cli::Command::Run { config, resume } => commands::run(config, resume.as_deref(), cli.quiet),
-        cli::Command::Config { config, provenance } => commands::config(config, *provenance),
+        cli::Command::Config { config, provenance, unresolved } => commands::config(config, *provenance, *unresolved),
         cli::Command::List { kind } => commands::list(kind.as_deref()),
         cli::Command::Logp(args) => logp::run(args),
     };

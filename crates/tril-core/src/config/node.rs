@@ -20,6 +20,9 @@ pub enum Origin {
     Environment(String),
     /// Produced by the composer itself (e.g. the selected task section).
     Composer,
+    /// A tril root key the config files lack (TRIL's `cfgs/` have no `device`, ...),
+    /// given tril's default.
+    TrilDefault,
 }
 
 impl fmt::Display for Origin {
@@ -30,6 +33,7 @@ impl fmt::Display for Origin {
             Origin::CommandLine(arg) => write!(f, "command line `{arg}`"),
             Origin::Environment(var) => write!(f, "environment variable {var}"),
             Origin::Composer => write!(f, "composer"),
+            Origin::TrilDefault => write!(f, "tril default (not in the config files)"),
         }
     }
 }

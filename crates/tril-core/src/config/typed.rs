@@ -17,12 +17,23 @@ use serde::de::DeserializeOwned;
 pub struct Config {
     root: Node,
     choices: Vec<(String, String)>,
+    notes: Vec<String>,
 }
 
 impl Config {
     /// Wraps a resolved tree.
     pub fn new(root: Node, choices: Vec<(String, String)>) -> Self {
-        Config { root, choices }
+        Config { root, choices, notes: Vec::new() }
+    }
+
+    /// The same config with notes from composition (see [`Config::notes`]).
+    pub fn with_notes(self, notes: Vec<String>) -> Self {
+        Config { notes, ..self }
+    }
+
+    /// Notes composition left for the user (e.g. skipped `override hydra/...` entries).
+    pub fn notes(&self) -> &[String] {
+        &self.notes
     }
 
     /// The root node.
