@@ -54,7 +54,7 @@ fn read_json(path: &Path) -> Value {
 }
 
 fn floats(v: &Value) -> Vec<f32> {
-    v.as_array().expect("array").iter().flat_map(|x| floats_or_one(x)).collect()
+    v.as_array().expect("array").iter().flat_map(floats_or_one).collect()
 }
 
 fn floats_or_one(v: &Value) -> Vec<f32> {

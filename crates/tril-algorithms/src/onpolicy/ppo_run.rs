@@ -351,7 +351,8 @@ pub fn minibatch_gradients<B: AutodiffBackend>(
     let prompt_len = buf.ids.dims()[1] - n;
     let device = buf.ids.device();
     let mut accum = GradientsAccumulator::<ActorCritic<B>>::new();
-    let (mut values, mut diagnostics): (Vec<(&'static str, f64)>, Vec<(&'static str, f64)>) = Default::default();
+    let mut values: Vec<(&'static str, f64)> = Vec::new();
+    let mut diagnostics: Vec<(&'static str, f64)> = Vec::new();
     for micro in rows.chunks(micro_batch.max(1)) {
         let picked: Vec<i64> = micro.iter().map(|&i| i as i64).collect();
         let idx = Tensor::<Inner<B>, 1, Int>::from_data(TensorData::new(picked, [micro.len()]), &device);
