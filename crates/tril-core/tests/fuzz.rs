@@ -297,6 +297,14 @@ fn config_dir() -> impl Strategy<Value = Vec<(&'static str, &'static str)>> {
             "7\n",
             "",
             "defaults:\n  task: t2\n  alg: q\nreward_fn: {id: r}\n",
+            // Hydra's defaults lists (TRIL's cfgs/), good and bad
+            "defaults:\n  - _self_\n  - task: ???\n  - alg: ???\n  - override hydra/job_logging: disabled\nhydra:\n  run:\n    dir: out/${x}\nx: 1\n",
+            "defaults:\n  - task: t1\n  - alg: p\n  - _self_\nx: ${task.id}\n",
+            "defaults:\n  - _self_\n  - _self_\n  - task: t1\n",
+            "defaults:\n  - {task: t1, alg: p}\n  - [1]\n  - null\n",
+            "defaults:\n  - optional task: nope\n  - alg@pkg: p\n",
+            "defaults:\n  - override task: t2\n  - task: t1\n  - alg: q\n",
+            "defaults:\n  - task: t1\n  - alg: p\nhydra: 3\n",
         ][..],
     );
     let task = prop::sample::select(
@@ -308,6 +316,9 @@ fn config_dir() -> impl Strategy<Value = Vec<(&'static str, &'static str)>> {
             "n: ${missing}\ntask: {id: toy}\n",
             "",
             "task: {id: toy}\nreward_fn: [1]\n",
+            "# @package _global_\ntask:\n  id: toy\n",
+            "# @package _group_\nid: toy\n",
+            "# @package a.b\nid: toy\n",
         ][..],
     );
     let alg = prop::sample::select(
@@ -322,6 +333,10 @@ fn config_dir() -> impl Strategy<Value = Vec<(&'static str, &'static str)>> {
             "- toy\n",
             "alg_id: [x]\ntoy: {id: p}\n",
             "",
+            "defaults: [q, _self_]\nalg_id: p\ntoy: {id: p}\n",
+            "defaults:\n  - p\n",
+            "defaults: [q]\ninherits: q\n",
+            "# @package _global_\nalg: {toy: {id: p}}\n",
         ][..],
     );
     (config, task.clone(), task, alg.clone(), alg).prop_map(|(c, t1, t2, p, q)| {
