@@ -259,15 +259,17 @@ pub fn hinge_loss<B: Backend>(h: Tensor<B, 1>, beta: f64) -> Tensor<B, 1> {
 ///   dropped it from `sigmoid` and keep it for `robust` (and `exo_pair`/`aot`) only. With
 ///   the default 0 they agree.
 /// - `reference_free` is TRL <= 0.2x's; TRL 1.16's `DPOConfig` no longer has it.
-/// - For IPO the rewards in [`DpoStats`] use the averaged log-probs that the loss sees
-///   (TRL <= 0.2x); TRL 1.16 reports summed-log-prob rewards, i.e. tril's times the
-///   completion length. The IPO loss itself is TRL 1.16's (sum of log-ratios divided by
-///   the completion length equals the difference of averaged log-probs).
+///
+/// `lengths` (chosen, rejected completion lengths, `[B]` each) is given when the log-probs
+/// are length-averaged (IPO, [`SequenceReduction::Mean`]): the loss sees the averages, and
+/// the rewards in [`DpoStats`] are reported on the summed log-ratios (average x length), as
+/// TRL 1.16 does. Without it the rewards use the log-probs as given.
 pub fn dpo_loss<B: Backend>(
     policy_chosen: Tensor<B, 1>,
     policy_rejected: Tensor<B, 1>,
     ref_chosen: Tensor<B, 1>,
     ref_rejected: Tensor<B, 1>,
+    lengths: Option<(Tensor<B, 1>, Tensor<B, 1>)>,
     args: &DpoArgs,
 ) -> (Tensor<B, 1>, DpoStats<B>) {
     let policy_chosen = to_f32(policy_chosen);
@@ -294,8 +296,12 @@ pub fn dpo_loss<B: Backend>(
         DpoLoss::Robust => robust_loss(h, beta, eps),
     }; // [B]
 
-    let rewards_chosen = ((policy_chosen - ref_chosen) * beta).detach(); // [B]
-    let rewards_rejected = ((policy_rejected - ref_rejected) * beta).detach(); // [B]
+    let mut rewards_chosen = ((policy_chosen - ref_chosen) * beta).detach(); // [B]
+    let mut rewards_rejected = ((policy_rejected - ref_rejected) * beta).detach(); // [B]
+    if let Some((chosen_len, rejected_len)) = lengths {
+        rewards_chosen = rewards_chosen * to_f32(chosen_len); // [B]
+        rewards_rejected = rewards_rejected * to_f32(rejected_len); // [B]
+    }
     let margins = rewards_chosen.clone() - rewards_rejected.clone(); // [B]
     let stats = DpoStats {
         reward_accuracy: margins.clone().greater_elem(0.0).float().cast(burn::tensor::FloatDType::F32).mean(),
@@ -350,7 +356,7 @@ mod tests {
         for loss_type in [DpoLoss::Sigmoid, DpoLoss::Ipo, DpoLoss::Hinge, DpoLoss::Robust] {
             for (beta, eps, reference_free) in [(0.1, 0.0, false), (0.5, 0.2, false), (2.0, 0.1, true)] {
                 let args = DpoArgs { loss_type, beta, label_smoothing: eps, reference_free, ..Default::default() };
-                let (loss, _) = dpo_loss(t1(&PC), t1(&PR), t1(&RC), t1(&RR), &args);
+                let (loss, _) = dpo_loss(t1(&PC), t1(&PR), t1(&RC), t1(&RR), None, &args);
                 let want = naive(&PC, &PR, &RC, &RR, &args);
                 assert!((s(loss) - want).abs() < 1e-6, "{loss_type:?} beta={beta} eps={eps}: {want}");
             }
@@ -360,7 +366,7 @@ mod tests {
     #[test]
     fn reward_accuracy_and_margin() {
         let args = DpoArgs { beta: 0.5, ..Default::default() };
-        let (_, stats) = dpo_loss(t1(&PC), t1(&PR), t1(&RC), t1(&RR), &args);
+        let (_, stats) = dpo_loss(t1(&PC), t1(&PR), t1(&RC), t1(&RR), None, &args);
         // chosen: 0.5 * (0.5, 0.5, -1.25, 0.25); rejected: 0.5 * (-0.5, -0.5, 1.5, -0.5)
         let chosen = stats.rewards_chosen.into_data().to_vec::<f32>().unwrap();
         assert_eq!(chosen, vec![0.25, 0.25, -0.625, 0.125]);

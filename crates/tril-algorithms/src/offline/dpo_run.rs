@@ -20,7 +20,7 @@
 //!   same, and the reference model is not held during training.
 //! - `--resume` is not implemented; the checkpoint holds the policy in HF layout only.
 
-use crate::offline::dpo::{dpo_loss, DpoArgs};
+use crate::offline::dpo::{dpo_loss, DpoArgs, SequenceReduction};
 use crate::offline::{
     completion_logprobs, frozen_logprobs, host, lm_batch, load_lm, loop_args, pad_id, tensor1, tokenize_pair, Lengths,
     Objective, OfflineParts, StatSums, Tokens,
@@ -80,7 +80,12 @@ impl<B: AutodiffBackend> Objective<B> for DpoObjective<B> {
         let (chosen, rejected) = (logps.clone().narrow(0, 0, b), logps.narrow(0, b, b)); // [B], [B]
         let ref_chosen = tensor1::<B>(batch.iter().map(|p| p.ref_chosen).collect(), &self.device);
         let ref_rejected = tensor1::<B>(batch.iter().map(|p| p.ref_rejected).collect(), &self.device);
-        let (loss, stats) = dpo_loss(chosen.clone(), rejected.clone(), ref_chosen, ref_rejected, &self.args);
+        // IPO averages over the completion: its rewards are logged on summed log-ratios (TRL 1.16).
+        let lengths = (self.args.loss_type.reduction() == SequenceReduction::Mean).then(|| {
+            let n = lm.target_mask.clone().sum_dim(1).reshape([2 * b]); // [2B]
+            (n.clone().narrow(0, 0, b), n.narrow(0, b, b))
+        });
+        let (loss, stats) = dpo_loss(chosen.clone(), rejected.clone(), ref_chosen, ref_rejected, lengths, &self.args);
         let n = b as f64;
         let sum = |t: Tensor<B, 1>| host(t.detach()).iter().map(|&x| f64::from(x)).sum::<f64>();
         let mut sums = StatSums::default();
