@@ -55,6 +55,33 @@ fn ppo_is_deterministic_for_a_seed() {
     assert_eq!(logs[0], logs[1]);
 }
 
+/// `scaledklcontroller` is stepped with the iteration's number of sequences (32 here), as
+/// Ziegler et al., TRL and OpenRLHF: `beta' = beta (1 + clip(e, -0.2, 0.2) 32 / horizon)`,
+/// not with its token count (32 x 16).
+#[test]
+fn scaled_kl_controller_counts_sequences() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, arg) = run_dir(&tmp, "run");
+    let (code, stderr) = tril(&[
+        "task=synthetic",
+        "alg=ppo",
+        &arg,
+        "alg.args.n_iters=2",
+        "alg.args.eval_zero_shot=false",
+        "alg.kl_div.kl_type=scaledklcontroller",
+        "alg.kl_div.coeff=0.1",
+        "alg.kl_div.target_kl=0.5",
+        "+alg.kl_div.horizon=1000",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let coef = jsonl(&dir.join("rollout_info.jsonl"), "rollout_buffer/kl_coef");
+    let kl = jsonl(&dir.join("rollout_info.jsonl"), "rollout_buffer/kl_div");
+    let e = ((kl[0] - 0.5) / 0.5).clamp(-0.2, 0.2);
+    assert!(e.abs() > 0.0, "the KL sits exactly on target: {kl:?}");
+    let want = 0.1 * (1.0 + e * 32.0 / 1000.0);
+    assert!((coef[1] - want).abs() < 1e-12, "kl_coef {coef:?}, kl {kl:?}: expected {want} (32 sequences)");
+}
+
 #[test]
 fn bad_plans_and_resume_are_refused_with_reasons() {
     let tmp = tempfile::tempdir().unwrap();
