@@ -18,6 +18,7 @@ Examples:
   tril list devices                             the backends this binary carries (device=...)
   tril run device=cuda precision=bf16           train on GPU 0 in bf16 (a --features cuda build)
   tril logp --data d.parquet --model gpt2       reference log-probs for alg=offline_ips
+  tril bench --size small --threads 2           tril vs PyTorch, side by side (needs python3 with torch)
 
 Overrides:
   a.b=v      set an existing key (YAML-typed: 7, 1e-5, true, null, [a, b], {k: v})
@@ -108,4 +109,8 @@ pub enum Command {
     /// Write the reference log-probs of every response in a dataset, keyed by uid, for
     /// alg=offline_ips (a .safetensors cache).
     Logp(crate::logp::LogpArgs),
+    /// Time tril and PyTorch on the same work (random weights, no download) and print one
+    /// table: row, tril seconds, PyTorch seconds, ratio (rows: forward, train, train_tiny,
+    /// generate, ppo, dpo; `bench/README.md`).
+    Bench(crate::bench::BenchArgs),
 }

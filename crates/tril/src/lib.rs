@@ -14,6 +14,7 @@
 //! names is not linked, and its `inventory` registrations would silently vanish.
 #![deny(missing_docs)]
 
+pub mod bench;
 pub mod cli;
 pub mod commands;
 pub mod logp;
@@ -45,6 +46,7 @@ pub fn main() -> ExitCode {
         cli::Command::Config { config, provenance, unresolved } => commands::config(config, *provenance, *unresolved),
         cli::Command::List { kind } => commands::list(kind.as_deref()),
         cli::Command::Logp(args) => logp::run(args),
+        cli::Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
