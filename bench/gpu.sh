@@ -14,8 +14,9 @@
 #
 # Budget: the whole script aims at < ~8 minutes (BUDGET seconds, default 470); every step gets
 # its own timeout, capped by what is left, and a step that does not fit is skipped and logged.
-# Env knobs: BUDGET, CACHE (kernel caches, default $OUT/cache), KEEP_CACHE=1 (keep it in $OUT;
-# by default it is deleted at the end so that $OUT stays small).
+# Env knobs: BUDGET, REPEATS (timed repeats of the tables, default 3), CACHE (kernel caches,
+# default $OUT/cache), KEEP_CACHE=1 (keep the cache in $OUT; by default it is deleted at the
+# end so that $OUT stays small).
 
 set -uo pipefail
 
@@ -24,6 +25,7 @@ OUT=${OUT:-$PWD/bench/out/gpu}
 mkdir -p "$OUT"
 LOG=$OUT/gpu.log
 BUDGET=${BUDGET:-470}
+REPEATS=${REPEATS:-3}
 START=$SECONDS
 SKIPPED=()
 
@@ -56,7 +58,7 @@ log "tril binary: $TRIL ($(du -h "$TRIL" | cut -f1))"
 
 # --- (2) environment: CUDA libraries, one directory for every kernel cache ------------------
 # Never add the CUDA stubs folder: its libcuda.so stub would shadow the real driver.
-export LD_LIBRARY_PATH=/usr/local/nvidia/lib64:/usr/local/cuda/targets/x86_64-linux/lib:${LD_LIBRARY_PATH:-}
+export LD_LIBRARY_PATH=/usr/local/nvidia/lib64:/usr/local/cuda/targets/x86_64-linux/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 CACHE=${CACHE:-$OUT/cache}
 mkdir -p "$CACHE"
 export CUDA_CACHE_PATH=$CACHE/nv          # the driver's PTX -> SASS JIT cache
@@ -81,7 +83,7 @@ bench_table() { # bench_table PRECISION WANT_SECONDS
   fi
   log "bench $prec (timeout ${t}s)"
   timeout --kill-after=10 "$t" "$TRIL" bench --device cuda --precision "$prec" --size full \
-    --python python3 --json "$OUT/bench_$prec.jsonl" 2> "$OUT/bench_$prec.stderr" | tee "$OUT/bench_$prec.txt"
+    --repeats "$REPEATS" --python python3 --json "$OUT/bench_$prec.jsonl" 2> "$OUT/bench_$prec.stderr" | tee "$OUT/bench_$prec.txt"
   rc=${PIPESTATUS[0]}
   if ((rc == 124 || rc == 137)); then
     log "bench $prec: TIMED OUT after ${t}s (partial results in $OUT/bench_$prec.*)"
@@ -96,6 +98,8 @@ bench_table bf16 170
 # --- (4) first step cold vs warm ----------------------------------------------------------
 # The same one-repeat `train` row twice against a fresh, empty cache directory: the first run
 # compiles/autotunes every kernel, the second finds them in CUDA_CACHE_PATH / XDG_CACHE_HOME.
+# The wall time covers the whole command, i.e. tril's row plus the PyTorch side of the row;
+# the per-side seconds are in train_{cold,warm}.txt.
 COLD=$CACHE/coldwarm
 rm -rf "$COLD"
 mkdir -p "$COLD"
@@ -120,7 +124,7 @@ timed_train() { # timed_train LABEL -> one line "LABEL wall_s rc" in coldwarm.tx
       timeout --kill-after=10 "$t" "$TRIL" bench --rows train --device cuda --size full --repeats 1 \
       > "$OUT/train_$label.txt" 2> "$OUT/train_$label.stderr"
     rc=$?
-    wall=$(echo "$(date +%s.%N) - $t0" | bc 2> /dev/null || echo "?")
+    wall=$(python3 -c "print(round($(date +%s.%N) - $t0, 2))" 2> /dev/null || echo "?")
   fi
   echo "$label wall_s=$wall rc=$rc" | tee -a "$OUT/coldwarm.txt"
   log "train $label: ${wall}s (exit $rc)"
