@@ -98,8 +98,8 @@ bench_table bf16 170
 # --- (4) first step cold vs warm ----------------------------------------------------------
 # The same one-repeat `train` row twice against a fresh, empty cache directory: the first run
 # compiles/autotunes every kernel, the second finds them in CUDA_CACHE_PATH / XDG_CACHE_HOME.
-# The wall time covers the whole command, i.e. tril's row plus the PyTorch side of the row;
-# the per-side seconds are in train_{cold,warm}.txt.
+# `--no-torch` skips the PyTorch side, so the wall time is tril alone: process start, CUDA init,
+# kernel compilation/autotuning, warm-up and the one timed step (its seconds: train_*.txt).
 COLD=$CACHE/coldwarm
 rm -rf "$COLD"
 mkdir -p "$COLD"
@@ -115,13 +115,13 @@ timed_train() { # timed_train LABEL -> one line "LABEL wall_s rc" in coldwarm.tx
   if [[ -x /usr/bin/time ]]; then
     CUDA_CACHE_PATH=$COLD/nv XDG_CACHE_HOME=$COLD/xdg \
       /usr/bin/time -f %e -o "$OUT/time_$label.txt" \
-      timeout --kill-after=10 "$t" "$TRIL" bench --rows train --device cuda --size full --repeats 1 \
+      timeout --kill-after=10 "$t" "$TRIL" bench --rows train --device cuda --size full --repeats 1 --no-torch \
       > "$OUT/train_$label.txt" 2> "$OUT/train_$label.stderr"
     rc=$?
     wall=$(tail -1 "$OUT/time_$label.txt" 2> /dev/null)
   else
     CUDA_CACHE_PATH=$COLD/nv XDG_CACHE_HOME=$COLD/xdg \
-      timeout --kill-after=10 "$t" "$TRIL" bench --rows train --device cuda --size full --repeats 1 \
+      timeout --kill-after=10 "$t" "$TRIL" bench --rows train --device cuda --size full --repeats 1 --no-torch \
       > "$OUT/train_$label.txt" 2> "$OUT/train_$label.stderr"
     rc=$?
     wall=$(python3 -c "print(round($(date +%s.%N) - $t0, 2))" 2> /dev/null || echo "?")
@@ -139,7 +139,7 @@ log "cold/warm cache size: $(du -sh "$COLD" 2> /dev/null | cut -f1)"
   cat "$OUT/bench_f32.txt" 2> /dev/null
   echo "== bf16 =="
   cat "$OUT/bench_bf16.txt" 2> /dev/null
-  echo "== first train step, cold vs warm cache (wall s of 'tril bench --rows train --repeats 1') =="
+  echo "== first train step, cold vs warm cache (wall s of 'tril bench --rows train --repeats 1 --no-torch') =="
   cat "$OUT/coldwarm.txt" 2> /dev/null
   echo "== skipped: ${SKIPPED[*]:-none}"
   echo "== total $((SECONDS - START))s"
