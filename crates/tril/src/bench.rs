@@ -79,6 +79,10 @@ pub struct BenchArgs {
     /// The Python with torch and transformers (default: TRIL_PYTHON, else python3).
     #[arg(long, value_name = "PATH")]
     pub python: Option<PathBuf>,
+    /// The PyTorch side's script (default: `bench/torch_bench.py` when the current
+    /// directory is a checkout, else the copy compiled into this binary).
+    #[arg(long, value_name = "FILE")]
+    pub torch_script: Option<PathBuf>,
     /// Measure tril only.
     #[arg(long)]
     pub no_torch: bool,
@@ -177,6 +181,9 @@ fn check(args: &BenchArgs) -> Result<(Size, Target)> {
     }
     if args.threads == Some(0) {
         bail!("--threads: expected at least 1");
+    }
+    if let Some(path) = args.torch_script.as_ref().filter(|p| !p.is_file()) {
+        bail!("--torch-script: no file {}", path.display());
     }
     let device: Device = args.device.parse().map_err(|e| anyhow!("--device: {e}"))?;
     let precision = match args.precision.as_str() {
@@ -507,9 +514,17 @@ fn torch_side(args: &BenchArgs, cuda: bool) -> Result<Vec<Measurement>> {
         .or_else(|| std::env::var_os("TRIL_PYTHON").map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from("python3"));
     let dir = std::env::temp_dir().join(format!("tril-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let script = dir.join("torch_bench.py");
-    std::fs::write(&script, TORCH_SCRIPT).with_context(|| format!("writing {}", script.display()))?;
+    let checkout = PathBuf::from("bench/torch_bench.py");
+    let script = match &args.torch_script {
+        Some(path) => path.clone(),
+        None if checkout.is_file() => checkout,
+        None => {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            let script = dir.join("torch_bench.py");
+            std::fs::write(&script, TORCH_SCRIPT).with_context(|| format!("writing {}", script.display()))?;
+            script
+        }
+    };
     let mut cmd = std::process::Command::new(&python);
     cmd.arg(&script)
         .args(["--rows", &args.rows.join(","), "--size", &args.size, "--precision", &args.precision])

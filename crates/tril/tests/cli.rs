@@ -343,3 +343,36 @@ fn out_of_range_value_in_a_file_names_file_and_line() {
     assert!(out.stderr.contains("task.args.n_train: expected at least 1, found 0 ("), "{}", out.stderr);
     assert!(out.stderr.contains("task/synthetic.yaml:8)"), "{}", out.stderr);
 }
+
+/// `tril bench`: bad arguments exit 2 naming the flag; a row runs and its PyTorch side's
+/// JSON lines (here from a stand-in interpreter) land in the table with the ratio.
+#[test]
+fn bench_runs_a_row_against_the_pytorch_side_and_refuses_bad_arguments() {
+    let out = tril_in(&repo(), &["bench", "--rows", "forward,nope"], &[]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("--rows: unknown row `nope`"), "{}", out.stderr);
+    let out = tril_in(&repo(), &["bench", "--device", "ndarray", "--precision", "bf16"], &[]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("precision"), "{}", out.stderr);
+
+    let tmp = tempfile::tempdir().unwrap();
+    let python = tmp.path().join("fake-python");
+    let line = r#"{"row": "train_tiny", "impl": "torch", "seconds": 0.5}"#;
+    std::fs::write(&python, format!("#!/bin/sh\necho 'not json'\necho '{line}'\n")).unwrap();
+    std::fs::set_permissions(&python, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let json = tmp.path().join("bench.jsonl");
+    let args = ["bench", "--rows", "train_tiny", "--repeats", "1", "--threads", "1", "--python"];
+    let mut args: Vec<&str> = args.to_vec();
+    args.extend([python.to_str().unwrap(), "--json", json.to_str().unwrap()]);
+    let out = tril_in(&repo(), &args, &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let row = out.stdout.lines().find(|l| l.starts_with("train_tiny")).unwrap_or_else(|| panic!("{}", out.stdout));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cells[1], "torch", "{row}");
+    let tril_s: f64 = cells[2].parse().unwrap();
+    assert!(tril_s > 0.0 && cells[3] == "0.500", "{row}");
+    assert_eq!(cells[4], format!("{:.2}", tril_s / 0.5), "{row}");
+    let lines = std::fs::read_to_string(&json).unwrap();
+    assert_eq!(lines.lines().count(), 2, "{lines}");
+    assert!(lines.contains(r#""impl":"tril""#) && lines.contains(r#""impl":"torch""#), "{lines}");
+}
