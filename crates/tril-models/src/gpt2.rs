@@ -330,6 +330,14 @@ pub enum LogitsSpan {
     All,
     /// Only the last position: `[B, 1, V]` (what generation needs).
     Last,
+    /// `len` positions from `start`: `[B, len, V]` (what scoring a generation needs: the
+    /// vocabulary-wide head and softmax run on those positions only).
+    Span {
+        /// First position.
+        start: usize,
+        /// Number of positions.
+        len: usize,
+    },
 }
 
 /// Inputs of [`Gpt2Model::forward_with`].
@@ -385,6 +393,12 @@ impl<B: Backend> Gpt2Input<B> {
         self.logits = LogitsSpan::Last;
         self
     }
+
+    /// Compute logits for positions `start..start + len` only.
+    pub fn logits_span(mut self, start: usize, len: usize) -> Self {
+        self.logits = LogitsSpan::Span { start, len };
+        self
+    }
 }
 
 /// Outputs of the GPT-2 trunk (everything but the LM head).
@@ -400,7 +414,8 @@ pub struct Gpt2Hidden<B: Backend> {
 /// Outputs of [`Gpt2Model::forward_with`].
 #[derive(Debug, Clone)]
 pub struct Gpt2Output<B: Backend> {
-    /// LM logits, `[B, T, V]` (or `[B, 1, V]` with [`LogitsSpan::Last`]).
+    /// LM logits, `[B, T, V]` (`[B, 1, V]` with [`LogitsSpan::Last`], `[B, len, V]` with
+    /// [`LogitsSpan::Span`]).
     pub logits: Tensor<B, 3>,
     /// Final hidden state after `ln_f`, `[B, T, D]`.
     pub last_hidden_state: Tensor<B, 3>,
@@ -496,6 +511,7 @@ impl<B: Backend> Gpt2Model<B> {
                 let t = hidden.last_hidden_state.dims()[1];
                 hidden.last_hidden_state.clone().narrow(1, t - 1, 1)
             }
+            LogitsSpan::Span { start, len } => hidden.last_hidden_state.clone().narrow(1, start, len),
         };
         Gpt2Output {
             logits: self.lm_logits(last),

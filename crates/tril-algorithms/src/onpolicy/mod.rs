@@ -80,10 +80,12 @@ impl<B: Backend> ActorCritic<B> {
         value_fn: crate::onpolicy::rollin::ValueFn,
     ) -> Scored<B> {
         let [b, len] = ids.dims();
-        let out = self.policy.forward_with(Gpt2Input::new(ids.clone()).with_mask(mask.clone()), None);
-        let v = out.logits.dims()[2];
         let span = generated_span(len, n);
-        let logits = out.logits.slice([0..b, span.clone(), 0..v]); // [B, N, V]
+        // Logits only where the actions are predicted: the vocabulary-wide head and softmax
+        // skip the prompt's positions.
+        let input = Gpt2Input::new(ids.clone()).with_mask(mask.clone()).logits_span(span.start, n);
+        let out = self.policy.forward_with(input, None);
+        let logits = out.logits; // [B, N, V]
         let actions = ids.clone().slice([0..b, len - n..len]); // [B, N]
         let values = match (value_fn, &self.critic, &self.shared_head) {
             (crate::onpolicy::rollin::ValueFn::Guide, _, _) => {
@@ -113,9 +115,10 @@ pub fn lm_logprobs<B: Backend>(
     n: usize,
 ) -> Tensor<B, 2> {
     let [b, len] = ids.dims();
-    let logits = lm.forward(ids.clone(), Some(mask)).logits; // [B, P + N, V]
-    let v = logits.dims()[2];
-    gather_logprobs(logits.slice([0..b, generated_span(len, n), 0..v]), ids.slice([0..b, len - n..len]))
+    let span = generated_span(len, n);
+    let input = Gpt2Input::new(ids.clone()).with_mask(mask).logits_span(span.start, n);
+    let logits = lm.forward_with(input, None).logits; // [B, N, V]
+    gather_logprobs(logits, ids.slice([0..b, len - n..len]))
 }
 
 /// A policy LM and its tokenizer as metrics see it ([`PolicyLm`]).
