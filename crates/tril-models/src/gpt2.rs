@@ -520,6 +520,24 @@ impl<B: Backend> Gpt2Model<B> {
         }
     }
 
+    /// LM logits of positions `start..start + len` only, `[B, len, V]`: the vocabulary-wide
+    /// head (and the caller's softmax) skip the other positions, and the result is
+    /// contiguous (a slice of full logits is a strided view that CPU backends walk slowly).
+    ///
+    /// # Shapes
+    /// - input_ids, attention_mask: `[B, T]` -> `[B, len, V]`
+    pub fn span_logits(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        attention_mask: Option<Tensor<B, 2, Int>>,
+        start: usize,
+        len: usize,
+    ) -> Tensor<B, 3> {
+        let mut input = Gpt2Input::new(input_ids).logits_span(start, len);
+        input.attention_mask = attention_mask;
+        self.forward_with(input, None).logits
+    }
+
     /// The trunk without the LM head (what a value model needs).
     ///
     /// # Shapes

@@ -298,9 +298,8 @@ fn random_ids<B: Backend>(
 /// Next-token log-probs of every position but the last: `[B, T - 1]`.
 fn next_token_logprobs<B: Backend>(model: &Gpt2Model<B>, ids: Tensor<B, 2, Int>) -> Tensor<B, 2> {
     let [b, t] = ids.dims();
-    let logits = model.forward(ids.clone(), None).logits; // [B, T, V]
-    let v = logits.dims()[2];
-    gather_logprobs(logits.slice([0..b, 0..t - 1, 0..v]), ids.slice([0..b, 1..t]))
+    let logits = model.span_logits(ids.clone(), None, 0, t - 1); // [B, T-1, V]
+    gather_logprobs(logits, ids.slice([0..b, 1..t]))
 }
 
 fn adamw() -> OptimizerSpec {

@@ -253,9 +253,7 @@ pub fn completion_logprobs<B: Backend>(
     temperature: f64,
 ) -> (Tensor<B, 2>, Tensor<B, 3>) {
     let [b, len] = ids.dims();
-    let logits = lm.forward(ids.clone(), Some(mask)).logits; // [B, P + N, V]
-    let v = logits.dims()[2];
-    let logits = logits.slice([0..b, len - n - 1..len - 1, 0..v]) / temperature; // [B, N, V]
+    let logits = lm.span_logits(ids.clone(), Some(mask), len - n - 1, n) / temperature; // [B, N, V]
     (gather_logprobs(logits.clone(), ids.slice([0..b, len - n..len])), logits)
 }
 

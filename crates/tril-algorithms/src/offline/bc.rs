@@ -182,9 +182,7 @@ pub fn token_nll<B: Backend>(token_logprobs: Tensor<B, 2>, mask: Tensor<B, 2>, d
 /// batch `[B, T]` -> (`[B, T - 1]`, `[B, T - 1]`)
 fn batch_logprobs<B: Backend>(lm: &Gpt2Model<B>, batch: &LmBatch<B>) -> (Tensor<B, 2>, Tensor<B, 2>) {
     let [b, t] = batch.ids.dims();
-    let logits = lm.forward(batch.ids.clone(), Some(batch.mask.clone())).logits; // [B, T, V]
-    let v = logits.dims()[2];
-    let logits = logits.slice([0..b, 0..t - 1, 0..v]); // [B, T-1, V]
+    let logits = lm.span_logits(batch.ids.clone(), Some(batch.mask.clone()), 0, t - 1); // [B, T-1, V]
     let targets = batch.ids.clone().slice([0..b, 1..t]); // [B, T-1]
     (gather_logprobs(logits, targets), batch.target_mask.clone())
 }

@@ -364,10 +364,9 @@ pub fn token_batch<B: Backend>(rows: &[&Encoded], pad: u32, device: &B::Device) 
 /// -> `[B, L - 1]`
 pub fn response_logprobs<B: Backend>(lm: &Gpt2Model<B>, batch: &TokenBatch<B>) -> Tensor<B, 2> {
     let [b, l] = batch.ids.dims();
-    let logits = lm.forward(batch.ids.clone(), Some(batch.mask.clone())).logits; // [B, L, V]
-    let v = logits.dims()[2];
+    let logits = lm.span_logits(batch.ids.clone(), Some(batch.mask.clone()), 0, l - 1); // [B, L - 1, V]
     let next = batch.ids.clone().slice([0..b, 1..l]); // [B, L - 1]
-    gather_logprobs(logits.slice([0..b, 0..l - 1, 0..v]), next) * batch.response_mask.clone()
+    gather_logprobs(logits, next) * batch.response_mask.clone()
 }
 
 /// The response entries of a `[B, L - 1]` host matrix, one vector per row.

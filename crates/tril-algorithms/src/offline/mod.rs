@@ -185,9 +185,7 @@ pub fn completion_logprobs<B: Backend>(
     reduction: SequenceReduction,
 ) -> Tensor<B, 1> {
     let [b, t] = batch.ids.dims();
-    let logits = lm.forward(batch.ids.clone(), Some(batch.mask.clone())).logits; // [B, T, V]
-    let v = logits.dims()[2];
-    let logits = logits.slice([0..b, 0..t - 1, 0..v]); // [B, T-1, V]
+    let logits = lm.span_logits(batch.ids.clone(), Some(batch.mask.clone()), 0, t - 1); // [B, T-1, V]
     let targets = batch.ids.clone().slice([0..b, 1..t]); // [B, T-1]
     sequence_logprobs(gather_logprobs(logits, targets), batch.target_mask.clone(), reduction)
 }
