@@ -172,7 +172,6 @@ fn one_ppo_update_matches_a_pytorch_port_of_tril() {
         let buf = RolloutBuffer::<Train> {
             ids: int_matrix(ids.clone(), B),
             mask: rollout_attention(int_matrix(attention.clone(), B), actions.clone(), args.train_eos),
-            gen_mask: actions.clone(),
             update_mask: actions.clone(),
             value_mask: actions,
             value_fn: ValueFn::Policy,

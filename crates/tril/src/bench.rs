@@ -445,7 +445,6 @@ fn ppo<B: AutodiffBackend>(
         let buf = RolloutBuffer::<B> {
             ids: ids.clone(),
             mask,
-            gen_mask: gen_mask.clone(),
             update_mask: gen_mask.clone(),
             value_mask: gen_mask,
             value_fn: ValueFn::Policy,
@@ -539,8 +538,13 @@ fn torch_side(args: &BenchArgs, cuda: bool) -> Result<Vec<Measurement>> {
         format!("running {} (set --python or TRIL_PYTHON to a Python with torch, or pass --no-torch)", python.display())
     })?;
     let text = String::from_utf8_lossy(&output.stdout);
-    let measured: Vec<Measurement> =
-        text.lines().filter(|l| l.trim_start().starts_with('{')).filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let mut measured: Vec<Measurement> = Vec::new();
+    for line in text.lines().filter(|l| l.trim_start().starts_with('{')) {
+        match serde_json::from_str(line) {
+            Ok(m) => measured.push(m),
+            Err(e) => eprintln!("warning: ignoring a line of the PyTorch side that is not a measurement ({e}): {line}"),
+        }
+    }
     if !output.status.success() && measured.is_empty() {
         bail!(
             "the PyTorch side failed ({}) without a measurement; is torch installed for {}? (--no-torch skips it)",

@@ -115,9 +115,7 @@ pub fn lm_logprobs<B: Backend>(
     n: usize,
 ) -> Tensor<B, 2> {
     let [b, len] = ids.dims();
-    let span = generated_span(len, n);
-    let input = Gpt2Input::new(ids.clone()).with_mask(mask).logits_span(span.start, n);
-    let logits = lm.forward_with(input, None).logits; // [B, N, V]
+    let logits = lm.span_logits(ids.clone(), Some(mask), generated_span(len, n).start, n); // [B, N, V]
     gather_logprobs(logits, ids.slice([0..b, len - n..len]))
 }
 

@@ -292,10 +292,9 @@ pub struct RolloutBuffer<B: AutodiffBackend> {
     pub ids: Tensor<Inner<B>, 2, Int>,
     /// Their attention mask, `[B, P + N]`.
     pub mask: Tensor<Inner<B>, 2, Int>,
-    /// The actions ([`action_mask`]: generated tokens, the stopping EOS only with
-    /// `train_eos`), `[B, N]`.
-    pub gen_mask: Tensor<Inner<B>, 2>,
-    /// The tokens the policy loss covers (`gen_mask` for PPO; a roll-in segment otherwise), `[B, N]`.
+    /// The tokens the policy loss covers, `[B, N]`: the actions ([`action_mask`]: generated
+    /// tokens, the stopping EOS only with `train_eos`) for PPO, a roll-in segment of them
+    /// otherwise.
     pub update_mask: Tensor<Inner<B>, 2>,
     /// The tokens the value loss covers, `[B, N]`.
     pub value_mask: Tensor<Inner<B>, 2>,
@@ -476,7 +475,7 @@ type IntMatrix<B> = Tensor<Inner<B>, 2, Int>;
 struct Collected<B: AutodiffBackend> {
     /// `(ids, attention mask, prompt + reference ids)` of each call, `[b, P + N]` each.
     ids: Vec<[IntMatrix<B>; 3]>,
-    /// `[gen_mask, logprobs, ref_logprobs, values, target_mask, entropy]` of each call, `[b, N]` each.
+    /// `[actions, logprobs, ref_logprobs, values, target_mask, entropy]` of each call, `[b, N]` each.
     floats: Vec<[Tensor<Inner<B>, 2>; 6]>,
     sample_ids: Vec<String>,
     prompts: Vec<String>,
@@ -886,7 +885,6 @@ impl<B: AutodiffBackend> Loop<'_, B> {
             ids: cat_int(0),
             mask: cat_int(1),
             target_ids: cat_int(2),
-            gen_mask,
             update_mask: matrix(update),
             value_mask: matrix(value),
             value_fn: plan.value_fn,
