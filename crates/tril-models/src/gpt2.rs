@@ -12,11 +12,20 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::backend::Backend;
-use burn::tensor::{activation, Bool, Int, Tensor};
+use burn::tensor::{activation, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
-/// Additive attention bias for masked keys (finite, so fully masked rows stay finite).
-pub const MASK_BIAS: f32 = -1e9;
+pub use crate::lm::{
+    attention_bias, linear3, position_ids_from_mask, KvCache, LayerCache, LayerKv, LogitsSpan, MASK_BIAS,
+};
+use crate::lm::{attend, LmHidden, LmInput, LmOutput};
+
+/// Inputs of [`Gpt2Model::forward_with`] (the shared [`LmInput`]).
+pub type Gpt2Input<B> = LmInput<B>;
+/// Outputs of the GPT-2 trunk (the shared [`LmHidden`]).
+pub type Gpt2Hidden<B> = LmHidden<B>;
+/// Outputs of [`Gpt2Model::forward_with`] (the shared [`LmOutput`]).
+pub type Gpt2Output<B> = LmOutput<B>;
 
 /// Activation of the GPT-2 MLP (HF `activation_function`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -154,9 +163,6 @@ pub struct Gpt2Attention<B: Backend> {
     pub n_head: usize,
 }
 
-/// Key and value tensors of one layer, `[B, H, T, head_dim]` each.
-pub type LayerKv<B> = (Tensor<B, 4>, Tensor<B, 4>);
-
 impl<B: Backend> Gpt2Attention<B> {
     /// Attend over `x` (and the cached keys/values of earlier positions, which are updated).
     ///
@@ -179,51 +185,8 @@ impl<B: Backend> Gpt2Attention<B> {
         if let Some(c) = cache {
             (k, v) = c.append(k, v);
         }
-        let scores = q.matmul(k.swap_dims(2, 3)) / (hd as f64).sqrt(); // [B, H, T, Tk]
-        let scores = match bias {
-            Some(bias) => scores + bias,
-            None => scores,
-        };
-        let probs = activation::softmax(scores, 3);
-        let out = probs.matmul(v).swap_dims(1, 2).reshape([b, t, d]); // [B, T, D]
+        let out = attend(q, k, v, bias).swap_dims(1, 2).reshape([b, t, d]); // [B, T, D]
         linear3(&self.c_proj, out)
-    }
-}
-
-/// One layer's slot of a [`KvCache`] during a forward pass.
-#[derive(Debug)]
-pub struct LayerCache<'a, B: Backend> {
-    slot: &'a mut Option<LayerKv<B>>,
-    past: usize,
-    capacity: usize,
-}
-
-impl<B: Backend> LayerCache<'_, B> {
-    /// Store the new keys/values after the `past` cached ones and return all of them.
-    /// Writes in place into a preallocated buffer while it has room (no copy of the past on
-    /// backends that mutate uniquely owned tensors, e.g. ndarray and CubeCL), else concatenates.
-    ///
-    /// # Shapes
-    /// - k, v: `[B, H, T, hd]` -> `[B, H, past + T, hd]` each
-    fn append(self, k: Tensor<B, 4>, v: Tensor<B, 4>) -> LayerKv<B> {
-        let [b, h, t, hd] = k.dims();
-        let total = self.past + t;
-        let write = |buf: Tensor<B, 4>, new: Tensor<B, 4>| buf.slice_assign([0..b, 0..h, self.past..total, 0..hd], new);
-        let (kb, vb) = match self.slot.take() {
-            Some((kb, vb)) if kb.dims()[2] >= total => (write(kb, k), write(vb, v)),
-            Some((kb, vb)) => (
-                Tensor::cat(vec![kb.narrow(2, 0, self.past), k], 2),
-                Tensor::cat(vec![vb.narrow(2, 0, self.past), v], 2),
-            ),
-            None if self.capacity > total => {
-                let device = k.device();
-                let zeros = || Tensor::<B, 4>::zeros([b, h, self.capacity, hd], &device);
-                (write(zeros(), k), write(zeros(), v))
-            }
-            None => (k, v),
-        };
-        *self.slot = Some((kb.clone(), vb.clone()));
-        (kb.narrow(2, 0, total), vb.narrow(2, 0, total))
     }
 }
 
@@ -274,155 +237,6 @@ impl<B: Backend> Gpt2Block<B> {
     }
 }
 
-/// Keys and values of all layers for incremental decoding.
-///
-/// [`KvCache::with_capacity`] preallocates `[B, H, capacity, hd]` buffers on first use and
-/// writes each step in place; [`KvCache::new`] grows by concatenation.
-#[derive(Debug, Clone)]
-pub struct KvCache<B: Backend> {
-    layers: Vec<Option<LayerKv<B>>>,
-    len: usize,
-    capacity: usize,
-}
-
-impl<B: Backend> KvCache<B> {
-    /// An empty, growing cache for a model with `n_layer` blocks.
-    pub fn new(n_layer: usize) -> Self {
-        Self::with_capacity(n_layer, 0)
-    }
-
-    /// An empty cache whose buffers hold `capacity` positions (prompt + new tokens).
-    pub fn with_capacity(n_layer: usize, capacity: usize) -> Self {
-        Self { layers: vec![None; n_layer], len: 0, capacity }
-    }
-
-    /// Number of cached positions (0 when empty).
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Whether nothing is cached yet.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Keep the batch rows `indices` of every layer, in that order: row `j` becomes old row
-    /// `indices[j]` (rows may repeat, so the batch can grow). Beam search reorders the cache by
-    /// each new beam's parent this way (HF `Cache::reorder_cache`). Preallocated buffers keep
-    /// their capacity.
-    ///
-    /// # Shapes
-    /// - indices: `[B']`, values in `0..B`; each layer `[B, H, capacity, hd]` -> `[B', H, capacity, hd]`
-    pub fn select_rows(&mut self, indices: Tensor<B, 1, Int>) {
-        for slot in &mut self.layers {
-            if let Some((k, v)) = slot.take() {
-                *slot = Some((k.select(0, indices.clone()), v.select(0, indices.clone())));
-            }
-        }
-    }
-}
-
-/// Which positions get LM logits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum LogitsSpan {
-    /// Every position: `[B, T, V]`.
-    #[default]
-    All,
-    /// Only the last position: `[B, 1, V]` (what generation needs).
-    Last,
-    /// `len` positions from `start`: `[B, len, V]` (what scoring a generation needs: the
-    /// vocabulary-wide head and softmax run on those positions only).
-    Span {
-        /// First position.
-        start: usize,
-        /// Number of positions.
-        len: usize,
-    },
-}
-
-/// Inputs of [`Gpt2Model::forward_with`].
-#[derive(Debug, Clone)]
-pub struct Gpt2Input<B: Backend> {
-    /// Token ids, `[B, T]`.
-    pub input_ids: Tensor<B, 2, Int>,
-    /// 1 for real tokens, 0 for padding, `[B, past + T]` (covers the cached positions too).
-    pub attention_mask: Option<Tensor<B, 2, Int>>,
-    /// Explicit positions `[B, T]`; by default derived from the mask (see module docs), as
-    /// HF `generate` does. Note that a plain HF forward without `position_ids` (and so
-    /// TRIL's log-prob recomputation) uses `past..past + T` even for left-padded rows; pass
-    /// those positions here to reproduce it.
-    pub position_ids: Option<Tensor<B, 2, Int>>,
-    /// Return the hidden state after the embeddings and after every block.
-    pub output_hidden_states: bool,
-    /// Which positions get logits.
-    pub logits: LogitsSpan,
-}
-
-impl<B: Backend> Gpt2Input<B> {
-    /// Ids only: no padding, positions `past..past + T`, logits everywhere.
-    pub fn new(input_ids: Tensor<B, 2, Int>) -> Self {
-        Self {
-            input_ids,
-            attention_mask: None,
-            position_ids: None,
-            output_hidden_states: false,
-            logits: LogitsSpan::All,
-        }
-    }
-
-    /// Set the attention mask `[B, past + T]`.
-    pub fn with_mask(mut self, attention_mask: Tensor<B, 2, Int>) -> Self {
-        self.attention_mask = Some(attention_mask);
-        self
-    }
-
-    /// Set explicit position ids `[B, T]`.
-    pub fn with_positions(mut self, position_ids: Tensor<B, 2, Int>) -> Self {
-        self.position_ids = Some(position_ids);
-        self
-    }
-
-    /// Also return all hidden states.
-    pub fn with_hidden_states(mut self) -> Self {
-        self.output_hidden_states = true;
-        self
-    }
-
-    /// Compute logits for the last position only.
-    pub fn last_logits_only(mut self) -> Self {
-        self.logits = LogitsSpan::Last;
-        self
-    }
-
-    /// Compute logits for positions `start..start + len` only.
-    pub fn logits_span(mut self, start: usize, len: usize) -> Self {
-        self.logits = LogitsSpan::Span { start, len };
-        self
-    }
-}
-
-/// Outputs of the GPT-2 trunk (everything but the LM head).
-#[derive(Debug, Clone)]
-pub struct Gpt2Hidden<B: Backend> {
-    /// Final hidden state after `ln_f`, `[B, T, D]`.
-    pub last_hidden_state: Tensor<B, 3>,
-    /// With `output_hidden_states`: embeddings output, then each block's output (the last
-    /// entry is after `ln_f`, as in HF), `n_layer + 1` tensors of `[B, T, D]`.
-    pub hidden_states: Option<Vec<Tensor<B, 3>>>,
-}
-
-/// Outputs of [`Gpt2Model::forward_with`].
-#[derive(Debug, Clone)]
-pub struct Gpt2Output<B: Backend> {
-    /// LM logits, `[B, T, V]` (`[B, 1, V]` with [`LogitsSpan::Last`], `[B, len, V]` with
-    /// [`LogitsSpan::Span`]).
-    pub logits: Tensor<B, 3>,
-    /// Final hidden state after `ln_f`, `[B, T, D]`.
-    pub last_hidden_state: Tensor<B, 3>,
-    /// See [`Gpt2Hidden::hidden_states`].
-    pub hidden_states: Option<Vec<Tensor<B, 3>>>,
-}
-
 /// GPT-2 with a tied LM head (HF `GPT2LMHeadModel`).
 #[derive(Module, Debug)]
 pub struct Gpt2Model<B: Backend> {
@@ -436,54 +250,6 @@ pub struct Gpt2Model<B: Backend> {
     pub ln_f: LayerNorm<B>,
     /// Maximum sequence length.
     pub n_positions: usize,
-}
-
-/// `l.forward(x)` for a `[B, T, D]` input as one 2-D matmul over `B * T` rows (burn-ndarray
-/// runs a 3-D input as `B` separate products, which is about 10x slower).
-///
-/// # Shapes
-/// - x: `[B, T, D_in]` -> `[B, T, D_out]`
-pub fn linear3<B: Backend>(l: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
-    let [b, t, d] = x.dims();
-    let y = l.forward(x.reshape([b * t, d]));
-    let o = y.dims()[1];
-    y.reshape([b, t, o])
-}
-
-/// Positions from an attention mask as HF `generate` derives them: `cumsum(mask) - 1`, with
-/// padded slots set to 1.
-///
-/// # Shapes
-/// - mask: `[B, T]` (1 real, 0 pad) -> `[B, T]`
-pub fn position_ids_from_mask<B: Backend>(mask: Tensor<B, 2, Int>) -> Tensor<B, 2, Int> {
-    let pad = mask.clone().equal_elem(0);
-    (mask.cumsum(1) - 1).mask_fill(pad, 1)
-}
-
-/// Additive attention bias: padded keys and future keys get [`MASK_BIAS`].
-///
-/// # Shapes
-/// - mask: `[B, past + T]`; output `[B, 1, T, past + T]` (or `[1, 1, T, past + T]` without mask);
-///   `None` when nothing is masked (no mask and `T == 1`).
-pub fn attention_bias<B: Backend>(
-    mask: Option<Tensor<B, 2, Int>>,
-    q_len: usize,
-    past: usize,
-    device: &B::Device,
-) -> Option<Tensor<B, 4>> {
-    let k_len = past + q_len;
-    let pad = mask.map(|m| {
-        let [b, _] = m.dims();
-        ((m.float() - 1.0) * (-MASK_BIAS)).reshape([b, 1, 1, k_len])
-    });
-    let causal = (q_len > 1).then(|| {
-        let future: Tensor<B, 2, Bool> = Tensor::tril_mask([q_len, k_len], past as i64, device);
-        Tensor::<B, 2>::zeros([q_len, k_len], device).mask_fill(future, MASK_BIAS).reshape([1, 1, q_len, k_len])
-    });
-    match (pad, causal) {
-        (Some(p), Some(c)) => Some(p + c),
-        (p, c) => p.or(c),
-    }
 }
 
 impl<B: Backend> Gpt2Model<B> {
@@ -556,18 +322,13 @@ impl<B: Backend> Gpt2Model<B> {
         let bias = attention_bias(input.attention_mask, t, past, &device);
         let mut x = self.wte.forward(input.input_ids) + self.wpe.forward(positions); // [B, T, D]
         let mut states = input.output_hidden_states.then(Vec::new);
-        let capacity = cache.as_ref().map_or(0, |c| c.capacity);
-        let mut cache = cache;
-        let mut slots = cache.as_mut().map(|c| c.layers.iter_mut());
+        let mut slots = cache.map(|c| c.layers_for(t).into_iter());
         for block in &self.h {
             if let Some(s) = states.as_mut() {
                 s.push(x.clone());
             }
-            let slot = slots.as_mut().and_then(|it| it.next()).map(|slot| LayerCache { slot, past, capacity });
+            let slot = slots.as_mut().and_then(|it| it.next());
             x = block.forward(x, bias.clone(), slot);
-        }
-        if let Some(c) = cache {
-            c.len += t;
         }
         let x = self.ln_f.forward(x);
         if let Some(s) = states.as_mut() {
