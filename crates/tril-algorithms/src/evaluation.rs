@@ -11,14 +11,14 @@ use rand_chacha::ChaCha8Rng;
 use tril_core::plugin::{Metric, MetricOutput, PluginError, Sample, Split, Task, TextBatch};
 use tril_core::progress;
 use tril_core::tracker::Tracker;
+use tril_models::causal_lm::CausalLm;
 use tril_models::generate::GenerationConfig;
-use tril_models::gpt2::Gpt2Model;
 use tril_models::tokenizer::TextTokenizer;
 
 /// What one evaluation reads: the policy, how to prompt it, and what to score.
 pub struct Evaluation<'a, B: Backend> {
     /// The policy LM (no autodiff).
-    pub policy: &'a Gpt2Model<B>,
+    pub policy: &'a CausalLm<B>,
     /// Its tokenizer (as metrics that score with the policy use it).
     pub tokenizer: &'a TextTokenizer,
     /// Its context length (`n_positions`).

@@ -98,9 +98,8 @@ fn generation(ids: &[i64], gen_attention: &[i64]) -> GenerationOutput {
 
 fn load_models() -> ActorCritic<Train> {
     let device = Default::default();
-    let policy = tril_models::hf::load_gpt2::<Train>(&dir().join("policy"), &device).expect("policy").model;
-    let critic =
-        tril_models::hf::load_gpt2_value_model::<Train>(&dir().join("critic"), false, &device).expect("critic");
+    let policy = tril_models::hf::load_lm::<Train>(&dir().join("policy"), &device).expect("policy").model;
+    let critic = tril_models::hf::load_value_model::<Train>(&dir().join("critic"), false, &device).expect("critic");
     ActorCritic { policy, critic: Some(critic.model), shared_head: None, guide_critic: None }
 }
 
@@ -214,10 +213,10 @@ fn one_ppo_update_matches_a_pytorch_port_of_tril() {
 
         // The new weights, compared by HF name.
         let out = scratch.join(name);
-        let config = tril_models::hf::gpt2::read_gpt2_config(&dir().join("policy")).expect("config");
-        tril_models::hf::save_gpt2(&updated.policy, &config, &out.join("policy"), None).expect("save policy");
+        let config = tril_models::hf::read_lm_config(&dir().join("policy")).expect("config");
+        tril_models::hf::save_lm(&updated.policy, &config, &out.join("policy"), None).expect("save policy");
         let critic = updated.critic.as_ref().expect("critic");
-        tril_models::hf::save_gpt2_value_model(critic, &config, &out.join("critic"), None).expect("save critic");
+        tril_models::hf::save_value_model(critic, &config, &out.join("critic"), None).expect("save critic");
         let (mut moved, mut worst) = (0.0f64, 0.0f64);
         for part in ["policy", "critic"] {
             let before = tensors(&dir().join(part));
@@ -248,16 +247,18 @@ fn export_inputs() {
     use burn::tensor::backend::Backend;
     use rand::{Rng, SeedableRng};
     use tril_models::gpt2::Gpt2Config;
-    use tril_models::heads::{Gpt2ValueModel, ValueHeadConfig};
+    use tril_models::heads::{ValueHeadConfig, ValueModel};
 
     let device = Default::default();
     Inner::seed(&device, 14);
-    let config = Gpt2Config::new(96, 32, 32, 2, 2).with_eos_token_id(Some(EOS)).with_bos_token_id(Some(EOS));
+    let config = tril_models::causal_lm::LmConfig::from(
+        Gpt2Config::new(96, 32, 32, 2, 2).with_eos_token_id(Some(EOS)).with_bos_token_id(Some(EOS)),
+    );
     let policy = config.init::<Inner>(&device);
     let critic =
-        Gpt2ValueModel { transformer: config.init::<Inner>(&device), v_head: ValueHeadConfig::new(32).init(&device) };
-    tril_models::hf::save_gpt2(&policy, &config, &dir().join("policy"), None).expect("save policy");
-    tril_models::hf::save_gpt2_value_model(&critic, &config, &dir().join("critic"), None).expect("save critic");
+        ValueModel { transformer: config.init::<Inner>(&device), v_head: ValueHeadConfig::new(32).init(&device) };
+    tril_models::hf::save_lm(&policy, &config, &dir().join("policy"), None).expect("save policy");
+    tril_models::hf::save_value_model(&critic, &config, &dir().join("critic"), None).expect("save critic");
 
     // Left-padded prompts; generations that run to the end, stop early at EOS (then pad),
     // or are an EOS alone.
@@ -291,9 +292,9 @@ fn export_inputs() {
     }
     // Scored by the models as saved (Burn initialises parameters lazily, so the in-memory
     // ones could still differ from what was written).
-    let policy = tril_models::hf::load_gpt2::<Inner>(&dir().join("policy"), &device).expect("policy").model;
+    let policy = tril_models::hf::load_lm::<Inner>(&dir().join("policy"), &device).expect("policy").model;
     let critic =
-        tril_models::hf::load_gpt2_value_model::<Inner>(&dir().join("critic"), false, &device).expect("critic").model;
+        tril_models::hf::load_value_model::<Inner>(&dir().join("critic"), false, &device).expect("critic").model;
     let model = ActorCritic { policy, critic: Some(critic), shared_head: None, guide_critic: None };
     let scored = model.score_with(int_matrix(ids.clone(), B), int_matrix(attention.clone(), B), N, ValueFn::Policy);
     let mut noise = |x: Vec<f32>, scale: f32| -> Vec<f32> {

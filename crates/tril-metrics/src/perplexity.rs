@@ -24,7 +24,7 @@ use tril_core::backend::{infer, InferJob, Target};
 use tril_core::config::{Checker, Ranges, Section};
 use tril_core::ops::gather_logprobs;
 use tril_core::plugin::{BuildCtx, Metric, MetricOutput, MetricValue, PluginError, PolicyLm, TextBatch};
-use tril_models::gpt2::Gpt2Model;
+use tril_models::causal_lm::CausalLm;
 use tril_models::tokenizer::TextTokenizer;
 
 /// `(begin, end, trg_len)` of every window over `n` tokens (HF's loop).
@@ -80,7 +80,7 @@ pub fn strided_perplexity_with(
 }
 
 /// `log p(ids[t] | ids[..t])`, `t = 1..len`, under `model`.
-pub fn causal_logprobs<B: Backend>(model: &Gpt2Model<B>, ids: &[u32], device: &B::Device) -> Vec<f64> {
+pub fn causal_logprobs<B: Backend>(model: &CausalLm<B>, ids: &[u32], device: &B::Device) -> Vec<f64> {
     let l = ids.len();
     let data: Vec<i64> = ids.iter().map(|&x| x as i64).collect();
     let input: Tensor<B, 2, Int> = Tensor::from_data(TensorData::new(data, [1, l]), device); // [1, L]
@@ -94,7 +94,7 @@ pub fn causal_logprobs<B: Backend>(model: &Gpt2Model<B>, ids: &[u32], device: &B
 
 /// Strided perplexity of `ids` under `model` (see the module docs).
 pub fn strided_perplexity<B: Backend>(
-    model: &Gpt2Model<B>,
+    model: &CausalLm<B>,
     ids: &[u32],
     max_length: usize,
     stride: usize,
@@ -136,7 +136,7 @@ fn causal() -> String {
 /// `causal_output_perplexity`: perplexity of the generations under a fixed GPT-2.
 #[derive(Debug)]
 pub struct OutputPerplexity<B: Backend> {
-    model: Gpt2Model<B>,
+    model: CausalLm<B>,
     tokenizer: TextTokenizer,
     max_length: usize,
     stride: usize,
@@ -189,9 +189,9 @@ impl<B: Backend> OutputPerplexity<B> {
     pub fn load(config: &OutputPerplexityConfig, key: &str, device: &B::Device) -> Result<Self, MetricError> {
         check_model_type(&config.model_type, key)?;
         let dir = tril_models::resolve::model_dir(&config.model_id, &format!("{key}.model_id"))?;
-        let loaded = tril_models::hf::load_gpt2::<B>(&dir, device)?;
+        let loaded = tril_models::hf::load_lm::<B>(&dir, device)?;
         let tokenizer = TextTokenizer::from_dir(&dir)?;
-        let max_length = loaded.config.n_positions;
+        let max_length = loaded.config.max_positions();
         Ok(OutputPerplexity {
             model: loaded.model,
             tokenizer,
@@ -386,7 +386,7 @@ mod tests {
 
     /// The fixture GPT-2 as a policy.
     struct FixturePolicy {
-        model: Gpt2Model<tril_core::backend::CpuBackend>,
+        model: CausalLm<tril_core::backend::CpuBackend>,
         tokenizer: TextTokenizer,
         n_positions: usize,
     }
@@ -412,9 +412,9 @@ mod tests {
             serde_json::from_str(&std::fs::read_to_string(root.join("tests/fixtures/perplexity.json")).unwrap())
                 .unwrap();
         let dir = root.join("../tril-models/tests/fixtures/gpt2");
-        let loaded = tril_models::hf::load_gpt2::<tril_core::backend::CpuBackend>(&dir, &Default::default()).unwrap();
+        let loaded = tril_models::hf::load_lm::<tril_core::backend::CpuBackend>(&dir, &Default::default()).unwrap();
         let policy = FixturePolicy {
-            n_positions: loaded.config.n_positions,
+            n_positions: loaded.config.max_positions(),
             model: loaded.model,
             tokenizer: TextTokenizer::from_dir(&dir).unwrap(),
         };

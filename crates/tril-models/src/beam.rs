@@ -39,7 +39,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 
 use crate::error::{ModelError, Result};
 use crate::generate::{check_prompt, int_tensor, GenerationConfig, GenerationOutput, SpecialTokens};
-use crate::gpt2::{Gpt2Input, Gpt2Model, KvCache};
+use crate::lm::{KvCache, LanguageModel, LmInput};
 
 /// HF's `length_penalty` default (the exponent `alpha` of the length normalisation).
 pub const LENGTH_PENALTY: f64 = 1.0;
@@ -190,7 +190,7 @@ fn advance(beams: &mut PromptBeams, logprobs: &[f32], vocab: usize, rule: StepRu
 /// - input_ids, attention_mask: `[B, P]` (left-padded, mask 1 for real tokens)
 /// - output: `[B, max_new_tokens]` tokens, log-probs and mask of each prompt's best hypothesis
 pub fn beam_search<B: Backend>(
-    model: &Gpt2Model<B>,
+    model: &impl LanguageModel<B>,
     input_ids: Tensor<B, 2, Int>,
     attention_mask: Tensor<B, 2, Int>,
     cfg: &GenerationConfig,
@@ -207,7 +207,7 @@ pub fn beam_search<B: Backend>(
     let mut rows: Vec<PromptBeams> = (0..b).map(|_| PromptBeams::new(k)).collect();
     let mut cache = cfg.use_cache.then(|| KvCache::with_capacity(model.n_layer(), p + n));
     // Prefill on the B prompts; the beams of a prompt share its logits (and later its cache rows).
-    let mut logits = last_logits(model, Gpt2Input::new(input_ids).with_mask(attention_mask), cache.as_mut())?; // [B, V]
+    let mut logits = last_logits(model, LmInput::new(input_ids).with_mask(attention_mask), cache.as_mut())?; // [B, V]
     for step in 0..n {
         let rule = StepRule {
             step,
@@ -246,7 +246,7 @@ pub fn beam_search<B: Backend>(
             Some(c) => {
                 c.select_rows(Tensor::from_data(TensorData::new(sources, [b * k]), &device));
                 let last: Vec<i64> = beams.map(|h| h.tokens[step] as i64).collect();
-                Gpt2Input::new(int_tensor::<B>(last, [b * k, 1], &device)) // [B * k, 1]
+                LmInput::new(int_tensor::<B>(last, [b * k, 1], &device)) // [B * k, 1]
             }
             None => {
                 let mut seq = Vec::with_capacity(b * k * width);
@@ -255,7 +255,7 @@ pub fn beam_search<B: Backend>(
                     seq.extend_from_slice(&prompt_ids[r * p..(r + 1) * p]);
                     seq.extend(h.tokens.iter().map(|&t| t as i64));
                 }
-                Gpt2Input::new(int_tensor::<B>(seq, [b * k, width], &device)) // [B * k, P + step + 1]
+                LmInput::new(int_tensor::<B>(seq, [b * k, width], &device)) // [B * k, P + step + 1]
             }
         };
         logits = last_logits(model, input.with_mask(mask), cache.as_mut())?; // [B * k, V]
@@ -288,8 +288,8 @@ fn best_hypotheses(rows: &[PromptBeams], n: usize, pad: u32) -> GenerationOutput
 
 /// Run the model and copy the last-position logits to the host, `[rows * V]` flat.
 fn last_logits<B: Backend>(
-    model: &Gpt2Model<B>,
-    input: Gpt2Input<B>,
+    model: &impl LanguageModel<B>,
+    input: LmInput<B>,
     cache: Option<&mut KvCache<B>>,
 ) -> Result<Vec<f32>> {
     let logits = model.forward_with(input.last_logits_only(), cache).logits; // [rows, 1, V]

@@ -8,9 +8,11 @@ use burn::tensor::{Int, Tensor, TensorData};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::causal_lm::CausalLm;
 use crate::error::Result;
 use crate::generate::{generate, GenerationConfig, SpecialTokens};
-use crate::gpt2::{Gpt2Config, Gpt2Input};
+use crate::gpt2::Gpt2Config;
+use crate::lm::LmInput;
 
 /// Result of [`bench_generate`].
 #[derive(Debug, Clone, PartialEq)]
@@ -59,7 +61,7 @@ pub fn bench_generate<B: Backend>(
     new_tokens: usize,
     device: &B::Device,
 ) -> Result<BenchReport> {
-    let model = config.init::<B>(device);
+    let model = CausalLm::from(config.init::<B>(device));
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let ids: Vec<i64> = (0..batch * prompt_len).map(|_| rng.random_range(0..config.vocab_size as i64)).collect();
     let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [batch, prompt_len]), device);
@@ -69,8 +71,7 @@ pub fn bench_generate<B: Backend>(
     generate(&model, ids.clone(), mask.clone(), &sample(2), special, &mut rng)?;
 
     let start = Instant::now();
-    let logits =
-        model.forward_with(Gpt2Input::new(ids.clone()).with_mask(mask.clone()).last_logits_only(), None).logits;
+    let logits = model.forward_with(LmInput::new(ids.clone()).with_mask(mask.clone()).last_logits_only(), None).logits;
     let _ = logits.into_data();
     let prefill_seconds = start.elapsed().as_secs_f64();
 

@@ -21,7 +21,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ModelError, Result};
-use crate::gpt2::{Gpt2Input, Gpt2Model, KvCache};
+use crate::lm::{KvCache, LanguageModel, LmInput};
 use crate::sampling;
 
 /// Generation settings, with HF / TRIL `gen_kwargs` names and HF defaults, so TRIL configs
@@ -161,7 +161,7 @@ pub(crate) fn int_tensor<B: Backend>(values: Vec<i64>, shape: [usize; 2], device
 
 /// Check prompt shapes and values (R19); returns the host copies of ids and mask.
 pub(crate) fn check_prompt<B: Backend>(
-    model: &Gpt2Model<B>,
+    model: &impl LanguageModel<B>,
     ids: Tensor<B, 2, Int>,
     mask: Tensor<B, 2, Int>,
     cfg: &GenerationConfig,
@@ -174,12 +174,14 @@ pub(crate) fn check_prompt<B: Backend>(
         return Err(ModelError::input("input_ids", format!("empty prompt batch {idims:?}")));
     }
     let total = idims[1] + cfg.max_new_tokens;
-    if total > model.n_positions {
+    if total > model.max_positions() {
         return Err(ModelError::input(
             "max_new_tokens",
             format!(
                 "prompt {} + {} new tokens exceeds n_positions {}",
-                idims[1], cfg.max_new_tokens, model.n_positions
+                idims[1],
+                cfg.max_new_tokens,
+                model.max_positions()
             ),
         ));
     }
@@ -231,7 +233,7 @@ fn choose<R: Rng + ?Sized>(
 /// - input_ids, attention_mask: `[B, P]` (left-padded, mask 1 for real tokens)
 /// - output: `[B, max_new_tokens]` tokens, log-probs and mask (see [`GenerationOutput`])
 pub fn generate<B: Backend, R: Rng + ?Sized>(
-    model: &Gpt2Model<B>,
+    model: &impl LanguageModel<B>,
     input_ids: Tensor<B, 2, Int>,
     attention_mask: Tensor<B, 2, Int>,
     cfg: &GenerationConfig,
@@ -245,7 +247,7 @@ pub fn generate<B: Backend, R: Rng + ?Sized>(
 /// still returned): the roll-out of PPO++ / AggreVaTeD / LOLS continues a roll-in prefix.
 /// With `num_beams > 1` this runs [`crate::beam::beam_search`]; forced prefixes are then refused.
 pub fn generate_with_prefix<B: Backend, R: Rng + ?Sized>(
-    model: &Gpt2Model<B>,
+    model: &impl LanguageModel<B>,
     input_ids: Tensor<B, 2, Int>,
     attention_mask: Tensor<B, 2, Int>,
     cfg: &GenerationConfig,
@@ -289,7 +291,7 @@ pub fn generate_with_prefix<B: Backend, R: Rng + ?Sized>(
     for step in 0..n {
         let mask_t = int_tensor::<B>(mask_host.clone(), [b, width], &device);
         let logits =
-            model.forward_with(Gpt2Input::new(step_ids).with_mask(mask_t).last_logits_only(), cache.as_mut()).logits; // [B, 1, V]
+            model.forward_with(LmInput::new(step_ids).with_mask(mask_t).last_logits_only(), cache.as_mut()).logits; // [B, 1, V]
         let logits = logits
             .into_data()
             .convert::<f32>()

@@ -15,10 +15,10 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{activation, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
+use crate::lm::{attend, LanguageModel, LmHidden, LmInput, LmOutput};
 pub use crate::lm::{
     attention_bias, linear3, position_ids_from_mask, KvCache, LayerCache, LayerKv, LogitsSpan, MASK_BIAS,
 };
-use crate::lm::{attend, LmHidden, LmInput, LmOutput};
 
 /// Inputs of [`Gpt2Model::forward_with`] (the shared [`LmInput`]).
 pub type Gpt2Input<B> = LmInput<B>;
@@ -361,6 +361,21 @@ impl<B: Backend> Gpt2Model<B> {
     /// Number of blocks.
     pub fn n_layer(&self) -> usize {
         self.h.len()
+    }
+}
+
+impl<B: Backend> LanguageModel<B> for Gpt2Model<B> {
+    fn forward_with(&self, input: LmInput<B>, cache: Option<&mut KvCache<B>>) -> LmOutput<B> {
+        Gpt2Model::forward_with(self, input, cache)
+    }
+    fn n_layer(&self) -> usize {
+        Gpt2Model::n_layer(self)
+    }
+    fn vocab_size(&self) -> usize {
+        Gpt2Model::vocab_size(self)
+    }
+    fn max_positions(&self) -> usize {
+        self.n_positions
     }
 }
 

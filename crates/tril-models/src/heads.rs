@@ -2,10 +2,12 @@
 //!
 //! - [`ValueHead`]: one scalar per token from the last hidden state. TRIL's `mlp_head`:
 //!   `false` is `Linear(d, 1)`, `true` is `Linear(d, 2d) -> ReLU -> Linear(2d, 1)`.
-//! - [`Gpt2ValueModel`]: a separate critic (own GPT-2 trunk + value head), TRIL's `LMCritic`.
-//! - [`Gpt2WithValueHead`]: a shared trunk giving LM logits and values in one pass.
-//! - [`ScoreHead`] / [`Gpt2Classifier`]: HF `GPT2ForSequenceClassification` (bias-free `score`
-//!   linear, read at the last real token).
+//! - [`ValueModel`]: a separate critic (own trunk + value head), TRIL's `LMCritic`.
+//! - [`LmWithValueHead`]: a shared trunk giving LM logits and values in one pass.
+//! - [`ScoreHead`] / [`LmClassifier`]: HF `*ForSequenceClassification` of a causal LM
+//!   (bias-free `score` linear, read at the last real token).
+//!
+//! Every trunk is a [`CausalLm`], so the heads work on any architecture.
 
 use burn::config::Config;
 use burn::module::Module;
@@ -13,7 +15,8 @@ use burn::nn::{Linear, LinearConfig};
 use burn::tensor::backend::Backend;
 use burn::tensor::{activation, Int, Tensor};
 
-use crate::gpt2::{linear3, Gpt2Input, Gpt2Model};
+use crate::causal_lm::CausalLm;
+use crate::lm::{linear3, LmInput};
 
 /// Configuration of a [`ValueHead`].
 #[derive(Config, Debug)]
@@ -62,28 +65,28 @@ impl<B: Backend> ValueHead<B> {
     }
 }
 
-/// A separate critic: its own GPT-2 trunk and a value head (TRIL's `LMCritic`).
+/// A separate critic: its own trunk and a value head (TRIL's `LMCritic`).
 #[derive(Module, Debug)]
-pub struct Gpt2ValueModel<B: Backend> {
+pub struct ValueModel<B: Backend> {
     /// The trunk (its LM head is never used).
-    pub transformer: Gpt2Model<B>,
+    pub transformer: CausalLm<B>,
     /// The value head.
     pub v_head: ValueHead<B>,
 }
 
-impl<B: Backend> Gpt2ValueModel<B> {
+impl<B: Backend> ValueModel<B> {
     /// Values of every position.
     ///
     /// # Shapes
     /// - input_ids, attention_mask: `[B, T]` -> values `[B, T]`
     pub fn forward(&self, input_ids: Tensor<B, 2, Int>, attention_mask: Option<Tensor<B, 2, Int>>) -> Tensor<B, 2> {
-        let mut input = Gpt2Input::new(input_ids);
+        let mut input = LmInput::new(input_ids);
         input.attention_mask = attention_mask;
         self.v_head.forward(self.transformer.trunk(input, None).last_hidden_state)
     }
 }
 
-/// Output of [`Gpt2WithValueHead::forward`].
+/// Output of [`LmWithValueHead::forward`].
 #[derive(Debug, Clone)]
 pub struct ActorCriticOutput<B: Backend> {
     /// LM logits `[B, T, V]`.
@@ -92,16 +95,16 @@ pub struct ActorCriticOutput<B: Backend> {
     pub values: Tensor<B, 2>,
 }
 
-/// A GPT-2 LM and a value head sharing one trunk.
+/// An LM and a value head sharing one trunk.
 #[derive(Module, Debug)]
-pub struct Gpt2WithValueHead<B: Backend> {
+pub struct LmWithValueHead<B: Backend> {
     /// The LM (trunk + tied head).
-    pub lm: Gpt2Model<B>,
+    pub lm: CausalLm<B>,
     /// The value head, reading the trunk's last hidden state.
     pub v_head: ValueHead<B>,
 }
 
-impl<B: Backend> Gpt2WithValueHead<B> {
+impl<B: Backend> LmWithValueHead<B> {
     /// Logits and values in one pass.
     ///
     /// # Shapes
@@ -132,7 +135,7 @@ impl ScoreHeadConfig {
     }
 }
 
-/// Sequence classification read at the last real token (HF `GPT2ForSequenceClassification`).
+/// Sequence classification read at the last real token (HF `*ForSequenceClassification`).
 #[derive(Module, Debug)]
 pub struct ScoreHead<B: Backend> {
     /// Bias-free projection to the labels.
@@ -169,22 +172,23 @@ impl<B: Backend> ScoreHead<B> {
     }
 }
 
-/// GPT-2 sequence classifier (HF `GPT2ForSequenceClassification`).
+/// Sequence classifier on a causal LM trunk (HF `GPT2ForSequenceClassification`,
+/// `LlamaForSequenceClassification`, ...).
 #[derive(Module, Debug)]
-pub struct Gpt2Classifier<B: Backend> {
+pub struct LmClassifier<B: Backend> {
     /// The trunk.
-    pub transformer: Gpt2Model<B>,
+    pub transformer: CausalLm<B>,
     /// The classification head.
     pub score: ScoreHead<B>,
 }
 
-impl<B: Backend> Gpt2Classifier<B> {
+impl<B: Backend> LmClassifier<B> {
     /// Label logits at the last real token.
     ///
     /// # Shapes
     /// - input_ids, attention_mask: `[B, T]` -> logits `[B, num_labels]`
     pub fn forward(&self, input_ids: Tensor<B, 2, Int>, attention_mask: Option<Tensor<B, 2, Int>>) -> Tensor<B, 2> {
-        let mut input = Gpt2Input::new(input_ids);
+        let mut input = LmInput::new(input_ids);
         input.attention_mask = attention_mask.clone();
         self.score.forward(self.transformer.trunk(input, None).last_hidden_state, attention_mask)
     }
@@ -226,11 +230,14 @@ mod tests {
         let dev = Default::default();
         let cfg = Gpt2Config::tiny();
         let ids = Tensor::<CpuBackend, 2, Int>::from_data(TensorData::new(vec![1i64, 2, 3, 4], [2, 2]), &dev);
-        let ac = Gpt2WithValueHead { lm: cfg.init(&dev), v_head: ValueHeadConfig::new(64).init(&dev) };
+        let ac =
+            LmWithValueHead { lm: cfg.init::<CpuBackend>(&dev).into(), v_head: ValueHeadConfig::new(64).init(&dev) };
         let out = ac.forward(ids.clone(), None);
         assert_eq!((out.logits.dims(), out.values.dims()), ([2, 2, 512], [2, 2]));
-        let critic =
-            Gpt2ValueModel { transformer: cfg.init(&dev), v_head: ValueHeadConfig::new(64).with_mlp(true).init(&dev) };
+        let critic = ValueModel {
+            transformer: cfg.init::<CpuBackend>(&dev).into(),
+            v_head: ValueHeadConfig::new(64).with_mlp(true).init(&dev),
+        };
         assert_eq!(critic.forward(ids, None).dims(), [2, 2]);
     }
 }

@@ -6,15 +6,15 @@
 //!   `gpt2_medium`, `gpt2_large`), [`gpt2::Gpt2Model`] (HF `GPT2LMHeadModel`, tied head; forward
 //!   with attention mask, left-padding-aware positions, optional hidden states and KV cache
 //!   [`gpt2::KvCache`]), [`gpt2::Gpt2Output`].
-//! - [`heads`]: [`heads::ValueHead`] (TRIL `mlp_head` off/on), [`heads::Gpt2ValueModel`]
-//!   (separate critic), [`heads::Gpt2WithValueHead`] (shared trunk), [`heads::Gpt2Classifier`]
+//! - [`heads`]: [`heads::ValueHead`] (TRIL `mlp_head` off/on), [`heads::ValueModel`]
+//!   (separate critic), [`heads::LmWithValueHead`] (shared trunk), [`heads::LmClassifier`]
 //!   (HF `GPT2ForSequenceClassification`).
 //! - [`bert`]: [`bert::EncoderClassifier`] for BERT, DistilBERT and RoBERTa
 //!   (`*ForSequenceClassification`), with [`bert::EncoderKind`]; logits and label probabilities;
 //!   [`bert::Encoder`], the bare encoder whose hidden states BERTScore reads
 //!   (`hf::encoder::load_encoder` loads it from any of the HF layouts).
-//! - [`hf`]: [`hf::load_gpt2`], [`hf::save_gpt2`], [`hf::load_gpt2_classifier`],
-//!   [`hf::load_gpt2_value_model`], [`hf::load_encoder_classifier`],
+//! - [`hf`]: [`hf::load_gpt2`], [`hf::save_gpt2`], [`hf::load_lm_classifier`],
+//!   [`hf::load_value_model`], [`hf::load_encoder_classifier`],
 //!   [`hf::save_encoder_classifier`]; [`hf::Checkpoint`] reads `model.safetensors` or a sharded
 //!   `model.safetensors.index.json`. One rename table per architecture; missing tensors and
 //!   shape mismatches are errors naming the tensor, unused tensors are reported.
@@ -65,6 +65,7 @@
 pub mod beam;
 pub mod bench;
 pub mod bert;
+pub mod causal_lm;
 pub mod error;
 pub mod generate;
 pub mod gpt2;

@@ -283,3 +283,16 @@ pub fn attend<B: Backend>(
     };
     burn::tensor::activation::softmax(scores, 3).matmul(v)
 }
+
+/// What decoding needs from a causal LM: implemented by every architecture and by
+/// [`crate::causal_lm::CausalLm`], so [`crate::generate::generate`] takes any of them.
+pub trait LanguageModel<B: Backend> {
+    /// Forward with every option; see [`LmInput`] and [`LmOutput`].
+    fn forward_with(&self, input: LmInput<B>, cache: Option<&mut KvCache<B>>) -> LmOutput<B>;
+    /// Number of blocks (the length of a [`KvCache`]).
+    fn n_layer(&self) -> usize;
+    /// Vocabulary size of the LM head.
+    fn vocab_size(&self) -> usize;
+    /// The longest sequence the model accepts.
+    fn max_positions(&self) -> usize;
+}

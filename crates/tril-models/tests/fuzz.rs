@@ -14,7 +14,7 @@ use common::{fixture, B};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 use tril_models::hf::encoder::{load_encoder, load_encoder_classifier};
-use tril_models::hf::{load_gpt2, load_gpt2_classifier, load_gpt2_value_model, Checkpoint};
+use tril_models::hf::{load_gpt2, load_lm_classifier, load_value_model, Checkpoint};
 use tril_models::tokenizer::{PaddingSide, TextTokenizer, TokenizerOptions, TruncationSide};
 use tril_models::ModelError;
 
@@ -39,8 +39,8 @@ fn load_all(dir: &Path) -> Result<usize, String> {
     let dev = Default::default();
     let results: Vec<Result<(), ModelError>> = vec![
         load_gpt2::<B>(dir, &dev).map(|_| ()),
-        load_gpt2_value_model::<B>(dir, true, &dev).map(|_| ()),
-        load_gpt2_classifier::<B>(dir, &dev).map(|_| ()),
+        load_value_model::<B>(dir, true, &dev).map(|_| ()),
+        load_lm_classifier::<B>(dir, &dev).map(|_| ()),
         load_encoder_classifier::<B>(dir, &dev).map(|_| ()),
         load_encoder::<B>(dir, None, &dev).map(|_| ()),
         load_encoder::<B>(dir, Some(1), &dev).map(|_| ()),

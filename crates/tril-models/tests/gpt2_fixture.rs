@@ -10,7 +10,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tril_models::generate::{generate, GenerationConfig, SpecialTokens};
 use tril_models::gpt2::Gpt2Input;
-use tril_models::heads::{Gpt2Classifier, ScoreHeadConfig};
+use tril_models::heads::{LmClassifier, ScoreHeadConfig};
 use tril_models::hf::load_gpt2;
 use tril_models::tokenizer::{TextTokenizer, TokenizerOptions};
 
@@ -162,7 +162,7 @@ fn sequence_classifier_equals_transformers() {
     let mut score = ScoreHeadConfig::new(wshape[1], wshape[0]).init::<B>(&dev);
     let w = Tensor::<B, 2>::from_data(TensorData::new(w, [wshape[0], wshape[1]]), &dev).transpose();
     score.score.weight = burn::module::Param::from_tensor(w);
-    let clf = Gpt2Classifier { transformer: loaded.model, score };
+    let clf = LmClassifier { transformer: loaded.model.into(), score };
     let logits = clf.forward(int_tensor::<2>(&mut exp, "input_ids"), Some(int_tensor::<2>(&mut exp, "attention_mask")));
     let (want, _) = exp.read_f32("score_logits").unwrap();
     let got = values(logits);

@@ -1,12 +1,13 @@
 //! A sequence classifier of any supported family, loaded from an HF-layout directory:
-//! BERT / DistilBERT (`lvwerra/distilbert-imdb`) or GPT-2 (`GPT2ForSequenceClassification`).
+//! BERT / DistilBERT (`lvwerra/distilbert-imdb`) or a causal LM of any family tril loads
+//! (`GPT2ForSequenceClassification`, `LlamaForSequenceClassification`, ...).
 
 use crate::error::RewardError;
 use burn::tensor::backend::Backend;
 use burn::tensor::{activation, Tensor};
 use std::path::Path;
 use tril_models::bert::EncoderClassifier;
-use tril_models::heads::Gpt2Classifier;
+use tril_models::heads::LmClassifier;
 use tril_models::tokenizer::{PaddingSide, TextTokenizer, TokenizerOptions, TruncationSide};
 
 /// The classifier families tril loads.
@@ -14,8 +15,8 @@ use tril_models::tokenizer::{PaddingSide, TextTokenizer, TokenizerOptions, Trunc
 pub enum Classifier<B: Backend> {
     /// BERT or DistilBERT with a classification head.
     Encoder(Box<EncoderClassifier<B>>),
-    /// GPT-2 scored at the last non-pad token.
-    Gpt2(Box<Gpt2Classifier<B>>),
+    /// A causal LM scored at the last non-pad token.
+    CausalLm(Box<LmClassifier<B>>),
 }
 
 /// A classifier with its tokenizer, scoring texts in batches.
@@ -42,12 +43,13 @@ impl<B: Backend> TextClassifier<B> {
     /// (TRIL) to the model's maximum length and right-padded.
     pub fn load(dir: &Path, device: &B::Device) -> Result<Self, RewardError> {
         let (kind, num_labels) = read_config(dir)?;
-        let (model, max_len) = match kind.as_str() {
-            "gpt2" => {
-                let loaded = tril_models::hf::load_gpt2_classifier::<B>(dir, device)?;
-                (Classifier::Gpt2(Box::new(loaded.model)), loaded.config.n_positions)
+        let causal = tril_models::hf::causal::SUPPORTED_MODEL_TYPES.contains(&kind.as_str());
+        let (model, max_len) = match causal {
+            true => {
+                let loaded = tril_models::hf::load_lm_classifier::<B>(dir, device)?;
+                (Classifier::CausalLm(Box::new(loaded.model)), loaded.config.max_positions())
             }
-            _ => {
+            false => {
                 let loaded = tril_models::hf::load_encoder_classifier::<B>(dir, device)?;
                 (Classifier::Encoder(Box::new(loaded.model)), loaded.config.max_position_embeddings)
             }
@@ -56,7 +58,7 @@ impl<B: Backend> TextClassifier<B> {
             padding_side: PaddingSide::Right,
             truncation_side: TruncationSide::Left,
             max_length: Some(max_len),
-            pad_token_as_eos_token: kind == "gpt2",
+            pad_token_as_eos_token: causal,
             ..TokenizerOptions::default()
         };
         let tokenizer = TextTokenizer::from_dir(dir)?.with_options(options);
@@ -71,7 +73,7 @@ impl<B: Backend> TextClassifier<B> {
             let (ids, mask) = encoded.to_tensors::<B>(&self.device); // [b, T]
             let logits: Tensor<B, 2> = match &self.model {
                 Classifier::Encoder(m) => m.forward(ids, Some(mask)),
-                Classifier::Gpt2(m) => m.forward(ids, Some(mask)),
+                Classifier::CausalLm(m) => m.forward(ids, Some(mask)),
             }; // [b, labels]
             let [b, labels] = logits.dims();
             let probs = activation::softmax(logits, 1).into_data().convert::<f32>();

@@ -43,9 +43,10 @@ use tril_core::backend::{Device, Precision, Target, TrainJob};
 use tril_core::ops::{gae, gather_logprobs};
 use tril_core::plugin::{OptimizerKind, OptimizerSpec};
 use tril_models::bert::EncoderConfig;
+use tril_models::causal_lm::{CausalLm, LmConfig};
 use tril_models::generate::{generate, GenerationConfig, SpecialTokens};
-use tril_models::gpt2::{Gpt2Config, Gpt2Model};
-use tril_models::heads::{Gpt2ValueModel, ValueHeadConfig};
+use tril_models::gpt2::Gpt2Config;
+use tril_models::heads::{ValueHeadConfig, ValueModel};
 
 /// The rows, in table order.
 pub const ROWS: [&str; 6] = ["forward", "train", "train_tiny", "generate", "ppo", "dpo"];
@@ -138,8 +139,8 @@ impl Size {
         }
     }
 
-    fn gpt2(&self) -> Gpt2Config {
-        Gpt2Config::new(50257, 1024, 768, self.layers, 12)
+    fn gpt2(&self) -> LmConfig {
+        LmConfig::from(Gpt2Config::new(50257, 1024, 768, self.layers, 12))
     }
 }
 
@@ -245,7 +246,7 @@ impl TrainJob for RowJob {
             "forward" => (forward::<B::InnerBackend>(&s, self.repeats, &device, &mut rng)?, BTreeMap::new()),
             "train" => (train::<B>(&s.gpt2(), s.forward, self.repeats, &device, &mut rng)?, BTreeMap::new()),
             "train_tiny" => {
-                let tiny = Gpt2Config::new(512, 256, 64, 2, 4);
+                let tiny = LmConfig::from(Gpt2Config::new(512, 256, 64, 2, 4));
                 (train::<B>(&tiny, (8, 128), self.repeats, &device, &mut rng)?, BTreeMap::new())
             }
             "generate" => (generation::<B::InnerBackend>(&s, self.repeats, &device, &mut rng)?, BTreeMap::new()),
@@ -296,7 +297,7 @@ fn random_ids<B: Backend>(
 }
 
 /// Next-token log-probs of every position but the last: `[B, T - 1]`.
-fn next_token_logprobs<B: Backend>(model: &Gpt2Model<B>, ids: Tensor<B, 2, Int>) -> Tensor<B, 2> {
+fn next_token_logprobs<B: Backend>(model: &CausalLm<B>, ids: Tensor<B, 2, Int>) -> Tensor<B, 2> {
     let [b, t] = ids.dims();
     let logits = model.span_logits(ids.clone(), None, 0, t - 1); // [B, T-1, V]
     gather_logprobs(logits, ids.slice([0..b, 1..t]))
@@ -324,15 +325,15 @@ fn forward<B: Backend>(s: &Size, repeats: usize, device: &B::Device, rng: &mut C
 }
 
 fn train<B: AutodiffBackend>(
-    config: &Gpt2Config,
+    config: &LmConfig,
     (b, t): (usize, usize),
     repeats: usize,
     device: &B::Device,
     rng: &mut ChaCha8Rng,
 ) -> Result<f64> {
     let mut model = config.init::<B>(device);
-    let ids = random_ids::<B>(b, t, config.vocab_size, device, rng);
-    let mut optim = Optim::<B, Gpt2Model<B>>::new(&adamw());
+    let ids = random_ids::<B>(b, t, config.vocab_size(), device, rng);
+    let mut optim = Optim::<B, CausalLm<B>>::new(&adamw());
     median_time::<B>(repeats, device, || {
         let loss = next_token_logprobs(&model, ids.clone()).mean().neg(); // [1]
         let grads = GradientsParams::from_grads(loss.backward(), &model);
@@ -369,7 +370,7 @@ fn dpo<B: AutodiffBackend>(s: &Size, repeats: usize, device: &B::Device, rng: &m
     let reference: Vec<f32> = (0..2 * pairs).map(|_| -rng.random_range(100.0..200.0f32)).collect();
     let reference = Tensor::<B, 1>::from_data(TensorData::new(reference, [2 * pairs]), device);
     let args = DpoArgs::default();
-    let mut optim = Optim::<B, Gpt2Model<B>>::new(&adamw());
+    let mut optim = Optim::<B, CausalLm<B>>::new(&adamw());
     median_time::<B>(repeats, device, || {
         let logps = sequence_logprobs(next_token_logprobs(&model, ids.clone()), mask.clone(), SequenceReduction::Sum);
         let (chosen, rejected) = (logps.clone().narrow(0, 0, pairs), logps.narrow(0, pairs, pairs));
@@ -405,8 +406,7 @@ fn ppo<B: AutodiffBackend>(
     let shape = s.ppo;
     let args = ppo_args(&shape)?;
     let config = s.gpt2();
-    let critic =
-        Gpt2ValueModel { transformer: config.init::<B>(device), v_head: ValueHeadConfig::new(768).init(device) };
+    let critic = ValueModel { transformer: config.init::<B>(device), v_head: ValueHeadConfig::new(768).init(device) };
     let mut model =
         ActorCritic { policy: config.init::<B>(device), critic: Some(critic), shared_head: None, guide_critic: None };
     let reference = model.policy.valid();

@@ -89,7 +89,7 @@ fn arg(key: &str, value: impl std::fmt::Display) -> String {
 /// Log-probs of the response tokens (+ EOS) of one record by a plain unpadded forward and
 /// a log-softmax written out here: independent of the batching, padding and gather code
 /// `tril logp` uses.
-fn independent_logp(lm: &tril_models::gpt2::Gpt2Model<CpuBackend>, prompt: &str, response: &str) -> Vec<f32> {
+fn independent_logp(lm: &tril_models::causal_lm::CausalLm<CpuBackend>, prompt: &str, response: &str) -> Vec<f32> {
     let tok = tril_algorithms::onpolicy::numbers_tokenizer().unwrap();
     let mut ids = tok.encode(prompt, false).unwrap();
     let p = ids.len();

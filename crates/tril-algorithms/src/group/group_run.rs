@@ -73,8 +73,8 @@ use tril_core::registry;
 use tril_core::run_dir::RunDir;
 use tril_core::schema::{RootConfig, SamplingConfig, TokenizerConfig};
 use tril_core::tracker::{Stats, Tracker};
+use tril_models::causal_lm::{CausalLm, LmConfig};
 use tril_models::generate::GenerationConfig;
-use tril_models::gpt2::{Gpt2Config, Gpt2Model};
 use tril_models::tokenizer::TextTokenizer;
 type Inner<B> = <B as AutodiffBackend>::InnerBackend;
 
@@ -178,12 +178,12 @@ struct Buffer<B: AutodiffBackend> {
 
 struct Loop<'a, B: AutodiffBackend, O: GroupObjective> {
     alg: &'a mut GroupAlgorithm<O>,
-    policy: Gpt2Model<B>,
-    reference: Option<Gpt2Model<Inner<B>>>,
-    gpt_config: Gpt2Config,
+    policy: CausalLm<B>,
+    reference: Option<CausalLm<Inner<B>>>,
+    gpt_config: LmConfig,
     tokenizer: TextTokenizer,
     prompt_tok: TextTokenizer,
-    optim: Optim<B, Gpt2Model<B>>,
+    optim: Optim<B, CausalLm<B>>,
     rng: ChaCha8Rng,
     tracker: Tracker,
     train: Vec<Sample>,
@@ -415,7 +415,7 @@ impl<B: AutodiffBackend, O: GroupObjective> Loop<'_, B, O> {
                     .iter()
                     .map(|&i| gen_mask_host[i * n..(i + 1) * n].iter().map(|&m| f64::from(m)).sum::<f64>())
                     .sum();
-                let mut accum = GradientsAccumulator::<Gpt2Model<B>>::new();
+                let mut accum = GradientsAccumulator::<CausalLm<B>>::new();
                 let mut step_loss = 0.0;
                 for micro in step.chunks(t.batch_size) {
                     let rows: Vec<i64> = micro.iter().map(|&i| i as i64).collect();
@@ -490,7 +490,7 @@ impl<B: AutodiffBackend, O: GroupObjective> Loop<'_, B, O> {
         let headline = Evaluation {
             policy: &policy,
             tokenizer: &self.tokenizer,
-            n_positions: self.gpt_config.n_positions,
+            n_positions: self.gpt_config.max_positions(),
             prompt_tokenizer: &self.prompt_tok,
             generation: &generation,
             task: &*self.alg.task,
@@ -514,7 +514,7 @@ impl<B: AutodiffBackend, O: GroupObjective> Loop<'_, B, O> {
         let (config, tokenizer) = (&self.gpt_config, &self.tokenizer);
         let state = OnPolicyState::new(O::ID, iteration, &self.rng, &self.sampler);
         state.write_checkpoint(&self.tracker, &self.guard, &self.policy, &self.optim, |tmp| {
-            Ok(tril_models::hf::save_gpt2(&policy, config, &tmp.join("policy"), Some(tokenizer))?)
+            Ok(tril_models::hf::save_lm(&policy, config, &tmp.join("policy"), Some(tokenizer))?)
         })
     }
 }

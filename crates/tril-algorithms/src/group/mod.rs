@@ -17,7 +17,7 @@ use tril_core::config::Section;
 use tril_core::ops::gather_logprobs;
 use tril_core::plugin::Split;
 use tril_core::CoreError;
-use tril_models::gpt2::Gpt2Model;
+use tril_models::causal_lm::CausalLm;
 
 /// The loop settings of `alg.args` (the same keys in [`crate::group::grpo::GrpoArgs`] and
 /// [`crate::group::gspo::GspoArgs`]; see their field docs).
@@ -246,7 +246,7 @@ pub trait GroupObjective: Clone + Send + 'static {
 /// # Shapes
 /// `ids`, `mask`: `[B, P + N]` -> log-probs `[B, N]`, logits `[B, N, V]`
 pub fn completion_logprobs<B: Backend>(
-    lm: &Gpt2Model<B>,
+    lm: &CausalLm<B>,
     ids: Tensor<B, 2, Int>,
     mask: Tensor<B, 2, Int>,
     n: usize,
@@ -341,7 +341,7 @@ mod tests {
     #[test]
     fn completion_logprobs_scale_logits_by_the_temperature() {
         let device = Default::default();
-        let model = Gpt2Config::new(7, 16, 8, 1, 2).init::<Cpu>(&device);
+        let model = tril_models::causal_lm::CausalLm::from(Gpt2Config::new(7, 16, 8, 1, 2).init::<Cpu>(&device));
         let ids =
             Tensor::<Cpu, 2, Int>::from_data(TensorData::new(vec![0i64, 3, 4, 1, 2, 6, 5, 5, 6, 1], [2, 5]), &device);
         let mask =

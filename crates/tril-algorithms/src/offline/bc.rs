@@ -28,7 +28,7 @@
 //!
 //! # Training from scratch
 //! `from_scratch: true` takes only the architecture of `model_name` (its `config.json`)
-//! and starts from fresh weights ([`crate::onpolicy::fresh_gpt2`]), e.g. a GPT-2 trained
+//! and starts from fresh weights ([`crate::onpolicy::fresh_lm`]), e.g. a GPT-2 trained
 //! on IMDB review text with `mask_prompt: false`.
 //!
 //! # Deviations from TRIL (deliberate)
@@ -79,7 +79,7 @@ use tril_core::run_dir::RunDir;
 use tril_core::schema::{RootConfig, SamplingConfig, TokenizerConfig};
 use tril_core::tracker::{Stats, Tracker};
 use tril_core::CoreError;
-use tril_models::gpt2::{Gpt2Config, Gpt2Model};
+use tril_models::causal_lm::{CausalLm, LmConfig};
 use tril_models::tokenizer::TextTokenizer;
 
 /// `alg.args` of `bc` (TRIL's names where TRIL has the key).
@@ -180,7 +180,7 @@ pub fn token_nll<B: Backend>(token_logprobs: Tensor<B, 2>, mask: Tensor<B, 2>, d
 ///
 /// # Shapes
 /// batch `[B, T]` -> (`[B, T - 1]`, `[B, T - 1]`)
-fn batch_logprobs<B: Backend>(lm: &Gpt2Model<B>, batch: &LmBatch<B>) -> (Tensor<B, 2>, Tensor<B, 2>) {
+fn batch_logprobs<B: Backend>(lm: &CausalLm<B>, batch: &LmBatch<B>) -> (Tensor<B, 2>, Tensor<B, 2>) {
     let [b, t] = batch.ids.dims();
     let logits = lm.span_logits(batch.ids.clone(), Some(batch.mask.clone()), 0, t - 1); // [B, T-1, V]
     let targets = batch.ids.clone().slice([0..b, 1..t]); // [B, T-1]
@@ -209,7 +209,7 @@ pub fn encode_example(
 
 /// Per-row NLL sums and target counts of `rows` under a frozen `lm`, `chunk` rows a pass.
 pub fn reference_nll<B: burn::tensor::backend::Backend>(
-    lm: &Gpt2Model<B>,
+    lm: &CausalLm<B>,
     rows: &[Tokens],
     pad: u32,
     chunk: usize,
@@ -270,14 +270,14 @@ tril_core::register!(algorithm,
 
 struct Loop<B: AutodiffBackend> {
     bc: Bc,
-    model: Gpt2Model<B>,
-    gpt_config: Gpt2Config,
+    model: CausalLm<B>,
+    gpt_config: LmConfig,
     tokenizer: TextTokenizer,
     prompt_tok: TextTokenizer,
     pad: u32,
     evals: Vec<(Split, Vec<Sample>, Vec<Tokens>)>,
     tracker: Tracker,
-    optim: Optim<B, Gpt2Model<B>>,
+    optim: Optim<B, CausalLm<B>>,
     rng: ChaCha8Rng,
     /// The shuffled order of the training rows and the position in it (one pass = one epoch).
     sampler: PromptSampler,
@@ -369,21 +369,22 @@ fn scratch_model<B: AutodiffBackend>(
     lengths: Lengths,
     seed: u64,
     device: &B::Device,
-) -> Result<(Gpt2Model<B>, Gpt2Config), PluginError> {
+) -> Result<(CausalLm<B>, LmConfig), PluginError> {
     let dir = tril_models::resolve::resolve_model(name)?;
-    let config = tril_models::hf::gpt2::read_gpt2_config(&dir)?;
-    if config.vocab_size < vocab_size || config.n_positions < lengths.max_length {
-        let message = format!(
+    let config = tril_models::hf::read_lm_config(&dir)?;
+    if config.vocab_size() < vocab_size || config.max_positions() < lengths.max_length {
+        let message =
+            format!(
             "`{name}` has {} token embeddings and {} positions; the tokenizer needs {vocab_size} and max_prompt_len + \
              max_gen_len {}",
-            config.vocab_size, config.n_positions, lengths.max_length
+            config.vocab_size(), config.max_positions(), lengths.max_length
         );
         return Err(AlgorithmError::config("alg.args.model_name", message).into());
     }
     check_trainable_size(name, &config, host_memory_bytes())?;
     crate::onpolicy::seed_fresh_parameters::<B>(device, seed);
-    let model = crate::onpolicy::fresh_gpt2::<B>(&config, device);
-    tracing::info!(model = name, n_layer = config.n_layer, n_embd = config.n_embd, "training from scratch");
+    let model = crate::onpolicy::fresh_lm::<B>(&config, device);
+    tracing::info!(model = name, n_layer = config.n_layer(), n_embd = config.d_model(), "training from scratch");
     Ok((model, config))
 }
 
@@ -391,8 +392,8 @@ fn scratch_model<B: AutodiffBackend>(
 /// parameters, gradients and AdamW's two moments: 16 bytes a parameter) exceeds the
 /// host's memory: a `config.json` with an absurd `n_embd` or `n_layer` is an error, not
 /// an abort.
-fn check_trainable_size(name: &str, config: &Gpt2Config, memory: Option<u64>) -> Result<(), PluginError> {
-    let params = tril_models::hf::gpt2::gpt2_param_count(config);
+fn check_trainable_size(name: &str, config: &LmConfig, memory: Option<u64>) -> Result<(), PluginError> {
+    let params = config.param_count();
     let needed = params * 16.0;
     match memory {
         Some(total) if needed > total as f64 => {
@@ -400,10 +401,10 @@ fn check_trainable_size(name: &str, config: &Gpt2Config, memory: Option<u64>) ->
             let message = format!(
                 "the architecture of `{name}` (n_layer {}, n_embd {}, vocab {}, n_positions {}) has {params:.3e} \
                  parameters: about {:.1} GiB to train with AdamW, more than this machine's {:.1} GiB",
-                config.n_layer,
-                config.n_embd,
-                config.vocab_size,
-                config.n_positions,
+                config.n_layer(),
+                config.d_model(),
+                config.vocab_size(),
+                config.max_positions(),
                 gib(needed),
                 gib(total as f64)
             );
@@ -463,7 +464,7 @@ impl<B: AutodiffBackend> Loop<B> {
             let take = args.batch_size.min(self.sampler.remaining());
             let batch = self.sampler.take(take, &mut self.rng);
             let tokens: usize = batch.iter().map(|&i| n_targets(&train[i])).sum();
-            let mut accum = GradientsAccumulator::<Gpt2Model<B>>::new();
+            let mut accum = GradientsAccumulator::<CausalLm<B>>::new();
             let mut nll_sum = 0.0;
             for part in batch.chunks(micro) {
                 let rows: Vec<&Tokens> = part.iter().map(|&i| &train[i]).collect();
@@ -526,7 +527,7 @@ impl<B: AutodiffBackend> Loop<B> {
         let headline = Evaluation {
             policy: &policy,
             tokenizer: &self.tokenizer,
-            n_positions: self.gpt_config.n_positions,
+            n_positions: self.gpt_config.max_positions(),
             prompt_tokenizer: &self.prompt_tok,
             generation: &generation,
             task: &*self.bc.task,
@@ -567,7 +568,7 @@ impl<B: AutodiffBackend> Loop<B> {
         let (config, tokenizer) = (&self.gpt_config, &self.tokenizer);
         let state = OnPolicyState::new("bc", step, &self.rng, &self.sampler);
         state.write_checkpoint(&self.tracker, &self.guard, &self.model, &self.optim, |tmp| {
-            Ok(tril_models::hf::save_gpt2(&model, config, &tmp.join("policy"), Some(tokenizer))?)
+            Ok(tril_models::hf::save_lm(&model, config, &tmp.join("policy"), Some(tokenizer))?)
         })
     }
 }
@@ -578,10 +579,10 @@ mod tests {
 
     #[test]
     fn an_absurd_scratch_architecture_is_refused_before_allocating() {
-        let tiny = Gpt2Config::new(64, 32, 16, 2, 2);
+        let tiny = LmConfig::from(tril_models::gpt2::Gpt2Config::new(64, 32, 16, 2, 2));
         assert!(check_trainable_size("m", &tiny, Some(1 << 30)).is_ok());
         assert!(check_trainable_size("m", &tiny, None).is_ok(), "unknown memory: no check");
-        let huge = Gpt2Config::new(50257, 1024, 1_000_000, 1000, 8);
+        let huge = LmConfig::from(tril_models::gpt2::Gpt2Config::new(50257, 1024, 1_000_000, 1000, 8));
         let err = check_trainable_size("m", &huge, Some(64 << 30)).unwrap_err().to_string();
         assert!(err.contains("alg.args.model_name") && err.contains("n_embd 1000000"), "{err}");
         assert!(err.contains("more than this machine's 64.0 GiB"), "{err}");
@@ -653,7 +654,7 @@ mod tests {
     #[test]
     fn reference_nll_matches_a_loop_over_logits() {
         let device = Default::default();
-        let config = Gpt2Config::new(7, 16, 8, 1, 2);
+        let config = LmConfig::from(tril_models::gpt2::Gpt2Config::new(7, 16, 8, 1, 2));
         let lm = config.init::<Cpu>(&device);
         let rows = vec![
             Tokens { prompt: vec![1, 2], completion: vec![3, 4, 0] },

@@ -31,7 +31,7 @@ use burn::tensor::Tensor;
 use std::path::Path;
 use tril_core::config::Section;
 use tril_core::plugin::{Algorithm, BuildCtx, PluginError, RunCtx, Split};
-use tril_models::gpt2::{Gpt2Config, Gpt2Model};
+use tril_models::causal_lm::{CausalLm, LmConfig};
 use tril_models::tokenizer::TextTokenizer;
 
 /// DPO, built and validated from the composed config.
@@ -64,12 +64,12 @@ struct DpoObjective<B: AutodiffBackend> {
     args: DpoArgs,
     pad: u32,
     device: B::Device,
-    config: Gpt2Config,
+    config: LmConfig,
     tokenizer: TextTokenizer,
 }
 
 impl<B: AutodiffBackend> Objective<B> for DpoObjective<B> {
-    type Model = Gpt2Model<B>;
+    type Model = CausalLm<B>;
     type Example = EncodedPair;
 
     fn loss(&self, model: &Self::Model, batch: &[&EncodedPair]) -> Result<(Tensor<B, 1>, StatSums), PluginError> {
@@ -99,7 +99,7 @@ impl<B: AutodiffBackend> Objective<B> for DpoObjective<B> {
     }
 
     fn save(&self, model: &Self::Model, dir: &Path) -> Result<(), PluginError> {
-        Ok(tril_models::hf::save_gpt2(model, &self.config, dir, Some(&self.tokenizer))?)
+        Ok(tril_models::hf::save_lm(model, &self.config, dir, Some(&self.tokenizer))?)
     }
 
     fn model_dir(&self) -> &'static str {

@@ -36,7 +36,7 @@ use std::path::Path;
 use tril_core::config::Section;
 use tril_core::plugin::{Algorithm, BuildCtx, PluginError, RunCtx, Split};
 use tril_core::tracker::Stats;
-use tril_models::gpt2::{Gpt2Config, Gpt2Model};
+use tril_models::causal_lm::{CausalLm, LmConfig};
 use tril_models::tokenizer::TextTokenizer;
 
 /// KTO, built and validated from the composed config.
@@ -70,12 +70,12 @@ struct KtoObjective<B: AutodiffBackend> {
     args: KtoArgs,
     pad: u32,
     device: B::Device,
-    config: Gpt2Config,
+    config: LmConfig,
     tokenizer: TextTokenizer,
 }
 
 impl<B: AutodiffBackend> Objective<B> for KtoObjective<B> {
-    type Model = Gpt2Model<B>;
+    type Model = CausalLm<B>;
     type Example = EncodedUnpaired;
 
     fn loss(&self, model: &Self::Model, batch: &[&EncodedUnpaired]) -> Result<(Tensor<B, 1>, StatSums), PluginError> {
@@ -108,7 +108,7 @@ impl<B: AutodiffBackend> Objective<B> for KtoObjective<B> {
     }
 
     fn save(&self, model: &Self::Model, dir: &Path) -> Result<(), PluginError> {
-        Ok(tril_models::hf::save_gpt2(model, &self.config, dir, Some(&self.tokenizer))?)
+        Ok(tril_models::hf::save_lm(model, &self.config, dir, Some(&self.tokenizer))?)
     }
 
     fn model_dir(&self) -> &'static str {

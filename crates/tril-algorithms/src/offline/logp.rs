@@ -41,7 +41,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use tril_core::ops::gather_logprobs;
 use tril_core::plugin::{CriticLayout, ModelType, PluginError, PolicySpec};
-use tril_models::gpt2::{Gpt2Config, Gpt2Model};
+use tril_models::causal_lm::{CausalLm, LmConfig};
 use tril_models::tokenizer::TextTokenizer;
 use tril_tasks::table::Table;
 
@@ -362,7 +362,7 @@ pub fn token_batch<B: Backend>(rows: &[&Encoded], pad: u32, device: &B::Device) 
 ///
 /// # Shapes
 /// -> `[B, L - 1]`
-pub fn response_logprobs<B: Backend>(lm: &Gpt2Model<B>, batch: &TokenBatch<B>) -> Tensor<B, 2> {
+pub fn response_logprobs<B: Backend>(lm: &CausalLm<B>, batch: &TokenBatch<B>) -> Tensor<B, 2> {
     let [b, l] = batch.ids.dims();
     let logits = lm.span_logits(batch.ids.clone(), Some(batch.mask.clone()), 0, l - 1); // [B, L - 1, V]
     let next = batch.ids.clone().slice([0..b, 1..l]); // [B, L - 1]
@@ -387,7 +387,7 @@ pub fn load_lm<B: Backend>(
     seed: u64,
     max_length: usize,
     device: &B::Device,
-) -> Result<(Gpt2Model<B>, Gpt2Config), PluginError> {
+) -> Result<(CausalLm<B>, LmConfig), PluginError> {
     let spec = PolicySpec {
         model_type: ModelType::Causal,
         model_name: name.into(),
@@ -546,7 +546,7 @@ pub struct LogpOptions {
 /// do not fit are handled by `opts.rows` (see the module docs): left out of the cache
 /// and reported, or the error.
 pub fn compute_cache<B: Backend>(
-    lm: &Gpt2Model<B>,
+    lm: &CausalLm<B>,
     tok: &TextTokenizer,
     records: &[Record],
     opts: &LogpOptions,
@@ -560,7 +560,7 @@ pub fn compute_cache<B: Backend>(
 /// [`compute_cache`] of rows already encoded by [`encode_all`] (each with its index in
 /// `records`).
 pub fn cache_of_encoded<B: Backend>(
-    lm: &Gpt2Model<B>,
+    lm: &CausalLm<B>,
     tok: &TextTokenizer,
     records: &[Record],
     encoded: &[(usize, Encoded)],

@@ -54,7 +54,7 @@ use tril_core::registry;
 use tril_core::run_dir::RunDir;
 use tril_core::schema::{RootConfig, TokenizerConfig};
 use tril_core::tracker::{Stats, Tracker};
-use tril_models::gpt2::{Gpt2Config, Gpt2Model};
+use tril_models::causal_lm::{CausalLm, LmConfig};
 use tril_models::tokenizer::TextTokenizer;
 
 use crate::offline::dpo::{sequence_logprobs, SequenceReduction};
@@ -180,7 +180,7 @@ pub fn lm_batch<B: Backend>(rows: &[&Tokens], pad_id: u32, device: &B::Device) -
 /// # Shapes
 /// batch `[B, T]` -> `[B]`
 pub fn completion_logprobs<B: Backend>(
-    lm: &Gpt2Model<B>,
+    lm: &CausalLm<B>,
     batch: &LmBatch<B>,
     reduction: SequenceReduction,
 ) -> Tensor<B, 1> {
@@ -192,7 +192,7 @@ pub fn completion_logprobs<B: Backend>(
 
 /// Completion log-probs of many rows under a frozen model, `chunk` rows per pass.
 pub fn frozen_logprobs<B: Backend>(
-    lm: &Gpt2Model<B>,
+    lm: &CausalLm<B>,
     rows: &[&Tokens],
     pad_id: u32,
     reduction: SequenceReduction,
@@ -229,7 +229,7 @@ pub fn load_lm<B: AutodiffBackend>(
     seed: u64,
     lengths: Lengths,
     device: &B::Device,
-) -> Result<(Gpt2Model<B>, Gpt2Model<B::InnerBackend>, Gpt2Config), PluginError> {
+) -> Result<(CausalLm<B>, CausalLm<B::InnerBackend>, LmConfig), PluginError> {
     let spec = PolicySpec {
         model_type: ModelType::Causal,
         model_name: model_name.to_string(),
@@ -244,13 +244,13 @@ pub fn load_lm<B: AutodiffBackend>(
         None => reference.valid(),
         Some(name) => {
             let dir = tril_models::resolve::resolve_model(name)?;
-            let loaded = tril_models::hf::load_gpt2::<B::InnerBackend>(&dir, device)?;
-            if loaded.config.vocab_size != config.vocab_size {
+            let loaded = tril_models::hf::load_lm::<B::InnerBackend>(&dir, device)?;
+            if loaded.config.vocab_size() != config.vocab_size() {
                 let message = format!(
                     "{} has {} token embeddings, the policy {}",
                     dir.display(),
-                    loaded.config.vocab_size,
-                    config.vocab_size
+                    loaded.config.vocab_size(),
+                    config.vocab_size()
                 );
                 return Err(AlgorithmError::config("alg.args.ref_model_name", message).into());
             }
@@ -597,7 +597,7 @@ mod tests {
     #[test]
     fn completion_logprobs_match_a_loop_over_logits() {
         let device = Default::default();
-        let config = Gpt2Config::new(7, 16, 8, 1, 2);
+        let config = LmConfig::from(tril_models::gpt2::Gpt2Config::new(7, 16, 8, 1, 2));
         let lm = config.init::<Cpu>(&device);
         let rows =
             [Tokens { prompt: vec![1, 2], completion: vec![3, 4, 0] }, Tokens { prompt: vec![5], completion: vec![6] }];

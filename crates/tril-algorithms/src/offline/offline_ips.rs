@@ -95,7 +95,7 @@ use tril_core::plugin::{Algorithm, BuildCtx, LrSchedule, OptimizerSpec, PluginEr
 use tril_core::registry;
 use tril_core::run_dir::RunDir;
 use tril_core::tracker::{Stats, Tracker};
-use tril_models::gpt2::{Gpt2Config, Gpt2Model};
+use tril_models::causal_lm::{CausalLm, LmConfig};
 use tril_models::tokenizer::TextTokenizer;
 
 /// Which rows train (`alg.args.data_filter`).
@@ -392,7 +392,7 @@ impl OfflineIps {
     fn rows<B: Backend>(
         &self,
         tok: &TextTokenizer,
-        reference: &Gpt2Model<B>,
+        reference: &CausalLm<B>,
         device: &B::Device,
     ) -> Result<Vec<Row>, PluginError> {
         let a = &self.args;
@@ -482,8 +482,8 @@ impl OfflineIps {
 struct Loop<B: AutodiffBackend> {
     args: OfflineIpsArgs,
     loss_args: IpsLossArgs,
-    model: Gpt2Model<B>,
-    optim: Optim<B, Gpt2Model<B>>,
+    model: CausalLm<B>,
+    optim: Optim<B, CausalLm<B>>,
     optimizer: OptimizerSpec,
     rng: ChaCha8Rng,
     /// The shuffled order of the training rows and the position in it (a pass = an epoch).
@@ -632,7 +632,7 @@ impl<B: AutodiffBackend> Loop<B> {
         rows: &[Row],
         eval: &[Row],
         first: usize,
-        config: &Gpt2Config,
+        config: &LmConfig,
         tok: &TextTokenizer,
     ) -> Result<(), PluginError> {
         let a = self.args.clone();
@@ -650,7 +650,7 @@ impl<B: AutodiffBackend> Loop<B> {
             let group = self.sampler.take(per_step.min(self.sampler.remaining()), &mut self.rng);
             let lr = self.base_lr * self.schedule.factor((step - 1) as u64);
             let micro: Vec<&[usize]> = group.chunks(a.batch_size).collect();
-            let mut accum = GradientsAccumulator::<Gpt2Model<B>>::new();
+            let mut accum = GradientsAccumulator::<CausalLm<B>>::new();
             // This step's statistics, kept only if the guard lets its update through.
             let mut step_sums = Sums::default();
             for idx in &micro {
@@ -755,11 +755,11 @@ impl<B: AutodiffBackend> Loop<B> {
 
     /// Writes `checkpoints/iter_<step>/` atomically: `policy/` (HF layout) and the exact
     /// trainer state `--resume` reads.
-    fn checkpoint(&self, step: usize, config: &Gpt2Config, tok: &TextTokenizer) -> Result<(), PluginError> {
+    fn checkpoint(&self, step: usize, config: &LmConfig, tok: &TextTokenizer) -> Result<(), PluginError> {
         let model = self.model.valid();
         let state = OnPolicyState::new("offline_ips", step, &self.rng, &self.sampler);
         state.write_checkpoint(&self.tracker, &self.guard, &self.model, &self.optim, |tmp| {
-            Ok(tril_models::hf::save_gpt2(&model, config, &tmp.join("policy"), Some(tok))?)
+            Ok(tril_models::hf::save_lm(&model, config, &tmp.join("policy"), Some(tok))?)
         })
     }
 }

@@ -1,5 +1,5 @@
 //! Reward-model training (`alg=reward_model`): a GPT-2 sequence classifier
-//! (`Gpt2Classifier`, HF `GPT2ForSequenceClassification`) trained by the offline loop of
+//! (`LmClassifier`, HF `GPT2ForSequenceClassification`) trained by the offline loop of
 //! [`crate::offline`], with one of two objectives (`alg.args.objective`):
 //!
 //! - `pairwise` (TRL's `RewardTrainer`, Open-Assistant's RM): the Bradley-Terry loss on
@@ -48,8 +48,8 @@ use tril_core::config::{Checker, Ranges, Section};
 use tril_core::ops::to_f32;
 use tril_core::plugin::{Algorithm, BuildCtx, PluginError, RunCtx, Split};
 use tril_core::CoreError;
-use tril_models::gpt2::Gpt2Config;
-use tril_models::heads::{Gpt2Classifier, ScoreHeadConfig};
+use tril_models::causal_lm::LmConfig;
+use tril_models::heads::{LmClassifier, ScoreHeadConfig};
 use tril_models::tokenizer::TextTokenizer;
 
 /// What the reward model learns from.
@@ -232,19 +232,19 @@ struct RmObjective<B: AutodiffBackend> {
     labels: Vec<String>,
     pad: u32,
     device: B::Device,
-    config: Gpt2Config,
+    config: LmConfig,
     tokenizer: TextTokenizer,
 }
 
 impl<B: AutodiffBackend> RmObjective<B> {
-    fn logits(&self, model: &Gpt2Classifier<B>, rows: &[&Tokens]) -> Tensor<B, 2> {
+    fn logits(&self, model: &LmClassifier<B>, rows: &[&Tokens]) -> Tensor<B, 2> {
         let batch = lm_batch::<B>(rows, self.pad, &self.device);
         model.forward(batch.ids, Some(batch.mask)) // [N, labels]
     }
 }
 
 impl<B: AutodiffBackend> Objective<B> for RmObjective<B> {
-    type Model = Gpt2Classifier<B>;
+    type Model = LmClassifier<B>;
     type Example = RmExample;
 
     fn loss(&self, model: &Self::Model, batch: &[&RmExample]) -> Result<(Tensor<B, 1>, StatSums), PluginError> {
@@ -289,7 +289,7 @@ impl<B: AutodiffBackend> Objective<B> for RmObjective<B> {
     }
 
     fn save(&self, model: &Self::Model, dir: &Path) -> Result<(), PluginError> {
-        Ok(tril_models::hf::save_gpt2_classifier(model, &self.config, &self.labels, dir, Some(&self.tokenizer))?)
+        Ok(tril_models::hf::save_lm_classifier(model, &self.config, &self.labels, dir, Some(&self.tokenizer))?)
     }
 
     fn model_dir(&self) -> &'static str {
@@ -329,9 +329,9 @@ impl Run for RewardModel {
                 names
             }
         };
-        let model = Gpt2Classifier {
+        let model = LmClassifier {
             transformer: trunk,
-            score: crate::onpolicy::fresh_score_head(&ScoreHeadConfig::new(config.n_embd, labels.len()), &device),
+            score: crate::onpolicy::fresh_score_head(&ScoreHeadConfig::new(config.d_model(), labels.len()), &device),
         };
         let encode = |split: Split| -> Result<Vec<RmExample>, PluginError> {
             match args.objective {

@@ -93,8 +93,8 @@ use tril_core::ops::to_f32;
 use tril_core::plugin::{Algorithm, BuildCtx, OptimizerSpec, PluginError};
 use tril_core::registry;
 use tril_core::tracker::Stats;
-use tril_models::gpt2::Gpt2Config;
-use tril_models::heads::{Gpt2Classifier, ScoreHeadConfig};
+use tril_models::causal_lm::LmConfig;
+use tril_models::heads::{LmClassifier, ScoreHeadConfig};
 use tril_models::tokenizer::TextTokenizer;
 
 /// GAIL's keys in `alg.args`, beside PPO's.
@@ -236,10 +236,10 @@ pub fn discriminator_loss<B: Backend>(
 pub struct Discriminator<B: AutodiffBackend> {
     args: DiscriminatorArgs,
     gail: GailArgs,
-    model: Gpt2Classifier<B>,
-    optim: Optim<B, Gpt2Classifier<B>>,
+    model: LmClassifier<B>,
+    optim: Optim<B, LmClassifier<B>>,
     spec: OptimizerSpec,
-    config: Gpt2Config,
+    config: LmConfig,
     tokenizer: TextTokenizer,
     pad: u32,
     max_gen_len: usize,
@@ -340,10 +340,10 @@ impl<B: AutodiffBackend> Discriminator<B> {
                 let message = format!("the discriminator `{name}` could not be built: {e}");
                 AlgorithmError::config("reward_fn.args.model_name", message)
             })?;
-        let score = crate::onpolicy::fresh_score_head::<B>(&ScoreHeadConfig::new(config.n_embd, 2), &device);
+        let score = crate::onpolicy::fresh_score_head::<B>(&ScoreHeadConfig::new(config.d_model(), 2), &device);
         // Materialise the lazily initialised head now, from the seeded stream.
         let _ = score.score.weight.val();
-        let model = Gpt2Classifier { transformer: trunk, score };
+        let model = LmClassifier { transformer: trunk, score };
         Ok(Discriminator {
             optim: Optim::for_module(&setup.spec, &model),
             pad: pad_id(&setup.tokenizer),
@@ -368,10 +368,10 @@ impl<B: AutodiffBackend> Discriminator<B> {
     /// One text as the discriminator reads it (see the module docs).
     fn encode(&self, prompt: &str, continuation: &str) -> Result<Tokens, PluginError> {
         let mut completion = self.tokenizer.encode(continuation, false)?;
-        completion.truncate(self.max_gen_len.min(self.config.n_positions));
+        completion.truncate(self.max_gen_len.min(self.config.max_positions()));
         let mut prompt =
             if self.args.include_prompt_for_eval { self.tokenizer.encode(prompt, false)? } else { Vec::new() };
-        let room = self.config.n_positions - completion.len();
+        let room = self.config.max_positions() - completion.len();
         if prompt.len() > room {
             prompt.drain(..prompt.len() - room);
         }
@@ -509,7 +509,7 @@ impl<B: AutodiffBackend> RewardHook for Discriminator<B> {
         let mut labels = vec!["policy".to_string(); 2];
         labels[self.args.label_ix] = "expert".into();
         let hf = dir.join("discriminator");
-        tril_models::hf::save_gpt2_classifier(&self.model.valid(), &self.config, &labels, &hf, Some(&self.tokenizer))?;
+        tril_models::hf::save_lm_classifier(&self.model.valid(), &self.config, &labels, &hf, Some(&self.tokenizer))?;
         Ok(())
     }
 

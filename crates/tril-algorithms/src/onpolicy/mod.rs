@@ -23,9 +23,11 @@ use std::collections::HashMap;
 use tril_core::ops::{entropy_from_logits, gather_logprobs};
 use tril_core::plugin::{CriticLayout, PluginError, PolicyLm, PolicySpec, Sample};
 use tril_core::schema::{GenKwargs, Side};
+use tril_models::causal_lm::{CausalLm, LmConfig};
 use tril_models::generate::{generate_with_prefix, GenerationConfig, GenerationOutput, SpecialTokens};
-use tril_models::gpt2::{Gpt2Config, Gpt2Input, Gpt2Model};
-use tril_models::heads::{Gpt2ValueModel, ScoreHead, ScoreHeadConfig, ValueHead, ValueHeadConfig};
+use tril_models::gpt2::Gpt2Config;
+use tril_models::heads::{ScoreHead, ScoreHeadConfig, ValueHead, ValueHeadConfig, ValueModel};
+use tril_models::lm::LmInput;
 use tril_models::tokenizer::{PaddingSide, TextTokenizer, TokenizerOptions, TruncationSide};
 
 /// Policy LM and critic in one module, so one optimizer and one gradient clip cover both.
@@ -34,13 +36,13 @@ use tril_models::tokenizer::{PaddingSide, TextTokenizer, TokenizerOptions, Trunc
 #[derive(Module, Debug)]
 pub struct ActorCritic<B: Backend> {
     /// The policy LM.
-    pub policy: Gpt2Model<B>,
+    pub policy: CausalLm<B>,
     /// Separate critic (trunk + value head).
-    pub critic: Option<Gpt2ValueModel<B>>,
+    pub critic: Option<ValueModel<B>>,
     /// Value head on the policy trunk.
     pub shared_head: Option<ValueHead<B>>,
     /// The guide's critic (`multi_actor_critic` with `create_guide_critic`: LOLS, D2LOLS).
-    pub guide_critic: Option<Gpt2ValueModel<B>>,
+    pub guide_critic: Option<ValueModel<B>>,
 }
 
 /// What one forward pass over `prompt + generation` gives for the generated positions.
@@ -83,7 +85,7 @@ impl<B: Backend> ActorCritic<B> {
         let span = generated_span(len, n);
         // Logits only where the actions are predicted: the vocabulary-wide head and softmax
         // skip the prompt's positions.
-        let input = Gpt2Input::new(ids.clone()).with_mask(mask.clone()).logits_span(span.start, n);
+        let input = LmInput::new(ids.clone()).with_mask(mask.clone()).logits_span(span.start, n);
         let out = self.policy.forward_with(input, None);
         let logits = out.logits; // [B, N, V]
         let actions = ids.clone().slice([0..b, len - n..len]); // [B, N]
@@ -109,7 +111,7 @@ impl<B: Backend> ActorCritic<B> {
 /// # Shapes
 /// `ids`, `mask`: `[B, P + N]` -> `[B, N]`
 pub fn lm_logprobs<B: Backend>(
-    lm: &Gpt2Model<B>,
+    lm: &CausalLm<B>,
     ids: Tensor<B, 2, Int>,
     mask: Tensor<B, 2, Int>,
     n: usize,
@@ -122,7 +124,7 @@ pub fn lm_logprobs<B: Backend>(
 /// A policy LM and its tokenizer as metrics see it ([`PolicyLm`]).
 pub struct PolicyView<'a, B: Backend> {
     /// The policy.
-    pub lm: &'a Gpt2Model<B>,
+    pub lm: &'a CausalLm<B>,
     /// Its tokenizer.
     pub tokenizer: &'a TextTokenizer,
     /// Its context length (`n_positions`).
@@ -278,14 +280,15 @@ pub fn build_models<B: Backend>(
     vocab_size: usize,
     seed: u64,
     device: &B::Device,
-) -> Result<(ActorCritic<B>, Gpt2Model<B>, Gpt2Config), PluginError> {
+) -> Result<(ActorCritic<B>, CausalLm<B>, LmConfig), PluginError> {
     seed_fresh_parameters::<B>(device, seed);
     let (policy, config) = if spec.model_name == "builtin:tiny-gpt2" {
-        let config = Gpt2Config::new(vocab_size, (spec.max_prompt_len + spec.max_gen_len).max(32), 64, 2, 4);
-        (fresh_gpt2(&config, device), config)
+        let config =
+            LmConfig::from(Gpt2Config::new(vocab_size, (spec.max_prompt_len + spec.max_gen_len).max(32), 64, 2, 4));
+        (fresh_lm(&config, device), config)
     } else {
         let dir = tril_models::resolve::resolve_model(&spec.model_name)?;
-        let loaded = tril_models::hf::load_gpt2::<B>(&dir, device)?;
+        let loaded = tril_models::hf::load_lm::<B>(&dir, device)?;
         (loaded.model, loaded.config)
     };
     // Parameters initialise lazily and a clone of an uninitialised parameter would draw
@@ -293,29 +296,32 @@ pub fn build_models<B: Backend>(
     // A clone also keeps the parameter ids, which key gradients and optimizer state, so
     // the critic's trunk gets fresh ids (the reference is never optimized).
     let context = spec.max_prompt_len + spec.max_gen_len;
-    if context > config.n_positions {
+    if context > config.max_positions() {
         let message = format!(
             "max_prompt_len ({}) + max_gen_len ({}) = {context} tokens exceed the context of `{}` ({} positions); \
              lower sampling.max_prompt_len or sampling.max_gen_len",
-            spec.max_prompt_len, spec.max_gen_len, spec.model_name, config.n_positions
+            spec.max_prompt_len,
+            spec.max_gen_len,
+            spec.model_name,
+            config.max_positions()
         );
         return Err(AlgorithmError::config("alg.policy.args", message).into());
     }
     policy.visit(&mut Materialize);
     let (reference, critic_trunk) = (policy.clone(), policy.clone().map(&mut FreshIds));
-    if config.vocab_size < vocab_size {
+    if config.vocab_size() < vocab_size {
         return Err(AlgorithmError::Vocabulary {
             model: spec.model_name.clone(),
-            embeddings: config.vocab_size,
+            embeddings: config.vocab_size(),
             tokens: vocab_size,
         }
         .into());
     }
-    let head = fresh_value_head::<B>(&ValueHeadConfig::new(config.n_embd).with_mlp(spec.mlp_head), device);
+    let head = fresh_value_head::<B>(&ValueHeadConfig::new(config.d_model()).with_mlp(spec.mlp_head), device);
     let model = match spec.critic {
         CriticLayout::Separate => ActorCritic {
             policy,
-            critic: Some(Gpt2ValueModel { transformer: critic_trunk, v_head: head }),
+            critic: Some(ValueModel { transformer: critic_trunk, v_head: head }),
             shared_head: None,
             guide_critic: None,
         },
@@ -329,21 +335,22 @@ pub fn build_models<B: Backend>(
 pub fn with_guide_critic<B: Backend>(mut model: ActorCritic<B>, mlp_head: bool, device: &B::Device) -> ActorCritic<B> {
     let trunk = model.policy.clone().map(&mut FreshIds);
     let head = fresh_value_head::<B>(&ValueHeadConfig::new(model.policy.d_model()).with_mlp(mlp_head), device);
-    model.guide_critic = Some(Gpt2ValueModel { transformer: trunk, v_head: head });
+    model.guide_critic = Some(ValueModel { transformer: trunk, v_head: head });
     model
 }
 
-/// A GPT-2 of architecture `config` with fresh weights (from the host's seeded stream,
+/// A causal LM of architecture `config` with fresh weights (from the host's seeded stream,
 /// [`seed_fresh_parameters`]): Burn's default initialisation, except the token and position
-/// embeddings, which get HF's `N(0, 0.02)` (Burn's `N(0, 1)` would make the tied LM head's
+/// embeddings ([`CausalLm::embeddings_mut`]), which get HF's `N(0, 0.02)` (Burn's `N(0, 1)` would make the tied LM head's
 /// logits so peaked that a fresh policy never explores). `builtin:tiny-gpt2` and `bc`'s
 /// `from_scratch` use it.
-pub fn fresh_gpt2<B: Backend>(config: &Gpt2Config, device: &B::Device) -> Gpt2Model<B> {
+pub fn fresh_lm<B: Backend>(config: &LmConfig, device: &B::Device) -> CausalLm<B> {
     let mut host = config.init::<HostBackend>(&HOST);
     let normal = burn::tensor::Distribution::Normal(0.0, 0.02);
-    let d = config.n_embd;
-    host.wte.weight = burn::module::Param::from_tensor(Tensor::random([config.vocab_size, d], normal, &HOST));
-    host.wpe.weight = burn::module::Param::from_tensor(Tensor::random([config.n_positions, d], normal, &HOST));
+    for table in host.embeddings_mut() {
+        let dims = table.weight.dims();
+        table.weight = burn::module::Param::from_tensor(Tensor::random(dims, normal, &HOST));
+    }
     drawn_on_host(config.init::<B>(device), &host)
 }
 
@@ -566,7 +573,7 @@ pub fn rollout_attention<B: Backend>(
 
 /// Tokenizes the prompts of `samples`, generates with `lm` and decodes.
 pub fn generate_for<B: Backend>(
-    lm: &Gpt2Model<B>,
+    lm: &CausalLm<B>,
     tokenizer: &TextTokenizer,
     samples: &[&Sample],
     cfg: &GenerationConfig,
@@ -580,7 +587,7 @@ pub fn generate_for<B: Backend>(
 /// the output cut or padded to `width` tokens (the rollout buffer's `max_gen_len`).
 #[allow(clippy::too_many_arguments)]
 pub fn generate_forced<B: Backend>(
-    lm: &Gpt2Model<B>,
+    lm: &CausalLm<B>,
     tokenizer: &TextTokenizer,
     samples: &[&Sample],
     cfg: &GenerationConfig,

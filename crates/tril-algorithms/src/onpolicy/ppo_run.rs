@@ -83,7 +83,7 @@ use tril_core::registry;
 use tril_core::run_dir::RunDir;
 use tril_core::schema::{RootConfig, SamplingConfig, TokenizerConfig};
 use tril_core::tracker::{Stats, Tracker};
-use tril_models::gpt2::Gpt2Model;
+use tril_models::causal_lm::CausalLm;
 use tril_models::tokenizer::TextTokenizer;
 type Inner<B> = <B as AutodiffBackend>::InnerBackend;
 
@@ -518,10 +518,10 @@ fn row_sums(values: &[f32], n: usize) -> Vec<f64> {
 struct Loop<'a, B: AutodiffBackend> {
     ppo: &'a mut Ppo,
     model: ActorCritic<B>,
-    reference: Gpt2Model<Inner<B>>,
+    reference: CausalLm<Inner<B>>,
     /// A guide of its own (`guide_model_name` differs from the policy's); else the reference guides.
-    guide: Option<Gpt2Model<Inner<B>>>,
-    gpt_config: tril_models::gpt2::Gpt2Config,
+    guide: Option<CausalLm<Inner<B>>>,
+    gpt_config: tril_models::causal_lm::LmConfig,
     tokenizer: TextTokenizer,
     prompt_tok: TextTokenizer,
     optim: Optim<B, ActorCritic<B>>,
@@ -710,7 +710,7 @@ impl<B: AutodiffBackend> Loop<'_, B> {
     /// trajectories and the roll-in mask `M` (`[B, N]`, all zeros for plain PPO).
     fn generate_batch(
         &mut self,
-        policy: &Gpt2Model<Inner<B>>,
+        policy: &CausalLm<Inner<B>>,
         samples: &[&Sample],
         plan: &IterationPlan,
     ) -> Result<Mixed<B>, PluginError> {
@@ -949,7 +949,7 @@ impl<B: AutodiffBackend> Loop<'_, B> {
         let headline = Evaluation {
             policy: &policy.policy,
             tokenizer: &self.tokenizer,
-            n_positions: self.gpt_config.n_positions,
+            n_positions: self.gpt_config.max_positions(),
             prompt_tokenizer: &self.prompt_tok,
             generation: &generation,
             task: &*self.ppo.task,
@@ -978,19 +978,19 @@ impl<B: AutodiffBackend> Loop<'_, B> {
             RewardSource::Task(_) => None,
         };
         state.write_checkpoint(&self.tracker, &self.guard, &self.model, &self.optim, |tmp| {
-            tril_models::hf::save_gpt2(&model.policy, config, &tmp.join("policy"), Some(tokenizer))?;
+            tril_models::hf::save_lm(&model.policy, config, &tmp.join("policy"), Some(tokenizer))?;
             let critic = match (&model.critic, &model.shared_head) {
                 (Some(c), _) => Some(c.clone()),
                 (None, Some(h)) => {
-                    Some(tril_models::heads::Gpt2ValueModel { transformer: model.policy.clone(), v_head: h.clone() })
+                    Some(tril_models::heads::ValueModel { transformer: model.policy.clone(), v_head: h.clone() })
                 }
                 (None, None) => None,
             };
             if let Some(c) = critic {
-                tril_models::hf::gpt2::save_gpt2_value_model(&c, config, &tmp.join("critic"), None)?;
+                tril_models::hf::save_value_model(&c, config, &tmp.join("critic"), None)?;
             }
             if let Some(c) = &model.guide_critic {
-                tril_models::hf::gpt2::save_gpt2_value_model(c, config, &tmp.join("guide_critic"), None)?;
+                tril_models::hf::save_value_model(c, config, &tmp.join("guide_critic"), None)?;
             }
             if let Some(hook) = hook {
                 hook.save(&tmp.join("reward_hook"))?;
@@ -1007,17 +1007,18 @@ fn load_guide<B: burn::tensor::backend::Backend>(
     spec: &PolicySpec,
     vocab_size: usize,
     device: &B::Device,
-) -> Result<Gpt2Model<B>, PluginError> {
+) -> Result<CausalLm<B>, PluginError> {
     const KEY: &str = "alg.policy.args.guide_model_name";
     let failed = |e: tril_models::ModelError| AlgorithmError::config(KEY, format!("`{name}`: {e}"));
     let dir = tril_models::resolve::resolve_model(name).map_err(failed)?;
-    let loaded = tril_models::hf::load_gpt2::<B>(&dir, device).map_err(failed)?;
+    let loaded = tril_models::hf::load_lm::<B>(&dir, device).map_err(failed)?;
     let context = spec.max_prompt_len + spec.max_gen_len;
-    if loaded.config.vocab_size < vocab_size || loaded.config.n_positions < context {
+    if loaded.config.vocab_size() < vocab_size || loaded.config.max_positions() < context {
         let message = format!(
             "`{name}` has {} token embeddings and {} positions; the policy's tokenizer needs {vocab_size} and a \
              rollout {context}",
-            loaded.config.vocab_size, loaded.config.n_positions
+            loaded.config.vocab_size(),
+            loaded.config.max_positions()
         );
         return Err(AlgorithmError::config(KEY, message).into());
     }

@@ -11,7 +11,6 @@ use super::{
 };
 use crate::error::{ModelError, Result};
 use crate::gpt2::{Activation, Gpt2Config, Gpt2Model};
-use crate::heads::{Gpt2Classifier, Gpt2ValueModel, ScoreHeadConfig, ValueHead, ValueHeadConfig};
 use crate::tokenizer::TextTokenizer;
 
 /// A model loaded from a checkpoint, with its config and what the load did.
@@ -84,7 +83,7 @@ pub fn gpt2_param_count(config: &Gpt2Config) -> f64 {
 }
 
 /// [`Checkpoint::check_config_fits`] for the GPT-2 trunk `config` describes.
-fn check_fits(ckpt: &Checkpoint, file: &Path, config: &Gpt2Config) -> Result<()> {
+pub(crate) fn check_fits(ckpt: &Checkpoint, file: &Path, config: &Gpt2Config) -> Result<()> {
     let params = gpt2_param_count(config);
     ckpt.check_config_fits(file, ("n_layer", config.n_layer), ("n_embd", config.n_embd), params)
 }
@@ -141,7 +140,7 @@ pub fn gpt2_config_to_json(cfg: &Gpt2Config) -> serde_json::Value {
 /// {p}ln_f.{weight,bias}                    ln_f.{gamma,beta}              [D]
 /// ignored: lm_head.weight (tied to wte), {p}h.{i}.attn.bias / .masked_bias (mask buffers)
 /// ```
-fn gpt2_table<'a, B: Backend>(m: &'a mut Gpt2Model<B>, p: &str) -> Table<'a, B> {
+pub(crate) fn gpt2_table<'a, B: Backend>(m: &'a mut Gpt2Model<B>, p: &str) -> Table<'a, B> {
     let mut t = Table::new();
     t.embedding(&format!("{p}wte.weight"), &mut m.wte);
     t.embedding(&format!("{p}wpe.weight"), &mut m.wpe);
@@ -157,24 +156,12 @@ fn gpt2_table<'a, B: Backend>(m: &'a mut Gpt2Model<B>, p: &str) -> Table<'a, B> 
     t
 }
 
-/// Value-head rename table: `v_head.weight` (linear head) or `v_head.0.*` / `v_head.2.*` (the
-/// MLP head as an `nn.Sequential(Linear, ReLU, Linear)`), torch `[out, in]` layout.
-fn value_head_table<'a, B: Backend>(t: &mut Table<'a, B>, head: &'a mut ValueHead<B>) {
-    match head.hidden.as_mut() {
-        Some(hidden) => {
-            t.linear("v_head.0", hidden);
-            t.linear("v_head.2", &mut head.out);
-        }
-        None => t.linear("v_head", &mut head.out),
-    }
-}
-
-fn is_known_buffer(name: &str) -> bool {
+pub(crate) fn is_known_buffer(name: &str) -> bool {
     name == "lm_head.weight" || name.ends_with(".attn.bias") || name.ends_with(".attn.masked_bias")
 }
 
 /// The checkpoint prefix of the GPT-2 trunk (`"transformer."` or `""`).
-fn trunk_prefix(ckpt: &Checkpoint) -> Result<&'static str> {
+pub(crate) fn trunk_prefix(ckpt: &Checkpoint) -> Result<&'static str> {
     if ckpt.contains("transformer.wte.weight") {
         Ok("transformer.")
     } else if ckpt.contains("wte.weight") {
@@ -187,7 +174,7 @@ fn trunk_prefix(ckpt: &Checkpoint) -> Result<&'static str> {
     }
 }
 
-fn finish(ckpt: &Checkpoint, loaded: usize) -> LoadReport {
+pub(crate) fn finish(ckpt: &Checkpoint, loaded: usize) -> LoadReport {
     let unused = ckpt.unused(is_known_buffer);
     if !unused.is_empty() {
         tracing::warn!(location = %ckpt.location().display(), ?unused, "checkpoint tensors not used by the model");
@@ -206,52 +193,7 @@ pub fn load_gpt2<B: Backend>(dir: &Path, device: &B::Device) -> Result<Loaded<Gp
     Ok(Loaded { model, config, report: finish(&ckpt, loaded) })
 }
 
-/// Load HF `GPT2ForSequenceClassification` (`num_labels` from `id2label` or `num_labels`).
-pub fn load_gpt2_classifier<B: Backend>(
-    dir: &Path,
-    device: &B::Device,
-) -> Result<Loaded<Gpt2Classifier<B>, Gpt2Config>> {
-    let file = dir.join(CONFIG_FILE);
-    let json = read_json(&file)?;
-    let num_labels = super::encoder::num_labels(&json, &file)?;
-    let config = gpt2_config_from_json(&json, &file)?;
-    let mut ckpt = Checkpoint::open(dir)?;
-    check_fits(&ckpt, &file, &config)?;
-    let mut model = Gpt2Classifier {
-        transformer: config.init(device),
-        score: ScoreHeadConfig::new(config.n_embd, num_labels).init(device),
-    };
-    let mut t = gpt2_table(&mut model.transformer, trunk_prefix(&ckpt)?);
-    t.linear("score", &mut model.score.score);
-    let loaded = t.load(&mut ckpt, device)?;
-    Ok(Loaded { model, config, report: finish(&ckpt, loaded) })
-}
-
-/// Load a critic: the GPT-2 trunk from `dir`, and the value head from it when the checkpoint
-/// has `v_head.*` tensors (as [`save_gpt2_value_model`] writes), else a fresh head (TRIL builds
-/// its critic from the policy's LM checkpoint this way).
-pub fn load_gpt2_value_model<B: Backend>(
-    dir: &Path,
-    mlp_head: bool,
-    device: &B::Device,
-) -> Result<Loaded<Gpt2ValueModel<B>, Gpt2Config>> {
-    let config = read_gpt2_config(dir)?;
-    let mut ckpt = Checkpoint::open(dir)?;
-    check_fits(&ckpt, &dir.join(CONFIG_FILE), &config)?;
-    let mut model = Gpt2ValueModel {
-        transformer: config.init(device),
-        v_head: ValueHeadConfig::new(config.n_embd).with_mlp(mlp_head).init(device),
-    };
-    let has_head = ckpt.names().any(|n| n.starts_with("v_head."));
-    let mut t = gpt2_table(&mut model.transformer, trunk_prefix(&ckpt)?);
-    if has_head {
-        value_head_table(&mut t, &mut model.v_head);
-    }
-    let loaded = t.load(&mut ckpt, device)?;
-    Ok(Loaded { model, config, report: finish(&ckpt, loaded) })
-}
-
-fn write_dir(
+pub(crate) fn write_dir(
     dir: &Path,
     config: serde_json::Value,
     tensors: Vec<(String, Vec<f32>, Vec<usize>)>,
@@ -280,86 +222,10 @@ pub fn save_gpt2<B: Backend>(
     write_dir(dir, gpt2_config_to_json(config), tensors, tokenizer)
 }
 
-/// Save a critic: the trunk as [`save_gpt2`] does plus `v_head.*` tensors; the directory still
-/// loads in transformers as a causal LM (the value head is reported as unexpected there).
-pub fn save_gpt2_value_model<B: Backend>(
-    model: &Gpt2ValueModel<B>,
-    config: &Gpt2Config,
-    dir: &Path,
-    tokenizer: Option<&TextTokenizer>,
-) -> Result<()> {
-    let mut m = model.clone();
-    let mut t = gpt2_table(&mut m.transformer, "transformer.");
-    value_head_table(&mut t, &mut m.v_head);
-    write_dir(dir, gpt2_config_to_json(config), t.export(), tokenizer)
-}
-
-/// Save a sequence classifier as HF `GPT2ForSequenceClassification` (what
-/// [`load_gpt2_classifier`] and `transformers.AutoModelForSequenceClassification` load):
-/// the trunk as `transformer.*`, the bias-free head as `score.weight` `[labels, D]`, and a
-/// `config.json` with `id2label`/`label2id` from `labels` (index = label) and
-/// `pad_token_id` = EOS, as GPT-2 classifiers are padded.
-pub fn save_gpt2_classifier<B: Backend>(
-    model: &Gpt2Classifier<B>,
-    config: &Gpt2Config,
-    labels: &[String],
-    dir: &Path,
-    tokenizer: Option<&TextTokenizer>,
-) -> Result<()> {
-    let n = model.score.score.weight.dims()[1];
-    if labels.len() != n {
-        return Err(ModelError::input(
-            dir.display().to_string(),
-            format!("{} label names for a classifier with {n} labels", labels.len()),
-        ));
-    }
-    let mut m = model.clone();
-    let mut t = gpt2_table(&mut m.transformer, "transformer.");
-    t.linear("score", &mut m.score.score);
-    let mut json = gpt2_config_to_json(config);
-    json["architectures"] = json!(["GPT2ForSequenceClassification"]);
-    json["id2label"] = labels.iter().enumerate().map(|(i, l)| (i.to_string(), json!(l))).collect();
-    json["label2id"] = labels.iter().enumerate().map(|(i, l)| (l.clone(), json!(i))).collect();
-    json["num_labels"] = json!(n);
-    json["pad_token_id"] = json!(config.eos_token_id);
-    write_dir(dir, json, t.export(), tokenizer)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn classifier_round_trips_through_its_hf_directory() {
-        use burn::tensor::{Int, Tensor, TensorData};
-        type Cpu = tril_core::backend::CpuBackend;
-        let device = Default::default();
-        let config = Gpt2Config::new(11, 16, 8, 1, 2);
-        let model = Gpt2Classifier::<Cpu> {
-            transformer: config.init(&device),
-            score: ScoreHeadConfig::new(8, 3).init(&device),
-        };
-        let ids = Tensor::<Cpu, 2, Int>::from_data(TensorData::new(vec![1i64, 4, 7, 2, 9, 0], [2, 3]), &device);
-        let mask = Tensor::<Cpu, 2, Int>::from_data(TensorData::new(vec![1i64, 1, 1, 1, 1, 0], [2, 3]), &device);
-        // The forward pass materialises the lazily initialised parameters before saving.
-        let a = model.forward(ids.clone(), Some(mask.clone())).into_data().to_vec::<f32>().unwrap();
-        let dir = std::env::temp_dir().join(format!("tril-gpt2-classifier-{}", std::process::id()));
-        let labels = ["a", "b", "c"].map(String::from);
-        save_gpt2_classifier(&model, &config, &labels, &dir, None).unwrap();
-        let loaded = load_gpt2_classifier::<Cpu>(&dir, &device).unwrap();
-        assert!(loaded.report.unused.is_empty(), "{:?}", loaded.report.unused);
-        let json = read_json(&dir.join(CONFIG_FILE)).unwrap();
-        assert_eq!((json["id2label"]["2"].as_str(), json["label2id"]["b"].as_u64()), (Some("c"), Some(1)));
-        let b = loaded.model.forward(ids, Some(mask)).into_data().to_vec::<f32>().unwrap();
-        // The weights round-trip exactly; the outputs may differ in the last bit because a
-        // reloaded tensor can have another memory layout, which flex multiplies in another order.
-        let max = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
-        assert!(max < 1e-6, "saved and reloaded classifiers disagree: {a:?} vs {b:?}");
-        let err = save_gpt2_classifier(&model, &config, &labels[..2], &dir, None).unwrap_err().to_string();
-        assert!(err.contains("2 label names for a classifier with 3 labels"), "{err}");
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
 
     /// Absurd sizes in config.json are errors naming the file and key before any model is
     /// built (an `n_layer` of 10^9 used to build 10^9 lazily initialised blocks).

@@ -5,6 +5,7 @@
 //! Loading checks every shape, fails on the first missing tensor (naming it), and reports the
 //! tensors the architecture does not use with `tracing::warn` and in the [`LoadReport`].
 
+pub mod causal;
 pub mod encoder;
 pub mod gpt2;
 
@@ -19,11 +20,11 @@ use safetensors::tensor::{Dtype, TensorInfo};
 
 use crate::error::{ModelError, Result};
 
-pub use encoder::{load_encoder_classifier, save_encoder_classifier};
-pub use gpt2::{
-    load_gpt2, load_gpt2_classifier, load_gpt2_value_model, save_gpt2, save_gpt2_classifier, save_gpt2_value_model,
-    Loaded,
+pub use causal::{
+    load_lm, load_lm_classifier, load_value_model, read_lm_config, save_lm, save_lm_classifier, save_value_model,
 };
+pub use encoder::{load_encoder_classifier, save_encoder_classifier};
+pub use gpt2::{load_gpt2, save_gpt2, Loaded};
 
 /// File name of a single-file safetensors checkpoint.
 pub const SAFETENSORS_FILE: &str = "model.safetensors";

@@ -1,0 +1,245 @@
+//! One type for every causal LM family tril trains: [`CausalLm`] (a Burn module enum over the
+//! architectures) and [`LmConfig`] (their configs). Trainers, rewards and metrics hold a
+//! `CausalLm<B>` and call the methods below; none of them names an architecture. Loading and
+//! saving dispatch on `config.json`'s `model_type` ([`crate::hf::causal`]).
+//!
+//! Every architecture offers the same forward semantics (see [`crate::lm`]): left padding with
+//! positions from the mask (HF `generate`), an optional KV cache, logits for all positions, the
+//! last one or a span, and the hidden states HF returns.
+
+use burn::module::Module;
+use burn::nn::Embedding;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor};
+
+use crate::gpt2::{Gpt2Config, Gpt2Model};
+use crate::lm::{KvCache, LanguageModel, LmHidden, LmInput, LmOutput};
+
+/// A causal language model of any supported family.
+#[derive(Module, Debug)]
+pub enum CausalLm<B: Backend> {
+    /// GPT-2 (HF `GPT2LMHeadModel`).
+    Gpt2(Gpt2Model<B>),
+}
+
+/// Calls `$body` with `$m` bound to the architecture inside `$self` (every variant).
+macro_rules! each_arch {
+    ($self:expr, $m:ident => $body:expr) => {
+        match $self {
+            CausalLm::Gpt2($m) => $body,
+        }
+    };
+}
+
+impl<B: Backend> From<Gpt2Model<B>> for CausalLm<B> {
+    fn from(m: Gpt2Model<B>) -> Self {
+        CausalLm::Gpt2(m)
+    }
+}
+
+impl<B: Backend> CausalLm<B> {
+    /// Full forward with a padding mask: logits at every position.
+    ///
+    /// # Shapes
+    /// - input_ids, attention_mask: `[B, T]` -> logits `[B, T, V]`
+    pub fn forward(&self, input_ids: Tensor<B, 2, Int>, attention_mask: Option<Tensor<B, 2, Int>>) -> LmOutput<B> {
+        let mut input = LmInput::new(input_ids);
+        input.attention_mask = attention_mask;
+        self.forward_with(input, None)
+    }
+
+    /// Forward with every option (cache, positions, hidden states, logits span).
+    ///
+    /// # Shapes
+    /// See [`LmInput`] and [`LmOutput`].
+    pub fn forward_with(&self, input: LmInput<B>, cache: Option<&mut KvCache<B>>) -> LmOutput<B> {
+        each_arch!(self, m => m.forward_with(input, cache))
+    }
+
+    /// LM logits of positions `start..start + len` only (contiguous).
+    ///
+    /// # Shapes
+    /// - input_ids, attention_mask: `[B, T]` -> `[B, len, V]`
+    pub fn span_logits(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        attention_mask: Option<Tensor<B, 2, Int>>,
+        start: usize,
+        len: usize,
+    ) -> Tensor<B, 3> {
+        let mut input = LmInput::new(input_ids).logits_span(start, len);
+        input.attention_mask = attention_mask;
+        self.forward_with(input, None).logits
+    }
+
+    /// The trunk without the LM head (what value and classification heads read).
+    ///
+    /// # Shapes
+    /// See [`LmInput`] and [`LmHidden`].
+    pub fn trunk(&self, input: LmInput<B>, cache: Option<&mut KvCache<B>>) -> LmHidden<B> {
+        each_arch!(self, m => m.trunk(input, cache))
+    }
+
+    /// The LM head.
+    ///
+    /// # Shapes
+    /// - hidden: `[B, T, D]` -> `[B, T, V]`
+    pub fn lm_logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
+        each_arch!(self, m => m.lm_logits(hidden))
+    }
+
+    /// Vocabulary size of the LM head.
+    pub fn vocab_size(&self) -> usize {
+        each_arch!(self, m => m.vocab_size())
+    }
+
+    /// Width of the hidden state.
+    pub fn d_model(&self) -> usize {
+        each_arch!(self, m => m.d_model())
+    }
+
+    /// Number of blocks (the length of a [`KvCache`]).
+    pub fn n_layer(&self) -> usize {
+        each_arch!(self, m => m.n_layer())
+    }
+
+    /// The longest sequence the model accepts (prompt + generation).
+    pub fn max_positions(&self) -> usize {
+        match self {
+            CausalLm::Gpt2(m) => m.n_positions,
+        }
+    }
+
+    /// The learned embedding tables (tokens, and positions where the family has them), which
+    /// a from-scratch run re-draws with HF's `N(0, initializer_range)`.
+    pub fn embeddings_mut(&mut self) -> Vec<&mut Embedding<B>> {
+        match self {
+            CausalLm::Gpt2(m) => vec![&mut m.wte, &mut m.wpe],
+        }
+    }
+
+    /// HF `model_type` of the architecture.
+    pub fn model_type(&self) -> &'static str {
+        match self {
+            CausalLm::Gpt2(_) => "gpt2",
+        }
+    }
+}
+
+impl<B: Backend> LanguageModel<B> for CausalLm<B> {
+    fn forward_with(&self, input: LmInput<B>, cache: Option<&mut KvCache<B>>) -> LmOutput<B> {
+        CausalLm::forward_with(self, input, cache)
+    }
+    fn n_layer(&self) -> usize {
+        CausalLm::n_layer(self)
+    }
+    fn vocab_size(&self) -> usize {
+        CausalLm::vocab_size(self)
+    }
+    fn max_positions(&self) -> usize {
+        CausalLm::max_positions(self)
+    }
+}
+
+/// The config of a [`CausalLm`], one variant per family.
+#[derive(Debug, Clone)]
+pub enum LmConfig {
+    /// GPT-2.
+    Gpt2(Gpt2Config),
+}
+
+impl From<Gpt2Config> for LmConfig {
+    fn from(c: Gpt2Config) -> Self {
+        LmConfig::Gpt2(c)
+    }
+}
+
+impl LmConfig {
+    /// A model with random weights.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> CausalLm<B> {
+        match self {
+            LmConfig::Gpt2(c) => CausalLm::Gpt2(c.init(device)),
+        }
+    }
+
+    /// HF `model_type`.
+    pub fn model_type(&self) -> &'static str {
+        match self {
+            LmConfig::Gpt2(_) => "gpt2",
+        }
+    }
+
+    /// Vocabulary size.
+    pub fn vocab_size(&self) -> usize {
+        match self {
+            LmConfig::Gpt2(c) => c.vocab_size,
+        }
+    }
+
+    /// Width of the hidden state.
+    pub fn d_model(&self) -> usize {
+        match self {
+            LmConfig::Gpt2(c) => c.n_embd,
+        }
+    }
+
+    /// Number of blocks.
+    pub fn n_layer(&self) -> usize {
+        match self {
+            LmConfig::Gpt2(c) => c.n_layer,
+        }
+    }
+
+    /// The longest sequence the model accepts.
+    pub fn max_positions(&self) -> usize {
+        match self {
+            LmConfig::Gpt2(c) => c.n_positions,
+        }
+    }
+
+    /// Token id of EOS from `config.json`, if any.
+    pub fn eos_token_id(&self) -> Option<u32> {
+        match self {
+            LmConfig::Gpt2(c) => c.eos_token_id,
+        }
+    }
+
+    /// Parameters of the model (f64: no overflow whatever the sizes).
+    pub fn param_count(&self) -> f64 {
+        match self {
+            LmConfig::Gpt2(c) => crate::hf::gpt2::gpt2_param_count(c),
+        }
+    }
+
+    /// The `config.json` transformers rebuilds the model from.
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            LmConfig::Gpt2(c) => crate::hf::gpt2::gpt2_config_to_json(c),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::TensorData;
+    use tril_core::backend::CpuBackend;
+
+    #[test]
+    fn enum_forward_equals_the_architecture() {
+        let dev = Default::default();
+        let gpt2 = Gpt2Config::tiny().init::<CpuBackend>(&dev);
+        let ids = Tensor::<CpuBackend, 2, Int>::from_data(TensorData::new(vec![1i64, 2, 3, 4, 5, 6], [2, 3]), &dev);
+        let mask = Tensor::<CpuBackend, 2, Int>::from_data(TensorData::new(vec![0i64, 1, 1, 1, 1, 1], [2, 3]), &dev);
+        // Parameters initialise lazily: use them once before cloning, so both hold the same values.
+        let want = gpt2.forward(ids.clone(), Some(mask.clone())).logits.into_data();
+        let lm = CausalLm::from(gpt2.clone());
+        let got = lm.forward(ids.clone(), Some(mask.clone())).logits.into_data();
+        assert_eq!(want, got);
+        assert_eq!(lm.span_logits(ids, Some(mask), 1, 2).dims(), [2, 2, 512]);
+        let cfg = LmConfig::from(Gpt2Config::tiny());
+        assert_eq!((lm.vocab_size(), lm.d_model(), lm.n_layer()), (cfg.vocab_size(), cfg.d_model(), cfg.n_layer()));
+        assert_eq!(lm.max_positions(), cfg.max_positions());
+        assert_eq!(lm.model_type(), "gpt2");
+    }
+}
