@@ -7,6 +7,7 @@
 
 pub mod encoder;
 pub mod gpt2;
+pub mod neox;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
