@@ -423,7 +423,11 @@ mod tests {
             ("rope_scaling", json!({"type": "linear", "factor": 2.0}), "`rope_scaling` = {"),
             ("rope_parameters", json!({"rope_type": "yarn", "factor": 4.0}), "only rope_type \"default\""),
             ("rope_parameters", json!({"rope_theta": "x"}), "`rope_parameters.rope_theta` = \"x\": expected a number"),
-            ("rope_parameters", json!({"partial_rotary_factor": 0.3}), "`rope_parameters.partial_rotary_factor` = 0.3"),
+            (
+                "rope_parameters",
+                json!({"partial_rotary_factor": 0.2}),
+                "`rope_parameters.partial_rotary_factor` = 0.2: head_dim 16",
+            ),
             ("rotary_pct", json!(2.0), "`rotary_pct` = 2: expected a fraction in [0, 1]"),
             ("rotary_emb_base", json!(-1.0), "`rotary_emb_base` = -1: expected a positive number"),
             ("hidden_act", json!("swish"), "`hidden_act` = \"swish\": supported: gelu"),
