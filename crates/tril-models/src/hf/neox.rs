@@ -397,8 +397,10 @@ mod tests {
             (c.tie_word_embeddings, c.attention_bias, c.bos_token_id, c.eos_token_id),
             (false, true, Some(0), Some(0))
         );
-        // 70,426,624 parameters (transformers' num_parameters() for pythia-70m).
+        // The parameter counts of the Pythia model cards (70,426,624 for pythia-70m).
         assert_eq!(neox_param_count(&c), 70_426_624.0);
+        assert_eq!(neox_param_count(&NeoXConfig::pythia_160m()), 162_322_944.0);
+        assert_eq!(neox_param_count(&NeoXConfig::pythia_410m()), 405_334_016.0);
     }
 
     #[test]
