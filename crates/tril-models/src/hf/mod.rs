@@ -8,6 +8,7 @@
 pub mod causal;
 pub mod encoder;
 pub mod gpt2;
+pub mod neox;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
