@@ -14,12 +14,15 @@ use burn::tensor::{Int, Tensor};
 
 use crate::gpt2::{Gpt2Config, Gpt2Model};
 use crate::lm::{KvCache, LanguageModel, LmHidden, LmInput, LmOutput};
+use crate::neox::{NeoXConfig, NeoXModel};
 
 /// A causal language model of any supported family.
 #[derive(Module, Debug)]
 pub enum CausalLm<B: Backend> {
     /// GPT-2 (HF `GPT2LMHeadModel`).
     Gpt2(Gpt2Model<B>),
+    /// GPT-NeoX / Pythia (HF `GPTNeoXForCausalLM`).
+    NeoX(NeoXModel<B>),
 }
 
 /// Calls `$body` with `$m` bound to the architecture inside `$self` (every variant).
@@ -27,6 +30,7 @@ macro_rules! each_arch {
     ($self:expr, $m:ident => $body:expr) => {
         match $self {
             CausalLm::Gpt2($m) => $body,
+            CausalLm::NeoX($m) => $body,
         }
     };
 }
@@ -34,6 +38,12 @@ macro_rules! each_arch {
 impl<B: Backend> From<Gpt2Model<B>> for CausalLm<B> {
     fn from(m: Gpt2Model<B>) -> Self {
         CausalLm::Gpt2(m)
+    }
+}
+
+impl<B: Backend> From<NeoXModel<B>> for CausalLm<B> {
+    fn from(m: NeoXModel<B>) -> Self {
+        CausalLm::NeoX(m)
     }
 }
 
@@ -105,9 +115,7 @@ impl<B: Backend> CausalLm<B> {
 
     /// The longest sequence the model accepts (prompt + generation).
     pub fn max_positions(&self) -> usize {
-        match self {
-            CausalLm::Gpt2(m) => m.n_positions,
-        }
+        each_arch!(self, m => m.max_positions())
     }
 
     /// The learned embedding tables (tokens, and positions where the family has them), which
@@ -115,6 +123,7 @@ impl<B: Backend> CausalLm<B> {
     pub fn embeddings_mut(&mut self) -> Vec<&mut Embedding<B>> {
         match self {
             CausalLm::Gpt2(m) => vec![&mut m.wte, &mut m.wpe],
+            CausalLm::NeoX(m) => vec![&mut m.gpt_neox.embed_in],
         }
     }
 
@@ -122,6 +131,7 @@ impl<B: Backend> CausalLm<B> {
     pub fn model_type(&self) -> &'static str {
         match self {
             CausalLm::Gpt2(_) => "gpt2",
+            CausalLm::NeoX(_) => "gpt_neox",
         }
     }
 }
@@ -146,6 +156,8 @@ impl<B: Backend> LanguageModel<B> for CausalLm<B> {
 pub enum LmConfig {
     /// GPT-2.
     Gpt2(Gpt2Config),
+    /// GPT-NeoX / Pythia.
+    NeoX(NeoXConfig),
 }
 
 impl From<Gpt2Config> for LmConfig {
@@ -154,11 +166,18 @@ impl From<Gpt2Config> for LmConfig {
     }
 }
 
+impl From<NeoXConfig> for LmConfig {
+    fn from(c: NeoXConfig) -> Self {
+        LmConfig::NeoX(c)
+    }
+}
+
 impl LmConfig {
     /// A model with random weights.
     pub fn init<B: Backend>(&self, device: &B::Device) -> CausalLm<B> {
         match self {
             LmConfig::Gpt2(c) => CausalLm::Gpt2(c.init(device)),
+            LmConfig::NeoX(c) => CausalLm::NeoX(c.init(device)),
         }
     }
 
@@ -166,6 +185,7 @@ impl LmConfig {
     pub fn model_type(&self) -> &'static str {
         match self {
             LmConfig::Gpt2(_) => "gpt2",
+            LmConfig::NeoX(_) => "gpt_neox",
         }
     }
 
@@ -173,6 +193,7 @@ impl LmConfig {
     pub fn vocab_size(&self) -> usize {
         match self {
             LmConfig::Gpt2(c) => c.vocab_size,
+            LmConfig::NeoX(c) => c.vocab_size,
         }
     }
 
@@ -180,6 +201,7 @@ impl LmConfig {
     pub fn d_model(&self) -> usize {
         match self {
             LmConfig::Gpt2(c) => c.n_embd,
+            LmConfig::NeoX(c) => c.hidden_size,
         }
     }
 
@@ -187,6 +209,7 @@ impl LmConfig {
     pub fn n_layer(&self) -> usize {
         match self {
             LmConfig::Gpt2(c) => c.n_layer,
+            LmConfig::NeoX(c) => c.num_hidden_layers,
         }
     }
 
@@ -194,6 +217,7 @@ impl LmConfig {
     pub fn max_positions(&self) -> usize {
         match self {
             LmConfig::Gpt2(c) => c.n_positions,
+            LmConfig::NeoX(c) => c.max_position_embeddings,
         }
     }
 
@@ -201,6 +225,15 @@ impl LmConfig {
     pub fn eos_token_id(&self) -> Option<u32> {
         match self {
             LmConfig::Gpt2(c) => c.eos_token_id,
+            LmConfig::NeoX(c) => c.eos_token_id,
+        }
+    }
+
+    /// Token id of padding from `config.json`, if any.
+    pub fn pad_token_id(&self) -> Option<u32> {
+        match self {
+            LmConfig::Gpt2(_) => None,
+            LmConfig::NeoX(c) => c.pad_token_id,
         }
     }
 
@@ -208,6 +241,25 @@ impl LmConfig {
     pub fn param_count(&self) -> f64 {
         match self {
             LmConfig::Gpt2(c) => crate::hf::gpt2::gpt2_param_count(c),
+            LmConfig::NeoX(c) => crate::hf::neox::neox_param_count(c),
+        }
+    }
+
+    /// The sizes [`crate::memory::estimate`] needs.
+    pub fn shape(&self) -> crate::memory::ModelShape {
+        let (n_head, n_kv_head) = match self {
+            LmConfig::Gpt2(c) => (c.n_head, c.n_head),
+            LmConfig::NeoX(c) => (c.num_attention_heads, c.num_attention_heads),
+        };
+        crate::memory::ModelShape {
+            name: self.model_type(),
+            family: self.model_type(),
+            params: self.param_count(),
+            d_model: self.d_model(),
+            n_layer: self.n_layer(),
+            n_head,
+            n_kv_head,
+            vocab: self.vocab_size(),
         }
     }
 
@@ -215,6 +267,7 @@ impl LmConfig {
     pub fn to_json(&self) -> serde_json::Value {
         match self {
             LmConfig::Gpt2(c) => crate::hf::gpt2::gpt2_config_to_json(c),
+            LmConfig::NeoX(c) => crate::hf::neox::neox_config_to_json(c),
         }
     }
 }

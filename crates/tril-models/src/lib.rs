@@ -73,6 +73,7 @@ pub mod gpt2_tokenizer;
 pub mod heads;
 pub mod hf;
 pub mod lm;
+pub mod memory;
 pub mod neox;
 pub mod resolve;
 pub mod sampling;

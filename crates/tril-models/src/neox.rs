@@ -32,8 +32,8 @@ use crate::error::{ModelError, Result};
 pub use crate::gpt2::Activation;
 use crate::heads::{ScoreHead, ScoreHeadConfig};
 use crate::lm::{
-    attend, attention_bias, linear3, position_ids_from_mask, KvCache, LayerCache, LmHidden, LmInput, LmOutput,
-    LogitsSpan,
+    attend, attention_bias, linear3, position_ids_from_mask, KvCache, LanguageModel, LayerCache, LmHidden, LmInput,
+    LmOutput, LogitsSpan,
 };
 
 /// GPT-NeoX hyper-parameters (the fields of HF's `GPTNeoXConfig` that change the computation).
@@ -559,6 +559,21 @@ impl<B: Backend> NeoXClassifier<B> {
     /// Number of labels.
     pub fn num_labels(&self) -> usize {
         self.score.score.weight.lazy_shape().dims::<2>()[1]
+    }
+}
+
+impl<B: Backend> LanguageModel<B> for NeoXModel<B> {
+    fn forward_with(&self, input: LmInput<B>, cache: Option<&mut KvCache<B>>) -> LmOutput<B> {
+        NeoXModel::forward_with(self, input, cache)
+    }
+    fn n_layer(&self) -> usize {
+        NeoXModel::n_layer(self)
+    }
+    fn vocab_size(&self) -> usize {
+        NeoXModel::vocab_size(self)
+    }
+    fn max_positions(&self) -> usize {
+        NeoXModel::max_positions(self)
     }
 }
 

@@ -138,6 +138,37 @@ fn greedy_generation_equals_hf_generate_with_and_without_cache() {
     }
 }
 
+/// The same through what trainers call: `hf::load_lm` (a `CausalLm` chosen by `model_type`) and
+/// tril's `generate` (greedy, KV cache, no EOS).
+#[test]
+fn generic_loader_and_generate_equal_hf_generate() {
+    use tril_models::generate::{generate, GenerationConfig, SpecialTokens};
+    let dev = Default::default();
+    for name in LMS {
+        let loaded = tril_models::hf::load_lm::<B>(&dir(name), &dev).unwrap();
+        assert_eq!(loaded.model.model_type(), "gpt_neox");
+        let exp = expected(name);
+        let want = ints(&exp, "greedy_tokens");
+        let steps = want.dims()[1];
+        let want = want.into_data().convert::<i64>().into_vec::<i64>().unwrap();
+        let (ids, mask) = (ints(&exp, "input_ids"), ints(&exp, "attention_mask"));
+        let special = SpecialTokens { eos_token_id: None, pad_token_id: 0 };
+        let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
+        let out = generate(&loaded.model, ids, mask, &GenerationConfig::greedy(steps), special, &mut rng).unwrap();
+        let got: Vec<i64> =
+            (0..out.batch).flat_map(|i| out.row(i).iter().map(|&t| t as i64).collect::<Vec<_>>()).collect();
+        assert_eq!(got, want, "{name}");
+    }
+    let clf = tril_models::hf::load_lm_classifier::<B>(&dir("classifier"), &dev).unwrap();
+    assert!(clf.report.unused.is_empty(), "{:?}", clf.report.unused);
+    let exp = expected("classifier");
+    let logits = clf.model.forward(ints(&exp, "input_ids"), Some(ints(&exp, "attention_mask")));
+    let d = max_abs_diff(&values(logits), &floats(&exp, "score_logits"));
+    assert!(d <= TOL, "generic classifier: score max |diff| {d}");
+    let critic = tril_models::hf::load_value_model::<B>(&dir("pythia"), false, &dev).unwrap();
+    assert_eq!(critic.model.forward(ints(&exp, "input_ids"), None).dims()[0], 3);
+}
+
 #[test]
 fn sequence_classifier_equals_transformers() {
     let dev = Default::default();

@@ -113,4 +113,8 @@ pub enum Command {
     /// table: row, tril seconds, PyTorch seconds, ratio (rows: forward, train, train_tiny,
     /// generate, ppo, dpo; `bench/README.md`).
     Bench(crate::bench::BenchArgs),
+    /// The memory of a DPO step or PPO iteration (weights, gradients, AdamW, activations) for
+    /// a model directory or every released size of the families tril loads; `--table`: the
+    /// largest that fits 80 GB / 24 GiB.
+    Memory(crate::memory::MemoryArgs),
 }

@@ -376,3 +376,26 @@ fn bench_runs_a_row_against_the_pytorch_side_and_refuses_bad_arguments() {
     assert_eq!(lines.lines().count(), 2, "{lines}");
     assert!(lines.contains(r#""impl":"tril""#) && lines.contains(r#""impl":"torch""#), "{lines}");
 }
+
+/// `tril memory`: a model directory's breakdown (the committed tiny GPT-2: weights of policy +
+/// reference = 2 x 4 bytes x its parameters), the table, and bad arguments.
+#[test]
+fn memory_sizes_a_model_directory_and_prints_the_table() {
+    let model = repo().join("crates/tril-models/tests/fixtures/gpt2");
+    let out = tril_in(&repo(), &["memory", "--model", model.to_str().unwrap(), "--alg", "dpo"], &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let row = out.stdout.lines().nth(1).unwrap_or_else(|| panic!("{}", out.stdout));
+    let cells: Vec<f64> = row.split_whitespace().skip(1).map(|c| c.parse().unwrap()).collect();
+    assert_eq!(cells.len(), 5, "{row}");
+    assert!((cells.iter().take(4).sum::<f64>() - cells[4]).abs() < 0.2, "parts add up to the total: {row}");
+    let out = tril_in(&repo(), &["memory", "--table"], &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    for family in ["gpt2", "gpt_neox", "llama", "qwen2", "mistral"] {
+        assert!(out.stdout.contains(&format!("| {family} | DPO | 80 GB GPU |")), "{family}: {}", out.stdout);
+    }
+    let out = tril_in(&repo(), &["memory", "--lora-r", "0"], &[]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    let out = tril_in(&repo(), &["memory", "--model", "/nonexistent/model"], &[]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("--model /nonexistent/model"), "{}", out.stderr);
+}

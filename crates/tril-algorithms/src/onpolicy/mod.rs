@@ -347,8 +347,9 @@ pub fn with_guide_critic<B: Backend>(mut model: ActorCritic<B>, mlp_head: bool, 
 pub fn fresh_lm<B: Backend>(config: &LmConfig, device: &B::Device) -> CausalLm<B> {
     let mut host = config.init::<HostBackend>(&HOST);
     let normal = burn::tensor::Distribution::Normal(0.0, 0.02);
+    // `lazy_shape`, not `dims`: reading the shape must not initialise (draw) the old table.
     for table in host.embeddings_mut() {
-        let dims = table.weight.dims();
+        let dims: [usize; 2] = table.weight.lazy_shape().dims();
         table.weight = burn::module::Param::from_tensor(Tensor::random(dims, normal, &HOST));
     }
     drawn_on_host(config.init::<B>(device), &host)

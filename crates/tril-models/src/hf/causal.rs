@@ -6,6 +6,10 @@
 //! | `model_type` | HF classes | trunk prefix in files |
 //! |---|---|---|
 //! | `gpt2` (or absent, for old GPT-2 files) | `GPT2LMHeadModel`, `GPT2ForSequenceClassification` | `transformer.` (or none) |
+//! | `gpt_neox` (Pythia) | `GPTNeoXForCausalLM`, `GPTNeoXForSequenceClassification` | `gpt_neox.` (or none) |
+//!
+//! A critic or classifier reads the trunk only: an untied LM head in its checkpoint is skipped
+//! on purpose (and its own head, unused, is never materialised).
 
 use std::path::Path;
 
@@ -13,6 +17,7 @@ use burn::tensor::backend::Backend;
 use serde_json::json;
 
 use super::gpt2::{self as g, Loaded};
+use super::neox as nx;
 use super::{read_json, Checkpoint, JsonConfig, LoadReport, Table, CONFIG_FILE};
 use crate::causal_lm::{CausalLm, LmConfig};
 use crate::error::{ModelError, Result};
@@ -20,13 +25,14 @@ use crate::heads::{LmClassifier, ScoreHeadConfig, ValueHead, ValueHeadConfig, Va
 use crate::tokenizer::TextTokenizer;
 
 /// The `model_type`s tril loads as causal LMs.
-pub const SUPPORTED_MODEL_TYPES: &[&str] = &["gpt2"];
+pub const SUPPORTED_MODEL_TYPES: &[&str] = &["gpt2", "gpt_neox"];
 
 /// Parse a causal LM `config.json` of any supported family (`file` is only used in errors).
 pub fn lm_config_from_json(json: &serde_json::Value, file: &Path) -> Result<LmConfig> {
     let c = JsonConfig { file, json };
     match c.opt_str("model_type")? {
         None | Some("gpt2") => Ok(LmConfig::Gpt2(g::gpt2_config_from_json(json, file)?)),
+        Some("gpt_neox") => Ok(LmConfig::NeoX(nx::neox_config_from_json(json, file)?)),
         Some(_) => Err(c.invalid(
             "model_type",
             &json["model_type"],
@@ -41,10 +47,11 @@ pub fn read_lm_config(dir: &Path) -> Result<LmConfig> {
     lm_config_from_json(&read_json(&file)?, &file)
 }
 
-/// Refuse a config whose sizes the checkpoint cannot hold, before allocating anything.
+/// Refuse a config whose trunk the checkpoint cannot hold, before allocating anything.
 fn check_fits(ckpt: &Checkpoint, file: &Path, config: &LmConfig) -> Result<()> {
     match config {
         LmConfig::Gpt2(c) => g::check_fits(ckpt, file, c),
+        LmConfig::NeoX(c) => nx::check_fits(ckpt, file, &c.clone().with_tie_word_embeddings(true)),
     }
 }
 
@@ -59,6 +66,15 @@ fn trunk_table<'a, B: Backend>(m: &'a mut CausalLm<B>, ckpt: Option<&Checkpoint>
             };
             Ok(g::gpt2_table(m, prefix))
         }
+        CausalLm::NeoX(m) => {
+            let prefix = match ckpt {
+                Some(ckpt) => nx::trunk_prefix(ckpt)?,
+                None => "gpt_neox.",
+            };
+            let mut t = Table::new();
+            nx::trunk_table(&mut t, &mut m.gpt_neox, prefix);
+            Ok(t)
+        }
     }
 }
 
@@ -66,7 +82,16 @@ fn trunk_table<'a, B: Backend>(m: &'a mut CausalLm<B>, ckpt: Option<&Checkpoint>
 fn finish(ckpt: &Checkpoint, config: &LmConfig, loaded: usize) -> LoadReport {
     match config {
         LmConfig::Gpt2(_) => g::finish(ckpt, loaded),
+        LmConfig::NeoX(_) => nx::finish(ckpt, loaded, |n| n == "embed_out.weight" || n == "lm_head.weight"),
     }
+}
+
+/// A model saved with another family's config.
+fn mismatch<B: Backend>(model: &CausalLm<B>, config: &LmConfig, dir: &Path) -> ModelError {
+    ModelError::input(
+        dir.display().to_string(),
+        format!("a {} model cannot be saved with a {} config", model.model_type(), config.model_type()),
+    )
 }
 
 /// Value-head rename table: `v_head.weight` (linear head) or `v_head.0.*` / `v_head.2.*` (the
@@ -89,6 +114,10 @@ pub fn load_lm<B: Backend>(dir: &Path, device: &B::Device) -> Result<Loaded<Caus
             let l = g::load_gpt2::<B>(dir, device)?;
             Ok(Loaded { model: l.model.into(), config: l.config.into(), report: l.report })
         }
+        LmConfig::NeoX(_) => {
+            let l = nx::load_neox::<B>(dir, device)?;
+            Ok(Loaded { model: l.model.into(), config: l.config.into(), report: l.report })
+        }
     }
 }
 
@@ -102,6 +131,8 @@ pub fn save_lm<B: Backend>(
 ) -> Result<()> {
     match (model, config) {
         (CausalLm::Gpt2(m), LmConfig::Gpt2(c)) => g::save_gpt2(m, c, dir, tokenizer),
+        (CausalLm::NeoX(m), LmConfig::NeoX(c)) => nx::save_neox(m, c, dir, tokenizer),
+        (m, c) => Err(mismatch(m, c, dir)),
     }
 }
 
@@ -138,6 +169,9 @@ pub fn save_value_model<B: Backend>(
     dir: &Path,
     tokenizer: Option<&TextTokenizer>,
 ) -> Result<()> {
+    if model.transformer.model_type() != config.model_type() {
+        return Err(mismatch(&model.transformer, config, dir));
+    }
     let mut m = model.clone();
     let mut t = trunk_table(&mut m.transformer, None)?;
     value_head_table(&mut t, &mut m.v_head);
@@ -181,18 +215,22 @@ pub fn save_lm_classifier<B: Backend>(
             format!("{} label names for a classifier with {n} labels", labels.len()),
         ));
     }
+    if model.transformer.model_type() != config.model_type() {
+        return Err(mismatch(&model.transformer, config, dir));
+    }
     let mut m = model.clone();
     let mut t = trunk_table(&mut m.transformer, None)?;
     t.linear("score", &mut m.score.score);
     let mut json = config.to_json();
     let class = match config {
         LmConfig::Gpt2(_) => "GPT2ForSequenceClassification",
+        LmConfig::NeoX(_) => "GPTNeoXForSequenceClassification",
     };
     json["architectures"] = json!([class]);
     json["id2label"] = labels.iter().enumerate().map(|(i, l)| (i.to_string(), json!(l))).collect();
     json["label2id"] = labels.iter().enumerate().map(|(i, l)| (l.clone(), json!(i))).collect();
     json["num_labels"] = json!(n);
-    json["pad_token_id"] = json!(config.eos_token_id());
+    json["pad_token_id"] = json!(config.pad_token_id().or(config.eos_token_id()));
     g::write_dir(dir, json, t.export(), tokenizer)
 }
 

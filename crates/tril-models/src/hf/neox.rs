@@ -127,7 +127,7 @@ pub fn neox_param_count(config: &NeoXConfig) -> f64 {
 }
 
 /// [`Checkpoint::check_config_fits`] for the model `config` describes.
-fn check_fits(ckpt: &Checkpoint, file: &Path, config: &NeoXConfig) -> Result<()> {
+pub(crate) fn check_fits(ckpt: &Checkpoint, file: &Path, config: &NeoXConfig) -> Result<()> {
     let params = neox_param_count(config);
     ckpt.check_config_fits(
         file,
@@ -198,7 +198,7 @@ pub fn neox_config_to_json(cfg: &NeoXConfig) -> serde_json::Value {
 /// ignored: {p}layers.{i}.attention.{bias, masked_bias, rotary_emb.inv_freq}, {p}rotary_emb.inv_freq
 ///          (buffers), embed_out.weight / lm_head.weight of tied LMs (a copy of embed_in)
 /// ```
-fn trunk_table<'a, B: Backend>(t: &mut Table<'a, B>, m: &'a mut NeoXTrunk<B>, p: &str) {
+pub(crate) fn trunk_table<'a, B: Backend>(t: &mut Table<'a, B>, m: &'a mut NeoXTrunk<B>, p: &str) {
     t.embedding(&format!("{p}embed_in.weight"), &mut m.embed_in);
     for (i, l) in m.layers.iter_mut().enumerate() {
         t.layer_norm(&format!("{p}layers.{i}.input_layernorm"), &mut l.input_layernorm);
@@ -222,14 +222,14 @@ fn lm_table<'a, B: Backend>(m: &'a mut NeoXModel<B>, p: &str) -> Table<'a, B> {
 }
 
 /// Non-parameter buffers that HF GPT-NeoX checkpoints may hold.
-fn is_buffer(name: &str) -> bool {
+pub(crate) fn is_buffer(name: &str) -> bool {
     name.ends_with(".attention.bias")
         || name.ends_with(".attention.masked_bias")
         || name.ends_with("rotary_emb.inv_freq")
 }
 
 /// The checkpoint prefix of the trunk (`"gpt_neox."` or `""`).
-fn trunk_prefix(ckpt: &Checkpoint) -> Result<&'static str> {
+pub(crate) fn trunk_prefix(ckpt: &Checkpoint) -> Result<&'static str> {
     if ckpt.contains("gpt_neox.embed_in.weight") {
         Ok("gpt_neox.")
     } else if ckpt.contains("embed_in.weight") {
@@ -242,7 +242,7 @@ fn trunk_prefix(ckpt: &Checkpoint) -> Result<&'static str> {
     }
 }
 
-fn finish(ckpt: &Checkpoint, loaded: usize, ignore: impl Fn(&str) -> bool) -> LoadReport {
+pub(crate) fn finish(ckpt: &Checkpoint, loaded: usize, ignore: impl Fn(&str) -> bool) -> LoadReport {
     let unused = ckpt.unused(|n| is_buffer(n) || ignore(n));
     if !unused.is_empty() {
         tracing::warn!(location = %ckpt.location().display(), ?unused, "checkpoint tensors not used by the model");
