@@ -7,6 +7,7 @@
 
 pub mod encoder;
 pub mod gpt2;
+pub mod llama;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -24,6 +25,7 @@ pub use gpt2::{
     load_gpt2, load_gpt2_classifier, load_gpt2_value_model, save_gpt2, save_gpt2_classifier, save_gpt2_value_model,
     Loaded,
 };
+pub use llama::{load_llama, load_llama_classifier, save_llama, save_llama_classifier};
 
 /// File name of a single-file safetensors checkpoint.
 pub const SAFETENSORS_FILE: &str = "model.safetensors";
