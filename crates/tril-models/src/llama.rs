@@ -547,8 +547,7 @@ impl<B: Backend> LlamaTrunk<B> {
         }; // [B, T]
         let rope = rope_angles(positions, &self.inv_freq); // [B, 1, T, hd] each
         let bias = attention_bias(input.attention_mask, t, past, &device); // [B or 1, 1, T, past + T]
-        let window = self.layers.iter().find_map(|l| l.sliding_window);
-        let window_bias = window.and_then(|w| sliding_window_bias(bias.clone(), t, past, w, &device));
+        let mut windowed: Option<(usize, Option<Tensor<B, 4>>)> = None; // (window, its bias), built once
         let mut x = self.embed_tokens.forward(input.input_ids); // [B, T, D]
         let mut states = input.output_hidden_states.then(Vec::new);
         let mut slots = cache.map(|c| c.layers_for(t).into_iter());
@@ -557,7 +556,17 @@ impl<B: Backend> LlamaTrunk<B> {
                 s.push(x.clone());
             }
             let slot = slots.as_mut().and_then(|it| it.next());
-            let layer_bias = if layer.sliding_window.is_some() { window_bias.clone() } else { bias.clone() };
+            let layer_bias = match layer.sliding_window {
+                None => bias.clone(),
+                Some(w) => match &windowed {
+                    Some((cached, b)) if *cached == w => b.clone(),
+                    _ => {
+                        let b = sliding_window_bias(bias.clone(), t, past, w, &device);
+                        windowed = Some((w, b.clone()));
+                        b
+                    }
+                },
+            };
             x = layer.forward(x, rope.clone(), layer_bias, slot);
         }
         let x = self.norm.forward(x);

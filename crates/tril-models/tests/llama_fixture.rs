@@ -47,11 +47,26 @@ fn floats(v: &Value) -> (Vec<f32>, Vec<usize>) {
     (serde_json::from_value(v["data"].clone()).unwrap(), serde_json::from_value(v["shape"].clone()).unwrap())
 }
 
-/// The batch of a fixture: ids, mask, HF positions, and which `[B * T]` slots are real tokens.
-fn batch(exp: &Value) -> (Tensor<B, 2, Int>, Tensor<B, 2, Int>, Tensor<B, 2, Int>, Vec<bool>) {
+/// The left-padded batch of a fixture.
+struct Batch {
+    /// `[B, T]`.
+    ids: Tensor<B, 2, Int>,
+    /// `[B, T]`, 1 real, 0 pad.
+    mask: Tensor<B, 2, Int>,
+    /// HF `generate` positions, `[B, T]`.
+    pos: Tensor<B, 2, Int>,
+    /// Which of the `B * T` slots are real tokens.
+    keep: Vec<bool>,
+}
+
+fn batch(exp: &Value) -> Batch {
     let mask: Vec<Vec<i64>> = serde_json::from_value(exp["attention_mask"].clone()).unwrap();
-    let keep = mask.concat().iter().map(|&m| m == 1).collect();
-    (int2(&exp["input_ids"]), int2(&exp["attention_mask"]), int2(&exp["position_ids"]), keep)
+    Batch {
+        ids: int2(&exp["input_ids"]),
+        mask: int2(&exp["attention_mask"]),
+        pos: int2(&exp["position_ids"]),
+        keep: mask.concat().iter().map(|&m| m == 1).collect(),
+    }
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
@@ -66,7 +81,7 @@ fn logits_and_hidden_states_equal_transformers() {
         let loaded = load_llama::<B>(&dir(name), &dev).unwrap();
         assert!(loaded.report.unused.is_empty(), "{name}: {:?}", loaded.report.unused);
         let exp = expected(name);
-        let (ids, mask, pos, keep) = batch(&exp);
+        let Batch { ids, mask, pos, keep } = batch(&exp);
         let out =
             loaded.model.forward_with(LmInput::new(ids.clone()).with_mask(mask.clone()).with_hidden_states(), None);
         let (want, shape) = floats(&exp["logits"]);
@@ -131,7 +146,7 @@ fn greedy_generation_with_cache_equals_hf_generate() {
     for name in LMS {
         let model = load_llama::<B>(&dir(name), &dev).unwrap().model;
         let exp = expected(name);
-        let (ids, mask, _, _) = batch(&exp);
+        let Batch { ids, mask, .. } = batch(&exp);
         let want: Vec<Vec<i64>> = serde_json::from_value(exp["greedy_tokens"].clone()).unwrap();
         let (got, worst) = greedy_with_cache(&model, ids, mask, want[0].len());
         eprintln!("{name}: cached vs full logits max |diff| {worst:.2e}");
@@ -146,7 +161,7 @@ fn mistral_window_is_shorter_than_the_batch_and_matters() {
     let dev = Default::default();
     let loaded = load_llama::<B>(&dir("mistral"), &dev).unwrap();
     let exp = expected("mistral");
-    let (ids, mask, _, keep) = batch(&exp);
+    let Batch { ids, mask, keep, .. } = batch(&exp);
     let window = loaded.config.sliding_window.unwrap();
     assert!(window < ids.dims()[1], "window {window}");
     // Without the window the far positions change: the fixture tests the window, not only causality.
@@ -167,7 +182,7 @@ fn sequence_classifier_equals_transformers() {
     assert!(loaded.report.unused.is_empty(), "{:?}", loaded.report.unused);
     assert_eq!(loaded.model.pad_token_id, Some(0));
     let exp = expected("llama_cls");
-    let (ids, mask, _, _) = batch(&exp);
+    let Batch { ids, mask, .. } = batch(&exp);
     let (want, shape) = floats(&exp["score_logits"]);
     let got = loaded.model.forward(ids, Some(mask));
     assert_eq!(got.dims().to_vec(), shape);
@@ -222,7 +237,7 @@ fn save_then_load_round_trips_every_tensor_exactly() {
     assert!(!Checkpoint::open(&root.path().join("llama_tied")).unwrap().contains("lm_head.weight"));
     let dev = Default::default();
     let exp = expected("qwen2");
-    let (ids, mask, _, _) = batch(&exp);
+    let Batch { ids, mask, .. } = batch(&exp);
     let a = load_llama::<B>(&dir("qwen2"), &dev).unwrap().model.forward(ids.clone(), Some(mask.clone())).logits;
     let b = load_llama::<B>(&root.path().join("qwen2"), &dev).unwrap().model.forward(ids, Some(mask)).logits;
     assert!(max_abs_diff(&values(a), &values(b)) < 1e-6);
@@ -254,7 +269,7 @@ fn transformers_loads_tril_checkpoints() {
     let root = tempfile::tempdir().unwrap();
     for (name, out) in save_all(root.path()) {
         let exp = expected(name);
-        let (ids, mask, _, _) = batch(&exp);
+        let Batch { ids, mask, .. } = batch(&exp);
         let (kind, shape, logits) = if name == "llama_cls" {
             let logits = load_llama_classifier::<B>(&out, &dev).unwrap().model.forward(ids, Some(mask));
             ("classifier", logits.dims().to_vec(), values(logits))

@@ -487,5 +487,18 @@ mod tests {
             assert_eq!(llama_config_to_json(&back, "X"), llama_config_to_json(&cfg, "X"));
         }
         assert!((llama_param_count(&LlamaConfig::llama3_2_1b()) - 1.2358e9).abs() < 1e6);
+        // transformers 4 layout: `rope_scaling` with `type`, `rope_theta` at the top level.
+        let mut j = base();
+        j["rope_theta"] = json!(500000.0);
+        j["max_position_embeddings"] = json!(4096);
+        j["rope_scaling"] = json!({"type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0});
+        let c = llama_config_from_json(&j, Path::new("c")).unwrap();
+        let want = Llama3RopeScaling {
+            factor: 8.0,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_position_embeddings: 4096,
+        };
+        assert_eq!((c.rope_theta, c.rope_scaling), (500000.0, Some(want)));
     }
 }
