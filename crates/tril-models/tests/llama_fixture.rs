@@ -81,6 +81,11 @@ fn logits_and_hidden_states_equal_transformers() {
         let loaded = load_llama::<B>(&dir(name), &dev).unwrap();
         assert!(loaded.report.unused.is_empty(), "{name}: {:?}", loaded.report.unused);
         let exp = expected(name);
+        // RoPE frequencies as transformers computes them in f32 (llama3 scaling in llama_gqa).
+        let (want_freq, _) = floats(&exp["inv_freq"]);
+        let freq = loaded.config.inv_freq();
+        let rel = freq.iter().zip(&want_freq).map(|(a, b)| ((a - b) / b).abs()).fold(0f32, f32::max);
+        assert!(freq.len() == want_freq.len() && rel <= 1e-6, "{name}: inv_freq {freq:?} vs {want_freq:?}");
         let Batch { ids, mask, pos, keep } = batch(&exp);
         let out =
             loaded.model.forward_with(LmInput::new(ids.clone()).with_mask(mask.clone()).with_hidden_states(), None);
