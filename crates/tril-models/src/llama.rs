@@ -799,6 +799,22 @@ mod tests {
     }
 
     #[test]
+    fn classifier_pools_at_the_last_non_pad_token() {
+        let dev = Default::default();
+        let mut clf = LlamaConfig::tiny().with_pad_token_id(Some(0)).init_classifier::<B>(3, &dev);
+        let seq = ids(vec![0, 0, 5, 9, 3, 7, 1, 2], [2, 4]);
+        let mask = ids(vec![0, 0, 1, 1, 1, 1, 1, 1], [2, 4]);
+        let by_pad = clf.forward(seq.clone(), Some(mask.clone())); // [2, 3]
+        clf.pad_token_id = None;
+        let by_mask = clf.forward(seq.clone(), Some(mask.clone()));
+        assert_eq!(by_pad.dims(), [2, 3]);
+        assert!((by_pad.clone() - by_mask).abs().max().into_scalar() < 1e-6);
+        let hidden = clf.model.forward(LmInput::new(seq).with_mask(mask), None).last_hidden_state; // [2, 4, D]
+        let last = clf.score.score.forward(hidden.narrow(1, 3, 1).reshape([2, 64])); // left padding: last slot
+        assert!((by_pad - last).abs().max().into_scalar() < 1e-6);
+    }
+
+    #[test]
     fn validate_names_the_key() {
         let path = std::path::Path::new("<in memory>");
         let check = |c: LlamaConfig, key: &str| {

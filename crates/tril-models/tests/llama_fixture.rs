@@ -330,8 +330,11 @@ fn bad_checkpoints_are_errors_naming_the_tensor_or_key() {
     );
 
     copy_with_config("llama_gqa", path, |c| c["tie_word_embeddings"] = json!(true));
-    let report = load_llama::<B>(path, &dev).unwrap().report;
-    assert!(report.unused.is_empty(), "a tied model ignores lm_head.weight: {:?}", report.unused);
+    let tied = load_llama::<B>(path, &dev).unwrap();
+    assert!(tied.report.unused.is_empty(), "a tied model ignores lm_head.weight: {:?}", tied.report.unused);
+    let untied = load_llama::<B>(&dir("llama_gqa"), &dev).unwrap();
+    let err = save_llama(&untied.model, &tied.config, &path.join("out"), None).unwrap_err().to_string();
+    assert!(err.contains("tie_word_embeddings = true but the model has an lm_head"), "{err}");
 
     for (key, value, expected) in [
         ("num_hidden_layers", json!(1_000_000u64), "config key `num_hidden_layers` = 1000000: more layers than the"),
