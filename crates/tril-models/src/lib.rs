@@ -72,6 +72,7 @@ pub mod gpt2;
 pub mod gpt2_tokenizer;
 pub mod heads;
 pub mod hf;
+pub mod llama;
 pub mod lm;
 pub mod memory;
 pub mod neox;

@@ -8,6 +8,7 @@
 pub mod causal;
 pub mod encoder;
 pub mod gpt2;
+pub mod llama;
 pub mod neox;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -26,6 +27,7 @@ pub use causal::{
 };
 pub use encoder::{load_encoder_classifier, save_encoder_classifier};
 pub use gpt2::{load_gpt2, save_gpt2, Loaded};
+pub use llama::{load_llama, load_llama_classifier, save_llama, save_llama_classifier};
 
 /// File name of a single-file safetensors checkpoint.
 pub const SAFETENSORS_FILE: &str = "model.safetensors";
