@@ -373,12 +373,10 @@ impl ChatTemplate {
     pub fn from_dir(dir: &Path) -> Result<Option<ChatTemplate>> {
         let config_path = dir.join("tokenizer_config.json");
         let config = read_json_if_present(&config_path)?;
-        let specials = match read_json_if_present(&dir.join("special_tokens_map.json"))? {
-            Some(map) => Some(map),
-            None => None,
-        };
+        let specials_path = dir.join("special_tokens_map.json");
+        let specials = read_json_if_present(&specials_path)?;
         let token = |key: &str| -> Result<Option<String>> {
-            for (file, json) in [(&config_path, &config), (&dir.join("special_tokens_map.json"), &specials)] {
+            for (file, json) in [(&config_path, &config), (&specials_path, &specials)] {
                 if let Some(json) = json {
                     if let Some(t) = special_token(json, key).map_err(|reason| invalid(file, key, reason))? {
                         return Ok(Some(t));
@@ -656,7 +654,16 @@ fn tojson(
         Some(v) if v.is_none() => None,
         Some(v) => match v.as_str() {
             Some(s) => Some(s.to_string()),
-            None => Some(" ".repeat(i64::try_from(v)?.max(0) as usize)),
+            None => {
+                let n = i64::try_from(v)?;
+                if n > 1024 {
+                    return Err(minijinja::Error::new(
+                        ErrorKind::InvalidOperation,
+                        format!("tojson: indent {n} is over 1024"),
+                    ));
+                }
+                Some(" ".repeat(n.max(0) as usize))
+            }
         },
     };
     let separators = match kwargs.get::<Option<Value>>("separators")? {
@@ -905,7 +912,7 @@ mod tests {
     fn parse_messages_tells_text_from_conversations_and_errors() {
         assert_eq!(parse_messages("Hello [world]").unwrap(), None);
         assert_eq!(parse_messages("[not json").unwrap(), None);
-        assert_eq!(parse_messages("[1, 2]").unwrap_err().to_string().contains("message 0 is a number"), true);
+        assert!(parse_messages("[1, 2]").unwrap_err().to_string().contains("message 0 is a number"));
         let e = parse_messages(r#"{"role": "user"}"#).unwrap_err().to_string();
         assert!(e.contains("found a JSON object, expected a list of messages"), "{e}");
         let e = parse_messages("[]").unwrap_err().to_string();
@@ -946,6 +953,21 @@ mod tests {
         let got = t.render(&m, false).unwrap();
         let want = "{\"role\": \"user\", \"content\": \"hi\", \"n\": [1, 2.5, true, null]}|{\n  \"role\": \"user\",\n  \"content\": \"hi\",\n  \"n\": [\n    1,\n    2.5,\n    true,\n    null\n  ]\n}|\"é\\\"\"|\"\\u00e9\"|[]";
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn strftime_now_and_python_printing() {
+        let t = ChatTemplate::new("{{ strftime_now('%Y') }}|{{ none }}|{{ true }}|{{ 'a b'.split() }}", None, None)
+            .unwrap();
+        let got = t.render(&[], false).unwrap();
+        let (year, rest) = got.split_once('|').unwrap();
+        assert!(year.len() == 4 && year.chars().all(|c| c.is_ascii_digit()), "{got}");
+        assert_eq!(rest, "None|True|['a', 'b']");
+        let t = ChatTemplate::new("{{ strftime_now('%Q%') }}", None, None).unwrap();
+        let e = t.render(&[], false).unwrap_err().to_string();
+        assert!(e.contains("strftime_now: invalid format"), "{e}");
+        let t = ChatTemplate::new("{{ 1 | tojson(indent=100000000000) }}", None, None).unwrap();
+        assert!(t.render(&[], false).unwrap_err().to_string().contains("over 1024"));
     }
 
     #[test]
