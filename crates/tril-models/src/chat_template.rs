@@ -378,7 +378,7 @@ impl ChatTemplate {
         let token = |key: &str| -> Result<Option<String>> {
             for (file, json) in [(&config_path, &config), (&specials_path, &specials)] {
                 if let Some(json) = json {
-                    if let Some(t) = special_token(json, key).map_err(|reason| invalid(file, key, reason))? {
+                    if let Some(t) = special_token(json, key).map_err(|reason| invalid(file, key, "", reason))? {
                         return Ok(Some(t));
                     }
                 }
@@ -396,11 +396,11 @@ impl ChatTemplate {
             None | Some(serde_json::Value::Null) => return Ok(None),
             Some(serde_json::Value::String(s)) => s.clone(),
             Some(serde_json::Value::Array(list)) => {
-                named_default(list).map_err(|r| invalid(&config_path, "chat_template", r))?
+                named_default(list).map_err(|r| invalid(&config_path, "chat_template", "[...]", r))?
             }
             Some(other) => {
-                let reason = format!("expected a string or a list of {{\"name\", \"template\"}}, found {other}");
-                return Err(invalid(&config_path, "chat_template", reason));
+                let reason = "expected a string or a list of {\"name\", \"template\"}".to_string();
+                return Err(invalid(&config_path, "chat_template", &other.to_string(), reason));
             }
         };
         Self::named(&config_path.display().to_string(), source, bos, eos).map(Some)
@@ -562,8 +562,9 @@ fn special_token(config: &serde_json::Value, key: &str) -> std::result::Result<O
     }
 }
 
-fn invalid(file: &Path, key: &str, reason: String) -> ModelError {
-    ModelError::InvalidConfigValue { file: file.to_path_buf(), key: key.into(), value: String::new(), reason }
+fn invalid(file: &Path, key: &str, value: &str, reason: String) -> ModelError {
+    let value: String = value.chars().take(60).collect();
+    ModelError::InvalidConfigValue { file: file.to_path_buf(), key: key.into(), value, reason }
 }
 
 fn read_json_if_present(path: &Path) -> Result<Option<serde_json::Value>> {

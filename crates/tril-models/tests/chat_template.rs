@@ -221,3 +221,78 @@ fn bad_message_rows_are_errors_naming_the_row() {
     // Text that merely starts with a bracket is text.
     assert_eq!(render_prompt_cell(None, "[1] is a citation", "r").unwrap(), "[1] is a citation");
 }
+
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Pieces of JSON and Jinja, so random cells and templates reach the parsers' corners.
+    const PIECES: &[&str] = &[
+        "[",
+        "]",
+        "{",
+        "}",
+        ",",
+        ":",
+        "\"role\"",
+        "\"content\"",
+        "\"user\"",
+        "\"assistant\"",
+        "null",
+        "1",
+        "\"x\"",
+        "{%",
+        "%}",
+        "{{",
+        "}}",
+        "{#",
+        "#}",
+        " for m in messages ",
+        " endfor ",
+        " if ",
+        " endif ",
+        "m.content",
+        "|tojson",
+        "|trim",
+        ".strip()",
+        "raise_exception('e')",
+        "loop.last",
+        " ",
+        "\n",
+        "-",
+        "'",
+        "é",
+        "🙂",
+    ];
+
+    fn pieces() -> impl Strategy<Value = String> {
+        prop::collection::vec(prop::sample::select(PIECES), 0..40).prop_map(|v| v.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(400))]
+
+        /// Any cell is text, a conversation or an error naming the row; never a panic.
+        #[test]
+        fn cells_never_panic(prompt in pieces(), completion in pieces()) {
+            let t = ChatTemplate::new("{% for m in messages %}{{ m.role }}:{{ m.content }}\n{% endfor %}", None, None).unwrap();
+            if let Err(e) = render_cell_pair(Some(&t), &prompt, &completion, "row 1") {
+                prop_assert!(e.to_string().contains("row 1"), "{e}");
+            }
+            let _ = render_prompt_cell(None, &prompt, "row 2");
+        }
+
+        /// Any template source compiles or is an error naming it; rendering never panics.
+        #[test]
+        fn templates_never_panic(source in pieces()) {
+            match ChatTemplate::new(source, Some("<s>".into()), None) {
+                Ok(t) => {
+                    let conv = [Message::text("user", "hi"), Message::text("assistant", "ho")];
+                    let _ = t.render(&conv, true);
+                    let _ = t.render_prompt_completion(&conv[..1], &conv[1..]);
+                }
+                Err(e) => prop_assert!(e.to_string().contains("chat template <in memory>"), "{e}"),
+            }
+        }
+    }
+}

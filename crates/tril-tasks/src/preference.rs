@@ -339,8 +339,10 @@ fn same_kind(path: &Path, row: usize, cells: &[(&str, &Cell)]) -> Result<(), Tas
 /// share (all but the last when one conversation starts the other, as TRL's loop
 /// leaves it), the completions are the rest. `None` when they share no leading message.
 fn extract_prompt(chosen: &[Message], rejected: &[Message]) -> Option<(Vec<Message>, Vec<Message>, Vec<Message>)> {
+    // Python compares messages as dicts: key order does not matter.
+    let plain = |m: &Message| serde_json::from_str::<serde_json::Value>(&m.to_json().to_json_string()).ok();
     let n = chosen.len().min(rejected.len());
-    let split = (0..n).find(|&i| chosen[i] != rejected[i]).unwrap_or(n.saturating_sub(1));
+    let split = (0..n).find(|&i| plain(&chosen[i]) != plain(&rejected[i])).unwrap_or(n.saturating_sub(1));
     if split == 0 {
         return None;
     }
