@@ -291,21 +291,21 @@ fn parse_cell(cell: &str) -> std::result::Result<Option<Vec<Message>>, String> {
     let Ok(json) = Json::parse(trimmed) else {
         return Ok(None);
     };
-    const EXPECTED: &str = "expected a list of messages like [{\"role\": \"user\", \"content\": \"...\"}]";
+    const EXPECTED: &str = "(expected a list of messages like [{\"role\": \"user\", \"content\": \"...\"}])";
     let items = match json {
         Json::Array(items) => items,
-        Json::Object(_) => return Err(format!("found a JSON object, {EXPECTED}")),
+        Json::Object(_) => return Err(format!("a JSON object is not a conversation {EXPECTED}")),
         _ => return Ok(None),
     };
     if items.is_empty() {
-        return Err(format!("found an empty JSON list, {EXPECTED}"));
+        return Err(format!("the list is empty {EXPECTED}"));
     }
     items
         .into_iter()
         .enumerate()
         .map(|(i, item)| {
             let Json::Object(fields) = item else {
-                return Err(format!("message {i} is {}, {EXPECTED}", item.type_name()));
+                return Err(format!("message {i} is {} {EXPECTED}", item.type_name()));
             };
             let mut role = None;
             let mut content = None;
@@ -321,10 +321,10 @@ fn parse_cell(cell: &str) -> std::result::Result<Option<Vec<Message>>, String> {
                 }
             }
             let Some(role) = role else {
-                return Err(format!("message {i} has no `role`, {EXPECTED}"));
+                return Err(format!("message {i} has no `role` {EXPECTED}"));
             };
             let Some(content) = content else {
-                return Err(format!("message {i} (role `{role}`) has no `content`, {EXPECTED}"));
+                return Err(format!("message {i} (role `{role}`) has no `content` {EXPECTED}"));
             };
             Ok(Message { role, content, extra })
         })
@@ -915,9 +915,9 @@ mod tests {
         assert_eq!(parse_messages("[not json").unwrap(), None);
         assert!(parse_messages("[1, 2]").unwrap_err().to_string().contains("message 0 is a number"));
         let e = parse_messages(r#"{"role": "user"}"#).unwrap_err().to_string();
-        assert!(e.contains("found a JSON object, expected a list of messages"), "{e}");
+        assert!(e.contains("a JSON object is not a conversation (expected a list of messages"), "{e}");
         let e = parse_messages("[]").unwrap_err().to_string();
-        assert!(e.contains("empty JSON list"), "{e}");
+        assert!(e.contains("the list is empty"), "{e}");
         let e = parse_messages(r#"[{"content": "x"}]"#).unwrap_err().to_string();
         assert!(e.contains("message 0 has no `role`"), "{e}");
         let e = parse_messages(r#"[{"role": "user"}]"#).unwrap_err().to_string();
@@ -1010,7 +1010,7 @@ mod tests {
         let e = render_cell_pair(Some(&t), p, "Blue.", "row 4").unwrap_err().to_string();
         assert!(e.contains("row 4") && e.contains("plain text"), "{e}");
         let e = render_prompt_cell(Some(&t), r#"{"role": "user"}"#, "row 5").unwrap_err().to_string();
-        assert!(e.contains("row 5: prompt") && e.contains("JSON object"), "{e}");
+        assert!(e.contains("row 5: prompt") && e.contains("JSON object is not a conversation"), "{e}");
         assert_eq!(render_prompt_cell(None, "plain", "r").unwrap(), "plain");
     }
 }

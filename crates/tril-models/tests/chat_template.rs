@@ -204,9 +204,9 @@ fn raise_exception_message_surfaces() {
 fn bad_message_rows_are_errors_naming_the_row() {
     let t = ChatTemplate::new("{{ messages[0].content }}", None, None).unwrap();
     for (cell, want) in [
-        (r#"{"role": "user", "content": "x"}"#, "found a JSON object"),
+        (r#"{"role": "user", "content": "x"}"#, "JSON object is not a conversation"),
         (r#"["just", "strings"]"#, "message 0 is a string"),
-        ("[]", "empty JSON list"),
+        ("[]", "the list is empty"),
         (r#"[{"role": 1, "content": "x"}]"#, "`role` is a number"),
         (r#"[{"role": "user"}]"#, "has no `content`"),
     ] {

@@ -311,7 +311,12 @@ fn read_cell(path: &Path, row: usize, column: &str, value: String) -> Result<Cel
                 tril_models::ModelError::InvalidInput { reason, .. } => reason,
                 other => other.to_string(),
             };
-            Err(row_problem(path, row, format!("column `{column}`: {reason}, or plain text")))
+            let kind = if value.trim_start().starts_with('{') { "object" } else { "list" };
+            Err(row_problem(
+                path,
+                row,
+                format!("column `{column}` holds a JSON {kind}, expected text or a conversation: {reason}"),
+            ))
         }
     }
 }
@@ -908,12 +913,12 @@ mod tests {
             "{err}"
         );
         for (i, want) in [
-            (1, "column `prompt`: found a JSON object, expected a list of messages"),
-            (2, "column `prompt`: message 0 is a string"),
+            (1, "column `prompt` holds a JSON object, expected text or a conversation: a JSON object is not a conversation"),
+            (2, "column `prompt` holds a JSON list, expected text or a conversation: message 0 is a string"),
         ] {
             let path = write(dir.path(), &format!("m{i}.jsonl"), &format!("{}\n", lines[i]));
             let err = pairs(vec![source(path)]).unwrap_err().to_string();
-            assert!(err.contains(&format!("m{i}.jsonl: row 1: {want}")) && err.contains("or plain text"), "{err}");
+            assert!(err.contains(&format!("m{i}.jsonl: row 1: {want}")) && err.contains("(expected a list of messages"), "{err}");
         }
     }
 
