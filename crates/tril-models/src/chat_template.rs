@@ -279,11 +279,12 @@ pub fn messages_to_json(messages: &[Message]) -> String {
 /// object, an empty list, or a list of anything but messages is an error saying what
 /// was expected.
 pub fn parse_messages(cell: &str) -> Result<Option<Vec<Message>>> {
-    parse_cell(cell).map_err(|reason| ModelError::input("chat messages", reason))
+    parse_cell(cell, "chat messages")
 }
 
-/// [`parse_messages`] with the reason as a plain string.
-fn parse_cell(cell: &str) -> std::result::Result<Option<Vec<Message>>, String> {
+/// [`parse_messages`], errors saying `what` was read.
+fn parse_cell(cell: &str, what: &str) -> Result<Option<Vec<Message>>> {
+    let fail = |reason: String| ModelError::input(what, reason);
     let trimmed = cell.trim_start();
     if !trimmed.starts_with(['[', '{']) {
         return Ok(None);
@@ -294,18 +295,18 @@ fn parse_cell(cell: &str) -> std::result::Result<Option<Vec<Message>>, String> {
     const EXPECTED: &str = "(expected a list of messages like [{\"role\": \"user\", \"content\": \"...\"}])";
     let items = match json {
         Json::Array(items) => items,
-        Json::Object(_) => return Err(format!("a JSON object is not a conversation {EXPECTED}")),
+        Json::Object(_) => return Err(fail(format!("a JSON object is not a conversation {EXPECTED}"))),
         _ => return Ok(None),
     };
     if items.is_empty() {
-        return Err(format!("the list is empty {EXPECTED}"));
+        return Err(fail(format!("the list is empty {EXPECTED}")));
     }
     items
         .into_iter()
         .enumerate()
         .map(|(i, item)| {
             let Json::Object(fields) = item else {
-                return Err(format!("message {i} is {} {EXPECTED}", item.type_name()));
+                return Err(fail(format!("message {i} is {} {EXPECTED}", item.type_name())));
             };
             let mut role = None;
             let mut content = None;
@@ -314,25 +315,27 @@ fn parse_cell(cell: &str) -> std::result::Result<Option<Vec<Message>>, String> {
                 match (k.as_str(), v) {
                     ("role", Json::String(r)) => role = Some(r),
                     ("role", other) => {
-                        return Err(format!("message {i}: `role` is {}, expected a string", other.type_name()))
+                        return Err(fail(format!("message {i}: `role` is {}, expected a string", other.type_name())))
                     }
                     ("content", v) => content = Some(v),
                     (_, v) => extra.push((k, v)),
                 }
             }
             let Some(role) = role else {
-                return Err(format!("message {i} has no `role` {EXPECTED}"));
+                return Err(fail(format!("message {i} has no `role` {EXPECTED}")));
             };
             let Some(content) = content else {
-                return Err(format!("message {i} (role `{role}`) has no `content` {EXPECTED}"));
+                return Err(fail(format!("message {i} (role `{role}`) has no `content` {EXPECTED}")));
             };
             Ok(Message { role, content, extra })
         })
-        .collect::<std::result::Result<Vec<_>, _>>()
+        .collect::<Result<Vec<_>>>()
         .map(Some)
 }
 
-/// A tokenizer's chat template, compiled, with the special tokens it reads.
+/// A tokenizer's chat template, compiled, with the special tokens it reads. `Send + Sync`
+/// and cheap to render from many threads.
+#[derive(Clone)]
 pub struct ChatTemplate {
     /// The file the template came from, or `<in memory>`.
     name: String,
@@ -378,7 +381,7 @@ impl ChatTemplate {
         let token = |key: &str| -> Result<Option<String>> {
             for (file, json) in [(&config_path, &config), (&specials_path, &specials)] {
                 if let Some(json) = json {
-                    if let Some(t) = special_token(json, key).map_err(|reason| invalid(file, key, "", reason))? {
+                    if let Some(t) = special_token(json, key, file)? {
                         return Ok(Some(t));
                     }
                 }
@@ -395,9 +398,7 @@ impl ChatTemplate {
         let source = match config.get("chat_template") {
             None | Some(serde_json::Value::Null) => return Ok(None),
             Some(serde_json::Value::String(s)) => s.clone(),
-            Some(serde_json::Value::Array(list)) => {
-                named_default(list).map_err(|r| invalid(&config_path, "chat_template", "[...]", r))?
-            }
+            Some(serde_json::Value::Array(list)) => named_default(list, &config_path)?,
             Some(other) => {
                 let reason = "expected a string or a list of {\"name\", \"template\"}".to_string();
                 return Err(invalid(&config_path, "chat_template", &other.to_string(), reason));
@@ -534,7 +535,8 @@ fn common_prefix(a: &str, b: &str) -> usize {
 }
 
 /// The `default` template of HF's list-of-named-templates form.
-fn named_default(list: &[serde_json::Value]) -> std::result::Result<String, String> {
+fn named_default(list: &[serde_json::Value], file: &Path) -> Result<String> {
+    let fail = |reason: String| invalid(file, "chat_template", "[...]", reason);
     let mut names = Vec::new();
     for entry in list {
         let name = entry.get("name").and_then(|n| n.as_str());
@@ -542,23 +544,26 @@ fn named_default(list: &[serde_json::Value]) -> std::result::Result<String, Stri
         match (name, template) {
             (Some("default"), Some(t)) => return Ok(t.to_string()),
             (Some(n), Some(_)) => names.push(n.to_string()),
-            _ => return Err(format!("expected entries {{\"name\": ..., \"template\": ...}}, found {entry}")),
+            _ => return Err(fail(format!("expected entries {{\"name\": ..., \"template\": ...}}, found {entry}"))),
         }
     }
-    Err(format!("no template named `default` (names: {})", names.join(", ")))
+    Err(fail(format!("no template named `default` (names: {})", names.join(", "))))
 }
 
 /// A special token of a tokenizer config: a string, an AddedToken `{"content": ...}`, or
 /// absent/null.
-fn special_token(config: &serde_json::Value, key: &str) -> std::result::Result<Option<String>, String> {
+fn special_token(config: &serde_json::Value, key: &str, file: &Path) -> Result<Option<String>> {
+    let fail = |value: &serde_json::Value| {
+        invalid(file, key, &value.to_string(), "expected a string or {\"content\": \"...\"}".into())
+    };
     match config.get(key) {
         None | Some(serde_json::Value::Null) => Ok(None),
         Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
         Some(obj @ serde_json::Value::Object(_)) => match obj.get("content") {
             Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
-            _ => Err(format!("expected a string or {{\"content\": \"...\"}}, found {obj}")),
+            _ => Err(fail(obj)),
         },
-        Some(other) => Err(format!("expected a string or {{\"content\": \"...\"}}, found {other}")),
+        Some(other) => Err(fail(other)),
     }
 }
 
@@ -842,9 +847,9 @@ fn python_float(x: f64) -> String {
     }
 }
 
-/// Which cell of a row is being read, for errors.
+/// A cell of a row as a conversation or text (`None`); errors name the row and column.
 fn cell_messages(cell: &str, row_name: &str, column: &str) -> Result<Option<Vec<Message>>> {
-    parse_cell(cell).map_err(|reason| ModelError::input(format!("{row_name}: {column}"), reason))
+    parse_cell(cell, &format!("{row_name}: {column}"))
 }
 
 fn no_template(row_name: &str) -> ModelError {
@@ -900,6 +905,12 @@ mod tests {
 
     const CHATML: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] \
                           + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+    #[test]
+    fn templates_are_shared_across_threads() {
+        fn send_sync<T: Send + Sync + Clone>() {}
+        send_sync::<ChatTemplate>();
+    }
 
     #[test]
     fn json_keeps_key_order_and_round_trips() {
