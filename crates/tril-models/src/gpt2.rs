@@ -15,10 +15,10 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{activation, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::lm::{attend, LmHidden, LmInput, LmOutput};
 pub use crate::lm::{
     attention_bias, linear3, position_ids_from_mask, KvCache, LayerCache, LayerKv, LogitsSpan, MASK_BIAS,
 };
+use crate::lm::{attend, LmHidden, LmInput, LmOutput};
 
 /// Inputs of [`Gpt2Model::forward_with`] (the shared [`LmInput`]).
 pub type Gpt2Input<B> = LmInput<B>;
