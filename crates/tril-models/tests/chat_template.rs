@@ -94,6 +94,17 @@ fn prompt_completion_split_equals_trl() {
         let row_name = str_of(get(split, "row")).unwrap();
         let row = rows.iter().find(|r| str_of(get(r, "row")) == Some(row_name)).unwrap();
         let (prompt, completion) = (messages(get(row, "prompt")), messages(get(row, "completion")));
+        if matches!(get(split, "prompt_only"), Json::Bool(true)) {
+            // TRL's prompt-only row: the prompt as render_prompt_cell gives it.
+            let t = template(&expected, name);
+            let got = render_prompt_cell(Some(&t), &get(row, "prompt").to_json_string(), "row");
+            match (str_of(get(split, "prompt")), got) {
+                (Some(want), Ok(got)) if want == got => {}
+                (None, Err(_)) => {}
+                (want, got) => failures.push(format!("{name} / {row_name} prompt only: want {want:?}, got {got:?}")),
+            }
+            continue;
+        }
         let got = template(&expected, name).render_prompt_completion(&prompt, &completion);
         let label = format!("{name} / {row_name}");
         match (str_of(get(split, "prompt")), str_of(get(split, "completion")), got) {
