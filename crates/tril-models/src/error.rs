@@ -150,6 +150,18 @@ pub enum ModelError {
         /// The underlying error.
         source: Box<ModelError>,
     },
+    /// A chat template failed to compile or to render (a syntax error, an undefined
+    /// method, or the template's own `raise_exception(msg)`).
+    #[error("chat template {template}{}: {message}", line.map(|l| format!(" (line {l})")).unwrap_or_default())]
+    ChatTemplate {
+        /// The file the template came from (`tokenizer_config.json`, `chat_template.jinja`)
+        /// or `<in memory>`.
+        template: String,
+        /// The template line minijinja points at, when it does.
+        line: Option<usize>,
+        /// minijinja's message, or `raise_exception: <the template's message>`.
+        message: String,
+    },
 }
 
 /// Result alias for this crate.
@@ -199,5 +211,8 @@ mod tests {
         let e =
             ModelError::ModelNotFound { id: "x/y".into(), searched: vec!["a".into(), "b".into()], hint: String::new() };
         assert_eq!(e.to_string(), "model `x/y` not found; looked in: a, b");
+        let e =
+            ModelError::ChatTemplate { template: "m/tokenizer_config.json".into(), line: Some(3), message: "x".into() };
+        assert_eq!(e.to_string(), "chat template m/tokenizer_config.json (line 3): x");
     }
 }

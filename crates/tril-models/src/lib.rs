@@ -66,6 +66,7 @@ pub mod beam;
 pub mod bench;
 pub mod bert;
 pub mod causal_lm;
+pub mod chat_template;
 pub mod error;
 pub mod generate;
 pub mod gpt2;

@@ -1,14 +1,26 @@
-//! Preference data for DPO-style and KTO training, from local CSV/JSONL files, and the
-//! tasks that serve it: `preference` ([`PreferenceTask`], paired) and
+//! Preference data for DPO-style and KTO training, from local CSV/JSONL/Parquet files, and
+//! the tasks that serve it: `preference` ([`PreferenceTask`], paired) and
 //! `unpaired_preference` ([`UnpairedTask`], KTO). Rows are split into train/val/test by a
 //! seeded shuffle ([`split_indices`]; Salamandra's converter: 10% dev, seed 42).
 //!
-//! Two of TRL's dataset formats (`dataset_formats.md`), both "standard" (plain text, not
-//! chat messages):
+//! Two of TRL's dataset formats (`dataset_formats.md`), each "standard" (plain text) or
+//! "conversational" (lists of `{"role", "content"}` messages):
 //! - **paired preference** (DPO, IPO, ...): `prompt`, `chosen`, `rejected` columns, read by
-//!   [`PreferenceConfig::load`] into [`PreferencePair`]s;
+//!   [`PreferenceConfig::load`] into [`PreferencePair`]s; conversational rows may also leave
+//!   the prompt implicit (no `prompt` column: `chosen` and `rejected` are whole
+//!   conversations, and the prompt is the run of leading messages they share, as TRL's
+//!   `extract_prompt` finds it);
 //! - **unpaired preference** (KTO): `prompt`, `completion`, `label` columns, read by
 //!   [`UnpairedConfig::load`] into [`UnpairedExample`]s.
+//!
+//! A conversational cell is a JSON list of messages in a JSON lines or Parquet file (a CSV
+//! cell is always text). It is kept as its canonical JSON text
+//! ([`tril_models::chat_template::messages_to_json`]): the trainer renders it with the
+//! policy tokenizer's chat template
+//! ([`tril_models::chat_template::render_cell_pair`]). A row is conversational in every
+//! column or text in every column; a mix, a JSON object, or a JSON list of anything but
+//! messages is a problem row naming the file, row and column (skipped and reported, or an
+//! error with `strict: true`).
 //!
 //! Several files are concatenated in the order listed (as FAI-RL's `data.datasets`); every
 //! example remembers its dataset index and 1-based data row ([`SourceRow`]). A missing
@@ -21,9 +33,7 @@
 //! # Not supported yet
 //! - HF hub datasets: `subset` and `split` (FAI-RL's keys) only make sense for those, so
 //!   setting either is an error naming the key rather than being silently ignored.
-//! - Conversational (`messages`) rows: a JSON list or object in a text column is an error
-//!   naming the file, row and column.
-//! - Parquet: whatever `Table::read` reads is read here.
+//! - The implicit-prompt format for unpaired (KTO) rows: TRL has none either.
 
 use crate::error::TaskError;
 use crate::table::Table;
@@ -35,6 +45,7 @@ use std::path::{Path, PathBuf};
 use tril_core::config::Section;
 use tril_core::config::{Checker, Ranges};
 use tril_core::plugin::{self as core, BuildCtx, PluginError, Sample, Split, Task};
+use tril_models::chat_template::{messages_to_json, parse_messages, Message};
 
 const TASK: &str = "preference";
 
@@ -133,8 +144,8 @@ pub struct PreferenceConfig {
     /// Seed of the split (Salamandra's `--random_seed`: 42).
     #[serde(default = "default_seed")]
     pub seed: u64,
-    /// A problem row (a JSON list/object where text is expected, a bad label) is an error
-    /// (else skipped, counted and reported).
+    /// A problem row (a JSON object or a list of non-messages, text beside a conversation, a
+    /// bad label) is an error (else skipped, counted and reported).
     #[serde(default)]
     pub strict: bool,
 }
@@ -169,8 +180,8 @@ pub struct UnpairedConfig {
     /// Seed of the split (Salamandra's `--random_seed`: 42).
     #[serde(default = "default_seed")]
     pub seed: u64,
-    /// A problem row (a JSON list/object where text is expected, a bad label) is an error
-    /// (else skipped, counted and reported).
+    /// A problem row (a JSON object or a list of non-messages, text beside a conversation, a
+    /// bad label) is an error (else skipped, counted and reported).
     #[serde(default)]
     pub strict: bool,
 }
@@ -258,24 +269,134 @@ fn read_source(ix: usize, path: &Path, subset: &Option<String>, split: &Option<S
     Ok(table)
 }
 
-/// Refuses a JSON list or object where plain text is expected (the conversational
-/// `messages` format, or a nested record), naming the file, row and column.
-fn check_text(path: &Path, row: usize, column: &str, value: &str) -> Result<(), TaskError> {
-    let is_json = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("jsonl") || e.eq_ignore_ascii_case("json"));
-    let structured = is_json
-        && value.starts_with(['[', '{'])
-        && serde_json::from_str::<serde_json::Value>(value).is_ok_and(|v| v.is_array() || v.is_object());
-    if structured {
-        return Err(TaskError::Row {
-            path: path.to_path_buf(),
+/// One cell of a row: plain text, or a conversation (a list of messages).
+#[derive(Debug, Clone, PartialEq)]
+enum Cell {
+    Text(String),
+    Conversation(Vec<Message>),
+}
+
+impl Cell {
+    /// The text a sample keeps: the text itself, or the conversation's canonical JSON.
+    fn into_text(self) -> String {
+        match self {
+            Cell::Text(text) => text,
+            Cell::Conversation(messages) => messages_to_json(&messages),
+        }
+    }
+}
+
+/// Whether cells of `path` can hold conversations (JSON lines and Parquet; CSV is text).
+fn structured(path: &Path) -> bool {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    matches!(ext.as_str(), "jsonl" | "json" | "parquet" | "pq")
+}
+
+fn row_problem(path: &Path, row: usize, message: String) -> TaskError {
+    TaskError::Row { path: path.to_path_buf(), row, message }
+}
+
+/// Reads one cell: a JSON list of messages in a JSON lines/Parquet file is a
+/// conversation; a JSON object or a list of anything else is a problem naming the file,
+/// row and column; everything else is text.
+fn read_cell(path: &Path, row: usize, column: &str, value: String) -> Result<Cell, TaskError> {
+    if !structured(path) {
+        return Ok(Cell::Text(value));
+    }
+    match parse_messages(&value) {
+        Ok(None) => Ok(Cell::Text(value)),
+        Ok(Some(messages)) => Ok(Cell::Conversation(messages)),
+        Err(e) => {
+            let reason = match e {
+                tril_models::ModelError::InvalidInput { reason, .. } => reason,
+                other => other.to_string(),
+            };
+            let kind = if value.trim_start().starts_with('{') { "object" } else { "list" };
+            Err(row_problem(
+                path,
+                row,
+                format!("column `{column}` holds a JSON {kind}, expected text or a conversation: {reason}"),
+            ))
+        }
+    }
+}
+
+/// The cells of one row, all text or all conversations, else a problem naming the columns.
+fn same_kind(path: &Path, row: usize, cells: &[(&str, &Cell)]) -> Result<(), TaskError> {
+    let conversational = |c: &Cell| matches!(c, Cell::Conversation(_));
+    if let (Some(conv), Some(text)) =
+        (cells.iter().find(|(_, c)| conversational(c)), cells.iter().find(|(_, c)| !conversational(c)))
+    {
+        return Err(row_problem(
+            path,
             row,
-            message: format!(
-                "column `{column}` holds a JSON {}, expected text (conversational `messages` rows are not supported)",
-                if value.starts_with('[') { "list" } else { "object" }
+            format!(
+                "column `{}` is a list of messages but column `{}` is text: a row is conversational in every \
+                 column or text in every column",
+                conv.0, text.0
             ),
-        });
+        ));
     }
     Ok(())
+}
+
+/// TRL's `extract_prompt`: the prompt is the leading messages `chosen` and `rejected`
+/// share (all but the last when one conversation starts the other, as TRL's loop
+/// leaves it), the completions are the rest. `None` when they share no leading message.
+fn extract_prompt(chosen: &[Message], rejected: &[Message]) -> Option<(Vec<Message>, Vec<Message>, Vec<Message>)> {
+    // Python compares messages as dicts: key order does not matter.
+    let plain = |m: &Message| serde_json::from_str::<serde_json::Value>(&m.to_json().to_json_string()).ok();
+    let n = chosen.len().min(rejected.len());
+    let split = (0..n).find(|&i| plain(&chosen[i]) != plain(&rejected[i])).unwrap_or(n.saturating_sub(1));
+    if split == 0 {
+        return None;
+    }
+    Some((chosen[..split].to_vec(), chosen[split..].to_vec(), rejected[split..].to_vec()))
+}
+
+/// One paired row as (prompt, chosen, rejected) texts; `prompt` is `None` for the
+/// implicit-prompt format (the file has no prompt column).
+fn paired_row(
+    path: &Path,
+    row: usize,
+    source: &PreferenceSource,
+    prompt: Option<String>,
+    chosen: String,
+    rejected: String,
+) -> Result<(String, String, String), TaskError> {
+    let chosen = read_cell(path, row, &source.chosen_column, chosen)?;
+    let rejected = read_cell(path, row, &source.rejected_column, rejected)?;
+    let Some(prompt) = prompt else {
+        let (Cell::Conversation(c), Cell::Conversation(r)) = (&chosen, &rejected) else {
+            return Err(row_problem(
+                path,
+                row,
+                format!(
+                    "the file has no `{}` column, so the prompt is implicit, which needs `{}` and `{}` to be \
+                     conversations (lists of messages) sharing their first turns",
+                    source.prompt_column, source.chosen_column, source.rejected_column
+                ),
+            ));
+        };
+        let Some((p, c, r)) = extract_prompt(c, r) else {
+            return Err(row_problem(
+                path,
+                row,
+                format!(
+                    "implicit prompt: `{}` and `{}` share no leading message, so there is no prompt",
+                    source.chosen_column, source.rejected_column
+                ),
+            ));
+        };
+        return Ok((messages_to_json(&p), messages_to_json(&c), messages_to_json(&r)));
+    };
+    let prompt = read_cell(path, row, &source.prompt_column, prompt)?;
+    same_kind(
+        path,
+        row,
+        &[(&source.prompt_column, &prompt), (&source.chosen_column, &chosen), (&source.rejected_column, &rejected)],
+    )?;
+    Ok((prompt.into_text(), chosen.into_text(), rejected.into_text()))
 }
 
 /// The ranges of `max_length` and `max_prompt_length` (at least 1, below `max_length`).
@@ -469,23 +590,26 @@ impl PreferenceConfig {
         for (ix, source) in self.datasets.iter().enumerate() {
             let table = read_source(ix, &source.path, &source.subset, &source.split)?;
             let key = |field: &str| format!("task.args.datasets[{ix}].{field}");
-            let prompts = table.column(&source.prompt_column, &key("prompt_column"))?;
+            // No prompt column in a JSON lines/Parquet file: TRL's implicit-prompt format.
+            let implicit = structured(&source.path) && !table.has_column(&source.prompt_column);
+            let prompts: Vec<Option<String>> = if implicit {
+                vec![None; table.len()]
+            } else {
+                table.column(&source.prompt_column, &key("prompt_column"))?.into_iter().map(Some).collect()
+            };
             let chosen = table.column(&source.chosen_column, &key("chosen_column"))?;
             let rejected = table.column(&source.rejected_column, &key("rejected_column"))?;
             let (total, mut problems) = (prompts.len(), crate::rows::RowProblems::new(self.strict));
             let rows = prompts.into_iter().zip(chosen).zip(rejected).enumerate();
             for (i, ((prompt, chosen), rejected)) in rows {
-                let checked = [
-                    (&source.prompt_column, &prompt),
-                    (&source.chosen_column, &chosen),
-                    (&source.rejected_column, &rejected),
-                ]
-                .into_iter()
-                .try_for_each(|(column, value)| check_text(&source.path, i + 1, column, value));
-                if let Err(problem) = checked {
-                    problems.skip(problem)?;
-                    continue;
-                }
+                let (prompt, chosen, rejected) = match paired_row(&source.path, i + 1, source, prompt, chosen, rejected)
+                {
+                    Ok(texts) => texts,
+                    Err(problem) => {
+                        problems.skip(problem)?;
+                        continue;
+                    }
+                };
                 pairs.push(PreferencePair {
                     prompt,
                     chosen,
@@ -522,12 +646,15 @@ impl UnpairedConfig {
                         ),
                     })
                     .and_then(|label| {
-                        check_text(&source.path, i + 1, &source.prompt_column, &prompt)?;
-                        check_text(&source.path, i + 1, &source.completion_column, &completion)?;
-                        Ok(label)
+                        let prompt = read_cell(&source.path, i + 1, &source.prompt_column, prompt)?;
+                        let completion = read_cell(&source.path, i + 1, &source.completion_column, completion)?;
+                        let cells =
+                            [(source.prompt_column.as_str(), &prompt), (&source.completion_column, &completion)];
+                        same_kind(&source.path, i + 1, &cells)?;
+                        Ok((label, prompt.into_text(), completion.into_text()))
                     });
-                let label = match checked {
-                    Ok(label) => label,
+                let (label, prompt, completion) = match checked {
+                    Ok(row) => row,
                     Err(problem) => {
                         problems.skip(problem)?;
                         continue;
@@ -683,5 +810,141 @@ mod tests {
         assert!(!lax.strict, "skipping is the default");
         let kept = lax.load().unwrap();
         assert_eq!((kept.len(), kept[0].completion.as_str()), (1, "C"), "the `yes` row is skipped");
+    }
+
+    const SKY: &str = r#"[{"role":"user","content":"What color is the sky?"}]"#;
+
+    fn lax(datasets: Vec<PreferenceSource>) -> PreferenceConfig {
+        PreferenceConfig {
+            datasets,
+            max_length: 64,
+            max_prompt_length: 32,
+            val_fraction: 0.1,
+            test_fraction: 0.0,
+            seed: 42,
+            strict: false,
+        }
+    }
+
+    #[test]
+    fn conversational_rows_keep_canonical_json_and_render_with_a_template() {
+        let dir = tempfile::tempdir().unwrap();
+        let row = format!(
+            "{{\"prompt\": {SKY}, \"chosen\": [{{\"role\": \"assistant\", \"content\": \"Blue.\"}}], \
+             \"rejected\": [{{\"content\": \"Green.\", \"role\": \"assistant\"}}]}}\n"
+        );
+        let got = pairs(vec![source(write(dir.path(), "c.jsonl", &row))]).unwrap();
+        assert_eq!(got[0].prompt, SKY);
+        assert_eq!(got[0].chosen, r#"[{"role":"assistant","content":"Blue."}]"#);
+        assert_eq!(got[0].rejected, r#"[{"role":"assistant","content":"Green."}]"#, "role first, canonical");
+        let chatml =
+            "{% for m in messages %}{{ '<|im_start|>' + m.role + '\\n' + m.content + '<|im_end|>\\n' }}{% endfor %}\
+                      {% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+        let t = tril_models::chat_template::ChatTemplate::new(chatml, None, None).unwrap();
+        let (p, c) =
+            tril_models::chat_template::render_cell_pair(Some(&t), &got[0].prompt, &got[0].chosen, "r").unwrap();
+        assert_eq!(p, "<|im_start|>user\nWhat color is the sky?<|im_end|>\n<|im_start|>assistant\n");
+        assert_eq!(c, "Blue.<|im_end|>\n");
+        // A CSV cell is text even when it reads as JSON.
+        let csv =
+            write(dir.path(), "c.csv", &format!("prompt,chosen,rejected\n\"{}\",A,B\n", SKY.replace('"', "\"\"")));
+        assert_eq!(pairs(vec![source(csv)]).unwrap()[0].prompt, SKY);
+    }
+
+    #[test]
+    fn implicit_prompt_is_the_shared_leading_turns() {
+        let dir = tempfile::tempdir().unwrap();
+        let conv = |answer: &str| {
+            format!(
+                r#"[{{"role":"system","content":"Be brief."}},{{"role":"user","content":"Sky?"}},{{"role":"assistant","content":"{answer}"}}]"#
+            )
+        };
+        let lines = format!(
+            "{{\"chosen\": {}, \"rejected\": {}}}\n{{\"chosen\": {}, \"rejected\": {}}}\n",
+            conv("Blue."),
+            conv("Green."),
+            conv("Same."),
+            conv("Same.")
+        );
+        let got = pairs(vec![source(write(dir.path(), "i.jsonl", &lines))]).unwrap();
+        assert_eq!(got[0].prompt, r#"[{"role":"system","content":"Be brief."},{"role":"user","content":"Sky?"}]"#);
+        assert_eq!(got[0].chosen, r#"[{"role":"assistant","content":"Blue."}]"#);
+        assert_eq!(got[0].rejected, r#"[{"role":"assistant","content":"Green."}]"#);
+        // Equal conversations: TRL's loop leaves the last message as the completion.
+        assert_eq!(got[1].chosen, r#"[{"role":"assistant","content":"Same."}]"#);
+        // No shared first turn, or text without a prompt column: problem rows.
+        let other = r#"[{"role":"user","content":"Other?"},{"role":"assistant","content":"No."}]"#;
+        let bad = format!(
+            "{{\"chosen\": {}, \"rejected\": {other}}}\n{{\"chosen\": \"a\", \"rejected\": \"b\"}}\n",
+            conv("x")
+        );
+        let path = write(dir.path(), "bad.jsonl", &bad);
+        let err = pairs(vec![source(path.clone())]).unwrap_err().to_string();
+        assert!(
+            err.contains("bad.jsonl: row 1: implicit prompt: `chosen` and `rejected` share no leading message"),
+            "{err}"
+        );
+        let mut config = lax(vec![source(path)]);
+        assert!(config.load().unwrap().is_empty(), "both rows skipped");
+        config.strict = true;
+        config.datasets[0].path = write(dir.path(), "text.jsonl", "{\"chosen\": \"a\", \"rejected\": \"b\"}\n");
+        let err = config.load().unwrap_err().to_string();
+        assert!(err.contains("text.jsonl: row 1: the file has no `prompt` column, so the prompt is implicit"), "{err}");
+        // A CSV file without the prompt column is still a missing column.
+        let err = pairs(vec![source(write(dir.path(), "np.csv", "chosen,rejected\na,b\n"))]).unwrap_err().to_string();
+        assert!(err.contains("no column `prompt`"), "{err}");
+    }
+
+    #[test]
+    fn malformed_conversational_cells_are_problem_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let lines = [
+            format!("{{\"prompt\": {SKY}, \"chosen\": \"Blue.\", \"rejected\": \"Green.\"}}"),
+            r#"{"prompt": {"role": "user", "content": "x"}, "chosen": "a", "rejected": "b"}"#.to_string(),
+            r#"{"prompt": ["a", "b"], "chosen": "a", "rejected": "b"}"#.to_string(),
+            r#"{"prompt": "fine", "chosen": "a", "rejected": "b"}"#.to_string(),
+        ];
+        let path = write(dir.path(), "m.jsonl", &(lines.join("\n") + "\n"));
+        let kept = lax(vec![source(path.clone())]).load().unwrap();
+        assert_eq!((kept.len(), kept[0].prompt.as_str(), kept[0].source_row.row), (1, "fine", 4));
+        let err = pairs(vec![source(path)]).unwrap_err().to_string();
+        assert!(
+            err.contains("m.jsonl: row 1: column `prompt` is a list of messages but column `chosen` is text"),
+            "{err}"
+        );
+        for (i, want) in [
+            (1, "column `prompt` holds a JSON object, expected text or a conversation: a JSON object is not a conversation"),
+            (2, "column `prompt` holds a JSON list, expected text or a conversation: message 0 is a string"),
+        ] {
+            let path = write(dir.path(), &format!("m{i}.jsonl"), &format!("{}\n", lines[i]));
+            let err = pairs(vec![source(path)]).unwrap_err().to_string();
+            assert!(err.contains(&format!("m{i}.jsonl: row 1: {want}")) && err.contains("(expected a list of messages"), "{err}");
+        }
+    }
+
+    #[test]
+    fn unpaired_conversational_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let done = r#"[{"role":"assistant","content":"Blue."}]"#;
+        let text = format!(
+            "{{\"prompt\": {SKY}, \"completion\": {done}, \"label\": true}}\n{{\"prompt\": {SKY}, \"completion\": \"Blue.\", \"label\": false}}\n"
+        );
+        let path = write(dir.path(), "k.jsonl", &text);
+        let config = |strict| UnpairedConfig {
+            datasets: vec![serde_json::from_value(serde_json::json!({ "path": path })).unwrap()],
+            max_length: 64,
+            max_prompt_length: 32,
+            val_fraction: 0.1,
+            test_fraction: 0.0,
+            seed: 42,
+            strict,
+        };
+        let kept = config(false).load().unwrap();
+        assert_eq!((kept.len(), kept[0].prompt.as_str(), kept[0].completion.as_str()), (1, SKY, done));
+        let err = config(true).load().unwrap_err().to_string();
+        assert!(
+            err.contains("k.jsonl: row 2: column `prompt` is a list of messages but column `completion` is text"),
+            "{err}"
+        );
     }
 }

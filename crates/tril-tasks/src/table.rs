@@ -3,6 +3,10 @@
 //!
 //! Every problem names the file and the 1-based data row.
 //!
+//! In JSON lines, a value that is not a string (a list, an object, a number) reads as its
+//! compact JSON text with object keys in the order written, so a conversational cell
+//! (`[{"role": "user", "content": ...}]`) reads back as the conversation it was.
+//!
 //! Parquet is read with the `parquet` crate's record API (no arrow): strings as they are,
 //! numbers and booleans in their decimal text, lists, maps and structs as JSON text (so a
 //! `prompt_pretokenized` list column reads as `["user text", "assistant prefix"]`), and
@@ -13,6 +17,7 @@
 use crate::error::TaskError;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use tril_models::chat_template::Json;
 
 /// Rows of named string columns read from one file.
 #[derive(Debug, Clone)]
@@ -141,20 +146,22 @@ fn read_jsonl(path: &Path) -> Result<Table, TaskError> {
     let mut rows = Vec::new();
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
         let row_error = |message: String| TaskError::Row { path: path.into(), row: i + 1, message };
-        let value: serde_json::Value =
-            serde_json::from_str(line).map_err(|e| row_error(format!("invalid JSON: {e}")))?;
-        let serde_json::Value::Object(map) = value else {
+        let value = Json::parse(line).map_err(|e| row_error(format!("invalid JSON: {e}")))?;
+        let Json::Object(mut fields) = value else {
             return Err(row_error("expected a JSON object".into()));
         };
+        // Columns in order of first appearance, each row's keys sorted (as ever); nested
+        // values keep their key order as written (conversational cells, tool calls).
+        fields.sort_by(|a, b| a.0.cmp(&b.0));
         let mut row = BTreeMap::new();
-        for (k, v) in map {
+        for (k, v) in fields {
             if !columns.contains(&k) {
                 columns.push(k.clone());
             }
             let text = match v {
-                serde_json::Value::String(s) => s,
-                serde_json::Value::Null => String::new(),
-                other => other.to_string(),
+                Json::String(s) => s,
+                Json::Null => String::new(),
+                other => other.to_json_string(),
             };
             row.insert(k, text);
         }
@@ -219,37 +226,38 @@ fn field_text(field: &parquet::record::Field) -> Result<Option<String>, String> 
         ),
         Field::Float(x) => Some(x.to_string()),
         Field::Double(x) => Some(x.to_string()),
-        Field::Group(_) | Field::ListInternal(_) | Field::MapInternal(_) => Some(field_json(field)?.to_string()),
+        Field::Group(_) | Field::ListInternal(_) | Field::MapInternal(_) => Some(field_json(field)?.to_json_string()),
         other => Some(other.to_string()),
     })
 }
 
-/// A parquet value as JSON (nested values of list, map and struct columns).
-fn field_json(field: &parquet::record::Field) -> Result<serde_json::Value, String> {
+/// A parquet value as JSON (nested values of list, map and struct columns), struct
+/// fields and map entries in their stored order.
+fn field_json(field: &parquet::record::Field) -> Result<Json, String> {
     use parquet::record::Field;
-    use serde_json::Value;
+    let number = |x: f64| serde_json::Number::from_f64(x).map_or(Json::Null, Json::Number);
     Ok(match field {
-        Field::Null => Value::Null,
-        Field::Bool(b) => Value::Bool(*b),
-        Field::Float(x) => serde_json::Number::from_f64(f64::from(*x)).map_or(Value::Null, Value::Number),
-        Field::Double(x) => serde_json::Number::from_f64(*x).map_or(Value::Null, Value::Number),
+        Field::Null => Json::Null,
+        Field::Bool(b) => Json::Bool(*b),
+        Field::Float(x) => number(f64::from(*x)),
+        Field::Double(x) => number(*x),
         Field::Byte(_) | Field::Short(_) | Field::Int(_) | Field::Long(_) => {
-            serde_json::from_str(&field.to_string()).map_err(|e| e.to_string())?
+            Json::parse(&field.to_string()).map_err(|e| e.to_string())?
         }
         Field::UByte(_) | Field::UShort(_) | Field::UInt(_) | Field::ULong(_) => {
-            serde_json::from_str(&field.to_string()).map_err(|e| e.to_string())?
+            Json::parse(&field.to_string()).map_err(|e| e.to_string())?
         }
-        Field::ListInternal(list) => Value::Array(list.elements().iter().map(field_json).collect::<Result<_, _>>()?),
-        Field::MapInternal(map) => Value::Object(
+        Field::ListInternal(list) => Json::Array(list.elements().iter().map(field_json).collect::<Result<_, _>>()?),
+        Field::MapInternal(map) => Json::Object(
             map.entries()
                 .iter()
                 .map(|(k, v)| Ok((field_text(k)?.unwrap_or_default(), field_json(v)?)))
                 .collect::<Result<_, String>>()?,
         ),
-        Field::Group(row) => Value::Object(
+        Field::Group(row) => Json::Object(
             row.get_column_iter().map(|(k, v)| Ok((k.clone(), field_json(v)?))).collect::<Result<_, String>>()?,
         ),
-        other => Value::String(field_text(other)?.unwrap_or_default()),
+        other => Json::String(field_text(other)?.unwrap_or_default()),
     })
 }
 
@@ -399,6 +407,18 @@ mod tests {
             write(dir.path(), "a.jsonl", "{\"text\": \"x\", \"label\": 1}\n\n{\"text\": \"y\", \"label\": 0}\n");
         let t = Table::read(&jsonl).unwrap();
         assert_eq!(t.column("label", "k").unwrap(), vec!["1", "0"]);
+    }
+
+    #[test]
+    fn jsonl_nested_values_keep_key_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let line =
+            r#"{"z": 1, "prompt": [{"role": "user", "content": "hi", "b": {"y": 1, "x": [2.5, null]}}], "a": true}"#;
+        let t = Table::read(&write(dir.path(), "c.jsonl", &format!("{line}\n"))).unwrap();
+        assert_eq!(t.columns(), ["a", "prompt", "z"]);
+        let prompt = t.column("prompt", "k").unwrap();
+        assert_eq!(prompt[0], r#"[{"role":"user","content":"hi","b":{"y":1,"x":[2.5,null]}}]"#);
+        assert_eq!(t.column("a", "k").unwrap(), vec!["true"]);
     }
 
     #[test]
