@@ -13,6 +13,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 
 use crate::gpt2::{Gpt2Config, Gpt2Model};
+use crate::llama::{LlamaConfig, LlamaModel};
 use crate::lm::{KvCache, LanguageModel, LmHidden, LmInput, LmOutput};
 use crate::neox::{NeoXConfig, NeoXModel};
 
@@ -23,6 +24,9 @@ pub enum CausalLm<B: Backend> {
     Gpt2(Gpt2Model<B>),
     /// GPT-NeoX / Pythia (HF `GPTNeoXForCausalLM`).
     NeoX(NeoXModel<B>),
+    /// Llama, Qwen2 and Mistral (HF `LlamaForCausalLM`, `Qwen2ForCausalLM`,
+    /// `MistralForCausalLM`); Salamandra is a Llama.
+    Llama(LlamaModel<B>),
 }
 
 /// Calls `$body` with `$m` bound to the architecture inside `$self` (every variant).
@@ -31,6 +35,7 @@ macro_rules! each_arch {
         match $self {
             CausalLm::Gpt2($m) => $body,
             CausalLm::NeoX($m) => $body,
+            CausalLm::Llama($m) => $body,
         }
     };
 }
@@ -38,6 +43,12 @@ macro_rules! each_arch {
 impl<B: Backend> From<Gpt2Model<B>> for CausalLm<B> {
     fn from(m: Gpt2Model<B>) -> Self {
         CausalLm::Gpt2(m)
+    }
+}
+
+impl<B: Backend> From<LlamaModel<B>> for CausalLm<B> {
+    fn from(m: LlamaModel<B>) -> Self {
+        CausalLm::Llama(m)
     }
 }
 
@@ -124,6 +135,7 @@ impl<B: Backend> CausalLm<B> {
         match self {
             CausalLm::Gpt2(m) => vec![&mut m.wte, &mut m.wpe],
             CausalLm::NeoX(m) => vec![&mut m.gpt_neox.embed_in],
+            CausalLm::Llama(m) => vec![&mut m.model.embed_tokens],
         }
     }
 
@@ -132,6 +144,7 @@ impl<B: Backend> CausalLm<B> {
         match self {
             CausalLm::Gpt2(_) => "gpt2",
             CausalLm::NeoX(_) => "gpt_neox",
+            CausalLm::Llama(m) => m.family.model_type(),
         }
     }
 }
@@ -158,11 +171,19 @@ pub enum LmConfig {
     Gpt2(Gpt2Config),
     /// GPT-NeoX / Pythia.
     NeoX(NeoXConfig),
+    /// Llama, Qwen2, Mistral.
+    Llama(LlamaConfig),
 }
 
 impl From<Gpt2Config> for LmConfig {
     fn from(c: Gpt2Config) -> Self {
         LmConfig::Gpt2(c)
+    }
+}
+
+impl From<LlamaConfig> for LmConfig {
+    fn from(c: LlamaConfig) -> Self {
+        LmConfig::Llama(c)
     }
 }
 
@@ -178,6 +199,7 @@ impl LmConfig {
         match self {
             LmConfig::Gpt2(c) => CausalLm::Gpt2(c.init(device)),
             LmConfig::NeoX(c) => CausalLm::NeoX(c.init(device)),
+            LmConfig::Llama(c) => CausalLm::Llama(c.init(device)),
         }
     }
 
@@ -186,6 +208,7 @@ impl LmConfig {
         match self {
             LmConfig::Gpt2(_) => "gpt2",
             LmConfig::NeoX(_) => "gpt_neox",
+            LmConfig::Llama(c) => c.family.model_type(),
         }
     }
 
@@ -194,6 +217,7 @@ impl LmConfig {
         match self {
             LmConfig::Gpt2(c) => c.vocab_size,
             LmConfig::NeoX(c) => c.vocab_size,
+            LmConfig::Llama(c) => c.vocab_size,
         }
     }
 
@@ -202,6 +226,7 @@ impl LmConfig {
         match self {
             LmConfig::Gpt2(c) => c.n_embd,
             LmConfig::NeoX(c) => c.hidden_size,
+            LmConfig::Llama(c) => c.hidden_size,
         }
     }
 
@@ -210,6 +235,7 @@ impl LmConfig {
         match self {
             LmConfig::Gpt2(c) => c.n_layer,
             LmConfig::NeoX(c) => c.num_hidden_layers,
+            LmConfig::Llama(c) => c.num_hidden_layers,
         }
     }
 
@@ -218,6 +244,7 @@ impl LmConfig {
         match self {
             LmConfig::Gpt2(c) => c.n_positions,
             LmConfig::NeoX(c) => c.max_position_embeddings,
+            LmConfig::Llama(c) => c.max_position_embeddings,
         }
     }
 
@@ -226,6 +253,7 @@ impl LmConfig {
         match self {
             LmConfig::Gpt2(c) => c.eos_token_id,
             LmConfig::NeoX(c) => c.eos_token_id,
+            LmConfig::Llama(c) => c.eos_token_id,
         }
     }
 
@@ -234,6 +262,7 @@ impl LmConfig {
         match self {
             LmConfig::Gpt2(_) => None,
             LmConfig::NeoX(c) => c.pad_token_id,
+            LmConfig::Llama(c) => c.pad_token_id,
         }
     }
 
@@ -242,6 +271,7 @@ impl LmConfig {
         match self {
             LmConfig::Gpt2(c) => crate::hf::gpt2::gpt2_param_count(c),
             LmConfig::NeoX(c) => crate::hf::neox::neox_param_count(c),
+            LmConfig::Llama(c) => crate::hf::llama::llama_param_count(c),
         }
     }
 
@@ -250,6 +280,7 @@ impl LmConfig {
         let (n_head, n_kv_head) = match self {
             LmConfig::Gpt2(c) => (c.n_head, c.n_head),
             LmConfig::NeoX(c) => (c.num_attention_heads, c.num_attention_heads),
+            LmConfig::Llama(c) => (c.num_attention_heads, c.kv_heads()),
         };
         crate::memory::ModelShape {
             name: self.model_type(),
@@ -268,6 +299,9 @@ impl LmConfig {
         match self {
             LmConfig::Gpt2(c) => crate::hf::gpt2::gpt2_config_to_json(c),
             LmConfig::NeoX(c) => crate::hf::neox::neox_config_to_json(c),
+            LmConfig::Llama(c) => {
+                crate::hf::llama::llama_config_to_json(c, &format!("{}ForCausalLM", c.family.class_prefix()))
+            }
         }
     }
 }

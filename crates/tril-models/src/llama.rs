@@ -345,7 +345,7 @@ impl LlamaConfig {
     pub fn init<B: Backend>(&self, device: &B::Device) -> LlamaModel<B> {
         let lm_head = (!self.tie_word_embeddings)
             .then(|| LinearConfig::new(self.hidden_size, self.vocab_size).with_bias(false).init(device));
-        LlamaModel { model: self.init_trunk(device), lm_head }
+        LlamaModel { model: self.init_trunk(device), lm_head, family: self.family }
     }
 
     /// Build a randomly initialised sequence classifier with `num_labels` labels.
@@ -584,6 +584,9 @@ pub struct LlamaModel<B: Backend> {
     pub model: LlamaTrunk<B>,
     /// LM head `[D, V]` (bias-free); `None` when tied to `model.embed_tokens`.
     pub lm_head: Option<Linear<B>>,
+    /// Which HF architecture (saved as `model_type`).
+    #[module(skip)]
+    pub family: LlamaFamily,
 }
 
 impl<B: Backend> LlamaModel<B> {
@@ -708,6 +711,21 @@ impl<B: Backend> LlamaClassifier<B> {
         let mut input = LmInput::new(input_ids);
         input.attention_mask = attention_mask;
         self.score.forward(self.model.forward(input, None).last_hidden_state, pool)
+    }
+}
+
+impl<B: Backend> crate::lm::LanguageModel<B> for LlamaModel<B> {
+    fn forward_with(&self, input: LmInput<B>, cache: Option<&mut KvCache<B>>) -> LmOutput<B> {
+        LlamaModel::forward_with(self, input, cache)
+    }
+    fn n_layer(&self) -> usize {
+        LlamaModel::n_layer(self)
+    }
+    fn vocab_size(&self) -> usize {
+        LlamaModel::vocab_size(self)
+    }
+    fn max_positions(&self) -> usize {
+        LlamaModel::max_positions(self)
     }
 }
 

@@ -125,6 +125,7 @@ pub struct TextTokenizer {
     eos_token_id: Option<u32>,
     pad_token_id: Option<u32>,
     options: TokenizerOptions,
+    chat_template: Option<crate::chat_template::ChatTemplate>,
 }
 
 impl std::fmt::Debug for TextTokenizer {
@@ -145,7 +146,7 @@ impl TextTokenizer {
         let find = |names: &[&str]| names.iter().find_map(|n| inner.token_to_id(n));
         let eos_token_id = find(&EOS_NAMES);
         let pad_token_id = inner.get_padding().map(|p| p.pad_id).or_else(|| find(&PAD_NAMES));
-        Self { inner, eos_token_id, pad_token_id, options: TokenizerOptions::default() }
+        Self { inner, eos_token_id, pad_token_id, options: TokenizerOptions::default(), chat_template: None }
     }
 
     /// Load a `tokenizer.json` file.
@@ -155,9 +156,12 @@ impl TextTokenizer {
     }
 
     /// Load `dir/tokenizer.json`; EOS/pad tokens named in `dir/tokenizer_config.json` (HF's
-    /// `eos_token` / `pad_token`) take precedence over the name-based guess.
+    /// `eos_token` / `pad_token`) take precedence over the name-based guess, and its chat
+    /// template (or `dir/chat_template.jinja`) renders conversational rows
+    /// ([`crate::chat_template`]).
     pub fn from_dir(dir: &Path) -> Result<Self> {
         let mut tok = Self::from_file(&dir.join(crate::hf::TOKENIZER_FILE))?;
+        tok.chat_template = crate::chat_template::ChatTemplate::from_dir(dir)?;
         let cfg_path = dir.join("tokenizer_config.json");
         if cfg_path.is_file() {
             let cfg = crate::hf::read_json(&cfg_path)?;
@@ -322,9 +326,21 @@ impl TextTokenizer {
         self.inner.decode_batch(&rows, skip_special_tokens).map_err(|e| ModelError::tokenizer("decode", e))
     }
 
-    /// Write the tokenizer as `tokenizer.json` (without the batch padding/truncation options).
+    /// Write the tokenizer as `tokenizer.json` (without the batch padding/truncation options),
+    /// and its chat template as `chat_template.jinja` beside it (what transformers 5 reads).
     pub fn save(&self, path: &Path) -> Result<()> {
-        self.inner.save(path, true).map_err(|e| ModelError::tokenizer(path.display().to_string(), e))
+        self.inner.save(path, true).map_err(|e| ModelError::tokenizer(path.display().to_string(), e))?;
+        if let (Some(t), Some(dir)) = (&self.chat_template, path.parent()) {
+            let file = dir.join("chat_template.jinja");
+            std::fs::write(&file, t.source()).map_err(|e| ModelError::io(&file, e))?;
+        }
+        Ok(())
+    }
+
+    /// The chat template of `tokenizer_config.json` / `chat_template.jinja`, if the tokenizer
+    /// directory has one.
+    pub fn chat_template(&self) -> Option<&crate::chat_template::ChatTemplate> {
+        self.chat_template.as_ref()
     }
 }
 

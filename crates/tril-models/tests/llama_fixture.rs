@@ -196,6 +196,42 @@ fn sequence_classifier_equals_transformers() {
     assert!(d <= TOL, "score max |diff| {d}");
 }
 
+/// The same through what trainers call: `hf::load_lm` (a `CausalLm` chosen by `model_type`),
+/// tril's `generate` (greedy, KV cache), the generic classifier and critic loaders, and a
+/// save -> load round trip through `hf::save_lm`.
+#[test]
+fn generic_loaders_and_generate_equal_transformers() {
+    use tril_models::generate::{generate, GenerationConfig, SpecialTokens};
+    let dev = Default::default();
+    for name in LMS {
+        let loaded = tril_models::hf::load_lm::<B>(&dir(name), &dev).unwrap();
+        let family = read_llama_config(&dir(name)).unwrap().family.model_type();
+        assert_eq!(loaded.model.model_type(), family, "{name}");
+        let exp = expected(name);
+        let Batch { ids, mask, .. } = batch(&exp);
+        let want: Vec<Vec<i64>> = serde_json::from_value(exp["greedy_tokens"].clone()).unwrap();
+        let special = SpecialTokens { eos_token_id: None, pad_token_id: 0 };
+        let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
+        let cfg = GenerationConfig::greedy(want[0].len());
+        let out = generate(&loaded.model, ids, mask, &cfg, special, &mut rng).unwrap();
+        let got: Vec<Vec<i64>> = (0..out.batch).map(|i| out.row(i).iter().map(|&t| t as i64).collect()).collect();
+        assert_eq!(got, want, "{name}: generate");
+        let tmp = tempfile::tempdir().unwrap();
+        tril_models::hf::save_lm(&loaded.model, &loaded.config, tmp.path(), None).unwrap();
+        let again = tril_models::hf::load_lm::<B>(tmp.path(), &dev).unwrap();
+        assert_eq!(again.config.model_type(), family, "{name}: model_type survives a save");
+    }
+    let clf = tril_models::hf::load_lm_classifier::<B>(&dir("llama_cls"), &dev).unwrap();
+    assert!(clf.report.unused.is_empty(), "{:?}", clf.report.unused);
+    let exp = expected("llama_cls");
+    let Batch { ids, mask, .. } = batch(&exp);
+    let (want, _) = floats(&exp["score_logits"]);
+    let d = max_abs_diff(&values(clf.model.forward(ids.clone(), Some(mask))), &want);
+    assert!(d <= TOL, "generic classifier: score max |diff| {d}");
+    let critic = tril_models::hf::load_value_model::<B>(&dir("llama_gqa"), true, &dev).unwrap();
+    assert_eq!(critic.model.forward(ids, None).dims()[0], want.len() / 3);
+}
+
 /// Every tensor of a checkpoint, sorted by name.
 fn all_tensors(path: &Path) -> Vec<(String, Vec<f32>, Vec<usize>)> {
     let mut ck = Checkpoint::open(path).unwrap();

@@ -8,9 +8,12 @@
 //! # Data rows
 //! A row has a `uid` (unique; when the column is absent but `qid` and `sample_id` are
 //! present, `uid = qid-sample_id` as in the seed), a prompt, a response and optionally a
-//! reward (column names configurable). A prompt is used as is, or, when it holds a JSON
-//! list (the seed's `prompt_pretokenized` is `[user, assistant-prefix]`), as the list's
-//! texts (strings, or objects' `content`) joined with a newline.
+//! reward (column names configurable). A prompt is used as is; a JSON list of strings (the
+//! seed's `prompt_pretokenized` is `[user, assistant-prefix]`) is joined with newlines; a
+//! JSON list of `{role, content}` messages is rendered by the tokenizer's chat template
+//! (TRL's prompt rendering: a generation prompt after a user turn, the assistant turn
+//! continued after an assistant prefix; see `docs/chat-templates.md`), and is an error
+//! naming the row when the tokenizer has no template.
 //!
 //! # Tokens
 //! `prompt tokens ++ response tokens ++ [EOS]` (the seed's target is `response + eos`),
@@ -32,7 +35,8 @@
 //! # Deviations from the seed
 //! - One safetensors file instead of one pickle per rank (never pickle: loading a pickle
 //!   runs code). A duplicate uid is an error when writing and when reading.
-//! - No chat template (GPT-2 models have none): list prompts are joined with newlines.
+//! - Lists of plain strings are joined with newlines (the seed renders them with its model's
+//!   template; a list of strings carries no roles to render).
 
 use crate::AlgorithmError;
 use burn::tensor::backend::Backend;
@@ -42,6 +46,7 @@ use std::path::{Path, PathBuf};
 use tril_core::ops::gather_logprobs;
 use tril_core::plugin::{CriticLayout, ModelType, PluginError, PolicySpec};
 use tril_models::causal_lm::{CausalLm, LmConfig};
+use tril_models::chat_template::{render_prompt_cell, ChatTemplate};
 use tril_models::tokenizer::TextTokenizer;
 use tril_tasks::table::Table;
 
@@ -163,7 +168,7 @@ pub struct Record {
     pub uid: String,
     /// 1-based data row in its file.
     pub row: usize,
-    /// Prompt text (lists already joined).
+    /// The prompt cell as read ([`prompt_text`] turns it into text).
     pub prompt: String,
     /// Response text.
     pub response: String,
@@ -171,25 +176,23 @@ pub struct Record {
     pub reward: Option<f64>,
 }
 
-/// The prompt text of a raw cell (see the module docs).
-pub fn prompt_text(raw: &str) -> String {
+/// The prompt text of a raw cell (see the module docs): plain text as is, a JSON list of
+/// strings joined with newlines, a list of messages rendered by `template`. `row` names the
+/// row in errors (a message list without a template).
+pub fn prompt_text(raw: &str, template: Option<&ChatTemplate>, row: &str) -> Result<String, PluginError> {
     let trimmed = raw.trim_start();
     if trimmed.starts_with('[') {
         if let Ok(serde_json::Value::Array(items)) = serde_json::from_str::<serde_json::Value>(trimmed) {
-            let texts: Option<Vec<String>> = items
-                .iter()
-                .map(|v| match v {
-                    serde_json::Value::String(s) => Some(s.clone()),
-                    serde_json::Value::Object(m) => m.get("content").and_then(|c| c.as_str()).map(str::to_string),
-                    _ => None,
-                })
-                .collect();
+            let texts: Option<Vec<&str>> = items.iter().map(|v| v.as_str()).collect();
             if let Some(texts) = texts {
-                return texts.join("\n");
+                return Ok(texts.join("\n"));
             }
         }
     }
-    raw.to_string()
+    match super::is_conversation(raw) {
+        true => Ok(render_prompt_cell(template, raw, row)?),
+        false => Ok(raw.to_string()),
+    }
 }
 
 /// Reads a response dataset (`.parquet`, `.csv` or `.jsonl`): every row, in file order.
@@ -231,13 +234,7 @@ pub fn read_records(path: &Path, columns: &Columns) -> Result<Vec<Record>, Plugi
         .zip(responses)
         .zip(rewards)
         .enumerate()
-        .map(|(i, (((uid, prompt), response), reward))| Record {
-            uid,
-            row: i + 1,
-            prompt: prompt_text(&prompt),
-            response,
-            reward,
-        })
+        .map(|(i, (((uid, prompt), response), reward))| Record { uid, row: i + 1, prompt, response, reward })
         .collect())
 }
 
@@ -270,7 +267,8 @@ pub fn encode_with(
     max_length: usize,
     overflow: Overflow,
 ) -> Result<Result<Encoded, AlgorithmError>, PluginError> {
-    let mut prompt = tok.encode(&record.prompt, false)?;
+    let row = format!("row {} (uid `{}`)", record.row, record.uid);
+    let mut prompt = tok.encode(&prompt_text(&record.prompt, tok.chat_template(), &row)?, false)?;
     let refused = |message: String| AlgorithmError::Record { row: record.row, uid: record.uid.clone(), message };
     if prompt.is_empty() {
         return Ok(Err(refused("the prompt has no tokens".into())));
@@ -637,10 +635,21 @@ mod tests {
 
     #[test]
     fn list_prompts_join_their_texts() {
-        assert_eq!(prompt_text(r#"["write a sort", "def sort("]"#), "write a sort\ndef sort(");
-        assert_eq!(prompt_text(r#"[{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]"#), "a\nb");
-        assert_eq!(prompt_text("[not json"), "[not json");
-        assert_eq!(prompt_text("plain"), "plain");
+        let text = |raw: &str| prompt_text(raw, None, "row 1").unwrap();
+        assert_eq!(text(r#"["write a sort", "def sort("]"#), "write a sort\ndef sort(");
+        assert_eq!(text("[not json"), "[not json");
+        assert_eq!(text("plain"), "plain");
+        let messages = r#"[{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]"#;
+        let err = prompt_text(messages, None, "row 7").unwrap_err().to_string();
+        assert!(err.contains("row 7") && err.contains("chat_template"), "{err}");
+        let chatml = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}\
+                      {% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+        let template = ChatTemplate::new(chatml, None, None).unwrap();
+        let user = r#"[{"role": "user", "content": "hi"}]"#;
+        assert_eq!(
+            prompt_text(user, Some(&template), "r").unwrap(),
+            "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+        );
     }
 
     #[test]

@@ -109,6 +109,10 @@ pub struct Tokens {
 /// keeps its last `max_prompt_length` tokens (TRL's `truncation_mode: keep_end`), then the
 /// completion (with EOS appended when `append_eos`) keeps its first
 /// `max_length - prompt` tokens. Errors name `what` when the completion has no token.
+///
+/// Conversational cells (JSON lists of `{role, content}` messages) are rendered first by the
+/// tokenizer's chat template as TRL does (`tril_models::chat_template::render_cell_pair`);
+/// anything else, JSON that is not a conversation included, is text and passes unchanged.
 pub fn tokenize_pair(
     tok: &TextTokenizer,
     prompt: &str,
@@ -117,6 +121,11 @@ pub fn tokenize_pair(
     append_eos: bool,
     what: &str,
 ) -> Result<Tokens, PluginError> {
+    let rendered = match is_conversation(prompt) || is_conversation(completion) {
+        true => Some(tril_models::chat_template::render_cell_pair(tok.chat_template(), prompt, completion, what)?),
+        false => None,
+    };
+    let (prompt, completion) = rendered.as_ref().map_or((prompt, completion), |(p, c)| (p.as_str(), c.as_str()));
     let mut p = tok.encode(prompt, false)?;
     if p.len() > lengths.max_prompt_length {
         p.drain(..p.len() - lengths.max_prompt_length);
@@ -133,6 +142,21 @@ pub fn tokenize_pair(
         );
     }
     Ok(Tokens { prompt: p, completion: c })
+}
+
+/// Whether a cell is a conversation: a JSON list of `{role, content}` messages.
+pub fn is_conversation(cell: &str) -> bool {
+    matches!(tril_models::chat_template::parse_messages(cell), Ok(Some(_)))
+}
+
+/// The text of a prompt cell: a conversation rendered by the tokenizer's chat template (a
+/// generation prompt after the last user turn, as TRL), anything else as is. `row` names
+/// the row when the tokenizer has no template.
+pub fn prompt_cell_text(tok: &TextTokenizer, cell: &str, row: &str) -> Result<String, PluginError> {
+    match is_conversation(cell) {
+        true => Ok(tril_models::chat_template::render_prompt_cell(tok.chat_template(), cell, row)?),
+        false => Ok(cell.to_string()),
+    }
 }
 
 /// A right-padded batch of `prompt + completion` rows.
@@ -591,6 +615,33 @@ mod tests {
         assert_eq!(t.completion, vec![5, 0]);
         let err = tokenize_pair(&tok, "1", "", lengths, false, "data.jsonl:row 3").unwrap_err().to_string();
         assert!(err.contains("data.jsonl:row 3: the completion `` has no tokens"), "{err}");
+    }
+
+    /// Conversational cells render through the tokenizer's chat template before tokenizing
+    /// (prompt: with the generation prompt; completion: the rest of the conversation's render);
+    /// without a template they are an error naming the row; JSON that is no conversation is text.
+    #[test]
+    fn conversations_render_through_the_chat_template() {
+        let dir = tempfile::tempdir().unwrap();
+        numbers_tokenizer().unwrap().save(&dir.path().join("tokenizer.json")).unwrap();
+        // A user turn starts with 9, an assistant turn (and the generation prompt) with 8.
+        let template = "{% for m in messages %}{% if m.role == 'user' %}9 {% else %}8 {% endif %}{{ m.content }} \
+                        {% endfor %}{% if add_generation_prompt %}8 {% endif %}";
+        let config = serde_json::json!({ "chat_template": template, "eos_token": "0" });
+        std::fs::write(dir.path().join("tokenizer_config.json"), config.to_string()).unwrap();
+        let tok = TextTokenizer::from_dir(dir.path()).unwrap();
+        assert!(tok.chat_template().is_some());
+        let lengths = Lengths { max_length: 32, max_prompt_length: 16 };
+        let prompt = r#"[{"role": "user", "content": "1 2"}]"#;
+        let chosen = r#"[{"role": "assistant", "content": "3 4"}]"#;
+        let got = tokenize_pair(&tok, prompt, chosen, lengths, true, "row 5").unwrap();
+        let want = tokenize_pair(&tok, "9 1 2 8", "3 4", lengths, true, "row 5").unwrap();
+        assert_eq!(got, want);
+        assert_eq!(prompt_cell_text(&tok, prompt, "row 5").unwrap(), "9 1 2 8 ");
+        assert_eq!(prompt_cell_text(&tok, "[1, 2]", "row 5").unwrap(), "[1, 2]");
+        let plain = numbers_tokenizer().unwrap();
+        let err = tokenize_pair(&plain, prompt, chosen, lengths, true, "row 5").unwrap_err().to_string();
+        assert!(err.contains("row 5") && err.contains("chat_template"), "{err}");
     }
 
     /// Completion log-probs equal a hand loop over the logits of each row.

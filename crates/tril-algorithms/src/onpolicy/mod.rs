@@ -14,6 +14,7 @@ pub mod ppo_pp;
 pub mod ppo_run;
 pub mod rollin;
 
+use crate::offline::prompt_cell_text;
 use crate::AlgorithmError;
 use burn::module::Module;
 use burn::tensor::backend::{AutodiffBackend, Backend};
@@ -202,7 +203,8 @@ pub fn warn_long_prompts(
     let mut long = 0;
     let mut example = None;
     for s in samples {
-        let n = tokenizer.encode(&s.prompt, false)?.len();
+        let prompt = prompt_cell_text(tokenizer, &s.prompt, &s.id)?;
+        let n = tokenizer.encode(&prompt, false)?.len();
         if n > max_len {
             long += 1;
             example.get_or_insert_with(|| (s.id.clone(), n));
@@ -597,7 +599,10 @@ pub fn generate_forced<B: Backend>(
     rng: &mut ChaCha8Rng,
     device: &B::Device,
 ) -> Result<Generated<B>, PluginError> {
-    let prompts: Vec<&str> = samples.iter().map(|s| s.prompt.as_str()).collect();
+    // Conversational prompts render through the tokenizer's chat template (a generation
+    // prompt after the last user turn); plain text passes through.
+    let prompts =
+        samples.iter().map(|s| prompt_cell_text(tokenizer, &s.prompt, &s.id)).collect::<Result<Vec<String>, _>>()?;
     let encoded = tokenizer.encode_batch(&prompts)?;
     let (prompt_ids, prompt_mask) = encoded.to_tensors::<B>(device); // [B, P]
     let eos = tokenizer.eos_token_id();

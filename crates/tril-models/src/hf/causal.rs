@@ -7,6 +7,7 @@
 //! |---|---|---|
 //! | `gpt2` (or absent, for old GPT-2 files) | `GPT2LMHeadModel`, `GPT2ForSequenceClassification` | `transformer.` (or none) |
 //! | `gpt_neox` (Pythia) | `GPTNeoXForCausalLM`, `GPTNeoXForSequenceClassification` | `gpt_neox.` (or none) |
+//! | `llama` (Llama 2/3, Salamandra), `qwen2`, `mistral` | `{Llama,Qwen2,Mistral}ForCausalLM`, `...ForSequenceClassification` | `model.` |
 //!
 //! A critic or classifier reads the trunk only: an untied LM head in its checkpoint is skipped
 //! on purpose (and its own head, unused, is never materialised).
@@ -17,6 +18,7 @@ use burn::tensor::backend::Backend;
 use serde_json::json;
 
 use super::gpt2::{self as g, Loaded};
+use super::llama as ll;
 use super::neox as nx;
 use super::{read_json, Checkpoint, JsonConfig, LoadReport, Table, CONFIG_FILE};
 use crate::causal_lm::{CausalLm, LmConfig};
@@ -25,7 +27,7 @@ use crate::heads::{LmClassifier, ScoreHeadConfig, ValueHead, ValueHeadConfig, Va
 use crate::tokenizer::TextTokenizer;
 
 /// The `model_type`s tril loads as causal LMs.
-pub const SUPPORTED_MODEL_TYPES: &[&str] = &["gpt2", "gpt_neox"];
+pub const SUPPORTED_MODEL_TYPES: &[&str] = &["gpt2", "gpt_neox", "llama", "qwen2", "mistral"];
 
 /// Parse a causal LM `config.json` of any supported family (`file` is only used in errors).
 pub fn lm_config_from_json(json: &serde_json::Value, file: &Path) -> Result<LmConfig> {
@@ -33,6 +35,7 @@ pub fn lm_config_from_json(json: &serde_json::Value, file: &Path) -> Result<LmCo
     match c.opt_str("model_type")? {
         None | Some("gpt2") => Ok(LmConfig::Gpt2(g::gpt2_config_from_json(json, file)?)),
         Some("gpt_neox") => Ok(LmConfig::NeoX(nx::neox_config_from_json(json, file)?)),
+        Some("llama" | "qwen2" | "mistral") => Ok(LmConfig::Llama(ll::llama_config_from_json(json, file)?)),
         Some(_) => Err(c.invalid(
             "model_type",
             &json["model_type"],
@@ -52,6 +55,7 @@ fn check_fits(ckpt: &Checkpoint, file: &Path, config: &LmConfig) -> Result<()> {
     match config {
         LmConfig::Gpt2(c) => g::check_fits(ckpt, file, c),
         LmConfig::NeoX(c) => nx::check_fits(ckpt, file, &c.clone().with_tie_word_embeddings(true)),
+        LmConfig::Llama(c) => ll::check_fits(ckpt, file, &c.clone().with_tie_word_embeddings(true)),
     }
 }
 
@@ -75,6 +79,7 @@ fn trunk_table<'a, B: Backend>(m: &'a mut CausalLm<B>, ckpt: Option<&Checkpoint>
             nx::trunk_table(&mut t, &mut m.gpt_neox, prefix);
             Ok(t)
         }
+        CausalLm::Llama(m) => Ok(ll::trunk_table(&mut m.model)),
     }
 }
 
@@ -83,6 +88,7 @@ fn finish(ckpt: &Checkpoint, config: &LmConfig, loaded: usize) -> LoadReport {
     match config {
         LmConfig::Gpt2(_) => g::finish(ckpt, loaded),
         LmConfig::NeoX(_) => nx::finish(ckpt, loaded, |n| n == "embed_out.weight" || n == "lm_head.weight"),
+        LmConfig::Llama(_) => ll::finish(ckpt, loaded),
     }
 }
 
@@ -118,6 +124,10 @@ pub fn load_lm<B: Backend>(dir: &Path, device: &B::Device) -> Result<Loaded<Caus
             let l = nx::load_neox::<B>(dir, device)?;
             Ok(Loaded { model: l.model.into(), config: l.config.into(), report: l.report })
         }
+        LmConfig::Llama(_) => {
+            let l = ll::load_llama::<B>(dir, device)?;
+            Ok(Loaded { model: l.model.into(), config: l.config.into(), report: l.report })
+        }
     }
 }
 
@@ -132,6 +142,7 @@ pub fn save_lm<B: Backend>(
     match (model, config) {
         (CausalLm::Gpt2(m), LmConfig::Gpt2(c)) => g::save_gpt2(m, c, dir, tokenizer),
         (CausalLm::NeoX(m), LmConfig::NeoX(c)) => nx::save_neox(m, c, dir, tokenizer),
+        (CausalLm::Llama(m), LmConfig::Llama(c)) => ll::save_llama(m, c, dir, tokenizer),
         (m, c) => Err(mismatch(m, c, dir)),
     }
 }
@@ -225,6 +236,7 @@ pub fn save_lm_classifier<B: Backend>(
     let class = match config {
         LmConfig::Gpt2(_) => "GPT2ForSequenceClassification",
         LmConfig::NeoX(_) => "GPTNeoXForSequenceClassification",
+        LmConfig::Llama(c) => &format!("{}ForSequenceClassification", c.family.class_prefix()),
     };
     json["architectures"] = json!([class]);
     json["id2label"] = labels.iter().enumerate().map(|(i, l)| (i.to_string(), json!(l))).collect();

@@ -246,7 +246,7 @@ pub fn llama_param_count(config: &LlamaConfig) -> f64 {
 }
 
 /// [`Checkpoint::check_config_fits`] for the model `config` describes.
-fn check_fits(ckpt: &Checkpoint, file: &Path, config: &LlamaConfig) -> Result<()> {
+pub(crate) fn check_fits(ckpt: &Checkpoint, file: &Path, config: &LlamaConfig) -> Result<()> {
     let params = llama_param_count(config);
     ckpt.check_config_fits(
         file,
@@ -278,7 +278,7 @@ fn rms_norm<'a, B: Backend>(t: &mut Table<'a, B>, name: String, norm: &'a mut Rm
 /// (biases only where the family has them: see LlamaConfig::qkv_bias / o_bias / mlp_has_bias)
 /// ignored: lm_head.weight when tied, *.rotary_emb.inv_freq (buffers of old checkpoints)
 /// ```
-fn trunk_table<'a, B: Backend>(m: &'a mut LlamaTrunk<B>) -> Table<'a, B> {
+pub(crate) fn trunk_table<'a, B: Backend>(m: &'a mut LlamaTrunk<B>) -> Table<'a, B> {
     let mut t = Table::new();
     t.embedding("model.embed_tokens.weight", &mut m.embed_tokens);
     for (i, l) in m.layers.iter_mut().enumerate() {
@@ -306,7 +306,7 @@ fn lm_table<'a, B: Backend>(m: &'a mut LlamaModel<B>) -> Table<'a, B> {
     t
 }
 
-fn finish(ckpt: &Checkpoint, loaded: usize) -> LoadReport {
+pub(crate) fn finish(ckpt: &Checkpoint, loaded: usize) -> LoadReport {
     let unused = ckpt.unused(|n| n == "lm_head.weight" || n.ends_with("rotary_emb.inv_freq"));
     if !unused.is_empty() {
         tracing::warn!(location = %ckpt.location().display(), ?unused, "checkpoint tensors not used by the model");
