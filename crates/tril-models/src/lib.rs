@@ -1,19 +1,31 @@
-//! tril-models: the language models of tril on Burn 0.21 — GPT-2 and BERT/DistilBERT with
-//! Hugging Face weights in and out, tokenizers, and KV-cache generation equal to transformers.
+//! tril-models: the language models of tril on Burn 0.21 — GPT-2, GPT-NeoX (Pythia), Llama,
+//! Qwen2 and Mistral causal LMs and BERT/DistilBERT/RoBERTa encoders with Hugging Face weights
+//! in and out, tokenizers with chat templates, and KV-cache generation equal to transformers.
 //!
 //! Key types, by module:
+//! - [`causal_lm`]: [`causal_lm::CausalLm`], the module enum over the causal LM families that
+//!   every trainer holds, and [`causal_lm::LmConfig`]; [`hf::load_lm`] / [`hf::save_lm`] pick
+//!   the family from `config.json`'s `model_type` ([`hf::causal`]).
+//! - [`lm`]: what every family shares: [`lm::LmInput`], [`lm::LmOutput`], [`lm::KvCache`],
+//!   attention bias and positions for left padding, grouped-query [`lm::attend`], and the
+//!   [`lm::LanguageModel`] trait generation takes.
+//! - [`llama`]: Llama / Qwen2 / Mistral ([`llama::LlamaConfig`], [`llama::LlamaModel`]);
+//!   [`neox`]: GPT-NeoX / Pythia ([`neox::NeoXConfig`], [`neox::NeoXModel`]).
+//! - [`chat_template`]: HF chat templates rendered with minijinja, and TRL's rendering of
+//!   conversational prompt/completion rows.
+//! - [`memory`]: the memory of a DPO step or PPO iteration (`tril memory`).
 //! - [`gpt2`]: [`gpt2::Gpt2Config`] (from HF `config.json`, presets `tiny`, `gpt2`,
 //!   `gpt2_medium`, `gpt2_large`), [`gpt2::Gpt2Model`] (HF `GPT2LMHeadModel`, tied head; forward
 //!   with attention mask, left-padding-aware positions, optional hidden states and KV cache
 //!   [`gpt2::KvCache`]), [`gpt2::Gpt2Output`].
 //! - [`heads`]: [`heads::ValueHead`] (TRIL `mlp_head` off/on), [`heads::ValueModel`]
 //!   (separate critic), [`heads::LmWithValueHead`] (shared trunk), [`heads::LmClassifier`]
-//!   (HF `GPT2ForSequenceClassification`).
+//!   (HF `*ForSequenceClassification`), each on any [`causal_lm::CausalLm`].
 //! - [`bert`]: [`bert::EncoderClassifier`] for BERT, DistilBERT and RoBERTa
 //!   (`*ForSequenceClassification`), with [`bert::EncoderKind`]; logits and label probabilities;
 //!   [`bert::Encoder`], the bare encoder whose hidden states BERTScore reads
 //!   (`hf::encoder::load_encoder` loads it from any of the HF layouts).
-//! - [`hf`]: [`hf::load_gpt2`], [`hf::save_gpt2`], [`hf::load_lm_classifier`],
+//! - [`hf`]: [`hf::load_lm`], [`hf::save_lm`], [`hf::load_gpt2`], [`hf::save_gpt2`], [`hf::load_lm_classifier`],
 //!   [`hf::load_value_model`], [`hf::load_encoder_classifier`],
 //!   [`hf::save_encoder_classifier`]; [`hf::Checkpoint`] reads `model.safetensors` or a sharded
 //!   `model.safetensors.index.json`. One rename table per architecture; missing tensors and

@@ -77,11 +77,10 @@ pub fn run(args: &MemoryArgs) -> Result<()> {
         Alg::Ppo => Workload::PPO_IMDB,
     };
     if args.table {
-        print!("{}", table());
-        return Ok(());
+        return emit(&table());
     }
-    println!(
-        "{:<20} {:>9} {:>9} {:>9} {:>11} {:>9}   (GiB; {:?}, {}, LoRA {})",
+    let mut out = format!(
+        "{:<20} {:>9} {:>9} {:>9} {:>11} {:>9}   (GiB; {:?}, {}, LoRA {})\n",
         "model",
         "weights",
         "grads",
@@ -96,15 +95,26 @@ pub fn run(args: &MemoryArgs) -> Result<()> {
         Some(dir) => {
             let config = tril_models::hf::read_lm_config(dir).with_context(|| format!("--model {}", dir.display()))?;
             let shape = config.shape();
-            println!("{}", row(&dir.display().to_string(), &estimate(&shape, workload, precision, args.lora_r)));
+            out += &row(&dir.display().to_string(), &estimate(&shape, workload, precision, args.lora_r));
+            out.push('\n');
         }
         None => {
             for m in KNOWN_MODELS {
-                println!("{}", row(m.name, &estimate(m, workload, precision, args.lora_r)));
+                out += &row(m.name, &estimate(m, workload, precision, args.lora_r));
+                out.push('\n');
             }
         }
     }
-    Ok(())
+    emit(&out)
+}
+
+/// Write to stdout; a closed pipe (`tril memory | head`) ends quietly.
+fn emit(text: &str) -> Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
 }
 
 /// The README's table (markdown).
