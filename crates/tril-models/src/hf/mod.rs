@@ -9,6 +9,7 @@ pub mod causal;
 pub mod encoder;
 pub mod gpt2;
 pub mod neox;
+pub mod peft;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
