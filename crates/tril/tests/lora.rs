@@ -103,3 +103,18 @@ fn bad_lora_keys_are_refused_with_the_key() {
     assert_ne!(code, 0);
     assert!(stderr.contains("alg.lora.peft_config.bias"), "{stderr}");
 }
+
+/// A killed and resumed DPO run with LoRA logs and saves exactly what the uninterrupted run does
+/// (the resume state holds the adapters).
+#[test]
+fn killed_and_resumed_lora_run_matches_the_uninterrupted_one() {
+    let args = [
+        "task=synthetic_preference",
+        "alg=dpo",
+        "alg.args.eval_zero_shot=false",
+        "alg.args.save_checkpoints=true",
+        "alg.args.save_every=2",
+        "+alg.lora.peft_config.r=4",
+    ];
+    assert_kill_and_resume_matches(&args, 32, 32 + 4);
+}
