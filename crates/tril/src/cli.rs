@@ -113,4 +113,7 @@ pub enum Command {
     /// table: row, tril seconds, PyTorch seconds, ratio (rows: forward, train, train_tiny,
     /// generate, ppo, dpo; `bench/README.md`).
     Bench(crate::bench::BenchArgs),
+    /// Merge a PEFT LoRA adapter into its base model and write the full HF model
+    /// (`docs/lora.md`).
+    MergeLora(crate::merge_lora::MergeLoraArgs),
 }

@@ -18,6 +18,7 @@ pub mod bench;
 pub mod cli;
 pub mod commands;
 pub mod logp;
+pub mod merge_lora;
 pub mod store;
 
 pub use tril_core;
@@ -47,6 +48,7 @@ pub fn main() -> ExitCode {
         cli::Command::List { kind } => commands::list(kind.as_deref()),
         cli::Command::Logp(args) => logp::run(args),
         cli::Command::Bench(args) => bench::run(args),
+        cli::Command::MergeLora(args) => merge_lora::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -87,6 +87,23 @@ fn dpo_with_lora_trains_adapters_only_and_writes_peft_files() {
             .unwrap();
     assert!(floats(&state.without_lora()) == floats(&loaded), "a base weight changed");
     assert!(floats(&state) == floats(&tuned), "the resume state's adapters differ from the PEFT files");
+    // `tril merge-lora` writes the merged model: the adapted model's logits from one HF directory.
+    let merged = tmp.path().join("merged");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tril"))
+        .args(["--quiet", "merge-lora"])
+        .arg(&policy)
+        .arg("--out")
+        .arg(&merged)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let ids =
+        Tensor::<CpuAutodiff, 2, burn::tensor::Int>::from_data(TensorData::new(vec![3i64, 4, 5, 6], [1, 4]), &dev);
+    let want = tuned.forward(ids.clone(), None).logits;
+    let got = tril_models::hf::load_lm::<CpuAutodiff>(&merged, &dev).unwrap().model.forward(ids, None).logits;
+    let diff = (want - got).abs().max().into_scalar();
+    assert!(diff < 1e-4, "merged model: max |diff| {diff}"); // f32 sums in another order
+    assert!(merged.join("tokenizer.json").is_file() || !base.join("tokenizer.json").is_file());
 }
 
 #[test]
