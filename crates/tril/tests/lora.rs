@@ -135,3 +135,25 @@ fn killed_and_resumed_lora_run_matches_the_uninterrupted_one() {
     ];
     assert_kill_and_resume_matches(&args, 32, 32 + 4);
 }
+
+/// PPO (shared-trunk critic) and GRPO with LoRA run through the CLI and checkpoint the policy as
+/// PEFT's adapter (PPO's critic whole, adapters merged).
+#[test]
+fn ppo_and_grpo_with_lora_write_adapters() {
+    for (alg, critic) in [("ppo", true), ("grpo", false)] {
+        let tmp = tempfile::tempdir().unwrap();
+        let (dir, arg) = run_dir(&tmp, alg);
+        let alg_arg = format!("alg={alg}");
+        let args = ["task=synthetic", &alg_arg, &arg, "alg.args.n_iters=2", "alg.args.save_every=2"];
+        let (code, stderr) =
+            tril(&[&args[..], &["+alg.lora.peft_config.r=2", "+alg.lora.peft_config.lora_dropout=0.1"]].concat());
+        assert_eq!(code, 0, "{alg}: {stderr}");
+        let iter = dir.join("checkpoints/iter_2");
+        for file in [ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, "tokenizer.json"] {
+            assert!(iter.join("policy").join(file).is_file(), "{alg}: missing policy/{file}");
+        }
+        assert_eq!(iter.join("critic/model.safetensors").is_file(), critic, "{alg}: critic");
+        let losses = jsonl(&dir.join("training_info.jsonl"), &format!("{alg}/loss"));
+        assert!(losses.len() == 2 && losses.iter().all(|l| l.is_finite()), "{alg}: {losses:?}");
+    }
+}
