@@ -2,7 +2,7 @@
 //!
 //! The module tree mirrors HF's names (`wte`, `wpe`, `h[i].{ln_1, attn.c_attn, attn.c_proj, ln_2,
 //! mlp.c_fc, mlp.c_proj}`, `ln_f`); HF's `Conv1D` weights are `[in, out]`, which is Burn's
-//! [`Linear`] layout, so they load untransposed. The LM head is tied to `wte`.
+//! [`burn::nn::Linear`] layout, so they load untransposed. The LM head is tied to `wte`.
 //!
 //! Left padding: positions count from the first real token (`cumsum(mask) - 1`, pad slots get 1),
 //! exactly as HF `generate` derives `position_ids` from the attention mask, and padded keys get
