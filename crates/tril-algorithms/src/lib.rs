@@ -47,6 +47,7 @@ pub mod error;
 pub mod evaluation;
 pub mod group;
 pub mod guard;
+pub mod lora;
 pub mod offline;
 pub mod onpolicy;
 pub mod optimizers;

@@ -56,6 +56,7 @@ impl Ranges for RootConfig {
             "alg.optimizer_kwargs",
             "TRIL's stale BC key is not read (TRIL's own agent reads alg.optimizer, so TRIL's bc does not run with it either); write its values as `optimizer: {id: adamw, args: {lr: ..., weight_decay: ..., eps: ...}}`",
         )?;
+        c.nested_ranges("alg.lora", &self.alg.lora)?;
         c.nested_ranges("sampling", &self.sampling)?;
         c.nested_ranges("guard", &self.guard)?;
         c.nested_ranges("checkpoint", &self.checkpoint)
@@ -216,15 +217,94 @@ pub struct AlgConfig {
     /// Policy layout.
     #[serde(default)]
     pub policy: Option<Component>,
-    /// LoRA settings (TRIL's `lora.peft_config`).
+    /// LoRA adapters on the policy (TRIL's `lora: {peft_config: {...}}`): DPO, KTO and the
+    /// PPO/GRPO families train adapters only; other algorithms refuse it.
     #[serde(default)]
-    pub lora: Option<IgnoredAny>,
+    pub lora: Option<LoraSection>,
     /// TRIL's `bc.yaml` spelling of the optimizer's arguments, a stale key: TRIL's
     /// agent builds its optimizer from `alg.optimizer`, so TRIL's BC does not run with it
     /// either. Accepted by the parser so that the error can say what to write instead
     /// (see [`RootConfig`]'s ranges): `optimizer: {id: adamw, args: {...}}`.
     #[serde(default)]
     pub optimizer_kwargs: Option<IgnoredAny>,
+}
+
+/// TRIL's `alg.lora` block.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoraSection {
+    /// PEFT's `LoraConfig` arguments (TRIL builds `LoraConfig(**peft_config)`).
+    pub peft_config: PeftLoraConfig,
+}
+
+impl Ranges for LoraSection {
+    fn check_ranges(&self, c: &Checker<'_>) -> crate::Result<()> {
+        c.nested_ranges("peft_config", &self.peft_config)
+    }
+}
+
+/// PEFT's `LoraConfig` keys tril implements, with PEFT's defaults (the model-side twin is
+/// `tril_models::lora::LoraConfig`, which the algorithms build from this).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeftLoraConfig {
+    /// Rank (≥ 1).
+    #[serde(default = "PeftLoraConfig::default_r")]
+    pub r: usize,
+    /// Scale numerator (> 0): updates are scaled by `lora_alpha / r`.
+    #[serde(default = "PeftLoraConfig::default_alpha")]
+    pub lora_alpha: f64,
+    /// Dropout on the adapter input in training, in [0, 1).
+    #[serde(default)]
+    pub lora_dropout: f64,
+    /// PEFT's task type: `CAUSAL_LM` (the only one tril's policies are).
+    #[serde(default)]
+    pub task_type: Option<String>,
+    /// Module-name suffixes that get adapters; absent = PEFT's default of the architecture.
+    #[serde(default)]
+    pub target_modules: Option<Vec<String>>,
+    /// Which biases train: `none` only.
+    #[serde(default = "PeftLoraConfig::default_bias")]
+    pub bias: String,
+    /// rsLoRA scaling `lora_alpha / sqrt(r)`.
+    #[serde(default)]
+    pub use_rslora: bool,
+    /// B = 0 at start (`true`, PEFT's default) or random.
+    #[serde(default = "PeftLoraConfig::default_init")]
+    pub init_lora_weights: bool,
+}
+
+impl PeftLoraConfig {
+    fn default_r() -> usize {
+        8
+    }
+    fn default_alpha() -> f64 {
+        8.0
+    }
+    fn default_bias() -> String {
+        "none".into()
+    }
+    fn default_init() -> bool {
+        true
+    }
+}
+
+impl Ranges for PeftLoraConfig {
+    fn check_ranges(&self, c: &Checker<'_>) -> crate::Result<()> {
+        c.at_least("r", self.r, 1)?;
+        c.positive("lora_alpha", self.lora_alpha)?;
+        c.in_range("lora_dropout", self.lora_dropout, 0.0..1.0)?;
+        let task = self.task_type.as_deref().unwrap_or("CAUSAL_LM");
+        c.satisfies(task == "CAUSAL_LM", "task_type", task, "expected CAUSAL_LM (tril's policies are causal LMs)")?;
+        c.satisfies(
+            self.bias == "none",
+            "bias",
+            &self.bias,
+            "expected none (`all` and `lora_only` are not implemented)",
+        )?;
+        let empty = self.target_modules.as_ref().is_some_and(|t| t.is_empty() || t.iter().any(|m| m.is_empty()));
+        c.ensure(!empty, "target_modules", "expected a non-empty list of module names")
+    }
 }
 
 /// TRIL's `alg.tokenizer` block.

@@ -306,6 +306,44 @@ impl LmConfig {
     }
 }
 
+/// LoRA on any family: the projections of the architecture inside (one arm per family).
+impl<B: Backend> crate::lora::LoraTargets<B> for CausalLm<B> {
+    fn lora_model_type(&self) -> &'static str {
+        each_arch!(self, m => m.lora_model_type())
+    }
+    fn fan_in_fan_out(&self) -> bool {
+        each_arch!(self, m => m.fan_in_fan_out())
+    }
+    fn projections(&self) -> Vec<(String, &crate::lora::LoraLinear<B>)> {
+        each_arch!(self, m => m.projections())
+    }
+    fn projections_mut(&mut self) -> Vec<(String, &mut crate::lora::LoraLinear<B>)> {
+        each_arch!(self, m => m.projections_mut())
+    }
+}
+
+impl<B: Backend> CausalLm<B> {
+    /// Freezes every parameter and adds LoRA adapters ([`crate::lora::add_lora`]).
+    pub fn add_lora(self, config: &crate::lora::LoraConfig, device: &B::Device) -> crate::Result<Self> {
+        crate::lora::add_lora(self, config, device)
+    }
+
+    /// The model without adapters, sharing the base tensors ([`crate::lora::without_lora`]).
+    pub fn without_lora(&self) -> Self {
+        crate::lora::without_lora(self)
+    }
+
+    /// Adapters folded into the base weights ([`crate::lora::merge_lora`]).
+    pub fn merge_lora(self) -> Self {
+        crate::lora::merge_lora(self)
+    }
+
+    /// Whether any projection carries an adapter.
+    pub fn has_lora(&self) -> bool {
+        !crate::lora::adapted_modules(self).is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

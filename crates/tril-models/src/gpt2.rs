@@ -2,7 +2,7 @@
 //!
 //! The module tree mirrors HF's names (`wte`, `wpe`, `h[i].{ln_1, attn.c_attn, attn.c_proj, ln_2,
 //! mlp.c_fc, mlp.c_proj}`, `ln_f`); HF's `Conv1D` weights are `[in, out]`, which is Burn's
-//! [`Linear`] layout, so they load untransposed. The LM head is tied to `wte`.
+//! [`burn::nn::Linear`] layout, so they load untransposed. The LM head is tied to `wte`.
 //!
 //! Left padding: positions count from the first real token (`cumsum(mask) - 1`, pad slots get 1),
 //! exactly as HF `generate` derives `position_ids` from the attention mask, and padded keys get
@@ -10,7 +10,7 @@
 
 use burn::config::Config;
 use burn::module::Module;
-use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, LinearConfig};
 use burn::tensor::backend::Backend;
 use burn::tensor::{activation, Int, Tensor};
 use serde::{Deserialize, Serialize};
@@ -19,6 +19,7 @@ use crate::lm::{attend, LanguageModel, LmHidden, LmInput, LmOutput};
 pub use crate::lm::{
     attention_bias, linear3, position_ids_from_mask, KvCache, LayerCache, LayerKv, LogitsSpan, MASK_BIAS,
 };
+use crate::lora::{LoraLinear, LoraTargets};
 
 /// Inputs of [`Gpt2Model::forward_with`] (the shared [`LmInput`]).
 pub type Gpt2Input<B> = LmInput<B>;
@@ -131,14 +132,14 @@ impl Gpt2Config {
         let block = |_| Gpt2Block {
             ln_1: LayerNormConfig::new(d).with_epsilon(self.layer_norm_epsilon).init(device),
             attn: Gpt2Attention {
-                c_attn: LinearConfig::new(d, 3 * d).init(device),
-                c_proj: LinearConfig::new(d, d).init(device),
+                c_attn: LinearConfig::new(d, 3 * d).init(device).into(),
+                c_proj: LinearConfig::new(d, d).init(device).into(),
                 n_head: self.n_head,
             },
             ln_2: LayerNormConfig::new(d).with_epsilon(self.layer_norm_epsilon).init(device),
             mlp: Gpt2Mlp {
-                c_fc: LinearConfig::new(d, self.inner_dim()).init(device),
-                c_proj: LinearConfig::new(self.inner_dim(), d).init(device),
+                c_fc: LinearConfig::new(d, self.inner_dim()).init(device).into(),
+                c_proj: LinearConfig::new(self.inner_dim(), d).init(device).into(),
                 activation: self.activation,
             },
         };
@@ -156,9 +157,9 @@ impl Gpt2Config {
 #[derive(Module, Debug)]
 pub struct Gpt2Attention<B: Backend> {
     /// Fused query/key/value projection, `[d, 3d]`.
-    pub c_attn: Linear<B>,
+    pub c_attn: LoraLinear<B>,
     /// Output projection, `[d, d]`.
-    pub c_proj: Linear<B>,
+    pub c_proj: LoraLinear<B>,
     /// Number of heads.
     pub n_head: usize,
 }
@@ -179,14 +180,14 @@ impl<B: Backend> Gpt2Attention<B> {
     ) -> Tensor<B, 3> {
         let [b, t, d] = x.dims();
         let hd = d / self.n_head;
-        let qkv = linear3(&self.c_attn, x); // [B, T, 3D]
+        let qkv = self.c_attn.forward3(x); // [B, T, 3D]
         let heads = |i: usize| qkv.clone().narrow(2, i * d, d).reshape([b, t, self.n_head, hd]).swap_dims(1, 2);
         let (q, mut k, mut v) = (heads(0), heads(1), heads(2)); // [B, H, T, hd]
         if let Some(c) = cache {
             (k, v) = c.append(k, v);
         }
         let out = attend(q, k, v, bias).swap_dims(1, 2).reshape([b, t, d]); // [B, T, D]
-        linear3(&self.c_proj, out)
+        self.c_proj.forward3(out)
     }
 }
 
@@ -194,9 +195,9 @@ impl<B: Backend> Gpt2Attention<B> {
 #[derive(Module, Debug)]
 pub struct Gpt2Mlp<B: Backend> {
     /// `[d, inner]`.
-    pub c_fc: Linear<B>,
+    pub c_fc: LoraLinear<B>,
     /// `[inner, d]`.
-    pub c_proj: Linear<B>,
+    pub c_proj: LoraLinear<B>,
     /// Activation between the two projections.
     #[module(skip)]
     pub activation: Activation,
@@ -206,7 +207,7 @@ impl<B: Backend> Gpt2Mlp<B> {
     /// # Shapes
     /// - x: `[B, T, D]` -> `[B, T, D]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        linear3(&self.c_proj, self.activation.apply(linear3(&self.c_fc, x)))
+        self.c_proj.forward3(self.activation.apply(self.c_fc.forward3(x)))
     }
 }
 
@@ -376,6 +377,35 @@ impl<B: Backend> LanguageModel<B> for Gpt2Model<B> {
     }
     fn max_positions(&self) -> usize {
         self.n_positions
+    }
+}
+
+impl<B: Backend> LoraTargets<B> for Gpt2Model<B> {
+    fn lora_model_type(&self) -> &'static str {
+        "gpt2"
+    }
+    fn fan_in_fan_out(&self) -> bool {
+        true // HF Conv1D
+    }
+    fn projections(&self) -> Vec<(String, &LoraLinear<B>)> {
+        let mut out = Vec::with_capacity(4 * self.h.len());
+        for (i, b) in self.h.iter().enumerate() {
+            out.push((format!("transformer.h.{i}.attn.c_attn"), &b.attn.c_attn));
+            out.push((format!("transformer.h.{i}.attn.c_proj"), &b.attn.c_proj));
+            out.push((format!("transformer.h.{i}.mlp.c_fc"), &b.mlp.c_fc));
+            out.push((format!("transformer.h.{i}.mlp.c_proj"), &b.mlp.c_proj));
+        }
+        out
+    }
+    fn projections_mut(&mut self) -> Vec<(String, &mut LoraLinear<B>)> {
+        let mut out = Vec::with_capacity(4 * self.h.len());
+        for (i, b) in self.h.iter_mut().enumerate() {
+            out.push((format!("transformer.h.{i}.attn.c_attn"), &mut b.attn.c_attn));
+            out.push((format!("transformer.h.{i}.attn.c_proj"), &mut b.attn.c_proj));
+            out.push((format!("transformer.h.{i}.mlp.c_fc"), &mut b.mlp.c_fc));
+            out.push((format!("transformer.h.{i}.mlp.c_proj"), &mut b.mlp.c_proj));
+        }
+        out
     }
 }
 

@@ -30,6 +30,9 @@
 //!   [`hf::save_encoder_classifier`]; [`hf::Checkpoint`] reads `model.safetensors` or a sharded
 //!   `model.safetensors.index.json`. One rename table per architecture; missing tensors and
 //!   shape mismatches are errors naming the tensor, unused tensors are reported.
+//! - [`lora`]: [`lora::LoraConfig`] (PEFT's keys), [`lora::LoraLinear`] (every projection of
+//!   GPT-2 and GPT-NeoX), [`lora::add_lora`] / [`lora::without_lora`] / [`lora::merge_lora`] on
+//!   any family ([`lora::LoraTargets`]); [`hf::peft`] reads and writes PEFT's adapter files.
 //! - [`resolve`]: [`resolve::resolve_model`] maps a model id to a local directory (a directory,
 //!   else the HF hub cache; downloading is not built in); [`resolve::model_dir`] does the same
 //!   for a model named by a config key, and its error names the key.
@@ -88,6 +91,7 @@ pub mod hf;
 pub mod llama;
 pub mod lm;
 pub mod memory;
+pub mod lora;
 pub mod neox;
 pub mod resolve;
 pub mod sampling;

@@ -35,6 +35,7 @@ use crate::lm::{
     attend, attention_bias, linear3, position_ids_from_mask, KvCache, LanguageModel, LayerCache, LmHidden, LmInput,
     LmOutput, LogitsSpan,
 };
+use crate::lora::{LoraLinear, LoraTargets};
 
 /// GPT-NeoX hyper-parameters (the fields of HF's `GPTNeoXConfig` that change the computation).
 #[derive(Config, Debug)]
@@ -178,13 +179,13 @@ impl NeoXConfig {
             input_layernorm: LayerNormConfig::new(d).with_epsilon(eps).init(device),
             post_attention_layernorm: LayerNormConfig::new(d).with_epsilon(eps).init(device),
             attention: NeoXAttention {
-                query_key_value: LinearConfig::new(d, 3 * d).with_bias(self.attention_bias).init(device),
-                dense: LinearConfig::new(d, d).with_bias(self.attention_bias).init(device),
+                query_key_value: LinearConfig::new(d, 3 * d).with_bias(self.attention_bias).init(device).into(),
+                dense: LinearConfig::new(d, d).with_bias(self.attention_bias).init(device).into(),
                 n_head: self.num_attention_heads,
             },
             mlp: NeoXMlp {
-                dense_h_to_4h: LinearConfig::new(d, self.intermediate_size).init(device),
-                dense_4h_to_h: LinearConfig::new(self.intermediate_size, d).init(device),
+                dense_h_to_4h: LinearConfig::new(d, self.intermediate_size).init(device).into(),
+                dense_4h_to_h: LinearConfig::new(self.intermediate_size, d).init(device).into(),
                 activation: self.hidden_act,
             },
             use_parallel_residual: self.use_parallel_residual,
@@ -270,9 +271,9 @@ impl Rotary {
 #[derive(Module, Debug)]
 pub struct NeoXAttention<B: Backend> {
     /// Fused projection `[D, 3D]` (Burn layout); output viewed as `[H, 3, hd]` per position.
-    pub query_key_value: Linear<B>,
+    pub query_key_value: LoraLinear<B>,
     /// Output projection, `[D, D]`.
-    pub dense: Linear<B>,
+    pub dense: LoraLinear<B>,
     /// Number of heads.
     pub n_head: usize,
 }
@@ -297,7 +298,7 @@ impl<B: Backend> NeoXAttention<B> {
         let [b, t, d] = x.dims();
         let hd = d / self.n_head;
         // [B, T, 3D] -> [B, T, H, 3hd] -> [B, H, T, 3hd]: q, k, v are thirds of each head's slice.
-        let qkv = linear3(&self.query_key_value, x).reshape([b, t, self.n_head, 3 * hd]).swap_dims(1, 2);
+        let qkv = self.query_key_value.forward3(x).reshape([b, t, self.n_head, 3 * hd]).swap_dims(1, 2);
         let part = |i: usize| qkv.clone().narrow(3, i * hd, hd); // [B, H, T, hd]
         let (mut q, mut k, mut v) = (part(0), part(1), part(2));
         if let Some((rotary, angles)) = rope {
@@ -308,7 +309,7 @@ impl<B: Backend> NeoXAttention<B> {
             (k, v) = c.append(k, v);
         }
         let out = attend(q, k, v, bias).swap_dims(1, 2).reshape([b, t, d]); // [B, T, D]
-        linear3(&self.dense, out)
+        self.dense.forward3(out)
     }
 }
 
@@ -316,9 +317,9 @@ impl<B: Backend> NeoXAttention<B> {
 #[derive(Module, Debug)]
 pub struct NeoXMlp<B: Backend> {
     /// `[D, I]`.
-    pub dense_h_to_4h: Linear<B>,
+    pub dense_h_to_4h: LoraLinear<B>,
     /// `[I, D]`.
-    pub dense_4h_to_h: Linear<B>,
+    pub dense_4h_to_h: LoraLinear<B>,
     /// Activation between the two projections.
     #[module(skip)]
     pub activation: Activation,
@@ -328,7 +329,7 @@ impl<B: Backend> NeoXMlp<B> {
     /// # Shapes
     /// - x: `[B, T, D]` -> `[B, T, D]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        linear3(&self.dense_4h_to_h, self.activation.apply(linear3(&self.dense_h_to_4h, x)))
+        self.dense_4h_to_h.forward3(self.activation.apply(self.dense_h_to_4h.forward3(x)))
     }
 }
 
@@ -574,6 +575,35 @@ impl<B: Backend> LanguageModel<B> for NeoXModel<B> {
     }
     fn max_positions(&self) -> usize {
         NeoXModel::max_positions(self)
+    }
+}
+
+impl<B: Backend> LoraTargets<B> for NeoXModel<B> {
+    fn lora_model_type(&self) -> &'static str {
+        "gpt_neox"
+    }
+    fn fan_in_fan_out(&self) -> bool {
+        false // torch Linear
+    }
+    fn projections(&self) -> Vec<(String, &LoraLinear<B>)> {
+        let mut out = Vec::with_capacity(4 * self.gpt_neox.layers.len());
+        for (i, l) in self.gpt_neox.layers.iter().enumerate() {
+            out.push((format!("gpt_neox.layers.{i}.attention.query_key_value"), &l.attention.query_key_value));
+            out.push((format!("gpt_neox.layers.{i}.attention.dense"), &l.attention.dense));
+            out.push((format!("gpt_neox.layers.{i}.mlp.dense_h_to_4h"), &l.mlp.dense_h_to_4h));
+            out.push((format!("gpt_neox.layers.{i}.mlp.dense_4h_to_h"), &l.mlp.dense_4h_to_h));
+        }
+        out
+    }
+    fn projections_mut(&mut self) -> Vec<(String, &mut LoraLinear<B>)> {
+        let mut out = Vec::with_capacity(4 * self.gpt_neox.layers.len());
+        for (i, l) in self.gpt_neox.layers.iter_mut().enumerate() {
+            out.push((format!("gpt_neox.layers.{i}.attention.query_key_value"), &mut l.attention.query_key_value));
+            out.push((format!("gpt_neox.layers.{i}.attention.dense"), &mut l.attention.dense));
+            out.push((format!("gpt_neox.layers.{i}.mlp.dense_h_to_4h"), &mut l.mlp.dense_h_to_4h));
+            out.push((format!("gpt_neox.layers.{i}.mlp.dense_4h_to_h"), &mut l.mlp.dense_4h_to_h));
+        }
+        out
     }
 }
 

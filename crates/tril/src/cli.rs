@@ -117,4 +117,7 @@ pub enum Command {
     /// a model directory or every released size of the families tril loads; `--table`: the
     /// largest that fits 80 GB / 24 GiB.
     Memory(crate::memory::MemoryArgs),
+    /// Merge a PEFT LoRA adapter into its base model and write the full HF model
+    /// (`docs/lora.md`).
+    MergeLora(crate::merge_lora::MergeLoraArgs),
 }

@@ -19,6 +19,7 @@ pub mod cli;
 pub mod commands;
 pub mod logp;
 pub mod memory;
+pub mod merge_lora;
 pub mod store;
 
 pub use tril_core;
@@ -49,6 +50,7 @@ pub fn main() -> ExitCode {
         cli::Command::Logp(args) => logp::run(args),
         cli::Command::Bench(args) => bench::run(args),
         cli::Command::Memory(args) => memory::run(args).map_err(commands::Failure::Config),
+        cli::Command::MergeLora(args) => merge_lora::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

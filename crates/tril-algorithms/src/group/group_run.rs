@@ -94,6 +94,8 @@ pub struct GroupAlgorithm<O: GroupObjective> {
     schedule: Box<dyn LrSchedule>,
     optimizer: OptimizerSpec,
     task_id: String,
+    /// `alg.lora`: adapters on the policy, see [`crate::lora`].
+    lora: Option<tril_models::lora::LoraConfig>,
 }
 
 /// The registry builder of every group algorithm (`args` is `alg.args`).
@@ -143,6 +145,7 @@ pub fn build<O: GroupObjective>(args: &Section<'_>, ctx: &BuildCtx<'_>) -> Resul
     generation.temperature = settings.temperature;
     let metrics = crate::trainer::eval_metrics(config)?;
     let schedule = crate::trainer::lr_schedule(config)?;
+    let lora = crate::lora::lora_config(&root);
     Ok(Box::new(GroupAlgorithm {
         objective,
         settings,
@@ -158,6 +161,7 @@ pub fn build<O: GroupObjective>(args: &Section<'_>, ctx: &BuildCtx<'_>) -> Resul
         schedule,
         optimizer: *registry::build_optimizer(&section(config, "alg.optimizer")?, config)?,
         task_id: root.task.id.clone(),
+        lora,
     }))
 }
 
@@ -205,8 +209,11 @@ impl<O: GroupObjective> Run for GroupAlgorithm<O> {
             run_tokenizers(&this.tokenizer, &this.sampling, this.policy_args.prompt_truncation_side)?;
         // No critic: the shared-trunk layout only adds a value head, dropped here.
         let spec = PolicySpec { critic: CriticLayout::SharedTrunk, ..this.spec.clone() };
-        let (model, reference, gpt_config) =
+        let (mut model, reference, gpt_config) =
             build_models::<B>(&spec, tokenizer.vocab_size(), this.settings.train.seed, &device)?;
+        // alg.lora: adapters on the policy; the reference is the frozen base.
+        let reference = if this.lora.is_some() { model.policy.without_lora() } else { reference };
+        model.policy = crate::lora::with_lora(model.policy, this.lora.as_ref(), &device)?;
         let train = this.task.samples(Split::Train)?;
         let evals = this.settings.train.eval_splits.iter().map(|&s| Ok((s, this.task.samples(s)?.len())));
         let evals = evals.collect::<Result<Vec<_>, PluginError>>()?;
@@ -514,7 +521,8 @@ impl<B: AutodiffBackend, O: GroupObjective> Loop<'_, B, O> {
         let (config, tokenizer) = (&self.gpt_config, &self.tokenizer);
         let state = OnPolicyState::new(O::ID, iteration, &self.rng, &self.sampler);
         state.write_checkpoint(&self.tracker, &self.guard, &self.policy, &self.optim, |tmp| {
-            Ok(tril_models::hf::save_lm(&policy, config, &tmp.join("policy"), Some(tokenizer))?)
+            let (lora, base_name) = (self.alg.lora.as_ref(), &self.alg.spec.model_name);
+            crate::lora::save_policy(&policy, config, lora, base_name, &tmp.join("policy"), tokenizer)
         })
     }
 }

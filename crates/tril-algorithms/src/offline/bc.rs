@@ -243,6 +243,7 @@ fn build(args: &Section<'_>, ctx: &BuildCtx<'_>) -> Result<Box<dyn Algorithm>, P
     let config = ctx.config;
     let args = BcArgs::extract(args)?;
     let root: RootConfig = config.extract("")?;
+    crate::lora::refuse_lora(&root, "bc")?;
     let tokenizer = root
         .alg
         .tokenizer

@@ -12,7 +12,8 @@
 //! `loss`, `rewards/chosen`, `rewards/rejected`, `rewards/accuracies`, `rewards/margins`,
 //! `logps/chosen`, `logps/rejected` (policy), `grad_norm`, `learning_rate`, `epoch`; the
 //! same statistics over each evaluation split in `{split}_split_metrics.jsonl`.
-//! Output: `checkpoints/iter_<steps>/policy`, an HF GPT-2 directory with its tokenizer.
+//! Output: `checkpoints/iter_<steps>/policy`, an HF directory with its tokenizer (with
+//! `alg.lora`, PEFT's adapter files instead; see [`crate::lora`]).
 //!
 //! # Deviations from TRL
 //! - The reference log-probs are computed once before training (TRL's
@@ -66,6 +67,8 @@ struct DpoObjective<B: AutodiffBackend> {
     device: B::Device,
     config: LmConfig,
     tokenizer: TextTokenizer,
+    /// `alg.lora`: the checkpoint holds the adapter.
+    lora: Option<tril_models::lora::LoraConfig>,
 }
 
 impl<B: AutodiffBackend> Objective<B> for DpoObjective<B> {
@@ -99,7 +102,8 @@ impl<B: AutodiffBackend> Objective<B> for DpoObjective<B> {
     }
 
     fn save(&self, model: &Self::Model, dir: &Path) -> Result<(), PluginError> {
-        Ok(tril_models::hf::save_lm(model, &self.config, dir, Some(&self.tokenizer))?)
+        let lora = self.lora.as_ref();
+        crate::lora::save_policy(model, &self.config, lora, &self.args.model_name, dir, &self.tokenizer)
     }
 
     fn model_dir(&self) -> &'static str {
@@ -130,6 +134,9 @@ impl Run for Dpo {
             lengths,
             &device,
         )?;
+        let own_reference = args.ref_model_name.is_some();
+        let (policy, reference) =
+            crate::lora::lora_policy_and_reference(policy, reference, own_reference, parts.lora.as_ref(), &device)?;
         let pad = pad_id(&tokenizer);
         let encode = |split: Split| -> Result<Vec<EncodedPair>, PluginError> {
             let pairs = parts.data(split, |t, s| t.preference_pairs(s))?;
@@ -153,7 +160,8 @@ impl Run for Dpo {
             Ok(out)
         };
         let data = parts.encode_splits(encode)?;
-        let objective = DpoObjective { pad, device: device.clone(), config, tokenizer, args };
+        let lora = parts.lora.clone();
+        let objective = DpoObjective { pad, device: device.clone(), config, tokenizer, args, lora };
         parts.fit(ctx, &objective, policy, data, &device)?;
         Ok(())
     }

@@ -10,7 +10,8 @@
 //! # Logged keys (TRL's)
 //! `loss`, `kl`, `rewards/chosen`, `rewards/rejected`, `rewards/margins`,
 //! `logps/chosen`, `logps/rejected`, `grad_norm`, `learning_rate`, `epoch`.
-//! Output: `checkpoints/iter_<steps>/policy`.
+//! Output: `checkpoints/iter_<steps>/policy` (with `alg.lora`, PEFT's adapter files; see
+//! [`crate::lora`]).
 //!
 //! # Deviations from TRL
 //! - The mismatched completion of each example is fixed once: TRL rotates completions by
@@ -72,6 +73,8 @@ struct KtoObjective<B: AutodiffBackend> {
     device: B::Device,
     config: LmConfig,
     tokenizer: TextTokenizer,
+    /// `alg.lora`: the checkpoint holds the adapter.
+    lora: Option<tril_models::lora::LoraConfig>,
 }
 
 impl<B: AutodiffBackend> Objective<B> for KtoObjective<B> {
@@ -108,7 +111,8 @@ impl<B: AutodiffBackend> Objective<B> for KtoObjective<B> {
     }
 
     fn save(&self, model: &Self::Model, dir: &Path) -> Result<(), PluginError> {
-        Ok(tril_models::hf::save_lm(model, &self.config, dir, Some(&self.tokenizer))?)
+        let lora = self.lora.as_ref();
+        crate::lora::save_policy(model, &self.config, lora, &self.args.model_name, dir, &self.tokenizer)
     }
 
     fn model_dir(&self) -> &'static str {
@@ -139,6 +143,9 @@ impl Run for Kto {
             lengths,
             &device,
         )?;
+        let own_reference = args.ref_model_name.is_some();
+        let (policy, reference) =
+            crate::lora::lora_policy_and_reference(policy, reference, own_reference, parts.lora.as_ref(), &device)?;
         let pad = pad_id(&tokenizer);
         let encode = |split: Split| -> Result<Vec<EncodedUnpaired>, PluginError> {
             let examples = parts.data(split, |t, s| t.unpaired(s))?;
@@ -171,7 +178,8 @@ impl Run for Kto {
             Ok(out)
         };
         let data = parts.encode_splits(encode)?;
-        let objective = KtoObjective { pad, device: device.clone(), config, tokenizer, args };
+        let lora = parts.lora.clone();
+        let objective = KtoObjective { pad, device: device.clone(), config, tokenizer, args, lora };
         parts.fit(ctx, &objective, policy, data, &device)?;
         Ok(())
     }

@@ -506,6 +506,8 @@ pub struct OfflineParts {
     pub optimizer: OptimizerSpec,
     /// `alg.scheduler` (constant when absent).
     pub schedule: Box<dyn LrSchedule>,
+    /// `alg.lora` (DPO and KTO; [`crate::lora`]).
+    pub lora: Option<tril_models::lora::LoraConfig>,
 }
 
 impl OfflineParts {
@@ -521,6 +523,10 @@ impl OfflineParts {
             .clone()
             .ok_or_else(|| AlgorithmError::config("alg.tokenizer", format!("{alg} needs a tokenizer section")))?;
         let schedule = crate::trainer::lr_schedule(config)?;
+        if !matches!(alg, "dpo" | "kto") {
+            crate::lora::refuse_lora(&root, alg)?;
+        }
+        let lora = crate::lora::lora_config(&root);
         Ok(OfflineParts {
             alg,
             loop_args,
@@ -529,6 +535,7 @@ impl OfflineParts {
             task_id: root.task.id,
             optimizer: *registry::build_optimizer(&section(config, "alg.optimizer")?, config)?,
             schedule,
+            lora,
         })
     }
 

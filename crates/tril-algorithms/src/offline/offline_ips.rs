@@ -324,6 +324,7 @@ fn build(section: &Section<'_>, ctx: &BuildCtx<'_>) -> Result<Box<dyn Algorithm>
     let config = ctx.config;
     let args: OfflineIpsArgs = section.extract()?;
     args.validate(section)?;
+    crate::lora::refuse_lora(&config.extract("")?, "offline_ips")?;
     let optimizer = match config.optional_section("alg.optimizer") {
         Some(s) => *registry::build_optimizer(&s, config)?,
         None => {

@@ -133,6 +133,8 @@ pub struct Ppo {
     kl: Box<dyn KlController>,
     schedule: Box<dyn LrSchedule>,
     optimizer: OptimizerSpec,
+    /// `alg.lora`: adapters on the policy (and a separate critic's trunk), see [`crate::lora`].
+    lora: Option<tril_models::lora::LoraConfig>,
     rollouts: RolloutStrategy,
     /// Taken by the loop when the run starts.
     reward: Option<TerminalReward>,
@@ -193,8 +195,10 @@ impl Ppo {
         let (policy_args, guide) = actor_critic_args(config, "alg.policy.args")?;
         let settings = loop_settings!(args);
         settings.check()?;
+        let lora = crate::lora::lora_config(&root);
         Ok(Ppo {
             id,
+            lora,
             plan,
             settings,
             task_id: root.task.id.clone(),
@@ -551,6 +555,13 @@ impl Run for Ppo {
             run_tokenizers(&this.tokenizer, &this.sampling, this.policy_args.prompt_truncation_side)?;
         let (mut model, reference, gpt_config) =
             build_models::<B>(&this.spec, tokenizer.vocab_size(), this.args.seed, &device)?;
+        // alg.lora: adapters on the policy and the critic trunks; the reference is the frozen base.
+        let lora = this.lora.as_ref();
+        let reference = if lora.is_some() { model.policy.without_lora() } else { reference };
+        model.policy = crate::lora::with_lora(model.policy, lora, &device)?;
+        if let Some(c) = model.critic.as_mut() {
+            c.transformer = crate::lora::with_lora(c.transformer.clone(), lora, &device)?;
+        }
         let mut guide = None;
         if let RolloutStrategy::Rollin(rollin) = &this.rollouts {
             if rollin.guide.create_guide_critic {
@@ -978,12 +989,18 @@ impl<B: AutodiffBackend> Loop<'_, B> {
             RewardSource::Task(_) => None,
         };
         state.write_checkpoint(&self.tracker, &self.guard, &self.model, &self.optim, |tmp| {
-            tril_models::hf::save_lm(&model.policy, config, &tmp.join("policy"), Some(tokenizer))?;
+            let (lora, base_name) = (self.ppo.lora.as_ref(), &self.ppo.spec.model_name);
+            crate::lora::save_policy(&model.policy, config, lora, base_name, &tmp.join("policy"), tokenizer)?;
+            // Critics are saved whole (adapters merged: no-ops without alg.lora).
             let critic = match (&model.critic, &model.shared_head) {
-                (Some(c), _) => Some(c.clone()),
-                (None, Some(h)) => {
-                    Some(tril_models::heads::ValueModel { transformer: model.policy.clone(), v_head: h.clone() })
-                }
+                (Some(c), _) => Some(tril_models::heads::ValueModel {
+                    transformer: c.transformer.clone().merge_lora(),
+                    v_head: c.v_head.clone(),
+                }),
+                (None, Some(h)) => Some(tril_models::heads::ValueModel {
+                    transformer: model.policy.clone().merge_lora(),
+                    v_head: h.clone(),
+                }),
                 (None, None) => None,
             };
             if let Some(c) = critic {

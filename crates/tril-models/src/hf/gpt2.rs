@@ -146,11 +146,11 @@ pub(crate) fn gpt2_table<'a, B: Backend>(m: &'a mut Gpt2Model<B>, p: &str) -> Ta
     t.embedding(&format!("{p}wpe.weight"), &mut m.wpe);
     for (i, b) in m.h.iter_mut().enumerate() {
         t.layer_norm(&format!("{p}h.{i}.ln_1"), &mut b.ln_1);
-        t.conv1d(&format!("{p}h.{i}.attn.c_attn"), &mut b.attn.c_attn);
-        t.conv1d(&format!("{p}h.{i}.attn.c_proj"), &mut b.attn.c_proj);
+        t.conv1d(&format!("{p}h.{i}.attn.c_attn"), &mut b.attn.c_attn.base);
+        t.conv1d(&format!("{p}h.{i}.attn.c_proj"), &mut b.attn.c_proj.base);
         t.layer_norm(&format!("{p}h.{i}.ln_2"), &mut b.ln_2);
-        t.conv1d(&format!("{p}h.{i}.mlp.c_fc"), &mut b.mlp.c_fc);
-        t.conv1d(&format!("{p}h.{i}.mlp.c_proj"), &mut b.mlp.c_proj);
+        t.conv1d(&format!("{p}h.{i}.mlp.c_fc"), &mut b.mlp.c_fc.base);
+        t.conv1d(&format!("{p}h.{i}.mlp.c_proj"), &mut b.mlp.c_proj.base);
     }
     t.layer_norm(&format!("{p}ln_f"), &mut m.ln_f);
     t

@@ -10,6 +10,7 @@ pub mod encoder;
 pub mod gpt2;
 pub mod llama;
 pub mod neox;
+pub mod peft;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};

@@ -203,10 +203,10 @@ pub(crate) fn trunk_table<'a, B: Backend>(t: &mut Table<'a, B>, m: &'a mut NeoXT
     for (i, l) in m.layers.iter_mut().enumerate() {
         t.layer_norm(&format!("{p}layers.{i}.input_layernorm"), &mut l.input_layernorm);
         t.layer_norm(&format!("{p}layers.{i}.post_attention_layernorm"), &mut l.post_attention_layernorm);
-        t.linear(&format!("{p}layers.{i}.attention.query_key_value"), &mut l.attention.query_key_value);
-        t.linear(&format!("{p}layers.{i}.attention.dense"), &mut l.attention.dense);
-        t.linear(&format!("{p}layers.{i}.mlp.dense_h_to_4h"), &mut l.mlp.dense_h_to_4h);
-        t.linear(&format!("{p}layers.{i}.mlp.dense_4h_to_h"), &mut l.mlp.dense_4h_to_h);
+        t.linear(&format!("{p}layers.{i}.attention.query_key_value"), &mut l.attention.query_key_value.base);
+        t.linear(&format!("{p}layers.{i}.attention.dense"), &mut l.attention.dense.base);
+        t.linear(&format!("{p}layers.{i}.mlp.dense_h_to_4h"), &mut l.mlp.dense_h_to_4h.base);
+        t.linear(&format!("{p}layers.{i}.mlp.dense_4h_to_h"), &mut l.mlp.dense_4h_to_h.base);
     }
     t.layer_norm(&format!("{p}final_layer_norm"), &mut m.final_layer_norm);
 }

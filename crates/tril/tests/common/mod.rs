@@ -112,7 +112,15 @@ pub fn assert_kill_and_resume_matches(args: &[&str], n_iters: usize, lines: usiz
     let expected = logs_without_time(&full);
     assert_eq!(logs_without_time(&cut), expected, "resumed logs differ from the uninterrupted run's");
     assert_eq!(expected.len(), lines);
-    let weights = |dir: &Path| std::fs::read(dir.join(&last).join("policy/model.safetensors")).unwrap();
+    // The HF model, or PEFT's adapter under alg.lora.
+    let weights = |dir: &Path| {
+        let policy = dir.join(&last).join("policy");
+        let file = ["model.safetensors", "adapter_model.safetensors"]
+            .map(|f| policy.join(f))
+            .into_iter()
+            .find(|f| f.is_file());
+        std::fs::read(file.unwrap_or_else(|| panic!("{}: no weights", policy.display()))).unwrap()
+    };
     assert!(weights(&full) == weights(&cut), "final policy weights differ");
 
     let (code, stderr) = resume(&cut);
