@@ -19,6 +19,8 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig, RmsNorm, RmsNormConfig};
+
+use crate::lora::{LoraLinear, LoraTargets};
 use burn::tensor::backend::Backend;
 use burn::tensor::{activation, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
@@ -312,7 +314,8 @@ impl LlamaConfig {
         let (d, hd, h, kv, i) =
             (self.hidden_size, self.head_dim(), self.num_attention_heads, self.kv_heads(), self.intermediate_size);
         let norm = || RmsNormConfig::new(d).with_epsilon(self.rms_norm_eps).init(device);
-        let lin = |i: usize, o: usize, bias: bool| LinearConfig::new(i, o).with_bias(bias).init(device);
+        let lin =
+            |i: usize, o: usize, bias: bool| LoraLinear::from(LinearConfig::new(i, o).with_bias(bias).init(device));
         let layer = |l: usize| LlamaDecoderLayer {
             input_layernorm: norm(),
             self_attn: LlamaAttention {
@@ -417,13 +420,13 @@ pub fn sliding_window_bias<B: Backend>(
 #[derive(Module, Debug)]
 pub struct LlamaAttention<B: Backend> {
     /// Query projection, `[D, H * hd]`.
-    pub q_proj: Linear<B>,
+    pub q_proj: LoraLinear<B>,
     /// Key projection, `[D, H_kv * hd]`.
-    pub k_proj: Linear<B>,
+    pub k_proj: LoraLinear<B>,
     /// Value projection, `[D, H_kv * hd]`.
-    pub v_proj: Linear<B>,
+    pub v_proj: LoraLinear<B>,
     /// Output projection, `[H * hd, D]`.
-    pub o_proj: Linear<B>,
+    pub o_proj: LoraLinear<B>,
     /// Number of query heads.
     pub n_head: usize,
     /// Number of key/value heads.
@@ -449,7 +452,7 @@ impl<B: Backend> LlamaAttention<B> {
     ) -> Tensor<B, 3> {
         let [b, t, _] = x.dims();
         let hd = self.head_dim;
-        let heads = |l: &Linear<B>, n: usize| linear3(l, x.clone()).reshape([b, t, n, hd]).swap_dims(1, 2);
+        let heads = |l: &LoraLinear<B>, n: usize| l.forward3(x.clone()).reshape([b, t, n, hd]).swap_dims(1, 2);
         let (cos, sin) = rope;
         let q = apply_rope(heads(&self.q_proj, self.n_head), cos.clone(), sin.clone()); // [B, H, T, hd]
         let mut k = apply_rope(heads(&self.k_proj, self.n_kv_head), cos, sin); // [B, H_kv, T, hd]
@@ -458,7 +461,7 @@ impl<B: Backend> LlamaAttention<B> {
             (k, v) = c.append(k, v);
         }
         let out = attend(q, k, v, bias).swap_dims(1, 2).reshape([b, t, self.n_head * hd]); // [B, T, H * hd]
-        linear3(&self.o_proj, out)
+        self.o_proj.forward3(out)
     }
 }
 
@@ -466,19 +469,19 @@ impl<B: Backend> LlamaAttention<B> {
 #[derive(Module, Debug)]
 pub struct LlamaMlp<B: Backend> {
     /// `[D, I]`.
-    pub gate_proj: Linear<B>,
+    pub gate_proj: LoraLinear<B>,
     /// `[D, I]`.
-    pub up_proj: Linear<B>,
+    pub up_proj: LoraLinear<B>,
     /// `[I, D]`.
-    pub down_proj: Linear<B>,
+    pub down_proj: LoraLinear<B>,
 }
 
 impl<B: Backend> LlamaMlp<B> {
     /// # Shapes
     /// - x: `[B, T, D]` -> `[B, T, D]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let gate = activation::silu(linear3(&self.gate_proj, x.clone())); // [B, T, I]
-        linear3(&self.down_proj, gate * linear3(&self.up_proj, x))
+        let gate = activation::silu(self.gate_proj.forward3(x.clone())); // [B, T, I]
+        self.down_proj.forward3(gate * self.up_proj.forward3(x))
     }
 }
 
@@ -726,6 +729,45 @@ impl<B: Backend> crate::lm::LanguageModel<B> for LlamaModel<B> {
     }
     fn max_positions(&self) -> usize {
         LlamaModel::max_positions(self)
+    }
+}
+
+impl<B: Backend> LoraTargets<B> for LlamaModel<B> {
+    fn lora_model_type(&self) -> &'static str {
+        self.family.model_type()
+    }
+    fn fan_in_fan_out(&self) -> bool {
+        false // torch Linear
+    }
+    fn projections(&self) -> Vec<(String, &LoraLinear<B>)> {
+        let mut out = Vec::with_capacity(7 * self.model.layers.len());
+        for (i, l) in self.model.layers.iter().enumerate() {
+            let (a, m) = (&l.self_attn, &l.mlp);
+            let p = |name: &str| format!("model.layers.{i}.{name}");
+            out.push((p("self_attn.q_proj"), &a.q_proj));
+            out.push((p("self_attn.k_proj"), &a.k_proj));
+            out.push((p("self_attn.v_proj"), &a.v_proj));
+            out.push((p("self_attn.o_proj"), &a.o_proj));
+            out.push((p("mlp.gate_proj"), &m.gate_proj));
+            out.push((p("mlp.up_proj"), &m.up_proj));
+            out.push((p("mlp.down_proj"), &m.down_proj));
+        }
+        out
+    }
+    fn projections_mut(&mut self) -> Vec<(String, &mut LoraLinear<B>)> {
+        let mut out = Vec::with_capacity(7 * self.model.layers.len());
+        for (i, l) in self.model.layers.iter_mut().enumerate() {
+            let (a, m) = (&mut l.self_attn, &mut l.mlp);
+            let p = |name: &str| format!("model.layers.{i}.{name}");
+            out.push((p("self_attn.q_proj"), &mut a.q_proj));
+            out.push((p("self_attn.k_proj"), &mut a.k_proj));
+            out.push((p("self_attn.v_proj"), &mut a.v_proj));
+            out.push((p("self_attn.o_proj"), &mut a.o_proj));
+            out.push((p("mlp.gate_proj"), &mut m.gate_proj));
+            out.push((p("mlp.up_proj"), &mut m.up_proj));
+            out.push((p("mlp.down_proj"), &mut m.down_proj));
+        }
+        out
     }
 }
 

@@ -1,6 +1,7 @@
 //! LoRA equals peft on the fixtures of `fixtures/lora/make_lora.py` (peft 0.21.2): for GPT-2
-//! (Conv1D, `fan_in_fan_out`, r 4 on `c_attn` + `mlp.c_proj`) and Pythia (Linear, rsLoRA, r 2
-//! on `query_key_value` + `dense_4h_to_h`), each with random B matrices:
+//! (Conv1D, `fan_in_fan_out`, r 4 on `c_attn` + `mlp.c_proj`), Pythia (Linear, rsLoRA, r 2
+//! on `query_key_value` + `dense_4h_to_h`) and a GQA Llama with biases (r 4 on `q_proj`,
+//! `v_proj`, `down_proj`), each with random B matrices:
 //! - loading peft's adapter into tril gives peft's logits;
 //! - merging gives peft's `merge_and_unload` logits, and a merged directory written by
 //!   `merge_to_dir` loads back to the same logits;
@@ -12,8 +13,8 @@
 //! `--nocapture` prints them): peft's adapter in tril 3.0e-6 (gpt2) / 1.7e-6 (pythia); merged vs
 //! `merge_and_unload` 3.2e-6 / 1.3e-6; peft on tril's adapter 5.2e-6 / 1.2e-6.
 //!
-//! NeoX is not a `CausalLm` variant on this branch yet, so the tests are generic over the family
-//! (`Family`); `merge_to_dir` goes through `hf::load_lm` and is checked on GPT-2.
+//! The tests are generic over the family (`Family`); `merge_to_dir` goes through `hf::load_lm`
+//! and is checked on GPT-2.
 
 mod common;
 
@@ -29,9 +30,11 @@ use serde_json::Value;
 use tril_core::backend::CpuAutodiff;
 use tril_models::gpt2::Gpt2Model;
 use tril_models::hf::gpt2::load_gpt2;
+use tril_models::hf::llama::load_llama;
 use tril_models::hf::neox::load_neox;
 use tril_models::hf::peft::{load_lora, merge_to_dir, save_lora, ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE};
 use tril_models::hf::Checkpoint;
+use tril_models::llama::LlamaModel;
 use tril_models::lm::LmInput;
 use tril_models::lora::{add_lora, merge_lora, without_lora, LoraConfig, LoraTargets};
 use tril_models::neox::NeoXModel;
@@ -67,6 +70,15 @@ impl<Bk: Backend> Family<Bk> for Gpt2Model<Bk> {
     }
     fn forward_with(&self, input: LmInput<Bk>) -> Tensor<Bk, 3> {
         Gpt2Model::forward_with(self, input, None).logits
+    }
+}
+
+impl<Bk: Backend> Family<Bk> for LlamaModel<Bk> {
+    fn load(dir: &Path, device: &Bk::Device) -> Self {
+        load_llama::<Bk>(dir, device).unwrap().model
+    }
+    fn forward_with(&self, input: LmInput<Bk>) -> Tensor<Bk, 3> {
+        LlamaModel::forward_with(self, input, None).logits
     }
 }
 
@@ -115,7 +127,7 @@ fn peft_logits_case<M: Family<B>>(name: &str, base_path: &str) {
     let d = diff(&logits(&model, &exp), &floats(&exp, "base_logits"), &exp);
     assert!(d < TOL, "{name}: base logits differ by {d}");
     let (tuned, config) = load_lora(model, &adapter_dir(name), &dev).unwrap();
-    assert_eq!(config.r, if name == "gpt2" { 4 } else { 2 });
+    assert_eq!(config.r, if name == "pythia" { 2 } else { 4 });
     let d = diff(&logits(&tuned, &exp), &floats(&exp, "logits"), &exp);
     eprintln!("{name}: peft adapter in tril, max |diff| {d:.3e}");
     assert!(d < TOL, "{name}: adapted logits differ by {d}");
@@ -130,6 +142,7 @@ fn peft_logits_case<M: Family<B>>(name: &str, base_path: &str) {
 fn peft_adapters_give_peft_logits_and_merges() {
     peft_logits_case::<Gpt2Model<B>>("gpt2", "gpt2");
     peft_logits_case::<NeoXModel<B>>("pythia", "neox/pythia");
+    peft_logits_case::<LlamaModel<B>>("llama", "llama/llama_gqa");
     // merge_to_dir (any family `hf::load_lm` knows) writes a full HF model with the merged weights.
     let (dev, exp) = (Default::default(), expected("gpt2"));
     let out = tempfile::tempdir().unwrap();
@@ -154,6 +167,8 @@ fn peft_loads_trils_adapter() {
     trils_adapter_case::<Gpt2Model<B>>(&python, "gpt2", "gpt2", &["c_attn", "c_proj", "c_fc"]);
     let all = ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"];
     trils_adapter_case::<NeoXModel<B>>(&python, "pythia", "neox/pythia", &all);
+    let all = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+    trils_adapter_case::<LlamaModel<B>>(&python, "llama", "llama/llama_gqa", &all);
 }
 
 /// A tril adapter of its own (random A and B on every projection the family has) loads in peft.
@@ -209,6 +224,7 @@ fn names_case<M: Family<B>>(name: &str, base_path: &str) {
 fn saved_tensor_names_and_shapes_are_peft_s() {
     names_case::<Gpt2Model<B>>("gpt2", "gpt2");
     names_case::<NeoXModel<B>>("pythia", "neox/pythia");
+    names_case::<LlamaModel<B>>("llama", "llama/llama_gqa");
 }
 
 /// Only adapters get gradients and move; every base parameter is bit-identical after two
@@ -256,4 +272,5 @@ fn gradients_case<M: Family<CpuAutodiff> + AutodiffModule<CpuAutodiff>>(name: &s
 fn only_adapters_get_gradients() {
     gradients_case::<Gpt2Model<CpuAutodiff>>("gpt2", "gpt2");
     gradients_case::<NeoXModel<CpuAutodiff>>("pythia", "neox/pythia");
+    gradients_case::<LlamaModel<CpuAutodiff>>("llama", "llama/llama_gqa");
 }

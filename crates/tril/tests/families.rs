@@ -173,3 +173,40 @@ fn dpo_trains_on_conversations_through_the_chat_template() {
         }
     }
 }
+
+/// LoRA on a tiny Llama (GQA, untied head): DPO and PPO train adapters only and write PEFT
+/// adapter files; the base weights in the run's trainer state are not what trains.
+#[test]
+fn dpo_and_ppo_with_lora_on_a_llama() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = LlamaConfig::new(32, 32, 64, 2, 4).with_num_key_value_heads(Some(2)).with_max_position_embeddings(64);
+    let model = tiny_model(tmp.path(), "llama", config.into());
+    let lora = ["+alg.lora.peft_config.r=4", "+alg.lora.peft_config.lora_alpha=16"];
+    let (dir, arg) = run_dir(&tmp, "dpo-lora");
+    let name = format!("alg.args.model_name={}", model.display());
+    let mut args = vec!["task=synthetic_preference", "alg=dpo", &arg, &name, "alg.args.epochs=1"];
+    args.extend(["alg.args.save_checkpoints=true", "alg.args.save_every=16"]);
+    args.extend(lora);
+    let (code, stderr) = tril(&args);
+    assert_eq!(code, 0, "{stderr}");
+    let policy = dir.join("checkpoints/iter_16/policy");
+    assert!(policy.join("adapter_model.safetensors").is_file(), "{}", policy.display());
+    let adapter: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(policy.join("adapter_config.json")).unwrap()).unwrap();
+    let mut targets: Vec<&str> =
+        adapter["target_modules"].as_array().unwrap().iter().filter_map(|v| v.as_str()).collect();
+    targets.sort();
+    assert_eq!(targets, ["q_proj", "v_proj"], "PEFT's default targets for llama");
+    let loss = common::jsonl(&dir.join("training_info.jsonl"), "loss");
+    assert!(loss.iter().all(|l| l.is_finite()) && loss.last() < loss.first(), "{loss:?}");
+
+    let (dir, arg) = run_dir(&tmp, "ppo-lora");
+    let name = format!("alg.policy.args.model_name={}", model.display());
+    let tokenizer = format!("alg.tokenizer.model_name={}", model.display());
+    let mut args = vec!["task=synthetic", "alg=ppo", &arg, &name, &tokenizer, "alg.args.n_iters=2"];
+    args.extend(["alg.args.save_every=2", "alg.args.eval_every=2"]);
+    args.extend(lora);
+    let (code, stderr) = tril(&args);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(dir.join("checkpoints/iter_2/policy/adapter_model.safetensors").is_file());
+}

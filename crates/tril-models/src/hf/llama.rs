@@ -284,14 +284,14 @@ pub(crate) fn trunk_table<'a, B: Backend>(m: &'a mut LlamaTrunk<B>) -> Table<'a,
     for (i, l) in m.layers.iter_mut().enumerate() {
         let p = format!("model.layers.{i}");
         rms_norm(&mut t, format!("{p}.input_layernorm.weight"), &mut l.input_layernorm);
-        t.linear(&format!("{p}.self_attn.q_proj"), &mut l.self_attn.q_proj);
-        t.linear(&format!("{p}.self_attn.k_proj"), &mut l.self_attn.k_proj);
-        t.linear(&format!("{p}.self_attn.v_proj"), &mut l.self_attn.v_proj);
-        t.linear(&format!("{p}.self_attn.o_proj"), &mut l.self_attn.o_proj);
+        t.linear(&format!("{p}.self_attn.q_proj"), &mut l.self_attn.q_proj.base);
+        t.linear(&format!("{p}.self_attn.k_proj"), &mut l.self_attn.k_proj.base);
+        t.linear(&format!("{p}.self_attn.v_proj"), &mut l.self_attn.v_proj.base);
+        t.linear(&format!("{p}.self_attn.o_proj"), &mut l.self_attn.o_proj.base);
         rms_norm(&mut t, format!("{p}.post_attention_layernorm.weight"), &mut l.post_attention_layernorm);
-        t.linear(&format!("{p}.mlp.gate_proj"), &mut l.mlp.gate_proj);
-        t.linear(&format!("{p}.mlp.up_proj"), &mut l.mlp.up_proj);
-        t.linear(&format!("{p}.mlp.down_proj"), &mut l.mlp.down_proj);
+        t.linear(&format!("{p}.mlp.gate_proj"), &mut l.mlp.gate_proj.base);
+        t.linear(&format!("{p}.mlp.up_proj"), &mut l.mlp.up_proj.base);
+        t.linear(&format!("{p}.mlp.down_proj"), &mut l.mlp.down_proj.base);
     }
     rms_norm(&mut t, "model.norm.weight".into(), &mut m.norm);
     t
