@@ -64,9 +64,7 @@ impl<B: Backend> CausalLm<B> {
     /// # Shapes
     /// - input_ids, attention_mask: `[B, T]` -> logits `[B, T, V]`
     pub fn forward(&self, input_ids: Tensor<B, 2, Int>, attention_mask: Option<Tensor<B, 2, Int>>) -> LmOutput<B> {
-        let mut input = LmInput::new(input_ids);
-        input.attention_mask = attention_mask;
-        self.forward_with(input, None)
+        <Self as LanguageModel<B>>::forward(self, input_ids, attention_mask)
     }
 
     /// Forward with every option (cache, positions, hidden states, logits span).
@@ -74,7 +72,7 @@ impl<B: Backend> CausalLm<B> {
     /// # Shapes
     /// See [`LmInput`] and [`LmOutput`].
     pub fn forward_with(&self, input: LmInput<B>, cache: Option<&mut KvCache<B>>) -> LmOutput<B> {
-        each_arch!(self, m => m.forward_with(input, cache))
+        <Self as LanguageModel<B>>::forward_with(self, input, cache)
     }
 
     /// LM logits of positions `start..start + len` only (contiguous).
@@ -88,9 +86,7 @@ impl<B: Backend> CausalLm<B> {
         start: usize,
         len: usize,
     ) -> Tensor<B, 3> {
-        let mut input = LmInput::new(input_ids).logits_span(start, len);
-        input.attention_mask = attention_mask;
-        self.forward_with(input, None).logits
+        <Self as LanguageModel<B>>::span_logits(self, input_ids, attention_mask, start, len)
     }
 
     /// The trunk without the LM head (what value and classification heads read).
@@ -150,8 +146,11 @@ impl<B: Backend> CausalLm<B> {
 }
 
 impl<B: Backend> LanguageModel<B> for CausalLm<B> {
-    fn forward_with(&self, input: LmInput<B>, cache: Option<&mut KvCache<B>>) -> LmOutput<B> {
-        CausalLm::forward_with(self, input, cache)
+    fn trunk(&self, input: LmInput<B>, cache: Option<&mut KvCache<B>>) -> LmHidden<B> {
+        each_arch!(self, m => m.trunk(input, cache))
+    }
+    fn lm_logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
+        each_arch!(self, m => m.lm_logits(hidden))
     }
     fn n_layer(&self) -> usize {
         CausalLm::n_layer(self)

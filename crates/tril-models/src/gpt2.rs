@@ -254,57 +254,6 @@ pub struct Gpt2Model<B: Backend> {
 }
 
 impl<B: Backend> Gpt2Model<B> {
-    /// Full forward with a padding mask: logits at every position.
-    ///
-    /// # Shapes
-    /// - input_ids: `[B, T]`, attention_mask: `[B, T]` (1 real, 0 pad)
-    /// - output logits: `[B, T, V]`
-    pub fn forward(&self, input_ids: Tensor<B, 2, Int>, attention_mask: Option<Tensor<B, 2, Int>>) -> Gpt2Output<B> {
-        let mut input = Gpt2Input::new(input_ids);
-        input.attention_mask = attention_mask;
-        self.forward_with(input, None)
-    }
-
-    /// Forward with every option: cache, explicit positions, hidden states, last-only logits.
-    ///
-    /// # Shapes
-    /// See [`Gpt2Input`] and [`Gpt2Output`].
-    pub fn forward_with(&self, input: Gpt2Input<B>, cache: Option<&mut KvCache<B>>) -> Gpt2Output<B> {
-        let span = input.logits;
-        let hidden = self.trunk(input, cache);
-        let last = match span {
-            LogitsSpan::All => hidden.last_hidden_state.clone(),
-            LogitsSpan::Last => {
-                let t = hidden.last_hidden_state.dims()[1];
-                hidden.last_hidden_state.clone().narrow(1, t - 1, 1)
-            }
-            LogitsSpan::Span { start, len } => hidden.last_hidden_state.clone().narrow(1, start, len),
-        };
-        Gpt2Output {
-            logits: self.lm_logits(last),
-            last_hidden_state: hidden.last_hidden_state,
-            hidden_states: hidden.hidden_states,
-        }
-    }
-
-    /// LM logits of positions `start..start + len` only, `[B, len, V]`: the vocabulary-wide
-    /// head (and the caller's softmax) skip the other positions, and the result is
-    /// contiguous (a slice of full logits is a strided view that CPU backends walk slowly).
-    ///
-    /// # Shapes
-    /// - input_ids, attention_mask: `[B, T]` -> `[B, len, V]`
-    pub fn span_logits(
-        &self,
-        input_ids: Tensor<B, 2, Int>,
-        attention_mask: Option<Tensor<B, 2, Int>>,
-        start: usize,
-        len: usize,
-    ) -> Tensor<B, 3> {
-        let mut input = Gpt2Input::new(input_ids).logits_span(start, len);
-        input.attention_mask = attention_mask;
-        self.forward_with(input, None).logits
-    }
-
     /// The trunk without the LM head (what a value model needs).
     ///
     /// # Shapes
@@ -366,8 +315,11 @@ impl<B: Backend> Gpt2Model<B> {
 }
 
 impl<B: Backend> LanguageModel<B> for Gpt2Model<B> {
-    fn forward_with(&self, input: LmInput<B>, cache: Option<&mut KvCache<B>>) -> LmOutput<B> {
-        Gpt2Model::forward_with(self, input, cache)
+    fn trunk(&self, input: LmInput<B>, cache: Option<&mut KvCache<B>>) -> LmHidden<B> {
+        Gpt2Model::trunk(self, input, cache)
+    }
+    fn lm_logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
+        Gpt2Model::lm_logits(self, hidden)
     }
     fn n_layer(&self) -> usize {
         Gpt2Model::n_layer(self)

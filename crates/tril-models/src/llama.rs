@@ -28,8 +28,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{ModelError, Result};
 use crate::heads::{ScoreHead, ScoreHeadConfig};
 use crate::lm::{
-    attend, attention_bias, linear3, position_ids_from_mask, KvCache, LayerCache, LmHidden, LmInput, LmOutput,
-    LogitsSpan, MASK_BIAS,
+    attend, attention_bias, linear3, position_ids_from_mask, KvCache, LayerCache, LmHidden, LmInput, MASK_BIAS,
 };
 
 /// Which HF architecture a [`LlamaConfig`] describes (HF `model_type`).
@@ -593,56 +592,6 @@ pub struct LlamaModel<B: Backend> {
 }
 
 impl<B: Backend> LlamaModel<B> {
-    /// Full forward with a padding mask: logits at every position.
-    ///
-    /// # Shapes
-    /// - input_ids: `[B, T]`, attention_mask: `[B, T]` (1 real, 0 pad)
-    /// - output logits: `[B, T, V]`
-    pub fn forward(&self, input_ids: Tensor<B, 2, Int>, attention_mask: Option<Tensor<B, 2, Int>>) -> LmOutput<B> {
-        let mut input = LmInput::new(input_ids);
-        input.attention_mask = attention_mask;
-        self.forward_with(input, None)
-    }
-
-    /// Forward with every option: cache, explicit positions, hidden states, logits span.
-    ///
-    /// # Shapes
-    /// See [`LmInput`] and [`LmOutput`].
-    pub fn forward_with(&self, input: LmInput<B>, cache: Option<&mut KvCache<B>>) -> LmOutput<B> {
-        let span = input.logits;
-        let hidden = self.trunk(input, cache);
-        let last = match span {
-            LogitsSpan::All => hidden.last_hidden_state.clone(),
-            LogitsSpan::Last => {
-                let t = hidden.last_hidden_state.dims()[1];
-                hidden.last_hidden_state.clone().narrow(1, t - 1, 1)
-            }
-            LogitsSpan::Span { start, len } => hidden.last_hidden_state.clone().narrow(1, start, len),
-        };
-        LmOutput {
-            logits: self.lm_logits(last),
-            last_hidden_state: hidden.last_hidden_state,
-            hidden_states: hidden.hidden_states,
-        }
-    }
-
-    /// LM logits of positions `start..start + len` only, `[B, len, V]` (see
-    /// [`crate::gpt2::Gpt2Model::span_logits`]).
-    ///
-    /// # Shapes
-    /// - input_ids, attention_mask: `[B, T]` -> `[B, len, V]`
-    pub fn span_logits(
-        &self,
-        input_ids: Tensor<B, 2, Int>,
-        attention_mask: Option<Tensor<B, 2, Int>>,
-        start: usize,
-        len: usize,
-    ) -> Tensor<B, 3> {
-        let mut input = LmInput::new(input_ids).logits_span(start, len);
-        input.attention_mask = attention_mask;
-        self.forward_with(input, None).logits
-    }
-
     /// The trunk without the LM head (what a value model needs). `hidden_states` are HF's: the
     /// embeddings, each layer's output, and the last entry after the final norm.
     ///
@@ -718,8 +667,11 @@ impl<B: Backend> LlamaClassifier<B> {
 }
 
 impl<B: Backend> crate::lm::LanguageModel<B> for LlamaModel<B> {
-    fn forward_with(&self, input: LmInput<B>, cache: Option<&mut KvCache<B>>) -> LmOutput<B> {
-        LlamaModel::forward_with(self, input, cache)
+    fn trunk(&self, input: LmInput<B>, cache: Option<&mut KvCache<B>>) -> LmHidden<B> {
+        LlamaModel::trunk(self, input, cache)
+    }
+    fn lm_logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
+        LlamaModel::lm_logits(self, hidden)
     }
     fn n_layer(&self) -> usize {
         LlamaModel::n_layer(self)
@@ -774,6 +726,7 @@ impl<B: Backend> LoraTargets<B> for LlamaModel<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lm::LanguageModel;
     use tril_core::backend::CpuBackend;
 
     type B = CpuBackend;

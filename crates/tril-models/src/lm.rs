@@ -284,15 +284,78 @@ pub fn attend<B: Backend>(
     burn::tensor::activation::softmax(scores, 3).matmul(v)
 }
 
-/// What decoding needs from a causal LM: implemented by every architecture and by
-/// [`crate::causal_lm::CausalLm`], so [`crate::generate::generate`] takes any of them.
+/// A causal LM: every family implements the trunk and the head; the forward passes built
+/// on them are this trait's, written once. [`crate::causal_lm::CausalLm`] implements it too,
+/// so [`crate::generate::generate`] takes any of them.
 pub trait LanguageModel<B: Backend> {
-    /// Forward with every option; see [`LmInput`] and [`LmOutput`].
-    fn forward_with(&self, input: LmInput<B>, cache: Option<&mut KvCache<B>>) -> LmOutput<B>;
+    /// The trunk without the LM head (what value and classification heads read).
+    ///
+    /// # Shapes
+    /// See [`LmInput`] and [`LmHidden`].
+    fn trunk(&self, input: LmInput<B>, cache: Option<&mut KvCache<B>>) -> LmHidden<B>;
+
+    /// The LM head.
+    ///
+    /// # Shapes
+    /// - hidden: `[B, T, D]` -> `[B, T, V]`
+    fn lm_logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3>;
+
     /// Number of blocks (the length of a [`KvCache`]).
     fn n_layer(&self) -> usize;
+
     /// Vocabulary size of the LM head.
     fn vocab_size(&self) -> usize;
+
     /// The longest sequence the model accepts.
     fn max_positions(&self) -> usize;
+
+    /// Forward with every option: cache, explicit positions, hidden states, logits span.
+    ///
+    /// # Shapes
+    /// See [`LmInput`] and [`LmOutput`].
+    fn forward_with(&self, input: LmInput<B>, cache: Option<&mut KvCache<B>>) -> LmOutput<B> {
+        let span = input.logits;
+        let hidden = self.trunk(input, cache);
+        let last = match span {
+            LogitsSpan::All => hidden.last_hidden_state.clone(),
+            LogitsSpan::Last => {
+                let t = hidden.last_hidden_state.dims()[1];
+                hidden.last_hidden_state.clone().narrow(1, t - 1, 1)
+            }
+            LogitsSpan::Span { start, len } => hidden.last_hidden_state.clone().narrow(1, start, len),
+        };
+        LmOutput {
+            logits: self.lm_logits(last),
+            last_hidden_state: hidden.last_hidden_state,
+            hidden_states: hidden.hidden_states,
+        }
+    }
+
+    /// Full forward with a padding mask: logits at every position.
+    ///
+    /// # Shapes
+    /// - input_ids, attention_mask: `[B, T]` (1 real, 0 pad) -> logits `[B, T, V]`
+    fn forward(&self, input_ids: Tensor<B, 2, Int>, attention_mask: Option<Tensor<B, 2, Int>>) -> LmOutput<B> {
+        let mut input = LmInput::new(input_ids);
+        input.attention_mask = attention_mask;
+        self.forward_with(input, None)
+    }
+
+    /// LM logits of positions `start..start + len` only, `[B, len, V]`: the vocabulary-wide
+    /// head (and the caller's softmax) skip the other positions, and the result is
+    /// contiguous (a slice of full logits is a strided view that CPU backends walk slowly).
+    ///
+    /// # Shapes
+    /// - input_ids, attention_mask: `[B, T]` -> `[B, len, V]`
+    fn span_logits(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        attention_mask: Option<Tensor<B, 2, Int>>,
+        start: usize,
+        len: usize,
+    ) -> Tensor<B, 3> {
+        let mut input = LmInput::new(input_ids).logits_span(start, len);
+        input.attention_mask = attention_mask;
+        self.forward_with(input, None).logits
+    }
 }

@@ -333,6 +333,7 @@ pub fn lora_param_count<B: Backend, M: LoraTargets<B>>(model: &M) -> usize {
 mod tests {
     use super::*;
     use crate::gpt2::Gpt2Config;
+    use crate::lm::LanguageModel;
     use crate::neox::NeoXConfig;
     use burn::tensor::{Int, TensorData};
     use tril_core::backend::CpuBackend;

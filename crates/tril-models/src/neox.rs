@@ -33,7 +33,6 @@ pub use crate::gpt2::Activation;
 use crate::heads::{ScoreHead, ScoreHeadConfig};
 use crate::lm::{
     attend, attention_bias, linear3, position_ids_from_mask, KvCache, LanguageModel, LayerCache, LmHidden, LmInput,
-    LmOutput, LogitsSpan,
 };
 use crate::lora::{LoraLinear, LoraTargets};
 
@@ -438,56 +437,6 @@ pub struct NeoXModel<B: Backend> {
 }
 
 impl<B: Backend> NeoXModel<B> {
-    /// Full forward with a padding mask: logits at every position.
-    ///
-    /// # Shapes
-    /// - input_ids: `[B, T]`, attention_mask: `[B, T]` (1 real, 0 pad)
-    /// - output logits: `[B, T, V]`
-    pub fn forward(&self, input_ids: Tensor<B, 2, Int>, attention_mask: Option<Tensor<B, 2, Int>>) -> LmOutput<B> {
-        let mut input = LmInput::new(input_ids);
-        input.attention_mask = attention_mask;
-        self.forward_with(input, None)
-    }
-
-    /// Forward with every option: cache, explicit positions, hidden states, logits span.
-    ///
-    /// # Shapes
-    /// See [`LmInput`] and [`LmOutput`].
-    pub fn forward_with(&self, input: LmInput<B>, cache: Option<&mut KvCache<B>>) -> LmOutput<B> {
-        let span = input.logits;
-        let hidden = self.trunk(input, cache);
-        let last = match span {
-            LogitsSpan::All => hidden.last_hidden_state.clone(),
-            LogitsSpan::Last => {
-                let t = hidden.last_hidden_state.dims()[1];
-                hidden.last_hidden_state.clone().narrow(1, t - 1, 1)
-            }
-            LogitsSpan::Span { start, len } => hidden.last_hidden_state.clone().narrow(1, start, len),
-        };
-        LmOutput {
-            logits: self.lm_logits(last),
-            last_hidden_state: hidden.last_hidden_state,
-            hidden_states: hidden.hidden_states,
-        }
-    }
-
-    /// LM logits of positions `start..start + len` only, `[B, len, V]` (contiguous; the head
-    /// runs on those positions only), as [`crate::gpt2::Gpt2Model::span_logits`].
-    ///
-    /// # Shapes
-    /// - input_ids, attention_mask: `[B, T]` -> `[B, len, V]`
-    pub fn span_logits(
-        &self,
-        input_ids: Tensor<B, 2, Int>,
-        attention_mask: Option<Tensor<B, 2, Int>>,
-        start: usize,
-        len: usize,
-    ) -> Tensor<B, 3> {
-        let mut input = LmInput::new(input_ids).logits_span(start, len);
-        input.attention_mask = attention_mask;
-        self.forward_with(input, None).logits
-    }
-
     /// The trunk without the LM head (what a value model needs).
     ///
     /// # Shapes
@@ -564,8 +513,11 @@ impl<B: Backend> NeoXClassifier<B> {
 }
 
 impl<B: Backend> LanguageModel<B> for NeoXModel<B> {
-    fn forward_with(&self, input: LmInput<B>, cache: Option<&mut KvCache<B>>) -> LmOutput<B> {
-        NeoXModel::forward_with(self, input, cache)
+    fn trunk(&self, input: LmInput<B>, cache: Option<&mut KvCache<B>>) -> LmHidden<B> {
+        NeoXModel::trunk(self, input, cache)
+    }
+    fn lm_logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
+        NeoXModel::lm_logits(self, hidden)
     }
     fn n_layer(&self) -> usize {
         NeoXModel::n_layer(self)

@@ -5,6 +5,7 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
+use tril_models::lm::LanguageModel;
 
 use common::*;
 use serde_json::json;

@@ -12,6 +12,7 @@ use tril_models::generate::{generate, GenerationConfig, SpecialTokens};
 use tril_models::gpt2::Gpt2Input;
 use tril_models::heads::{LmClassifier, ScoreHeadConfig};
 use tril_models::hf::load_gpt2;
+use tril_models::lm::LanguageModel;
 use tril_models::tokenizer::{TextTokenizer, TokenizerOptions};
 
 const TOL: f32 = 1e-4;

@@ -21,7 +21,7 @@ use tril_models::hf::{
     Checkpoint,
 };
 use tril_models::llama::LlamaModel;
-use tril_models::lm::{KvCache, LmInput};
+use tril_models::lm::{KvCache, LanguageModel, LmInput};
 
 const TOL: f32 = 1e-4;
 /// The causal LM fixtures.

@@ -35,7 +35,7 @@ use tril_models::hf::neox::load_neox;
 use tril_models::hf::peft::{load_lora, merge_to_dir, save_lora, ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE};
 use tril_models::hf::Checkpoint;
 use tril_models::llama::LlamaModel;
-use tril_models::lm::LmInput;
+use tril_models::lm::{LanguageModel, LmInput};
 use tril_models::lora::{add_lora, merge_lora, without_lora, LoraConfig, LoraTargets};
 use tril_models::neox::NeoXModel;
 
@@ -69,7 +69,7 @@ impl<Bk: Backend> Family<Bk> for Gpt2Model<Bk> {
         load_gpt2::<Bk>(dir, device).unwrap().model
     }
     fn forward_with(&self, input: LmInput<Bk>) -> Tensor<Bk, 3> {
-        Gpt2Model::forward_with(self, input, None).logits
+        LanguageModel::forward_with(self, input, None).logits
     }
 }
 
@@ -78,7 +78,7 @@ impl<Bk: Backend> Family<Bk> for LlamaModel<Bk> {
         load_llama::<Bk>(dir, device).unwrap().model
     }
     fn forward_with(&self, input: LmInput<Bk>) -> Tensor<Bk, 3> {
-        LlamaModel::forward_with(self, input, None).logits
+        LanguageModel::forward_with(self, input, None).logits
     }
 }
 
@@ -87,7 +87,7 @@ impl<Bk: Backend> Family<Bk> for NeoXModel<Bk> {
         load_neox::<Bk>(dir, device).unwrap().model
     }
     fn forward_with(&self, input: LmInput<Bk>) -> Tensor<Bk, 3> {
-        NeoXModel::forward_with(self, input, None).logits
+        LanguageModel::forward_with(self, input, None).logits
     }
 }
 

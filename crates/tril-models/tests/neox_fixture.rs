@@ -20,7 +20,7 @@ use common::{fixture, max_diff_where, values, B};
 use serde_json::Value;
 use tril_models::hf::neox::{load_neox, load_neox_classifier, save_neox, save_neox_classifier};
 use tril_models::hf::{Checkpoint, CONFIG_FILE};
-use tril_models::lm::{KvCache, LmInput};
+use tril_models::lm::{KvCache, LanguageModel, LmInput};
 use tril_models::neox::NeoXModel;
 
 const TOL: f32 = 1e-4;

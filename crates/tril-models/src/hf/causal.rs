@@ -186,7 +186,7 @@ pub fn save_value_model<B: Backend>(
     let mut m = model.clone();
     let mut t = trunk_table(&mut m.transformer, None)?;
     value_head_table(&mut t, &mut m.v_head);
-    g::write_dir(dir, config.to_json(), t.export(), tokenizer)
+    super::write_model_dir(dir, config.to_json(), t.export(), tokenizer)
 }
 
 /// Load HF `*ForSequenceClassification` (`num_labels` from `id2label` or `num_labels`).
@@ -243,7 +243,7 @@ pub fn save_lm_classifier<B: Backend>(
     json["label2id"] = labels.iter().enumerate().map(|(i, l)| (l.clone(), json!(i))).collect();
     json["num_labels"] = json!(n);
     json["pad_token_id"] = json!(config.pad_token_id().or(config.eos_token_id()));
-    g::write_dir(dir, json, t.export(), tokenizer)
+    super::write_model_dir(dir, json, t.export(), tokenizer)
 }
 
 #[cfg(test)]

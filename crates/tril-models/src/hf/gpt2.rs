@@ -5,10 +5,7 @@ use std::path::Path;
 use burn::tensor::backend::Backend;
 use serde_json::json;
 
-use super::{
-    read_json, write_json, write_safetensors, Checkpoint, JsonConfig, LoadReport, Table, CONFIG_FILE, SAFETENSORS_FILE,
-    TOKENIZER_FILE,
-};
+use super::{read_json, Checkpoint, JsonConfig, LoadReport, Table, CONFIG_FILE};
 use crate::error::{ModelError, Result};
 use crate::gpt2::{Activation, Gpt2Config, Gpt2Model};
 use crate::tokenizer::TextTokenizer;
@@ -193,21 +190,6 @@ pub fn load_gpt2<B: Backend>(dir: &Path, device: &B::Device) -> Result<Loaded<Gp
     Ok(Loaded { model, config, report: finish(&ckpt, loaded) })
 }
 
-pub(crate) fn write_dir(
-    dir: &Path,
-    config: serde_json::Value,
-    tensors: Vec<(String, Vec<f32>, Vec<usize>)>,
-    tokenizer: Option<&TextTokenizer>,
-) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
-    write_json(&dir.join(CONFIG_FILE), &config)?;
-    write_safetensors(&dir.join(SAFETENSORS_FILE), tensors)?;
-    if let Some(tok) = tokenizer {
-        tok.save(&dir.join(TOKENIZER_FILE))?;
-    }
-    Ok(())
-}
-
 /// Save a GPT-2 LM in HF layout (`transformers.AutoModelForCausalLM.from_pretrained(dir)` loads
 /// it): `config.json`, `model.safetensors` (`transformer.*` names, tied head omitted as
 /// transformers does) and, if given, `tokenizer.json`.
@@ -219,12 +201,13 @@ pub fn save_gpt2<B: Backend>(
 ) -> Result<()> {
     let mut m = model.clone();
     let tensors = gpt2_table(&mut m, "transformer.").export();
-    write_dir(dir, gpt2_config_to_json(config), tensors, tokenizer)
+    super::write_model_dir(dir, gpt2_config_to_json(config), tensors, tokenizer)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hf::{write_json, SAFETENSORS_FILE};
     use serde_json::json;
 
     /// Absurd sizes in config.json are errors naming the file and key before any model is

@@ -8,10 +8,7 @@ use burn::tensor::backend::Backend;
 use serde_json::{json, Value};
 
 use super::gpt2::Loaded;
-use super::{
-    read_json, write_json, write_safetensors, Checkpoint, Entry, JsonConfig, LoadReport, Slot, Table, CONFIG_FILE,
-    SAFETENSORS_FILE, TOKENIZER_FILE,
-};
+use super::{read_json, Checkpoint, Entry, JsonConfig, LoadReport, Slot, Table, CONFIG_FILE};
 use crate::error::{ModelError, Result};
 use crate::llama::{Llama3RopeScaling, LlamaClassifier, LlamaConfig, LlamaFamily, LlamaModel, LlamaTrunk};
 use crate::tokenizer::TextTokenizer;
@@ -345,21 +342,6 @@ pub fn load_llama_classifier<B: Backend>(
     Ok(Loaded { model, config, report: finish(&ckpt, loaded) })
 }
 
-fn write_dir(
-    dir: &Path,
-    config: Value,
-    tensors: Vec<(String, Vec<f32>, Vec<usize>)>,
-    tok: Option<&TextTokenizer>,
-) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
-    write_json(&dir.join(CONFIG_FILE), &config)?;
-    write_safetensors(&dir.join(SAFETENSORS_FILE), tensors)?;
-    if let Some(tok) = tok {
-        tok.save(&dir.join(TOKENIZER_FILE))?;
-    }
-    Ok(())
-}
-
 /// Save a causal LM in HF layout (`transformers.AutoModelForCausalLM.from_pretrained(dir)`
 /// loads it): `config.json`, `model.safetensors` in f32 (no `lm_head.weight` when tied, as
 /// transformers writes it) and, if given, `tokenizer.json`. The model must match `config`'s
@@ -381,7 +363,7 @@ pub fn save_llama<B: Backend>(
     let mut m = model.clone();
     let tensors = lm_table(&mut m).export();
     let arch = format!("{}ForCausalLM", config.family.class_prefix());
-    write_dir(dir, llama_config_to_json(config, &arch), tensors, tokenizer)
+    super::write_model_dir(dir, llama_config_to_json(config, &arch), tensors, tokenizer)
 }
 
 /// Save a sequence classifier as HF `{Llama,Qwen2,Mistral}ForSequenceClassification` (what
@@ -410,7 +392,7 @@ pub fn save_llama_classifier<B: Backend>(
     json["label2id"] = labels.iter().enumerate().map(|(i, l)| (l.clone(), json!(i))).collect();
     json["num_labels"] = json!(n);
     json["pad_token_id"] = json!(model.pad_token_id);
-    write_dir(dir, json, t.export(), tokenizer)
+    super::write_model_dir(dir, json, t.export(), tokenizer)
 }
 
 #[cfg(test)]

@@ -421,6 +421,23 @@ pub fn write_safetensors(path: &Path, tensors: Vec<(String, Vec<f32>, Vec<usize>
         .map_err(|source| ModelError::Safetensors { file: path.to_path_buf(), source })
 }
 
+/// Write an HF model directory: `config.json`, `model.safetensors` and, if given,
+/// `tokenizer.json` (with its chat template beside it).
+pub(crate) fn write_model_dir(
+    dir: &Path,
+    config: serde_json::Value,
+    tensors: Vec<(String, Vec<f32>, Vec<usize>)>,
+    tokenizer: Option<&crate::tokenizer::TextTokenizer>,
+) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
+    write_json(&dir.join(CONFIG_FILE), &config)?;
+    write_safetensors(&dir.join(SAFETENSORS_FILE), tensors)?;
+    if let Some(tok) = tokenizer {
+        tok.save(&dir.join(TOKENIZER_FILE))?;
+    }
+    Ok(())
+}
+
 /// Read and parse a JSON file.
 pub fn read_json(path: &Path) -> Result<serde_json::Value> {
     let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;

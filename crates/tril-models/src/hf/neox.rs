@@ -8,10 +8,7 @@ use burn::tensor::backend::Backend;
 use serde_json::json;
 
 use super::gpt2::Loaded;
-use super::{
-    read_json, write_json, write_safetensors, Checkpoint, JsonConfig, LoadReport, Table, CONFIG_FILE, SAFETENSORS_FILE,
-    TOKENIZER_FILE,
-};
+use super::{read_json, Checkpoint, JsonConfig, LoadReport, Table, CONFIG_FILE};
 use crate::error::{ModelError, Result};
 use crate::gpt2::Activation;
 use crate::heads::ScoreHeadConfig;
@@ -291,21 +288,6 @@ pub fn load_neox_classifier<B: Backend>(
     Ok(Loaded { model, config, report: finish(&ckpt, loaded, |_| false) })
 }
 
-fn write_dir(
-    dir: &Path,
-    config: serde_json::Value,
-    tensors: Vec<(String, Vec<f32>, Vec<usize>)>,
-    tokenizer: Option<&TextTokenizer>,
-) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
-    write_json(&dir.join(CONFIG_FILE), &config)?;
-    write_safetensors(&dir.join(SAFETENSORS_FILE), tensors)?;
-    if let Some(tok) = tokenizer {
-        tok.save(&dir.join(TOKENIZER_FILE))?;
-    }
-    Ok(())
-}
-
 /// Save a GPT-NeoX LM in HF layout (`transformers.AutoModelForCausalLM.from_pretrained(dir)`
 /// loads it): `config.json`, `model.safetensors` in f32 (`gpt_neox.*` and, untied,
 /// `embed_out.weight`, as transformers writes them) and, if given, `tokenizer.json`.
@@ -324,7 +306,7 @@ pub fn save_neox<B: Backend>(
         return Err(ModelError::input(dir.display().to_string(), reason));
     }
     let mut m = model.clone();
-    write_dir(dir, neox_config_to_json(config), lm_table(&mut m, "gpt_neox.").export(), tokenizer)
+    super::write_model_dir(dir, neox_config_to_json(config), lm_table(&mut m, "gpt_neox.").export(), tokenizer)
 }
 
 /// Save a sequence classifier as HF `GPTNeoXForSequenceClassification` (what
@@ -356,12 +338,13 @@ pub fn save_neox_classifier<B: Backend>(
     json["label2id"] = labels.iter().enumerate().map(|(i, l)| (l.clone(), json!(i))).collect();
     json["num_labels"] = json!(n);
     json["pad_token_id"] = json!(config.pad_token_id.or(config.eos_token_id));
-    write_dir(dir, json, t.export(), tokenizer)
+    super::write_model_dir(dir, json, t.export(), tokenizer)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hf::{write_json, SAFETENSORS_FILE};
 
     fn base() -> serde_json::Value {
         json!({"model_type": "gpt_neox", "vocab_size": 96, "hidden_size": 32, "num_hidden_layers": 2,
