@@ -14,4 +14,28 @@ pub enum RewardError {
         /// What is wrong and what to do.
         message: String,
     },
+    /// An input of a pure score computation has the wrong length.
+    #[error("{what}: expected length {expected}, got {got}")]
+    Shape {
+        /// Which input, e.g. `ensemble scores member 2`.
+        what: String,
+        /// Expected length.
+        expected: usize,
+        /// Actual length.
+        got: usize,
+    },
+    /// An input of a pure score computation is empty where at least one entry is needed.
+    #[error("{what}: empty, need at least one entry")]
+    Empty {
+        /// Which input, e.g. `ensemble members (K)`.
+        what: String,
+    },
+    /// A score is NaN or infinite.
+    #[error("{what}: non-finite score {value}")]
+    NonFinite {
+        /// Where, e.g. `ensemble scores member 1, sample 3`.
+        what: String,
+        /// The offending value.
+        value: f64,
+    },
 }
