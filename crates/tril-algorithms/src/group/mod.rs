@@ -7,6 +7,8 @@
 pub mod group_run;
 pub mod grpo;
 pub mod gspo;
+pub mod reinforce_pp;
+pub mod rloo;
 
 use crate::group::grpo::{GrpoLoss, GrpoStats, RewardScaling};
 use crate::validate::ensure;

@@ -1,0 +1,395 @@
+//! REINFORCE++ (Hu 2025, "REINFORCE++: A Simple and Efficient Approach for Aligning Large
+//! Language Models", <https://arxiv.org/abs/2501.03262>), with the semantics of OpenRLHF
+//! 0.11's experience maker (`advantage.estimator: reinforce` / `reinforce_baseline`) and
+//! `PolicyLoss`.
+//!
+//! This file holds the typed `alg.args` ([`ReinforcePpArgs`]) and the pure functions of one
+//! REINFORCE++ step; the group loop integration (registry entry, loop keys) is not here yet.
+//!
+//! Pipeline, for `N` completions of at most `T` tokens:
+//! 1. per-token KL of the rollout policy to the reference, OpenRLHF's `compute_approx_kl`
+//!    ([`approx_kl`], k1/k2/k3);
+//! 2. (`reinforce_baseline` only) `r_i <- r_i - mean_{g(i)} r` over the prompt's group;
+//! 3. per-token rewards: `r_i` at the last valid token, `-kl_coef * kl` at every token
+//!    ([`token_rewards`], OpenRLHF's `compute_reward`);
+//! 4. returns `G_t = sum_{s >= t} gamma^{s-t} r_s` ([`cumulative_returns`]);
+//! 5. global batch whitening over all valid tokens ([`whiten_advantages`]);
+//! 6. PPO-clip loss, token mean over the batch ([`reinforce_pp_loss`]).
+//!
+//! # Logged metrics
+//! | key | meaning |
+//! |---|---|
+//! | `losses/clipfrac` | masked fraction of tokens where the clipped term is the smaller (OpenRLHF `ppo_clip_ratio`) |
+//! | `losses/approx_kl` | masked mean of `log pi_old - log pi_theta` (OpenRLHF `ppo_kl`) |
+//!
+//! # Deviations from OpenRLHF
+//! - No dual clip, GSPO ratio, vLLM importance-sampling correction, length penalties or
+//!   reward clipping; no adaptive KL controller (`kl_coef` is fixed).
+//! - With no valid token in the batch the whitening divides by 1 instead of 0 (OpenRLHF: NaN).
+//! - OpenRLHF resets `gamma` to 1 with a warning for `reinforce_baseline`; here that
+//!   combination is a config error ([`Ranges`]), and the functions use `gamma = 1` for it.
+//! - Shape mismatches are errors ([`AlgorithmError::Training`]), never panics.
+
+use crate::group::rloo::{check_2d, shape_error};
+use crate::Result;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+use tril_core::config::{Checker, Ranges, Section};
+use tril_core::ops::{masked_mean, to_f32, KlEstimator};
+use tril_core::CoreError;
+
+/// Which REINFORCE++ advantage estimator (OpenRLHF's `advantage.estimator`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AdvantageEstimator {
+    /// REINFORCE++: raw rewards, discounted returns, global whitening.
+    Reinforce,
+    /// REINFORCE++-baseline: the group mean reward is subtracted first (`gamma` is 1).
+    ReinforceBaseline,
+}
+
+/// REINFORCE++'s `alg.args` (its algorithm keys); defaults are OpenRLHF 0.11's CLI defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReinforcePpArgs {
+    /// Advantage estimator (OpenRLHF: `gae`; here `reinforce`, the REINFORCE++ paper's).
+    pub advantage_estimator: AdvantageEstimator,
+    /// Completions per prompt (OpenRLHF `n_samples_per_prompt`: 1; `reinforce_baseline` needs 2).
+    pub num_generations: usize,
+    /// Coefficient of the per-token KL reward penalty (OpenRLHF `kl.init_coef`: 0.01).
+    pub kl_coef: f64,
+    /// KL estimator of the penalty (OpenRLHF `kl.estimator`: k1).
+    pub kl_estimator: KlEstimator,
+    /// Discount of the returns (OpenRLHF `advantage.gamma`: 1).
+    pub gamma: f64,
+    /// Lower clip range of the token ratio (OpenRLHF `actor.eps_clip`: 0.2).
+    pub eps_clip: f64,
+    /// Upper clip range; null: `eps_clip` (OpenRLHF `actor.eps_clip_low_high`).
+    pub eps_clip_high: Option<f64>,
+    /// Divide the advantages by their batch std (OpenRLHF: `not advantage.no_std_norm`, true).
+    pub std_norm: bool,
+}
+
+impl Default for ReinforcePpArgs {
+    fn default() -> Self {
+        ReinforcePpArgs {
+            advantage_estimator: AdvantageEstimator::Reinforce,
+            num_generations: 1,
+            kl_coef: 0.01,
+            kl_estimator: KlEstimator::K1,
+            gamma: 1.0,
+            eps_clip: 0.2,
+            eps_clip_high: None,
+            std_norm: true,
+        }
+    }
+}
+
+impl Ranges for ReinforcePpArgs {
+    /// `num_generations` >= 1 (>= 2 with a baseline), `kl_coef` finite >= 0, `gamma` in
+    /// (0, 1] (1 with a baseline), `eps_clip` in (0, 1), `eps_clip_high` > 0.
+    fn check_ranges(&self, c: &Checker<'_>) -> std::result::Result<(), CoreError> {
+        let baseline = self.advantage_estimator == AdvantageEstimator::ReinforceBaseline;
+        let min_g = if baseline { 2 } else { 1 };
+        c.ensure(self.num_generations >= min_g, "num_generations", "expected at least 1 (2 with reinforce_baseline)")?;
+        c.ensure(self.kl_coef.is_finite() && self.kl_coef >= 0.0, "kl_coef", "expected a finite coefficient ≥ 0")?;
+        c.ensure(self.gamma > 0.0 && self.gamma <= 1.0, "gamma", "expected a discount in (0, 1]")?;
+        c.ensure(!baseline || self.gamma == 1.0, "gamma", "expected 1 with reinforce_baseline (as OpenRLHF)")?;
+        c.ensure(self.eps_clip > 0.0 && self.eps_clip < 1.0, "eps_clip", "expected a clip range in (0, 1)")?;
+        let high_ok = self.eps_clip_high.is_none_or(|e| e.is_finite() && e > 0.0);
+        c.ensure(high_ok, "eps_clip_high", "expected a finite clip range > 0")
+    }
+}
+
+impl ReinforcePpArgs {
+    /// Deserializes and range-checks `alg.args` ([`Ranges`]); errors name the key, value and file.
+    pub fn extract(section: &Section<'_>) -> std::result::Result<Self, CoreError> {
+        section.extract_checked()
+    }
+
+    /// The upper clip range (`eps_clip_high`, or `eps_clip` when unset).
+    pub fn eps_clip_high(&self) -> f64 {
+        self.eps_clip_high.unwrap_or(self.eps_clip)
+    }
+}
+
+/// Per-token KL estimate of OpenRLHF's `compute_approx_kl` (Schulman's k1/k2/k3), with its
+/// clamps: the log-ratio is clamped below at -10 for k3, every value into `[-10, 10]`.
+///
+/// ```tex
+/// \delta = \log\pi - \log\pi_{ref}, \quad k_1 = \delta, \quad k_2 = \tfrac12\delta^2, \quad
+/// k_3 = e^{-\delta} - 1 + \delta
+/// ```
+///
+/// # Shapes
+/// `logprobs`, `ref_logprobs`: `[N, T]` -> `[N, T]`
+///
+/// # Errors
+/// When the dims disagree.
+pub fn approx_kl<B: Backend>(
+    logprobs: Tensor<B, 2>,
+    ref_logprobs: Tensor<B, 2>,
+    estimator: KlEstimator,
+) -> Result<Tensor<B, 2>> {
+    let [n, _] = logprobs.dims();
+    check_2d("approx_kl", n, &[("logprobs", logprobs.dims()), ("ref_logprobs", ref_logprobs.dims())])?;
+    let log_ratio = to_f32(logprobs) - to_f32(ref_logprobs); // [N, T]
+    let value = match estimator {
+        KlEstimator::K1 => log_ratio,
+        KlEstimator::K2 => log_ratio.powi_scalar(2) / 2.0,
+        KlEstimator::K3 => {
+            let lr = log_ratio.clamp_min(-10.0); // [N, T]
+            lr.clone().neg().exp() - 1.0 + lr
+        }
+    };
+    Ok(value.clamp(-10.0, 10.0))
+}
+
+/// Per-token rewards of REINFORCE++ (paper, eq. 3; OpenRLHF `compute_reward`): the sequence
+/// reward at the last valid token and the KL penalty at every token, masked:
+///
+/// ```tex
+/// r_{i,t} = \big(\mathbb 1[t = \mathrm{last}_i]\, r_i - \beta\, \mathrm{kl}_{i,t}\big)\, m_{i,t}
+/// ```
+///
+/// A negative `kl_coef` counts as 0 (OpenRLHF). A row without a valid token gets zeros.
+///
+/// # Shapes
+/// `rewards`: `[N]`, `kl`, `mask`: `[N, T]` -> `[N, T]`
+///
+/// # Errors
+/// When the dims disagree.
+pub fn token_rewards<B: Backend>(
+    rewards: Tensor<B, 1>,
+    kl: Tensor<B, 2>,
+    mask: Tensor<B, 2>,
+    kl_coef: f64,
+) -> Result<Tensor<B, 2>> {
+    let [n] = rewards.dims();
+    check_2d("token_rewards", n, &[("kl", kl.dims()), ("mask", mask.dims())])?;
+    let [_, t] = mask.dims();
+    let device = mask.device();
+    let mask = to_f32(mask);
+    let positions = Tensor::<B, 1, Int>::arange(1..t as i64 + 1, &device).float().reshape([1, t]).expand([n, t]); // [N, T]
+    let valid = mask.clone().greater_elem(0.5).float(); // [N, T]
+    let last = (valid * positions.clone()).max_dim(1); // [N, 1], 1-based, 0 when none
+    let is_last = positions.equal(last.expand([n, t])).float(); // [N, T]
+    let last_reward = is_last * to_f32(rewards).reshape([n, 1]); // [N, T]
+    let kl_reward = to_f32(kl) * -kl_coef.max(0.0); // [N, T]
+    Ok((last_reward + kl_reward) * mask)
+}
+
+/// Discounted returns (REINFORCE++ paper, eq. 4; OpenRLHF `get_cumulative_returns`), as one
+/// matmul with the discount matrix `D[s, t] = gamma^{s - t}` for `s >= t`:
+///
+/// ```tex
+/// G_{i,t} = \sum_{s \ge t} \gamma^{s-t}\, m_{i,s}\, r_{i,s}
+/// ```
+///
+/// # Shapes
+/// `rewards`, `mask`: `[N, T]` -> `[N, T]`
+///
+/// # Errors
+/// When the dims disagree.
+pub fn cumulative_returns<B: Backend>(rewards: Tensor<B, 2>, mask: Tensor<B, 2>, gamma: f64) -> Result<Tensor<B, 2>> {
+    let [n, t] = rewards.dims();
+    check_2d("cumulative_returns", n, &[("rewards", rewards.dims()), ("mask", mask.dims())])?;
+    let mut discount = vec![0f32; t * t];
+    for s in 0..t {
+        for u in 0..=s {
+            discount[s * t + u] = gamma.powi((s - u) as i32) as f32;
+        }
+    }
+    let discount = Tensor::<B, 2>::from_data(TensorData::new(discount, [t, t]), &rewards.device()); // [T, T]
+    Ok((to_f32(rewards) * to_f32(mask)).matmul(discount))
+}
+
+/// Global batch normalization of the advantages (REINFORCE++ paper, eq. 5; OpenRLHF's
+/// whitening over all experiences), over the valid tokens of the whole batch:
+///
+/// ```tex
+/// \mu = \frac{\sum m A}{\sum m}, \quad \sigma^2 = \frac{\sum m (A - \mu)^2}{\sum m}, \quad
+/// A \leftarrow (A - \mu)\, \max(\sigma^2, 10^{-8})^{-1/2}
+/// ```
+///
+/// Without `std_norm` only the mean is subtracted. Padded positions are shifted and scaled
+/// too (they are masked out of the loss).
+///
+/// # Shapes
+/// `advantages`, `mask`: `[N, T]` -> `[N, T]`
+///
+/// # Errors
+/// When the dims disagree.
+pub fn whiten_advantages<B: Backend>(
+    advantages: Tensor<B, 2>,
+    mask: Tensor<B, 2>,
+    std_norm: bool,
+) -> Result<Tensor<B, 2>> {
+    let [n, t] = advantages.dims();
+    check_2d("whiten_advantages", n, &[("advantages", advantages.dims()), ("mask", mask.dims())])?;
+    let (advantages, mask) = (to_f32(advantages), to_f32(mask));
+    let count = mask.clone().sum().clamp_min(1.0); // [1]
+    let mean = ((advantages.clone() * mask.clone()).sum() / count.clone()).reshape([1, 1]).expand([n, t]); // [N, T]
+    let centered = advantages - mean; // [N, T]
+    if !std_norm {
+        return Ok(centered);
+    }
+    let var = (centered.clone().powi_scalar(2) * mask).sum() / count; // [1]
+    let rstd = var.clamp_min(1e-8).sqrt().recip().reshape([1, 1]).expand([n, t]); // [N, T]
+    Ok(centered * rstd)
+}
+
+/// Steps 1-5: REINFORCE++ advantages from sequence rewards and rollout log-probs.
+/// `ref_logprobs: None` means no reference (OpenRLHF's zero KL).
+///
+/// # Shapes
+/// `rewards`: `[N]` with `N = P k`; `old_logprobs`, `ref_logprobs`, `mask`: `[N, T]` -> `[N, T]`
+///
+/// # Errors
+/// When the dims disagree, or the baseline's groups of `num_generations` do not divide `N`.
+pub fn reinforce_pp_advantages<B: Backend>(
+    rewards: Tensor<B, 1>,
+    old_logprobs: Tensor<B, 2>,
+    ref_logprobs: Option<Tensor<B, 2>>,
+    mask: Tensor<B, 2>,
+    args: &ReinforcePpArgs,
+) -> Result<Tensor<B, 2>> {
+    let [n] = rewards.dims();
+    check_2d("reinforce_pp_advantages", n, &[("old_logprobs", old_logprobs.dims()), ("mask", mask.dims())])?;
+    // 1. per-token KL
+    let kl = match ref_logprobs {
+        Some(ref_logprobs) => approx_kl(old_logprobs, ref_logprobs, args.kl_estimator)?,
+        None => to_f32(old_logprobs).zeros_like(),
+    }; // [N, T]
+       // 2. baseline
+    let (rewards, gamma) = match args.advantage_estimator {
+        AdvantageEstimator::Reinforce => (to_f32(rewards), args.gamma),
+        AdvantageEstimator::ReinforceBaseline => {
+            let k = args.num_generations;
+            if k == 0 || !n.is_multiple_of(k) {
+                return Err(shape_error(
+                    "reinforce_pp_advantages",
+                    format!("{n} rewards are not whole groups of k = {k}"),
+                ));
+            }
+            let grouped = to_f32(rewards).reshape([n / k, k]); // [P, k]
+            ((grouped.clone() - grouped.mean_dim(1)).reshape([n]), 1.0)
+        }
+    };
+    // 3. per-token rewards, 4. returns, 5. whitening
+    let per_token = token_rewards(rewards, kl, mask.clone(), args.kl_coef)?; // [N, T]
+    let returns = cumulative_returns(per_token, mask.clone(), gamma)?; // [N, T]
+    whiten_advantages(returns, mask, args.std_norm)
+}
+
+/// Statistics of [`reinforce_pp_loss`] (detached scalars; see the metric table above).
+#[derive(Debug, Clone)]
+pub struct ReinforcePpStats<B: Backend> {
+    /// Masked fraction of tokens where the clipped term is smaller (`losses/clipfrac`).
+    pub clip_ratio: Tensor<B, 1>,
+    /// Masked mean of `log pi_old - log pi_theta` (`losses/approx_kl`).
+    pub ppo_kl: Tensor<B, 1>,
+}
+
+/// REINFORCE++'s PPO-clip loss (paper, eq. 6; OpenRLHF `PolicyLoss` with `token-mean`):
+///
+/// ```tex
+/// \rho_{i,t} = \exp\big(\operatorname{clip}(\log\pi_\theta - \log\pi_{old}, -20, 20)\big), \qquad
+/// L = \frac{\sum_{i,t} m_{i,t}\, \big(-\min(\rho A, \operatorname{clip}(\rho, 1-\epsilon, 1+\epsilon_{high}) A)\big)_{i,t}}{\sum_{i,t} m_{i,t}}
+/// ```
+///
+/// # Shapes
+/// `new_logprobs`, `old_logprobs`, `advantages`, `mask`: `[N, T]` -> loss `[1]`
+///
+/// # Errors
+/// When the dims disagree.
+pub fn reinforce_pp_loss<B: Backend>(
+    new_logprobs: Tensor<B, 2>,
+    old_logprobs: Tensor<B, 2>,
+    advantages: Tensor<B, 2>,
+    mask: Tensor<B, 2>,
+    args: &ReinforcePpArgs,
+) -> Result<(Tensor<B, 1>, ReinforcePpStats<B>)> {
+    let [n, _] = new_logprobs.dims();
+    let dims = [
+        ("new_logprobs", new_logprobs.dims()),
+        ("old_logprobs", old_logprobs.dims()),
+        ("advantages", advantages.dims()),
+        ("mask", mask.dims()),
+    ];
+    check_2d("reinforce_pp_loss", n, &dims)?;
+    let (advantages, mask) = (to_f32(advantages), to_f32(mask));
+    let log_ratio = to_f32(new_logprobs) - to_f32(old_logprobs); // [N, T]
+    let ratio = log_ratio.clone().clamp(-20.0, 20.0).exp(); // [N, T]
+    let pg_loss1 = ratio.clone() * advantages.clone(); // [N, T]
+    let pg_loss2 = ratio.clamp(1.0 - args.eps_clip, 1.0 + args.eps_clip_high()) * advantages; // [N, T]
+    let clipped = pg_loss2.clone().detach().lower(pg_loss1.clone().detach()).float(); // [N, T]
+    let per_token_loss = pg_loss1.min_pair(pg_loss2).neg(); // [N, T]
+    let loss = masked_mean(per_token_loss, mask.clone());
+    let stats = ReinforcePpStats {
+        clip_ratio: masked_mean(clipped, mask.clone()),
+        ppo_kl: masked_mean(log_ratio.detach().neg(), mask),
+    };
+    Ok((loss, stats))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::{t1, t2, Cpu};
+
+    fn v(x: Tensor<Cpu, 2>) -> Vec<f64> {
+        x.into_data().to_vec::<f32>().unwrap().into_iter().map(f64::from).collect()
+    }
+
+    /// The matmul returns against the reverse loop (R21).
+    #[test]
+    fn returns_match_the_reverse_loop() {
+        let r = [0.5, -1.0, 2.0, 0.25, 1.0, 0.0, -0.5, 3.0];
+        let m = [1.0, 1.0, 1.0, 0.0, 1.0, 1.0, 0.0, 0.0];
+        let got = v(cumulative_returns(t2(&r, 2), t2(&m, 2), 0.9).unwrap());
+        for row in 0..2 {
+            let mut acc = 0.0;
+            for t in (0..4).rev() {
+                acc = r[row * 4 + t] * m[row * 4 + t] + 0.9 * acc;
+                assert!((got[row * 4 + t] - acc).abs() < 1e-6, "{got:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn reward_lands_on_the_last_valid_token() {
+        let m = [1.0, 1.0, 0.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0];
+        let got = v(token_rewards(t1(&[2.0, -1.0, 5.0]), t2(&[0.0; 9], 3), t2(&m, 3), 0.1).unwrap());
+        assert_eq!(got, vec![0.0, 2.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn bad_shapes_are_errors_not_panics() {
+        let a = ReinforcePpArgs {
+            advantage_estimator: AdvantageEstimator::ReinforceBaseline,
+            num_generations: 4,
+            ..Default::default()
+        };
+        let err = reinforce_pp_advantages(t1(&[0.0; 6]), t2(&[0.0; 12], 6), None, t2(&[0.0; 12], 6), &a).unwrap_err();
+        assert!(err.to_string().contains("6 rewards are not whole groups of k = 4"), "{err}");
+        assert!(approx_kl(t2(&[0.0; 6], 2), t2(&[0.0; 6], 3), KlEstimator::K3).is_err());
+        let d = ReinforcePpArgs::default();
+        assert!(reinforce_pp_loss(t2(&[0.0; 6], 2), t2(&[0.0; 6], 2), t2(&[0.0; 4], 2), t2(&[0.0; 6], 2), &d).is_err());
+    }
+
+    #[test]
+    fn args_defaults_and_checks() {
+        let node = tril_core::config::parse_yaml("kl_estimator: k3\n", std::path::Path::new("alg/r.yaml")).unwrap();
+        let args = ReinforcePpArgs::extract(&Section::new("alg.args", &node)).unwrap();
+        assert_eq!((args.kl_estimator, args.gamma, args.eps_clip_high()), (KlEstimator::K3, 1.0, 0.2));
+        let node = tril_core::config::parse_yaml(
+            "advantage_estimator: reinforce_baseline\nnum_generations: 4\ngamma: 0.9\n",
+            std::path::Path::new("alg/r.yaml"),
+        )
+        .unwrap();
+        let err = ReinforcePpArgs::extract(&Section::new("alg.args", &node)).unwrap_err().to_string();
+        assert!(err.contains("alg.args.gamma"), "{err}");
+    }
+}

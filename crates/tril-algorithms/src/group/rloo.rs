@@ -1,0 +1,267 @@
+//! RLOO: REINFORCE with a leave-one-out baseline (Ahmadian et al. 2024, "Back to Basics:
+//! Revisiting REINFORCE Style Optimization for Learning from Human Feedback in LLMs",
+//! <https://arxiv.org/abs/2402.14740>), with the semantics of TRL 1.16's `RLOOTrainer`.
+//!
+//! This file holds the typed `alg.args` ([`RlooArgs`]) and the pure functions of one RLOO
+//! step: the sequence-level KL penalty folded into the rewards ([`rloo_kl_rewards`]), the
+//! leave-one-out advantages ([`rloo_advantages`]) and the sequence-level clipped loss
+//! ([`rloo_loss`]). The group loop integration (registry entry, loop keys) is not here yet.
+//!
+//! Pipeline, for `N = P k` completions (`k` per prompt, rows `[j k, (j + 1) k)` are prompt
+//! `j`'s group):
+//! 1. `r_i <- r_i - beta * sum_t (log pi_old - log pi_ref)(o_{i,t})` (k1, summed over the
+//!    completion's tokens; [`rloo_kl_rewards`]);
+//! 2. `A_i = r_i - (sum_{j in g(i)} r_j - r_i) / (k - 1)`, optionally normalized over the
+//!    batch ([`rloo_advantages`]);
+//! 3. the clipped surrogate on the sequence-level ratio, averaged over sequences ([`rloo_loss`]).
+//!
+//! # Logged metrics
+//! | key | meaning |
+//! |---|---|
+//! | `losses/clip_ratio_low` | fraction of sequences with `r < 1 - eps` and `A < 0` (TRL `clip_ratio/low_mean`) |
+//! | `losses/clip_ratio_high` | fraction with `r > 1 + eps_high` and `A > 0` (TRL `clip_ratio/high_mean`) |
+//! | `losses/clip_ratio_region` | either of the two (TRL `clip_ratio/region_mean`) |
+//!
+//! # Deviations from TRL
+//! - Rewards are not NaN-aware (TRL excludes unscorable completions from the baseline).
+//! - No reward clipping (`reward_clip_range`), no auxiliary router loss; the loss is not
+//!   divided by the gradient-accumulation steps (the update loop's job).
+//! - Shape mismatches are errors ([`AlgorithmError::Training`]), never panics.
+
+use crate::group::grpo::{clipped_surrogate, GrpoStats};
+use crate::{AlgorithmError, Result};
+use burn::tensor::backend::Backend;
+use burn::tensor::Tensor;
+use serde::{Deserialize, Serialize};
+use tril_core::config::{Checker, Ranges, Section};
+use tril_core::ops::to_f32;
+use tril_core::CoreError;
+
+/// RLOO's `alg.args` (its algorithm keys); defaults are TRL 1.16's `RLOOConfig`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RlooArgs {
+    /// Completions sampled per prompt, `k` (TRL: 2; the leave-one-out baseline needs two).
+    pub num_generations: usize,
+    /// Coefficient of the sequence-level k1 KL penalty subtracted from the reward (TRL: 0.05).
+    pub beta: f64,
+    /// Lower clip range of the sequence ratio: clipped below at `1 - epsilon` (TRL: 0.2).
+    pub epsilon: f64,
+    /// Upper clip range, `1 + epsilon_high`; null: `epsilon` (TRL: null).
+    pub epsilon_high: Option<f64>,
+    /// Whiten the advantages over the whole batch, `(A - mean) / (std + 1e-4)` (TRL: false).
+    pub normalize_advantages: bool,
+}
+
+impl Default for RlooArgs {
+    fn default() -> Self {
+        RlooArgs { num_generations: 2, beta: 0.05, epsilon: 0.2, epsilon_high: None, normalize_advantages: false }
+    }
+}
+
+impl Ranges for RlooArgs {
+    /// `num_generations` >= 2, `beta` finite and >= 0, `epsilon` in (0, 1), `epsilon_high` > 0.
+    fn check_ranges(&self, c: &Checker<'_>) -> std::result::Result<(), CoreError> {
+        c.ensure(self.num_generations >= 2, "num_generations", "expected at least 2 completions per prompt")?;
+        c.ensure(self.beta.is_finite() && self.beta >= 0.0, "beta", "expected a finite coefficient ≥ 0")?;
+        c.ensure(self.epsilon > 0.0 && self.epsilon < 1.0, "epsilon", "expected a clip range in (0, 1)")?;
+        let high_ok = self.epsilon_high.is_none_or(|e| e.is_finite() && e > 0.0);
+        c.ensure(high_ok, "epsilon_high", "expected a finite clip range > 0")
+    }
+}
+
+impl RlooArgs {
+    /// Deserializes and range-checks `alg.args` ([`Ranges`]); errors name the key, value and file.
+    pub fn extract(section: &Section<'_>) -> std::result::Result<Self, CoreError> {
+        section.extract_checked()
+    }
+
+    /// The upper clip range (`epsilon_high`, or `epsilon` when unset).
+    pub fn epsilon_high(&self) -> f64 {
+        self.epsilon_high.unwrap_or(self.epsilon)
+    }
+}
+
+/// A shape error of the pure functions.
+pub(crate) fn shape_error(what: &str, message: String) -> AlgorithmError {
+    AlgorithmError::Training { algorithm: what.to_string(), message }
+}
+
+/// Checks that every `[N, T]` input has the dims of the first and `N` rows.
+pub(crate) fn check_2d(fn_name: &str, n: usize, inputs: &[(&str, [usize; 2])]) -> Result<()> {
+    let Some(&(_, want)) = inputs.first() else { return Ok(()) };
+    for (name, dims) in inputs {
+        if *dims != want || dims[0] != n {
+            return Err(shape_error(
+                fn_name,
+                format!("{name} has dims {dims:?}, expected [{n}, {}] (as {})", want[1], inputs[0].0),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Sequence-level KL penalty folded into the rewards (TRL `RLOOTrainer`, the k1 estimate of
+/// the RLOO paper, section 3):
+///
+/// ```tex
+/// \tilde r_i = r_i - \beta \sum_t m_{i,t}\,\big(\log\pi_{old}(o_{i,t}) - \log\pi_{ref}(o_{i,t})\big)
+/// ```
+///
+/// `beta = 0` returns the rewards unchanged (TRL loads no reference then).
+///
+/// # Shapes
+/// `rewards`: `[N]`, `old_logprobs`, `ref_logprobs`, `mask`: `[N, T]` -> `[N]`
+///
+/// # Errors
+/// When the dims disagree.
+pub fn rloo_kl_rewards<B: Backend>(
+    rewards: Tensor<B, 1>,
+    old_logprobs: Tensor<B, 2>,
+    ref_logprobs: Tensor<B, 2>,
+    mask: Tensor<B, 2>,
+    beta: f64,
+) -> Result<Tensor<B, 1>> {
+    let [n] = rewards.dims();
+    let dims = [("old_logprobs", old_logprobs.dims()), ("ref_logprobs", ref_logprobs.dims()), ("mask", mask.dims())];
+    check_2d("rloo_kl_rewards", n, &dims)?;
+    let rewards = to_f32(rewards);
+    if beta == 0.0 {
+        return Ok(rewards);
+    }
+    let per_token_kl = to_f32(old_logprobs) - to_f32(ref_logprobs); // [N, T]
+    let kl = (per_token_kl * to_f32(mask)).sum_dim(1).reshape([n]); // [N]
+    Ok(rewards - kl * beta)
+}
+
+/// Leave-one-out advantages (RLOO paper, eq. 7; TRL `RLOOTrainer`):
+///
+/// ```tex
+/// \hat A_i = r_i - \frac{1}{k-1}\sum_{j \in g(i),\, j \ne i} r_j
+///          = r_i - \frac{\sum_{j \in g(i)} r_j - r_i}{k-1}
+/// ```
+///
+/// With `normalize`, `A <- (A - mean(A)) / (std(A) + 1e-4)` over all `N` rows (unbiased
+/// std, as `torch.std`; 0 for one row). `k = 1` gives zero advantages (TRL's eval case).
+/// Tied groups get zero advantages.
+///
+/// # Shapes
+/// `rewards`: `[N]` with `N = P k` -> `[N]`
+///
+/// # Errors
+/// When `k` is 0 or does not divide `N`.
+pub fn rloo_advantages<B: Backend>(rewards: Tensor<B, 1>, k: usize, normalize: bool) -> Result<Tensor<B, 1>> {
+    let rewards = to_f32(rewards);
+    let [n] = rewards.dims();
+    if k == 0 || !n.is_multiple_of(k) {
+        return Err(shape_error("rloo_advantages", format!("{n} rewards are not whole groups of k = {k}")));
+    }
+    if k == 1 {
+        return Ok(rewards.zeros_like());
+    }
+    let grouped = rewards.clone().reshape([n / k, k]); // [P, k]
+    let grouped_sum = grouped.clone().sum_dim(1); // [P, 1]
+    let baselines = (grouped_sum - grouped.clone()) / (k - 1) as f64; // [P, k]
+    let advantages = (grouped - baselines).reshape([n]); // [N]
+    if !normalize {
+        return Ok(advantages);
+    }
+    let mean = advantages.clone().mean(); // [1]
+    let std = if n > 1 { advantages.clone().var(0).sqrt() } else { mean.zeros_like() }; // [1]
+    Ok((advantages - mean.expand([n])) / (std + 1e-4).expand([n]))
+}
+
+/// The RLOO loss of TRL's `RLOOTrainer`: the clipped surrogate on the sequence-level ratio,
+/// averaged over sequences (the REINFORCE estimator of the RLOO paper, eq. 6, made
+/// off-policy-safe by PPO's clip):
+///
+/// ```tex
+/// \rho_i = \exp\Big(\sum_t m_{i,t}\big(\log\pi_\theta(o_{i,t}) - \log\pi_{old}(o_{i,t})\big)\Big), \qquad
+/// L = \frac1N\sum_i -\min\big(\rho_i \hat A_i,\ \operatorname{clip}(\rho_i, 1-\epsilon, 1+\epsilon_{high})\hat A_i\big)
+/// ```
+///
+/// With `new = old` (one on-policy step) the gradient is REINFORCE's `-A_i grad log pi(o_i)`.
+/// The stats are plain means over sequences (TRL's `clip_ratio/*_mean`); `kl_mean` is `None`
+/// (the KL is in the reward, [`rloo_kl_rewards`]).
+///
+/// # Shapes
+/// `new_logprobs`, `old_logprobs`, `mask`: `[N, T]`; `advantages`: `[N]` -> loss `[1]`
+///
+/// # Errors
+/// When the dims disagree.
+///
+/// # Deviations from the paper
+/// - The paper's loss is the unclipped REINFORCE estimator; TRL (and this) clip the
+///   sequence ratio, which changes nothing on-policy.
+pub fn rloo_loss<B: Backend>(
+    new_logprobs: Tensor<B, 2>,
+    old_logprobs: Tensor<B, 2>,
+    advantages: Tensor<B, 1>,
+    mask: Tensor<B, 2>,
+    args: &RlooArgs,
+) -> Result<(Tensor<B, 1>, GrpoStats<B>)> {
+    let [n] = advantages.dims();
+    check_2d(
+        "rloo_loss",
+        n,
+        &[("new_logprobs", new_logprobs.dims()), ("old_logprobs", old_logprobs.dims()), ("mask", mask.dims())],
+    )?;
+    let mask = to_f32(mask);
+    let logps = (to_f32(new_logprobs) * mask.clone()).sum_dim(1); // [N, 1]
+    let old_logps = (to_f32(old_logprobs) * mask.clone()).sum_dim(1); // [N, 1]
+    let coef = (logps - old_logps).exp(); // [N, 1]
+    let (per_sequence_loss, stats) =
+        clipped_surrogate(coef, to_f32(advantages), mask, args.epsilon, args.epsilon_high()); // [N, 1]
+    Ok((per_sequence_loss.mean(), stats))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::{t1, t2, Cpu};
+
+    fn v(x: Tensor<Cpu, 1>) -> Vec<f64> {
+        x.into_data().to_vec::<f32>().unwrap().into_iter().map(f64::from).collect()
+    }
+
+    /// Naive leave-one-out loops (the second implementation).
+    #[test]
+    fn advantages_match_naive_loops() {
+        let r = [1.0, 0.0, 0.5, 0.25, 3.0, 3.0, 3.0, 3.0];
+        let got = v(rloo_advantages(t1(&r), 4, false).unwrap());
+        for (i, a) in got.iter().enumerate() {
+            let g = &r[i / 4 * 4..i / 4 * 4 + 4];
+            let others: f64 = g.iter().sum::<f64>() - r[i];
+            assert!((a - (r[i] - others / 3.0)).abs() < 1e-6, "{got:?}");
+        }
+        assert!(got[4..].iter().all(|&a| a == 0.0));
+        assert_eq!(v(rloo_advantages(t1(&[2.0, 5.0]), 1, true).unwrap()), vec![0.0, 0.0]);
+    }
+
+    #[test]
+    fn bad_shapes_are_errors_not_panics() {
+        let err = rloo_advantages(t1(&[0.0; 7]), 4, false).unwrap_err().to_string();
+        assert!(err.contains("7 rewards are not whole groups of k = 4"), "{err}");
+        assert!(rloo_advantages(t1(&[0.0; 2]), 0, false).is_err());
+        let err = rloo_kl_rewards(t1(&[0.0; 2]), t2(&[0.0; 6], 2), t2(&[0.0; 4], 2), t2(&[0.0; 6], 2), 0.1)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ref_logprobs has dims [2, 2], expected [2, 3]"), "{err}");
+        assert!(rloo_loss(t2(&[0.0; 6], 3), t2(&[0.0; 6], 3), t1(&[0.0; 2]), t2(&[0.0; 6], 3), &RlooArgs::default())
+            .is_err());
+    }
+
+    #[test]
+    fn args_defaults_and_checks() {
+        let node =
+            tril_core::config::parse_yaml("epsilon_high: 0.28\n", std::path::Path::new("alg/rloo.yaml")).unwrap();
+        let args = RlooArgs::extract(&Section::new("alg.args", &node)).unwrap();
+        assert_eq!((args.num_generations, args.beta, args.epsilon_high()), (2, 0.05, 0.28));
+        let node =
+            tril_core::config::parse_yaml("num_generations: 1\n", std::path::Path::new("alg/rloo.yaml")).unwrap();
+        let err = RlooArgs::extract(&Section::new("alg.args", &node)).unwrap_err().to_string();
+        assert!(err.contains("alg.args.num_generations"), "{err}");
+        let node = tril_core::config::parse_yaml("kl_coef: 0.1\n", std::path::Path::new("alg/rloo.yaml")).unwrap();
+        assert!(RlooArgs::extract(&Section::new("alg.args", &node)).is_err());
+    }
+}
