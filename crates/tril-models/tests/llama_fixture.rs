@@ -13,15 +13,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use burn::tensor::{Int, Tensor, TensorData};
-use common::{max_diff_where, values, B};
+use common::{greedy_decode, max_diff_where, values, Greedy, B};
 use serde_json::{json, Value};
 use tril_models::hf::llama::{llama_config_to_json, read_llama_config};
 use tril_models::hf::{
     load_llama, load_llama_classifier, read_json, save_llama, save_llama_classifier, write_json, write_safetensors,
     Checkpoint,
 };
-use tril_models::llama::LlamaModel;
-use tril_models::lm::{KvCache, LanguageModel, LmInput};
+use tril_models::lm::{LanguageModel, LmInput};
 
 const TOL: f32 = 1e-4;
 /// The causal LM fixtures.
@@ -110,41 +109,6 @@ fn logits_and_hidden_states_equal_transformers() {
     }
 }
 
-/// Greedy decoding with a KV cache: the tokens, and at every step the largest |diff| between
-/// the cached logits and the last logits of a full forward over the sequence so far.
-fn greedy_with_cache(
-    model: &LlamaModel<B>,
-    ids: Tensor<B, 2, Int>,
-    mask: Tensor<B, 2, Int>,
-    steps: usize,
-) -> (Vec<i64>, f32) {
-    let [b, _] = ids.dims();
-    let dev = ids.device();
-    let mut cache = KvCache::new(model.n_layer());
-    let mut logits = model
-        .forward_with(LmInput::new(ids.clone()).with_mask(mask.clone()).last_logits_only(), Some(&mut cache))
-        .logits;
-    let (mut seq, mut seq_mask) = (ids, mask);
-    let (mut tokens, mut worst) = (vec![Vec::new(); b], 0f32);
-    for step in 0..steps {
-        let t = seq.dims()[1];
-        let full = model.forward(seq.clone(), Some(seq_mask.clone())).logits.narrow(1, t - 1, 1); // [B, 1, V]
-        worst = worst.max(max_abs_diff(&values(full), &values(logits.clone())));
-        let next = logits.argmax(2).reshape([b, 1]); // [B, 1]
-        for (row, tok) in next.clone().into_data().convert::<i64>().to_vec::<i64>().unwrap().into_iter().enumerate() {
-            tokens[row].push(tok);
-        }
-        seq = Tensor::cat(vec![seq, next.clone()], 1);
-        seq_mask = Tensor::cat(vec![seq_mask, Tensor::ones([b, 1], &dev)], 1);
-        if step + 1 == steps {
-            break;
-        }
-        logits = model.forward_with(LmInput::new(next).with_mask(seq_mask.clone()), Some(&mut cache)).logits;
-    }
-    assert_eq!(cache.len(), seq.dims()[1] - 1);
-    (tokens.concat(), worst)
-}
-
 #[test]
 fn greedy_generation_with_cache_equals_hf_generate() {
     let dev = Default::default();
@@ -153,7 +117,7 @@ fn greedy_generation_with_cache_equals_hf_generate() {
         let exp = expected(name);
         let Batch { ids, mask, .. } = batch(&exp);
         let want: Vec<Vec<i64>> = serde_json::from_value(exp["greedy_tokens"].clone()).unwrap();
-        let (got, worst) = greedy_with_cache(&model, ids, mask, want[0].len());
+        let Greedy { cached: got, worst, .. } = greedy_decode(&model, ids, mask, want[0].len());
         eprintln!("{name}: cached vs full logits max |diff| {worst:.2e}");
         assert_eq!(got, want.concat(), "{name}: greedy tokens");
         // Same tolerance as against transformers: cached and full passes sum in another order.

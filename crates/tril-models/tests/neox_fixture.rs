@@ -16,12 +16,11 @@ use std::path::Path;
 use std::process::Command;
 
 use burn::tensor::{Int, Tensor, TensorData};
-use common::{fixture, max_diff_where, values, B};
+use common::{fixture, greedy_decode, max_diff_where, values, B};
 use serde_json::Value;
 use tril_models::hf::neox::{load_neox, load_neox_classifier, save_neox, save_neox_classifier};
 use tril_models::hf::{Checkpoint, CONFIG_FILE};
-use tril_models::lm::{KvCache, LanguageModel, LmInput};
-use tril_models::neox::NeoXModel;
+use tril_models::lm::{LanguageModel, LmInput};
 
 const TOL: f32 = 1e-4;
 /// The causal-LM fixtures.
@@ -96,33 +95,6 @@ fn left_padded_logits_equal_transformers() {
     }
 }
 
-/// Greedy decoding as HF `generate` does it (no EOS): the mask grows by one real token a step.
-/// With `cache`, each step feeds only the new token; without, the whole sequence.
-fn greedy(
-    model: &NeoXModel<B>,
-    ids: Tensor<B, 2, Int>,
-    mask: Tensor<B, 2, Int>,
-    steps: usize,
-    cache: bool,
-) -> Vec<i64> {
-    let [b, _] = ids.dims();
-    let dev = ids.device();
-    let mut kv = cache.then(|| KvCache::<B>::with_capacity(model.n_layer(), ids.dims()[1] + steps));
-    let (mut seq, mut mask, mut next) = (ids.clone(), mask, ids);
-    let mut tokens = Vec::new();
-    for _ in 0..steps {
-        let input = if cache { next.clone() } else { seq.clone() };
-        let out = model.forward_with(LmInput::new(input).with_mask(mask.clone()).last_logits_only(), kv.as_mut());
-        let tok = out.logits.reshape([b, model.vocab_size()]).argmax(1); // [B, 1]
-        tokens.push(tok.clone());
-        seq = Tensor::cat(vec![seq, tok.clone()], 1);
-        mask = Tensor::cat(vec![mask, Tensor::ones([b, 1], &dev)], 1);
-        next = tok;
-    }
-    Tensor::cat(tokens, 1).into_data().convert::<i64>().into_vec::<i64>().unwrap()
-    // [B, steps]
-}
-
 #[test]
 fn greedy_generation_equals_hf_generate_with_and_without_cache() {
     let dev = Default::default();
@@ -133,8 +105,9 @@ fn greedy_generation_equals_hf_generate_with_and_without_cache() {
         let steps = want.dims()[1];
         let want = want.into_data().convert::<i64>().into_vec::<i64>().unwrap();
         let (ids, mask) = (ints(&exp, "input_ids"), ints(&exp, "attention_mask"));
-        assert_eq!(greedy(&model, ids.clone(), mask.clone(), steps, true), want, "{name} (KV cache)");
-        assert_eq!(greedy(&model, ids, mask, steps, false), want, "{name} (full recompute)");
+        let greedy = greedy_decode(&model, ids, mask, steps);
+        assert_eq!(greedy.cached, want, "{name} (KV cache)");
+        assert_eq!(greedy.full, want, "{name} (full recompute)");
     }
 }
 

@@ -50,3 +50,50 @@ pub fn max_diff_where(a: &[f32], b: &[f32], inner: usize, keep: &[bool]) -> f32 
 pub fn values<const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
     t.into_data().convert::<f32>().into_vec::<f32>().unwrap()
 }
+
+/// What [`greedy_decode`] saw.
+pub struct Greedy {
+    /// Tokens chosen from the KV-cached logits, `[B, steps]` row-major.
+    pub cached: Vec<i64>,
+    /// Tokens a full forward over the same sequence picks at each step, `[B, steps]` row-major.
+    pub full: Vec<i64>,
+    /// Largest |cached - full| over the last-position logits of every step.
+    pub worst: f32,
+}
+
+/// Greedy decoding as HF `generate` does it (no EOS; the mask grows by one real token a step)
+/// with a KV cache, and at every step a full forward over the sequence so far to compare with.
+pub fn greedy_decode<M: tril_models::lm::LanguageModel<B>>(
+    model: &M,
+    ids: Tensor<B, 2, Int>,
+    mask: Tensor<B, 2, Int>,
+    steps: usize,
+) -> Greedy {
+    use tril_models::lm::{KvCache, LmInput};
+    let [b, _] = ids.dims();
+    let dev = ids.device();
+    let mut cache = KvCache::new(model.n_layer());
+    let (mut seq, mut seq_mask, mut next) = (ids.clone(), mask, ids);
+    let (mut cached, mut full) = (vec![Vec::new(); b], vec![Vec::new(); b]);
+    let mut worst = 0f32;
+    for _ in 0..steps {
+        let input = LmInput::new(next).with_mask(seq_mask.clone()).last_logits_only();
+        let logits = model.forward_with(input, Some(&mut cache)).logits; // [B, 1, V]
+        let t = seq.dims()[1];
+        let whole = model.forward(seq.clone(), Some(seq_mask.clone())).logits.narrow(1, t - 1, 1); // [B, 1, V]
+        let a = values(logits.clone());
+        let c = values(whole.clone());
+        worst = a.iter().zip(&c).fold(worst, |m, (x, y)| m.max((x - y).abs()));
+        let tok = logits.argmax(2).reshape([b, 1]); // [B, 1]
+        let rows = |t: Tensor<B, 2, Int>| t.into_data().convert::<i64>().into_vec::<i64>().unwrap();
+        for (row, (x, y)) in rows(tok.clone()).into_iter().zip(rows(whole.argmax(2).reshape([b, 1]))).enumerate() {
+            cached[row].push(x);
+            full[row].push(y);
+        }
+        seq = Tensor::cat(vec![seq, tok.clone()], 1);
+        seq_mask = Tensor::cat(vec![seq_mask, Tensor::ones([b, 1], &dev)], 1);
+        next = tok;
+    }
+    assert_eq!(cache.len(), seq.dims()[1] - 1, "the cache holds every position but the last token");
+    Greedy { cached: cached.concat(), full: full.concat(), worst }
+}
