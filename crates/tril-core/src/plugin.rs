@@ -191,6 +191,13 @@ impl TextBatch<'_> {
 pub trait RewardFn: Send {
     /// Scores each (prompt, generation, references) triple.
     fn score(&mut self, batch: TextBatch<'_>) -> Result<Vec<f64>, PluginError>;
+
+    /// Statistics of the last [`RewardFn::score`] call worth logging beside the reward, as
+    /// `(name, value)` without a namespace (an ensemble's per-member means `rm_0`, `rm_1`,
+    /// ... and their `rm_spread`); the loops log them as `rollout_buffer/<name>`. Default: none.
+    fn diagnostics(&self) -> Vec<(String, f64)> {
+        Vec::new()
+    }
 }
 
 /// One metric value: per-sample scores (when meaningful) and the corpus score.

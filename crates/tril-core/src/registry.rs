@@ -203,6 +203,9 @@ pub fn sections(config: &Config) -> Vec<(Kind, String)> {
             out.push((Kind::Optimizer, "reward_fn.optimizer".into()));
         }
     }
+    if root.get("gold_reward_fn").is_some_and(|n| n.value != crate::config::Value::Null) {
+        out.push((Kind::RewardFn, "gold_reward_fn".into()));
+    }
     if let Some(crate::config::Value::Seq(items)) = root.get("eval_metrics").map(|n| &n.value) {
         out.extend((0..items.len()).map(|i| (Kind::Metric, format!("eval_metrics.{i}"))));
     }

@@ -38,6 +38,11 @@ pub struct RootConfig {
     pub task: Component,
     /// The reward function (absent for supervised tasks).
     pub reward_fn: Option<RewardFnSection>,
+    /// A second reward that only evaluates (`null`: none): scored on the eval generations at
+    /// every evaluation beside the training reward (the "gold" of reward over-optimization
+    /// studies; `tril gold-eval` scores a finished run with it afterwards).
+    #[serde(default)]
+    pub gold_reward_fn: Option<Component>,
     /// Prompt/generation shapes and sampling settings.
     pub sampling: SamplingConfig,
     /// Metrics computed at each evaluation.
