@@ -16,6 +16,8 @@
 //! - [`checkpoint`]: checkpoint manifests (sha256 of every file, verified on `--resume`,
 //!   falling back past a damaged one) and `checkpoint.save_total_limit`.
 //! - [`evaluation`]: generation on the evaluation splits, metrics and prediction logs.
+//! - [`over_optimization`]: proxy reward, gold reward and KL from the initial policy at
+//!   every evaluation of the on-policy loops, and their plots.
 //! - [`optimizers`] (`adam`, `adamw`) and [`schedulers`] (`linear`, `cosine`, `constant`).
 //!
 //! The families:
@@ -51,6 +53,7 @@ pub mod lora;
 pub mod offline;
 pub mod onpolicy;
 pub mod optimizers;
+pub mod over_optimization;
 pub mod schedulers;
 pub mod settings;
 #[cfg(test)]

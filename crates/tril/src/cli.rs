@@ -18,6 +18,7 @@ Examples:
   tril list devices                             the backends this binary carries (device=...)
   tril run device=cuda precision=bf16           train on GPU 0 in bf16 (a --features cuda build)
   tril logp --data d.parquet --model gpt2       reference log-probs for alg=offline_ips
+  tril gold-eval RUN_DIR --reward increasing_numbers     score a run's eval generations with a gold reward
   tril bench --size small --threads 2           tril vs PyTorch, side by side (needs python3 with torch)
 
 Overrides:
@@ -120,4 +121,8 @@ pub enum Command {
     /// Merge a PEFT LoRA adapter into its base model and write the full HF model
     /// (`docs/lora.md`).
     MergeLora(crate::merge_lora::MergeLoraArgs),
+    /// Score the eval generations of a run directory with a gold reward (not loaded during
+    /// training) beside the proxy reward and KL the run recorded; writes gold_eval.jsonl and
+    /// plots/gold_eval_<split>.png (`docs/ensembles.md`).
+    GoldEval(crate::gold_eval::GoldEvalArgs),
 }

@@ -17,6 +17,7 @@
 pub mod bench;
 pub mod cli;
 pub mod commands;
+pub mod gold_eval;
 pub mod logp;
 pub mod memory;
 pub mod merge_lora;
@@ -51,6 +52,7 @@ pub fn main() -> ExitCode {
         cli::Command::Bench(args) => bench::run(args),
         cli::Command::Memory(args) => memory::run(args).map_err(commands::Failure::Config),
         cli::Command::MergeLora(args) => merge_lora::run(args),
+        cli::Command::GoldEval(args) => gold_eval::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

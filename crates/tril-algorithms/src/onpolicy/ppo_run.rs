@@ -59,6 +59,7 @@ use crate::onpolicy::{
     action_mask, build_models, generate_forced, generation_config, lm_logprobs, reference_targets, rollout_attention,
     run_tokenizers, warn_long_prompts, with_guide_critic, ActorCritic, Generated, OnPolicyState, PromptSampler,
 };
+use crate::over_optimization::EvalScoring;
 use crate::settings::{check_splits, loop_settings, LoopSettings};
 use crate::trainer::{run_on_target, section, Optim, Run};
 use crate::AlgorithmError;
@@ -138,6 +139,8 @@ pub struct Ppo {
     rollouts: RolloutStrategy,
     /// Taken by the loop when the run starts.
     reward: Option<TerminalReward>,
+    /// The root `gold_reward_fn`: scored on the eval generations only.
+    gold: Option<Box<dyn RewardFn>>,
 }
 
 /// Where each trajectory's terminal reward comes from: a strategy of the on-policy loop.
@@ -212,6 +215,7 @@ impl Ppo {
                 true => Some(TerminalReward::Task(registry::build_reward_fn(&reward_section, config)?)),
                 false => None,
             },
+            gold: crate::over_optimization::gold_reward_fn(config)?,
             metrics,
             kl: registry::build_kl_controller(&section(config, "alg.kl_div")?, config)?,
             schedule,
@@ -970,11 +974,23 @@ impl<B: AutodiffBackend> Loop<'_, B> {
             seed: self.ppo.args.seed,
             device: &self.device,
         }
-        .run(iteration, &mut self.tracker)?;
+        .run_scored(
+            iteration,
+            &mut self.tracker,
+            EvalScoring {
+                proxy: match &mut self.reward {
+                    RewardSource::Task(reward) => Some(reward.as_mut()),
+                    RewardSource::Discriminator(_) => None,
+                },
+                gold: self.ppo.gold.as_mut().map(|g| g.as_mut() as &mut dyn RewardFn),
+                reference: Some(&self.reference),
+            },
+        )?;
         let mut plotted = vec!["rollout_buffer/rewards".to_string(), "rollout_buffer/kl_div".to_string()];
         plotted.extend(headline);
         let keys: Vec<&str> = plotted.iter().map(String::as_str).collect();
-        Ok(self.tracker.plot(&keys)?)
+        self.tracker.plot(&keys)?;
+        crate::over_optimization::plot_run(&self.tracker, &self.ppo.args.eval_splits)
     }
 
     /// Writes `checkpoints/iter_<n>/` atomically: HF `policy/` and `critic/`, the exact
