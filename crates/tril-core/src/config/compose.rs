@@ -12,7 +12,8 @@
 //!    `inherits:` names (maps deep-merge, lists replace);
 //! 2. Hydra's `hydra` node is dropped; `hydra.run.dir` becomes `run_dir`;
 //! 3. TRIL's `tril_run` selection: the `alg` tree's section for `task.id` becomes `alg`
-//!    (its `id` must be the file's `alg_id`); a `reward_fn` in it replaces the root one;
+//!    (its `id` must be the file's `alg_id`); a `reward_fn` (or `gold_reward_fn`) in it
+//!    replaces the root one;
 //! 4. tril's root keys the files lack (`run_dir`, `device`, `precision`, `guard`,
 //!    `checkpoint`) get [`TRIL_ROOT_DEFAULTS`], with [`Origin::TrilDefault`];
 //! 5. environment overrides `TRIL_A__B=v`;
@@ -293,7 +294,8 @@ fn fill_tril_defaults(root: &mut Node) -> Result<()> {
 
 /// TRIL's `tril_run` selection (TRIL's `src/tril/__init__.py`): the composed `alg` tree's
 /// section for `task.id` becomes `alg`, its `id` must be the file's `alg_id` (default:
-/// the option name), and a `reward_fn` inside it replaces the root one.
+/// the option name), and a `reward_fn` inside it replaces the root one (as does a
+/// `gold_reward_fn`, tril's addition).
 fn select_alg(store: &dyn ConfigStore, root: &mut Node, alg: &str) -> Result<()> {
     let file = format!("{}", store.display(&format!("alg/{alg}.yaml")).display());
     let mut tree = root.remove("alg").unwrap_or_else(|| Node::empty_map(Origin::Composer));
@@ -337,8 +339,11 @@ fn select_alg(store: &dyn ConfigStore, root: &mut Node, alg: &str) -> Result<()>
         message: "the root config must be a map".into(),
         origin: Origin::Composer,
     })?;
-    if let Some(reward) = section.remove("reward_fn") {
-        map.insert("reward_fn".into(), reward);
+    // tril's addition: an alg section may also name the gold reward its setting evaluates with.
+    for key in ["reward_fn", "gold_reward_fn"] {
+        if let Some(reward) = section.remove(key) {
+            map.insert(key.into(), reward);
+        }
     }
     section.origin = Origin::Composer;
     map.insert("alg".into(), section);
