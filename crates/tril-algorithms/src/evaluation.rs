@@ -54,7 +54,8 @@ impl<B: Backend> Evaluation<'_, B> {
     /// [`Evaluation::run`], also scoring the eval generations with the training (proxy)
     /// and gold rewards and measuring their KL from the initial policy, as `scoring` has
     /// them ([`crate::over_optimization`]: `over_optimization/proxy_reward`,
-    /// `over_optimization/gold_reward`, `over_optimization/kl`, per sample and mean).
+    /// `over_optimization/gold_reward`, `over_optimization/kl`, per sample and mean; the
+    /// proxy's [`tril_core::plugin::RewardFn::diagnostics`] as `over_optimization/proxy_<name>`).
     pub fn run_scored(
         self,
         iteration: usize,
@@ -116,6 +117,14 @@ impl<B: Backend> Evaluation<'_, B> {
             let batch = || TextBatch { prompts: &prompts, generations: &texts, references: &references };
             if let Some(proxy) = scoring.proxy.as_deref_mut() {
                 merged.insert(PROXY.into(), per_sample(proxy.score(batch())?));
+                // An ensemble's members and spread on the eval generations (the seed's
+                // `ensemble_variance` at evaluation).
+                for (name, value) in proxy.diagnostics() {
+                    merged.insert(
+                        format!("over_optimization/proxy_{name}"),
+                        MetricValue { per_sample: None, corpus: value },
+                    );
+                }
             }
             if let Some(gold) = scoring.gold.as_deref_mut() {
                 merged.insert(GOLD.into(), per_sample(gold.score(batch())?));
