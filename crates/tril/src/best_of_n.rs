@@ -254,6 +254,11 @@ fn setup(args: &BestOfNArgs, config: &Config) -> Result<Setup, Failure> {
     let batch = args.batch_size.map_or(root.sampling.batch_size_per_process, |b| b as usize);
     let opts = BonSampling::from_config(config, args.n as usize, batch, seed, args.log_every).map_err(cfg)?;
     let spec = *registry::build_policy(&config.section("alg.policy")?, config).map_err(cfg)?;
+    if !spec.model_name.starts_with("builtin:") {
+        // A missing model is a config error found before the output directory is made.
+        let key = if args.policy.is_some() { "--policy" } else { "alg.policy.args.model_name" };
+        tril_models::resolve::resolve_model(&spec.model_name).map_err(|e| Failure::Config(anyhow!("{key}: {e}")))?;
+    }
     let tokenizer = root.alg.tokenizer.clone().ok_or_else(|| {
         Failure::Config(anyhow!("alg.tokenizer: best-of-n needs the policy's tokenizer section (model_name, ...)"))
     })?;
