@@ -190,7 +190,8 @@ mod tests {
         let spec = tril_core::registry::build_policy(&config.section("alg.policy").unwrap(), &config).unwrap();
         let tok = crate::onpolicy::numbers_tokenizer().unwrap();
         let root: tril_core::schema::RootConfig = config.extract("").unwrap();
-        let prompt_tok = crate::onpolicy::prompt_tokenizer(&tok, Side::Left, Side::Left, root.sampling.max_prompt_len, true);
+        let prompt_tok =
+            crate::onpolicy::prompt_tokenizer(&tok, Side::Left, Side::Left, root.sampling.max_prompt_len, true);
         let device = Default::default();
         let lm = load_policy::<CpuBackend>(&spec, tok.vocab_size(), 0, &device).unwrap();
         let samples: Vec<Sample> = (0..3)

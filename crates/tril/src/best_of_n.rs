@@ -376,7 +376,8 @@ fn write_outputs(
 fn panels(rows: &[BonRow]) -> Vec<Panel> {
     let n_max = rows.last().map_or(0, |r| r.n);
     let series = |x: &dyn Fn(&BonRow) -> f64| {
-        let mut out = vec![Series { label: "proxy".into(), points: rows.iter().map(|r| (x(r), r.proxy_mean)).collect() }];
+        let mut out =
+            vec![Series { label: "proxy".into(), points: rows.iter().map(|r| (x(r), r.proxy_mean)).collect() }];
         if rows.iter().all(|r| r.gold_mean.is_some()) {
             let points = rows.iter().filter_map(|r| Some((x(r), r.gold_mean?))).collect();
             out.push(Series { label: "gold".into(), points });
@@ -389,11 +390,7 @@ fn panels(rows: &[BonRow]) -> Vec<Panel> {
             x_label: "KL_bon (nats)".into(),
             series: series(&|r| r.kl_bon),
         },
-        Panel {
-            title: "best-of-n: expected score vs n".into(),
-            x_label: "n".into(),
-            series: series(&|r| r.n as f64),
-        },
+        Panel { title: "best-of-n: expected score vs n".into(), x_label: "n".into(), series: series(&|r| r.n as f64) },
     ]
 }
 

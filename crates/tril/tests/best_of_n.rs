@@ -140,7 +140,8 @@ fn config_errors_exit_2_naming_the_key() {
 fn policy_from_a_ppo_checkpoint_and_its_resolved_config() {
     let tmp = tempfile::tempdir().unwrap();
     let (run, arg) = common::run_dir(&tmp, "ppo");
-    let (code, stderr) = common::tril(&["task=synthetic", "alg=ppo", &arg, "alg.args.n_iters=1", "alg.args.save_every=1"]);
+    let (code, stderr) =
+        common::tril(&["task=synthetic", "alg=ppo", &arg, "alg.args.n_iters=1", "alg.args.save_every=1"]);
     assert_eq!(code, 0, "{stderr}");
     let policy = run.join("checkpoints/iter_1/policy");
     assert!(policy.join("model.safetensors").is_file());
