@@ -284,7 +284,6 @@ fn setup(args: &BestOfNArgs, config: &Config) -> Result<Setup, Failure> {
 
 /// Runs `tril best-of-n`.
 pub fn run(args: &BestOfNArgs) -> Result<(), Failure> {
-    let runtime = |e: anyhow::Error| Failure::Runtime(e);
     // 1. config, rewards, policy settings and prompts (config errors: exit 2)
     let config = compose(args)?;
     let mut s = setup(args, &config)?;
@@ -292,9 +291,9 @@ pub fn run(args: &BestOfNArgs) -> Result<(), Failure> {
     let out = args.out.clone().unwrap_or_else(|| PathBuf::from(&s.root.run_dir));
     let run = tril_core::run_dir::RunDir::open(&out)
         .with_context(|| format!("creating output directory {}", out.display()))
-        .map_err(runtime)?;
+        .map_err(Failure::Runtime)?;
     let _lock = run.lock().map_err(|e| Failure::Runtime(anyhow!(e)))?;
-    commands::create_run_dir(&out, &config).map_err(runtime)?;
+    commands::create_run_dir(&out, &config).map_err(Failure::Runtime)?;
     crate::set_log_file(&out.join("log.txt"))
         .map_err(|e| Failure::Runtime(anyhow!("opening {}: {e}", out.join("log.txt").display())))?;
     tracing::info!(
@@ -332,9 +331,9 @@ pub fn run(args: &BestOfNArgs) -> Result<(), Failure> {
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| Failure::Runtime(anyhow!(e)))?;
     let rows = summarize(&curves, gold.is_some());
-    write_outputs(&run, &completions, &proxy, gold.as_deref(), &rows).map_err(runtime)?;
-    print!("{}", table(&rows));
-    std::io::stdout().flush().map_err(|e| Failure::Runtime(e.into()))?;
+    write_outputs(&run, &completions, &proxy, gold.as_deref(), &rows).map_err(Failure::Runtime)?;
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(table(&rows).as_bytes()).and_then(|()| stdout.flush()).map_err(|e| Failure::Runtime(e.into()))?;
     tracing::info!(out = %out.display(), "best-of-n: wrote best_of_n.jsonl, samples.jsonl, plots/best_of_n.png");
     Ok(())
 }
