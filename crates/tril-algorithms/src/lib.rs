@@ -44,6 +44,7 @@
 
 pub use error::{AlgorithmError, Result};
 
+pub mod best_of_n;
 pub mod checkpoint;
 pub mod error;
 pub mod evaluation;

@@ -1,4 +1,4 @@
-//! The command line: `tril run`, `tril config`, `tril list`, `tril logp`.
+//! The command line: `tril run`, `tril config`, `tril list`, `tril logp`, `tril best-of-n`.
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -19,6 +19,7 @@ Examples:
   tril run device=cuda precision=bf16           train on GPU 0 in bf16 (a --features cuda build)
   tril logp --data d.parquet --model gpt2       reference log-probs for alg=offline_ips
   tril gold-eval RUN_DIR --reward increasing_numbers     score a run's eval generations with a gold reward
+  tril best-of-n task=imdb alg=ppo --n 16       best-of-n curves: proxy reward_fn and gold_reward_fn
   tril bench --size small --threads 2           tril vs PyTorch, side by side (needs python3 with torch)
 
 Overrides:
@@ -110,6 +111,10 @@ pub enum Command {
     /// Write the reference log-probs of every response in a dataset, keyed by uid, for
     /// alg=offline_ips (a .safetensors cache).
     Logp(crate::logp::LogpArgs),
+    /// Sample N completions per prompt, score them with the proxy `reward_fn` and the
+    /// `gold_reward_fn`, and write the best-of-n curve (unbiased estimator, n = 1..N, against
+    /// KL_bon = ln n - (n-1)/n): best_of_n.jsonl, samples.jsonl, plots/ (`docs/best-of-n.md`).
+    BestOfN(crate::best_of_n::BestOfNArgs),
     /// Time tril and PyTorch on the same work (random weights, no download) and print one
     /// table: row, tril seconds, PyTorch seconds, ratio (rows: forward, train, train_tiny,
     /// generate, ppo, dpo; `bench/README.md`).

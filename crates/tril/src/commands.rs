@@ -62,7 +62,7 @@ pub fn load_config(args: &ConfigArgs) -> Result<Config, Failure> {
 /// Checks that every float is finite, then the typed root and every plugin section,
 /// each with its value ranges. Unknown plugin ids are returned separately: `tril config`
 /// reports them as warnings, `tril run` as errors.
-fn check(config: &Config) -> Result<Vec<CoreError>, Failure> {
+pub(crate) fn check(config: &Config) -> Result<Vec<CoreError>, Failure> {
     registry::check_duplicates()?;
     refuse(config.non_finite())?;
     config.section("")?.extract_checked::<RootConfig>()?.target()?;
@@ -221,7 +221,7 @@ pub fn run(args: &ConfigArgs, resume: Option<&Path>, quiet: bool) -> CmdResult {
 }
 
 /// Creates the run directory and writes `config.resolved.yaml` atomically.
-fn create_run_dir(dir: &Path, config: &Config) -> anyhow::Result<()> {
+pub(crate) fn create_run_dir(dir: &Path, config: &Config) -> anyhow::Result<()> {
     if dir.join("config.resolved.yaml").exists() {
         anyhow::bail!("{} already holds a run; use --resume to continue it", dir.display());
     }

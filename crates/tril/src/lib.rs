@@ -15,6 +15,7 @@
 #![deny(missing_docs)]
 
 pub mod bench;
+pub mod best_of_n;
 pub mod cli;
 pub mod commands;
 pub mod gold_eval;
@@ -49,6 +50,7 @@ pub fn main() -> ExitCode {
         cli::Command::Config { config, provenance, unresolved } => commands::config(config, *provenance, *unresolved),
         cli::Command::List { kind } => commands::list(kind.as_deref()),
         cli::Command::Logp(args) => logp::run(args),
+        cli::Command::BestOfN(args) => best_of_n::run(args),
         cli::Command::Bench(args) => bench::run(args),
         cli::Command::Memory(args) => memory::run(args).map_err(commands::Failure::Config),
         cli::Command::MergeLora(args) => merge_lora::run(args),
