@@ -1,4 +1,5 @@
-//! The command line: `tril run`, `tril config`, `tril list`, `tril logp`, `tril best-of-n`.
+//! The command line: `tril run`, `tril config`, `tril list`, `tril logp`, `tril best-of-n`,
+//! `tril gold-eval`, ...
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -18,7 +19,7 @@ Examples:
   tril list devices                             the backends this binary carries (device=...)
   tril run device=cuda precision=bf16           train on GPU 0 in bf16 (a --features cuda build)
   tril logp --data d.parquet --model gpt2       reference log-probs for alg=offline_ips
-  tril gold-eval RUN_DIR --reward increasing_numbers     score a run's eval generations with a gold reward
+  tril gold-eval RUN_DIR --reward increasing_numbers   gold-score a finished run's eval generations
   tril best-of-n task=imdb alg=ppo --n 16       best-of-n curves: proxy reward_fn and gold_reward_fn
   tril bench --size small --threads 2           tril vs PyTorch, side by side (needs python3 with torch)
 
