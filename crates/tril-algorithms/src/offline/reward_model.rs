@@ -402,8 +402,10 @@ fn train_seeds<B: AutodiffBackend>(
         }
         let seed_ctx =
             RunCtx { config: &config, run_dir: sub.clone(), resume_from: resume.then(|| sub.clone()), quiet: ctx.quiet };
-        parts.loop_args.settings.seed = seed;
+        // The seed sets the fresh parameters (train_one's `load_lm`) and the data order
+        // (the offline loop's shuffling reads `parts.loop_args`).
         let seed_args = RewardModelArgs { seed, seeds: None, ..args.clone() };
+        parts.loop_args = loop_args!(seed_args);
         train_one::<B>(&seed_args, parts, &seed_ctx, device)?;
         let (_, last) = crate::checkpoint::latest_checkpoint(&sub)?;
         let rel = out.strip_prefix(&ctx.run_dir).unwrap_or(&out).to_path_buf();
@@ -549,5 +551,29 @@ mod tests {
         let err = parse("max_length: 8\nmax_prompt_length: 8\n").unwrap_err().to_string();
         assert!(err.contains("alg.args.max_prompt_length"), "{err}");
         assert!(parse("objectiv: pairwise\n").unwrap_err().to_string().contains("unknown key"));
+        assert_eq!(parse("seeds: [3, 1]\n").unwrap().seeds, Some(vec![3, 1]));
+        assert_eq!(parse("seeds: null\n").unwrap().seeds, None);
+        let err = parse("seeds: []\n").unwrap_err().to_string();
+        assert!(err.contains("alg.args.seeds") && err.contains("at least one seed"), "{err}");
+        let err = parse("seeds: [1, 2, 1]\n").unwrap_err().to_string();
+        assert!(err.contains("alg.args.seeds") && err.contains("seed 1 appears twice"), "{err}");
+    }
+
+    /// A seed's sub-run config is the run's with `seed`, `seeds: null` and its own `run_dir`,
+    /// and reads back as a plain single-seed run of that seed.
+    #[test]
+    fn seed_config_makes_a_plain_run_of_one_seed() {
+        let yaml = "run_dir: runs/rm\nalg:\n  id: reward_model\n  args:\n    seed: 0\n    seeds: [4, 9]\n";
+        let root = tril_core::config::parse_yaml(yaml, std::path::Path::new("alg/reward_model.yaml")).unwrap();
+        let config = Config::new(root, vec![]);
+        let sub = seed_run_dir(Path::new("runs/rm"), 9);
+        assert_eq!(sub, Path::new("runs/rm/seed_9"));
+        assert_eq!(seed_model_dir(Path::new("runs/rm"), 9), Path::new("runs/rm/reward_models/seed_9"));
+        let seeded = seed_config(&config, 9, &sub).unwrap();
+        let args = RewardModelArgs::extract(&seeded.section("alg.args").unwrap()).unwrap();
+        assert_eq!((args.seed, args.seeds.as_deref()), (9, None));
+        assert_eq!(seeded.extract::<String>("run_dir").unwrap(), "runs/rm/seed_9");
+        let looped = loop_args!(args);
+        assert_eq!(looped.settings.seed, 9, "the data order follows the seed too");
     }
 }
