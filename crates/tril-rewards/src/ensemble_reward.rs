@@ -243,7 +243,10 @@ impl<B: Backend> EnsembleReward<B> {
     /// Checks `config` and loads its members onto `device`; an error names the member's
     /// key (`reward_fn.args.model_names[i]`, or `model_name (seed s)` with the expanded path).
     pub fn load(config: EnsembleRewardConfig, key: &str, device: &B::Device) -> Result<Self, RewardError> {
-        config.ensemble().validate().map_err(|e| RewardError::WithKey { key: key.into(), source: Box::new(e) })?;
+        config.ensemble().validate().map_err(|e| match e {
+            RewardError::Config { key: field, message } => RewardError::Config { key: format!("{key}.{field}"), message },
+            other => RewardError::WithKey { key: key.into(), source: Box::new(other) },
+        })?;
         if config.batch_size == 0 {
             return Err(RewardError::Config { key: format!("{key}.batch_size"), message: "expected at least 1".into() });
         }
@@ -564,6 +567,8 @@ mod tests {
             EnsembleRewardConfig { output: EnsembleOutput::Probability, label_ix: 2, ..config(&[&good], Default::default()) };
         let e = err(probability);
         assert!(e.contains("reward_fn.args.label_ix: label 2 does not exist"), "{e}");
+        let e = err(EnsembleRewardConfig { uwo_weight: f64::NAN, ..config(&[&good], Default::default()) });
+        assert!(e.starts_with("reward_fn.args.uwo_weight: must be finite"), "{e}");
         let seeded = EnsembleRewardConfig {
             model_names: None,
             model_name: Some(tmp.path().join("s{seed}").display().to_string()),

@@ -23,14 +23,15 @@ fn weights(dir: &Path) -> Vec<u8> {
 
 /// Seeds 1 and 2 give two different models, each with its own full sub-run; the seed-1
 /// member equals a plain `seed=1` run byte for byte (the seed sets the head's initial
-/// weights and the data order, and nothing else differs); `--resume` of the finished run
-/// skips both seeds; PPO on the UWO ensemble of the two logs `rm_0`, `rm_1`, `rm_spread`
-/// and finite rewards.
+/// weights and the data order, and nothing else differs); `--resume` skips finished seeds
+/// and finishes an interrupted one to the same weights; PPO on the UWO ensemble of the two
+/// logs `rm_0`, `rm_1`, `rm_spread` and finite rewards.
 #[test]
 fn seed_list_trains_the_members_of_a_ppo_ensemble() {
     let tmp = tempfile::tempdir().unwrap();
     let (rm, arg) = run_dir(&tmp, "rm");
-    let args = [&SMALL_RM[..], &[arg.as_str(), "alg.args.seeds=[1, 2]"]].concat();
+    let checkpoints = ["alg.args.save_checkpoints=true", "alg.args.save_every=2"];
+    let args = [&SMALL_RM[..], &[arg.as_str(), "alg.args.seeds=[1, 2]"], &checkpoints[..]].concat();
     let (code, stderr) = tril(&args);
     assert_eq!(code, 0, "{stderr}");
     for s in [1, 2] {
@@ -63,6 +64,21 @@ fn seed_list_trains_the_members_of_a_ppo_ensemble() {
     assert_eq!(lines(&rm.join("seed_1/training_info.jsonl")).len(), 4);
     let log = std::fs::read_to_string(rm.join("log.txt")).unwrap();
     assert!(log.contains("(seed 2): done before"), "{log}");
+
+    // Seed 2 interrupted after its step-2 checkpoint: --resume continues it from there to
+    // the same weights; interrupted before any checkpoint: --resume trains it again.
+    let seed_2 = weights(&rm.join("reward_models/seed_2"));
+    for removed in ["seed_2/checkpoints/iter_4", "seed_2/checkpoints"] {
+        std::fs::remove_dir_all(rm.join("reward_models/seed_2")).unwrap();
+        std::fs::remove_dir_all(rm.join(removed)).unwrap();
+        let (code, stderr) = resume(&rm);
+        assert_eq!(code, 0, "{removed}: {stderr}");
+        assert_eq!(weights(&rm.join("reward_models/seed_2")), seed_2, "{removed}");
+        assert_eq!(lines(&rm.join("seed_2/training_info.jsonl")).len(), 4, "{removed}");
+    }
+    let log = std::fs::read_to_string(rm.join("log.txt")).unwrap();
+    assert!(log.contains("resuming after the checkpoint of iteration 2"), "{log}");
+    assert!(log.contains("holds no checkpoint to resume from"), "{log}");
 
     // PPO against the UWO ensemble of the two members.
     let (ppo, arg) = run_dir(&tmp, "ppo");
