@@ -194,7 +194,8 @@ impl EnsembleRewardConfig {
     /// The members the config names, `{seed}` expanded; errors name `key.<field>`
     /// (`key` is this config's key, e.g. `reward_fn.args`).
     pub fn member_names(&self, key: &str) -> Result<Vec<MemberName>, RewardError> {
-        self.member_names_at().map_err(|(field, message)| RewardError::Config { key: format!("{key}.{field}"), message })
+        self.member_names_at()
+            .map_err(|(field, message)| RewardError::Config { key: format!("{key}.{field}"), message })
     }
 
     /// The combination settings.
@@ -244,11 +245,16 @@ impl<B: Backend> EnsembleReward<B> {
     /// key (`reward_fn.args.model_names[i]`, or `model_name (seed s)` with the expanded path).
     pub fn load(config: EnsembleRewardConfig, key: &str, device: &B::Device) -> Result<Self, RewardError> {
         config.ensemble().validate().map_err(|e| match e {
-            RewardError::Config { key: field, message } => RewardError::Config { key: format!("{key}.{field}"), message },
+            RewardError::Config { key: field, message } => {
+                RewardError::Config { key: format!("{key}.{field}"), message }
+            }
             other => RewardError::WithKey { key: key.into(), source: Box::new(other) },
         })?;
         if config.batch_size == 0 {
-            return Err(RewardError::Config { key: format!("{key}.batch_size"), message: "expected at least 1".into() });
+            return Err(RewardError::Config {
+                key: format!("{key}.batch_size"),
+                message: "expected at least 1".into(),
+            });
         }
         let mut members = Vec::new();
         for member in config.member_names(key)? {
@@ -459,7 +465,8 @@ mod tests {
         let (got, _) = score(config(&[&one], EnsembleObjective::Mean));
         let want: Vec<f64> = logits1.iter().map(|l| f64::from(l[0])).collect();
         assert!(close(&got, &want, 1e-5), "{got:?} vs {want:?}");
-        let probability = EnsembleRewardConfig { output: EnsembleOutput::Probability, ..config(&[&two], Default::default()) };
+        let probability =
+            EnsembleRewardConfig { output: EnsembleOutput::Probability, ..config(&[&two], Default::default()) };
         let (got, _) = score(probability);
         let want: Vec<f64> = logits.iter().map(|l| 1.0 / (1.0 + f64::from(l[0] - l[1]).exp())).collect();
         assert!(close(&got, &want, 1e-5), "{got:?} vs {want:?}");
@@ -527,7 +534,11 @@ mod tests {
     #[test]
     fn malformed_configs_name_the_key() {
         let cases = [
-            ("    model_names: [a]\n    model_name: b/{seed}\n    seeds: [1]\n", "reward_fn.args.model_name", "not both"),
+            (
+                "    model_names: [a]\n    model_name: b/{seed}\n    seeds: [1]\n",
+                "reward_fn.args.model_name",
+                "not both",
+            ),
             ("    model_name: b/seed\n    seeds: [1, 2]\n", "reward_fn.args.model_name", "no `{seed}`"),
             ("    model_name: b/{seed}\n", "reward_fn.args.seeds", "give seeds"),
             ("    model_names: [a]\n    seeds: [1]\n", "reward_fn.args.seeds", "model_names"),
@@ -563,8 +574,11 @@ mod tests {
         let e = err(config(&[&good, &three], Default::default()));
         assert!(e.contains("reward_fn.args.model_names[1]") && e.contains("has 3 labels"), "{e}");
         assert!(e.contains(&three.display().to_string()), "{e}");
-        let probability =
-            EnsembleRewardConfig { output: EnsembleOutput::Probability, label_ix: 2, ..config(&[&good], Default::default()) };
+        let probability = EnsembleRewardConfig {
+            output: EnsembleOutput::Probability,
+            label_ix: 2,
+            ..config(&[&good], Default::default())
+        };
         let e = err(probability);
         assert!(e.contains("reward_fn.args.label_ix: label 2 does not exist"), "{e}");
         let e = err(EnsembleRewardConfig { uwo_weight: f64::NAN, ..config(&[&good], Default::default()) });

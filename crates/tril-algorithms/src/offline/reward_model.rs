@@ -62,9 +62,9 @@ use burn::tensor::{Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use tril_core::config::{Checker, Config, Node, Origin, Ranges, Section, Value};
-use tril_core::run_dir::RunDir;
 use tril_core::ops::to_f32;
 use tril_core::plugin::{Algorithm, BuildCtx, PluginError, RunCtx, Split};
+use tril_core::run_dir::RunDir;
 use tril_core::CoreError;
 use tril_models::causal_lm::LmConfig;
 use tril_models::heads::{LmClassifier, ScoreHeadConfig};
@@ -362,7 +362,8 @@ pub fn seed_model_dir(run_dir: &Path, seed: u64) -> PathBuf {
 /// `alg.args.seeds: null` and `run_dir: sub` (so `tril run --from` reruns that seed alone).
 pub fn seed_config(config: &Config, seed: u64, sub: &Path) -> Result<Config, PluginError> {
     let mut root = config.root().clone();
-    let value = i64::try_from(seed).map_err(|_| AlgorithmError::invalid("alg.args.seeds", "a seed <= i64::MAX", seed))?;
+    let value =
+        i64::try_from(seed).map_err(|_| AlgorithmError::invalid("alg.args.seeds", "a seed <= i64::MAX", seed))?;
     let set = |root: &mut Node, key: &str, value: Value| {
         root.set(key, Node::new(value, Origin::Composer), true)
             .map_err(|at| AlgorithmError::config(key, format!("cannot set it for seed {seed}'s sub-run (at `{at}`)")))
@@ -400,8 +401,12 @@ fn train_seeds<B: AutodiffBackend>(
         if !resume {
             RunDir::open(&sub)?.write_atomic("config.resolved.yaml", config.to_yaml().as_bytes())?;
         }
-        let seed_ctx =
-            RunCtx { config: &config, run_dir: sub.clone(), resume_from: resume.then(|| sub.clone()), quiet: ctx.quiet };
+        let seed_ctx = RunCtx {
+            config: &config,
+            run_dir: sub.clone(),
+            resume_from: resume.then(|| sub.clone()),
+            quiet: ctx.quiet,
+        };
         // The seed sets the fresh parameters (train_one's `load_lm`) and the data order
         // (the offline loop's shuffling reads `parts.loop_args`).
         let seed_args = RewardModelArgs { seed, seeds: None, ..args.clone() };
@@ -441,8 +446,7 @@ fn train_one<B: AutodiffBackend>(
 ) -> Result<(), PluginError> {
     let tokenizer = parts.prepare()?;
     let lengths = Lengths { max_length: args.max_length, max_prompt_length: args.max_prompt_length };
-    let (trunk, _, config) =
-        load_lm::<B>(&args.model_name, None, tokenizer.vocab_size(), args.seed, lengths, device)?;
+    let (trunk, _, config) = load_lm::<B>(&args.model_name, None, tokenizer.vocab_size(), args.seed, lengths, device)?;
     let labels = match args.objective {
         RewardObjective::Pairwise => vec!["dispreferred".to_string(), "preferred".to_string()],
         RewardObjective::Classification => {
