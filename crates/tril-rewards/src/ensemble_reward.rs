@@ -37,7 +37,7 @@
 //! reward_fn:
 //!   id: ensemble
 //!   args:
-//!     model_name: runs/rm/reward_models/seed_{seed}   # alg=reward_model alg.args.seeds=[1,2,3]
+//!     model_name: 'runs/rm/reward_models/seed_{seed}'   # alg=reward_model alg.args.seeds=[1,2,3]
 //!     seeds: [1, 2, 3]
 //!     objective: uwo
 //!     uwo_weight: 0.1
