@@ -30,6 +30,26 @@ pub enum RewardError {
         /// Which input, e.g. `ensemble members (K)`.
         what: String,
     },
+    /// A classifier's label count does not give a scalar reward.
+    #[error(
+        "{dir}: a scalar reward needs a 1-label (TRL's num_labels=1, r = l_0) or 2-label (r = l_1 - l_0) \
+         classifier, this one has {labels} labels (use a label probability instead)"
+    )]
+    Labels {
+        /// The model directory.
+        dir: std::path::PathBuf,
+        /// Its number of labels.
+        labels: usize,
+    },
+    /// An error while handling the value of a config key (e.g. loading the model that
+    /// `reward_fn.args.model_names[1]` names).
+    #[error("{key}: {source}")]
+    WithKey {
+        /// Dotted config key, with the value when it helps.
+        key: String,
+        /// What went wrong.
+        source: Box<RewardError>,
+    },
     /// A score is NaN or infinite.
     #[error("{what}: non-finite score {value}")]
     NonFinite {

@@ -7,6 +7,7 @@
 //! |---|---|
 //! | `increasing_numbers` | [`increasing_numbers::IncreasingNumbers`], the synthetic task's rule reward |
 //! | `learned_reward` | [`learned_reward::LearnedReward`], a classifier's label probability (TRIL's IMDB reward) |
+//! | `ensemble` | [`ensemble_reward::EnsembleReward`], K reward models' raw rewards (or label probabilities) combined by `mean`, `wco` or `uwo` (Coste et al. 2024) |
 //!
 //! Pure building blocks (no plugin, no Burn):
 //! - [`ensemble`]: combining K reward models' scores per sample by
@@ -23,6 +24,7 @@
 pub mod best_of_n;
 pub mod classifier;
 pub mod ensemble;
+pub mod ensemble_reward;
 pub mod error;
 pub mod increasing_numbers;
 pub mod learned_reward;

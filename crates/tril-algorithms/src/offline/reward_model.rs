@@ -19,6 +19,23 @@
 //! (prompt end kept, then the completion's start), labelled texts keep their last
 //! `max_length` tokens (`learned_reward` truncates from the left).
 //!
+//! # Several seeds: an ensemble's members
+//! With `alg.args.seeds: [s1, s2, ...]` (null: the single `seed`) the command trains one
+//! model per seed, one after another, in the same process. Each seed sets both what `seed`
+//! sets: the fresh parameters (the head, and the whole trunk of `builtin:tiny-gpt2`) and
+//! the shuffling of the training data. Seed `s` runs in its own sub-run directory
+//! `RUN/seed_<s>/` with the full layout (its `config.resolved.yaml`, with `seed: s`,
+//! `seeds: null` and `run_dir: RUN/seed_<s>`, reruns that seed alone with `tril run --from`;
+//! `training_info.jsonl`, the split metrics, `plots/`, `checkpoints/`; the log lines all go to
+//! `RUN/log.txt`). When a seed finishes, its last checkpoint's `reward_model` is copied to
+//! `RUN/reward_models/seed_<s>/` (a temp directory renamed into place), the stable path an
+//! ensemble names as `model_name: RUN/reward_models/seed_{seed}` with the same `seeds`.
+//!
+//! `--resume RUN` skips every seed whose `reward_models/seed_<s>` exists, continues an
+//! interrupted seed exactly from its newest checkpoint in `seed_<s>/checkpoints/` (write
+//! them with `save_checkpoints: true`), and trains a seed that left no checkpoint again from
+//! the start (its partial sub-run directory is removed first).
+//!
 //! # Logged keys
 //! `loss`, `accuracy` (TRL's `compute_accuracy`: chosen scored strictly above rejected,
 //! or the arg-max label is right), and for `pairwise` `rewards/chosen`, `rewards/rejected`,
@@ -43,10 +60,11 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
-use std::path::Path;
-use tril_core::config::{Checker, Ranges, Section};
+use std::path::{Path, PathBuf};
+use tril_core::config::{Checker, Config, Node, Origin, Ranges, Section, Value};
 use tril_core::ops::to_f32;
 use tril_core::plugin::{Algorithm, BuildCtx, PluginError, RunCtx, Split};
+use tril_core::run_dir::RunDir;
 use tril_core::CoreError;
 use tril_models::causal_lm::LmConfig;
 use tril_models::heads::{LmClassifier, ScoreHeadConfig};
@@ -73,6 +91,9 @@ pub struct RewardModelArgs {
     pub model_name: String,
     /// Seeds the head and trunk initialisation and shuffling.
     pub seed: u64,
+    /// One model per seed, trained one after another into `RUN/seed_<s>/` and copied to
+    /// `RUN/reward_models/seed_<s>/` (null: `seed` alone, a plain run).
+    pub seeds: Option<Vec<u64>>,
     /// Passes over the training data (TRL: 1; Open-Assistant's 44M RM: 5).
     pub epochs: usize,
     /// Pairs (or texts) per optimizer step.
@@ -106,6 +127,7 @@ impl Default for RewardModelArgs {
             objective: RewardObjective::Pairwise,
             model_name: "builtin:tiny-gpt2".into(),
             seed: 0,
+            seeds: None,
             epochs: 1,
             batch_size: 8,
             grad_accumulation: 1,
@@ -136,6 +158,15 @@ impl Ranges for RewardModelArgs {
         let prompt_ok = a.max_prompt_length > 0 && a.max_prompt_length < a.max_length;
         ensure(prompt_ok, section, "max_prompt_length", "expected at least 1 token and fewer than max_length")?;
         c.at_least("epochs", a.epochs, 1)?;
+        if let Some(seeds) = &a.seeds {
+            ensure(!seeds.is_empty(), section, "seeds", "expected at least one seed, or null for `seed` alone")?;
+            if let Some(s) = seeds.iter().enumerate().find_map(|(i, s)| seeds[..i].contains(s).then_some(s)) {
+                return Err(c.invalid("seeds", format!("seed {s} appears twice; each seed names one model")));
+            }
+            if let Some(s) = seeds.iter().find(|&&s| i64::try_from(s).is_err()) {
+                return Err(c.invalid("seeds", format!("seed {s} is above {}", i64::MAX)));
+            }
+        }
         crate::settings::loop_settings!(a).check_ranges(c)?;
         Ok(())
     }
@@ -309,77 +340,178 @@ impl Algorithm for RewardModel {
 
 impl Run for RewardModel {
     fn run<B: AutodiffBackend>(self, ctx: &RunCtx<'_>, device: B::Device) -> Result<(), PluginError> {
-        let RewardModel { args, parts } = self;
-        let tokenizer = parts.prepare()?;
-        let lengths = Lengths { max_length: args.max_length, max_prompt_length: args.max_prompt_length };
-        let (trunk, _, config) =
-            load_lm::<B>(&args.model_name, None, tokenizer.vocab_size(), args.seed, lengths, &device)?;
-        let labels = match args.objective {
-            RewardObjective::Pairwise => vec!["dispreferred".to_string(), "preferred".to_string()],
-            RewardObjective::Classification => {
-                let names = parts.task.label_names();
-                if names.len() < 2 {
-                    let message = format!(
-                        "task `{}` names no classes; alg.args.objective=classification needs a task with labelled \
-                         texts such as `text_classification`",
-                        parts.task_id
-                    );
-                    return Err(AlgorithmError::config("alg.args.objective", message).into());
-                }
-                names
-            }
-        };
-        let model = LmClassifier {
-            transformer: trunk,
-            score: crate::onpolicy::fresh_score_head(&ScoreHeadConfig::new(config.d_model(), labels.len()), &device),
-        };
-        let encode = |split: Split| -> Result<Vec<RmExample>, PluginError> {
-            match args.objective {
-                RewardObjective::Pairwise => {
-                    let pairs = parts.data(split, |t, s| t.preference_pairs(s))?;
-                    pairs
-                        .iter()
-                        .map(|p| {
-                            let text = |c: &str| -> Result<Scored, PluginError> {
-                                let tokens = tokenize_pair(&tokenizer, &p.prompt, c, lengths, false, &p.id)?;
-                                Ok(Scored { tokens, label: 0 })
-                            };
-                            Ok(RmExample::Pair(text(&p.chosen)?, text(&p.rejected)?))
-                        })
-                        .collect()
-                }
-                RewardObjective::Classification => {
-                    let texts = parts.data(split, |t, s| t.labelled_texts(s))?;
-                    texts
-                        .iter()
-                        .map(|t| {
-                            let mut ids = tokenizer.encode(&t.text, false)?;
-                            if ids.is_empty() {
-                                let (at, what) = (t.id.clone(), "the text".to_string());
-                                return Err(AlgorithmError::NoTokens { at, what }.into());
-                            }
-                            ids.drain(..ids.len().saturating_sub(args.max_length));
-                            Ok(RmExample::Text(Scored {
-                                tokens: Tokens { prompt: vec![], completion: ids },
-                                label: t.label,
-                            }))
-                        })
-                        .collect()
-                }
-            }
-        };
-        let data = parts.encode_splits(encode)?;
-        let objective = RmObjective {
-            objective: args.objective,
-            labels,
-            pad: pad_id(&tokenizer),
-            device: device.clone(),
-            config,
-            tokenizer,
-        };
-        parts.fit(ctx, &objective, model, data, &device)?;
-        Ok(())
+        let RewardModel { args, mut parts } = self;
+        match args.seeds.clone() {
+            None => train_one::<B>(&args, &parts, ctx, &device),
+            Some(seeds) => train_seeds::<B>(&args, &mut parts, &seeds, ctx, &device),
+        }
     }
+}
+
+/// The sub-run directory of seed `s` in a seed-list run.
+pub fn seed_run_dir(run_dir: &Path, seed: u64) -> PathBuf {
+    run_dir.join(format!("seed_{seed}"))
+}
+
+/// Where a seed-list run leaves the final model of seed `s`.
+pub fn seed_model_dir(run_dir: &Path, seed: u64) -> PathBuf {
+    run_dir.join("reward_models").join(format!("seed_{seed}"))
+}
+
+/// The config of seed `seed`'s sub-run: `config` with `alg.args.seed: seed`,
+/// `alg.args.seeds: null` and `run_dir: sub` (so `tril run --from` reruns that seed alone).
+pub fn seed_config(config: &Config, seed: u64, sub: &Path) -> Result<Config, PluginError> {
+    let mut root = config.root().clone();
+    let value =
+        i64::try_from(seed).map_err(|_| AlgorithmError::invalid("alg.args.seeds", "a seed <= i64::MAX", seed))?;
+    let set = |root: &mut Node, key: &str, value: Value| {
+        root.set(key, Node::new(value, Origin::Composer), true)
+            .map_err(|at| AlgorithmError::config(key, format!("cannot set it for seed {seed}'s sub-run (at `{at}`)")))
+    };
+    set(&mut root, "alg.args.seed", Value::Int(value))?;
+    set(&mut root, "alg.args.seeds", Value::Null)?;
+    set(&mut root, "run_dir", Value::Str(sub.display().to_string()))?;
+    Ok(Config::new(root, config.choices().to_vec()))
+}
+
+/// Trains one model per seed of `seeds` (module docs, "Several seeds"), each in
+/// `RUN/seed_<s>/`, copying each final model to `RUN/reward_models/seed_<s>/`.
+fn train_seeds<B: AutodiffBackend>(
+    args: &RewardModelArgs,
+    parts: &mut OfflineParts,
+    seeds: &[u64],
+    ctx: &RunCtx<'_>,
+    device: &B::Device,
+) -> Result<(), PluginError> {
+    let k = seeds.len();
+    for (i, &seed) in seeds.iter().enumerate() {
+        let (sub, out) = (seed_run_dir(&ctx.run_dir, seed), seed_model_dir(&ctx.run_dir, seed));
+        if out.join("config.json").is_file() {
+            tracing::info!(seed, "reward model {}/{k} (seed {seed}): done before, {} exists", i + 1, out.display());
+            continue;
+        }
+        let has_checkpoint = crate::checkpoint::complete_checkpoints(&sub).is_ok_and(|c| !c.is_empty());
+        let resume = ctx.resume_from.is_some() && has_checkpoint;
+        if !resume && sub.exists() {
+            tracing::warn!(seed, "{} holds no checkpoint to resume from: training seed {seed} again", sub.display());
+            std::fs::remove_dir_all(&sub).map_err(|e| AlgorithmError::io("removing", &sub, e))?;
+        }
+        tracing::info!(seed, "reward model {}/{k} (seed {seed}) in {}", i + 1, sub.display());
+        let config = seed_config(ctx.config, seed, &sub)?;
+        if !resume {
+            RunDir::open(&sub)?.write_atomic("config.resolved.yaml", config.to_yaml().as_bytes())?;
+        }
+        let seed_ctx = RunCtx {
+            config: &config,
+            run_dir: sub.clone(),
+            resume_from: resume.then(|| sub.clone()),
+            quiet: ctx.quiet,
+        };
+        // The seed sets the fresh parameters (train_one's `load_lm`) and the data order
+        // (the offline loop's shuffling reads `parts.loop_args`).
+        let seed_args = RewardModelArgs { seed, seeds: None, ..args.clone() };
+        parts.loop_args = loop_args!(seed_args);
+        train_one::<B>(&seed_args, parts, &seed_ctx, device)?;
+        let (_, last) = crate::checkpoint::latest_checkpoint(&sub)?;
+        let rel = out.strip_prefix(&ctx.run_dir).unwrap_or(&out).to_path_buf();
+        RunDir::open(&ctx.run_dir)?.write_dir_atomic(&rel, |tmp| copy_dir(&last.join("reward_model"), tmp))?;
+        tracing::info!(seed, "reward model {}/{k} (seed {seed}) written to {}", i + 1, out.display());
+    }
+    Ok(())
+}
+
+/// Copies the files of `from` (recursively) into the existing directory `to`.
+fn copy_dir(from: &Path, to: &Path) -> Result<(), PluginError> {
+    let entries = std::fs::read_dir(from).map_err(|e| AlgorithmError::io("reading", from, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| AlgorithmError::io("reading", from, e))?;
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        if src.is_dir() {
+            std::fs::create_dir_all(&dst).map_err(|e| AlgorithmError::io("creating", &dst, e))?;
+            copy_dir(&src, &dst)?;
+        } else {
+            std::fs::copy(&src, &dst).map_err(|e| AlgorithmError::io("copying", &src, e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Trains one reward model with `args.seed` (the offline loop reads its shuffling seed from
+/// `parts.loop_args`, which the caller keeps equal to it) into `ctx.run_dir`.
+fn train_one<B: AutodiffBackend>(
+    args: &RewardModelArgs,
+    parts: &OfflineParts,
+    ctx: &RunCtx<'_>,
+    device: &B::Device,
+) -> Result<(), PluginError> {
+    let tokenizer = parts.prepare()?;
+    let lengths = Lengths { max_length: args.max_length, max_prompt_length: args.max_prompt_length };
+    let (trunk, _, config) = load_lm::<B>(&args.model_name, None, tokenizer.vocab_size(), args.seed, lengths, device)?;
+    let labels = match args.objective {
+        RewardObjective::Pairwise => vec!["dispreferred".to_string(), "preferred".to_string()],
+        RewardObjective::Classification => {
+            let names = parts.task.label_names();
+            if names.len() < 2 {
+                let message = format!(
+                    "task `{}` names no classes; alg.args.objective=classification needs a task with labelled \
+                     texts such as `text_classification`",
+                    parts.task_id
+                );
+                return Err(AlgorithmError::config("alg.args.objective", message).into());
+            }
+            names
+        }
+    };
+    let model = LmClassifier {
+        transformer: trunk,
+        score: crate::onpolicy::fresh_score_head(&ScoreHeadConfig::new(config.d_model(), labels.len()), device),
+    };
+    let encode = |split: Split| -> Result<Vec<RmExample>, PluginError> {
+        match args.objective {
+            RewardObjective::Pairwise => {
+                let pairs = parts.data(split, |t, s| t.preference_pairs(s))?;
+                pairs
+                    .iter()
+                    .map(|p| {
+                        let text = |c: &str| -> Result<Scored, PluginError> {
+                            let tokens = tokenize_pair(&tokenizer, &p.prompt, c, lengths, false, &p.id)?;
+                            Ok(Scored { tokens, label: 0 })
+                        };
+                        Ok(RmExample::Pair(text(&p.chosen)?, text(&p.rejected)?))
+                    })
+                    .collect()
+            }
+            RewardObjective::Classification => {
+                let texts = parts.data(split, |t, s| t.labelled_texts(s))?;
+                texts
+                    .iter()
+                    .map(|t| {
+                        let mut ids = tokenizer.encode(&t.text, false)?;
+                        if ids.is_empty() {
+                            let (at, what) = (t.id.clone(), "the text".to_string());
+                            return Err(AlgorithmError::NoTokens { at, what }.into());
+                        }
+                        ids.drain(..ids.len().saturating_sub(args.max_length));
+                        Ok(RmExample::Text(Scored {
+                            tokens: Tokens { prompt: vec![], completion: ids },
+                            label: t.label,
+                        }))
+                    })
+                    .collect()
+            }
+        }
+    };
+    let data = parts.encode_splits(encode)?;
+    let objective = RmObjective {
+        objective: args.objective,
+        labels,
+        pad: pad_id(&tokenizer),
+        device: device.clone(),
+        config,
+        tokenizer,
+    };
+    parts.fit(ctx, &objective, model, data, device)?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -423,5 +555,29 @@ mod tests {
         let err = parse("max_length: 8\nmax_prompt_length: 8\n").unwrap_err().to_string();
         assert!(err.contains("alg.args.max_prompt_length"), "{err}");
         assert!(parse("objectiv: pairwise\n").unwrap_err().to_string().contains("unknown key"));
+        assert_eq!(parse("seeds: [3, 1]\n").unwrap().seeds, Some(vec![3, 1]));
+        assert_eq!(parse("seeds: null\n").unwrap().seeds, None);
+        let err = parse("seeds: []\n").unwrap_err().to_string();
+        assert!(err.contains("alg.args.seeds") && err.contains("at least one seed"), "{err}");
+        let err = parse("seeds: [1, 2, 1]\n").unwrap_err().to_string();
+        assert!(err.contains("alg.args.seeds") && err.contains("seed 1 appears twice"), "{err}");
+    }
+
+    /// A seed's sub-run config is the run's with `seed`, `seeds: null` and its own `run_dir`,
+    /// and reads back as a plain single-seed run of that seed.
+    #[test]
+    fn seed_config_makes_a_plain_run_of_one_seed() {
+        let yaml = "run_dir: runs/rm\nalg:\n  id: reward_model\n  args:\n    seed: 0\n    seeds: [4, 9]\n";
+        let root = tril_core::config::parse_yaml(yaml, std::path::Path::new("alg/reward_model.yaml")).unwrap();
+        let config = Config::new(root, vec![]);
+        let sub = seed_run_dir(Path::new("runs/rm"), 9);
+        assert_eq!(sub, Path::new("runs/rm/seed_9"));
+        assert_eq!(seed_model_dir(Path::new("runs/rm"), 9), Path::new("runs/rm/reward_models/seed_9"));
+        let seeded = seed_config(&config, 9, &sub).unwrap();
+        let args = RewardModelArgs::extract(&seeded.section("alg.args").unwrap()).unwrap();
+        assert_eq!((args.seed, args.seeds.as_deref()), (9, None));
+        assert_eq!(seeded.extract::<String>("run_dir").unwrap(), "runs/rm/seed_9");
+        let looped = loop_args!(args);
+        assert_eq!(looped.settings.seed, 9, "the data order follows the seed too");
     }
 }

@@ -823,7 +823,12 @@ impl<B: AutodiffBackend> Loop<'_, B> {
     ) -> Result<Option<(Vec<f32>, Stats)>, PluginError> {
         let (prompts, generations, references) = (&rollouts.prompts, &rollouts.generations, &rollouts.references);
         let (scores, stats): (Vec<f64>, Stats) = match &mut self.reward {
-            RewardSource::Task(reward) => (reward.score(TextBatch { prompts, generations, references })?, Stats::new()),
+            RewardSource::Task(reward) => {
+                let scores = reward.score(TextBatch { prompts, generations, references })?;
+                let stats: Stats =
+                    reward.diagnostics().into_iter().map(|(name, v)| (format!("rollout_buffer/{name}"), v)).collect();
+                (scores, stats)
+            }
             RewardSource::Discriminator(discriminator) => {
                 let texts = Rollouts { prompts, generations, references };
                 let (learned, stats) = discriminator.rewards(iteration, &texts, &mut self.rng)?;
