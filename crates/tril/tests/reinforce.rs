@@ -31,6 +31,14 @@ fn run(tmp: &tempfile::TempDir, alg: &str, n: usize, extra: &[&str]) -> std::pat
     dir
 }
 
+/// Asserts that the mean rollout reward of the last three iterations is at least `by` above
+/// that of the first three.
+fn assert_learns(dir: &Path, by: f64) {
+    let rewards = jsonl(&dir.join("rollout_info.jsonl"), "rollout/reward_mean");
+    let (first, last) = (mean(&rewards[..3]), mean(&rewards[rewards.len() - 3..]));
+    assert!(last - first >= by, "reward did not rise by {by}: {rewards:?}");
+}
+
 fn assert_checkpoint(dir: &Path, n: usize, alg: &str) {
     let at = dir.join(format!("checkpoints/iter_{n}"));
     assert!(at.join("policy/model.safetensors").is_file(), "no policy weights in {}", at.display());
@@ -40,18 +48,20 @@ fn assert_checkpoint(dir: &Path, n: usize, alg: &str) {
     assert_eq!(state["algorithm"], alg, "{state}");
 }
 
-/// RLOO's smoke run: the loop, loss, clip and rollout-KL keys are logged and finite, the
-/// KL penalty moves the rewards once the policy leaves the reference, and the last
-/// iteration is checkpointed.
+/// RLOO's synthetic run: the loop, loss, clip and rollout-KL keys are logged and finite,
+/// the KL penalty moves the rewards once the policy leaves the reference, the last
+/// iteration is checkpointed, and 20 seeded iterations raise the mean rollout reward by at
+/// least 0.1 (measured with seed 0: 0.33 over the first three iterations -> 0.48 over the
+/// last three; about 5 s).
 #[test]
-fn rloo_smoke_run_logs_finite_metrics_and_checkpoints() {
+fn rloo_improves_the_synthetic_reward_and_logs_finite_metrics() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = run(&tmp, "rloo", 3, &[]);
+    let dir = run(&tmp, "rloo", 20, &[]);
     let training = ["rloo/loss", "rloo/grad_norm", "rloo/entropy", "rloo/lr"];
     let clips = ["rloo/clip_ratio", "rloo/clip_ratio_low", "rloo/clip_ratio_high"];
-    assert_finite(&dir, "training_info.jsonl", &[&training[..], &clips].concat(), 3);
+    assert_finite(&dir, "training_info.jsonl", &[&training[..], &clips].concat(), 20);
     let rollout = ["rollout/reward_mean", "rollout/kl", "rollout/penalized_reward_mean", "rollout/frac_reward_zero_std"];
-    assert_finite(&dir, "rollout_info.jsonl", &rollout, 3);
+    assert_finite(&dir, "rollout_info.jsonl", &rollout, 20);
     // The KL is in the reward (TRL's RLOO), not in the loss: no `rloo/kl`.
     assert!(jsonl(&dir.join("training_info.jsonl"), "rloo/kl").iter().all(|k| k.is_nan()));
     // The first generation is the reference itself (k1 = 0 up to float noise); the policy
@@ -60,15 +70,17 @@ fn rloo_smoke_run_logs_finite_metrics_and_checkpoints() {
     assert!(kl[0].abs() < 1e-3 && kl[1..].iter().any(|k| k.abs() > 1e-4), "{kl:?}");
     // Two optimizer steps per generation: the second is off-policy and the sequence ratio clips.
     assert!(jsonl(&dir.join("training_info.jsonl"), "rloo/clip_ratio").iter().any(|&c| c > 0.0));
-    assert_checkpoint(&dir, 3, "rloo");
+    assert_checkpoint(&dir, 20, "rloo");
+    assert_learns(&dir, 0.1);
 }
 
 /// REINFORCE++ with OpenRLHF's defaults (one completion per prompt, so no group at all):
-/// the token-level loss, clip and PPO-KL keys, the rollout KL, and the checkpoint.
+/// the token-level loss, clip and PPO-KL keys, the rollout KL, the checkpoint, and a rise
+/// of the mean rollout reward by at least 0.1 in 20 iterations (seed 0: 0.29 -> 0.50).
 #[test]
-fn reinforce_pp_smoke_run_with_one_completion_per_prompt() {
+fn reinforce_pp_with_one_completion_per_prompt_improves_the_synthetic_reward() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = run(&tmp, "reinforce_pp", 3, &[]);
+    let dir = run(&tmp, "reinforce_pp", 20, &[]);
     let training = [
         "reinforce_pp/loss",
         "reinforce_pp/grad_norm",
@@ -77,25 +89,28 @@ fn reinforce_pp_smoke_run_with_one_completion_per_prompt() {
         "reinforce_pp/ppo_kl",
         "reinforce_pp/lr",
     ];
-    assert_finite(&dir, "training_info.jsonl", &training, 3);
-    assert_finite(&dir, "rollout_info.jsonl", &["rollout/reward_mean", "rollout/kl", "rollout/completion_length"], 3);
+    assert_finite(&dir, "training_info.jsonl", &training, 20);
+    assert_finite(&dir, "rollout_info.jsonl", &["rollout/reward_mean", "rollout/kl", "rollout/completion_length"], 20);
     // G = 1: groups of one carry no "zero std" statistic.
     assert!(jsonl(&dir.join("rollout_info.jsonl"), "rollout/frac_reward_zero_std").iter().all(|v| v.is_nan()));
-    assert_checkpoint(&dir, 3, "reinforce_pp");
+    assert_checkpoint(&dir, 20, "reinforce_pp");
+    assert_learns(&dir, 0.1);
 }
 
-/// REINFORCE++-baseline (group mean subtracted, gamma 1) with four completions per prompt.
+/// REINFORCE++-baseline (group mean subtracted, gamma 1) with four completions per prompt:
+/// finite keys, the checkpoint, and a rise by at least 0.1 in 20 iterations (seed 0: 0.28 -> 0.46).
 #[test]
-fn reinforce_pp_baseline_smoke_run() {
+fn reinforce_pp_baseline_improves_the_synthetic_reward() {
     let tmp = tempfile::tempdir().unwrap();
     let extra = ["alg.args.advantage_estimator=reinforce_baseline", "alg.args.num_generations=4"];
-    let dir = run(&tmp, "reinforce_pp", 3, &extra);
-    assert_finite(&dir, "training_info.jsonl", &["reinforce_pp/loss", "reinforce_pp/clip_ratio"], 3);
+    let dir = run(&tmp, "reinforce_pp", 20, &extra);
+    assert_finite(&dir, "training_info.jsonl", &["reinforce_pp/loss", "reinforce_pp/clip_ratio"], 20);
     let rollout = ["rollout/reward_mean", "rollout/kl", "rollout/frac_reward_zero_std"];
-    assert_finite(&dir, "rollout_info.jsonl", &rollout, 3);
+    assert_finite(&dir, "rollout_info.jsonl", &rollout, 20);
     let resolved = std::fs::read_to_string(dir.join("config.resolved.yaml")).unwrap();
     assert!(resolved.contains("advantage_estimator: reinforce_baseline"), "{resolved}");
-    assert_checkpoint(&dir, 3, "reinforce_pp");
+    assert_checkpoint(&dir, 20, "reinforce_pp");
+    assert_learns(&dir, 0.1);
 }
 
 /// RLOO killed after its iteration-2 checkpoint and resumed logs the same numbers and ends

@@ -461,6 +461,46 @@ mod tests {
         assert!(err.contains("alg.args.max_grad_norm"), "{err}");
     }
 
+    /// GRPO through the hook: its advantages are `group_advantages` as a column `[N, 1]`, its
+    /// loss through the trait is `grpo_loss` on the `[N]` column, and its settings keep DAPO's
+    /// per-step normalization, no generation-time log-probs on-policy, a reference only with
+    /// `beta > 0`.
+    #[test]
+    fn grpo_through_the_hook_is_unchanged() {
+        use crate::group::grpo::{group_advantages, grpo_loss, GrpoLoss, RewardScaling};
+        use crate::test_util::{t1, t2};
+        let rewards = [1.0, 0.0, 0.5, 0.25, 3.0, 3.0, 2.0, 5.0];
+        let mask = t2(&[1.0; 16], 8);
+        for scaling in [RewardScaling::Group, RewardScaling::Batch, RewardScaling::None] {
+            let args = GrpoArgs { num_generations: 4, scale_rewards: scaling, ..Default::default() };
+            let batch =
+                RolloutBatch { rewards: t1(&rewards), old_logprobs: None, ref_logprobs: None, mask: mask.clone(), group_size: 4 };
+            let got = args.advantages(batch).unwrap();
+            assert_eq!(got.advantages.dims(), [8, 1]);
+            assert!(got.stats.is_empty());
+            let want = group_advantages(t1(&rewards), 4, scaling);
+            assert_eq!(host(got.advantages), want.into_data().to_vec::<f32>().unwrap());
+        }
+        let lp = t2(&[-1.0, -0.4, -0.3, -1.5, -0.2, -0.8, -2.0, -0.1, -0.5, -0.6, -0.7, -0.9, -1.1, -1.2, -0.3, -0.4], 8);
+        let old = lp.clone() - 0.05;
+        let adv = [0.5, -1.0, 2.0, 0.1, -0.3, 0.0, 1.0, -2.0];
+        for loss_type in [GrpoLoss::Dapo, GrpoLoss::Grpo] {
+            let args = GrpoArgs { loss_type, ..Default::default() };
+            let (got, stats) =
+                args.loss(lp.clone(), old.clone(), None, t2(&adv, 8), mask.clone(), Some(16.0)).unwrap();
+            let (want, want_stats) = grpo_loss(lp.clone(), old.clone(), None, t1(&adv), mask.clone(), &args, Some(16.0));
+            assert_eq!(got.into_scalar(), want.into_scalar());
+            assert_eq!(stats.values[0].1.clone().into_scalar(), want_stats.clip_ratio_region.into_scalar());
+            assert_eq!(args.settings().loss_per_step, loss_type == GrpoLoss::Dapo);
+        }
+        let s = GrpoArgs::default().settings();
+        assert!(!s.generation_logprobs && !s.needs_reference());
+        assert!(GrpoArgs { beta: 0.04, ..Default::default() }.settings().needs_reference());
+        // Token-level advantages are refused (an error, not a panic).
+        let err = GrpoArgs::default().loss(lp.clone(), old, None, lp, mask, None).unwrap_err().to_string();
+        assert!(err.contains("expected sequence-level [8, 1]"), "{err}");
+    }
+
     #[test]
     fn groups_are_consecutive_rows() {
         assert_eq!(repeat_groups(&[5, 2], 3), vec![5, 5, 5, 2, 2, 2]);

@@ -502,6 +502,79 @@ mod tests {
         assert!(reinforce_pp_loss(t2(&[0.0; 6], 2), t2(&[0.0; 6], 2), t2(&[0.0; 4], 2), t2(&[0.0; 6], 2), &d).is_err());
     }
 
+    const OLD: [f64; 12] = [-1.0, -0.5, -2.0, -0.3, -1.1, -0.7, -0.2, -0.9, -1.4, -2.2, -0.6, -0.1];
+    const REF: [f64; 12] = [-1.2, -0.4, -2.5, -0.3, -1.0, -0.9, -0.6, -0.9, -1.0, -2.0, -0.8, -0.3];
+    const MASK: [f64; 12] = [1.0, 1.0, 0.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0];
+    const REWARDS: [f64; 4] = [1.0, 0.25, -0.5, 2.0];
+
+    fn batch(old: Option<&[f64]>, reference: Option<&[f64]>, group_size: usize) -> RolloutBatch<Cpu> {
+        RolloutBatch {
+            rewards: t1(&REWARDS),
+            old_logprobs: old.map(|x| t2(x, 4)),
+            ref_logprobs: reference.map(|x| t2(x, 4)),
+            mask: t2(&MASK, 4),
+            group_size,
+        }
+    }
+
+    /// The loop's advantages (the [`GroupObjective`] hook) equal the pure pipeline on a
+    /// hand batch for both estimators: token-level `[N, T]`, whitened over every valid token
+    /// of the whole batch (masked mean 0, masked variance 1).
+    #[test]
+    fn loop_advantages_equal_the_pure_functions() {
+        let baseline = ReinforcePpArgs {
+            advantage_estimator: AdvantageEstimator::ReinforceBaseline,
+            num_generations: 2,
+            kl_coef: 0.1,
+            ..Default::default()
+        };
+        let plain = ReinforcePpArgs { kl_coef: 0.1, gamma: 0.9, ..Default::default() };
+        for (args, g) in [(plain, 1), (baseline, 2)] {
+            let got = args.advantages(batch(Some(&OLD), Some(&REF), g)).unwrap();
+            assert_eq!(got.advantages.dims(), [4, 3]);
+            let kl = approx_kl(t2(&OLD, 4), t2(&REF, 4), args.kl_estimator).unwrap();
+            let mut rewards = REWARDS.to_vec();
+            if g == 2 {
+                for pair in rewards.chunks_mut(2) {
+                    let m = (pair[0] + pair[1]) / 2.0;
+                    pair.iter_mut().for_each(|r| *r -= m);
+                }
+            }
+            let per_token = token_rewards(t1(&rewards), kl, t2(&MASK, 4), 0.1).unwrap();
+            let gamma = if g == 2 { 1.0 } else { 0.9 };
+            let returns = cumulative_returns(per_token, t2(&MASK, 4), gamma).unwrap();
+            let want = v(whiten_advantages(returns, t2(&MASK, 4), true).unwrap());
+            let got_v = v(got.advantages);
+            assert!(got_v.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-5), "{got_v:?} vs {want:?}");
+            let valid: Vec<f64> = got_v.iter().zip(MASK).filter(|(_, m)| *m > 0.0).map(|(a, _)| *a).collect();
+            let mean = valid.iter().sum::<f64>() / valid.len() as f64;
+            let var = valid.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / valid.len() as f64;
+            assert!(mean.abs() < 1e-5 && (var - 1.0).abs() < 1e-4, "{mean} {var}");
+            // Masked mean of the k1 log-ratio over the 9 valid tokens: 0.8 / 9.
+            let (name, kl) = got.stats[0];
+            assert!(name == "kl" && (kl - 0.8 / 9.0).abs() < 1e-6, "{:?}", got.stats);
+        }
+        // kl_coef 0: neither generation-time nor reference log-probs are needed.
+        let args = ReinforcePpArgs { kl_coef: 0.0, ..Default::default() };
+        assert!(!args.settings().generation_logprobs && !args.settings().needs_reference());
+        let got = args.advantages(batch(None, None, 1)).unwrap();
+        let want = reinforce_pp_advantages(t1(&REWARDS), t2(&[0.0; 12], 4), None, t2(&MASK, 4), &args).unwrap();
+        assert_eq!(v(got.advantages), v(want));
+        assert!(got.stats.is_empty());
+    }
+
+    #[test]
+    fn loop_errors_instead_of_panicking() {
+        let err = ReinforcePpArgs::default().advantages(batch(None, Some(&REF), 1)).unwrap_err().to_string();
+        assert!(err.contains("generation-time log-probs"), "{err}");
+        // Sequence-level advantages are not REINFORCE++'s.
+        let d = ReinforcePpArgs::default();
+        assert!(d.loss(t2(&OLD, 4), t2(&OLD, 4), None, t2(&REWARDS, 4), t2(&MASK, 4), None).is_err());
+        let (_, stats) = d.loss(t2(&OLD, 4), t2(&OLD, 4), None, t2(&OLD, 4), t2(&MASK, 4), None).unwrap();
+        let names: Vec<_> = stats.values.iter().map(|(k, _)| *k).collect();
+        assert_eq!(names, ["clip_ratio", "ppo_kl"]);
+    }
+
     #[test]
     fn args_defaults_and_checks() {
         let node = tril_core::config::parse_yaml("kl_estimator: k3\n", std::path::Path::new("alg/r.yaml")).unwrap();
@@ -514,5 +587,12 @@ mod tests {
         .unwrap();
         let err = ReinforcePpArgs::extract(&Section::new("alg.args", &node)).unwrap_err().to_string();
         assert!(err.contains("alg.args.gamma"), "{err}");
+        let node =
+            tril_core::config::parse_yaml("grad_accumulation: 0\n", std::path::Path::new("alg/r.yaml")).unwrap();
+        let err = ReinforcePpArgs::extract(&Section::new("alg.args", &node)).unwrap_err().to_string();
+        assert!(err.contains("alg.args.grad_accumulation"), "{err}");
+        // G = 1 is REINFORCE++'s default.
+        let node = tril_core::config::parse_yaml("num_generations: 1\n", std::path::Path::new("alg/r.yaml")).unwrap();
+        assert_eq!(ReinforcePpArgs::extract(&Section::new("alg.args", &node)).unwrap().num_generations, 1);
     }
 }

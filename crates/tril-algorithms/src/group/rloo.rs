@@ -379,6 +379,67 @@ mod tests {
             .is_err());
     }
 
+    const OLD: [f64; 12] = [-1.0, -0.5, -2.0, -0.3, -1.1, -0.7, -0.2, -0.9, -1.4, -2.2, -0.6, -0.1];
+    const REF: [f64; 12] = [-1.2, -0.4, -2.5, -0.3, -1.0, -0.9, -0.6, -0.9, -1.0, -2.0, -0.8, -0.3];
+    const MASK: [f64; 12] = [1.0, 1.0, 0.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0];
+    const REWARDS: [f64; 4] = [1.0, 0.25, -0.5, 2.0];
+
+    fn batch(old: Option<&[f64]>, reference: Option<&[f64]>) -> RolloutBatch<Cpu> {
+        RolloutBatch {
+            rewards: t1(&REWARDS),
+            old_logprobs: old.map(|x| t2(x, 4)),
+            ref_logprobs: reference.map(|x| t2(x, 4)),
+            mask: t2(&MASK, 4),
+            group_size: 2,
+        }
+    }
+
+    /// The loop's advantages (the [`GroupObjective`] hook) equal the pure functions on a
+    /// hand batch, sequence-level `[N, 1]`, and the logged KL is the mean summed k1.
+    #[test]
+    fn loop_advantages_equal_the_pure_functions() {
+        for normalize in [false, true] {
+            let args = RlooArgs { beta: 0.1, normalize_advantages: normalize, ..Default::default() };
+            let got = args.advantages(batch(Some(&OLD), Some(&REF))).unwrap();
+            assert_eq!(got.advantages.dims(), [4, 1]);
+            let rewards = rloo_kl_rewards(t1(&REWARDS), t2(&OLD, 4), t2(&REF, 4), t2(&MASK, 4), 0.1).unwrap();
+            let want = v(rloo_advantages(rewards, 2, normalize).unwrap());
+            let got_v = v(got.advantages.reshape([4]));
+            assert!(got_v.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-6), "{got_v:?} vs {want:?}");
+            // Summed masked k1 per row: 0.1, 0.1, 0.4, 0.2 -> mean 0.2.
+            let stats: std::collections::BTreeMap<_, _> = got.stats.into_iter().collect();
+            assert!((stats["kl"] - 0.2).abs() < 1e-6, "{stats:?}");
+            assert!((stats["penalized_reward_mean"] - (0.6875 - 0.1 * 0.2)).abs() < 1e-6, "{stats:?}");
+        }
+        // beta 0: no log-probs needed, the raw rewards' leave-one-out advantages, no stats.
+        let args = RlooArgs { beta: 0.0, ..Default::default() };
+        let got = args.advantages(batch(None, None)).unwrap();
+        assert_eq!(v(got.advantages.reshape([4])), vec![0.75, -0.75, -2.5, 2.5]);
+        assert!(got.stats.is_empty());
+        assert!(!args.settings().generation_logprobs && !args.settings().needs_reference());
+        assert!(RlooArgs::default().settings().generation_logprobs && RlooArgs::default().settings().needs_reference());
+    }
+
+    #[test]
+    fn loop_errors_instead_of_panicking() {
+        let err = RlooArgs::default().advantages(batch(Some(&OLD), None)).unwrap_err().to_string();
+        assert!(err.contains("reference log-probs"), "{err}");
+        // Token-level advantages are not RLOO's.
+        let err = RlooArgs::default()
+            .loss(t2(&OLD, 4), t2(&OLD, 4), None, t2(&OLD, 4), t2(&MASK, 4), None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("expected sequence-level [4, 1]"), "{err}");
+        // On-policy the loss is -mean(A) (ratio 1, nothing clipped).
+        let (loss, stats) = RlooArgs::default()
+            .loss(t2(&OLD, 4), t2(&OLD, 4), None, t2(&[0.5, -1.0, 2.0, 0.5], 4), t2(&MASK, 4), None)
+            .unwrap();
+        assert!((loss.into_scalar() as f64 + 0.5).abs() < 1e-6);
+        let names: Vec<_> = stats.values.iter().map(|(k, _)| *k).collect();
+        assert_eq!(names, ["clip_ratio", "clip_ratio_low", "clip_ratio_high"]);
+        assert!(stats.kl.is_none());
+    }
+
     #[test]
     fn args_defaults_and_checks() {
         let node =
@@ -391,5 +452,8 @@ mod tests {
         assert!(err.contains("alg.args.num_generations"), "{err}");
         let node = tril_core::config::parse_yaml("kl_coef: 0.1\n", std::path::Path::new("alg/rloo.yaml")).unwrap();
         assert!(RlooArgs::extract(&Section::new("alg.args", &node)).is_err());
+        let node = tril_core::config::parse_yaml("eval_every: 0\n", std::path::Path::new("alg/rloo.yaml")).unwrap();
+        let err = RlooArgs::extract(&Section::new("alg.args", &node)).unwrap_err().to_string();
+        assert!(err.contains("alg.args.eval_every"), "{err}");
     }
 }
