@@ -158,8 +158,8 @@ fn bad_rloo_and_reinforce_pp_configs_are_refused_naming_the_keys() {
         (&["alg=rloo", "alg.args.num_iterations=0"], "alg.args.num_iterations"),
         (&["alg=reinforce_pp", "alg.args.temperature=0"], "alg.args.temperature"),
         (
-            &["alg=rloo", "alg.args.batch_size=12"],
-            "alg.args.batch_size (12) x alg.args.steps_per_generation (2) = 24 completions per generation must be \
+            &["alg=rloo", "alg.args.batch_size=6"],
+            "alg.args.batch_size (6) x alg.args.steps_per_generation (2) = 12 completions per generation must be \
              divisible by alg.args.num_generations (8)",
         ),
     ];
