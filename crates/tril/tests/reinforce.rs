@@ -60,7 +60,8 @@ fn rloo_improves_the_synthetic_reward_and_logs_finite_metrics() {
     let training = ["rloo/loss", "rloo/grad_norm", "rloo/entropy", "rloo/lr"];
     let clips = ["rloo/clip_ratio", "rloo/clip_ratio_low", "rloo/clip_ratio_high"];
     assert_finite(&dir, "training_info.jsonl", &[&training[..], &clips].concat(), 20);
-    let rollout = ["rollout/reward_mean", "rollout/kl", "rollout/penalized_reward_mean", "rollout/frac_reward_zero_std"];
+    let rollout =
+        ["rollout/reward_mean", "rollout/kl", "rollout/penalized_reward_mean", "rollout/frac_reward_zero_std"];
     assert_finite(&dir, "rollout_info.jsonl", &rollout, 20);
     // The KL is in the reward (TRL's RLOO), not in the loss: no `rloo/kl`.
     assert!(jsonl(&dir.join("training_info.jsonl"), "rloo/kl").iter().all(|k| k.is_nan()));

@@ -371,7 +371,9 @@ pub fn sequence_advantages<B: Backend>(
 
 /// An input of [`RolloutBatch`] the objective `id` needs, or an error naming it.
 pub(crate) fn required<T>(id: &str, value: Option<T>, what: &str) -> crate::Result<T> {
-    value.ok_or_else(|| AlgorithmError::training(id, format!("the advantages need {what}, which the loop did not compute")))
+    value.ok_or_else(|| {
+        AlgorithmError::training(id, format!("the advantages need {what}, which the loop did not compute"))
+    })
 }
 
 /// Log-probs of the last `n` tokens of `ids` under `lm` with logits divided by
@@ -473,22 +475,28 @@ mod tests {
         let mask = t2(&[1.0; 16], 8);
         for scaling in [RewardScaling::Group, RewardScaling::Batch, RewardScaling::None] {
             let args = GrpoArgs { num_generations: 4, scale_rewards: scaling, ..Default::default() };
-            let batch =
-                RolloutBatch { rewards: t1(&rewards), old_logprobs: None, ref_logprobs: None, mask: mask.clone(), group_size: 4 };
+            let batch = RolloutBatch {
+                rewards: t1(&rewards),
+                old_logprobs: None,
+                ref_logprobs: None,
+                mask: mask.clone(),
+                group_size: 4,
+            };
             let got = args.advantages(batch).unwrap();
             assert_eq!(got.advantages.dims(), [8, 1]);
             assert!(got.stats.is_empty());
             let want = group_advantages(t1(&rewards), 4, scaling);
             assert_eq!(host(got.advantages), want.into_data().to_vec::<f32>().unwrap());
         }
-        let lp = t2(&[-1.0, -0.4, -0.3, -1.5, -0.2, -0.8, -2.0, -0.1, -0.5, -0.6, -0.7, -0.9, -1.1, -1.2, -0.3, -0.4], 8);
+        let lp =
+            t2(&[-1.0, -0.4, -0.3, -1.5, -0.2, -0.8, -2.0, -0.1, -0.5, -0.6, -0.7, -0.9, -1.1, -1.2, -0.3, -0.4], 8);
         let old = lp.clone() - 0.05;
         let adv = [0.5, -1.0, 2.0, 0.1, -0.3, 0.0, 1.0, -2.0];
         for loss_type in [GrpoLoss::Dapo, GrpoLoss::Grpo] {
             let args = GrpoArgs { loss_type, ..Default::default() };
-            let (got, stats) =
-                args.loss(lp.clone(), old.clone(), None, t2(&adv, 8), mask.clone(), Some(16.0)).unwrap();
-            let (want, want_stats) = grpo_loss(lp.clone(), old.clone(), None, t1(&adv), mask.clone(), &args, Some(16.0));
+            let (got, stats) = args.loss(lp.clone(), old.clone(), None, t2(&adv, 8), mask.clone(), Some(16.0)).unwrap();
+            let (want, want_stats) =
+                grpo_loss(lp.clone(), old.clone(), None, t1(&adv), mask.clone(), &args, Some(16.0));
             assert_eq!(got.into_scalar(), want.into_scalar());
             assert_eq!(stats.values[0].1.clone().into_scalar(), want_stats.clip_ratio_region.into_scalar());
             assert_eq!(args.settings().loss_per_step, loss_type == GrpoLoss::Dapo);

@@ -587,8 +587,7 @@ mod tests {
         .unwrap();
         let err = ReinforcePpArgs::extract(&Section::new("alg.args", &node)).unwrap_err().to_string();
         assert!(err.contains("alg.args.gamma"), "{err}");
-        let node =
-            tril_core::config::parse_yaml("grad_accumulation: 0\n", std::path::Path::new("alg/r.yaml")).unwrap();
+        let node = tril_core::config::parse_yaml("grad_accumulation: 0\n", std::path::Path::new("alg/r.yaml")).unwrap();
         let err = ReinforcePpArgs::extract(&Section::new("alg.args", &node)).unwrap_err().to_string();
         assert!(err.contains("alg.args.grad_accumulation"), "{err}");
         // G = 1 is REINFORCE++'s default.

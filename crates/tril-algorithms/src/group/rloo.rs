@@ -38,8 +38,8 @@
 
 use crate::group::grpo::{clipped_surrogate, GrpoStats};
 use crate::group::{
-    check_loop, group_settings, required, sequence_advantages, Advantages, GroupObjective, GroupSettings,
-    LossStats, RolloutBatch,
+    check_loop, group_settings, required, sequence_advantages, Advantages, GroupObjective, GroupSettings, LossStats,
+    RolloutBatch,
 };
 use crate::{AlgorithmError, Result};
 use burn::tensor::backend::Backend;
@@ -307,8 +307,13 @@ impl GroupObjective for RlooArgs {
         let rewards = if self.beta > 0.0 {
             let old_logprobs = required("rloo", batch.old_logprobs, "generation-time log-probs")?; // [N, T]
             let ref_logprobs = required("rloo", batch.ref_logprobs, "reference log-probs")?; // [N, T]
-            let rewards =
-                rloo_kl_rewards(batch.rewards, old_logprobs.clone(), ref_logprobs.clone(), batch.mask.clone(), self.beta)?; // [N]
+            let rewards = rloo_kl_rewards(
+                batch.rewards,
+                old_logprobs.clone(),
+                ref_logprobs.clone(),
+                batch.mask.clone(),
+                self.beta,
+            )?; // [N]
             let kl = ((to_f32(old_logprobs) - to_f32(ref_logprobs)) * to_f32(batch.mask)).sum_dim(1); // [N, 1]
             stats.push(("kl", scalar(kl.mean())));
             stats.push(("penalized_reward_mean", scalar(rewards.clone().mean())));
