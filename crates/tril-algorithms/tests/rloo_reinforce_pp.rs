@@ -41,6 +41,7 @@ fn rloo_matches_trl_rloo_trainer() {
             epsilon: f(&case["epsilon"]),
             epsilon_high: case["epsilon_high"].as_f64(),
             normalize_advantages: case["normalize_advantages"].as_bool().unwrap(),
+            ..Default::default()
         };
         let mask = t2(&case["mask"]);
         let rewards = rloo_kl_rewards(
@@ -81,6 +82,7 @@ fn reinforce_pp_matches_openrlhf() {
             eps_clip: f(&case["eps_clip_low"]),
             eps_clip_high: Some(f(&case["eps_clip_high"])),
             std_norm: !case["no_std_norm"].as_bool().unwrap(),
+            ..Default::default()
         };
         let (old, reference, mask) = (t2(&case["old_logprobs"]), t2(&case["ref_logprobs"]), t2(&case["mask"]));
         let kl = approx_kl(old.clone(), reference.clone(), args.kl_estimator).unwrap();

@@ -1,16 +1,22 @@
-//! The training loop GRPO (`alg=grpo`, [`crate::group::grpo`]) and GSPO (`alg=gspo`,
-//! [`crate::group::gspo`]) share, as TRL's `GRPOTrainer` orders it (reference/systems.md §3.1,
-//! FAI-RL §2.5); the two differ only in their loss, the [`GroupObjective`] they plug in.
+//! The training loop GRPO (`alg=grpo`, [`crate::group::grpo`]), GSPO (`alg=gspo`,
+//! [`crate::group::gspo`]), RLOO (`alg=rloo`, [`crate::group::rloo`]) and REINFORCE++
+//! (`alg=reinforce_pp`, [`crate::group::reinforce_pp`]) share, as TRL's `GRPOTrainer` orders
+//! it (reference/systems.md §3.1, FAI-RL §2.5); they differ only in the [`GroupObjective`]
+//! they plug in: its advantages (from the iteration's rewards, generation-time and reference
+//! log-probs and completion mask; sequence-level `[N, 1]` or token-level `[N, T]`) and its loss.
 //!
 //! Per iteration:
 //! 1. sample `P` prompts and repeat each `G = num_generations` times (rows `[kG, (k+1)G)`
 //!    are prompt `k`'s group), generate with the run's seeded sampler at `temperature`;
 //! 2. score every completion with the task's reward function (a non-finite reward stops
 //!    the run, naming the iteration and the sample);
-//! 3. group-relative advantages ([`crate::group::grpo::group_advantages`]);
-//! 4. old log-probs (only when a generation batch feeds more than one optimizer step;
-//!    otherwise the detached current log-probs, as TRL) and reference log-probs (only
-//!    with `beta > 0`, from a frozen copy of the initial policy);
+//! 3. old log-probs (when a generation batch feeds more than one optimizer step, or the
+//!    objective's advantages read them, [`crate::group::GroupSettings::generation_logprobs`];
+//!    otherwise the loss uses the detached current log-probs, as TRL) and reference
+//!    log-probs (only with a KL coefficient > 0, from a frozen copy of the initial policy);
+//! 4. the objective's advantages over the whole batch ([`GroupObjective::advantages`]:
+//!    GRPO's group-relative ones, RLOO's leave-one-out ones after the KL penalty,
+//!    REINFORCE++'s whitened token returns);
 //! 5. `num_iterations` shuffled passes of `steps_per_generation` micro-batches of
 //!    `batch_size` completions, `grad_accumulation` of them per optimizer step, then
 //!    global-norm clipping, the optimizer step and the scheduler;
@@ -25,15 +31,16 @@
 //! |---|---|
 //! | `rollout/reward_mean`, `rollout/reward_std` | mean and (unbiased) std of the iteration's rewards (TRL `reward`, `reward_std`) |
 //! | `rollout/completion_length` | mean generated tokens (TRL `completions/mean_length`) |
-//! | `rollout/frac_reward_zero_std` | fraction of groups whose rewards are all equal, so without signal (TRL's key) |
+//! | `rollout/frac_reward_zero_std` | fraction of groups whose rewards are all equal, so without signal (TRL's key); only with `G >= 2` |
+//! | `rollout/<name>` | the objective's advantage statistics (RLOO, REINFORCE++: `rollout/kl`, see their files) |
 //! | `<id>/loss` | the loss of one optimizer step (what is differentiated), mean over steps |
-//! | `<id>/clip_ratio`, `<id>/clip_ratio_low`, `<id>/clip_ratio_high` | clipped fractions (TRL `clip_ratio/region_mean`, `low_mean`, `high_mean`) |
-//! | `<id>/kl` | mean k3 estimate of `KL(pi || ref)` per token (TRL `kl`); only with `beta > 0` |
+//! | `<id>/clip_ratio`, `<id>/clip_ratio_low`, `<id>/clip_ratio_high` | clipped fractions (TRL `clip_ratio/region_mean`, `low_mean`, `high_mean`; REINFORCE++ logs `clip_ratio` and `ppo_kl`) |
+//! | `<id>/kl` | mean k3 estimate of `KL(pi || ref)` per token (TRL `kl`); GRPO/GSPO with `beta > 0` |
 //! | `<id>/entropy` | mean per-token policy entropy at `temperature` (TRL `entropy`) |
 //! | `<id>/grad_norm`, `<id>/lr` | gradient norm before clipping; learning rate |
 //! | `time/iterations`, `time/completions_per_second` | progress |
 //!
-//! `<id>` is `grpo` or `gspo`.
+//! `<id>` is `grpo`, `gspo`, `rloo` or `reinforce_pp`.
 //!
 //! # Deviations from TRL
 //! - Iterations count generation batches (`n_iters`), as TRIL's PPO; TRL counts optimizer
@@ -45,8 +52,9 @@
 //! - Rewards are not NaN-aware: a non-finite reward stops the run.
 
 use crate::evaluation::Evaluation;
-use crate::group::grpo::{group_advantages, GrpoLoss};
-use crate::group::{completion_logprobs, mean_std, repeat_groups, GroupObjective, GroupPlan, GroupSettings};
+use crate::group::{
+    completion_logprobs, mean_std, repeat_groups, GroupObjective, GroupPlan, GroupSettings, RolloutBatch,
+};
 use crate::guard::{At, Guard, Verdict};
 use crate::onpolicy::policies::ActorCriticArgs;
 use crate::onpolicy::{build_models, generate_for, generation_config, run_tokenizers, OnPolicyState, PromptSampler};
@@ -172,11 +180,11 @@ struct Buffer<B: AutodiffBackend> {
     mask: Tensor<Inner<B>, 2, Int>,
     /// Completion mask, `[N, T]`.
     gen_mask: Tensor<Inner<B>, 2>,
-    /// Group-relative advantages, `[N]`.
-    advantages: Tensor<Inner<B>, 1>,
-    /// Log-probs at generation time, `[N, T]` (only off-policy).
+    /// The objective's advantages, `[N, 1]` or `[N, T]`.
+    advantages: Tensor<Inner<B>, 2>,
+    /// Log-probs at generation time, `[N, T]` (off-policy, or when the advantages read them).
     old_logprobs: Option<Tensor<Inner<B>, 2>>,
-    /// Reference log-probs, `[N, T]` (only with `beta > 0`).
+    /// Reference log-probs, `[N, T]` (only with a KL coefficient > 0).
     ref_logprobs: Option<Tensor<Inner<B>, 2>>,
 }
 
@@ -225,7 +233,7 @@ impl<O: GroupObjective> Run for GroupAlgorithm<O> {
             rng: ChaCha8Rng::seed_from_u64(this.settings.train.seed),
             tracker: Tracker::new(RunDir::open(&ctx.run_dir)?),
             guard: Guard::new(O::ID, ctx.config, &ctx.run_dir)?,
-            reference: (this.settings.beta > 0.0).then(|| reference.valid()),
+            reference: this.settings.needs_reference().then(|| reference.valid()),
             policy: model.policy,
             gpt_config,
             tokenizer,
@@ -334,7 +342,7 @@ impl<B: AutodiffBackend, O: GroupObjective> Loop<'_, B, O> {
     }
 
     /// Steps 1-4: generates `G` completions of each sampled prompt, scores them and computes
-    /// advantages, old and reference log-probs.
+    /// old and reference log-probs and the objective's advantages.
     fn collect(&mut self, iteration: usize) -> Result<Option<(Buffer<B>, Stats)>, PluginError> {
         let (g, n, temp) =
             (self.alg.settings.num_generations, self.alg.settings.max_completion_length, self.alg.settings.temperature);
@@ -357,8 +365,8 @@ impl<B: AutodiffBackend, O: GroupObjective> Loop<'_, B, O> {
                 return Ok(None);
             }
             scores.extend(chunk_scores);
-            // 4. old and reference log-probs
-            if self.alg.plan.off_policy() {
+            // 3. old and reference log-probs
+            if self.alg.plan.off_policy() || self.alg.settings.generation_logprobs {
                 old_parts.push(completion_logprobs(&policy, gen.ids.clone(), gen.mask.clone(), n, temp).0);
             }
             if let Some(reference) = &self.reference {
@@ -368,15 +376,23 @@ impl<B: AutodiffBackend, O: GroupObjective> Loop<'_, B, O> {
             mask_parts.push(gen.mask);
             gen_mask_parts.push(gen.gen_mask);
         }
-        // 3. group-relative advantages
+        // 4. the objective's advantages over the whole batch
         let total = scores.len();
         let rewards = Tensor::<Inner<B>, 1>::from_data(
             TensorData::new(scores.iter().map(|&r| r as f32).collect::<Vec<_>>(), [total]),
             (&self.device, burn::tensor::DType::F32),
-        );
-        let advantages = group_advantages(rewards, g, self.alg.settings.scale_rewards); // [N]
+        ); // [N]
         let cat_f = |xs: Vec<Tensor<Inner<B>, 2>>| (!xs.is_empty()).then(|| Tensor::cat(xs, 0));
         let gen_mask = Tensor::cat(gen_mask_parts, 0); // [N, T]
+        let (old_logprobs, ref_logprobs) = (cat_f(old_parts), cat_f(ref_parts)); // [N, T] each
+        let batch = RolloutBatch {
+            rewards,
+            old_logprobs: old_logprobs.clone(),
+            ref_logprobs: ref_logprobs.clone(),
+            mask: gen_mask.clone(),
+            group_size: g,
+        };
+        let advantages = self.alg.objective.advantages(batch)?; // [N, 1] or [N, T]
         let lengths: Vec<f64> =
             host(gen_mask.clone()).chunks(n).map(|r| r.iter().map(|&x| f64::from(x)).sum()).collect();
         let zero_std = scores.chunks(g).filter(|grp| grp.iter().all(|&r| r == grp[0])).count();
@@ -385,14 +401,19 @@ impl<B: AutodiffBackend, O: GroupObjective> Loop<'_, B, O> {
         stats.insert("rollout/reward_mean".into(), reward_mean);
         stats.insert("rollout/reward_std".into(), reward_std);
         stats.insert("rollout/completion_length".into(), mean_std(&lengths).0);
-        stats.insert("rollout/frac_reward_zero_std".into(), zero_std as f64 / (total / g) as f64);
+        if g >= 2 {
+            stats.insert("rollout/frac_reward_zero_std".into(), zero_std as f64 / (total / g) as f64);
+        }
+        for (name, value) in advantages.stats {
+            stats.insert(format!("rollout/{name}"), value);
+        }
         let buffer = Buffer {
             ids: Tensor::cat(ids_parts, 0),
             mask: Tensor::cat(mask_parts, 0),
             gen_mask,
-            advantages,
-            old_logprobs: cat_f(old_parts),
-            ref_logprobs: cat_f(ref_parts),
+            advantages: advantages.advantages,
+            old_logprobs,
+            ref_logprobs,
         };
         Ok(Some((buffer, stats)))
     }
@@ -406,7 +427,7 @@ impl<B: AutodiffBackend, O: GroupObjective> Loop<'_, B, O> {
         let lr = self.alg.optimizer.lr * self.alg.schedule.factor((iteration - 1) as u64);
         let step_rows = t.batch_size * t.grad_accumulation;
         // DAPO normalizes by the whole step's token count; the others are per micro-batch means.
-        let accumulation_divisor = if settings.loss_type == GrpoLoss::Dapo { 1.0 } else { t.grad_accumulation as f64 };
+        let accumulation_divisor = if settings.loss_per_step { 1.0 } else { t.grad_accumulation as f64 };
         let gen_mask_host = host(buf.gen_mask.clone());
         let mut acc: BTreeMap<String, Vec<f64>> = BTreeMap::new();
         let mut order: Vec<usize> = (0..buf.ids.dims()[0]).collect();
@@ -432,7 +453,7 @@ impl<B: AutodiffBackend, O: GroupObjective> Loop<'_, B, O> {
                         Tensor::<B, 2, Int>::from_inner(x.clone().select(0, idx.clone()))
                     };
                     let mask = pick(&buf.gen_mask); // [b, T]
-                    let advantages = Tensor::<B, 1>::from_inner(buf.advantages.clone().select(0, idx.clone())); // [b]
+                    let advantages = pick(&buf.advantages); // [b, 1] or [b, T]
                     let (new_logprobs, logits) = completion_logprobs(
                         &self.policy,
                         pick_int(&buf.ids),
@@ -449,14 +470,14 @@ impl<B: AutodiffBackend, O: GroupObjective> Loop<'_, B, O> {
                         advantages,
                         mask.clone(),
                         Some(items),
-                    );
+                    )?;
                     let entropy = masked_mean(entropy_from_logits(logits.detach()), mask);
                     let mut record = |k: &str, v: f64| values.push((format!("{id}/{k}"), v));
                     record("entropy", scalar(entropy));
-                    record("clip_ratio", scalar(stats.clip_ratio_region));
-                    record("clip_ratio_low", scalar(stats.clip_ratio_low));
-                    record("clip_ratio_high", scalar(stats.clip_ratio_high));
-                    if let Some(kl) = stats.kl_mean {
+                    for (name, value) in stats.values {
+                        record(name, scalar(value));
+                    }
+                    if let Some(kl) = stats.kl {
                         let kl = scalar(kl);
                         kls.push(kl);
                         record("kl", kl);
@@ -508,7 +529,8 @@ impl<B: AutodiffBackend, O: GroupObjective> Loop<'_, B, O> {
             device: &self.device,
         }
         .run(iteration, &mut self.tracker)?;
-        let mut plotted = vec!["rollout/reward_mean".to_string(), format!("{}/kl", O::ID)];
+        // Keys a run does not log (no KL term, or a KL in the reward) are not plotted.
+        let mut plotted = vec!["rollout/reward_mean".to_string(), format!("{}/kl", O::ID), "rollout/kl".to_string()];
         plotted.extend(headline);
         let keys: Vec<&str> = plotted.iter().map(String::as_str).collect();
         Ok(self.tracker.plot(&keys)?)

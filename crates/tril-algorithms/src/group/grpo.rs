@@ -6,7 +6,9 @@
 //! [`group_advantages`] and [`grpo_loss`], and the registration of the `grpo` algorithm;
 //! its generate-score-update loop is [`crate::group::group_run`], shared with GSPO
 //! ([`crate::group::gspo`]), which also reuses the advantages, the clipped surrogate and the
-//! aggregations below. The loop's own metrics are listed in [`crate::group::group_run`].
+//! aggregations below, and with RLOO ([`crate::group::rloo`], which reuses the clipped
+//! surrogate) and REINFORCE++ ([`crate::group::reinforce_pp`]). The loop's own metrics are
+//! listed in [`crate::group::group_run`].
 //!
 //! # Logged metrics
 //! | key | meaning |

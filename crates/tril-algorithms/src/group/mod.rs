@@ -1,8 +1,10 @@
-//! The pieces the group-relative algorithms (GRPO, [`crate::group::grpo`]; GSPO, [`crate::group::gspo`])
-//! share: the loop settings of `alg.args` ([`TrainArgs`]), what the loop reads from an
-//! objective ([`GroupSettings`], [`GroupObjective`]), the derived [`GroupPlan`] with TRL's
-//! divisibility rules, and the pure helpers of a rollout (group row layout, log-probs at a
-//! temperature). The loop itself is [`crate::group::group_run`].
+//! The pieces the group algorithms (GRPO, [`crate::group::grpo`]; GSPO,
+//! [`crate::group::gspo`]; RLOO, [`crate::group::rloo`]; REINFORCE++,
+//! [`crate::group::reinforce_pp`]) share: the loop settings of `alg.args` ([`TrainArgs`]),
+//! what the loop reads from an objective ([`GroupSettings`], [`GroupObjective`]: its
+//! advantages from the iteration's [`RolloutBatch`] and its loss), the derived [`GroupPlan`]
+//! with TRL's divisibility rules, and the pure helpers of a rollout (group row layout,
+//! log-probs at a temperature). The loop itself is [`crate::group::group_run`].
 
 pub mod group_run;
 pub mod grpo;
@@ -10,7 +12,7 @@ pub mod gspo;
 pub mod reinforce_pp;
 pub mod rloo;
 
-use crate::group::grpo::{GrpoLoss, GrpoStats, RewardScaling};
+use crate::group::grpo::GrpoStats;
 use crate::validate::ensure;
 use crate::AlgorithmError;
 use burn::tensor::backend::Backend;
@@ -60,11 +62,21 @@ pub fn check_train(section: &Section<'_>, t: &TrainArgs) -> Result<(), CoreError
     ensure(t.save_every >= 1, section, "save_every", "expected at least 1")
 }
 
+/// Range checks of the loop keys every group objective shares: `steps_per_generation`,
+/// `num_iterations`, `temperature`, `max_completion_length`, then [`check_train`]; errors
+/// name `alg.args.<key>`.
+pub fn check_loop(section: &Section<'_>, s: &GroupSettings) -> Result<(), CoreError> {
+    ensure(s.steps_per_generation != Some(0), section, "steps_per_generation", "expected at least 1")?;
+    ensure(s.num_iterations >= 1, section, "num_iterations", "expected at least 1")?;
+    ensure(s.temperature > 0.0, section, "temperature", "expected a temperature > 0")?;
+    ensure(s.max_completion_length > 0, section, "max_completion_length", "expected at least 1 token")?;
+    check_train(section, &s.train)
+}
+
 /// Range checks of the settings GRPO and GSPO share, in the order their `extract`s
 /// report them: `num_generations`, `epsilon`, then `epsilon_high` (whose type and check
-/// differ per algorithm: the caller's `epsilon_high` result), then `beta`,
-/// `steps_per_generation`, `num_iterations`, `temperature`, `max_completion_length` and the
-/// loop keys ([`check_train`]); errors name `alg.args.<key>`.
+/// differ per algorithm: the caller's `epsilon_high` result), then `beta` and the loop
+/// keys ([`check_loop`]); errors name `alg.args.<key>`.
 pub fn check_settings(
     section: &Section<'_>,
     s: &GroupSettings,
@@ -74,22 +86,51 @@ pub fn check_settings(
     ensure(s.num_generations >= 2, section, "num_generations", "expected at least 2 completions per prompt")?;
     ensure(epsilon > 0.0 && epsilon < 1.0, section, "epsilon", "expected a clip range in (0, 1)")?;
     epsilon_high?;
-    ensure(s.beta.is_finite() && s.beta >= 0.0, section, "beta", "expected a finite coefficient ≥ 0")?;
-    ensure(s.steps_per_generation != Some(0), section, "steps_per_generation", "expected at least 1")?;
-    ensure(s.num_iterations >= 1, section, "num_iterations", "expected at least 1")?;
-    ensure(s.temperature > 0.0, section, "temperature", "expected a temperature > 0")?;
-    ensure(s.max_completion_length > 0, section, "max_completion_length", "expected at least 1 token")?;
-    check_train(section, &s.train)
+    ensure(s.kl_coef.is_finite() && s.kl_coef >= 0.0, section, "beta", "expected a finite coefficient ≥ 0")?;
+    check_loop(section, s)
 }
 
-/// Implements [`GroupObjective`] for a typed `alg.args` (`GrpoArgs`, `GspoArgs`) that
-/// declares every field of [`GroupSettings`] and [`TrainArgs`] under the same names, has an
-/// inherent `extract`, and whose loss is `$loss(new, old, ref, advantages, mask, &args,
-/// num_items_in_batch)`.
+/// The [`GroupSettings`] of a typed `alg.args` that declares the loop keys (`num_generations`,
+/// `steps_per_generation`, `num_iterations`, `temperature`, `max_completion_length` and every
+/// field of [`TrainArgs`]) under the same names, plus the objective's own three answers.
 ///
 /// The fields stay declared in each args struct rather than in a `#[serde(flatten)]`ed
 /// struct: with `deny_unknown_fields`, flattening loses the exact key names in errors.
 /// This macro shares the plumbing instead.
+macro_rules! group_settings {
+    ($args:expr, kl_coef: $kl:expr, loss_per_step: $per_step:expr, generation_logprobs: $gen:expr $(,)?) => {
+        $crate::group::GroupSettings {
+            num_generations: $args.num_generations,
+            steps_per_generation: $args.steps_per_generation,
+            num_iterations: $args.num_iterations,
+            temperature: $args.temperature,
+            max_completion_length: $args.max_completion_length,
+            kl_coef: $kl,
+            loss_per_step: $per_step,
+            generation_logprobs: $gen,
+            train: $crate::group::TrainArgs {
+                seed: $args.seed,
+                n_iters: $args.n_iters,
+                batch_size: $args.batch_size,
+                grad_accumulation: $args.grad_accumulation,
+                max_grad_norm: $args.max_grad_norm,
+                eval_batch_size: $args.eval_batch_size,
+                eval_every: $args.eval_every,
+                save_every: $args.save_every,
+                eval_zero_shot: $args.eval_zero_shot,
+                save_checkpoints: $args.save_checkpoints,
+                eval_splits: $args.eval_splits.clone(),
+            },
+        }
+    };
+}
+pub(crate) use group_settings;
+
+/// Implements [`GroupObjective`] for a GRPO-style `alg.args` (`GrpoArgs`, `GspoArgs`): the
+/// loop keys ([`group_settings!`]) plus `beta`, `loss_type` and `scale_rewards`, an inherent
+/// `extract`, GRPO's group-relative sequence advantages
+/// ([`crate::group::grpo::group_advantages`]) and a loss `$loss(new, old, ref, advantages,
+/// mask, &args, num_items_in_batch)` with advantages `[N]`.
 macro_rules! group_objective {
     ($args:ty, id: $id:literal, loss: $loss:path) => {
         impl $crate::group::GroupObjective for $args {
@@ -100,29 +141,26 @@ macro_rules! group_objective {
             }
 
             fn settings(&self) -> $crate::group::GroupSettings {
-                $crate::group::GroupSettings {
-                    num_generations: self.num_generations,
-                    scale_rewards: self.scale_rewards,
-                    loss_type: self.loss_type,
-                    steps_per_generation: self.steps_per_generation,
-                    num_iterations: self.num_iterations,
-                    temperature: self.temperature,
-                    max_completion_length: self.max_completion_length,
-                    beta: self.beta,
-                    train: $crate::group::TrainArgs {
-                        seed: self.seed,
-                        n_iters: self.n_iters,
-                        batch_size: self.batch_size,
-                        grad_accumulation: self.grad_accumulation,
-                        max_grad_norm: self.max_grad_norm,
-                        eval_batch_size: self.eval_batch_size,
-                        eval_every: self.eval_every,
-                        save_every: self.save_every,
-                        eval_zero_shot: self.eval_zero_shot,
-                        save_checkpoints: self.save_checkpoints,
-                        eval_splits: self.eval_splits.clone(),
-                    },
+                $crate::group::group_settings!(
+                    self,
+                    kl_coef: self.beta,
+                    loss_per_step: self.loss_type == $crate::group::grpo::GrpoLoss::Dapo,
+                    generation_logprobs: false,
+                )
+            }
+
+            fn advantages<B: burn::tensor::backend::Backend>(
+                &self,
+                batch: $crate::group::RolloutBatch<B>,
+            ) -> $crate::Result<$crate::group::Advantages<B>> {
+                let [n] = batch.rewards.dims();
+                if batch.group_size == 0 || !n.is_multiple_of(batch.group_size) {
+                    let message = format!("{n} rewards are not whole groups of num_generations = {}", batch.group_size);
+                    return Err($crate::AlgorithmError::training($id, message));
                 }
+                let advantages =
+                    $crate::group::grpo::group_advantages(batch.rewards, batch.group_size, self.scale_rewards); // [N]
+                Ok($crate::group::Advantages { advantages: advantages.reshape([n, 1]), stats: Vec::new() })
             }
 
             fn loss<B: burn::tensor::backend::Backend>(
@@ -130,11 +168,14 @@ macro_rules! group_objective {
                 new_logprobs: burn::tensor::Tensor<B, 2>,
                 old_logprobs: burn::tensor::Tensor<B, 2>,
                 ref_logprobs: Option<burn::tensor::Tensor<B, 2>>,
-                advantages: burn::tensor::Tensor<B, 1>,
+                advantages: burn::tensor::Tensor<B, 2>,
                 mask: burn::tensor::Tensor<B, 2>,
                 num_items_in_batch: Option<f64>,
-            ) -> (burn::tensor::Tensor<B, 1>, $crate::group::grpo::GrpoStats<B>) {
-                $loss(new_logprobs, old_logprobs, ref_logprobs, advantages, mask, self, num_items_in_batch)
+            ) -> $crate::Result<(burn::tensor::Tensor<B, 1>, $crate::group::LossStats<B>)> {
+                let advantages = $crate::group::sequence_advantages($id, advantages, mask.dims())?; // [N]
+                let (loss, stats) =
+                    $loss(new_logprobs, old_logprobs, ref_logprobs, advantages, mask, self, num_items_in_batch);
+                Ok((loss, stats.into()))
             }
         }
     };
@@ -146,10 +187,6 @@ pub(crate) use group_objective;
 pub struct GroupSettings {
     /// Completions per prompt, `G`.
     pub num_generations: usize,
-    /// Advantage scaling.
-    pub scale_rewards: RewardScaling,
-    /// Loss aggregation (decides whether the loss is divided by `grad_accumulation`).
-    pub loss_type: GrpoLoss,
     /// Micro-batches per generation batch (null: `grad_accumulation`).
     pub steps_per_generation: Option<usize>,
     /// Passes over each generation batch.
@@ -158,8 +195,14 @@ pub struct GroupSettings {
     pub temperature: f64,
     /// Generated tokens (must equal the generation settings' `max_new_tokens`).
     pub max_completion_length: usize,
-    /// KL coefficient (a reference model is built only when > 0).
-    pub beta: f64,
+    /// KL coefficient (`beta`, `kl_coef`): a reference model is built only when > 0.
+    pub kl_coef: f64,
+    /// Whether the loss is already normalized over the whole optimizer step (DAPO's
+    /// `num_items_in_batch`), so that the loop does not divide it by `grad_accumulation`.
+    pub loss_per_step: bool,
+    /// Whether the advantages read the generation-time log-probs (a KL folded into the
+    /// reward), so that they are computed even on-policy.
+    pub generation_logprobs: bool,
     /// The loop settings.
     pub train: TrainArgs,
 }
@@ -213,9 +256,63 @@ impl GroupSettings {
             optimizer_steps: spg / t.grad_accumulation * self.num_iterations,
         })
     }
+
+    /// Whether the loop builds a reference model (`kl_coef > 0`).
+    pub fn needs_reference(&self) -> bool {
+        self.kl_coef > 0.0
+    }
 }
 
-/// A group-relative objective: its typed `alg.args` and its loss.
+/// One iteration's batch as the advantages see it (on the loop's inner backend).
+#[derive(Debug, Clone)]
+pub struct RolloutBatch<B: Backend> {
+    /// The reward of every completion, `[N]`; rows `[k G, (k + 1) G)` are prompt `k`'s group.
+    pub rewards: Tensor<B, 1>,
+    /// Log-probs at generation time, `[N, T]`: present off-policy and when
+    /// [`GroupSettings::generation_logprobs`].
+    pub old_logprobs: Option<Tensor<B, 2>>,
+    /// Reference log-probs, `[N, T]`: present when `kl_coef > 0`.
+    pub ref_logprobs: Option<Tensor<B, 2>>,
+    /// Completion mask, `[N, T]`.
+    pub mask: Tensor<B, 2>,
+    /// Completions per prompt, `G`.
+    pub group_size: usize,
+}
+
+/// What an objective computes from a [`RolloutBatch`].
+#[derive(Debug, Clone)]
+pub struct Advantages<B: Backend> {
+    /// Sequence-level `[N, 1]` or token-level `[N, T]`; the loss receives the rows of its
+    /// micro-batch in this shape.
+    pub advantages: Tensor<B, 2>,
+    /// Scalars logged as `rollout/<name>` (e.g. the KL folded into the reward).
+    pub stats: Vec<(&'static str, f64)>,
+}
+
+/// The statistics of one micro-batch loss (detached scalars).
+#[derive(Debug, Clone)]
+pub struct LossStats<B: Backend> {
+    /// Logged as `<id>/<name>`, in this order.
+    pub values: Vec<(&'static str, Tensor<B, 1>)>,
+    /// Mean KL to the reference inside the loss, logged as `<id>/kl` and checked by the
+    /// guard's `max_kl`; `None` when the loss has no KL term.
+    pub kl: Option<Tensor<B, 1>>,
+}
+
+impl<B: Backend> From<GrpoStats<B>> for LossStats<B> {
+    fn from(stats: GrpoStats<B>) -> Self {
+        LossStats {
+            values: vec![
+                ("clip_ratio", stats.clip_ratio_region),
+                ("clip_ratio_low", stats.clip_ratio_low),
+                ("clip_ratio_high", stats.clip_ratio_high),
+            ],
+            kl: stats.kl_mean,
+        }
+    }
+}
+
+/// A group objective: its typed `alg.args`, its advantages and its loss.
 pub trait GroupObjective: Clone + Send + 'static {
     /// Registry id, and the namespace of its training metrics (`grpo/loss`).
     const ID: &'static str;
@@ -226,20 +323,57 @@ pub trait GroupObjective: Clone + Send + 'static {
     /// What the loop reads.
     fn settings(&self) -> GroupSettings;
 
+    /// The advantages of one iteration's whole batch (computed once, before the updates).
+    ///
+    /// # Shapes
+    /// `rewards`: `[N]`; `old_logprobs`, `ref_logprobs`, `mask`: `[N, T]` -> `[N, 1]` or `[N, T]`
+    ///
+    /// # Errors
+    /// When the dims disagree or an input the objective needs is missing.
+    fn advantages<B: Backend>(&self, batch: RolloutBatch<B>) -> crate::Result<Advantages<B>>;
+
     /// The loss of one micro-batch and its stats.
     ///
     /// # Shapes
-    /// `new_logprobs`, `old_logprobs`, `ref_logprobs`, `mask`: `[N, T]`; `advantages`: `[N]`
-    /// -> loss `[1]`
+    /// `new_logprobs`, `old_logprobs`, `ref_logprobs`, `mask`: `[N, T]`; `advantages`: the rows
+    /// of [`GroupObjective::advantages`], `[N, 1]` or `[N, T]` -> loss `[1]`
+    ///
+    /// # Errors
+    /// When the dims disagree.
     fn loss<B: Backend>(
         &self,
         new_logprobs: Tensor<B, 2>,
         old_logprobs: Tensor<B, 2>,
         ref_logprobs: Option<Tensor<B, 2>>,
-        advantages: Tensor<B, 1>,
+        advantages: Tensor<B, 2>,
         mask: Tensor<B, 2>,
         num_items_in_batch: Option<f64>,
-    ) -> (Tensor<B, 1>, GrpoStats<B>);
+    ) -> crate::Result<(Tensor<B, 1>, LossStats<B>)>;
+}
+
+/// Sequence-level advantages `[N, 1]` as the `[N]` the sequence losses take; an error
+/// naming `id` unless they have one column and the mask's rows.
+///
+/// # Shapes
+/// `advantages`: `[N, 1]`, `mask`: `[N, T]` -> `[N]`
+pub fn sequence_advantages<B: Backend>(
+    id: &str,
+    advantages: Tensor<B, 2>,
+    mask: [usize; 2],
+) -> crate::Result<Tensor<B, 1>> {
+    let [n, k] = advantages.dims();
+    if k != 1 || n != mask[0] {
+        let message = format!("advantages have dims [{n}, {k}], expected sequence-level [{}, 1]", mask[0]);
+        return Err(AlgorithmError::training(id, message));
+    }
+    Ok(advantages.reshape([n]))
+}
+
+/// An input of [`RolloutBatch`] the objective `id` needs, or an error naming it.
+pub(crate) fn required<T>(id: &str, value: Option<T>, what: &str) -> crate::Result<T> {
+    value.ok_or_else(|| {
+        AlgorithmError::training(id, format!("the advantages need {what}, which the loop did not compute"))
+    })
 }
 
 /// Log-probs of the last `n` tokens of `ids` under `lm` with logits divided by
@@ -327,6 +461,52 @@ mod tests {
         let node = tril_core::config::parse_yaml("max_grad_norm: -1\n", std::path::Path::new("alg/gspo.yaml")).unwrap();
         let err = crate::group::gspo::GspoArgs::extract(&Section::new("alg.args", &node)).unwrap_err().to_string();
         assert!(err.contains("alg.args.max_grad_norm"), "{err}");
+    }
+
+    /// GRPO through the hook: its advantages are `group_advantages` as a column `[N, 1]`, its
+    /// loss through the trait is `grpo_loss` on the `[N]` column, and its settings keep DAPO's
+    /// per-step normalization, no generation-time log-probs on-policy, a reference only with
+    /// `beta > 0`.
+    #[test]
+    fn grpo_through_the_hook_is_unchanged() {
+        use crate::group::grpo::{group_advantages, grpo_loss, GrpoLoss, RewardScaling};
+        use crate::test_util::{t1, t2};
+        let rewards = [1.0, 0.0, 0.5, 0.25, 3.0, 3.0, 2.0, 5.0];
+        let mask = t2(&[1.0; 16], 8);
+        for scaling in [RewardScaling::Group, RewardScaling::Batch, RewardScaling::None] {
+            let args = GrpoArgs { num_generations: 4, scale_rewards: scaling, ..Default::default() };
+            let batch = RolloutBatch {
+                rewards: t1(&rewards),
+                old_logprobs: None,
+                ref_logprobs: None,
+                mask: mask.clone(),
+                group_size: 4,
+            };
+            let got = args.advantages(batch).unwrap();
+            assert_eq!(got.advantages.dims(), [8, 1]);
+            assert!(got.stats.is_empty());
+            let want = group_advantages(t1(&rewards), 4, scaling);
+            assert_eq!(host(got.advantages), want.into_data().to_vec::<f32>().unwrap());
+        }
+        let lp =
+            t2(&[-1.0, -0.4, -0.3, -1.5, -0.2, -0.8, -2.0, -0.1, -0.5, -0.6, -0.7, -0.9, -1.1, -1.2, -0.3, -0.4], 8);
+        let old = lp.clone() - 0.05;
+        let adv = [0.5, -1.0, 2.0, 0.1, -0.3, 0.0, 1.0, -2.0];
+        for loss_type in [GrpoLoss::Dapo, GrpoLoss::Grpo] {
+            let args = GrpoArgs { loss_type, ..Default::default() };
+            let (got, stats) = args.loss(lp.clone(), old.clone(), None, t2(&adv, 8), mask.clone(), Some(16.0)).unwrap();
+            let (want, want_stats) =
+                grpo_loss(lp.clone(), old.clone(), None, t1(&adv), mask.clone(), &args, Some(16.0));
+            assert_eq!(got.into_scalar(), want.into_scalar());
+            assert_eq!(stats.values[0].1.clone().into_scalar(), want_stats.clip_ratio_region.into_scalar());
+            assert_eq!(args.settings().loss_per_step, loss_type == GrpoLoss::Dapo);
+        }
+        let s = GrpoArgs::default().settings();
+        assert!(!s.generation_logprobs && !s.needs_reference());
+        assert!(GrpoArgs { beta: 0.04, ..Default::default() }.settings().needs_reference());
+        // Token-level advantages are refused (an error, not a panic).
+        let err = GrpoArgs::default().loss(lp.clone(), old, None, lp, mask, None).unwrap_err().to_string();
+        assert!(err.contains("expected sequence-level [8, 1]"), "{err}");
     }
 
     #[test]

@@ -3,8 +3,10 @@
 //! 0.11's experience maker (`advantage.estimator: reinforce` / `reinforce_baseline`) and
 //! `PolicyLoss`.
 //!
-//! This file holds the typed `alg.args` ([`ReinforcePpArgs`]) and the pure functions of one
-//! REINFORCE++ step; the group loop integration (registry entry, loop keys) is not here yet.
+//! This file holds the typed `alg.args` ([`ReinforcePpArgs`]), the pure functions of one
+//! REINFORCE++ step and the registration of the `reinforce_pp` algorithm: it runs the loop of
+//! [`crate::group::group_run`] with the token-level advantages of steps 1-5, whitened over
+//! all valid tokens of the iteration's whole batch, and the loss of step 6.
 //!
 //! Pipeline, for `N` completions of at most `T` tokens:
 //! 1. per-token KL of the rollout policy to the reference, OpenRLHF's `compute_approx_kl`
@@ -19,8 +21,12 @@
 //! # Logged metrics
 //! | key | meaning |
 //! |---|---|
-//! | `losses/clipfrac` | masked fraction of tokens where the clipped term is the smaller (OpenRLHF `ppo_clip_ratio`) |
-//! | `losses/approx_kl` | masked mean of `log pi_old - log pi_theta` (OpenRLHF `ppo_kl`) |
+//! | `reinforce_pp/clip_ratio` | masked fraction of tokens where the clipped term is the smaller (OpenRLHF `ppo_clip_ratio`) |
+//! | `reinforce_pp/ppo_kl` | masked mean of `log pi_old - log pi_theta` (OpenRLHF `ppo_kl`) |
+//! | `rollout/kl` | masked mean of the per-token [`approx_kl`] of the rollout policy to the reference (OpenRLHF `kl`); only with `kl_coef > 0` |
+//!
+//! The loop's own keys (`reinforce_pp/loss`, `reinforce_pp/entropy`, `rollout/reward_mean`,
+//! ...) are listed in [`crate::group::group_run`].
 //!
 //! # Deviations from OpenRLHF
 //! - No dual clip, GSPO ratio, vLLM importance-sampling correction, length penalties or
@@ -29,14 +35,23 @@
 //! - OpenRLHF resets `gamma` to 1 with a warning for `reinforce_baseline`; here that
 //!   combination is a config error ([`Ranges`]), and the functions use `gamma = 1` for it.
 //! - Shape mismatches are errors ([`AlgorithmError::Training`]), never panics.
+//! - The loop is TRL-shaped ([`crate::group::group_run`]): `batch_size` x
+//!   `steps_per_generation` completions per iteration (OpenRLHF: `rollout_batch_size` x
+//!   `n_samples_per_prompt`), one optimizer step per `grad_accumulation` micro-batches,
+//!   `num_iterations` passes (OpenRLHF `max_epochs`); the learning rate steps once per iteration.
+//!
+//! [`AlgorithmError::Training`]: crate::AlgorithmError::Training
 
 use crate::group::rloo::{check_2d, shape_error};
+use crate::group::{check_loop, group_settings, required, Advantages, GroupObjective, GroupSettings};
+use crate::group::{LossStats, RolloutBatch};
 use crate::Result;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 use tril_core::config::{Checker, Ranges, Section};
-use tril_core::ops::{masked_mean, to_f32, KlEstimator};
+use tril_core::ops::{masked_mean, scalar, to_f32, KlEstimator};
+use tril_core::plugin::Split;
 use tril_core::CoreError;
 
 /// Which REINFORCE++ advantage estimator (OpenRLHF's `advantage.estimator`).
@@ -49,7 +64,8 @@ pub enum AdvantageEstimator {
     ReinforceBaseline,
 }
 
-/// REINFORCE++'s `alg.args` (its algorithm keys); defaults are OpenRLHF 0.11's CLI defaults.
+/// REINFORCE++'s `alg.args`; defaults are OpenRLHF 0.11's CLI defaults (the loop keys as in
+/// [`crate::group::grpo::GrpoArgs`], with OpenRLHF's values where it has one).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReinforcePpArgs {
@@ -69,6 +85,39 @@ pub struct ReinforcePpArgs {
     pub eps_clip_high: Option<f64>,
     /// Divide the advantages by their batch std (OpenRLHF: `not advantage.no_std_norm`, true).
     pub std_norm: bool,
+    /// Micro-batches of `batch_size` per generation batch; null: `grad_accumulation`, one
+    /// optimizer step per generation (OpenRLHF: `rollout_batch_size * n_samples_per_prompt /
+    /// micro_train_batch_size`, several optimizer steps per rollout).
+    pub steps_per_generation: Option<usize>,
+    /// Passes over each generation batch (OpenRLHF `max_epochs`: 1).
+    pub num_iterations: usize,
+    /// Sampling temperature; log-probs are recomputed at the same temperature (OpenRLHF: 1.0).
+    pub temperature: f64,
+    /// Maximum generated tokens (OpenRLHF `generate_max_len`: 1024).
+    pub max_completion_length: usize,
+    /// Seed of every RNG of the run: model initialisation, prompt order and sampling.
+    pub seed: u64,
+    /// Iterations; each generates one batch and trains on it (OpenRLHF counts episodes).
+    pub n_iters: usize,
+    /// Completions per forward/backward pass (OpenRLHF `micro_train_batch_size`: 8).
+    pub batch_size: usize,
+    /// Micro-batches per optimizer step (OpenRLHF `train_batch_size / micro_train_batch_size`:
+    /// 128 / 8 = 16).
+    pub grad_accumulation: usize,
+    /// Global gradient-norm clip (OpenRLHF `max_norm`: 1.0).
+    pub max_grad_norm: f64,
+    /// Prompts per evaluation `generate` call.
+    pub eval_batch_size: usize,
+    /// Evaluate every this many iterations (and after the last).
+    pub eval_every: usize,
+    /// Checkpoint every this many iterations when `save_checkpoints` (the last always is).
+    pub save_every: usize,
+    /// Evaluate before training.
+    pub eval_zero_shot: bool,
+    /// Write periodic checkpoints.
+    pub save_checkpoints: bool,
+    /// Splits evaluated.
+    pub eval_splits: Vec<Split>,
 }
 
 impl Default for ReinforcePpArgs {
@@ -82,13 +131,29 @@ impl Default for ReinforcePpArgs {
             eps_clip: 0.2,
             eps_clip_high: None,
             std_norm: true,
+            steps_per_generation: None,
+            num_iterations: 1,
+            temperature: 1.0,
+            max_completion_length: 1024,
+            seed: 0,
+            n_iters: 100,
+            batch_size: 8,
+            grad_accumulation: 16,
+            max_grad_norm: 1.0,
+            eval_batch_size: 64,
+            eval_every: 10,
+            save_every: 100,
+            eval_zero_shot: true,
+            save_checkpoints: false,
+            eval_splits: vec![Split::Val],
         }
     }
 }
 
 impl Ranges for ReinforcePpArgs {
     /// `num_generations` >= 1 (>= 2 with a baseline), `kl_coef` finite >= 0, `gamma` in
-    /// (0, 1] (1 with a baseline), `eps_clip` in (0, 1), `eps_clip_high` > 0.
+    /// (0, 1] (1 with a baseline), `eps_clip` in (0, 1), `eps_clip_high` > 0, then the loop
+    /// keys ([`check_loop`]).
     fn check_ranges(&self, c: &Checker<'_>) -> std::result::Result<(), CoreError> {
         let baseline = self.advantage_estimator == AdvantageEstimator::ReinforceBaseline;
         let min_g = if baseline { 2 } else { 1 };
@@ -98,7 +163,8 @@ impl Ranges for ReinforcePpArgs {
         c.ensure(!baseline || self.gamma == 1.0, "gamma", "expected 1 with reinforce_baseline (as OpenRLHF)")?;
         c.ensure(self.eps_clip > 0.0 && self.eps_clip < 1.0, "eps_clip", "expected a clip range in (0, 1)")?;
         let high_ok = self.eps_clip_high.is_none_or(|e| e.is_finite() && e > 0.0);
-        c.ensure(high_ok, "eps_clip_high", "expected a finite clip range > 0")
+        c.ensure(high_ok, "eps_clip_high", "expected a finite clip range > 0")?;
+        check_loop(c.section(), &self.settings())
     }
 }
 
@@ -334,6 +400,63 @@ pub fn reinforce_pp_loss<B: Backend>(
     Ok((loss, stats))
 }
 
+impl GroupObjective for ReinforcePpArgs {
+    const ID: &'static str = "reinforce_pp";
+
+    fn extract(section: &Section<'_>) -> std::result::Result<Self, CoreError> {
+        ReinforcePpArgs::extract(section)
+    }
+
+    /// The KL is a per-token reward from the generation-time log-probs, so those are computed
+    /// even on-policy when `kl_coef > 0`; the loss is a per-micro-batch token mean.
+    fn settings(&self) -> GroupSettings {
+        group_settings!(self, kl_coef: self.kl_coef, loss_per_step: false, generation_logprobs: self.kl_coef > 0.0)
+    }
+
+    /// [`reinforce_pp_advantages`] over the iteration's whole batch (the whitening sees every
+    /// valid token of it); token-level. Without a KL term the generation-time log-probs are
+    /// not read (zeros stand in for them).
+    ///
+    /// # Shapes
+    /// `rewards`: `[N]`; `old_logprobs`, `ref_logprobs`, `mask`: `[N, T]` -> `[N, T]`
+    fn advantages<B: Backend>(&self, batch: RolloutBatch<B>) -> Result<Advantages<B>> {
+        let mask = to_f32(batch.mask); // [N, T]
+        let mut stats = Vec::new();
+        let (old_logprobs, ref_logprobs) = if self.kl_coef > 0.0 {
+            let old_logprobs = required("reinforce_pp", batch.old_logprobs, "generation-time log-probs")?; // [N, T]
+            let ref_logprobs = required("reinforce_pp", batch.ref_logprobs, "reference log-probs")?; // [N, T]
+            let kl = approx_kl(old_logprobs.clone(), ref_logprobs.clone(), self.kl_estimator)?; // [N, T]
+            stats.push(("kl", scalar(masked_mean(kl, mask.clone()))));
+            (old_logprobs, Some(ref_logprobs))
+        } else {
+            (mask.zeros_like(), None)
+        };
+        let advantages = reinforce_pp_advantages(batch.rewards, old_logprobs, ref_logprobs, mask.clone(), self)?; // [N, T]
+        Ok(Advantages { advantages, stats })
+    }
+
+    /// [`reinforce_pp_loss`] on the micro-batch (`ref_logprobs` and `num_items_in_batch`
+    /// unused: the KL is in the reward and the loss is a token mean).
+    fn loss<B: Backend>(
+        &self,
+        new_logprobs: Tensor<B, 2>,
+        old_logprobs: Tensor<B, 2>,
+        _ref_logprobs: Option<Tensor<B, 2>>,
+        advantages: Tensor<B, 2>,
+        mask: Tensor<B, 2>,
+        _num_items_in_batch: Option<f64>,
+    ) -> Result<(Tensor<B, 1>, LossStats<B>)> {
+        let (loss, stats) = reinforce_pp_loss(new_logprobs, old_logprobs, advantages, mask, self)?;
+        Ok((loss, LossStats { values: vec![("clip_ratio", stats.clip_ratio), ("ppo_kl", stats.ppo_kl)], kl: None }))
+    }
+}
+
+tril_core::register!(algorithm,
+    id: "reinforce_pp",
+    doc: "REINFORCE++: per-token KL reward, discounted returns, global batch-whitened advantages, token-level clipped ratio (OpenRLHF's REINFORCE++ / REINFORCE++-baseline).",
+    config: ReinforcePpArgs,
+    build: crate::group::group_run::build::<ReinforcePpArgs>);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -379,6 +502,79 @@ mod tests {
         assert!(reinforce_pp_loss(t2(&[0.0; 6], 2), t2(&[0.0; 6], 2), t2(&[0.0; 4], 2), t2(&[0.0; 6], 2), &d).is_err());
     }
 
+    const OLD: [f64; 12] = [-1.0, -0.5, -2.0, -0.3, -1.1, -0.7, -0.2, -0.9, -1.4, -2.2, -0.6, -0.1];
+    const REF: [f64; 12] = [-1.2, -0.4, -2.5, -0.3, -1.0, -0.9, -0.6, -0.9, -1.0, -2.0, -0.8, -0.3];
+    const MASK: [f64; 12] = [1.0, 1.0, 0.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0];
+    const REWARDS: [f64; 4] = [1.0, 0.25, -0.5, 2.0];
+
+    fn batch(old: Option<&[f64]>, reference: Option<&[f64]>, group_size: usize) -> RolloutBatch<Cpu> {
+        RolloutBatch {
+            rewards: t1(&REWARDS),
+            old_logprobs: old.map(|x| t2(x, 4)),
+            ref_logprobs: reference.map(|x| t2(x, 4)),
+            mask: t2(&MASK, 4),
+            group_size,
+        }
+    }
+
+    /// The loop's advantages (the [`GroupObjective`] hook) equal the pure pipeline on a
+    /// hand batch for both estimators: token-level `[N, T]`, whitened over every valid token
+    /// of the whole batch (masked mean 0, masked variance 1).
+    #[test]
+    fn loop_advantages_equal_the_pure_functions() {
+        let baseline = ReinforcePpArgs {
+            advantage_estimator: AdvantageEstimator::ReinforceBaseline,
+            num_generations: 2,
+            kl_coef: 0.1,
+            ..Default::default()
+        };
+        let plain = ReinforcePpArgs { kl_coef: 0.1, gamma: 0.9, ..Default::default() };
+        for (args, g) in [(plain, 1), (baseline, 2)] {
+            let got = args.advantages(batch(Some(&OLD), Some(&REF), g)).unwrap();
+            assert_eq!(got.advantages.dims(), [4, 3]);
+            let kl = approx_kl(t2(&OLD, 4), t2(&REF, 4), args.kl_estimator).unwrap();
+            let mut rewards = REWARDS.to_vec();
+            if g == 2 {
+                for pair in rewards.chunks_mut(2) {
+                    let m = (pair[0] + pair[1]) / 2.0;
+                    pair.iter_mut().for_each(|r| *r -= m);
+                }
+            }
+            let per_token = token_rewards(t1(&rewards), kl, t2(&MASK, 4), 0.1).unwrap();
+            let gamma = if g == 2 { 1.0 } else { 0.9 };
+            let returns = cumulative_returns(per_token, t2(&MASK, 4), gamma).unwrap();
+            let want = v(whiten_advantages(returns, t2(&MASK, 4), true).unwrap());
+            let got_v = v(got.advantages);
+            assert!(got_v.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-5), "{got_v:?} vs {want:?}");
+            let valid: Vec<f64> = got_v.iter().zip(MASK).filter(|(_, m)| *m > 0.0).map(|(a, _)| *a).collect();
+            let mean = valid.iter().sum::<f64>() / valid.len() as f64;
+            let var = valid.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / valid.len() as f64;
+            assert!(mean.abs() < 1e-5 && (var - 1.0).abs() < 1e-4, "{mean} {var}");
+            // Masked mean of the k1 log-ratio over the 9 valid tokens: 0.8 / 9.
+            let (name, kl) = got.stats[0];
+            assert!(name == "kl" && (kl - 0.8 / 9.0).abs() < 1e-6, "{:?}", got.stats);
+        }
+        // kl_coef 0: neither generation-time nor reference log-probs are needed.
+        let args = ReinforcePpArgs { kl_coef: 0.0, ..Default::default() };
+        assert!(!args.settings().generation_logprobs && !args.settings().needs_reference());
+        let got = args.advantages(batch(None, None, 1)).unwrap();
+        let want = reinforce_pp_advantages(t1(&REWARDS), t2(&[0.0; 12], 4), None, t2(&MASK, 4), &args).unwrap();
+        assert_eq!(v(got.advantages), v(want));
+        assert!(got.stats.is_empty());
+    }
+
+    #[test]
+    fn loop_errors_instead_of_panicking() {
+        let err = ReinforcePpArgs::default().advantages(batch(None, Some(&REF), 1)).unwrap_err().to_string();
+        assert!(err.contains("generation-time log-probs"), "{err}");
+        // Sequence-level advantages are not REINFORCE++'s.
+        let d = ReinforcePpArgs::default();
+        assert!(d.loss(t2(&OLD, 4), t2(&OLD, 4), None, t2(&REWARDS, 4), t2(&MASK, 4), None).is_err());
+        let (_, stats) = d.loss(t2(&OLD, 4), t2(&OLD, 4), None, t2(&OLD, 4), t2(&MASK, 4), None).unwrap();
+        let names: Vec<_> = stats.values.iter().map(|(k, _)| *k).collect();
+        assert_eq!(names, ["clip_ratio", "ppo_kl"]);
+    }
+
     #[test]
     fn args_defaults_and_checks() {
         let node = tril_core::config::parse_yaml("kl_estimator: k3\n", std::path::Path::new("alg/r.yaml")).unwrap();
@@ -391,5 +587,11 @@ mod tests {
         .unwrap();
         let err = ReinforcePpArgs::extract(&Section::new("alg.args", &node)).unwrap_err().to_string();
         assert!(err.contains("alg.args.gamma"), "{err}");
+        let node = tril_core::config::parse_yaml("grad_accumulation: 0\n", std::path::Path::new("alg/r.yaml")).unwrap();
+        let err = ReinforcePpArgs::extract(&Section::new("alg.args", &node)).unwrap_err().to_string();
+        assert!(err.contains("alg.args.grad_accumulation"), "{err}");
+        // G = 1 is REINFORCE++'s default.
+        let node = tril_core::config::parse_yaml("num_generations: 1\n", std::path::Path::new("alg/r.yaml")).unwrap();
+        assert_eq!(ReinforcePpArgs::extract(&Section::new("alg.args", &node)).unwrap().num_generations, 1);
     }
 }
