@@ -27,8 +27,8 @@
 //!   ([`onpolicy::rollin`], [`onpolicy::ppo_pp`], [`onpolicy::aggrevated`],
 //!   [`onpolicy::lols`], [`onpolicy::d2lols`]), [`onpolicy::gail`], the policies
 //!   ([`onpolicy::policies`]) and the KL controllers ([`onpolicy::kl_controller`]).
-//! - [`group`]: GRPO ([`group::grpo`]) and GSPO ([`group::gspo`]) on one group loop
-//!   ([`group::group_run`]).
+//! - [`group`]: GRPO ([`group::grpo`]), GSPO ([`group::gspo`]), RLOO ([`group::rloo`]) and
+//!   REINFORCE++ ([`group::reinforce_pp`]) on one group loop ([`group::group_run`]).
 //! - [`offline`]: the offline loop and its algorithms: DPO ([`offline::dpo`],
 //!   [`offline::dpo_run`]), KTO ([`offline::kto`], [`offline::kto_run`]), reward models
 //!   ([`offline::reward_model`]), behaviour cloning ([`offline::bc`]), offline IPS

@@ -58,6 +58,7 @@ use crate::group::{
 use crate::guard::{At, Guard, Verdict};
 use crate::onpolicy::policies::ActorCriticArgs;
 use crate::onpolicy::{build_models, generate_for, generation_config, run_tokenizers, OnPolicyState, PromptSampler};
+use crate::over_optimization::EvalScoring;
 use crate::settings::{check_splits, loop_settings};
 use crate::trainer::{run_on_target, section, Optim, Run};
 use crate::AlgorithmError;
@@ -98,6 +99,8 @@ pub struct GroupAlgorithm<O: GroupObjective> {
     generation: GenerationConfig,
     task: Box<dyn Task>,
     reward: Box<dyn RewardFn>,
+    /// The root `gold_reward_fn`: scored on the eval generations only.
+    gold: Option<Box<dyn RewardFn>>,
     metrics: Vec<Box<dyn Metric>>,
     schedule: Box<dyn LrSchedule>,
     optimizer: OptimizerSpec,
@@ -165,6 +168,7 @@ pub fn build<O: GroupObjective>(args: &Section<'_>, ctx: &BuildCtx<'_>) -> Resul
         generation,
         task: registry::build_task(&section(config, "task")?, config)?,
         reward: registry::build_reward_fn(&reward_section, config)?,
+        gold: crate::over_optimization::gold_reward_fn(config)?,
         metrics,
         schedule,
         optimizer: *registry::build_optimizer(&section(config, "alg.optimizer")?, config)?,
@@ -352,6 +356,7 @@ impl<B: AutodiffBackend, O: GroupObjective> Loop<'_, B, O> {
         let rows = repeat_groups(&prompts, g);
         let (mut ids_parts, mut mask_parts, mut gen_mask_parts) = (Vec::new(), Vec::new(), Vec::new());
         let (mut old_parts, mut ref_parts, mut scores) = (Vec::new(), Vec::new(), Vec::new());
+        let mut diagnostics: BTreeMap<String, (f64, f64)> = BTreeMap::new();
         for chunk in rows.chunks(self.alg.sampling.batch_size_per_process.max(1)) {
             let samples: Vec<&Sample> = chunk.iter().map(|&i| &self.train[i]).collect();
             let gen =
@@ -363,6 +368,11 @@ impl<B: AutodiffBackend, O: GroupObjective> Loop<'_, B, O> {
             if let Some(i) = chunk_scores.iter().position(|r| !r.is_finite()) {
                 self.guard.reward(iteration, &samples[i].id, &gen.texts[i], chunk_scores[i])?;
                 return Ok(None);
+            }
+            // The reward's own statistics (an ensemble's members), weighted by chunk size.
+            for (name, value) in self.alg.reward.diagnostics() {
+                let entry = diagnostics.entry(name).or_insert((0.0, 0.0));
+                *entry = (entry.0 + value * chunk_scores.len() as f64, entry.1 + chunk_scores.len() as f64);
             }
             scores.extend(chunk_scores);
             // 3. old and reference log-probs
@@ -398,6 +408,9 @@ impl<B: AutodiffBackend, O: GroupObjective> Loop<'_, B, O> {
         let zero_std = scores.chunks(g).filter(|grp| grp.iter().all(|&r| r == grp[0])).count();
         let (reward_mean, reward_std) = mean_std(&scores);
         let mut stats = Stats::new();
+        for (name, (sum, count)) in diagnostics {
+            stats.insert(format!("rollout/{name}"), sum / count.max(1.0));
+        }
         stats.insert("rollout/reward_mean".into(), reward_mean);
         stats.insert("rollout/reward_std".into(), reward_std);
         stats.insert("rollout/completion_length".into(), mean_std(&lengths).0);
@@ -528,12 +541,21 @@ impl<B: AutodiffBackend, O: GroupObjective> Loop<'_, B, O> {
             seed: t.seed,
             device: &self.device,
         }
-        .run(iteration, &mut self.tracker)?;
+        .run_scored(
+            iteration,
+            &mut self.tracker,
+            EvalScoring {
+                proxy: Some(self.alg.reward.as_mut()),
+                gold: self.alg.gold.as_mut().map(|g| g.as_mut() as &mut dyn RewardFn),
+                reference: self.reference.as_ref(),
+            },
+        )?;
         // Keys a run does not log (no KL term, or a KL in the reward) are not plotted.
         let mut plotted = vec!["rollout/reward_mean".to_string(), format!("{}/kl", O::ID), "rollout/kl".to_string()];
         plotted.extend(headline);
         let keys: Vec<&str> = plotted.iter().map(String::as_str).collect();
-        Ok(self.tracker.plot(&keys)?)
+        self.tracker.plot(&keys)?;
+        crate::over_optimization::plot_run(&self.tracker, &t.eval_splits)
     }
 
     /// Writes `checkpoints/iter_<n>/` atomically: the HF `policy/`, the exact `trainer/`
