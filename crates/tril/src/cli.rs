@@ -21,6 +21,7 @@ Examples:
   tril logp --data d.parquet --model gpt2       reference log-probs for alg=offline_ips
   tril gold-eval RUN_DIR --reward increasing_numbers   gold-score a finished run's eval generations
   tril best-of-n task=imdb alg=ppo --n 16       best-of-n curves: proxy reward_fn and gold_reward_fn
+  tril sweep task=synthetic_preference alg=dpo,kto alg.optimizer.args.lr=1e-5,1e-6 --plan   a 2x2 grid (docs/sweeps.md)
   tril bench --size small --threads 2           tril vs PyTorch, side by side (needs python3 with torch)
 
 Overrides:
@@ -131,4 +132,8 @@ pub enum Command {
     /// training) beside the proxy reward and KL the run recorded; writes gold_eval.jsonl and
     /// plots/gold_eval_<split>.png (`docs/ensembles.md`).
     GoldEval(crate::gold_eval::GoldEvalArgs),
+    /// Run a grid of sub-experiments, one `tril run` each: `key=a,b,c` overrides and a
+    /// `--sweep-file` of `key: [a, b]` are axes (cartesian product); `--plan` prints and
+    /// checks the grid; a sweep root that holds the same sweep continues it (`docs/sweeps.md`).
+    Sweep(crate::sweep::SweepArgs),
 }

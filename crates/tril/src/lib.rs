@@ -23,6 +23,7 @@ pub mod logp;
 pub mod memory;
 pub mod merge_lora;
 pub mod store;
+pub mod sweep;
 
 pub use tril_core;
 
@@ -55,6 +56,7 @@ pub fn main() -> ExitCode {
         cli::Command::Memory(args) => memory::run(args).map_err(commands::Failure::Config),
         cli::Command::MergeLora(args) => merge_lora::run(args),
         cli::Command::GoldEval(args) => gold_eval::run(args),
+        cli::Command::Sweep(args) => sweep::run(args, cli.quiet),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
