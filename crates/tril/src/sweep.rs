@@ -402,7 +402,7 @@ mod tests {
         assert_eq!(sanitize("builtin:tiny-gpt2"), "builtin-tiny-gpt2");
         assert_eq!(sanitize("models/a b//c"), "models-a-b-c");
         assert_eq!(base_name(&[("alg.args.eval_splits".into(), "[val, test]".into())]), "eval_splits=val-test");
-        // Two keys ending in `lr`, values equal after sanitizing: the names get hashes.
+        // Values equal after sanitizing (case aside): the names get hashes.
         let grid = Grid {
             plain: vec![],
             axes: vec![Axis { key: "alg.args.model_name".into(), values: strings(&["a/b", "a:b", "A/B"]) }],

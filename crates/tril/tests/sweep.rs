@@ -167,3 +167,43 @@ fn sweep_plan_prints_and_checks_the_grid_and_writes_nothing() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("alg.args.beta") && stderr.contains("grid.yaml"), "{stderr}");
 }
+
+/// A sweep interrupted mid-way leaves sub-experiments `running`: the next run of the sweep
+/// resumes one whose directory holds its config and a checkpoint (`tril run --resume`, the
+/// directory kept) and starts one without a checkpoint afresh (its partial directory removed).
+#[test]
+fn sweep_resumes_interrupted_runs_or_restarts_partial_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("grid");
+    let root_arg = root.to_str().unwrap();
+    let sweep_args = args(&["alg.args.beta=0.1,0.2", "--root", root_arg]);
+    let (code, stdout, stderr) = sweep(tmp.path(), &sweep_args);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    // As if the sweep had been killed while both ran: #1 before its first checkpoint.
+    let mut json = index(&root);
+    for run in json["runs"].as_array_mut().unwrap() {
+        run["status"] = "running".into();
+        run["exit_code"] = serde_json::Value::Null;
+    }
+    std::fs::write(root.join("sweep.json"), serde_json::to_vec_pretty(&json).unwrap()).unwrap();
+    let partial = root.join("beta=0.2");
+    std::fs::remove_dir_all(partial.join("checkpoints")).unwrap();
+    std::fs::write(partial.join("stale.txt"), "left by the killed run").unwrap();
+    let mtime = |p: &Path| std::fs::metadata(p).unwrap().modified().unwrap();
+    let kept = mtime(&root.join("beta=0.1/config.resolved.yaml"));
+
+    let (code, stdout, stderr) = sweep(tmp.path(), &sweep_args);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let after = index(&root);
+    for run in after["runs"].as_array().unwrap() {
+        assert_eq!((run["status"].as_str(), run["attempts"].as_u64()), (Some("done"), Some(2)), "{run}");
+    }
+    let resumed = std::fs::read_to_string(root.join("beta=0.1.log")).unwrap();
+    let attempt2 = resumed.split("=== attempt 2").nth(1).unwrap();
+    assert!(attempt2.contains("run --resume") && attempt2.contains("beta=0.1"), "{resumed}");
+    assert_eq!(mtime(&root.join("beta=0.1/config.resolved.yaml")), kept, "the resumed run was restarted");
+    let restarted = std::fs::read_to_string(root.join("beta=0.2.log")).unwrap();
+    assert!(!restarted.contains("--resume"), "{restarted}");
+    assert!(!partial.join("stale.txt").exists(), "the partial directory was not removed");
+    assert!(partial.join("checkpoints").is_dir() && partial.join("config.resolved.yaml").is_file());
+}

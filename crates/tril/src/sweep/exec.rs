@@ -404,8 +404,7 @@ fn spawn(state: &State, entry: &Entry, exe: &Path, argv: &[String], resume: bool
 
 /// The table at the end: index, status, exit code, seconds, name.
 fn print_summary(index: &SweepIndex) {
-    let width = index.runs.iter().map(|e| e.name.len()).max().unwrap_or(4).max(4);
-    println!("{:>4}  {:7}  {:>4}  {:>8}  {:width$}", "#", "status", "exit", "seconds", "name");
+    println!("{:>4}  {:7}  {:>4}  {:>8}  name", "#", "status", "exit", "seconds");
     for e in &index.runs {
         let status = match e.status {
             Status::Pending => "pending",
