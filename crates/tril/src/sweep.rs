@@ -132,11 +132,9 @@ pub fn parse_sweep_file(text: &str, path: &Path) -> anyhow::Result<Vec<Axis>> {
     let map = match &root.value {
         Value::Map(map) => map,
         Value::Null => bail!("{}: the sweep file is empty; expected `key: [alternative, ...]` entries", path.display()),
-        other => bail!(
-            "{}: expected a map of `key: [alternative, ...]`, found a {}",
-            path.display(),
-            other.type_name()
-        ),
+        other => {
+            bail!("{}: expected a map of `key: [alternative, ...]`, found a {}", path.display(), other.type_name())
+        }
     };
     let mut axes = Vec::new();
     for (key, node) in map {
@@ -408,12 +406,16 @@ mod tests {
             axes: vec![Axis { key: "alg.args.model_name".into(), values: strings(&["a/b", "a:b", "A/B"]) }],
         };
         let names: Vec<String> = expand(&grid).into_iter().map(|s| s.name).collect();
-        assert!(names.iter().all(|n| n.starts_with("model_name=a-b-") || n.starts_with("model_name=A-B-")), "{names:?}");
+        assert!(
+            names.iter().all(|n| n.starts_with("model_name=a-b-") || n.starts_with("model_name=A-B-")),
+            "{names:?}"
+        );
         for (i, n) in names.iter().enumerate() {
             assert!(!names[..i].iter().any(|m| m.eq_ignore_ascii_case(n)), "{names:?}");
             assert!(n.chars().all(|c| c.is_ascii_alphanumeric() || "._=-".contains(c)), "{n}");
         }
-        let long = Grid { plain: vec![], axes: vec![Axis { key: "k".into(), values: vec!["x".repeat(200), "y".into()] }] };
+        let long =
+            Grid { plain: vec![], axes: vec![Axis { key: "k".into(), values: vec!["x".repeat(200), "y".into()] }] };
         let names: Vec<String> = expand(&long).into_iter().map(|s| s.name).collect();
         assert_eq!(names[0].len(), MAX_NAME);
         assert_eq!(names[1], "k=y");

@@ -110,7 +110,8 @@ fn sweep_records_a_failure_finishes_the_rest_and_retries_only_it() {
     assert_eq!(code, 1, "{stdout}\n{stderr}");
     assert!(stdout.contains("1 to run, 2 done already skipped"), "{stdout}");
     let second = index(&root);
-    let attempts: Vec<u64> = second["runs"].as_array().unwrap().iter().map(|r| r["attempts"].as_u64().unwrap()).collect();
+    let attempts: Vec<u64> =
+        second["runs"].as_array().unwrap().iter().map(|r| r["attempts"].as_u64().unwrap()).collect();
     assert_eq!(attempts, [1, 2, 1]);
     assert_eq!(second["runs"][0]["started"], first["runs"][0]["started"]);
     let after = (mtime(&done_config), mtime(&root.join("loss_type=ipo/training_info.jsonl")));

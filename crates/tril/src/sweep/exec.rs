@@ -193,7 +193,8 @@ fn open_index(root: &Path, subs: &[SubExperiment], args: &SweepArgs) -> Result<S
         }
         return Ok(fresh());
     }
-    let text = std::fs::read_to_string(&file).map_err(|e| Failure::Runtime(anyhow!("reading {}: {e}", file.display())))?;
+    let text =
+        std::fs::read_to_string(&file).map_err(|e| Failure::Runtime(anyhow!("reading {}: {e}", file.display())))?;
     let old: SweepIndex = serde_json::from_str(&text)
         .map_err(|e| Failure::Config(anyhow!("{}: not a tril sweep index: {e}", file.display())))?;
     let same = old.runs.len() == subs.len()
