@@ -211,6 +211,12 @@ fn plain_key(arg: &str) -> Option<&str> {
 /// default `task=synthetic alg=ppo` when neither group is chosen (as `tril run` does).
 pub fn build_grid(mut grid: Grid, file_axes: Vec<Axis>) -> anyhow::Result<Grid> {
     grid.axes.extend(file_axes);
+    let keys = grid.plain.iter().filter_map(|p| plain_key(p)).chain(grid.axes.iter().map(|a| bare_key(&a.key)));
+    for key in keys {
+        if key == "run_dir" || key == "hydra.run.dir" {
+            bail!("{key}: the sweep sets each sub-run's directory (<root>/<name>); choose the root with --root");
+        }
+    }
     for (i, axis) in grid.axes.iter().enumerate() {
         let key = bare_key(&axis.key);
         if grid.axes[..i].iter().any(|a| bare_key(&a.key) == key) {
@@ -466,6 +472,8 @@ mod tests {
         assert!(build_grid(both, vec![]).unwrap_err().to_string().contains("plain override"));
         let repeated = parse_overrides(&strings(&["alg.args.beta=0.1,0.1"])).unwrap();
         assert!(build_grid(repeated, vec![]).unwrap_err().to_string().contains("appears twice"));
+        let run_dir = parse_overrides(&strings(&["run_dir=/tmp/x"])).unwrap();
+        assert!(build_grid(run_dir, vec![]).unwrap_err().to_string().contains("--root"));
         let grid = build_grid(cli, vec![]).unwrap();
         assert_eq!(grid.plain, ["task=synthetic", "alg=ppo"]);
         let chosen = build_grid(parse_overrides(&strings(&["alg=dpo,kto"])).unwrap(), vec![]).unwrap();

@@ -81,6 +81,9 @@ fn sweep_runs_a_two_by_two_grid_two_at_a_time() {
         assert!(root.join(format!("{}.log", run["name"].as_str().unwrap())).is_file());
     }
     assert_eq!(runs[0]["name"], "lr=1e-3_beta=0.1");
+    // Two at a time: the second started before the first ended (RFC 3339 with ms, one zone).
+    let time = |i: usize, key: &str| runs[i][key].as_str().unwrap().to_string();
+    assert!(time(1, "started") < time(0, "ended"), "{runs:?}");
     // Nothing was written outside the root.
     let entries: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().flatten().map(|e| e.file_name()).collect();
     assert_eq!(entries, ["grid"]);

@@ -52,7 +52,7 @@ pub struct Entry {
     pub error: Option<String>,
     /// How many times it was started.
     pub attempts: u32,
-    /// Start of the last attempt (local time, RFC 3339).
+    /// Start of the last attempt (local time, RFC 3339 with milliseconds).
     pub started: Option<String>,
     /// End of the last attempt.
     pub ended: Option<String>,
@@ -74,6 +74,15 @@ pub struct SweepIndex {
 
 type CmdResult = Result<(), Failure>;
 
+/// `println!` that does not panic when stdout is gone (`tril sweep --plan | head`): the
+/// plan and the summary are for reading, `sweep.json` is the record.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 fn config_error(e: anyhow::Error) -> Failure {
     Failure::Config(e)
 }
@@ -85,7 +94,7 @@ fn message(f: Failure) -> anyhow::Error {
 }
 
 fn now() -> String {
-    chrono::Local::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
+    chrono::Local::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, false)
 }
 
 /// `tril sweep`.
@@ -125,7 +134,7 @@ fn plan(subs: &[SubExperiment], args: &SweepArgs) -> CmdResult {
     let width = subs.iter().map(|s| s.name.len()).max().unwrap_or(0);
     let mut invalid = Vec::new();
     for sub in subs {
-        println!("{:>4}  {:width$}  {}", sub.index, sub.name, varying_text(sub));
+        out!("{:>4}  {:width$}  {}", sub.index, sub.name, varying_text(sub));
         if let Err(f) = check_one(args, sub) {
             eprintln!("error: sub-experiment {} ({}): {:#}", sub.index, sub.name, message(f));
             invalid.push(sub.index.to_string());
@@ -133,7 +142,7 @@ fn plan(subs: &[SubExperiment], args: &SweepArgs) -> CmdResult {
     }
     let keys: Vec<&str> = subs.first().map(|s| s.varying.iter().map(|(k, _)| k.as_str()).collect()).unwrap_or_default();
     let varying = if keys.is_empty() { "nothing".to_string() } else { keys.join(", ") };
-    println!("{} sub-experiments (varying: {varying})", subs.len());
+    out!("{} sub-experiments (varying: {varying})", subs.len());
     if invalid.is_empty() {
         return Ok(());
     }
@@ -273,7 +282,7 @@ fn execute(subs: &[SubExperiment], args: &SweepArgs, quiet: bool) -> CmdResult {
     let _lock = dir.lock().map_err(|e| Failure::Runtime(anyhow!(e)))?;
     let queue: Vec<usize> = index.runs.iter().filter(|e| e.status != Status::Done).map(|e| e.index).collect();
     let skipped = index.runs.len() - queue.len();
-    println!(
+    out!(
         "sweep: {} sub-experiments into {} ({} to run, {skipped} done already skipped, {} at once)",
         index.runs.len(),
         root.display(),
@@ -405,7 +414,7 @@ fn spawn(state: &State, entry: &Entry, exe: &Path, argv: &[String], resume: bool
 
 /// The table at the end: index, status, exit code, seconds, name.
 fn print_summary(index: &SweepIndex) {
-    println!("{:>4}  {:7}  {:>4}  {:>8}  name", "#", "status", "exit", "seconds");
+    out!("{:>4}  {:7}  {:>4}  {:>8}  name", "#", "status", "exit", "seconds");
     for e in &index.runs {
         let status = match e.status {
             Status::Pending => "pending",
@@ -415,8 +424,8 @@ fn print_summary(index: &SweepIndex) {
         };
         let code = e.exit_code.map_or("-".to_string(), |c| c.to_string());
         let seconds = e.seconds.map_or("-".to_string(), |s| format!("{s:.1}"));
-        println!("{:>4}  {status:7}  {code:>4}  {seconds:>8}  {}", e.index, e.name);
+        out!("{:>4}  {status:7}  {code:>4}  {seconds:>8}  {}", e.index, e.name);
     }
     let done = index.runs.iter().filter(|e| e.status == Status::Done).count();
-    println!("{done} of {} done", index.runs.len());
+    out!("{done} of {} done", index.runs.len());
 }
