@@ -10,7 +10,7 @@ mod exec;
 
 use anyhow::{anyhow, bail, Context};
 use std::path::{Path, PathBuf};
-use tril_core::config::{format_float, parse_yaml, plain_scalar, Node, Value};
+use tril_core::config::{format_float, parse_yaml, plain_scalar, quote_yaml, Node, Value};
 
 pub use exec::run;
 
@@ -179,19 +179,7 @@ fn flow_str(s: &str) -> String {
     if plain_chars && starts_ok && plain_scalar(s) == Value::Str(s.to_string()) && !s.ends_with(':') {
         return s.to_string();
     }
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            '\r' => out.push_str("\\r"),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+    quote_yaml(s)
 }
 
 /// The key an override addresses, without a leading `+`.

@@ -4,20 +4,12 @@
 
 mod common;
 use common::lines;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 /// `tril --quiet best-of-n --config-dir <repo cfgs> ARGS...`: exit code, stdout, stderr.
 fn best_of_n(args: &[&str]) -> (i32, String, String) {
-    let cfgs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../cfgs");
-    let out = Command::new(env!("CARGO_BIN_EXE_tril"))
-        .args(["--quiet", "best-of-n", "--config-dir", cfgs.to_str().unwrap()])
-        .args(args)
-        .env_remove("TRIL_LOG")
-        .output()
-        .expect("run tril");
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
+    common::tril_command("best-of-n", true, None, args)
 }
 
 /// The gold differs from the proxy: the same reward with a larger length floor.

@@ -6,17 +6,11 @@
 mod common;
 use common::*;
 use std::path::Path;
-use std::process::Command;
 
 /// `tril --quiet gold-eval ARGS...`: the exit code and stderr.
 fn gold_eval(args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_tril"))
-        .args(["--quiet", "gold-eval"])
-        .args(args)
-        .env_remove("TRIL_LOG")
-        .output()
-        .expect("run tril");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+    let (code, _, stderr) = tril_command("gold-eval", false, None, args);
+    (code, stderr)
 }
 
 fn png(path: &Path) {

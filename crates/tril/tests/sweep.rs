@@ -2,22 +2,13 @@
 //! failing sub-experiment recorded while the others finish, a re-run that skips the done
 //! ones and retries the failed one, a root holding another sweep refused, and `--plan`.
 
+mod common;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use tril_core::config::{parse_yaml, Value};
 
 /// `tril --quiet sweep --config-dir <repo cfgs> ARGS...` in `cwd`: exit code, stdout, stderr.
 fn sweep(cwd: &Path, args: &[&str]) -> (i32, String, String) {
-    let cfgs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../cfgs");
-    let out = Command::new(env!("CARGO_BIN_EXE_tril"))
-        .current_dir(cwd)
-        .args(["--quiet", "sweep", "--config-dir", cfgs.to_str().unwrap()])
-        .args(args)
-        .env_remove("TRIL_LOG")
-        .output()
-        .expect("run tril");
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
+    common::tril_command("sweep", true, Some(cwd), args)
 }
 
 /// A DPO run of a few seconds: 32 pairs, one epoch of 4 steps, no evaluation.

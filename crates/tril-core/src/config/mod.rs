@@ -25,4 +25,4 @@ pub use node::{format_float, join_path, split_path, Node, Origin, Value};
 pub use ranges::{ensure, invalid, non_finite, Checker, Ranges};
 pub use store::{ConfigStore, DirStore};
 pub use typed::{Config, Section};
-pub use yaml::{parse_yaml, plain_scalar, to_yaml};
+pub use yaml::{parse_yaml, plain_scalar, quote as quote_yaml, to_yaml};

@@ -298,7 +298,8 @@ fn is_plain_safe(s: &str) -> bool {
         && !s.ends_with(':')
 }
 
-fn quote(s: &str) -> String {
+/// `s` as a double-quoted YAML string (quotes, backslashes and control characters escaped).
+pub fn quote(s: &str) -> String {
     let mut out = String::from("\"");
     for c in s.chars() {
         match c {

@@ -16,6 +16,23 @@ pub fn tril(args: &[&str]) -> (i32, String) {
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
+/// `tril --quiet SUBCOMMAND [--config-dir <repo cfgs>] ARGS...` in `cwd` (the test's own
+/// when `None`): exit code, stdout, stderr.
+pub fn tril_command(subcommand: &str, config_dir: bool, cwd: Option<&Path>, args: &[&str]) -> (i32, String, String) {
+    let cfgs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../cfgs");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tril"));
+    command.args(["--quiet", subcommand]);
+    if config_dir {
+        command.args(["--config-dir", cfgs.to_str().unwrap()]);
+    }
+    if let Some(dir) = cwd {
+        command.current_dir(dir);
+    }
+    let out = command.args(args).env_remove("TRIL_LOG").output().expect("run tril");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
+}
+
 /// A run directory under `tmp` and the `run_dir=...` override naming it.
 pub fn run_dir(tmp: &tempfile::TempDir, name: &str) -> (PathBuf, String) {
     let dir = tmp.path().join(name);
