@@ -7,6 +7,7 @@
 //! names. Running the grid into a sweep root is [`exec`].
 
 mod exec;
+pub mod slurm;
 
 use anyhow::{anyhow, bail, Context};
 use std::path::{Path, PathBuf};
@@ -37,6 +38,38 @@ pub struct SweepArgs {
     /// Config directory (default: TRIL_CONFIG_DIR, else ./cfgs, else the embedded cfgs/).
     #[arg(long, value_name = "DIR")]
     pub config_dir: Option<PathBuf>,
+    /// Where the sub-experiments run: `local` (child processes here) or `slurm` (one sbatch
+    /// job each; `launcher.KEY=VALUE` overrides the launcher file).
+    #[arg(long, value_enum, default_value_t = Launcher::Local)]
+    pub launcher: Launcher,
+    /// The Slurm launcher config (default: launcher/slurm.yaml in the config directory).
+    #[arg(long, value_name = "FILE")]
+    pub launcher_file: Option<PathBuf>,
+    /// With `--launcher slurm`: write the scripts and sweep.json, print the sbatch commands,
+    /// submit nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// Where `tril sweep` runs its sub-experiments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Launcher {
+    /// Child processes on this machine.
+    Local,
+    /// One Slurm job per sub-experiment (`docs/sweeps.md`, "SLURM").
+    Slurm,
+}
+
+/// The Slurm launcher config: `--launcher-file`, else `launcher/slurm.yaml` of the config
+/// directory (none: all defaults), then the `launcher.KEY=VALUE` overrides.
+fn slurm_config(args: &SweepArgs, overrides: &[(String, String)]) -> anyhow::Result<slurm::SlurmConfig> {
+    if let Some(file) = &args.launcher_file {
+        let text = std::fs::read_to_string(file).with_context(|| format!("reading --launcher-file {}", file.display()))?;
+        return slurm::load_config(Some(&text), file, overrides);
+    }
+    let store = crate::store::select(args.config_dir.as_deref());
+    let text = store.read(slurm::LAUNCHER_FILE).map_err(|e| anyhow!(e))?;
+    slurm::load_config(text.as_deref(), &store.display(slurm::LAUNCHER_FILE), overrides)
 }
 
 /// One sweep axis: an override key (`alg`, `alg.args.beta`, `+alg.args.new`) and its

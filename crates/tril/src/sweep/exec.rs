@@ -28,6 +28,8 @@ pub enum Status {
     Done,
     /// Exited otherwise (or could not start).
     Failed,
+    /// Submitted to Slurm (`--launcher slurm`); the job writes its own state.
+    Submitted,
 }
 
 /// One sub-experiment in `sweep.json`.
@@ -58,6 +60,12 @@ pub struct Entry {
     pub ended: Option<String>,
     /// Wall-clock seconds of the last attempt.
     pub seconds: Option<f64>,
+    /// The Slurm job id of its training job (`--launcher slurm`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slurm_job_id: Option<String>,
+    /// The Slurm job id of its evaluation job (`launcher.eval`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slurm_eval_job_id: Option<String>,
 }
 
 /// `sweep.json`.
@@ -99,7 +107,20 @@ fn now() -> String {
 
 /// `tril sweep`.
 pub fn run(args: &SweepArgs, quiet: bool) -> CmdResult {
-    let cli = parse_overrides(&args.overrides).map_err(config_error)?;
+    let (overrides, launcher) = super::slurm::split_launcher_overrides(&args.overrides);
+    let slurm = match args.launcher {
+        super::Launcher::Slurm => Some(super::slurm_config(args, &launcher).map_err(config_error)?),
+        super::Launcher::Local => {
+            if let Some((key, _)) = launcher.first() {
+                return Err(config_error(anyhow!("launcher.{key}: launcher overrides need --launcher slurm")));
+            }
+            if args.dry_run {
+                return Err(config_error(anyhow!("--dry-run needs --launcher slurm (use --plan)")));
+            }
+            None
+        }
+    };
+    let cli = parse_overrides(&overrides).map_err(config_error)?;
     let file_axes = match &args.sweep_file {
         Some(path) => read_sweep_file(path).map_err(config_error)?,
         None => Vec::new(),
@@ -107,6 +128,9 @@ pub fn run(args: &SweepArgs, quiet: bool) -> CmdResult {
     let subs = expand(&build_grid(cli, file_axes).map_err(config_error)?);
     if args.plan {
         return plan(&subs, args);
+    }
+    if let Some(config) = slurm {
+        return execute_slurm(&subs, args, &config);
     }
     execute(&subs, args, quiet)
 }
@@ -169,7 +193,7 @@ fn default_root(subs: &[SubExperiment], args: &SweepArgs) -> PathBuf {
 }
 
 /// The index a root holds (refused if it is another sweep's), or a fresh one.
-fn open_index(root: &Path, subs: &[SubExperiment], args: &SweepArgs) -> Result<SweepIndex, Failure> {
+pub(super) fn open_index(root: &Path, subs: &[SubExperiment], args: &SweepArgs) -> Result<SweepIndex, Failure> {
     let file = root.join("sweep.json");
     let fresh = || SweepIndex {
         version: 1,
@@ -189,6 +213,8 @@ fn open_index(root: &Path, subs: &[SubExperiment], args: &SweepArgs) -> Result<S
                 started: None,
                 ended: None,
                 seconds: None,
+                slurm_job_id: None,
+                slurm_eval_job_id: None,
             })
             .collect(),
     };
@@ -421,6 +447,7 @@ fn print_summary(index: &SweepIndex) {
             Status::Running => "running",
             Status::Done => "done",
             Status::Failed => "failed",
+            Status::Submitted => "submitted",
         };
         let code = e.exit_code.map_or("-".to_string(), |c| c.to_string());
         let seconds = e.seconds.map_or("-".to_string(), |s| format!("{s:.1}"));
@@ -428,4 +455,80 @@ fn print_summary(index: &SweepIndex) {
     }
     let done = index.runs.iter().filter(|e| e.status == Status::Done).count();
     out!("{done} of {} done", index.runs.len());
+}
+
+/// `--launcher slurm`: writes every not-done sub-experiment's sbatch scripts under
+/// `<root>/slurm_scripts` and submits them (`--dry-run`: prints the commands instead).
+fn execute_slurm(subs: &[SubExperiment], args: &SweepArgs, config: &super::slurm::SlurmConfig) -> CmdResult {
+    use super::slurm;
+    let runtime = |e: anyhow::Error| Failure::Runtime(e);
+    let root = args.root.clone().unwrap_or_else(|| default_root(subs, args));
+    std::fs::create_dir_all(&root).map_err(|e| Failure::Runtime(anyhow!("creating {}: {e}", root.display())))?;
+    let root = std::path::absolute(&root).map_err(|e| Failure::Runtime(anyhow!("{}: {e}", root.display())))?;
+    let config_dir = match &args.config_dir {
+        Some(dir) => Some(std::path::absolute(dir).map_err(|e| Failure::Config(anyhow!("{}: {e}", dir.display())))?),
+        None => None,
+    };
+    let mut index = open_index(&root, subs, args)?;
+    for entry in &mut index.runs {
+        entry.run_dir = root.join(&entry.name);
+        slurm::refresh(entry, &root);
+    }
+    let exe = std::env::current_exe().map_err(|e| Failure::Runtime(anyhow!("finding the tril binary: {e}")))?;
+    let pending: Vec<Entry> = index.runs.iter().filter(|e| e.status != Status::Done).cloned().collect();
+    // Every script is built (and every value checked) before anything is written.
+    let scripts = slurm::build_scripts(config, &root, &exe, config_dir.as_deref(), &pending).map_err(config_error)?;
+    let dir = RunDir::open(&root).map_err(|e| Failure::Runtime(anyhow!(e)))?;
+    let _lock = dir.lock().map_err(|e| Failure::Runtime(anyhow!(e)))?;
+    for sub in ["slurm_scripts", "slurm_logs"] {
+        std::fs::create_dir_all(root.join(sub))
+            .map_err(|e| Failure::Runtime(anyhow!("creating {}: {e}", root.join(sub).display())))?;
+    }
+    for s in &scripts {
+        slurm::write_script(&s.train.0, &s.train.1).map_err(runtime)?;
+        if let Some((path, text)) = &s.eval {
+            slurm::write_script(path, text).map_err(runtime)?;
+        }
+    }
+    out!(
+        "sweep: {} sub-experiments into {} ({} to submit to Slurm, {} done already skipped{})",
+        index.runs.len(),
+        root.display(),
+        scripts.len(),
+        index.runs.len() - scripts.len(),
+        if args.dry_run { "; dry run: nothing submitted" } else { "" }
+    );
+    let save = |index: &SweepIndex| -> CmdResult {
+        let json = serde_json::to_vec_pretty(index).map_err(|e| Failure::Runtime(anyhow!(e)))?;
+        dir.write_atomic("sweep.json", &json)
+            .map_err(|e| Failure::Runtime(anyhow!("writing {}: {e}", root.join("sweep.json").display())))
+    };
+    save(&index)?;
+    let sbatch = config.sbatch_command();
+    for s in &scripts {
+        if args.dry_run {
+            out!("{sbatch} --parsable {}", s.train.0.display());
+            if let Some((path, _)) = &s.eval {
+                out!("{sbatch} --parsable --dependency=afterok:<job id of the line above> {}", path.display());
+            }
+            continue;
+        }
+        let id = slurm::submit(config, &s.train.0, None).map_err(runtime)?;
+        let entry = &mut index.runs[s.index];
+        entry.slurm_job_id = Some(id.clone());
+        entry.slurm_eval_job_id = None;
+        entry.status = Status::Submitted;
+        entry.attempts += 1;
+        entry.started = Some(now());
+        save(&index)?;
+        let mut line = format!("submitted #{} {}: job {id}", s.index, index.runs[s.index].name);
+        if let Some((path, _)) = &s.eval {
+            let eval_id = slurm::submit(config, path, Some(&id)).map_err(runtime)?;
+            line.push_str(&format!(", eval job {eval_id} after it"));
+            index.runs[s.index].slurm_eval_job_id = Some(eval_id);
+            save(&index)?;
+        }
+        out!("{line}");
+    }
+    Ok(())
 }
