@@ -409,19 +409,19 @@ mod tests {
         load_config(Some("partition: debug\nrequeue: false\n"), Path::new("slurm.yaml"), &pairs)
     }
 
-    /// What bash makes of a single-quoted word: the text between quotes, `'\''` as `'`.
-    fn unquote_shell(word: &str) -> String {
-        word.strip_prefix('\'').unwrap().strip_suffix('\'').unwrap().replace(r"'\''", "'")
+    /// The stdout of `bash -c SCRIPT`.
+    fn bash(script: &str) -> String {
+        let out = std::process::Command::new("bash").args(["-c", script]).output().unwrap();
+        assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
     }
 
     #[test]
     fn slurm_quotes_every_hostile_value_and_refuses_line_breaks() {
         for value in HOSTILE {
             let quoted = shell_quote("k", value).unwrap();
-            assert_eq!(unquote_shell(&quoted), *value);
-            // Outside the quotes nothing but `\'` appears.
-            let outside: String = quoted.split('\'').step_by(2).collect();
-            assert!(outside.chars().all(|c| c == '\\'), "{quoted}");
+            // bash reads the quoted word back as the value, executing nothing.
+            assert_eq!(bash(&format!("printf %s {quoted}")), *value);
             let sb = sbatch_quote("k", value).unwrap();
             assert!(sb.starts_with('"') && sb.ends_with('"'), "{sb}");
         }
@@ -453,13 +453,15 @@ mod tests {
         assert!(text.contains("#SBATCH --partition=\"debug\""), "{text}");
         assert!(text.contains("module load 'cuda/12 $(id)'"), "{text}");
         assert!(text.contains("'/opt/tril bin/tril' --quiet run --resume '/sweeps/it'\\''s here/seed=0'"), "{text}");
+        assert!(text.contains("'run_dir=\"/sweeps/it'\\''s here/seed=0\"'"), "{text}");
         assert!(text.contains("'experiment_name='\\''a b; $(id)'\\'''"), "{text}");
         assert!(!text.contains("--requeue"));
-        // Every `$(` and backtick sits inside single quotes or an #SBATCH comment line.
-        for line in text.lines().filter(|l| !l.starts_with("#SBATCH") && !l.contains("date +%s.%N")) {
-            let outside: String = line.split('\'').step_by(2).collect();
-            assert!(!outside.contains("$(") && !outside.contains('`'), "{line}");
+        // The export lines, run by bash, set each variable to the literal value.
+        let exports: Vec<&str> = text.lines().filter(|l| l.starts_with("export ")).collect();
+        for (i, v) in HOSTILE.iter().enumerate() {
+            assert_eq!(bash(&format!("{}\nprintf %s \"$V{i}\"", exports.join("\n"))), *v);
         }
+        assert_eq!(bash(&format!("bash -n <<'EOF'\n{text}EOF\necho ok")), "ok\n");
 
         let err = config_with(&[("env", "{BAD: \"a\\nb\"}")]).and_then(|c| train_script(&c, &input));
         let err = err.unwrap_err().to_string();
