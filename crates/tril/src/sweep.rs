@@ -64,7 +64,8 @@ pub enum Launcher {
 /// directory (none: all defaults), then the `launcher.KEY=VALUE` overrides.
 fn slurm_config(args: &SweepArgs, overrides: &[(String, String)]) -> anyhow::Result<slurm::SlurmConfig> {
     if let Some(file) = &args.launcher_file {
-        let text = std::fs::read_to_string(file).with_context(|| format!("reading --launcher-file {}", file.display()))?;
+        let text =
+            std::fs::read_to_string(file).with_context(|| format!("reading --launcher-file {}", file.display()))?;
         return slurm::load_config(Some(&text), file, overrides);
     }
     let store = crate::store::select(args.config_dir.as_deref());

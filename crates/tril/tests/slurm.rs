@@ -36,8 +36,10 @@ fn installed(program: &str) -> bool {
 fn slurm() -> Option<&'static Path> {
     static CONF: OnceLock<Option<PathBuf>> = OnceLock::new();
     CONF.get_or_init(|| {
-        let missing: Vec<&str> =
-            ["sbatch", "squeue", "sinfo", "slurmctld", "slurmd", "munged"].into_iter().filter(|p| !installed(p)).collect();
+        let missing: Vec<&str> = ["sbatch", "squeue", "sinfo", "slurmctld", "slurmd", "munged"]
+            .into_iter()
+            .filter(|p| !installed(p))
+            .collect();
         if !missing.is_empty() {
             let why = format!("Slurm is not installed (missing: {})", missing.join(", "));
             assert!(std::env::var("REQUIRE_SLURM").as_deref() != Ok("1"), "REQUIRE_SLURM=1 but {why}");
@@ -62,7 +64,15 @@ fn start_cluster() -> PathBuf {
     let host = run_ok("hostname", &["-s"]).expect("hostname -s").trim().to_string();
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
-    let kib: u64 = meminfo.lines().find_map(|l| l.strip_prefix("MemTotal:")).unwrap().trim().trim_end_matches("kB").trim().parse().unwrap();
+    let kib: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .unwrap();
     let mib = kib / 1024 * 9 / 10;
     let d = dir.display();
     let text = format!(
@@ -78,7 +88,8 @@ fn start_cluster() -> PathBuf {
     let key = Path::new("/etc/munge/munge.key");
     if !key.is_file() {
         std::fs::create_dir_all("/etc/munge").unwrap();
-        let bytes: Vec<u8> = (0..1024).map(|_| rand_byte()).collect();
+        let mut bytes = vec![0u8; 1024];
+        std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom").unwrap(), &mut bytes).unwrap();
         std::fs::write(key, bytes).unwrap();
         assert!(run_ok("chown", &["munge:munge", "/etc/munge/munge.key"]).is_some(), "chown munge.key");
         assert!(run_ok("chmod", &["400", "/etc/munge/munge.key"]).is_some(), "chmod munge.key");
@@ -96,13 +107,6 @@ fn start_cluster() -> PathBuf {
         std::thread::sleep(Duration::from_millis(300));
     }
     conf
-}
-
-fn rand_byte() -> u8 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(Instant::now().elapsed().as_nanos());
-    h.finish() as u8
 }
 
 fn node_idle() -> bool {
@@ -217,7 +221,8 @@ fn slurm_refuses_a_newline_before_submitting() {
     // No Slurm needed: the refusal comes before any sbatch call.
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("bad");
-    let args = ["task=synthetic", "alg.args.seed=0,1", "launcher.env={BAD: \"a\\nb\"}", "--root", root.to_str().unwrap()];
+    let args =
+        ["task=synthetic", "alg.args.seed=0,1", "launcher.env={BAD: \"a\\nb\"}", "--root", root.to_str().unwrap()];
     let (code, stdout, stderr) = sweep(tmp.path(), &args);
     assert_eq!(code, 2, "{stdout}\n{stderr}");
     assert!(stderr.contains("launcher.env.BAD") && stderr.contains("newline"), "{stderr}");

@@ -153,11 +153,14 @@ pub fn sbatch_quote(key: &str, text: &str) -> anyhow::Result<String> {
 
 fn refuse_line_breaks(key: &str, text: &str) -> anyhow::Result<()> {
     if let Some(c) = text.chars().find(|c| matches!(c, '\n' | '\r' | '\0')) {
-        bail!("{key}: the value {text:?} holds a {}; refused (it would end the script line)", match c {
-            '\n' => "newline",
-            '\r' => "carriage return",
-            _ => "NUL",
-        });
+        bail!(
+            "{key}: the value {text:?} holds a {}; refused (it would end the script line)",
+            match c {
+                '\n' => "newline",
+                '\r' => "carriage return",
+                _ => "NUL",
+            }
+        );
     }
     Ok(())
 }
@@ -442,7 +445,8 @@ mod tests {
             env.push_str(&format!("V{i}: {}, ", tril_core::config::quote_yaml(v)));
         }
         env.push('}');
-        let config = config_with(&[("env", &env), ("job_name", "\"a b;`id`\""), ("modules", "[\"cuda/12 $(id)\"]")]).unwrap();
+        let config =
+            config_with(&[("env", &env), ("job_name", "\"a b;`id`\""), ("modules", "[\"cuda/12 $(id)\"]")]).unwrap();
         let input = ScriptInput { root, exe: Path::new("/opt/tril bin/tril"), config_dir: None, entry: &e };
         let text = train_script(&config, &input).unwrap();
         for (i, v) in HOSTILE.iter().enumerate() {
