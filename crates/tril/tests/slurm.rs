@@ -169,6 +169,16 @@ fn slurm_runs_a_two_by_two_grid_with_eval_jobs_after_training() {
         ids.push(run["slurm_job_id"].as_str().unwrap().to_string());
         ids.push(run["slurm_eval_job_id"].as_str().unwrap().to_string());
     }
+    // A re-run while the jobs are queued or running submits nothing (each is done or
+    // still in the queue).
+    let (code, stdout, stderr) = sweep(tmp.path(), &args);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(stdout.contains("(0 to submit to Slurm"), "{stdout}");
+    for (a, b) in runs.iter().zip(index(&root)["runs"].as_array().unwrap()) {
+        for key in ["slurm_job_id", "slurm_eval_job_id", "attempts"] {
+            assert_eq!(a[key], b[key], "a re-run while queued changed {key}");
+        }
+    }
     wait_jobs(&ids, 150);
     for run in runs {
         let name = run["name"].as_str().unwrap();
@@ -187,7 +197,7 @@ fn slurm_runs_a_two_by_two_grid_with_eval_jobs_after_training() {
     // A re-run skips the finished ones and submits nothing.
     let (code, stdout, stderr) = sweep(tmp.path(), &args);
     assert_eq!(code, 0, "{stdout}\n{stderr}");
-    assert!(stdout.contains("0 to submit to Slurm, 4 done already skipped"), "{stdout}");
+    assert!(stdout.contains("0 to submit to Slurm, 4 done already skipped, 0 still queued"), "{stdout}");
     let second = index(&root);
     for (a, b) in runs.iter().zip(second["runs"].as_array().unwrap()) {
         assert_eq!(b["status"], "done");

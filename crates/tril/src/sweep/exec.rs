@@ -475,7 +475,9 @@ fn execute_slurm(subs: &[SubExperiment], args: &SweepArgs, config: &super::slurm
         slurm::refresh(entry, &root);
     }
     let exe = std::env::current_exe().map_err(|e| Failure::Runtime(anyhow!("finding the tril binary: {e}")))?;
-    let pending: Vec<Entry> = index.runs.iter().filter(|e| e.status != Status::Done).cloned().collect();
+    let queued: Vec<usize> = index.runs.iter().filter(|e| slurm::still_queued(config, e)).map(|e| e.index).collect();
+    let pending: Vec<Entry> =
+        index.runs.iter().filter(|e| e.status != Status::Done && !queued.contains(&e.index)).cloned().collect();
     // Every script is built (and every value checked) before anything is written.
     let scripts = slurm::build_scripts(config, &root, &exe, config_dir.as_deref(), &pending).map_err(config_error)?;
     let dir = RunDir::open(&root).map_err(|e| Failure::Runtime(anyhow!(e)))?;
@@ -491,11 +493,13 @@ fn execute_slurm(subs: &[SubExperiment], args: &SweepArgs, config: &super::slurm
         }
     }
     out!(
-        "sweep: {} sub-experiments into {} ({} to submit to Slurm, {} done already skipped{})",
+        "sweep: {} sub-experiments into {} ({} to submit to Slurm, {} done already skipped, {} still queued \
+         skipped{})",
         index.runs.len(),
         root.display(),
         scripts.len(),
-        index.runs.len() - scripts.len(),
+        index.runs.len() - scripts.len() - queued.len(),
+        queued.len(),
         if args.dry_run { "; dry run: nothing submitted" } else { "" }
     );
     let save = |index: &SweepIndex| -> CmdResult {

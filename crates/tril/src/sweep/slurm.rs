@@ -382,6 +382,30 @@ pub fn refresh(entry: &mut Entry, root: &Path) {
     }
 }
 
+/// The `squeue` beside the sbatch command (`/opt/slurm/bin/sbatch` → `/opt/slurm/bin/squeue`).
+fn squeue_command(config: &SlurmConfig) -> PathBuf {
+    let sbatch = Path::new(config.sbatch_command());
+    match sbatch.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(dir) => dir.join("squeue"),
+        None => PathBuf::from("squeue"),
+    }
+}
+
+/// Whether a submitted entry's training job is still in Slurm's queue (pending or
+/// running): a re-run leaves it alone. `squeue` failing (a job id Slurm forgot, no
+/// squeue) reads as not queued. (The eval job is not asked about: after a failed
+/// training job it waits forever on `afterok`.)
+pub fn still_queued(config: &SlurmConfig, entry: &Entry) -> bool {
+    let Some(id) = entry.slurm_job_id.as_deref().filter(|_| entry.status == Status::Submitted) else {
+        return false;
+    };
+    let out = std::process::Command::new(squeue_command(config))
+        .args(["-h", "-o", "%i", "-j", id])
+        .stderr(std::process::Stdio::null())
+        .output();
+    out.is_ok_and(|o| o.status.success() && !String::from_utf8_lossy(&o.stdout).trim().is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
