@@ -6,24 +6,36 @@
 //! Without Slurm installed the real-Slurm tests skip (saying why); `REQUIRE_SLURM=1`
 //! makes them fail instead.
 
-mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// `tril --quiet sweep --config-dir <repo cfgs> --launcher slurm ARGS...` in `cwd`.
+/// `tril --quiet sweep --config-dir <repo cfgs> --launcher slurm ARGS...` in `cwd`, with
+/// the test cluster's SLURM_CONF when it runs: exit code, stdout, stderr.
 fn sweep(cwd: &Path, args: &[&str]) -> (i32, String, String) {
-    let mut all = vec!["--launcher", "slurm"];
-    all.extend_from_slice(args);
-    common::tril_command("sweep", true, Some(cwd), &all)
+    let cfgs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../cfgs");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tril"));
+    command.args(["--quiet", "sweep", "--config-dir", cfgs.to_str().unwrap(), "--launcher", "slurm"]);
+    if let Some(Some(conf)) = CONF.get() {
+        command.env("SLURM_CONF", conf);
+    }
+    let out = command.args(args).current_dir(cwd).env_remove("TRIL_LOG").output().expect("run tril");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
 }
+
+/// The test cluster's slurm.conf once started (`None`: Slurm not installed).
+static CONF: OnceLock<Option<PathBuf>> = OnceLock::new();
 
 /// The directory of the test cluster's files (fixed, so a second run reuses its daemons).
 const DIR: &str = "/tmp/tril-slurm-test";
 
+/// `program ARGS` (with SLURM_CONF of the test cluster): its stdout if it exits 0.
 fn run_ok(program: &str, args: &[&str]) -> Option<String> {
-    let out = Command::new(program).args(args).output().ok()?;
+    let mut command = Command::new(program);
+    command.env("SLURM_CONF", Path::new(DIR).join("slurm.conf"));
+    let out = command.args(args).output().ok()?;
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
@@ -34,7 +46,6 @@ fn installed(program: &str) -> bool {
 /// Starts the cluster once and exports SLURM_CONF; `None` (after saying why) when Slurm
 /// is not installed and REQUIRE_SLURM is not 1.
 fn slurm() -> Option<&'static Path> {
-    static CONF: OnceLock<Option<PathBuf>> = OnceLock::new();
     CONF.get_or_init(|| {
         let missing: Vec<&str> = ["sbatch", "squeue", "sinfo", "slurmctld", "slurmd", "munged"]
             .into_iter()
@@ -54,7 +65,6 @@ fn slurm() -> Option<&'static Path> {
 fn start_cluster() -> PathBuf {
     let dir = Path::new(DIR);
     let conf = dir.join("slurm.conf");
-    std::env::set_var("SLURM_CONF", &conf);
     if conf.is_file() && node_idle() {
         return conf;
     }
