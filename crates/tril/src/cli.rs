@@ -22,6 +22,7 @@ Examples:
   tril gold-eval RUN_DIR --reward increasing_numbers   gold-score a finished run's eval generations
   tril best-of-n task=imdb alg=ppo --n 16       best-of-n curves: proxy reward_fn and gold_reward_fn
   tril sweep task=synthetic_preference alg=dpo,kto alg.optimizer.args.lr=1e-5,1e-6 --plan   a 2x2 grid (docs/sweeps.md)
+  tril sweep alg.args.seed=0,1,2 --launcher slurm launcher.gres=gpu:1 --dry-run   sbatch scripts, one job each
   tril bench --size small --threads 2           tril vs PyTorch, side by side (needs python3 with torch)
 
 Overrides:
