@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+use tril_core::config::parse_yaml;
 
 /// `tril --quiet sweep --config-dir <repo cfgs> --launcher slurm ARGS...` in `cwd`, with
 /// the test cluster's SLURM_CONF when it runs: exit code, stdout, stderr.
@@ -222,7 +223,9 @@ fn slurm_env_values_arrive_literally() {
     let root = tmp.path().join("env");
     let pwned = tmp.path().join("pwned");
     let hostile = format!("$(touch {}); `id` it's \"q\" x;y a  b", pwned.display());
-    let yaml = format!("launcher.env={{HOSTILE: \"{}\", PLAIN: ok}}", hostile.replace('"', "\\\""));
+    // TRIL_EXPERIMENT_NAME sets experiment_name: the run's resolved config shows what the
+    // job's environment held.
+    let yaml = format!("launcher.env={{TRIL_EXPERIMENT_NAME: \"{}\"}}", hostile.replace('"', "\\\""));
     let mut args: Vec<&str> = vec!["task=synthetic", "alg=ppo", "alg.args.n_iters=1", "alg.args.eval_every=0"];
     args.extend([yaml.as_str(), "--root", root.to_str().unwrap()]);
     let (code, stdout, stderr) = sweep(tmp.path(), &args);
@@ -231,8 +234,11 @@ fn slurm_env_values_arrive_literally() {
     let id = run["slurm_job_id"].as_str().unwrap().to_string();
     wait_jobs(std::slice::from_ref(&id), 90);
     let log = job_log(&root, run["name"].as_str().unwrap(), &id);
-    assert!(log.lines().any(|l| l == format!("tril-slurm: env HOSTILE={hostile}")), "{hostile}\n{log}");
-    assert!(log.contains("tril-slurm: env PLAIN=ok"), "{log}");
+    assert!(log.contains(" exit 0"), "{log}");
+    let file = PathBuf::from(run["run_dir"].as_str().unwrap()).join("config.resolved.yaml");
+    let config = parse_yaml(&std::fs::read_to_string(&file).unwrap(), &file).unwrap();
+    let name = config.get("experiment_name").and_then(|n| n.as_str()).map(str::to_string);
+    assert_eq!(name.as_deref(), Some(hostile.as_str()), "{log}");
     assert!(!pwned.exists(), "a value was executed");
 }
 

@@ -251,7 +251,6 @@ fn header(config: &SlurmConfig, input: &ScriptInput, suffix: &str) -> anyhow::Re
         }
         let quoted = shell_quote(&format!("launcher.env.{key}"), &value.to_string())?;
         lines.push(format!("export {key}={quoted}"));
-        lines.push(format!("printf 'tril-slurm: env %s=%s\\n' {key} \"${key}\""));
     }
     lines.push(format!("echo \"tril-slurm: start $(date +%s.%N) job ${{SLURM_JOB_ID:-}}{suffix}\""));
     Ok(lines.join("\n") + "\n")
