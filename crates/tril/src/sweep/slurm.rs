@@ -117,7 +117,7 @@ pub fn load_config(text: Option<&str>, source: &Path, overrides: &[(String, Stri
         bail!("{}: expected a map of launcher keys, found a {}", source.display(), root.value.type_name());
     }
     for (key, value) in overrides {
-        if key.is_empty() || key.contains('.') {
+        if key.is_empty() || key.split('.').any(str::is_empty) {
             bail!("launcher.{key}: expected launcher.<key>=<value> with one of the keys of {LAUNCHER_FILE}");
         }
         let node = parse_yaml(value, Path::new(&format!("launcher.{key}")))
@@ -497,6 +497,8 @@ mod tests {
         assert!(err.unwrap_err().to_string().contains("launcher.gres"));
         let err = config_with(&[("env", "{\"A-B\": 1}")]).and_then(|c| train_script(&c, &input));
         assert!(err.unwrap_err().to_string().contains("launcher.env.A-B"));
+        let nested = config_with(&[("env.WANDB_PROJECT", "tril x")]).unwrap();
+        assert_eq!(nested.env["WANDB_PROJECT"], Scalar::Str("tril x".into()));
         let err = config_with(&[("bogus", "1")]).unwrap_err().to_string();
         assert!(err.contains("bogus"), "{err}");
     }
