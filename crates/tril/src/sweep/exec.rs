@@ -192,6 +192,34 @@ fn default_root(subs: &[SubExperiment], args: &SweepArgs) -> PathBuf {
     PathBuf::from("outputs/sweeps").join(name).join(stamp)
 }
 
+impl Entry {
+    /// A sub-experiment not run yet.
+    pub(super) fn pending(
+        index: usize,
+        name: String,
+        run_dir: PathBuf,
+        overrides: Vec<String>,
+        varying: Vec<(String, String)>,
+    ) -> Entry {
+        Entry {
+            index,
+            name,
+            run_dir,
+            overrides,
+            varying,
+            status: Status::Pending,
+            exit_code: None,
+            error: None,
+            attempts: 0,
+            started: None,
+            ended: None,
+            seconds: None,
+            slurm_job_id: None,
+            slurm_eval_job_id: None,
+        }
+    }
+}
+
 /// The index a root holds (refused if it is another sweep's), or a fresh one.
 pub(super) fn open_index(root: &Path, subs: &[SubExperiment], args: &SweepArgs) -> Result<SweepIndex, Failure> {
     let file = root.join("sweep.json");
@@ -200,21 +228,14 @@ pub(super) fn open_index(root: &Path, subs: &[SubExperiment], args: &SweepArgs) 
         config_dir: args.config_dir.clone(),
         runs: subs
             .iter()
-            .map(|sub| Entry {
-                index: sub.index,
-                name: sub.name.clone(),
-                run_dir: root.join(&sub.name),
-                overrides: sub.overrides.clone(),
-                varying: sub.varying.clone(),
-                status: Status::Pending,
-                exit_code: None,
-                error: None,
-                attempts: 0,
-                started: None,
-                ended: None,
-                seconds: None,
-                slurm_job_id: None,
-                slurm_eval_job_id: None,
+            .map(|sub| {
+                Entry::pending(
+                    sub.index,
+                    sub.name.clone(),
+                    root.join(&sub.name),
+                    sub.overrides.clone(),
+                    sub.varying.clone(),
+                )
             })
             .collect(),
     };

@@ -412,22 +412,8 @@ mod tests {
     const HOSTILE: &[&str] = &["a b", "it's", "\"q\"", "$(touch /tmp/pwned)", "`id`", "x;y"];
 
     fn entry(root: &Path) -> Entry {
-        Entry {
-            index: 0,
-            name: "seed=0".into(),
-            run_dir: root.join("seed=0"),
-            overrides: vec!["task=synthetic".into(), "experiment_name='a b; $(id)'".into()],
-            varying: vec![],
-            status: Status::Pending,
-            exit_code: None,
-            error: None,
-            attempts: 0,
-            started: None,
-            ended: None,
-            seconds: None,
-            slurm_job_id: None,
-            slurm_eval_job_id: None,
-        }
+        let overrides = vec!["task=synthetic".into(), "experiment_name='a b; $(id)'".into()];
+        Entry::pending(0, "seed=0".into(), root.join("seed=0"), overrides, vec![])
     }
 
     fn config_with(overrides: &[(&str, &str)]) -> anyhow::Result<SlurmConfig> {
