@@ -54,6 +54,9 @@ pub enum Split {
 }
 
 impl Split {
+    /// Every split, in order.
+    pub const ALL: [Split; 3] = [Split::Train, Split::Val, Split::Test];
+
     /// The lowercase name (`train`, `val`, `test`).
     pub fn name(self) -> &'static str {
         match self {
@@ -61,6 +64,24 @@ impl Split {
             Split::Val => "val",
             Split::Test => "test",
         }
+    }
+}
+
+impl std::str::FromStr for Split {
+    type Err = String;
+
+    /// `train`, `val` or `test` (a command line's `--split`).
+    fn from_str(text: &str) -> Result<Split, String> {
+        Split::ALL
+            .into_iter()
+            .find(|s| s.name() == text)
+            .ok_or_else(|| format!("expected train, val or test, found `{text}`"))
+    }
+}
+
+impl std::fmt::Display for Split {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 

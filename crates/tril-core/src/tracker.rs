@@ -49,7 +49,7 @@ impl Tracker {
                 }
             }
         }
-        for split in [Split::Train, Split::Val, Split::Test] {
+        for split in Split::ALL {
             let file = format!("{}_split_metrics.jsonl", split.name());
             for line in tracker.keep_until(&file, "epoch", iteration)? {
                 let x = line["epoch"].as_f64().unwrap_or_default();

@@ -34,8 +34,8 @@ pub struct BestOfNArgs {
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..))]
     pub n: u64,
     /// The task split whose prompts are sampled.
-    #[arg(long, value_enum, default_value_t = SplitArg::Val)]
-    pub split: SplitArg,
+    #[arg(long, default_value_t = Split::Val)]
+    pub split: Split,
     /// Only the first K prompts of the split.
     #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_prompts: Option<u64>,
@@ -56,27 +56,6 @@ pub struct BestOfNArgs {
     /// A progress line every this many batches (0: none).
     #[arg(long, default_value_t = 10)]
     pub log_every: usize,
-}
-
-/// `--split`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum SplitArg {
-    /// Training prompts.
-    Train,
-    /// Validation prompts.
-    Val,
-    /// Test prompts.
-    Test,
-}
-
-impl From<SplitArg> for Split {
-    fn from(s: SplitArg) -> Split {
-        match s {
-            SplitArg::Train => Split::Train,
-            SplitArg::Val => Split::Val,
-            SplitArg::Test => Split::Test,
-        }
-    }
 }
 
 /// One line of `best_of_n.jsonl`: the curve at n, averaged over prompts.
@@ -265,7 +244,7 @@ fn setup(args: &BestOfNArgs, config: &Config) -> Result<Setup, Failure> {
     let (tok, prompt_tok) =
         tril_algorithms::onpolicy::run_tokenizers(&tokenizer, &root.sampling, opts.truncation).map_err(cfg)?;
     // 3. the prompts
-    let split: Split = args.split.into();
+    let split = args.split;
     let task = registry::build_task(&config.section("task")?, config).map_err(cfg)?;
     let mut samples = task.samples(split).map_err(cfg)?;
     if let Some(k) = args.max_prompts {
@@ -299,7 +278,7 @@ pub fn run(args: &BestOfNArgs) -> Result<(), Failure> {
     tracing::info!(
         out = %out.display(),
         policy = %s.spec.model_name,
-        split = Split::from(args.split).name(),
+        split = args.split.name(),
         prompts = s.samples.len(),
         n = s.opts.n,
         seed = s.opts.seed,

@@ -35,21 +35,12 @@ pub struct GoldEvalArgs {
     #[arg(long, value_name = "ID")]
     pub reward: Option<String>,
     /// Only this split (`train`, `val`, `test`); default: every split with predictions.
-    #[arg(long, value_name = "SPLIT", value_parser = parse_split)]
+    #[arg(long, value_name = "SPLIT")]
     pub split: Option<Split>,
     /// Overrides of the run's resolved config, e.g.
     /// `gold_reward_fn={id: learned_reward, args: {model_name: DIR, label_ix: 1}}`, `device=cuda`.
     #[arg(value_name = "OVERRIDES")]
     pub overrides: Vec<String>,
-}
-
-fn parse_split(text: &str) -> Result<Split, String> {
-    match text {
-        "train" => Ok(Split::Train),
-        "val" => Ok(Split::Val),
-        "test" => Ok(Split::Test),
-        _ => Err(format!("expected train, val or test, found `{text}`")),
-    }
 }
 
 /// One predictions file of the run.
@@ -64,7 +55,7 @@ struct Evaluated {
 fn parse_name(name: &str) -> Option<(usize, Split)> {
     let rest = name.strip_prefix("epoch_")?.strip_suffix("_split_predictions.json")?;
     let (n, split) = rest.split_once('_')?;
-    Some((n.parse().ok()?, parse_split(split).ok()?))
+    Some((n.parse().ok()?, split.parse().ok()?))
 }
 
 /// Every predictions file of `run_dir` (of `only`, when given), by split then iteration.
@@ -226,8 +217,8 @@ pub fn run(args: &GoldEvalArgs) -> Result<(), Failure> {
         let scores_opt: Vec<Option<f64>> = scores.iter().map(|&x| Some(x)).collect();
         let point = Point {
             iteration: e.iteration as f64,
-            kl: mean(&rows.columns[KL]),
-            proxy: mean(&rows.columns[PROXY]),
+            kl: rows.columns.get(KL).and_then(|c| mean(c)),
+            proxy: rows.columns.get(PROXY).and_then(|c| mean(c)),
             gold: mean(&scores_opt),
         };
         let number = |x: Option<f64>| x.and_then(serde_json::Number::from_f64).map_or(Value::Null, Value::Number);
@@ -290,6 +281,18 @@ mod tests {
         }
         assert_eq!(parse_ref_text("plain text"), vec!["plain text".to_string()]);
         assert_eq!(parse_ref_text("<START-1>a<END-1>tail"), vec!["<START-1>a<END-1>tail".to_string()]);
+    }
+
+    #[test]
+    fn an_empty_predictions_file_reads_as_no_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("epoch_3_val_split_predictions.json");
+        std::fs::write(&path, "[]").unwrap();
+        let rows = read_rows(&path).unwrap();
+        assert!(rows.generations.is_empty() && !rows.columns.contains_key(KL));
+        std::fs::write(&path, "[{\"prompt_text\": 1}]").unwrap();
+        let err = read_rows(&path).map(|_| ()).unwrap_err().to_string();
+        assert!(err.contains("row 0") && err.contains("prompt_text"), "{err}");
     }
 
     #[test]
