@@ -124,6 +124,8 @@ fn read_rows(path: &Path) -> anyhow::Result<Rows> {
         };
         out.prompts.push(text("prompt_text")?);
         out.generations.push(text("generated_text")?);
+        // tril always writes `ref_text`; a file without it has no references (rewards that
+        // read them see none), which is what such a file says.
         out.references.push(parse_ref_text(&text("ref_text").unwrap_or_default()));
         out.ids.push(
             row.get("sample_id").map_or_else(|| i.to_string(), |v| v.as_str().map_or(v.to_string(), str::to_string)),
