@@ -222,9 +222,11 @@ impl Guard {
     }
 
     /// Whether SIGINT/SIGTERM asked for a graceful stop ([`tril_core::interrupt`]): the
-    /// loop then writes its checkpoint and returns [`Guard::interrupted`].
-    pub fn stop_requested(&self) -> bool {
-        tril_core::interrupt::requested().is_some()
+    /// loop then writes its checkpoint and returns [`Guard::interrupted`]. Data-parallel
+    /// replicas agree on it ([`tril_core::parallel::any`]), so all stop at the same
+    /// step; that exchange is the one way this fails.
+    pub fn stop_requested(&self) -> Result<bool, tril_core::CoreError> {
+        tril_core::parallel::any(tril_core::interrupt::requested().is_some())
     }
 
     /// The error that ends a run stopped by a signal after `at` (its checkpoint written).

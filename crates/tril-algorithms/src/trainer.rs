@@ -43,7 +43,11 @@ pub fn run_on_target<R: Run>(ctx: &RunCtx<'_>, body: R) -> Result<(), PluginErro
     impl<R: Run> TrainJob for Job<'_, '_, R> {
         type Output = Result<(), PluginError>;
         fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
-            self.0.run::<B>(self.1, device)
+            // Data-parallel: join the replicas' collective (a no-op on a single device).
+            tril_core::parallel::register::<B::InnerBackend>(&device)?;
+            let out = self.0.run::<B>(self.1, device);
+            tril_core::parallel::unregister();
+            out
         }
     }
     let target = tril_core::plugin::target_of(ctx.config)?;

@@ -189,7 +189,7 @@ fn one_ppo_update_matches_a_pytorch_port_of_tril() {
         else {
             panic!("{name}: no target_kl, so no early stop");
         };
-        let (grads, norm) = clip_gradients(&model, grads, &args, ValueFn::Policy, &mut stats);
+        let (grads, norm) = clip_gradients(&model, grads, &args, ValueFn::Policy, &mut stats).unwrap();
         close(norm, case["grad_norm"].as_f64().unwrap(), 1e-4, &format!("{name} grad_norm"));
         let mut by_key: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
         for (k, v) in stats.into_iter().chain(diagnostics) {

@@ -354,14 +354,15 @@ macro_rules! dispatch {
             }
             #[cfg(feature = "cuda")]
             Device::Cuda(index) => {
-                let device = burn::backend::cuda::CudaDevice::new(index);
+                // Data-parallel replicas take consecutive GPUs from `cuda:index`.
+                let device = burn::backend::cuda::CudaDevice::new(index + crate::parallel::local_rank());
                 configure::<CudaBackend>(&device, target)?;
                 Ok($job.run::<$wrap!(CudaBackend)>(device))
             }
             #[cfg(feature = "wgpu")]
             Device::Wgpu(index) => {
                 let device = match index {
-                    Some(n) => burn::backend::wgpu::WgpuDevice::DiscreteGpu(n),
+                    Some(n) => burn::backend::wgpu::WgpuDevice::DiscreteGpu(n + crate::parallel::local_rank()),
                     None => burn::backend::wgpu::WgpuDevice::DefaultDevice,
                 };
                 configure::<WgpuBackend>(&device, target)?;

@@ -40,6 +40,7 @@ pub mod config;
 pub mod error;
 pub mod interrupt;
 pub mod ops;
+pub mod parallel;
 pub mod plot;
 pub mod plugin;
 pub mod progress;

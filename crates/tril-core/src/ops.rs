@@ -271,15 +271,21 @@ pub fn grad_norm<B: AutodiffBackend, M: AutodiffModule<B>>(module: &M, grads: &G
 /// is per tensor): with `n = sqrt(sum_p ||g_p||^2)`, every gradient is scaled by
 /// `min(1, max_norm / (n + 1e-6))`. Returns the clipped gradients and the norm before
 /// clipping (one host read, for logging).
+///
+/// Every trainer passes its gradients through here before its optimizer step, so this is
+/// where data-parallel replicas exchange them ([`crate::parallel::sync_grads`]): the norm,
+/// the clipping and the step are then those of the global batch on every replica. The
+/// exchange is the one way this fails.
 pub fn clip_grad_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
     module: &M,
-    mut grads: GradientsParams,
+    grads: GradientsParams,
     max_norm: f64,
-) -> (GradientsParams, f64) {
+) -> crate::Result<(GradientsParams, f64)> {
+    let mut grads = crate::parallel::sync_grads(module, grads)?;
     let mut visitor = SquaredNorm::<B> { grads: &grads, total: None, ids: Vec::new() };
     module.visit(&mut visitor);
     let (Some(total), ids) = (visitor.total, visitor.ids) else {
-        return (grads, 0.0);
+        return Ok((grads, 0.0));
     };
     let norm = total.sqrt(); // [1]
     let scale = (norm.clone() + 1e-6).recip().mul_scalar(max_norm).clamp_max(1.0); // [1], f32
@@ -293,7 +299,7 @@ pub fn clip_grad_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
         }
     }
     let norm = norm.into_scalar();
-    (grads, burn::tensor::ElementConversion::elem::<f64>(norm))
+    Ok((grads, burn::tensor::ElementConversion::elem::<f64>(norm)))
 }
 
 #[cfg(test)]
@@ -411,7 +417,7 @@ mod tests {
         // d(sum)/dW = 4 * 10 per entry (6 entries), d/db = 4 (2 entries).
         let expected = (6.0 * 1600.0f64 + 2.0 * 16.0).sqrt();
         assert!((norm_of(&grads) - expected).abs() < 1e-3);
-        let (clipped, norm) = clip_grad_norm(&layer, grads, 1.0);
+        let (clipped, norm) = clip_grad_norm(&layer, grads, 1.0).unwrap();
         assert!((norm - expected).abs() < 1e-3);
         assert!((norm_of(&clipped) - 1.0).abs() < 1e-4);
         let w: Tensor<Cpu, 2> = clipped.get(layer.weight.id).unwrap();

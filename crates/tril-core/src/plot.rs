@@ -54,6 +54,9 @@ fn range(values: impl Iterator<Item = f64> + Clone) -> std::ops::Range<f64> {
 
 /// Draws the panels stacked vertically into one PNG (written atomically).
 pub fn plot_panels(path: &Path, panels: &[Panel]) -> Result<()> {
+    if !crate::parallel::is_primary() {
+        return Ok(()); // data-parallel: rank 0 draws the plots
+    }
     register_font();
     let tmp = path.with_extension("tmp.png");
     {

@@ -30,9 +30,10 @@ pub fn set_quiet(quiet: bool) {
     QUIET.store(quiet, Ordering::Relaxed);
 }
 
-/// True when bars are drawn: stderr is a terminal and `--quiet` was not given.
+/// True when bars are drawn: stderr is a terminal, `--quiet` was not given and this is not
+/// a secondary data-parallel replica (rank 0 draws the bars).
 pub fn enabled() -> bool {
-    !QUIET.load(Ordering::Relaxed) && std::io::stderr().is_terminal()
+    !QUIET.load(Ordering::Relaxed) && std::io::stderr().is_terminal() && crate::parallel::is_primary()
 }
 
 /// A bar of `len` steps labelled `label` (e.g. `ppo 3/50 rollout`), with elapsed time and

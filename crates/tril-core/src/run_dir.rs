@@ -19,9 +19,14 @@ pub struct RunLock {
 }
 
 /// A run directory.
+///
+/// In a data-parallel run only the primary replica writes it
+/// ([`crate::parallel::is_primary`] when opened): the other replicas' writes are no-ops
+/// ([`RunDir::write_dir_atomic`] does not even call its `fill`), their reads work as usual.
 #[derive(Debug, Clone)]
 pub struct RunDir {
     root: PathBuf,
+    writes: bool,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CoreError + '_ {
@@ -33,7 +38,7 @@ impl RunDir {
     pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
         let root = root.into();
         std::fs::create_dir_all(&root).map_err(io(&root))?;
-        Ok(RunDir { root })
+        Ok(RunDir { root, writes: crate::parallel::is_primary() })
     }
 
     /// Takes the run directory's lock (`.lock`, an advisory file lock held until the
@@ -69,6 +74,9 @@ impl RunDir {
 
     /// Appends one JSON object as a line to `file` (e.g. `rollout_info.jsonl`).
     pub fn append_jsonl<T: Serialize>(&self, file: &str, record: &T) -> Result<()> {
+        if !self.writes {
+            return Ok(());
+        }
         let path = self.join(file);
         let mut line = serde_json::to_string(record).map_err(|e| CoreError::WithContext {
             context: format!("serializing a record for {}", path.display()),
@@ -81,6 +89,9 @@ impl RunDir {
 
     /// Writes a whole file atomically (temp file in the same directory, then rename).
     pub fn write_atomic(&self, rel: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
+        if !self.writes {
+            return Ok(());
+        }
         write_atomic(&self.join(rel), bytes)
     }
 
@@ -95,6 +106,9 @@ impl RunDir {
         E: From<CoreError>,
     {
         let target = self.join(rel);
+        if !self.writes {
+            return Ok(target);
+        }
         let parent = target.parent().unwrap_or(&self.root).to_path_buf();
         std::fs::create_dir_all(&parent).map_err(io(&parent)).map_err(E::from)?;
         let name = target.file_name().and_then(|n| n.to_str()).unwrap_or("dir");

@@ -22,6 +22,13 @@ pub struct RootConfig {
     /// The float type of parameters and activations: `f32` (default), `bf16` or `f16`.
     #[serde(default)]
     pub precision: crate::backend::Precision,
+    /// Data-parallel replicas on this machine (see [`crate::parallel`]): one thread per
+    /// device (`cuda:i`, `cuda:i+1`, ... from `device`), gradients all-reduced each step.
+    #[serde(default = "one")]
+    pub devices: usize,
+    /// Machines of a data-parallel run and how they meet (see [`crate::parallel`]).
+    #[serde(default)]
+    pub distributed: crate::parallel::DistributedConfig,
     /// What a non-finite or diverging step does (see [`crate::safety`]).
     #[serde(default)]
     pub guard: crate::safety::GuardConfig,
@@ -61,11 +68,17 @@ impl Ranges for RootConfig {
             "alg.optimizer_kwargs",
             "TRIL's stale BC key is not read (TRIL's own agent reads alg.optimizer, so TRIL's bc does not run with it either); write its values as `optimizer: {id: adamw, args: {lr: ..., weight_decay: ..., eps: ...}}`",
         )?;
+        c.ensure(self.devices >= 1, "devices", "expected at least 1 device")?;
+        c.nested_ranges("distributed", &self.distributed)?;
         c.nested_ranges("alg.lora", &self.alg.lora)?;
         c.nested_ranges("sampling", &self.sampling)?;
         c.nested_ranges("guard", &self.guard)?;
         c.nested_ranges("checkpoint", &self.checkpoint)
     }
+}
+
+fn one() -> usize {
+    1
 }
 
 impl RootConfig {

@@ -464,7 +464,7 @@ fn ppo<B: AutodiffBackend>(
                 else {
                     bail!("no target_kl is set, so there is no early stop");
                 };
-                let (grads, _) = clip_gradients(&model, grads, &args, ValueFn::Policy, &mut stats);
+                let (grads, _) = clip_gradients(&model, grads, &args, ValueFn::Policy, &mut stats)?;
                 model = optim.step(1e-5, model.clone(), grads);
             }
         }

@@ -7,6 +7,7 @@ use anyhow::{anyhow, Context};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use tril_core::config::{compose_file_unresolved, compose_unresolved, ComposeRequest, Composed, Config};
+use tril_core::parallel::Replica;
 use tril_core::plugin::RunCtx;
 use tril_core::registry::{self, Kind};
 use tril_core::schema::RootConfig;
@@ -198,26 +199,83 @@ pub fn run(args: &ConfigArgs, resume: Option<&Path>, quiet: bool) -> CmdResult {
     }
     let section = config.section("alg")?;
     let algorithm = registry::build_algorithm(&section, &config).map_err(|e| Failure::Config(anyhow!(e)))?;
+    if root.distributed.nodes > 1 {
+        return Err(Failure::Config(anyhow!(
+            "distributed.nodes: {} machines asked, but multi-machine data parallelism is not available in this build: \
+             burn-collective 0.21.0's global all-reduce reuses its transfer ids across calls, so the second exchange \
+             between machines hangs (tracel-ai/burn#4549, open); use devices=N on one machine",
+            root.distributed.nodes
+        )));
+    }
+    let replicas = Replica::plan(root.devices, &root.distributed, &|k| std::env::var(k).ok())
+        .map_err(|e| Failure::Config(anyhow!(e)))?;
+    // In a multi-machine run only node 0 writes the run directory (its rank 0 does).
+    let writes = replicas.first().is_some_and(|r| r.node_rank == 0);
     let run = tril_core::run_dir::RunDir::open(&run_dir)
         .with_context(|| format!("creating run directory {}", run_dir.display()))
         .map_err(Failure::Runtime)?;
     // Held until the process ends: a second tril on this run directory stops here.
-    let _lock = run.lock().map_err(|e| Failure::Runtime(anyhow!(e)))?;
-    if resume.is_none() {
+    let _lock = if writes { Some(run.lock().map_err(|e| Failure::Runtime(anyhow!(e)))?) } else { None };
+    if resume.is_none() && writes {
         create_run_dir(&run_dir, &config).map_err(Failure::Runtime)?;
     }
     std::fs::create_dir_all(&run_dir).map_err(|e| Failure::Runtime(e.into()))?;
-    crate::set_log_file(&run_dir.join("log.txt"))
-        .map_err(|e| Failure::Runtime(anyhow!("opening {}: {e}", run_dir.join("log.txt").display())))?;
+    if writes {
+        crate::set_log_file(&run_dir.join("log.txt"))
+            .map_err(|e| Failure::Runtime(anyhow!("opening {}: {e}", run_dir.join("log.txt").display())))?;
+    }
     tracing::info!(run_dir = %run_dir.display(), "run directory");
-    let ctx = RunCtx { config: &config, run_dir, resume_from: resume.map(Path::to_path_buf), quiet };
+    let resume_from = resume.map(Path::to_path_buf);
     if let Err(e) = tril_core::interrupt::install() {
         tracing::warn!("SIGINT/SIGTERM will stop the run without a checkpoint: {e}");
     }
-    algorithm.run(&ctx).map_err(|e| match tril_core::interrupt::requested() {
+    let out = if replicas.len() == 1 && root.distributed.nodes == 1 {
+        algorithm.run(&RunCtx { config: &config, run_dir, resume_from, quiet })
+    } else {
+        drop(algorithm);
+        run_replicas(replicas, config, run_dir, resume_from, quiet)
+    };
+    out.map_err(|e| match tril_core::interrupt::requested() {
         Some(signal) => Failure::Interrupted(signal, anyhow!(e)),
         None => Failure::Runtime(anyhow!(e)),
     })
+}
+
+/// A data-parallel `tril run`: the algorithm built and run once per replica of this
+/// machine, each on its own thread ([`tril_core::parallel::launch`]); node 0 of a
+/// multi-machine run first starts the orchestrator.
+fn run_replicas(
+    replicas: Vec<Replica>,
+    config: Config,
+    run_dir: PathBuf,
+    resume_from: Option<PathBuf>,
+    quiet: bool,
+) -> Result<(), tril_core::plugin::PluginError> {
+    let first = replicas.first().cloned().ok_or("no replica to run")?;
+    if let (Some(net), 0) = (&first.network, first.node_rank) {
+        tril_core::parallel::start_orchestrator(net.orchestrator_port)?;
+    }
+    tracing::info!(
+        devices = first.devices,
+        nodes = first.nodes,
+        node_rank = first.node_rank,
+        world = first.world(),
+        "data-parallel run: {} replicas on this machine, {} in all",
+        first.devices,
+        first.world()
+    );
+    let body = std::sync::Arc::new(move |replica: &Replica| -> Result<(), tril_core::plugin::PluginError> {
+        let section = config.section("alg")?;
+        let algorithm = registry::build_algorithm(&section, &config)?;
+        let ctx = RunCtx {
+            config: &config,
+            run_dir: run_dir.clone(),
+            resume_from: resume_from.clone(),
+            quiet: quiet || replica.rank() > 0,
+        };
+        algorithm.run(&ctx).map_err(|e| format!("replica {}: {e}", replica.rank()).into())
+    });
+    tril_core::parallel::launch(replicas, body, |message| message.into())
 }
 
 /// Creates the run directory and writes `config.resolved.yaml` atomically.

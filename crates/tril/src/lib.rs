@@ -132,7 +132,20 @@ fn init_logging(quiet: bool, verbose: u8) {
     let file_filter = EnvFilter::try_from_env("TRIL_LOG")
         .unwrap_or_else(|_| EnvFilter::new(if verbose > 0 { default } else { "info" }));
     tril_core::progress::set_quiet(quiet);
-    let stderr = fmt::layer().with_writer(|| BarSafeStderr).with_target(false).with_filter(filter());
-    let file = fmt::layer().with_writer(|| LogFile).with_ansi(false).with_target(false).with_filter(file_filter);
+    // Data-parallel replicas other than rank 0 say only what goes wrong (warnings, errors):
+    // their info lines would repeat rank 0's.
+    let replica = || {
+        tracing_subscriber::filter::filter_fn(|meta| {
+            *meta.level() <= tracing::Level::WARN || tril_core::parallel::is_primary()
+        })
+    };
+    let stderr =
+        fmt::layer().with_writer(|| BarSafeStderr).with_target(false).with_filter(filter()).with_filter(replica());
+    let file = fmt::layer()
+        .with_writer(|| LogFile)
+        .with_ansi(false)
+        .with_target(false)
+        .with_filter(file_filter)
+        .with_filter(replica());
     let _ = tracing_subscriber::registry().with(stderr).with(file).try_init();
 }

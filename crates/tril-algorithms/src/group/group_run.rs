@@ -67,7 +67,6 @@ use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Int, Tensor, TensorData};
 use rand::seq::SliceRandom;
-use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -231,10 +230,10 @@ impl<O: GroupObjective> Run for GroupAlgorithm<O> {
         let evals = evals.collect::<Result<Vec<_>, PluginError>>()?;
         check_splits(&this.task_id, train.len(), evals)?;
         let mut state = Loop {
-            sampler: PromptSampler::new(train.len()),
+            sampler: PromptSampler::for_replica(train.len()),
             train,
             optim: Optim::for_module(&this.optimizer, &model.policy),
-            rng: ChaCha8Rng::seed_from_u64(this.settings.train.seed),
+            rng: crate::onpolicy::replica_rng(this.settings.train.seed),
             tracker: Tracker::new(RunDir::open(&ctx.run_dir)?),
             guard: Guard::new(O::ID, ctx.config, &ctx.run_dir)?,
             reference: this.settings.needs_reference().then(|| reference.valid()),
@@ -266,8 +265,7 @@ impl<B: AutodiffBackend, O: GroupObjective> Loop<'_, B, O> {
             &self.device,
         )?;
         (self.policy, self.optim, self.tracker) = (policy, optim, tracker);
-        self.rng = state.rng.restore();
-        self.sampler = state.sampler;
+        (self.rng, self.sampler) = crate::onpolicy::replica_draws(state.rng.restore(), state.sampler, self.train.len());
         self.guard.restore(state.guard_skipped);
         Ok(state.iteration)
     }
@@ -335,7 +333,7 @@ impl<B: AutodiffBackend, O: GroupObjective> Loop<'_, B, O> {
         if settings.evaluates_at(iteration, n_iters) {
             self.evaluate(iteration)?;
         }
-        let stop = self.guard.stop_requested() && iteration < n_iters;
+        let stop = self.guard.stop_requested()? && iteration < n_iters;
         if settings.checkpoints_at(iteration, n_iters) || stop {
             self.checkpoint(iteration)?;
         }
@@ -500,7 +498,7 @@ impl<B: AutodiffBackend, O: GroupObjective> Loop<'_, B, O> {
                     let grads = loss.backward();
                     accum.accumulate(&self.policy, GradientsParams::from_grads(grads, &self.policy));
                 }
-                let (grads, norm) = clip_grad_norm(&self.policy, accum.grads(), t.max_grad_norm);
+                let (grads, norm) = clip_grad_norm(&self.policy, accum.grads(), t.max_grad_norm)?;
                 values.push((format!("{id}/loss"), step_loss));
                 values.push((format!("{id}/grad_norm"), norm));
                 let at = At::update(iteration, step_no);

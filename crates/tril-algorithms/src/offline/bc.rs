@@ -464,7 +464,12 @@ impl<B: AutodiffBackend> Loop<B> {
             let epoch = (step - 1) / steps_per_epoch;
             let take = args.batch_size.min(self.sampler.remaining());
             let batch = self.sampler.take(take, &mut self.rng);
+            // Data-parallel: this replica's share of the (global) batch, weighted by its
+            // share of the batch's target tokens (the NLL is a token mean).
+            let all_tokens: usize = batch.iter().map(|&i| n_targets(&train[i])).sum();
+            let batch = batch[tril_core::parallel::shard_range(batch.len())].to_vec();
             let tokens: usize = batch.iter().map(|&i| n_targets(&train[i])).sum();
+            tril_core::parallel::set_share(tokens as f64 / all_tokens.max(1) as f64);
             let mut accum = GradientsAccumulator::<CausalLm<B>>::new();
             let mut nll_sum = 0.0;
             for part in batch.chunks(micro) {
@@ -477,7 +482,7 @@ impl<B: AutodiffBackend> Loop<B> {
                 let grads = loss.backward();
                 accum.accumulate(&self.model, GradientsParams::from_grads(grads, &self.model));
             }
-            let (grads, norm) = clip_grad_norm(&self.model, accum.grads(), args.max_grad_norm);
+            let (grads, norm) = clip_grad_norm(&self.model, accum.grads(), args.max_grad_norm)?;
             let lr = self.bc.optimizer.lr * self.bc.schedule.factor((step - 1) as u64);
             let loss = nll_sum / tokens.max(1) as f64;
             let verdict = self.guard.step(At::step(step), &[("train/loss", loss), ("train/grad_norm", norm)])?;
@@ -504,7 +509,7 @@ impl<B: AutodiffBackend> Loop<B> {
             if settings.evaluates_at(step, total) {
                 self.evaluate(step)?;
             }
-            let stop = self.guard.stop_requested() && step < total;
+            let stop = self.guard.stop_requested()? && step < total;
             if settings.checkpoints_at(step, total) || stop {
                 self.checkpoint(step)?;
             }

@@ -441,6 +441,8 @@ pub fn train<B: AutodiffBackend, O: Objective<B>>(
     for step in first + 1..=total {
         let epoch = (step - 1) / steps_per_epoch;
         let batch = sampler.take(args.batch_size.min(sampler.remaining()), &mut rng);
+        // Data-parallel: this replica's share of the (global) batch.
+        let batch = batch[tril_core::parallel::shard_range(batch.len())].to_vec();
         let mut accum = GradientsAccumulator::<O::Model>::new();
         let mut sums = StatSums::default();
         for part in batch.chunks(micro) {
@@ -453,7 +455,7 @@ pub fn train<B: AutodiffBackend, O: Objective<B>>(
             let grads = (loss * (part.len() as f64 / batch.len() as f64)).backward();
             accum.accumulate(&model, GradientsParams::from_grads(grads, &model));
         }
-        let (grads, norm) = clip_grad_norm(&model, accum.grads(), args.max_grad_norm);
+        let (grads, norm) = clip_grad_norm(&model, accum.grads(), args.max_grad_norm)?;
         let lr = setup.optimizer.lr * setup.schedule.factor((step - 1) as u64);
         let mut stats = sums.means();
         stats.insert("grad_norm".into(), norm);
@@ -478,7 +480,7 @@ pub fn train<B: AutodiffBackend, O: Objective<B>>(
         if step == total {
             setup.tracker.plot(&objective.plotted())?;
         }
-        let stop = setup.guard.stop_requested() && step < total;
+        let stop = setup.guard.stop_requested()? && step < total;
         if args.checkpoints_at(step, total) || stop {
             checkpoint(&model, &optim, state(step, &rng, &sampler), &setup)?;
         }

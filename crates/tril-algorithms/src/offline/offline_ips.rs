@@ -649,6 +649,8 @@ impl<B: AutodiffBackend> Loop<B> {
         for step in first + 1..=total {
             let epoch = (step - 1) / steps_per_epoch + 1;
             let group = self.sampler.take(per_step.min(self.sampler.remaining()), &mut self.rng);
+            // Data-parallel: this replica's share of the (global) step.
+            let group = group[tril_core::parallel::shard_range(group.len())].to_vec();
             let lr = self.base_lr * self.schedule.factor((step - 1) as u64);
             let micro: Vec<&[usize]> = group.chunks(a.batch_size).collect();
             let mut accum = GradientsAccumulator::<CausalLm<B>>::new();
@@ -663,7 +665,7 @@ impl<B: AutodiffBackend> Loop<B> {
                 let grads = (loss / micro.len() as f64).backward();
                 accum.accumulate(&self.model, GradientsParams::from_grads(grads, &self.model));
             }
-            let (grads, norm) = clip_grad_norm(&self.model, accum.grads(), a.max_grad_norm);
+            let (grads, norm) = clip_grad_norm(&self.model, accum.grads(), a.max_grad_norm)?;
             step_sums.add("ips/grad_norm", norm);
             let step_stats = step_sums.stats();
             let checked: Vec<(&str, f64)> = step_stats.iter().map(|(k, v)| (k.as_str(), *v)).collect();
@@ -695,7 +697,7 @@ impl<B: AutodiffBackend> Loop<B> {
                 self.tracker.log_training(step, &stats)?;
             }
             // Logged sums are not checkpointed: stop where a log line was just written.
-            let stop = self.guard.stop_requested() && step < total && step % a.log_every == 0;
+            let stop = self.guard.stop_requested()? && step < total && step % a.log_every == 0;
             if (a.save_checkpoints && step % a.save_every == 0 && step != total) || stop {
                 self.checkpoint(step, config, tok)?;
             }

@@ -443,7 +443,7 @@ impl<B: AutodiffBackend> Discriminator<B> {
                 let (loss, _) = discriminator_loss(mb_policy, mb_expert, self.args.label_ix);
                 let value = f64::from(host(loss.clone().detach())[0]);
                 let grads = GradientsParams::from_grads(loss.backward(), &self.model);
-                let (grads, norm) = clip_grad_norm(&self.model, grads, self.max_grad_norm);
+                let (grads, norm) = clip_grad_norm(&self.model, grads, self.max_grad_norm)?;
                 step += 1;
                 if let Some(guard) = &mut self.guard {
                     let checked = [("discriminator/loss", value), ("discriminator/grad_norm", norm)];

@@ -475,6 +475,15 @@ impl PromptSampler {
         PromptSampler { order: (0..n).collect(), next: n }
     }
 
+    /// A sampler over this data-parallel replica's share of `n` prompts
+    /// ([`tril_core::parallel::partition`]; all `n` on a single device): what rollout
+    /// loops draw their `batch_size_per_process` prompts from.
+    pub fn for_replica(n: usize) -> Self {
+        let order = tril_core::parallel::partition(n);
+        let next = order.len();
+        PromptSampler { order, next }
+    }
+
     /// Number of samples it draws from.
     pub fn len(&self) -> usize {
         self.order.len()
@@ -509,6 +518,31 @@ impl PromptSampler {
         }
         out
     }
+}
+
+/// A rollout loop's generator for this data-parallel replica: seeded with the run's
+/// `seed`, on the replica's own stream ([`tril_core::parallel::stream`]; stream 0, a
+/// single-device run's, for rank 0).
+pub fn replica_rng(seed: u64) -> ChaCha8Rng {
+    let mut rng: ChaCha8Rng = rand::SeedableRng::seed_from_u64(seed);
+    rng.set_stream(tril_core::parallel::stream());
+    rng
+}
+
+/// A rollout loop's generator and prompt sampler after a resume: rank 0 continues
+/// exactly from the checkpoint's; the other replicas (whose state the checkpoint does not
+/// hold) continue the restored generator on their own stream and start a fresh pass over
+/// their share of the `n` prompts.
+pub fn replica_draws(rng: ChaCha8Rng, sampler: PromptSampler, n: usize) -> (ChaCha8Rng, PromptSampler) {
+    let fresh = PromptSampler::for_replica(n);
+    if tril_core::parallel::rank() == 0 && sampler.len() == fresh.len() {
+        return (rng, sampler);
+    }
+    let mut rng = rng;
+    let position = rng.get_word_pos();
+    rng.set_stream(tril_core::parallel::stream());
+    rng.set_word_pos(position);
+    (rng, fresh)
 }
 
 /// Prompts of `samples` tokenized, and their generated continuations decoded.
@@ -706,10 +740,14 @@ impl OnPolicyState {
         if state.iteration != iteration {
             return Err(refused(format!("holds iteration {}, expected {iteration}", state.iteration)).into());
         }
-        if state.sampler.len() != n_train {
+        // A data-parallel run's checkpoint holds rank 0's sampler: all prompts (loops that
+        // shard each batch) or its share (rollout loops, see `PromptSampler::for_replica`).
+        let world = tril_core::parallel::world();
+        if state.sampler.len() != n_train && (world == 1 || state.sampler.len() != n_train.div_ceil(world)) {
             let message = format!(
-                "the checkpoint was taken over {} train prompts, the task now has {n_train}",
-                state.sampler.len()
+                "the checkpoint was taken over {} train prompts, this run draws from {n_train}{}; resume with the task and `devices` the run had",
+                state.sampler.len(),
+                if world > 1 { format!(" ({} per replica over {world} replicas)", n_train.div_ceil(world)) } else { String::new() }
             );
             return Err(refused(message).into());
         }
@@ -732,6 +770,9 @@ impl OnPolicyState {
         export: impl FnOnce(&std::path::Path) -> Result<(), PluginError>,
     ) -> Result<(), PluginError> {
         guard.weights(self.iteration, module)?;
+        if !tril_core::parallel::is_primary() {
+            return Ok(()); // data-parallel: rank 0 writes the checkpoints
+        }
         let keep = guard.keep();
         let state = serde_json::to_string_pretty(&OnPolicyState { guard_skipped: guard.skipped(), ..self.clone() })?;
         let metric = keep.best_metric.as_ref().and_then(|name| {

@@ -69,7 +69,6 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::DType::F32;
 use burn::tensor::{Int, Tensor, TensorData};
 use rand::seq::SliceRandom;
-use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::time::Instant;
 use tril_core::config::{Config, Section};
@@ -432,7 +431,7 @@ pub fn clip_gradients<B: AutodiffBackend>(
     args: &PpoArgs,
     value_fn: ValueFn,
     stats: &mut Vec<(&'static str, f64)>,
-) -> (GradientsParams, f64) {
+) -> Result<(GradientsParams, f64), tril_core::CoreError> {
     let max = args.max_grad_norm;
     match args.grad_clip {
         // TRIL: `accelerator.clip_grad_norm_(agent.policy_params, max_grad_norm)`, where
@@ -449,20 +448,20 @@ pub fn clip_gradients<B: AutodiffBackend>(
         GradClip::Separate => {
             let (mut grads, norm) = match &model.critic {
                 Some(critic) => {
-                    let (grads, norm) = clip_grad_norm(&model.policy, grads, max);
-                    let (grads, critic_norm) = clip_grad_norm(critic, grads, max);
+                    let (grads, norm) = clip_grad_norm(&model.policy, grads, max)?;
+                    let (grads, critic_norm) = clip_grad_norm(critic, grads, max)?;
                     stats.push(("ppo/critic_grad_norm", critic_norm));
                     (grads, norm)
                 }
                 // A value head on the policy's trunk shares its gradient: one norm.
-                None => clip_grad_norm(model, grads, max),
+                None => clip_grad_norm(model, grads, max)?,
             };
             if let (Some(guide_critic), ValueFn::Guide) = (&model.guide_critic, value_fn) {
-                let (clipped, guide_norm) = clip_grad_norm(guide_critic, grads, max);
+                let (clipped, guide_norm) = clip_grad_norm(guide_critic, grads, max)?;
                 stats.push(("ppo/guide_critic_grad_norm", guide_norm));
                 grads = clipped;
             }
-            (grads, norm)
+            Ok((grads, norm))
         }
     }
 }
@@ -583,7 +582,7 @@ impl Run for Ppo {
         warn_long_prompts(&tokenizer, &train, this.sampling.max_prompt_len, side, "train")?;
         let guard = Guard::new(this.id, ctx.config, &ctx.run_dir)?;
         let mut state = Loop {
-            sampler: PromptSampler::new(train.len()),
+            sampler: PromptSampler::for_replica(train.len()),
             train,
             optim: Optim::for_module(&this.optimizer, &model),
             reward: match this.reward.take() {
@@ -593,7 +592,7 @@ impl Run for Ppo {
                 }
                 None => return Err(AlgorithmError::config("reward_fn", "the run's reward was already used").into()),
             },
-            rng: ChaCha8Rng::seed_from_u64(this.args.seed),
+            rng: super::replica_rng(this.args.seed),
             tracker: Tracker::new(RunDir::open(&ctx.run_dir)?),
             guard,
             reference: reference.valid(),
@@ -631,8 +630,7 @@ impl<B: AutodiffBackend> Loop<'_, B> {
             hook.restore(&dir.join("reward_hook"))?;
         }
         self.ppo.kl.load_state(&state.kl_state)?;
-        self.rng = state.rng.restore();
-        self.sampler = state.sampler;
+        (self.rng, self.sampler) = super::replica_draws(state.rng.restore(), state.sampler, self.train.len());
         self.guard.restore(state.guard_skipped);
         Ok(state.iteration)
     }
@@ -709,7 +707,7 @@ impl<B: AutodiffBackend> Loop<'_, B> {
         if self.ppo.settings.evaluates_at(iteration, n_iters) {
             self.evaluate(iteration)?;
         }
-        let stop = self.guard.stop_requested() && iteration < n_iters;
+        let stop = self.guard.stop_requested()? && iteration < n_iters;
         if self.ppo.settings.checkpoints_at(iteration, n_iters) || stop {
             self.checkpoint(iteration)?;
         }
@@ -897,7 +895,10 @@ impl<B: AutodiffBackend> Loop<'_, B> {
         // The number of sequences, as Ziegler et al. (`lm-human-preferences`), TRL's
         // `AdaptiveKLController.update(kl, batch_size)` and OpenRLHF: the controller's
         // horizon counts sequences, not tokens.
-        self.ppo.kl.step(mean(&kl_sums), t);
+        // Data-parallel replicas step their controllers with the mean over all of them, so
+        // the coefficient stays the same everywhere.
+        let world = tril_core::parallel::world();
+        self.ppo.kl.step(tril_core::parallel::all_mean(mean(&kl_sums))?, t * world);
         let ids = &rollouts.ids;
         let cat_int = |k: usize| Tensor::cat(ids.iter().map(|p| p[k].clone()).collect(), 0);
         let matrix = |v: Vec<f32>| Tensor::<Inner<B>, 2>::from_data(TensorData::new(v, [t, n]), (&self.device, F32));
@@ -932,15 +933,26 @@ impl<B: AutodiffBackend> Loop<'_, B> {
                 step += 1;
                 let micro = self.ppo.plan.micro_batch;
                 // This step's statistics, kept only if the guard lets its update through.
-                let (grads, mut values, diagnostics) =
-                    match minibatch_gradients(&self.model, buf, minibatch, &args, micro) {
-                        Minibatch::Gradients { grads, stats, diagnostics } => (grads, stats, diagnostics),
-                        Minibatch::EarlyStop { approx_kl } => {
-                            tracing::info!(iteration, step, approx_kl, "early stop: approx_kl above 1.5 x target_kl");
-                            break 'epochs;
-                        }
-                    };
-                let (grads, norm) = clip_gradients(&self.model, grads, &args, buf.value_fn, &mut values);
+                let result = minibatch_gradients(&self.model, buf, minibatch, &args, micro);
+                // Data-parallel replicas stop together when any of them crosses the bound.
+                let crossed = matches!(result, Minibatch::EarlyStop { .. });
+                let stop = if args.target_kl.is_some() { tril_core::parallel::any(crossed)? } else { crossed };
+                let (grads, mut values, diagnostics) = match result {
+                    Minibatch::Gradients { grads, stats, diagnostics } if !stop => (grads, stats, diagnostics),
+                    Minibatch::Gradients { .. } => {
+                        tracing::info!(
+                            iteration,
+                            step,
+                            "early stop: approx_kl above 1.5 x target_kl on another replica"
+                        );
+                        break 'epochs;
+                    }
+                    Minibatch::EarlyStop { approx_kl } => {
+                        tracing::info!(iteration, step, approx_kl, "early stop: approx_kl above 1.5 x target_kl");
+                        break 'epochs;
+                    }
+                };
+                let (grads, norm) = clip_gradients(&self.model, grads, &args, buf.value_fn, &mut values)?;
                 values.push(("ppo/grad_norm", norm));
                 if self.guard.step(At::update(iteration, step), &values)? == Verdict::Skip {
                     bar.inc(1);
