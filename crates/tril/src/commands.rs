@@ -190,12 +190,7 @@ pub fn run(args: &ConfigArgs, resume: Option<&Path>, quiet: bool) -> CmdResult {
         )));
     }
     let root: RootConfig = config.extract("")?;
-    if root.log_to_wandb {
-        return Err(Failure::Config(anyhow!(
-            "log_to_wandb: Weights & Biases logging is not implemented in tril yet; use logging=default \
-             (every metric is in the run directory's JSONL files and plots/)"
-        )));
-    }
+    let wandb = crate::wandb::Settings::from_env(&root, &config).map_err(Failure::Config)?;
     let section = config.section("alg")?;
     let algorithm = registry::build_algorithm(&section, &config).map_err(|e| Failure::Config(anyhow!(e)))?;
     let run = tril_core::run_dir::RunDir::open(&run_dir)
@@ -210,14 +205,19 @@ pub fn run(args: &ConfigArgs, resume: Option<&Path>, quiet: bool) -> CmdResult {
     crate::set_log_file(&run_dir.join("log.txt"))
         .map_err(|e| Failure::Runtime(anyhow!("opening {}: {e}", run_dir.join("log.txt").display())))?;
     tracing::info!(run_dir = %run_dir.display(), "run directory");
+    let wandb = wandb.and_then(|w| w.start(&config, &run_dir));
     let ctx = RunCtx { config: &config, run_dir, resume_from: resume.map(Path::to_path_buf), quiet };
     if let Err(e) = tril_core::interrupt::install() {
         tracing::warn!("SIGINT/SIGTERM will stop the run without a checkpoint: {e}");
     }
-    algorithm.run(&ctx).map_err(|e| match tril_core::interrupt::requested() {
+    let result = algorithm.run(&ctx).map_err(|e| match tril_core::interrupt::requested() {
         Some(signal) => Failure::Interrupted(signal, anyhow!(e)),
         None => Failure::Runtime(anyhow!(e)),
-    })
+    });
+    if let Some(wandb) = wandb {
+        wandb.finish(crate::wandb::exit_code(&result));
+    }
+    result
 }
 
 /// Creates the run directory and writes `config.resolved.yaml` atomically.
