@@ -135,10 +135,8 @@ fn serve(stream: TcpStream, behavior: &Mutex<Behavior>, received: &Mutex<Receive
             Behavior::Ok => (200, answer(&method, &path, &headers, &body, received, url)),
         };
         let text = answer.to_string();
-        let head = format!(
-            "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-            text.len()
-        );
+        let head =
+            format!("HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n", text.len());
         if stream.write_all(head.as_bytes()).and_then(|_| stream.write_all(text.as_bytes())).is_err() {
             return;
         }
@@ -288,7 +286,8 @@ fn a_run_sends_its_config_metadata_metrics_summary_and_model() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("run");
     let env = [("WANDB_API_KEY", KEY), ("WANDB_BASE_URL", fake.url.as_str()), ("WANDB_PROJECT", "proj")];
-    let meta = ["wandb_run_name=my-run", "wandb_group=grp", "wandb_tags=[a,b]", "wandb_notes=hello", "wandb_log_model=true"];
+    let meta =
+        ["wandb_run_name=my-run", "wandb_group=grp", "wandb_tags=[a,b]", "wandb_notes=hello", "wandb_log_model=true"];
     let (code, out, _) = ppo(&dir, &meta, &env);
     assert_eq!(code, 0, "{out}");
     assert!(!out.contains("WARN"), "{out}");
@@ -312,7 +311,8 @@ fn a_run_sends_its_config_metadata_metrics_summary_and_model() {
     let received = fake.received.lock().unwrap();
     let stream_path = format!("/files/default-entity/proj/{id}/file_stream");
     assert!(received.streams.iter().all(|(p, _)| *p == stream_path), "{:?}", received.streams[0].0);
-    let summary = received.streams.iter().rev().find_map(|(_, b)| b["files"]["wandb-summary.json"]["content"][0].as_str());
+    let summary =
+        received.streams.iter().rev().find_map(|(_, b)| b["files"]["wandb-summary.json"]["content"][0].as_str());
     let summary: Value = serde_json::from_str(summary.expect("a summary")).unwrap();
     assert_eq!(summary["_step"], 2);
     assert!(summary["ppo/loss"].is_number(), "{summary}");

@@ -119,7 +119,8 @@ impl Api {
         if !status.is_success() {
             bail!("POST {url}: HTTP {status}{}", auth_hint(status));
         }
-        let body: Value = serde_json::from_str(&text).with_context(|| format!("POST {url}: not JSON: {}", short(&text)))?;
+        let body: Value =
+            serde_json::from_str(&text).with_context(|| format!("POST {url}: not JSON: {}", short(&text)))?;
         if let Some(errors) = body.get("errors").filter(|e| !e.is_null()) {
             bail!("POST {url}: {}", short(&errors.to_string()));
         }
@@ -189,7 +190,8 @@ impl Api {
         for (k, v) in headers {
             request = request.header(k, v);
         }
-        let response = request.body(bytes).send().map_err(|e| anyhow!("uploading {}: {}", path.display(), without_url(&e)))?;
+        let response =
+            request.body(bytes).send().map_err(|e| anyhow!("uploading {}: {}", path.display(), without_url(&e)))?;
         if !response.status().is_success() {
             bail!("uploading {}: HTTP {}", path.display(), response.status());
         }

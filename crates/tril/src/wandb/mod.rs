@@ -391,7 +391,8 @@ impl Uploader {
                     self.state.spool_offset = end;
                 }
                 Batch::Files { paths, end } => {
-                    let files: Vec<(String, PathBuf)> = paths.iter().map(|p| (p.clone(), self.run_dir.join(p))).collect();
+                    let files: Vec<(String, PathBuf)> =
+                        paths.iter().map(|p| (p.clone(), self.run_dir.join(p))).collect();
                     self.api.upload_run_files(&at, &self.info.run_id, &files, self.timeout(deadline)?)?;
                     let body = spool::uploaded_body(&paths);
                     self.api.file_stream(&at, &self.info.run_id, &body, self.timeout(deadline)?)?;

@@ -219,7 +219,9 @@ impl Batch {
                     let repeat = last_step.is_some_and(|l| *step <= l) && rows.last().is_none_or(|(s, _)| s != step);
                     if !repeat {
                         match rows.last_mut() {
-                            Some((s, row)) if s == step => row.extend(values.iter().map(|(k, v)| (k.clone(), v.clone()))),
+                            Some((s, row)) if s == step => {
+                                row.extend(values.iter().map(|(k, v)| (k.clone(), v.clone())))
+                            }
                             _ => {
                                 if rows.len() == MAX_ROWS {
                                     return Batch::History { rows: rows.into_iter().map(|(_, r)| r).collect(), end };
@@ -313,11 +315,7 @@ mod tests {
 
     #[test]
     fn repeats_after_resume_are_dropped_and_finish_comes_alone() {
-        let records = vec![
-            history(2, "a", 1.0, 10),
-            history(3, "a", 2.0, 20),
-            (Record::Finish { exitcode: 0 }, 30),
-        ];
+        let records = vec![history(2, "a", 1.0, 10), history(3, "a", 2.0, 20), (Record::Finish { exitcode: 0 }, 30)];
         let state = State { last_step: Some(2), ..State::default() };
         let Batch::History { rows, end } = Batch::next(&records, &state, 100.0, false) else { panic!() };
         assert_eq!(end, 20, "a finish record ends the run of rows: step 3 is complete");
