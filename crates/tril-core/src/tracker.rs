@@ -289,8 +289,10 @@ mod tests {
     }
 
     /// Keeps the lines that carry a `sink_test/` key (other tests' trackers run alongside).
+    type Line = (String, usize, Map<String, Value>);
+
     #[derive(Default)]
-    struct Recorder(std::sync::Mutex<Vec<(String, usize, Map<String, Value>)>>);
+    struct Recorder(std::sync::Mutex<Vec<Line>>);
 
     impl MetricSink for Recorder {
         fn record(&self, file: &str, step: usize, values: &Map<String, Value>) {
