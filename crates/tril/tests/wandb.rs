@@ -418,6 +418,12 @@ fn online_without_an_api_key_is_an_error_naming_it() {
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("WANDB_API_KEY is not set") && out.contains("WANDB_MODE=offline"), "{out}");
     assert!(!dir.exists(), "nothing was started");
+    // A config that would carry the key into config.resolved.yaml and W&B is refused.
+    let env = [("WANDB_API_KEY", KEY), ("WANDB_BASE_URL", "http://127.0.0.1:9")];
+    let (code, out, _) = ppo(&dir, &["wandb_notes=${env:WANDB_API_KEY}"], &env);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("holds the value of WANDB_API_KEY") && !out.contains(KEY), "{out}");
+    assert!(!dir.exists(), "nothing was written");
     let (code, out, _) = ppo(&dir, &["alg.args.n_iters=1"], &[("WANDB_MODE", "disabled")]);
     assert_eq!(code, 0, "WANDB_MODE=disabled needs no key: {out}");
     assert!(!dir.join("wandb").exists());

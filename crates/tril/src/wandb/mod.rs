@@ -100,7 +100,8 @@ impl Settings {
                  or use logging=default"
             );
         }
-        if let Some(key) = &key {
+        // (A key this short is no real key; matching it would refuse configs by chance.)
+        if let Some(key) = key.as_ref().filter(|k| k.len() >= 8) {
             if config.to_yaml().contains(key.as_str()) {
                 anyhow::bail!(
                     "the config holds the value of WANDB_API_KEY (through ${{env:...}}?); refusing to write it into \
