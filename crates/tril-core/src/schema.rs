@@ -41,6 +41,21 @@ pub struct RootConfig {
     pub entity_name: Option<String>,
     /// W&B project.
     pub project_name: String,
+    /// W&B run name (`null`: the experiment name).
+    #[serde(default)]
+    pub wandb_run_name: Option<String>,
+    /// W&B run group (`null`: none).
+    #[serde(default)]
+    pub wandb_group: Option<String>,
+    /// W&B run tags.
+    #[serde(default)]
+    pub wandb_tags: Vec<String>,
+    /// W&B run notes (`null`: none).
+    #[serde(default)]
+    pub wandb_notes: Option<String>,
+    /// Upload the final model (the last checkpoint's HF directories) to W&B at the end.
+    #[serde(default)]
+    pub wandb_log_model: bool,
     /// The task.
     pub task: Component,
     /// The reward function (absent for supervised tasks).

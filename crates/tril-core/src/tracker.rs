@@ -9,6 +9,10 @@
 //! | `plots/curves.png` | evaluation | the logged curves of the keys asked for |
 //!
 //! Every value is also kept in memory so plots need no re-reading.
+//!
+//! Every metric line is also handed to the process's [`MetricSink`], when one is
+//! installed ([`set_sink`]): the `tril` binary installs its Weights & Biases logger there,
+//! so no algorithm knows about W&B.
 
 use crate::error::Result;
 use crate::plot::{plot_panels, Panel, Series};
@@ -16,9 +20,50 @@ use crate::plugin::{MetricOutput, Sample, Split};
 use crate::run_dir::RunDir;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
 
 /// Scalar statistics keyed by their metric name (`ppo/approx_kl`, ...).
 pub type Stats = BTreeMap<String, f64>;
+
+/// A mirror of the metric lines a [`Tracker`] writes (the `tril` binary's W&B logger).
+///
+/// `record` runs on the training thread: it must return quickly and never fail the run
+/// (the W&B logger appends to a local spool and wakes its own network thread).
+pub trait MetricSink: Send + Sync {
+    /// One line as written to `file` (`rollout_info.jsonl`, `training_info.jsonl`,
+    /// `{split}_split_metrics.jsonl`), at `step` (the line's `iteration` or `epoch`), with
+    /// its values flattened: evaluation scores as `<split>/<key>`, as in [`Tracker::history`].
+    fn record(&self, file: &str, step: usize, values: &Map<String, Value>);
+}
+
+/// The process's metric sink. One global, like `tracing`'s dispatcher: trackers are built
+/// inside every algorithm, and a sink is a property of the process (`tril run`), not of an
+/// algorithm.
+static SINK: RwLock<Option<Arc<dyn MetricSink>>> = RwLock::new(None);
+
+/// Installs (or with `None` removes) the sink every [`Tracker`] of this process mirrors its
+/// metric lines to.
+pub fn set_sink(sink: Option<Arc<dyn MetricSink>>) {
+    match SINK.write() {
+        Ok(mut slot) => *slot = sink,
+        Err(poisoned) => *poisoned.into_inner() = sink,
+    }
+}
+
+/// Hands one metric line to the installed sink, if any (from rank 0 only in a
+/// data-parallel run, like the files).
+fn mirror(file: &str, step: usize, values: &Map<String, Value>) {
+    if !crate::parallel::is_primary() {
+        return;
+    }
+    let sink = match SINK.read() {
+        Ok(slot) => slot.clone(),
+        Err(poisoned) => poisoned.into_inner().clone(),
+    };
+    if let Some(sink) = sink {
+        sink.record(file, step, values);
+    }
+}
 
 /// Writes a run's logs into its run directory.
 #[derive(Debug)]
@@ -99,7 +144,12 @@ impl Tracker {
             line.insert(k.clone(), json_number(*v));
             self.history.entry(k.clone()).or_default().push((x as f64, *v));
         }
-        self.run.append_jsonl(file, &Value::Object(line))
+        let line = Value::Object(line);
+        self.run.append_jsonl(file, &line)?;
+        if let Value::Object(values) = &line {
+            mirror(file, x, values);
+        }
+        Ok(())
     }
 
     /// Logs one iteration's rollout statistics (`rollout_buffer/*`).
@@ -119,8 +169,10 @@ impl Tracker {
         for (k, v) in stats {
             self.history.entry(format!("{}/{k}", split.name())).or_default().push((epoch as f64, *v));
         }
-        self.run
-            .append_jsonl(&format!("{}_split_metrics.jsonl", split.name()), &json!({"epoch": epoch, "metrics": corpus}))
+        let file = format!("{}_split_metrics.jsonl", split.name());
+        self.run.append_jsonl(&file, &json!({"epoch": epoch, "metrics": corpus}))?;
+        mirror(&file, epoch, &split_line(epoch, split, &corpus));
+        Ok(())
     }
 
     /// Logs an evaluation: corpus scores to `{split}_split_metrics.jsonl` and every
@@ -137,10 +189,9 @@ impl Tracker {
         for (k, v) in metrics {
             self.history.entry(format!("{}/{k}", split.name())).or_default().push((epoch as f64, v.corpus));
         }
-        self.run.append_jsonl(
-            &format!("{}_split_metrics.jsonl", split.name()),
-            &json!({"epoch": epoch, "metrics": corpus}),
-        )?;
+        let file = format!("{}_split_metrics.jsonl", split.name());
+        self.run.append_jsonl(&file, &json!({"epoch": epoch, "metrics": corpus}))?;
+        mirror(&file, epoch, &split_line(epoch, split, &corpus));
         let rows: Vec<Value> = samples
             .iter()
             .zip(generations)
@@ -188,6 +239,16 @@ impl Tracker {
     }
 }
 
+/// An evaluation line flattened for a [`MetricSink`]: `{"epoch": n, "<split>/<key>": x}`.
+fn split_line(epoch: usize, split: Split, corpus: &Map<String, Value>) -> Map<String, Value> {
+    let mut line = Map::new();
+    line.insert("epoch".into(), json!(epoch));
+    for (k, v) in corpus {
+        line.insert(format!("{}/{k}", split.name()), v.clone());
+    }
+    line
+}
+
 /// TRIL's reference format: `<START-1>ref one<END-1><START-2>ref two<END-2>`.
 pub fn ref_text(references: &[String]) -> String {
     references.iter().enumerate().map(|(i, r)| format!("<START-{n}>{r}<END-{n}>", n = i + 1)).collect()
@@ -229,6 +290,48 @@ mod tests {
         );
         let m = std::fs::read_to_string(dir.path().join("val_split_metrics.jsonl")).unwrap();
         assert_eq!(m.lines().count(), 1);
+    }
+
+    /// Keeps the lines that carry a `sink_test/` key (other tests' trackers run alongside).
+    type Line = (String, usize, Map<String, Value>);
+
+    #[derive(Default)]
+    struct Recorder(std::sync::Mutex<Vec<Line>>);
+
+    impl MetricSink for Recorder {
+        fn record(&self, file: &str, step: usize, values: &Map<String, Value>) {
+            if values.keys().any(|k| k.contains("sink_test/")) {
+                if let Ok(mut lines) = self.0.lock() {
+                    lines.push((file.to_string(), step, values.clone()));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_sink_sees_every_line_the_files_get() {
+        let dir = tempfile::tempdir().unwrap();
+        let recorder = Arc::new(Recorder::default());
+        set_sink(Some(recorder.clone()));
+        let mut t = Tracker::new(RunDir::open(dir.path()).unwrap());
+        t.log_rollout(1, &Stats::from([("sink_test/r".into(), 0.5)])).unwrap();
+        t.log_training(1, &Stats::from([("sink_test/loss".into(), f64::NAN)])).unwrap();
+        t.log_split_metrics(1, Split::Val, &Stats::from([("sink_test/m".into(), 2.0)])).unwrap();
+        let metrics = MetricOutput::from([("sink_test/e".to_string(), MetricValue { per_sample: None, corpus: 3.0 })]);
+        t.log_eval(2, Split::Test, &metrics, &[], &[]).unwrap();
+        set_sink(None);
+        let lines = recorder.0.lock().unwrap().clone();
+        let got: Vec<(String, usize, String)> =
+            lines.into_iter().map(|(f, s, v)| (f, s, Value::Object(v).to_string())).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("rollout_info.jsonl".into(), 1, r#"{"iteration":1,"sink_test/r":0.5}"#.into()),
+                ("training_info.jsonl".into(), 1, r#"{"iteration":1,"sink_test/loss":null}"#.into()),
+                ("val_split_metrics.jsonl".into(), 1, r#"{"epoch":1,"val/sink_test/m":2.0}"#.into()),
+                ("test_split_metrics.jsonl".into(), 2, r#"{"epoch":2,"test/sink_test/e":3.0}"#.into()),
+            ]
+        );
     }
 
     #[test]

@@ -137,4 +137,12 @@ pub enum Command {
     /// `--sweep-file` of `key: [a, b]` are axes (cartesian product); `--plan` prints and
     /// checks the grid; a sweep root that holds the same sweep continues it (`docs/sweeps.md`).
     Sweep(crate::sweep::SweepArgs),
+    /// Upload what a run directory spooled for Weights & Biases and W&B has not received
+    /// (a `WANDB_MODE=offline` run, or one whose server was down); needs WANDB_API_KEY
+    /// (`docs/wandb.md`).
+    WandbSync {
+        /// The run directory.
+        #[arg(value_name = "RUN_DIR")]
+        run_dir: PathBuf,
+    },
 }

@@ -191,12 +191,7 @@ pub fn run(args: &ConfigArgs, resume: Option<&Path>, quiet: bool) -> CmdResult {
         )));
     }
     let root: RootConfig = config.extract("")?;
-    if root.log_to_wandb {
-        return Err(Failure::Config(anyhow!(
-            "log_to_wandb: Weights & Biases logging is not implemented in tril yet; use logging=default \
-             (every metric is in the run directory's JSONL files and plots/)"
-        )));
-    }
+    let wandb = crate::wandb::Settings::from_env(&root, &config).map_err(Failure::Config)?;
     let section = config.section("alg")?;
     let algorithm = registry::build_algorithm(&section, &config).map_err(|e| Failure::Config(anyhow!(e)))?;
     if root.distributed.nodes > 1 {
@@ -225,6 +220,7 @@ pub fn run(args: &ConfigArgs, resume: Option<&Path>, quiet: bool) -> CmdResult {
             .map_err(|e| Failure::Runtime(anyhow!("opening {}: {e}", run_dir.join("log.txt").display())))?;
     }
     tracing::info!(run_dir = %run_dir.display(), "run directory");
+    let wandb = wandb.and_then(|w| w.start(&config, &run_dir));
     let resume_from = resume.map(Path::to_path_buf);
     if let Err(e) = tril_core::interrupt::install() {
         tracing::warn!("SIGINT/SIGTERM will stop the run without a checkpoint: {e}");
@@ -233,12 +229,16 @@ pub fn run(args: &ConfigArgs, resume: Option<&Path>, quiet: bool) -> CmdResult {
         algorithm.run(&RunCtx { config: &config, run_dir, resume_from, quiet })
     } else {
         drop(algorithm);
-        run_replicas(replicas, config, run_dir, resume_from, quiet)
+        run_replicas(replicas, config.clone(), run_dir, resume_from, quiet)
     };
-    out.map_err(|e| match tril_core::interrupt::requested() {
+    let result = out.map_err(|e| match tril_core::interrupt::requested() {
         Some(signal) => Failure::Interrupted(signal, anyhow!(e)),
         None => Failure::Runtime(anyhow!(e)),
-    })
+    });
+    if let Some(wandb) = wandb {
+        wandb.finish(crate::wandb::exit_code(&result));
+    }
+    result
 }
 
 /// A data-parallel `tril run`: the algorithm built and run once per replica of this

@@ -24,6 +24,7 @@ pub mod memory;
 pub mod merge_lora;
 pub mod store;
 pub mod sweep;
+pub mod wandb;
 
 pub use tril_core;
 
@@ -57,6 +58,7 @@ pub fn main() -> ExitCode {
         cli::Command::MergeLora(args) => merge_lora::run(args),
         cli::Command::GoldEval(args) => gold_eval::run(args),
         cli::Command::Sweep(args) => sweep::run(args, cli.quiet),
+        cli::Command::WandbSync { run_dir } => wandb::sync(run_dir).map_err(commands::Failure::Runtime),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
