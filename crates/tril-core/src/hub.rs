@@ -166,13 +166,17 @@ fn is_sha(s: &str) -> bool {
     s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// A repo id must be `name` or `org/name` of letters, digits, `-`, `_` and `.`.
-fn check_repo(repo: &str) -> Result<()> {
+/// True for a hub repo id: `name` or `org/name` of letters, digits, `-`, `_` and `.`.
+pub fn is_repo_id(repo: &str) -> bool {
     let parts: Vec<&str> = repo.split('/').collect();
     let ok_part = |p: &&str| {
         !p.is_empty() && *p != "." && *p != ".." && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
     };
-    if parts.len() > 2 || !parts.iter().all(ok_part) {
+    parts.len() <= 2 && parts.iter().all(ok_part)
+}
+
+fn check_repo(repo: &str) -> Result<()> {
+    if !is_repo_id(repo) {
         return Err(CoreError::Hub {
             target: repo.into(),
             message: "not a hub repo id: expected `name` or `org/name` (letters, digits, `-`, `_`, `.`)".into(),
