@@ -188,7 +188,9 @@ pub enum CoreError {
     },
 
     /// A hub repository or file does not exist (HTTP 404).
-    #[error("repository or file not found: {target} at revision {revision} (check the id; a private repo needs HF_TOKEN)")]
+    #[error(
+        "repository or file not found: {target} at revision {revision} (check the id; a private repo needs HF_TOKEN)"
+    )]
     HubNotFound {
         /// `org/name` or `org/name/file`.
         target: String,

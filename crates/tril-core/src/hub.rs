@@ -110,7 +110,8 @@ impl HubEnv {
             .or_else(|| path("HOME").map(|h| h.join(".cache/huggingface/hub")));
         let offline = var("HF_HUB_OFFLINE")
             .is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"));
-        let endpoint = var("HF_ENDPOINT").map_or_else(|| DEFAULT_ENDPOINT.to_string(), |e| e.trim_end_matches('/').into());
+        let endpoint =
+            var("HF_ENDPOINT").map_or_else(|| DEFAULT_ENDPOINT.to_string(), |e| e.trim_end_matches('/').into());
         let token = var("HF_TOKEN").or_else(|| var("HUGGING_FACE_HUB_TOKEN")).map(|t| HubToken(t.trim().to_string()));
         HubEnv { hub_cache, offline, endpoint, token }
     }
@@ -612,7 +613,9 @@ impl<'a> Client<'a> {
             200..=399 => Ok(()),
             404 => Err(CoreError::HubNotFound { target, revision }),
             401 | 403 => Err(CoreError::HubUnauthorized { target, revision, status: status.as_u16() }),
-            _ => Err(CoreError::Hub { target, message: format!("the hub answered HTTP {status} (revision {revision})") }),
+            _ => {
+                Err(CoreError::Hub { target, message: format!("the hub answered HTTP {status} (revision {revision})") })
+            }
         }
     }
 
@@ -650,13 +653,17 @@ impl<'a> Client<'a> {
         let url = format!("{}/{prefix}{repo}/resolve/{sha}/{}", self.env.endpoint, encode(file, true));
         let (response, meta) = self.send(reqwest::Method::HEAD, &url, 0, true)?;
         self.check(&response, &target, revision)?;
-        let etag = meta.etag.clone().filter(|e| !e.is_empty() && e.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b)));
+        let etag = meta
+            .etag
+            .clone()
+            .filter(|e| !e.is_empty() && e.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b)));
         let etag = etag.ok_or_else(|| CoreError::Hub {
             target: target.clone(),
             message: "the hub sent no usable ETag for this file".into(),
         })?;
         // Not `content_length()`: a HEAD response's body is empty.
-        let length = response.headers().get(reqwest::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
+        let length =
+            response.headers().get(reqwest::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
         let size = meta.size.or(length.filter(|_| response.status().is_success()));
         let blob = dir.join("blobs").join(&etag);
         if !blob.is_file() {
@@ -666,7 +673,15 @@ impl<'a> Client<'a> {
         Ok(snap)
     }
 
-    fn download_blob(&self, url: &str, blob: &Path, etag: &str, size: Option<u64>, target: &str, rev: &str) -> Result<()> {
+    fn download_blob(
+        &self,
+        url: &str,
+        blob: &Path,
+        etag: &str,
+        size: Option<u64>,
+        target: &str,
+        rev: &str,
+    ) -> Result<()> {
         let part = blob.with_file_name(format!("{etag}.incomplete"));
         if let Some(parent) = part.parent() {
             std::fs::create_dir_all(parent).map_err(|source| CoreError::Io { path: parent.into(), source })?;
@@ -715,7 +730,14 @@ impl<'a> Client<'a> {
     }
 
     /// One GET into `part`, resuming from its current length.
-    fn transfer(&self, url: &str, part: &Path, bar: &crate::progress::ProgressBar, target: &str, rev: &str) -> Result<(), Failure> {
+    fn transfer(
+        &self,
+        url: &str,
+        part: &Path,
+        bar: &crate::progress::ProgressBar,
+        target: &str,
+        rev: &str,
+    ) -> Result<(), Failure> {
         let have = std::fs::metadata(part).map(|m| m.len()).unwrap_or(0);
         let (mut response, _) = self.send(reqwest::Method::GET, url, have, false).map_err(|e| match e {
             CoreError::HubUnreachable { message, .. } if have > 0 => Failure::Retry(message),
@@ -910,7 +932,10 @@ mod tests {
             err,
             "repository or file not found: org/missing at revision v1 (check the id; a private repo needs HF_TOKEN)"
         );
-        assert!(server.log().iter().all(|r| r.auth.is_none() || r.auth.as_deref().is_some_and(|a| a.starts_with("Bearer "))));
+        assert!(server
+            .log()
+            .iter()
+            .all(|r| r.auth.is_none() || r.auth.as_deref().is_some_and(|a| a.starts_with("Bearer "))));
     }
 
     #[test]
@@ -941,7 +966,8 @@ mod tests {
         ]);
         assert_eq!(select_split_files(&own, None, "train").unwrap(), ["plain_text/train-00000-of-00001.parquet"]);
         assert!(select_split_files(&own, Some("other"), "train").unwrap().is_empty());
-        let converted = files(&["default/train/0000.parquet", "default/train/0001.parquet", "default/valid/0000.parquet"]);
+        let converted =
+            files(&["default/train/0000.parquet", "default/train/0001.parquet", "default/valid/0000.parquet"]);
         assert_eq!(select_split_files(&converted, None, "train").unwrap().len(), 2);
         assert_eq!(select_split_files(&converted, None, "validation").unwrap(), ["default/valid/0000.parquet"]);
         let two = files(&["a/train/0000.parquet", "b/train/0000.parquet"]);

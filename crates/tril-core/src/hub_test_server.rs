@@ -204,7 +204,8 @@ fn handle(mut stream: TcpStream, state: &Arc<Mutex<State>>) {
             return respond(&mut stream, "401 Unauthorized", &json, b"{\"error\":\"Invalid credentials\"}", head);
         }
     }
-    let not_found = |stream: &mut TcpStream| respond(stream, "404 Not Found", &json, b"{\"error\":\"not found\"}", head);
+    let not_found =
+        |stream: &mut TcpStream| respond(stream, "404 Not Found", &json, b"{\"error\":\"not found\"}", head);
     // Listing.
     for kind in ["models", "datasets"] {
         if let Some(rest) = path.strip_prefix(&format!("/api/{kind}/")) {

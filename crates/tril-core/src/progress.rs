@@ -59,7 +59,8 @@ pub fn bytes_bar(len: Option<u64>, label: &str) -> ProgressBar {
         Some(_) => "{prefix} [{bar:30.cyan/blue}] {bytes}/{total_bytes} {bytes_per_sec} ({eta})",
         None => "{prefix} {spinner} {bytes} {bytes_per_sec}",
     };
-    let style = ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()).progress_chars("=> ");
+    let style =
+        ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()).progress_chars("=> ");
     let bar = multi().add(len.map_or_else(ProgressBar::new_spinner, ProgressBar::new).with_style(style));
     bar.set_prefix(label.to_string());
     bar
