@@ -1,12 +1,12 @@
 //! Hugging Face Hub downloads through the real CLI against a loopback test hub
-//! (`tril-core/src/hub_test_server.rs`): a DPO run whose model (`org/name`) and preference
+//! (`tril-core/src/hub/test_server.rs`): a DPO run whose model (`org/name`) and preference
 //! data (`hub:org/name`) are downloaded into the HF cache layout, a dropped transfer
 //! resumed with `Range`, the token sent but never written or printed, then the same run
 //! from the cache with the hub gone; and the errors for offline mode, 401, 404 and a
 //! corrupted file.
 
 mod common;
-#[path = "../../tril-core/src/hub_test_server.rs"]
+#[path = "../../tril-core/src/hub/test_server.rs"]
 mod hub_server;
 
 use common::*;
