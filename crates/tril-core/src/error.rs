@@ -187,6 +187,68 @@ pub enum CoreError {
         message: String,
     },
 
+    /// A hub repository or file does not exist (HTTP 404).
+    #[error(
+        "repository or file not found: {target} at revision {revision} (check the id; a private repo needs HF_TOKEN)"
+    )]
+    HubNotFound {
+        /// `org/name` or `org/name/file`.
+        target: String,
+        /// The revision asked for.
+        revision: String,
+    },
+
+    /// The hub refused access (HTTP 401/403): a private or gated repo, or a bad token.
+    #[error("access denied (HTTP {status}) to {target} at revision {revision}: the repository is private or gated (or does not exist); set HF_TOKEN to a token with access")]
+    HubUnauthorized {
+        /// `org/name` or `org/name/file`.
+        target: String,
+        /// The revision asked for.
+        revision: String,
+        /// 401 or 403.
+        status: u16,
+    },
+
+    /// The hub endpoint cannot be reached (network down, connection refused, DNS, TLS).
+    #[error("cannot reach {endpoint}: {message}; use HF_HUB_OFFLINE=1 with a filled cache, or a local path")]
+    HubUnreachable {
+        /// `HF_ENDPOINT` (https://huggingface.co by default).
+        endpoint: String,
+        /// What failed.
+        message: String,
+    },
+
+    /// Offline mode (`HF_HUB_OFFLINE=1`) and the files are not in the cache.
+    #[error("{target} (revision {revision}) is not in the hub cache {cache} and HF_HUB_OFFLINE is set, so nothing is downloaded: unset HF_HUB_OFFLINE to download it, fill the cache (`huggingface-cli download`), or pass a local path")]
+    HubOffline {
+        /// `org/name` (with the split for a dataset).
+        target: String,
+        /// The revision asked for.
+        revision: String,
+        /// The cache directory searched.
+        cache: String,
+    },
+
+    /// A downloaded file does not match its checksum (the partial download is removed).
+    #[error("{target}: downloaded bytes do not match the hub's checksum (expected sha256 {expected}, got {got}); the partial file was removed, retry the download")]
+    HubChecksum {
+        /// `org/name/file`.
+        target: String,
+        /// The sha256 the hub announced (its ETag).
+        expected: String,
+        /// The sha256 of the bytes received.
+        got: String,
+    },
+
+    /// Any other hub problem: an unexpected HTTP status, a malformed answer, no files to get.
+    #[error("{target}: {message}")]
+    Hub {
+        /// `org/name` or `org/name/file`.
+        target: String,
+        /// What is wrong and what to do.
+        message: String,
+    },
+
     /// Any other error with context about where it happened.
     #[error("{context}: {message}")]
     WithContext {

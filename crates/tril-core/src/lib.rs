@@ -15,6 +15,8 @@
 //! - [`schema`]: the typed root config; [`safety`]: its `guard:` and `checkpoint:` sections.
 //! - [`backend`]: the one dispatch point from `device`/`precision` to a concrete Burn
 //!   backend ([`backend::train`], [`backend::infer`]); nothing else names a backend.
+//! - [`hub`]: Hugging Face Hub downloads (models, dataset splits) into the shared HF cache
+//!   ([`hub::download_model`], [`hub::dataset_split_files`]).
 //! - [`interrupt`]: SIGINT/SIGTERM recorded for the loops to checkpoint and stop.
 //! - [`progress`]: indicatif progress bars, hidden off a terminal and with `--quiet`.
 //! - [`error`]: [`CoreError`], the one error type of this crate.
@@ -38,6 +40,7 @@
 pub mod backend;
 pub mod config;
 pub mod error;
+pub mod hub;
 pub mod interrupt;
 pub mod ops;
 pub mod parallel;

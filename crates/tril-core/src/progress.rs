@@ -50,6 +50,23 @@ pub fn bar(len: u64, label: &str) -> ProgressBar {
     bar
 }
 
+/// A byte-count bar for a download of `len` bytes (a spinner when the size is unknown),
+/// labelled `label`, with throughput and ETA; hidden when bars are off.
+pub fn bytes_bar(len: Option<u64>, label: &str) -> ProgressBar {
+    if !enabled() {
+        return ProgressBar::hidden();
+    }
+    let template = match len {
+        Some(_) => "{prefix} [{bar:30.cyan/blue}] {bytes}/{total_bytes} {bytes_per_sec} ({eta})",
+        None => "{prefix} {spinner} {bytes} {bytes_per_sec}",
+    };
+    let style =
+        ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()).progress_chars("=> ");
+    let bar = multi().add(len.map_or_else(ProgressBar::new_spinner, ProgressBar::new).with_style(style));
+    bar.set_prefix(label.to_string());
+    bar
+}
+
 /// Runs `f` (which writes to stderr) with the bars cleared, then redraws them.
 pub fn suspend<R>(f: impl FnOnce() -> R) -> R {
     if enabled() {

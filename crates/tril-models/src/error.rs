@@ -126,6 +126,15 @@ pub enum ModelError {
         /// Extra advice (offline mode, how to download).
         hint: String,
     },
+    /// Downloading a model from the hub failed (not found, no access, unreachable, bad checksum).
+    #[error("model `{id}`: {source}")]
+    Download {
+        /// The id asked for.
+        id: String,
+        /// What the hub client said.
+        #[source]
+        source: tril_core::CoreError,
+    },
     /// Inputs to a model or generation call are inconsistent (shapes, ids out of range, ...).
     #[error("invalid input: {what}: {reason}")]
     InvalidInput {

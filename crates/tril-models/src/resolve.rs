@@ -3,36 +3,17 @@
 //! Order: (1) an existing directory; (2) the Hugging Face hub cache
 //! (`$HF_HUB_CACHE`, else `$HF_HOME/hub`, else `$XDG_CACHE_HOME/huggingface/hub`, else
 //! `~/.cache/huggingface/hub`), layout `models--{org}--{name}/refs/{revision}` holding a
-//! commit sha and `snapshots/{sha}/...`; (3) downloading, which this build does not include:
-//! the error then says where it looked and how to get the files (`HF_HUB_OFFLINE=1` only
-//! changes the advice, since nothing here touches the network).
+//! commit sha and `snapshots/{sha}/...`; (3) a download from the hub (`$HF_ENDPOINT`,
+//! `$HF_TOKEN`) into that cache with [`tril_core::hub::download_model`]: `config.json`, the
+//! safetensors weights and the tokenizer files, after which (2) finds it with no network.
+//! `org/name@revision` pins a branch, tag or commit sha (default `main`). With
+//! `HF_HUB_OFFLINE=1` step (3) is skipped and the error says where it looked. See
+//! `docs/hub.md`.
 
 use std::path::{Path, PathBuf};
 
 use crate::error::{ModelError, Result};
-
-/// Where the hub cache is and whether the user asked for offline mode.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HubEnv {
-    /// The hub cache directory (holding `models--*` folders).
-    pub hub_cache: Option<PathBuf>,
-    /// `HF_HUB_OFFLINE` is set to a true value.
-    pub offline: bool,
-}
-
-impl HubEnv {
-    /// Read `HF_HUB_CACHE`, `HF_HOME`, `XDG_CACHE_HOME`, `HOME` and `HF_HUB_OFFLINE`.
-    pub fn from_env() -> Self {
-        let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
-        let hub_cache = var("HF_HUB_CACHE")
-            .or_else(|| var("HF_HOME").map(|h| h.join("hub")))
-            .or_else(|| var("XDG_CACHE_HOME").map(|x| x.join("huggingface/hub")))
-            .or_else(|| var("HOME").map(|h| h.join(".cache/huggingface/hub")));
-        let offline = std::env::var("HF_HUB_OFFLINE")
-            .is_ok_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"));
-        Self { hub_cache, offline }
-    }
-}
+pub use tril_core::hub::{cached_snapshot, HubEnv};
 
 /// Resolve `id` (a directory, or a hub id `org/name` optionally followed by `@revision`)
 /// with the environment's hub settings.
@@ -66,24 +47,16 @@ pub fn resolve_model_with(id: &str, env: &HubEnv) -> Result<PathBuf> {
         searched.push("hub cache (none: HF_HUB_CACHE, HF_HOME and HOME are unset)".to_string());
     }
     let hint = if env.offline {
-        "; HF_HUB_OFFLINE is set, so no download is attempted".to_string()
+        "; HF_HUB_OFFLINE is set, so no download is attempted (unset it, or fill the cache with `huggingface-cli download`)".to_string()
+    } else if !tril_core::hub::is_repo_id(repo) {
+        "; it is neither a directory nor a hub id (`org/name`, optionally `@revision`)".to_string()
+    } else if env.hub_cache.is_none() {
+        "; set HF_HUB_CACHE (or HF_HOME) to a directory to download into, or pass a local directory with config.json, model.safetensors and tokenizer.json".to_string()
     } else {
-        format!("; downloading is not built into tril: fetch it with `huggingface-cli download {repo}` (fills the cache) or pass a local directory with config.json, model.safetensors and tokenizer.json")
+        return tril_core::hub::download_model(env, repo, revision)
+            .map_err(|source| ModelError::Download { id: id.to_string(), source });
     };
     Err(ModelError::ModelNotFound { id: id.to_string(), searched, hint })
-}
-
-/// The snapshot directory of `revision` (a branch/tag name under `refs/`, or a commit sha) in
-/// a cached repo, if it exists.
-pub fn cached_snapshot(repo_dir: &Path, revision: &str) -> Option<PathBuf> {
-    let snapshots = repo_dir.join("snapshots");
-    let direct = snapshots.join(revision);
-    if revision.len() == 40 && direct.is_dir() {
-        return Some(direct);
-    }
-    let sha = std::fs::read_to_string(repo_dir.join("refs").join(revision)).ok()?;
-    let dir = snapshots.join(sha.trim());
-    dir.is_dir().then_some(dir)
 }
 
 #[cfg(test)]
@@ -105,7 +78,7 @@ mod tests {
     #[test]
     fn local_dir_then_cache() {
         let (root, snap) = fake_cache();
-        let env = HubEnv { hub_cache: Some(root.path().to_path_buf()), offline: true };
+        let env = HubEnv { hub_cache: Some(root.path().to_path_buf()), offline: true, ..HubEnv::default() };
         assert_eq!(resolve_model_with(snap.to_str().unwrap(), &env).unwrap(), snap);
         assert_eq!(resolve_model_with("lvwerra/gpt2-imdb", &env).unwrap(), snap);
         let by_sha = format!("lvwerra/gpt2-imdb@{}", snap.file_name().unwrap().to_str().unwrap());
@@ -115,12 +88,12 @@ mod tests {
     #[test]
     fn missing_model_says_where_it_looked() {
         let (root, _) = fake_cache();
-        let env = HubEnv { hub_cache: Some(root.path().to_path_buf()), offline: true };
+        let env = HubEnv { hub_cache: Some(root.path().to_path_buf()), offline: true, ..HubEnv::default() };
         let err = resolve_model_with("openai-community/gpt2", &env).unwrap_err().to_string();
         assert!(err.contains("models--openai-community--gpt2") && err.contains("HF_HUB_OFFLINE"), "{err}");
-        let env = HubEnv { hub_cache: None, offline: false };
+        let env = HubEnv { hub_cache: None, ..HubEnv::default() };
         let err = resolve_model_with("gpt2", &env).unwrap_err().to_string();
-        assert!(err.contains("huggingface-cli download gpt2"), "{err}");
+        assert!(err.contains("set HF_HUB_CACHE"), "{err}");
     }
 
     #[test]

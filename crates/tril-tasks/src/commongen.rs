@@ -1,6 +1,7 @@
 //! `commongen`: TRIL's CommonGen task (`CommonGen.prepare`, reference/tril.md §4.2) on
-//! gem/common_gen rows (`concepts` list, `target`, `references` list) read from local
-//! JSONL files, one per HF split (`train`, `validation`, `test`).
+//! gem/common_gen rows (`concepts` list, `target`, `references` list) read from JSONL or
+//! Parquet files, one per HF split (`train`, `validation`, `test`), or from the hub
+//! (`hub:allenai/common_gen` in each key reads that key's split; see [`crate::hub_data`]).
 //!
 //! Prompt, as TRIL: `prefix + concept_separator_token.join(concepts) + concept_end_token`
 //! ("generate a sentence with: dog frisbee catch throw." with TRIL's config).
@@ -10,8 +11,9 @@
 //! of first appearance; `meta["concepts"]` holds the concepts joined by single spaces.
 //!
 //! # Deviations from TRIL
-//! - Local JSONL files only (the HF hub dataset is not read). `concepts` and
-//!   `references` may also be given as strings (space-separated concepts, one reference).
+//! - `concepts` and `references` may also be given as strings (space-separated concepts,
+//!   one reference). In Parquet (and CSV) a list column reads as its JSON text, which is
+//!   parsed back.
 //! - Sample ids are `commongen_{split}_{group}` (TRIL: the first row's index).
 
 use crate::error::TaskError;
@@ -34,11 +36,11 @@ pub struct CommonGenConfig {
     pub concept_end_token: String,
     /// Starts the prompt (TRIL's config: `"generate a sentence with: "`).
     pub prefix: String,
-    /// JSONL rows of the HF `train` split.
+    /// JSONL/Parquet rows of the HF `train` split, or a hub id (`hub:allenai/common_gen`).
     pub train_file: Option<PathBuf>,
-    /// JSONL rows of the HF `validation` split.
+    /// Rows of the HF `validation` split, or a hub id.
     pub val_file: Option<PathBuf>,
-    /// JSONL rows of the HF `test` split.
+    /// Rows of the HF `test` split, or a hub id.
     pub test_file: Option<PathBuf>,
 }
 
@@ -79,14 +81,51 @@ fn strings(v: Option<&Value>, split: bool) -> Option<Vec<String>> {
     }
 }
 
+/// A row (0-based line or data row) as a JSON object, or the JSON error of its line.
+type Row = (usize, Result<Value, String>);
+
+/// The rows of a JSONL file (non-empty lines), or of a Parquet/CSV file or `hub:` id, whose
+/// list cells (JSON text) are parsed back; and the file read.
+fn read_rows(path: &Path, split: Split) -> Result<(PathBuf, Vec<Row>), TaskError> {
+    let jsonl = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("jsonl") || e.eq_ignore_ascii_case("json"));
+    if jsonl && !crate::hub_data::is_hub(path) {
+        let text = std::fs::read_to_string(path).map_err(|source| TaskError::Io { path: path.into(), source })?;
+        let rows = text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+            .map(|(i, l)| (i, serde_json::from_str(l).map_err(|e| e.to_string())))
+            .collect();
+        return Ok((path.into(), rows));
+    }
+    let key = format!("task.args.{}_file", split.name());
+    let table = crate::hub_data::read_table(&key, path, crate::tldr::hf_split(split))?;
+    let rows = (0..table.len())
+        .map(|i| {
+            let object = table
+                .columns()
+                .iter()
+                .filter_map(|c| {
+                    let cell = table.value(i, c)?;
+                    let parsed = cell.starts_with('[').then(|| serde_json::from_str::<Value>(cell).ok()).flatten();
+                    Some((c.clone(), parsed.unwrap_or_else(|| Value::String(cell.to_string()))))
+                })
+                .collect();
+            (i, Ok(Value::Object(object)))
+        })
+        .collect();
+    Ok((table.path().to_path_buf(), rows))
+}
+
 /// Reads one split's rows and groups them by prompt.
 pub fn read_split(path: &Path, split: Split, config: &CommonGenConfig) -> Result<Vec<Sample>, TaskError> {
-    let text = std::fs::read_to_string(path).map_err(|source| TaskError::Io { path: path.into(), source })?;
+    let (path, rows) = read_rows(path, split)?;
+    let path = path.as_path();
     let mut samples: Vec<Sample> = Vec::new();
     let mut by_prompt: BTreeMap<String, usize> = BTreeMap::new();
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+    for (i, row) in rows {
         let row_error = |message: String| TaskError::Row { path: path.into(), row: i + 1, message };
-        let row: Value = serde_json::from_str(line).map_err(|e| row_error(format!("invalid JSON: {e}")))?;
+        let row: Value = row.map_err(|e| row_error(format!("invalid JSON: {e}")))?;
         let concepts = strings(row.get("concepts"), true)
             .filter(|c| !c.is_empty())
             .ok_or_else(|| row_error("`concepts` must be a non-empty list of strings".into()))?;

@@ -60,6 +60,16 @@ pub enum TaskError {
         /// Why.
         detail: String,
     },
+    /// A `hub:` dataset id could not be parsed or its files not downloaded.
+    #[error("{key} = {value}: {message}")]
+    HubData {
+        /// The data-file config key (`task.args.train_file`, `task.args.datasets[0].path`).
+        key: String,
+        /// The value as written.
+        value: String,
+        /// What is wrong (the hub client's error, naming the repo and file).
+        message: String,
+    },
     /// The task needs data it was not given.
     #[error("task `{task}`: {message}")]
     Config {

@@ -9,14 +9,15 @@
 //! - The reference is the **rest** of the review, not the whole review: TRIL's target
 //!   regularization trains on `reference[:max_gen_len]`, which for the whole review is
 //!   the prompt's own beginning. The full text stays in `meta["text"]`.
-//! - Data come from local CSV/JSONL files (`train_file`, optional `test_file`); the HF hub
-//!   is not read yet. With no `test_file`, the last `test_fraction` of the shuffled train
-//!   file is the test split.
+//! - Data come from CSV/JSONL/Parquet files (`train_file`, optional `test_file`), or from
+//!   the hub: `train_file: hub:stanfordnlp/imdb` and `test_file: hub:stanfordnlp/imdb`
+//!   read the `train` and `test` splits (downloaded into the HF cache, see
+//!   [`crate::hub_data`]). With no `test_file`, the last `test_fraction` of the shuffled
+//!   train file is the test split.
 //! - The shuffle is a seeded ChaCha8 permutation, not numpy's, so the same seed selects
 //!   different reviews than TRIL's.
 
 use crate::error::TaskError;
-use crate::table::Table;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -33,9 +34,10 @@ use tril_core::plugin::{BuildCtx, PluginError, Sample, Split, Task};
 pub struct ImdbConfig {
     /// Shuffle seed (TRIL: 42).
     pub seed: u64,
-    /// CSV or JSONL file of reviews (HF `imdb` train split, or any file with text and label).
+    /// CSV/JSONL/Parquet file of reviews, or a hub id (`hub:stanfordnlp/imdb`: its `train` split).
     pub train_file: Option<PathBuf>,
-    /// CSV or JSONL file of test reviews; without it the test split is cut from `train_file`.
+    /// File of test reviews, or a hub id (its `test` split); without it the test split is cut
+    /// from `train_file`.
     pub test_file: Option<PathBuf>,
     /// Column holding the review text (HF: `text`; the shared Kaggle CSV: `review`).
     pub text_column: String,
@@ -90,7 +92,8 @@ impl Imdb {
         let Some(train_file) = &config.train_file else {
             return Err(bad("no data: set task.args.train_file to a CSV/JSONL of reviews (e.g. \
                  ../shared/data/imdb_reviews_2499.csv with task.args.text_column=review \
-                 task.args.label_column=sentiment); reading the HF hub dataset is not supported yet"
+                 task.args.label_column=sentiment); or task.args.train_file=hub:stanfordnlp/imdb \
+                 (with task.args.test_file=hub:stanfordnlp/imdb) to download it from the hub"
                 .into()));
         };
         for (key, v) in [("val_fraction", config.val_fraction), ("test_fraction", config.test_fraction)] {
@@ -98,11 +101,11 @@ impl Imdb {
                 return Err(bad(format!("task.args.{key} must be in [0, 1), found {v}")));
             }
         }
-        let mut train = read_reviews(config, train_file)?;
+        let mut train = read_reviews(config, train_file, "train_file", "train")?;
         shuffle(&mut train, config.seed);
         let test = match &config.test_file {
             Some(file) => {
-                let mut test = read_reviews(config, file)?;
+                let mut test = read_reviews(config, file, "test_file", "test")?;
                 shuffle(&mut test, config.seed);
                 test.truncate(config.n_test);
                 test
@@ -131,8 +134,10 @@ impl Imdb {
     }
 }
 
-fn read_reviews(config: &ImdbConfig, file: &std::path::Path) -> Result<Vec<Review>, TaskError> {
-    let table = Table::read(file)?;
+fn read_reviews(config: &ImdbConfig, file: &std::path::Path, key: &str, split: &str) -> Result<Vec<Review>, TaskError> {
+    let table = crate::hub_data::read_table(&format!("task.args.{key}"), file, split)?;
+    let file = table.path().to_path_buf();
+    let file = file.as_path();
     let texts = table.column(&config.text_column, "task.args.text_column")?;
     let labels = match &config.label_column {
         Some(col) => table.column(col, "task.args.label_column")?.into_iter().map(Some).collect(),
@@ -251,7 +256,11 @@ mod tests {
         let err = Imdb::load(&strict).unwrap_err().to_string();
         assert!(err.contains("r.csv: row 2: label `maybe`"), "{err}");
         let config = ImdbConfig { train_file: Some(file.clone()), ..Default::default() };
-        assert_eq!(read_reviews(&config, &file).unwrap().len(), 1, "without strict the row is skipped");
+        assert_eq!(
+            read_reviews(&config, &file, "train_file", "train").unwrap().len(),
+            1,
+            "without strict the row is skipped"
+        );
         std::fs::write(&file, "review,label\ngreat film,1\n").unwrap();
         let err = Imdb::load(&config).unwrap_err().to_string();
         assert!(err.contains("no column `text`") && err.contains("task.args.text_column"), "{err}");

@@ -6,13 +6,16 @@
 //! | id | what |
 //! |---|---|
 //! | `synthetic` | [`synthetic::Synthetic`]: counting prompts, the embedded default |
-//! | `imdb` | [`imdb::Imdb`]: TRIL's IMDB continuation task from local CSV/JSONL |
-//! | `tldr` | [`tldr::Tldr`]: TRIL's TL;DR summarization from local CSV/JSONL |
-//! | `commongen` | [`commongen::CommonGen`]: TRIL's CommonGen from local JSONL |
-//! | `preference` | [`preference::PreferenceTask`]: paired preferences from local CSV/JSONL (dpo, reward_model) |
-//! | `unpaired_preference` | [`preference::UnpairedTask`]: labelled completions from local CSV/JSONL (kto) |
+//! | `imdb` | [`imdb::Imdb`]: TRIL's IMDB continuation task from CSV/JSONL/Parquet or `hub:` |
+//! | `tldr` | [`tldr::Tldr`]: TRIL's TL;DR summarization from CSV/JSONL/Parquet or `hub:` |
+//! | `commongen` | [`commongen::CommonGen`]: TRIL's CommonGen from JSONL/Parquet or `hub:` |
+//! | `preference` | [`preference::PreferenceTask`]: paired preferences from files or `hub:` (dpo, reward_model) |
+//! | `unpaired_preference` | [`preference::UnpairedTask`]: labelled completions from files or `hub:` (kto) |
 //! | `synthetic_preference` | [`synthetic_preference::SyntheticPreference`]: built-in counting pairs, no download |
 //! | `text_classification` | [`text_classification::TextClassification`]: labelled texts (reward_model classifier) |
+//!
+//! Every data-file key also takes a Hugging Face Hub dataset id, `hub:org/name` (see
+//! [`hub_data`]): the split's parquet files are downloaded into the HF cache.
 //!
 //! ```
 //! use tril_core::plugin::{Split, Task};
@@ -24,6 +27,7 @@
 
 pub mod commongen;
 pub mod error;
+pub mod hub_data;
 pub mod imdb;
 pub mod preference;
 pub mod rows;

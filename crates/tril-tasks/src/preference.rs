@@ -30,9 +30,13 @@
 //! Truncation to `max_length` / `max_prompt_length` happens at tokenization; here the two
 //! are only checked.
 //!
+//! A `path` may also be a HF hub dataset id, `hub:org/name[@revision]` (see
+//! [`crate::hub_data`]): `subset` (the config name) and `split` (default `train`), FAI-RL's
+//! keys, pick the parquet files, which are downloaded into the HF cache, e.g.
+//! `{path: "hub:trl-lib/ultrafeedback_binarized", split: train}`. With a local file,
+//! setting `subset` or `split` is an error naming the key rather than being ignored.
+//!
 //! # Not supported yet
-//! - HF hub datasets: `subset` and `split` (FAI-RL's keys) only make sense for those, so
-//!   setting either is an error naming the key rather than being silently ignored.
 //! - The implicit-prompt format for unpaired (KTO) rows: TRL has none either.
 
 use crate::error::TaskError;
@@ -81,7 +85,8 @@ fn default_seed() -> u64 {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PreferenceSource {
-    /// A `.csv` (with a header row) or `.jsonl` file.
+    /// A `.csv` (with a header row), `.jsonl` or `.parquet` file, or a hub dataset id
+    /// (`hub:org/name[@revision]`).
     pub path: PathBuf,
     /// Column holding the prompt.
     #[serde(default = "default_prompt")]
@@ -92,10 +97,10 @@ pub struct PreferenceSource {
     /// Column holding the dispreferred completion.
     #[serde(default = "default_rejected")]
     pub rejected_column: String,
-    /// HF hub subset (config name). Hub datasets are not read yet: setting it is an error.
+    /// HF hub subset (config name) of a `hub:` path; an error with a local file.
     #[serde(default)]
     pub subset: Option<String>,
-    /// HF hub split. Hub datasets are not read yet: setting it is an error.
+    /// HF hub split of a `hub:` path (default `train`); an error with a local file.
     #[serde(default)]
     pub split: Option<String>,
 }
@@ -104,7 +109,8 @@ pub struct PreferenceSource {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UnpairedSource {
-    /// A `.csv` (with a header row) or `.jsonl` file.
+    /// A `.csv` (with a header row), `.jsonl` or `.parquet` file, or a hub dataset id
+    /// (`hub:org/name[@revision]`).
     pub path: PathBuf,
     /// Column holding the prompt.
     #[serde(default = "default_prompt")]
@@ -115,10 +121,10 @@ pub struct UnpairedSource {
     /// Column holding the label: `true`/`false`/`1`/`0` (case-insensitive), true = desirable.
     #[serde(default = "default_label")]
     pub label_column: String,
-    /// HF hub subset (config name). Hub datasets are not read yet: setting it is an error.
+    /// HF hub subset (config name) of a `hub:` path; an error with a local file.
     #[serde(default)]
     pub subset: Option<String>,
-    /// HF hub split. Hub datasets are not read yet: setting it is an error.
+    /// HF hub split of a `hub:` path (default `train`); an error with a local file.
     #[serde(default)]
     pub split: Option<String>,
 }
@@ -251,18 +257,23 @@ fn check_lengths(n_datasets: usize, max_length: usize, max_prompt_length: usize)
     Ok(())
 }
 
-/// Refuses hub-only keys and reads the file, which must have at least one data row.
+/// Reads the file or `hub:` split (refusing hub-only keys with a local file), which must
+/// have at least one data row.
 fn read_source(ix: usize, path: &Path, subset: &Option<String>, split: &Option<String>) -> Result<Table, TaskError> {
-    for (key, value) in [("subset", subset), ("split", split)] {
-        if let Some(value) = value {
-            return Err(config_error(format!(
-                "task.args.datasets[{ix}].{key} = `{value}` selects from a HF hub dataset, which tril does not \
-                 read yet; remove it to read the local file {}",
-                path.display()
-            )));
+    if !crate::hub_data::is_hub(path) {
+        for (key, value) in [("subset", subset), ("split", split)] {
+            if let Some(value) = value {
+                return Err(config_error(format!(
+                    "task.args.datasets[{ix}].{key} = `{value}` selects from a HF hub dataset; remove it to read \
+                     the local file {}, or set path to a hub id (hub:org/name)",
+                    path.display()
+                )));
+            }
         }
     }
-    let table = Table::read(path)?;
+    let key = format!("task.args.datasets[{ix}].path");
+    let table = crate::hub_data::read_table_with(&key, path, "train", subset.as_deref(), split.as_deref())?;
+    let path = table.path();
     if table.is_empty() {
         return Err(config_error(format!("{}: no data rows (task.args.datasets[{ix}].path)", path.display())));
     }

@@ -40,6 +40,24 @@ impl Table {
         }
     }
 
+    /// One table of the rows of `tables` in order (the shards of one dataset split); the
+    /// columns and path are the first table's. No tables: an empty table.
+    pub fn concat(tables: Vec<Table>) -> Table {
+        let mut tables = tables.into_iter();
+        let Some(mut first) = tables.next() else {
+            return Table { path: PathBuf::new(), columns: Vec::new(), rows: Vec::new() };
+        };
+        for t in tables {
+            for c in t.columns {
+                if !first.columns.contains(&c) {
+                    first.columns.push(c);
+                }
+            }
+            first.rows.extend(t.rows);
+        }
+        first
+    }
+
     /// The column names, in file order.
     pub fn columns(&self) -> &[String] {
         &self.columns
@@ -63,6 +81,11 @@ impl Table {
     /// True when the file has no data row.
     pub fn is_empty(&self) -> bool {
         self.rows.is_empty()
+    }
+
+    /// The value of `column` in 0-based data row `row`, if present (empty values included).
+    pub fn value(&self, row: usize, column: &str) -> Option<&str> {
+        self.rows.get(row)?.get(column).map(String::as_str)
     }
 
     /// The values of `column`, one per row; `key` is the config key naming the column

@@ -1,4 +1,4 @@
-//! `text_classification`: labelled texts from local CSV/JSONL files, for training a
+//! `text_classification`: labelled texts from CSV/JSONL/Parquet files or `hub:` datasets, for training a
 //! sequence classifier with `reward_model` (`alg.args.objective: classification`) that the
 //! `learned_reward` reward and metric then load; e.g. IMDB sentiment from the shared
 //! Kaggle CSV (`review`, `sentiment` in {negative, positive}), giving label 1 = positive
@@ -10,7 +10,6 @@
 
 use crate::error::TaskError;
 use crate::preference::split_indices;
-use crate::table::Table;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use tril_core::config::Section;
@@ -36,7 +35,8 @@ fn default_seed() -> u64 {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TextSource {
-    /// A `.csv` (with a header row) or `.jsonl` file.
+    /// A `.csv` (with a header row), `.jsonl` or `.parquet` file, or a hub dataset id
+    /// (`hub:org/name[@revision][?subset=..&split=..]`, default split `train`).
     pub path: PathBuf,
     /// Column holding the text.
     #[serde(default = "default_text")]
@@ -107,7 +107,8 @@ impl TextClassification {
         }
         let mut texts = Vec::new();
         for (ix, source) in config.datasets.iter().enumerate() {
-            let table = Table::read(&source.path)?;
+            let key = format!("task.args.datasets[{ix}].path");
+            let table = crate::hub_data::read_table(&key, &source.path, "train")?;
             if table.is_empty() {
                 return Err(config_error(format!(
                     "{}: no data rows (task.args.datasets[{ix}].path)",

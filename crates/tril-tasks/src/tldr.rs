@@ -8,12 +8,13 @@
 //! TRIL's `n_samples`: val keeps the first 100 rows, test the first 500, train all.
 //!
 //! # Deviations from TRIL
-//! - Data come from local CSV/JSONL files (`train_file`, `val_file`, `test_file`, one per
-//!   HF split `train`/`valid`/`test`); the HF hub dataset is not read.
+//! - Data come from CSV/JSONL/Parquet files (`train_file`, `val_file`, `test_file`, one per
+//!   HF split `train`/`valid`/`test`), or a hub id in each key
+//!   (`hub:CarperAI/openai_summarize_tldr`: the key's split, `val_file` finding `valid`;
+//!   see [`crate::hub_data`]).
 //! - Sample ids are `tldr_{split}_{row}` (TRIL: the row index).
 
 use crate::error::TaskError;
-use crate::table::Table;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -76,15 +77,27 @@ pub struct Tldr {
     splits: BTreeMap<Split, Vec<Sample>>,
 }
 
-/// A data file named by `task.args.{key}`: set and present, or an error naming both.
+/// A data file named by `task.args.{key}`: set and present (or a `hub:` id), or an error
+/// naming both.
 pub(crate) fn data_file<'a>(task: &str, key: &str, file: &'a Option<PathBuf>) -> Result<&'a Path, TaskError> {
     let config = |message: String| TaskError::Config { task: task.into(), message };
     match file {
         None => Err(config(format!(
-            "no data for task.args.{key}: set it to a local CSV/JSONL file (the HF hub dataset is not read)"
+            "no data for task.args.{key}: set it to a local CSV/JSONL/Parquet file or a hub dataset id (hub:org/name)"
         ))),
-        Some(p) if !p.is_file() => Err(config(format!("task.args.{key} = {}: no such file", p.display()))),
+        Some(p) if !p.is_file() && !crate::hub_data::is_hub(p) => {
+            Err(config(format!("task.args.{key} = {}: no such file", p.display())))
+        }
         Some(p) => Ok(p),
+    }
+}
+
+/// The HF split name a data key of `split` defaults to (`validation` also finds `valid`).
+pub(crate) fn hf_split(split: Split) -> &'static str {
+    match split {
+        Split::Train => "train",
+        Split::Val => "validation",
+        Split::Test => "test",
     }
 }
 
@@ -127,8 +140,9 @@ impl Tldr {
             )?
         };
         let mut splits = BTreeMap::new();
-        for ((split, _, _, keep), path) in files.iter().zip(paths) {
-            let table = Table::read(path)?;
+        for ((split, key, _, keep), path) in files.iter().zip(paths) {
+            let table = crate::hub_data::read_table(&format!("task.args.{key}"), path, hf_split(*split))?;
+            let path = table.path();
             let posts = table.column(&config.prompt_column, "task.args.prompt_column")?;
             let labels = table.column(&config.label_column, "task.args.label_column")?;
             let mut samples = Vec::new();
