@@ -127,31 +127,17 @@ fn start(args: &[String]) -> std::process::Child {
 #[test]
 fn ppo_on_two_replicas_stops_on_sigterm_and_resumes() {
     let tmp = tempfile::tempdir().unwrap();
-    let args: Vec<String> = [
+    let args = [
         "task=synthetic",
         "alg=ppo",
         "alg.args.n_iters=30",
         "alg.args.eval_every=10",
         "alg.args.save_every=2",
         "devices=2",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain([format!("run_dir={}", tmp.path().join("ppo").display())])
-    .collect();
+    ];
     let dir = tmp.path().join("ppo");
-    let child = start(&args);
-    let marker = dir.join("checkpoints/iter_2/manifest.json");
-    let started = std::time::Instant::now();
-    while !marker.is_file() {
-        assert!(started.elapsed().as_secs() < 300, "no iteration-2 checkpoint after 300 s");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let status = Command::new("sh").args(["-c", &format!("kill -TERM {}", child.id())]).status().expect("sh");
-    assert!(status.success());
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(143), "{stderr}");
+    let (code, stderr) = stop_with(&args, &dir, "-TERM");
+    assert_eq!(code, 143, "{stderr}");
     assert!(stderr.contains("continue with `tril run --resume"), "{stderr}");
     assert!(!stderr.contains(tril_core::parallel::ABORTED_MESSAGE), "rank 0's own stop is reported: {stderr}");
     let (code, stderr) = resume(&dir);

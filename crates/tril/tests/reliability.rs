@@ -74,23 +74,6 @@ fn divergence_bounds_stop_the_run_naming_the_bound() {
     assert!(stderr.contains("guard.max_kl: expected a finite bound > 0"), "{stderr}");
 }
 
-/// Starts `args` into `dir`, sends `signal` once its iteration-2 checkpoint exists, and
-/// returns the exit code and stderr.
-fn stop_with(args: &[&str], dir: &Path, signal: &str) -> (i32, String) {
-    let child = common::spawn(args, dir, std::process::Stdio::piped());
-    let marker = dir.join("checkpoints/iter_2/manifest.json");
-    let started = std::time::Instant::now();
-    while !marker.is_file() {
-        assert!(started.elapsed().as_secs() < 300, "no iteration-2 checkpoint after 300 s");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    // The shell's built-in `kill` (no procps needed).
-    let status = Command::new("sh").args(["-c", &format!("kill {signal} {}", child.id())]).status().expect("sh");
-    assert!(status.success());
-    let out = child.wait_with_output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
-}
-
 #[test]
 fn sigterm_and_sigint_checkpoint_stop_and_resume_to_the_uninterrupted_run() {
     let args = ["task=synthetic", "alg=ppo", "alg.args.n_iters=40", "alg.args.eval_every=10", "alg.args.save_every=2"];
@@ -100,7 +83,7 @@ fn sigterm_and_sigint_checkpoint_stop_and_resume_to_the_uninterrupted_run() {
     assert_eq!(code, 0, "{stderr}");
     for (signal, expected) in [("-TERM", 143), ("-INT", 130)] {
         let cut = tmp.path().join(format!("cut{signal}"));
-        let (code, stderr) = stop_with(&args, &cut, signal);
+        let (code, stderr) = common::stop_with(&args, &cut, signal);
         assert_eq!(code, expected, "{stderr}");
         assert!(stderr.contains("continue with `tril run --resume"), "{stderr}");
         let stopped = *checkpoints(&cut).last().unwrap();

@@ -97,6 +97,23 @@ pub fn spawn(args: &[&str], dir: &Path, stderr: std::process::Stdio) -> std::pro
         .expect("run tril")
 }
 
+/// Starts `args` into `dir`, sends `signal` (`-TERM`, `-INT`) once its iteration-2
+/// checkpoint exists, and returns the exit code and stderr.
+pub fn stop_with(args: &[&str], dir: &Path, signal: &str) -> (i32, String) {
+    let child = spawn(args, dir, std::process::Stdio::piped());
+    let marker = dir.join("checkpoints/iter_2/manifest.json");
+    let started = std::time::Instant::now();
+    while !marker.is_file() {
+        assert!(started.elapsed().as_secs() < 300, "no iteration-2 checkpoint after 300 s");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // The shell's built-in `kill` (no procps needed).
+    let status = Command::new("sh").args(["-c", &format!("kill {signal} {}", child.id())]).status().expect("sh");
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
 /// Runs `args` (which must checkpoint every 2 of `n_iters` iterations) to the end; runs it
 /// again, SIGKILLs the process once its iteration-2 checkpoint exists and `--resume`s it.
 /// Asserts that every logged number (wall-clock keys aside) and the final policy weights
