@@ -255,34 +255,34 @@ fn imdb_bad_inputs_are_named() {
     let run = |name: &str, file: &Path, extra: &[&str], reward: &Path| {
         let (dir, arg) = run_dir(&tmp, name);
         let mut owned = models(reward);
-        owned.push(format!("+task.args.train_file={}", file.display()));
+        owned.push(format!("task.args.train_file={}", file.display()));
         owned.push(arg);
-        let mut args: Vec<&str> = vec!["task=imdb", "alg=ppo", "+task.args.label_column=sentiment"];
+        let mut args: Vec<&str> = vec!["task=imdb", "alg=ppo", "task.args.label_column=sentiment"];
         args.extend(owned.iter().map(String::as_str));
         args.extend(extra);
         let (code, stderr) = tril(&args);
         (dir, code, stderr)
     };
 
-    let (_, code, stderr) = run("column", &data, &["+task.args.text_column=text_body"], &distilbert);
+    let (_, code, stderr) = run("column", &data, &["task.args.text_column=text_body"], &distilbert);
     assert_ne!(code, 0);
     assert!(stderr.contains("imdb_reviews_2499.csv: no column `text_body` (columns: review, sentiment)"), "{stderr}");
 
     let empty = tmp.path().join("empty.csv");
     std::fs::write(&empty, "review,sentiment\n").unwrap();
-    let (_, code, stderr) = run("empty", &empty, &["+task.args.text_column=review"], &distilbert);
+    let (_, code, stderr) = run("empty", &empty, &["task.args.text_column=review"], &distilbert);
     assert_ne!(code, 0);
     assert!(stderr.contains("split `train` is empty") && stderr.contains("empty.csv"), "{stderr}");
 
     let (_, code, stderr) =
-        run("context", &data, &["+task.args.text_column=review", "sampling.max_prompt_len=124"], &distilbert);
+        run("context", &data, &["task.args.text_column=review", "sampling.max_prompt_len=124"], &distilbert);
     assert_ne!(code, 0);
     assert!(stderr.contains("max_prompt_len (124) + max_gen_len (8) = 132 tokens exceed the context"), "{stderr}");
     assert!(stderr.contains("(128 positions)"), "{stderr}");
 
     let nan = tmp.path().join("nan-reward");
     nan_reward_model(&distilbert, &nan);
-    let (dir, code, stderr) = run("nan", &data, &["+task.args.text_column=review"], &nan);
+    let (dir, code, stderr) = run("nan", &data, &["task.args.text_column=review"], &nan);
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("iteration 1: the reward of sample `imdb_train_"), "{stderr}");
     assert!(stderr.contains("is NaN") && stderr.contains("stopping instead of training on it"), "{stderr}");

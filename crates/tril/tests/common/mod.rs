@@ -191,9 +191,9 @@ pub fn imdb_tiny_args(data: &Path) -> Vec<String> {
     let (gpt2, distilbert) = (fixture("gpt2"), fixture("distilbert"));
     let mut args: Vec<String> = [
         "task=imdb",
-        "+task.args.text_column=review",
-        "+task.args.label_column=sentiment",
-        "+task.args.val_fraction=0.02",
+        "task.args.text_column=review",
+        "task.args.label_column=sentiment",
+        "task.args.val_fraction=0.02",
         "sampling.batch_size_per_process=8",
         "sampling.max_prompt_len=16",
         "sampling.max_gen_len=8",
@@ -205,7 +205,7 @@ pub fn imdb_tiny_args(data: &Path) -> Vec<String> {
     .map(String::from)
     .to_vec();
     args.extend([
-        format!("+task.args.train_file={}", data.display()),
+        format!("task.args.train_file={}", data.display()),
         format!("alg.policy.args.model_name={}", gpt2.display()),
         format!("alg.tokenizer.model_name={}", gpt2.display()),
         format!("reward_fn.args.model_name={}", distilbert.display()),
