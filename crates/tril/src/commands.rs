@@ -222,6 +222,7 @@ pub fn run(args: &ConfigArgs, resume: Option<&Path>, quiet: bool) -> CmdResult {
     tracing::info!(run_dir = %run_dir.display(), "run directory");
     let wandb = wandb.and_then(|w| w.start(&config, &run_dir));
     let resume_from = resume.map(Path::to_path_buf);
+    let run_dir_for_final = run_dir.clone();
     if let Err(e) = tril_core::interrupt::install() {
         tracing::warn!("SIGINT/SIGTERM will stop the run without a checkpoint: {e}");
     }
@@ -231,6 +232,9 @@ pub fn run(args: &ConfigArgs, resume: Option<&Path>, quiet: bool) -> CmdResult {
         drop(algorithm);
         run_replicas(replicas, config.clone(), run_dir, resume_from, quiet)
     };
+    if out.is_ok() && writes {
+        link_final(&run_dir_for_final);
+    }
     let result = out.map_err(|e| match tril_core::interrupt::requested() {
         Some(signal) => Failure::Interrupted(signal, anyhow!(e)),
         None => Failure::Runtime(anyhow!(e)),
@@ -239,6 +243,25 @@ pub fn run(args: &ConfigArgs, resume: Option<&Path>, quiet: bool) -> CmdResult {
         wandb.finish(crate::wandb::exit_code(&result));
     }
     result
+}
+
+/// Points `RUN/final` at the newest complete checkpoint (`checkpoints/iter_N`, a relative
+/// symlink replaced atomically): a stable name for the next stage's `model_name`
+/// (`RUN/final/policy`, `RUN/final/reward_model`, ...). A run without checkpoints gets
+/// none; a failure to link is a warning, never the run's failure.
+fn link_final(run_dir: &Path) {
+    let Some((n, _)) = tril_algorithms::checkpoint::complete_checkpoints(run_dir).ok().and_then(|c| c.last().cloned())
+    else {
+        return;
+    };
+    let target = PathBuf::from(format!("checkpoints/iter_{n}"));
+    let (tmp, link) = (run_dir.join(".final.tmp"), run_dir.join("final"));
+    let _ = std::fs::remove_file(&tmp);
+    let made = std::os::unix::fs::symlink(&target, &tmp).and_then(|()| std::fs::rename(&tmp, &link));
+    match made {
+        Ok(()) => tracing::info!(final_dir = %link.display(), "final model: {}", target.display()),
+        Err(e) => tracing::warn!("could not point {} at {}: {e}", link.display(), target.display()),
+    }
 }
 
 /// A data-parallel `tril run`: the algorithm built and run once per replica of this

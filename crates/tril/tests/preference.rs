@@ -48,6 +48,10 @@ fn dpo_raises_held_out_reward_accuracy() {
         assert!(dir.join("checkpoints/iter_32/policy").join(file).is_file(), "missing policy/{file}");
     }
     assert!(dir.join("plots/curves.png").is_file() && dir.join("log.txt").is_file());
+    // RUN/final names the last checkpoint, for the next stage's model_name.
+    let link = std::fs::read_link(dir.join("final")).unwrap();
+    assert_eq!(link, Path::new("checkpoints/iter_32"));
+    assert!(dir.join("final/policy/model.safetensors").is_file());
 }
 
 /// IPO (averaged log-probs) and robust DPO also learn the preference (measured: 1.0 both).
