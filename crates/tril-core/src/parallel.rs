@@ -328,14 +328,20 @@ pub fn current() -> Option<Replica> {
     CURRENT.with(|c| c.borrow().as_ref().map(|s| s.replica.clone()))
 }
 
+/// `f` of this thread's replica, `outside` in a single-device run (no clone: the log
+/// filter asks for every event).
+fn with_replica<T>(outside: T, f: impl FnOnce(&Replica) -> T) -> T {
+    CURRENT.with(|c| c.borrow().as_ref().map_or(outside, |s| f(&s.replica)))
+}
+
 /// The global rank (0 in a single-device run).
 pub fn rank() -> usize {
-    current().map_or(0, |r| r.rank())
+    with_replica(0, Replica::rank)
 }
 
 /// The number of replicas (1 in a single-device run).
 pub fn world() -> usize {
-    current().map_or(1, |r| r.world())
+    with_replica(1, Replica::world)
 }
 
 /// Whether this replica writes the run directory (global rank 0).
@@ -345,7 +351,7 @@ pub fn is_primary() -> bool {
 
 /// The index of this replica's device on its machine (0 in a single-device run).
 pub fn local_rank() -> usize {
-    current().map_or(0, |r| r.local_rank)
+    with_replica(0, |r| r.local_rank)
 }
 
 /// This replica's contiguous share of a batch of `n` items (all of them in a
@@ -499,7 +505,7 @@ pub fn all_mean(value: f64) -> Result<f64, CoreError> {
 /// point of the loop (stopping on a signal, PPO's `target_kl` early stop), so all take the
 /// same branch.
 pub fn any(local: bool) -> Result<bool, CoreError> {
-    if current().is_none() {
+    if with_replica(true, |_| false) {
         return Ok(local);
     }
     Ok(all_sum(&[if local { 1.0 } else { 0.0 }])?[0] > 0.0)
@@ -708,7 +714,7 @@ pub fn launch<E: Send + std::fmt::Display + 'static>(
         .iter()
         .position(|(rank, e)| *rank == 0 && own(e))
         .or_else(|| errors.iter().position(|(_, e)| own(e)))
-        .or(if errors.is_empty() { None } else { Some(0) });
+        .or((!errors.is_empty()).then_some(0));
     match pick {
         Some(i) => Err(errors.swap_remove(i).1),
         None => Ok(()),
@@ -866,10 +872,6 @@ mod tests {
         let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let replicas: Vec<Replica> =
             (0..2).map(|r| Replica { local_rank: r, devices: 2, node_rank: 0, nodes: 1, network: None }).collect();
-        // `launch` returns at the first error; the test waits for both replicas to leave
-        // the collective before the next exchange test may start.
-        let left = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let counter = left.clone();
         let body = Arc::new(move |replica: &Replica| -> Result<(), CoreError> {
             let device = Default::default();
             register::<CpuBackend>(&device)?;
@@ -879,13 +881,9 @@ mod tests {
             let grads = GradientsParams::from_grads(layer.forward(x).sum().backward(), &layer);
             let out = sync_grads(&layer, grads).map(|_| ());
             unregister();
-            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             out
         });
         let err = launch(replicas, body, |m| CoreError::Backend { key: "devices".into(), message: m }).unwrap_err();
-        while left.load(std::sync::atomic::Ordering::SeqCst) < 2 {
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
         assert!(err.to_string().contains("different weights"), "{err}");
     }
 }

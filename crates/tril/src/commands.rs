@@ -222,7 +222,6 @@ pub fn run(args: &ConfigArgs, resume: Option<&Path>, quiet: bool) -> CmdResult {
     tracing::info!(run_dir = %run_dir.display(), "run directory");
     let wandb = wandb.and_then(|w| w.start(&config, &run_dir));
     let resume_from = resume.map(Path::to_path_buf);
-    let run_dir_for_final = run_dir.clone();
     if let Err(e) = tril_core::interrupt::install() {
         tracing::warn!("SIGINT/SIGTERM will stop the run without a checkpoint: {e}");
     }
@@ -233,7 +232,7 @@ pub fn run(args: &ConfigArgs, resume: Option<&Path>, quiet: bool) -> CmdResult {
         run_replicas(replicas, config.clone(), run_dir, resume_from, quiet)
     };
     if out.is_ok() && writes {
-        link_final(&run_dir_for_final);
+        link_final(run.path());
     }
     let result = out.map_err(|e| match tril_core::interrupt::requested() {
         Some(signal) => Failure::Interrupted(signal, anyhow!(e)),
