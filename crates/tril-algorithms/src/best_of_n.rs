@@ -105,7 +105,7 @@ pub fn load_policy<B: Backend>(
     seed: u64,
     device: &B::Device,
 ) -> Result<CausalLm<B>, PluginError> {
-    let (model, _reference, _config) = build_models::<B>(spec, vocab_size, seed, device)?;
+    let (model, _reference, _config) = build_models::<B>(spec, "alg.policy.args.model_name", vocab_size, seed, device)?;
     Ok(model.policy)
 }
 

@@ -110,10 +110,13 @@ impl<B: Backend> Evaluation<'_, B> {
             let prompts: Vec<String> = samples.iter().map(|s| s.prompt.clone()).collect();
             let references: Vec<Vec<String>> = samples.iter().map(|s| s.references.clone()).collect();
             let mut merged = MetricOutput::new();
+            let bar = progress::bar(self.metrics.len() as u64, &format!("eval {} metrics", split.name()));
             for metric in self.metrics.iter_mut() {
                 let batch = TextBatch { prompts: &prompts, generations: &texts, references: &references };
                 merged.extend(metric.compute_with_policy(batch, &view)?);
+                bar.inc(1);
             }
+            bar.finish_and_clear();
             let batch = || TextBatch { prompts: &prompts, generations: &texts, references: &references };
             if let Some(proxy) = scoring.proxy.as_deref_mut() {
                 merged.insert(PROXY.into(), per_sample(proxy.score(batch())?));
@@ -133,8 +136,7 @@ impl<B: Backend> Evaluation<'_, B> {
                 merged.insert(KL.into(), per_sample(kls));
             }
             extra(split, &samples, &mut merged)?;
-            let summary: Vec<String> = merged.iter().map(|(k, v)| format!("{k}={:.4}", v.corpus)).collect();
-            tracing::info!(iteration, split = split.name(), "eval {}", summary.join(" "));
+            // The tracker logs the summary line ([`tril_core::summary`]) and draws every key.
             // (over_optimization/* have their own plot, plots/over_optimization.png.)
             let headline = merged.keys().filter(|k| {
                 !k.starts_with("over_optimization/")

@@ -93,7 +93,14 @@ fn generation(ids: &[i64], gen_attention: &[i64]) -> GenerationOutput {
             mask.push(gen_attention[row * (P + N) + P + t] as u32);
         }
     }
-    GenerationOutput { tokens, logprobs: vec![0.0; B * N], mask, batch: B, max_new_tokens: N }
+    GenerationOutput {
+        tokens,
+        logprobs: vec![0.0; B * N],
+        sampling_logprobs: vec![0.0; B * N],
+        mask,
+        batch: B,
+        max_new_tokens: N,
+    }
 }
 
 fn load_models() -> ActorCritic<Train> {

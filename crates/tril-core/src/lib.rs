@@ -18,7 +18,9 @@
 //! - [`hub`]: Hugging Face Hub downloads (models, dataset splits) into the shared HF cache
 //!   ([`hub::download_model`], [`hub::dataset_split_files`]).
 //! - [`interrupt`]: SIGINT/SIGTERM recorded for the loops to checkpoint and stop.
-//! - [`progress`]: indicatif progress bars, hidden off a terminal and with `--quiet`.
+//! - [`progress`]: indicatif progress bars on a terminal, throttled INFO lines elsewhere,
+//!   nothing with `--quiet`.
+//! - [`tracker`]: the run's metric files and plots; [`summary`]: the one-line evaluation summary.
 //! - [`error`]: [`CoreError`], the one error type of this crate.
 //!
 //! ```
@@ -51,6 +53,7 @@ pub mod registry;
 pub mod run_dir;
 pub mod safety;
 pub mod schema;
+pub mod summary;
 pub mod tracker;
 
 pub use error::{CoreError, Result};

@@ -54,16 +54,23 @@ fn range(values: impl Iterator<Item = f64> + Clone) -> std::ops::Range<f64> {
 
 /// Draws the panels stacked vertically into one PNG (written atomically).
 pub fn plot_panels(path: &Path, panels: &[Panel]) -> Result<()> {
+    plot_grid(path, panels, 1)
+}
+
+/// Draws the panels into one PNG (written atomically), `columns` panels a row, row by row.
+pub fn plot_grid(path: &Path, panels: &[Panel], columns: usize) -> Result<()> {
     if !crate::parallel::is_primary() {
         return Ok(()); // data-parallel: rank 0 draws the plots
     }
     register_font();
     let tmp = path.with_extension("tmp.png");
     {
-        let height = 320 * panels.len().max(1) as u32;
-        let root = BitMapBackend::new(&tmp, (900, height)).into_drawing_area();
+        let columns = columns.clamp(1, panels.len().max(1));
+        let rows = panels.len().div_ceil(columns).max(1);
+        let (width, height) = (if columns == 1 { 900 } else { 600 * columns as u32 }, 320 * rows as u32);
+        let root = BitMapBackend::new(&tmp, (width, height)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| plot_error(path, e))?;
-        let areas = root.split_evenly((panels.len().max(1), 1));
+        let areas = root.split_evenly((rows, columns));
         for (panel, area) in panels.iter().zip(areas) {
             draw_panel(panel, &area).map_err(|e| plot_error(path, e))?;
         }

@@ -7,15 +7,20 @@
 //! | `{split}_split_metrics.jsonl` | evaluation | `{"epoch": n, "metrics": {key: corpus score}}` (TRIL's form) |
 //! | `epoch_{n}_{split}_split_predictions.json` | evaluation | a list of `{split_name, sample_id, prompt_text, generated_text, ref_text, <metric>: score}` |
 //! | `plots/curves.png` | evaluation | the logged curves of the keys asked for |
+//! | `plots/{split}_metrics.png` | evaluation | every key ever logged for that split, one panel per key (keys differing only in a trailing `-<n>`, such as `distinct-1..3`, share one) |
 //!
-//! Every value is also kept in memory so plots need no re-reading.
+//! Every value is also kept in memory so plots need no re-reading (and [`Tracker::resume`]
+//! reloads it, so the plots of a resumed run continue the earlier points).
+//!
+//! Each evaluation also logs one INFO line, the compact summary of [`crate::summary`]
+//! (`eval val @40: proxy_reward=0.5123 ...`), and every key at DEBUG (`-v`).
 //!
 //! Every metric line is also handed to the process's [`MetricSink`], when one is
 //! installed ([`set_sink`]): the `tril` binary installs its Weights & Biases logger there,
 //! so no algorithm knows about W&B.
 
 use crate::error::Result;
-use crate::plot::{plot_panels, Panel, Series};
+use crate::plot::{plot_grid, plot_panels, Panel, Series};
 use crate::plugin::{MetricOutput, Sample, Split};
 use crate::run_dir::RunDir;
 use serde_json::{json, Map, Value};
@@ -172,7 +177,19 @@ impl Tracker {
         let file = format!("{}_split_metrics.jsonl", split.name());
         self.run.append_jsonl(&file, &json!({"epoch": epoch, "metrics": corpus}))?;
         mirror(&file, epoch, &split_line(epoch, split, &corpus));
-        Ok(())
+        let values: Vec<(&str, f64)> = stats.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        self.evaluated(epoch, split, &values)
+    }
+
+    /// After an evaluation was written: its INFO summary line, every key at DEBUG, and
+    /// `plots/{split}_metrics.png` redrawn.
+    fn evaluated(&self, epoch: usize, split: Split, values: &[(&str, f64)]) -> Result<()> {
+        tracing::info!("{}", crate::summary::eval_line(split.name(), epoch, values));
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let all: Vec<String> = values.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            tracing::debug!("eval {} @{epoch} (all keys): {}", split.name(), all.join(" "));
+        }
+        self.plot_split(split)
     }
 
     /// Logs an evaluation: corpus scores to `{split}_split_metrics.jsonl` and every
@@ -192,6 +209,8 @@ impl Tracker {
         let file = format!("{}_split_metrics.jsonl", split.name());
         self.run.append_jsonl(&file, &json!({"epoch": epoch, "metrics": corpus}))?;
         mirror(&file, epoch, &split_line(epoch, split, &corpus));
+        let values: Vec<(&str, f64)> = metrics.iter().map(|(k, v)| (k.as_str(), v.corpus)).collect();
+        self.evaluated(epoch, split, &values)?;
         let rows: Vec<Value> = samples
             .iter()
             .zip(generations)
@@ -236,6 +255,45 @@ impl Tracker {
         std::fs::create_dir_all(self.run.join("plots"))
             .map_err(|source| crate::CoreError::Io { path: self.run.join("plots"), source })?;
         plot_panels(&self.run.join("plots/curves.png"), &panels)
+    }
+}
+
+impl Tracker {
+    /// Redraws `plots/{split}_metrics.png`: every key logged for `split` (by
+    /// [`Tracker::log_eval`] or [`Tracker::log_split_metrics`], or reloaded on resume), one
+    /// panel per key, two panels a row, in the order of the summary line's tiers
+    /// ([`crate::summary`]); keys that differ only in a trailing `-<n>`
+    /// (`diversity_metrics/distinct-1..3`) share a panel. Nothing is drawn before the
+    /// split's first evaluation.
+    pub fn plot_split(&self, split: Split) -> Result<()> {
+        let prefix = format!("{}/", split.name());
+        let mut panels: Vec<Panel> = Vec::new();
+        for (key, points) in self.history.range(prefix.clone()..).take_while(|(k, _)| k.starts_with(&prefix)) {
+            let name = &key[prefix.len()..];
+            let title = panel_title(name);
+            let series = Series { label: name.to_string(), points: points.clone() };
+            match panels.iter_mut().find(|p| p.title == title) {
+                Some(panel) => panel.series.push(series),
+                None => panels.push(Panel { title, x_label: "iteration".into(), series: vec![series] }),
+            }
+        }
+        if panels.is_empty() {
+            return Ok(());
+        }
+        // The summary line's tiers first (rewards, task metrics, ...), diversity last.
+        panels.sort_by_key(|p| p.series.first().and_then(|s| crate::summary::tier(&s.label)).unwrap_or(u8::MAX));
+        std::fs::create_dir_all(self.run.join("plots"))
+            .map_err(|source| crate::CoreError::Io { path: self.run.join("plots"), source })?;
+        plot_grid(&self.run.join(format!("plots/{}_metrics.png", split.name())), &panels, 2)
+    }
+}
+
+/// The panel of a split metric: the key with a trailing `-<digits>` written `-n`
+/// (`diversity_metrics/distinct-2` -> `diversity_metrics/distinct-n`).
+fn panel_title(key: &str) -> String {
+    match key.rsplit_once('-') {
+        Some((stem, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => format!("{stem}-n"),
+        _ => key.to_string(),
     }
 }
 
@@ -370,5 +428,29 @@ mod tests {
         assert_eq!(t.history("val/semantic/x"), &[(10.0, 0.5)]);
         t.plot(&["rollout_buffer/rewards", "val/semantic/x", "absent"]).unwrap();
         assert!(dir.path().join("plots/curves.png").is_file());
+        assert!(dir.path().join("plots/val_metrics.png").is_file(), "an evaluation draws its split's plot");
+        assert!(!dir.path().join("plots/test_metrics.png").exists());
+    }
+
+    #[test]
+    fn split_plots_hold_every_key_and_survive_resume() {
+        assert_eq!(panel_title("diversity_metrics/distinct-2"), "diversity_metrics/distinct-n");
+        assert_eq!(panel_title("diversity_metrics/msttr-100"), "diversity_metrics/msttr-n");
+        assert_eq!(panel_title("lexical/rouge_rougeL"), "lexical/rouge_rougeL");
+        assert_eq!(panel_title("a-b"), "a-b");
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = Tracker::new(RunDir::open(dir.path()).unwrap());
+        for step in [1, 2] {
+            let stats = Stats::from([("accuracy".into(), 0.5), ("loss".into(), 0.7)]);
+            t.log_split_metrics(step, Split::Val, &stats).unwrap();
+        }
+        let png = dir.path().join("plots/val_metrics.png");
+        assert_eq!(&std::fs::read(&png).unwrap()[1..4], b"PNG");
+        std::fs::remove_file(&png).unwrap();
+        let mut t = Tracker::resume(RunDir::open(dir.path()).unwrap(), 2).unwrap();
+        assert_eq!(t.history("val/accuracy"), &[(1.0, 0.5), (2.0, 0.5)]);
+        t.log_split_metrics(3, Split::Val, &Stats::from([("accuracy".into(), 0.75)])).unwrap();
+        assert_eq!(t.history("val/accuracy").len(), 3, "the resumed run continues the curve");
+        assert!(png.is_file());
     }
 }

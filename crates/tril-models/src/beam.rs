@@ -272,6 +272,7 @@ fn best_hypotheses(rows: &[PromptBeams], n: usize, pad: u32) -> GenerationOutput
     let mut out = GenerationOutput {
         tokens: vec![pad; b * n],
         logprobs: vec![0.0; b * n],
+        sampling_logprobs: vec![0.0; b * n],
         mask: vec![0; b * n],
         batch: b,
         max_new_tokens: n,
@@ -280,6 +281,7 @@ fn best_hypotheses(rows: &[PromptBeams], n: usize, pad: u32) -> GenerationOutput
         // Every prompt has finished hypotheses after the last step; the fallback is for safety.
         let best = beams.finished.first().map_or(&beams.running[0], |(_, h)| h);
         for (j, (&t, &lp)) in best.tokens.iter().zip(&best.logprobs).enumerate().take(n) {
+            // Chosen by the search, not drawn: the sampling log-prob stays 0 (certain).
             (out.tokens[r * n + j], out.logprobs[r * n + j], out.mask[r * n + j]) = (t, lp, 1);
         }
     }

@@ -11,6 +11,11 @@
 //! **Log-probs returned** are `log_softmax(model logits)[chosen token]` of the *unmodified*
 //! distribution (no temperature, top-k/top-p or min-length masking), computed in f64 on the
 //! host: what TRIL obtains by re-running the policy forward on the generated sequence.
+//! **Sampling log-probs** are those of the distribution the token was actually drawn from
+//! (min-length, temperature, top-k and top-p applied; 0 for a greedy pick, which is certain):
+//! under top-k the unmodified log-prob of a drawn token can sit far below its sampling
+//! log-prob, and a KL penalty estimated with it rewards a policy for spreading mass over
+//! tokens it never draws (PPO's `kl_logprobs`).
 //!
 //! Generate with a module on a plain backend (for an autodiff model, `model.valid()`), so that
 //! no autodiff graph is recorded and the KV cache is written in place.
@@ -118,6 +123,10 @@ pub struct GenerationOutput {
     pub tokens: Vec<u32>,
     /// `log_softmax(logits)[token]` of the unmodified model distribution; 0 where mask is 0.
     pub logprobs: Vec<f32>,
+    /// The log-prob of `token` under the distribution it was drawn from (min-length,
+    /// temperature, top-k, top-p applied; 0 for a greedy pick; the unmodified log-prob for a
+    /// forced token); 0 where mask is 0.
+    pub sampling_logprobs: Vec<f32>,
     /// 1 for generated tokens (the EOS included), 0 after it.
     pub mask: Vec<u32>,
     /// Number of rows.
@@ -204,27 +213,34 @@ fn choose<R: Rng + ?Sized>(
     eos: Option<u32>,
     forced: Option<u32>,
     rng: &mut R,
-) -> (u32, f32) {
-    let token = match forced {
-        Some(t) => t as usize,
+) -> (u32, f32, f32) {
+    let (token, sampling_lp) = match forced {
+        Some(t) => (t as usize, None),
         None => {
             let mut scores = logits.to_vec();
-            if let Some(e) = eos.filter(|_| step < cfg.min_length) {
-                if let Some(s) = scores.get_mut(e as usize) {
-                    *s = f32::NEG_INFINITY;
-                }
+            let eos_masked = eos.filter(|_| step < cfg.min_length);
+            if let Some(s) = eos_masked.and_then(|e| scores.get_mut(e as usize)) {
+                *s = f32::NEG_INFINITY;
             }
             if cfg.do_sample {
                 sampling::apply_temperature(&mut scores, cfg.temperature);
                 sampling::apply_top_k(&mut scores, cfg.top_k);
                 sampling::apply_top_p(&mut scores, cfg.top_p);
-                sampling::sample(&scores, rng)
+                let token = sampling::sample(&scores, rng);
+                // Pure sampling draws from the model's own distribution: its log-prob is `lp`
+                // (no second pass over the vocabulary).
+                let warped = eos_masked.is_some()
+                    || cfg.temperature != 1.0
+                    || (cfg.top_k > 0 && cfg.top_k < scores.len())
+                    || cfg.top_p < 1.0;
+                (token, warped.then(|| sampling::log_softmax_at(&scores, token)))
             } else {
-                sampling::argmax(&scores)
+                (sampling::argmax(&scores), Some(0.0))
             }
         }
     };
-    (token as u32, sampling::log_softmax_at(logits, token))
+    let lp = sampling::log_softmax_at(logits, token);
+    (token as u32, lp, sampling_lp.unwrap_or(lp))
 }
 
 /// Generate continuations of left-padded prompts.
@@ -279,6 +295,7 @@ pub fn generate_with_prefix<B: Backend, R: Rng + ?Sized>(
     let mut out = GenerationOutput {
         tokens: vec![special.pad_token_id; b * n],
         logprobs: vec![0.0; b * n],
+        sampling_logprobs: vec![0.0; b * n],
         mask: vec![0; b * n],
         batch: b,
         max_new_tokens: n,
@@ -303,9 +320,10 @@ pub fn generate_with_prefix<B: Backend, R: Rng + ?Sized>(
                 continue;
             }
             let f = forced.and_then(|f| f[row].get(step).copied());
-            let (tok, lp) = choose(&logits[row * vocab..(row + 1) * vocab], step, cfg, special.eos_token_id, f, rng);
+            let (tok, lp, sampling_lp) =
+                choose(&logits[row * vocab..(row + 1) * vocab], step, cfg, special.eos_token_id, f, rng);
             let k = row * n + step;
-            (out.tokens[k], out.logprobs[k], out.mask[k]) = (tok, lp, 1);
+            (out.tokens[k], out.logprobs[k], out.sampling_logprobs[k], out.mask[k]) = (tok, lp, sampling_lp, 1);
             next[row] = tok as i64;
             finished[row] = Some(tok) == special.eos_token_id;
         }
@@ -398,6 +416,45 @@ mod tests {
         assert!(a.row(0).iter().all(|&t| t != greedy.tokens[0]));
         assert!(a.mask.iter().all(|&m| m == 1));
         assert!(a.logprobs.iter().all(|&l| l <= 0.0 && l.is_finite()), "{:?}", a.logprobs);
+    }
+
+    #[test]
+    fn sampling_logprobs_are_those_of_the_distribution_drawn_from() {
+        let dev = Default::default();
+        let model = Gpt2Config::tiny().init::<CpuBackend>(&dev);
+        let (ids, mask) = prompt(&dev);
+        let special = SpecialTokens { eos_token_id: None, pad_token_id: 0 };
+        let run = |cfg: &GenerationConfig| {
+            generate(&model, ids.clone(), mask.clone(), cfg, special, &mut ChaCha8Rng::seed_from_u64(3)).unwrap()
+        };
+        // Pure sampling: the distribution drawn from is the model's own, bit for bit.
+        let pure = run(&GenerationConfig { do_sample: true, top_k: 0, max_new_tokens: 4, ..Default::default() });
+        assert_eq!(pure.sampling_logprobs, pure.logprobs);
+        // Greedy: certain.
+        let greedy = run(&GenerationConfig::greedy(4));
+        assert!(greedy.sampling_logprobs.iter().all(|&l| l == 0.0));
+        // Top-3: the first token's log-prob renormalized over the 3 most likely tokens,
+        // recomputed here from the model's logits in f64 (a second implementation).
+        let k = 3;
+        let top = run(&GenerationConfig { do_sample: true, top_k: k, max_new_tokens: 4, ..Default::default() });
+        let logits =
+            model.forward_with(LmInput::new(ids.clone()).with_mask(mask.clone()).last_logits_only(), None).logits;
+        let [b, _, v] = logits.dims();
+        let logits = logits.into_data().convert::<f32>().into_vec::<f32>().unwrap();
+        for row in 0..b {
+            let l: Vec<f64> = logits[row * v..(row + 1) * v].iter().map(|&x| x as f64).collect();
+            let mut sorted = l.clone();
+            sorted.sort_by(|a, b| b.partial_cmp(a).unwrap());
+            let kept = &sorted[..k];
+            let token = top.tokens[row * 4] as usize;
+            assert!(l[token] >= sorted[k - 1], "drawn outside the top {k}");
+            let norm = kept.iter().map(|x| (x - kept[0]).exp()).sum::<f64>().ln() + kept[0];
+            let want = l[token] - norm;
+            let got = top.sampling_logprobs[row * 4] as f64;
+            assert!((got - want).abs() < 1e-5, "row {row}: {got} vs {want}");
+            // The unmodified log-prob spreads over the whole vocabulary: lower.
+            assert!(top.logprobs[row * 4] < top.sampling_logprobs[row * 4]);
+        }
     }
 
     #[test]

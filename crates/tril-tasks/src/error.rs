@@ -14,6 +14,21 @@ pub enum TaskError {
         #[source]
         source: std::io::Error,
     },
+    /// The file a data key names does not exist.
+    #[error(
+        "{key} = {}: no such file (a relative path in a config file's `./`/`../` form is relative to the \
+         directory holding the config dir; otherwise, and on the command line, to the working directory {})",
+        path.display(),
+        cwd.display()
+    )]
+    MissingFile {
+        /// The config key (`task.args.train_file`).
+        key: String,
+        /// The path as the config has it.
+        path: PathBuf,
+        /// The working directory relative paths were read from.
+        cwd: PathBuf,
+    },
     /// A file's format is not one tril reads.
     #[error("{path}: unsupported data file format (expected .csv, .jsonl, .json lines or .parquet)")]
     Format {

@@ -85,7 +85,13 @@ pub fn data_files(
     split: Option<&str>,
 ) -> Result<Vec<PathBuf>, TaskError> {
     let text = path.to_string_lossy();
-    let Some(parsed) = HubData::parse(&text) else { return Ok(vec![path.to_path_buf()]) };
+    let Some(parsed) = HubData::parse(&text) else {
+        if !path.exists() {
+            let cwd = std::env::current_dir().unwrap_or_default();
+            return Err(TaskError::MissingFile { key: key.into(), path: path.to_path_buf(), cwd });
+        }
+        return Ok(vec![path.to_path_buf()]);
+    };
     let bad = |message: String| TaskError::HubData { key: key.into(), value: text.to_string(), message };
     let spec = parsed.map_err(bad)?;
     let request = DatasetRequest {
@@ -145,6 +151,13 @@ mod tests {
         }
         let err = data_files("task.args.train_file", Path::new("hub:x/y/z"), "train", None, None).unwrap_err();
         assert!(err.to_string().starts_with("task.args.train_file = hub:x/y/z: "), "{err}");
-        assert_eq!(data_files("k", Path::new("a.csv"), "train", None, None).unwrap(), [PathBuf::from("a.csv")]);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a.csv");
+        std::fs::write(&file, "text\nx\n").unwrap();
+        assert_eq!(data_files("k", &file, "train", None, None).unwrap(), [file]);
+        let err = data_files("task.args.datasets[1].path", Path::new("nope/b.csv"), "train", None, None).unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("task.args.datasets[1].path = nope/b.csv: no such file"), "{text}");
+        assert!(text.contains("working directory"), "{text}");
     }
 }

@@ -43,6 +43,9 @@ pub struct ImdbConfig {
     pub text_column: String,
     /// Column holding the label (`1`/`0` or `positive`/`negative`); kept in `meta["label"]`.
     pub label_column: Option<String>,
+    /// Keep only `max_rows` reviews of `train_file` (after the shuffle), e.g. for a quick
+    /// run; null: all.
+    pub max_rows: Option<usize>,
     /// Fraction of the (non-test) train rows used for validation (TRIL: 0.2).
     pub val_fraction: f64,
     /// Test reviews kept (TRIL: 5,000).
@@ -56,6 +59,9 @@ pub struct ImdbConfig {
 impl Ranges for ImdbConfig {
     /// `val_fraction` and `test_fraction` in [0, 1) leaving training rows; `n_test` any count.
     fn check_ranges(&self, c: &Checker<'_>) -> tril_core::Result<()> {
+        if let Some(max_rows) = self.max_rows {
+            c.at_least("max_rows", max_rows, 1)?;
+        }
         crate::preference::check_fractions(c, self.val_fraction, self.test_fraction)
     }
 }
@@ -68,6 +74,7 @@ impl Default for ImdbConfig {
             test_file: None,
             text_column: "text".into(),
             label_column: Some("label".into()),
+            max_rows: None,
             val_fraction: 0.2,
             n_test: 5000,
             test_fraction: 0.2,
@@ -86,7 +93,8 @@ pub struct Imdb {
 type Review = (String, Option<String>);
 
 impl Imdb {
-    /// Loads and splits the files named in `config`.
+    /// Loads and splits the files named in `config`: `train_file` shuffled (and cut to
+    /// `max_rows`), then test (`test_file`, else the last `test_fraction`) and val cut off.
     pub fn load(config: &ImdbConfig) -> Result<Self, TaskError> {
         let bad = |message: String| TaskError::Config { task: "imdb".into(), message };
         let Some(train_file) = &config.train_file else {
@@ -103,6 +111,9 @@ impl Imdb {
         }
         let mut train = read_reviews(config, train_file, "train_file", "train")?;
         shuffle(&mut train, config.seed);
+        if let Some(max_rows) = config.max_rows {
+            train.truncate(max_rows);
+        }
         let test = match &config.test_file {
             Some(file) => {
                 let mut test = read_reviews(config, file, "test_file", "test")?;

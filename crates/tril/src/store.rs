@@ -36,6 +36,12 @@ impl ConfigStore for EmbeddedStore {
     fn describe(&self) -> String {
         "the cfgs/ embedded in this binary".into()
     }
+
+    /// The source checkout the binary was built from: `../shared/data/...` in the shipped
+    /// cfgs then names the same file from any working directory.
+    fn base_dir(&self) -> Option<PathBuf> {
+        tril_core::config::anchored("../..", Path::new(env!("CARGO_MANIFEST_DIR"))).map(PathBuf::from)
+    }
 }
 
 /// Picks the config store: an explicit directory, `TRIL_CONFIG_DIR`, `./cfgs`, else embedded.

@@ -50,6 +50,7 @@ fn gspo_smoke_run_fills_the_run_directory() {
         "epoch_1_val_split_predictions.json",
         "epoch_2_val_split_predictions.json",
         "plots/curves.png",
+        "plots/val_metrics.png",
         "checkpoints/iter_2/policy/model.safetensors",
         "checkpoints/iter_2/policy/config.json",
         "checkpoints/iter_2/policy/tokenizer.json",
@@ -69,6 +70,13 @@ fn gspo_smoke_run_fills_the_run_directory() {
     let metrics = std::fs::read_to_string(dir.join("val_split_metrics.jsonl")).unwrap();
     assert_eq!(metrics.lines().count(), 3, "zero-shot and two evaluations");
     assert!(metrics.contains("synthetic/increasing_numbers"), "{metrics}");
+    // Each evaluation logs one short summary line (every key stays in the JSONL); `--quiet`
+    // keeps it off stderr, log.txt has it.
+    assert!(!stderr.contains("eval val @"), "{stderr}");
+    let log = std::fs::read_to_string(dir.join("log.txt")).unwrap();
+    let evals: Vec<&str> = log.lines().filter(|l| l.contains("eval val @")).collect();
+    assert_eq!(evals.len(), 3, "{log}");
+    assert!(evals.iter().all(|l| l.len() < 300 && l.contains("increasing_numbers=")), "{evals:?}");
 }
 
 #[test]

@@ -101,6 +101,12 @@ fn reward_model_output_loads_in_learned_reward() {
     assert_eq!(code, 0, "{stderr}");
     let accuracy = eval_series(&dir, "accuracy");
     assert!(*accuracy.last().unwrap() >= 0.9, "{accuracy:?}");
+    // The held-out accuracy is plotted, and each evaluation logs one short summary line.
+    assert!(dir.join("plots/val_metrics.png").is_file());
+    // (log.txt: `--quiet` keeps INFO lines off stderr.)
+    let log = std::fs::read_to_string(dir.join("log.txt")).unwrap();
+    let evals: Vec<&str> = log.lines().filter(|l| l.contains("eval val @")).collect();
+    assert!(!evals.is_empty() && evals.iter().all(|l| l.len() < 300 && l.contains("accuracy=")), "{log}");
     let model = dir.join("checkpoints/iter_32/reward_model");
     let config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(model.join("config.json")).unwrap()).unwrap();

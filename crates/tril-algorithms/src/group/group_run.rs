@@ -220,8 +220,13 @@ impl<O: GroupObjective> Run for GroupAlgorithm<O> {
             run_tokenizers(&this.tokenizer, &this.sampling, this.policy_args.prompt_truncation_side)?;
         // No critic: the shared-trunk layout only adds a value head, dropped here.
         let spec = PolicySpec { critic: CriticLayout::SharedTrunk, ..this.spec.clone() };
-        let (mut model, reference, gpt_config) =
-            build_models::<B>(&spec, tokenizer.vocab_size(), this.settings.train.seed, &device)?;
+        let (mut model, reference, gpt_config) = build_models::<B>(
+            &spec,
+            "alg.policy.args.model_name",
+            tokenizer.vocab_size(),
+            this.settings.train.seed,
+            &device,
+        )?;
         // alg.lora: adapters on the policy; the reference is the frozen base.
         let reference = if this.lora.is_some() { model.policy.without_lora() } else { reference };
         model.policy = crate::lora::with_lora(model.policy, this.lora.as_ref(), &device)?;

@@ -371,7 +371,7 @@ fn scratch_model<B: AutodiffBackend>(
     seed: u64,
     device: &B::Device,
 ) -> Result<(CausalLm<B>, LmConfig), PluginError> {
-    let dir = tril_models::resolve::resolve_model(name)?;
+    let dir = tril_models::resolve::model_dir(name, "alg.args.model_name")?;
     let config = tril_models::hf::read_lm_config(&dir)?;
     if config.vocab_size() < vocab_size || config.max_positions() < lengths.max_length {
         let message =

@@ -395,7 +395,7 @@ pub fn load_lm<B: Backend>(
         max_prompt_len: max_length,
         max_gen_len: 0,
     };
-    let (model, _, config) = crate::onpolicy::build_models::<B>(&spec, vocab_size, seed, device)?;
+    let (model, _, config) = crate::onpolicy::build_models::<B>(&spec, "model_name", vocab_size, seed, device)?;
     Ok((model.policy, config))
 }
 

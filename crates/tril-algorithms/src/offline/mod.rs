@@ -263,11 +263,11 @@ pub fn load_lm<B: AutodiffBackend>(
         max_prompt_len: lengths.max_prompt_length,
         max_gen_len: lengths.max_length - lengths.max_prompt_length,
     };
-    let (model, reference, config) = build_models::<B>(&spec, vocab_size, seed, device)?;
+    let (model, reference, config) = build_models::<B>(&spec, "alg.args.model_name", vocab_size, seed, device)?;
     let reference = match ref_model_name {
         None => reference.valid(),
         Some(name) => {
-            let dir = tril_models::resolve::resolve_model(name)?;
+            let dir = tril_models::resolve::model_dir(name, "alg.args.ref_model_name")?;
             let loaded = tril_models::hf::load_lm::<B::InnerBackend>(&dir, device)?;
             if loaded.config.vocab_size() != config.vocab_size() {
                 let message = format!(
@@ -342,12 +342,15 @@ pub fn evaluate<B: AutodiffBackend, O: Objective<B>>(
     batch_size: usize,
 ) -> Result<Stats, PluginError> {
     let mut sums = StatSums::default();
+    let bar = tril_core::progress::bar(examples.len() as u64, "eval");
     for chunk in examples.chunks(batch_size.max(1)) {
         let refs: Vec<&O::Example> = chunk.iter().collect();
         let (loss, stats) = objective.loss(model, &refs)?;
         sums.merge(&stats);
         sums.add("loss", scalar(loss) * chunk.len() as f64, chunk.len() as f64);
+        bar.inc(chunk.len() as u64);
     }
+    bar.finish_and_clear();
     let mut means = sums.means();
     objective.derive(&mut means);
     Ok(means)
@@ -387,8 +390,6 @@ fn log_eval<B: AutodiffBackend, O: Objective<B>>(
 ) -> Result<(), PluginError> {
     for (split, examples) in &setup.evals {
         let stats = evaluate(objective, model, examples, setup.args.settings.eval_batch_size)?;
-        let summary: Vec<String> = stats.iter().map(|(k, v)| format!("{k}={v:.4}")).collect();
-        tracing::info!(step, split = split.name(), "eval {}", summary.join(" "));
         setup.tracker.log_split_metrics(step, *split, &stats)?;
     }
     Ok(())

@@ -705,7 +705,8 @@ impl<B: AutodiffBackend> Loop<B> {
                 return Err(self.guard.interrupted(At::step(step)));
             }
         }
-        let keys = ["ips/loss", "ips/rho_mean", "ips/kl", "stats/pos_logp"];
+        // The held-out NLL (`eval/*`, logged with the training lines) is plotted too.
+        let keys = ["ips/loss", "ips/rho_mean", "ips/kl", "stats/pos_logp", "eval/nll", "eval/pos_nll"];
         self.tracker.plot(&keys)?;
         self.checkpoint(total, config, tok)
     }

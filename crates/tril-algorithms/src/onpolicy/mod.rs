@@ -224,17 +224,21 @@ pub fn warn_long_prompts(
     Ok(long)
 }
 
-/// Loads the tokenizer named by `alg.tokenizer.model_name` (`builtin:numbers`, a local
+/// Loads the tokenizer named by `alg.tokenizer.model_name` (`builtin:numbers`,
+/// `builtin:gpt2`: GPT-2's exact BPE built offline, [`TextTokenizer::gpt2`], a local
 /// directory or a hub id in the HF cache).
 pub fn load_tokenizer(name: &str) -> Result<TextTokenizer, PluginError> {
     if name == "builtin:numbers" {
         return numbers_tokenizer();
     }
+    if name == "builtin:gpt2" {
+        return Ok(TextTokenizer::gpt2()?);
+    }
     if let Some(other) = name.strip_prefix("builtin:") {
-        let message = format!("unknown built-in tokenizer `{other}` (known: numbers)");
+        let message = format!("unknown built-in tokenizer `{other}` (known: numbers, gpt2)");
         return Err(AlgorithmError::config("alg.tokenizer.model_name", message).into());
     }
-    Ok(TextTokenizer::from_dir(&tril_models::resolve::resolve_model(name)?)?)
+    Ok(TextTokenizer::from_dir(&tril_models::resolve::model_dir(name, "alg.tokenizer.model_name")?)?)
 }
 
 /// The run preamble of the generating loops: `alg.tokenizer` loaded, and the same
@@ -273,12 +277,14 @@ pub fn prompt_tokenizer(
     })
 }
 
-/// Builds the actor-critic and the frozen reference a policy spec names. `builtin:tiny-gpt2`
+/// Builds the actor-critic and the frozen reference a policy spec names (`key`: the config
+/// key of `spec.model_name`, for errors). `builtin:tiny-gpt2`
 /// is a 2-layer, 64-wide GPT-2 initialized from `seed` for the embedded default. Fresh
 /// parameters (that GPT-2, the value head) are drawn on the host ([`seed_fresh_parameters`]),
 /// so a seed gives every device the same starting weights.
 pub fn build_models<B: Backend>(
     spec: &PolicySpec,
+    key: &str,
     vocab_size: usize,
     seed: u64,
     device: &B::Device,
@@ -289,7 +295,7 @@ pub fn build_models<B: Backend>(
             LmConfig::from(Gpt2Config::new(vocab_size, (spec.max_prompt_len + spec.max_gen_len).max(32), 64, 2, 4));
         (fresh_lm(&config, device), config)
     } else {
-        let dir = tril_models::resolve::resolve_model(&spec.model_name)?;
+        let dir = tril_models::resolve::model_dir(&spec.model_name, key)?;
         let loaded = tril_models::hf::load_lm::<B>(&dir, device)?;
         (loaded.model, loaded.config)
     };
@@ -845,6 +851,7 @@ mod tests {
         let output = GenerationOutput {
             tokens: vec![5, 6, 0, 0, 7, 8, 9, 4, 0, 0, 0, 0],
             logprobs: vec![-1.0; 12],
+            sampling_logprobs: vec![-1.0; 12],
             mask: vec![1, 1, 1, 0, 1, 1, 1, 1, 1, 0, 0, 0],
             batch: 3,
             max_new_tokens: 4,

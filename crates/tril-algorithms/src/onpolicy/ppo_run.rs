@@ -50,7 +50,8 @@ use crate::guard::{At, Guard, Verdict};
 use crate::onpolicy::gail::{Discriminator, DiscriminatorPlan};
 use crate::onpolicy::policies::{actor_critic_args, ActorCriticArgs};
 use crate::onpolicy::ppo::{
-    entropy_loss, policy_loss, target_loss, token_rewards, total_loss, value_loss, GradClip, PpoArgs, PpoPlan, PpoTerms,
+    entropy_loss, policy_loss, target_loss, token_rewards, total_loss, value_loss, whiten_advantages, GradClip,
+    KlLogprobs, PpoArgs, PpoPlan, PpoTerms,
 };
 use crate::onpolicy::rollin::{
     prefixes, rollin_lengths, rollin_mask, segment_masks, IterationPlan, Mode, Rollin, ValueFn,
@@ -84,6 +85,7 @@ use tril_core::run_dir::RunDir;
 use tril_core::schema::{RootConfig, SamplingConfig, TokenizerConfig};
 use tril_core::tracker::{Stats, Tracker};
 use tril_models::causal_lm::CausalLm;
+use tril_models::generate::GenerationOutput;
 use tril_models::tokenizer::TextTokenizer;
 type Inner<B> = <B as AutodiffBackend>::InnerBackend;
 
@@ -482,8 +484,10 @@ type IntMatrix<B> = Tensor<Inner<B>, 2, Int>;
 struct Collected<B: AutodiffBackend> {
     /// `(ids, attention mask, prompt + reference ids)` of each call, `[b, P + N]` each.
     ids: Vec<[IntMatrix<B>; 3]>,
-    /// `[actions, logprobs, ref_logprobs, values, target_mask, entropy]` of each call, `[b, N]` each.
-    floats: Vec<[Tensor<Inner<B>, 2>; 6]>,
+    /// `[actions, logprobs, ref_logprobs, values, target_mask, entropy, kl_logprobs]` of each
+    /// call, `[b, N]` each; `kl_logprobs` is the policy side of the KL estimate
+    /// ([`Loop::kl_logprobs`]).
+    floats: Vec<[Tensor<Inner<B>, 2>; 7]>,
     sample_ids: Vec<String>,
     prompts: Vec<String>,
     generations: Vec<String>,
@@ -556,8 +560,13 @@ impl Run for Ppo {
         let this = &mut self;
         let (tokenizer, prompt_tok) =
             run_tokenizers(&this.tokenizer, &this.sampling, this.policy_args.prompt_truncation_side)?;
-        let (mut model, reference, gpt_config) =
-            build_models::<B>(&this.spec, tokenizer.vocab_size(), this.args.seed, &device)?;
+        let (mut model, reference, gpt_config) = build_models::<B>(
+            &this.spec,
+            "alg.policy.args.model_name",
+            tokenizer.vocab_size(),
+            this.args.seed,
+            &device,
+        )?;
         // alg.lora: adapters on the policy and the critic trunks; the reference is the frozen base.
         let lora = this.lora.as_ref();
         let reference = if lora.is_some() { model.policy.without_lora() } else { reference };
@@ -795,9 +804,10 @@ impl<B: AutodiffBackend> Loop<'_, B> {
             let attention = rollout_attention(gen.mask, actions.clone(), self.ppo.args.train_eos); // [b, P + N]
             let scored = policy.score_with(gen.ids.clone(), attention.clone(), n, plan.value_fn);
             let ref_lp = lm_logprobs(&self.reference, gen.ids.clone(), attention.clone(), n);
+            let kl_lp = self.kl_logprobs(&gen.output, scored.logprobs.clone(), plan);
             let prompt = gen.ids.clone().slice([0..b, 0..p]);
             out.ids.push([gen.ids, attention, Tensor::cat(vec![prompt, t_ids], 1)]);
-            out.floats.push([actions, scored.logprobs, ref_lp, scored.values, t_mask, scored.entropy]);
+            out.floats.push([actions, scored.logprobs, ref_lp, scored.values, t_mask, scored.entropy, kl_lp]);
             out.sample_ids.extend(samples.iter().map(|s| s.id.clone()));
             out.references.extend(samples.iter().map(|s| s.references.clone()));
             out.prompts.extend(gen.prompts);
@@ -808,6 +818,26 @@ impl<B: AutodiffBackend> Loop<'_, B> {
         }
         bar.finish_and_clear();
         Ok(out)
+    }
+
+    /// The policy log-probs `[b, N]` of the KL estimate (`alg.args.kl_logprobs`): `logprobs`
+    /// (the unmodified policy's, from the scoring forward) shifted by `log q(a) - log pi(a)`,
+    /// the sampling warp's effect that generation recorded, where the policy drew the token;
+    /// exactly `logprobs` under pure sampling. Tokens another model drew (AggreVaTeD's guide
+    /// continuations) keep `logprobs`.
+    fn kl_logprobs(
+        &self,
+        output: &GenerationOutput,
+        logprobs: Tensor<Inner<B>, 2>,
+        plan: &IterationPlan,
+    ) -> Tensor<Inner<B>, 2> {
+        let policy_drew = !matches!(plan.mode, Some(Mode::Aggrevate));
+        if self.ppo.args.kl_logprobs == KlLogprobs::Model || !policy_drew {
+            return logprobs;
+        }
+        let warp: Vec<f32> = output.sampling_logprobs.iter().zip(&output.logprobs).map(|(q, p)| q - p).collect();
+        let shape = [output.batch, output.max_new_tokens];
+        logprobs + Tensor::from_data(TensorData::new(warp, shape), (&self.device, F32))
     }
 
     /// Stage 3: the terminal reward of every trajectory, from the run's [`RewardSource`]:
@@ -859,19 +889,27 @@ impl<B: AutodiffBackend> Loop<'_, B> {
         let cat = |k: usize| Tensor::cat(parts.iter().map(|p| p[k].clone()).collect(), 0);
         let (gen_mask, logprobs, ref_lp, values, target_mask) = (cat(0), cat(1), cat(2), cat(3), cat(4));
         let entropy = host(cat(5)).iter().map(|&e| f64::from(e)).collect::<Vec<_>>();
+        let kl_lp = cat(6);
         let t = terminal.len();
         let terminal = Tensor::<Inner<B>, 1>::from_data(TensorData::new(terminal, [t]), (&self.device, F32));
         let kl_coeff = self.ppo.kl.coeff();
         let (rewards, kl_rewards, total) =
-            token_rewards(terminal, gen_mask.clone(), logprobs.clone(), ref_lp.clone(), kl_coeff);
+            token_rewards(terminal, gen_mask.clone(), kl_lp.clone(), ref_lp.clone(), kl_coeff);
         let total = if self.ppo.kl_in_reward { total } else { rewards.clone() };
         let (advantages, returns) =
             gae(total.clone(), values.clone(), gen_mask.clone(), self.ppo.args.gamma, self.ppo.args.gae_lambda);
-        let kl_div = (logprobs.clone() - ref_lp) * gen_mask.clone();
+        let kl_div = (kl_lp - ref_lp) * gen_mask.clone();
         let gen_host = host(gen_mask.clone());
         let lengths = row_sums(&gen_host, n);
         let kl_sums = row_sums(&host(kl_div), n);
         let (update, value) = segment_masks(plan.mode, &gen_host, &rollouts.rollin_mask);
+        let matrix = |v: Vec<f32>| Tensor::<Inner<B>, 2>::from_data(TensorData::new(v, [t, n]), (&self.device, F32));
+        let update_mask = matrix(update.clone());
+        let advantages = if self.ppo.args.whiten_advantages {
+            whiten_advantages(advantages, update_mask.clone())
+        } else {
+            advantages
+        };
         stats.insert("rollout_buffer/rewards".into(), mean(&row_sums(&host(rewards), n)));
         stats.insert("rollout_buffer/kl_rewards".into(), mean(&row_sums(&host(kl_rewards), n)));
         stats.insert("rollout_buffer/total_rewards".into(), mean(&row_sums(&host(total), n)));
@@ -901,12 +939,11 @@ impl<B: AutodiffBackend> Loop<'_, B> {
         self.ppo.kl.step(tril_core::parallel::all_mean(mean(&kl_sums))?, t * world);
         let ids = &rollouts.ids;
         let cat_int = |k: usize| Tensor::cat(ids.iter().map(|p| p[k].clone()).collect(), 0);
-        let matrix = |v: Vec<f32>| Tensor::<Inner<B>, 2>::from_data(TensorData::new(v, [t, n]), (&self.device, F32));
         let buffer = RolloutBuffer {
             ids: cat_int(0),
             mask: cat_int(1),
             target_ids: cat_int(2),
-            update_mask: matrix(update),
+            update_mask,
             value_mask: matrix(value),
             value_fn: plan.value_fn,
             logprobs,

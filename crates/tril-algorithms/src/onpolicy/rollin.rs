@@ -151,6 +151,7 @@ pub fn with_width(out: GenerationOutput, width: usize, pad: u32) -> GenerationOu
     let mut w = GenerationOutput {
         tokens: vec![pad; out.batch * width],
         logprobs: vec![0.0; out.batch * width],
+        sampling_logprobs: vec![0.0; out.batch * width],
         mask: vec![0; out.batch * width],
         batch: out.batch,
         max_new_tokens: width,
@@ -160,6 +161,7 @@ pub fn with_width(out: GenerationOutput, width: usize, pad: u32) -> GenerationOu
         let (src, dst) = (i * out.max_new_tokens, i * width);
         w.tokens[dst..dst + keep].copy_from_slice(&out.tokens[src..src + keep]);
         w.logprobs[dst..dst + keep].copy_from_slice(&out.logprobs[src..src + keep]);
+        w.sampling_logprobs[dst..dst + keep].copy_from_slice(&out.sampling_logprobs[src..src + keep]);
         w.mask[dst..dst + keep].copy_from_slice(&out.mask[src..src + keep]);
     }
     w
@@ -229,8 +231,9 @@ mod tests {
                 mask.push(u32::from(t < r.len()));
             }
         }
-        let logprobs = mask.iter().map(|&m| -(m as f32)).collect();
-        GenerationOutput { tokens, logprobs, mask, batch: rows.len(), max_new_tokens: width }
+        let logprobs: Vec<f32> = mask.iter().map(|&m| -(m as f32)).collect();
+        let sampling_logprobs = logprobs.clone();
+        GenerationOutput { tokens, logprobs, sampling_logprobs, mask, batch: rows.len(), max_new_tokens: width }
     }
 
     #[test]

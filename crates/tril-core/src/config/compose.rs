@@ -15,7 +15,9 @@
 //!    (its `id` must be the file's `alg_id`); a `reward_fn` (or `gold_reward_fn`) in it
 //!    replaces the root one;
 //! 4. tril's root keys the files lack (`run_dir`, `device`, `precision`, `guard`,
-//!    `checkpoint`) get [`TRIL_ROOT_DEFAULTS`], with [`Origin::TrilDefault`];
+//!    `checkpoint`) get [`TRIL_ROOT_DEFAULTS`], with [`Origin::TrilDefault`]; the files'
+//!    `./` and `../` paths are made absolute against the directory holding the config
+//!    directory ([`super::paths`]);
 //! 5. environment overrides `TRIL_A__B=v`;
 //! 6. command-line overrides `a.b=v`, `+a.b=v` (new key), `~a.b` (delete), addressing the
 //!    selected tree; TRIL's pre-selection spelling `alg.<task>.a=v` means `alg.a=v`;
@@ -174,6 +176,9 @@ pub fn compose_unresolved(store: &dyn ConfigStore, req: &ComposeRequest) -> Resu
         select_alg(store, &mut root, alg)?;
     }
     fill_tril_defaults(&mut root)?;
+    if let Some(base) = store.base_dir() {
+        super::paths::anchor_file_paths(&mut root, &base);
+    }
     apply_overrides(&mut root, &args, req)?;
     Ok(Composed { root, choices: selected, notes: composer.notes })
 }

@@ -11,6 +11,7 @@ pub mod defaults;
 mod groups;
 mod interpolate;
 mod node;
+mod paths;
 mod ranges;
 mod store;
 mod typed;
@@ -22,6 +23,7 @@ pub use compose::{
 };
 pub use interpolate::resolve;
 pub use node::{format_float, join_path, split_path, Node, Origin, Value};
+pub use paths::{anchor_file_paths, anchored};
 pub use ranges::{ensure, invalid, non_finite, Checker, Ranges};
 pub use store::{ConfigStore, DirStore};
 pub use typed::{Config, Section};

@@ -1,7 +1,7 @@
 //! Where config files come from: [`ConfigStore`] and the on-disk [`DirStore`].
 
 use crate::error::{CoreError, Result};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Where config files come from: a directory or a set embedded in the binary.
 pub trait ConfigStore {
@@ -13,6 +13,11 @@ pub trait ConfigStore {
     fn display(&self, rel: &str) -> PathBuf;
     /// How the store is named in messages.
     fn describe(&self) -> String;
+    /// The directory that `./` and `../` paths in the store's files are relative to (the
+    /// one holding the config directory, [`super::paths`]); `None`: left as written.
+    fn base_dir(&self) -> Option<PathBuf> {
+        None
+    }
 }
 
 /// A config directory on disk (`cfgs/`).
@@ -55,5 +60,11 @@ impl ConfigStore for DirStore {
 
     fn describe(&self) -> String {
         self.root.display().to_string()
+    }
+
+    /// The directory holding the config directory (`cfgs/`'s parent: the project root).
+    fn base_dir(&self) -> Option<PathBuf> {
+        let root = super::paths::normalize(&std::path::absolute(&self.root).ok()?);
+        root.parent().map(Path::to_path_buf)
     }
 }

@@ -100,10 +100,14 @@ pub fn spawn(args: &[&str], dir: &Path, stderr: std::process::Stdio) -> std::pro
 /// Starts `args` into `dir`, sends `signal` (`-TERM`, `-INT`) once its iteration-2
 /// checkpoint exists, and returns the exit code and stderr.
 pub fn stop_with(args: &[&str], dir: &Path, signal: &str) -> (i32, String) {
-    let child = spawn(args, dir, std::process::Stdio::piped());
+    let mut child = spawn(args, dir, std::process::Stdio::piped());
     let marker = dir.join("checkpoints/iter_2/manifest.json");
     let started = std::time::Instant::now();
     while !marker.is_file() {
+        if child.try_wait().unwrap().is_some() {
+            let out = child.wait_with_output().unwrap();
+            panic!("the run ended before its iteration-2 checkpoint: {}", String::from_utf8_lossy(&out.stderr));
+        }
         assert!(started.elapsed().as_secs() < 300, "no iteration-2 checkpoint after 300 s");
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
