@@ -106,7 +106,16 @@ fn start_cluster() -> PathBuf {
         assert!(run_ok("chmod", &["400", "/etc/munge/munge.key"]).is_some(), "chmod munge.key");
     }
     if run_ok("pgrep", &["-x", "munged"]).is_none() {
-        assert!(run_ok("munged", &["--force"]).is_some(), "munged --force failed");
+        // munged's socket directory: made by the init system where one runs, not in a
+        // container or on a machine where the package's service never started.
+        let socket_dir = Path::new("/run/munge");
+        if !socket_dir.is_dir() {
+            std::fs::create_dir_all(socket_dir).unwrap();
+            assert!(run_ok("chown", &["munge:munge", "/run/munge"]).is_some(), "chown /run/munge");
+        }
+        let out = Command::new("munged").arg("--force").output().expect("start munged");
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "munged --force failed: {log}");
     }
     for daemon in ["slurmctld", "slurmd"] {
         let status = Command::new(daemon).env("SLURM_CONF", &conf).status().unwrap();
