@@ -111,6 +111,28 @@ pub fn entropy_from_logits<B: Backend>(logits: Tensor<B, 3>) -> Tensor<B, 2> {
     (p * logp).sum_dim(1).reshape([b, t]).neg()
 }
 
+/// Log-probs of `tokens` and the entropy at each position from one log-softmax over the
+/// vocabulary (what [`gather_logprobs`] and [`entropy_from_logits`] give, at the cost of
+/// one of them): `log p = log_softmax(z)`, `lp = log p[token]`, `H = -sum_v p_v log p_v`.
+///
+/// `entropy_grad: false` detaches the entropy (it is only logged, e.g. PPO with
+/// `ent_coef: 0`), so the backward pass does not go through its `[B*T, V]` product.
+///
+/// # Shapes
+/// `logits`: `[B, T, V]`, `tokens`: `[B, T]` -> log-probs `[B, T]`, entropy `[B, T]`
+pub fn logprobs_and_entropy<B: Backend>(
+    logits: Tensor<B, 3>,
+    tokens: Tensor<B, 2, Int>,
+    entropy_grad: bool,
+) -> (Tensor<B, 2>, Tensor<B, 2>) {
+    let [b, t, _] = logits.dims();
+    let logp = log_softmax(rows(to_f32(logits)), 1); // [B*T, V]
+    let logprobs = logp.clone().gather(1, tokens.reshape([b * t, 1])).reshape([b, t]);
+    let logp = if entropy_grad { logp } else { logp.detach() };
+    let entropy = (logp.clone().exp() * logp).sum_dim(1).reshape([b, t]).neg();
+    (logprobs, entropy)
+}
+
 /// Per-token estimators of `KL(pi || ref)` from sampled tokens (Schulman, "Approximating
 /// KL divergence", 2020), with `log r = logp_ref - logp`:
 ///
@@ -387,6 +409,44 @@ mod tests {
         assert!((k1[0] - 0.5).abs() < 1e-6 && (k1[1] + 1.0).abs() < 1e-6);
         let r = (-0.5f64).exp();
         assert!((k3[0] - ((r - 1.0) - (-0.5))).abs() < 1e-6);
+    }
+
+    #[test]
+    fn fused_logprobs_and_entropy_equal_the_separate_ops_and_detach_on_request() {
+        type Ad = crate::backend::CpuAutodiff;
+        let device = Default::default();
+        let (b, t, v) = (2, 3, 7);
+        let z: Vec<f32> = noise(b * t * v, 5).into_iter().map(|x| (4.0 * x) as f32).collect();
+        let tokens: Vec<i64> = (0..b * t).map(|i| (i * 3 % v) as i64).collect();
+        let leaf = || Tensor::<Ad, 3>::from_data(TensorData::new(z.clone(), [b, t, v]), &device).require_grad();
+        let toks = || Tensor::<Ad, 2, Int>::from_data(TensorData::new(tokens.clone(), [b, t]), &device);
+        let host2 = |x: Tensor<Ad, 2>| x.inner().into_data().to_vec::<f32>().unwrap();
+        let (lp, h) = logprobs_and_entropy(leaf(), toks(), true);
+        let (lp_ref, h_ref) = (gather_logprobs(leaf(), toks()), entropy_from_logits(leaf()));
+        for (got, want) in [(host2(lp), host2(lp_ref)), (host2(h), host2(h_ref))] {
+            for (g, w) in got.iter().zip(&want) {
+                assert!((g - w).abs() < 1e-6, "{g} vs {w}");
+            }
+        }
+        // d(sum lp + sum H)/dz: with the entropy's gradient, as the separate ops give it;
+        // detached, the log-probs' alone.
+        let grad_of = |entropy_grad: bool, with_entropy: bool| -> Vec<f32> {
+            let z = leaf();
+            let (lp, h) = logprobs_and_entropy(z.clone(), toks(), entropy_grad);
+            let loss = if with_entropy { lp.sum() + h.sum() } else { lp.sum() };
+            z.grad(&loss.backward()).unwrap().into_data().to_vec::<f32>().unwrap()
+        };
+        let separate = {
+            let z = leaf();
+            let loss = gather_logprobs(z.clone(), toks()).sum() + entropy_from_logits(z.clone()).sum();
+            z.grad(&loss.backward()).unwrap().into_data().to_vec::<f32>().unwrap()
+        };
+        let (fused, detached, lp_only) = (grad_of(true, true), grad_of(false, true), grad_of(true, false));
+        for i in 0..b * t * v {
+            assert!((fused[i] - separate[i]).abs() < 1e-5, "[{i}] {} vs {}", fused[i], separate[i]);
+            assert!((detached[i] - lp_only[i]).abs() < 1e-6, "[{i}] detached entropy still has a gradient");
+        }
+        assert!(fused.iter().zip(&lp_only).any(|(a, b)| (a - b).abs() > 1e-3), "the entropy gradient is not zero");
     }
 
     #[test]

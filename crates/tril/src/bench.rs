@@ -435,7 +435,7 @@ fn ppo<B: AutodiffBackend>(
         let _ = terminal.clone().into_data();
         let reward_s = clock.lap()?;
         // reference/values: policy log-probs + entropy, reference log-probs, critic values
-        let scored = model.valid().score_with(ids.clone(), mask.clone(), n, ValueFn::Policy);
+        let scored = model.valid().score_with(ids.clone(), mask.clone(), n, ValueFn::Policy, false);
         let ref_lp = lm_logprobs(&reference, ids.clone(), mask.clone(), n);
         let _ = scored.values.clone().sum().into_data();
         let reference_s = clock.lap()?;

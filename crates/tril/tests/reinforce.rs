@@ -65,10 +65,12 @@ fn rloo_improves_the_synthetic_reward_and_logs_finite_metrics() {
     assert_finite(&dir, "rollout_info.jsonl", &rollout, 20);
     // The KL is in the reward (TRL's RLOO), not in the loss: no `rloo/kl`.
     assert!(jsonl(&dir.join("training_info.jsonl"), "rloo/kl").iter().all(|k| k.is_nan()));
-    // The first generation is the reference itself (k1 = 0 up to float noise); the policy
-    // then drifts, and beta 0.05 moves the penalized reward off the raw one.
+    // The first generation is the reference itself; the KL's policy side is the min-length
+    // sampler's (synthetic's `min_length: 4` takes EOS out of the first four draws), so it
+    // starts at KL(q || ref) >= 0, small (-log(1 - p_eos) per masked step); the policy then
+    // drifts, and beta 0.05 moves the penalized reward off the raw one.
     let kl = jsonl(&dir.join("rollout_info.jsonl"), "rollout/kl");
-    assert!(kl[0].abs() < 1e-3 && kl[1..].iter().any(|k| k.abs() > 1e-4), "{kl:?}");
+    assert!(kl[0] >= 0.0 && kl[0] < 0.5 && kl[1..].iter().any(|k| (k - kl[0]).abs() > 1e-4), "{kl:?}");
     // Two optimizer steps per generation: the second is off-policy and the sequence ratio clips.
     assert!(jsonl(&dir.join("training_info.jsonl"), "rloo/clip_ratio").iter().any(|&c| c > 0.0));
     assert_checkpoint(&dir, 20, "rloo");
@@ -174,4 +176,30 @@ fn bad_rloo_and_reinforce_pp_configs_are_refused_naming_the_keys() {
     let (code, stderr) = tril(&["task=synthetic", "alg=reinforce_pp", &arg, "+alg.args.beta=0.1"]);
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("alg.args.beta"), "{stderr}");
+}
+
+/// The KL penalty's policy side under a truncating sampler (`top_k: 3` on top of synthetic's
+/// `min_length: 4`), for both objectives that fold a KL into the reward. At the first
+/// iteration the policy is the reference: TRL's and OpenRLHF's estimate (`kl_logprobs:
+/// model`, the plain softmax) is exactly 0, whereas tril's default (`sampled`, the log-prob
+/// under the top-3 distribution each token was drawn from) is `KL(q || ref)` of that sampler,
+/// well above 0: the quantity the penalty holds down, which the policy cannot lower by
+/// moving mass outside the top 3. Without truncation the two modes log the same KL.
+#[test]
+fn rloo_and_reinforce_pp_kl_reads_the_sampling_distribution() {
+    let first_kl = |alg: &str, mode: &str, top_k: &str| -> f64 {
+        let tmp = tempfile::tempdir().unwrap();
+        let mode = format!("alg.args.kl_logprobs={mode}");
+        let top_k = format!("sampling.train_generation_kwargs.top_k={top_k}");
+        let dir = run(&tmp, alg, 1, &[&mode, &top_k]);
+        jsonl(&dir.join("rollout_info.jsonl"), "rollout/kl")[0]
+    };
+    for alg in ["rloo", "reinforce_pp"] {
+        let (model, sampled) = (first_kl(alg, "model", "3"), first_kl(alg, "sampled", "3"));
+        assert!(model.abs() < 1e-6, "{alg}: the plain-softmax KL of the reference against itself is {model}");
+        assert!(sampled > 0.05, "{alg}: the top-3 sampler's KL from the reference is {sampled}");
+        // No top-k: only min_length truncates, and each masked step adds -log(1 - p_eos) >= 0.
+        let (model, sampled) = (first_kl(alg, "model", "0"), first_kl(alg, "sampled", "0"));
+        assert!(model.abs() < 1e-6 && sampled >= 0.0 && sampled < 0.5, "{alg}: {model} {sampled}");
+    }
 }

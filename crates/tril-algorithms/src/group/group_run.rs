@@ -46,17 +46,21 @@
 //! - Iterations count generation batches (`n_iters`), as TRIL's PPO; TRL counts optimizer
 //!   steps (`max_steps`). `steps_per_generation` must be a multiple of `grad_accumulation`.
 //! - The learning-rate schedule steps once per iteration (TRIL's; TRL: per optimizer step).
-//! - Sampling applies the generation settings' `top_k`/`min_length`, but log-probs are the
-//!   plain softmax at `temperature` (TRL does the same with its own `top_k`/`top_p`).
+//! - Sampling applies the generation settings' `top_k`/`top_p`/`min_length`; the loss's
+//!   log-probs are the plain softmax at `temperature` (as TRL). A KL folded into the reward
+//!   (RLOO, REINFORCE++) uses, with `kl_logprobs: sampled` (the default), the log-prob under
+//!   the truncated distribution each token was drawn from, so the policy cannot lower the
+//!   penalty by moving mass outside the top k ([`crate::onpolicy::ppo::KlLogprobs`]).
 //! - The policy section's critic layout is ignored: no critic is built.
 //! - Rewards are not NaN-aware: a non-finite reward stops the run.
 
 use crate::evaluation::Evaluation;
 use crate::group::{
-    completion_logprobs, mean_std, repeat_groups, GroupObjective, GroupPlan, GroupSettings, RolloutBatch,
+    completion_logprobs, completion_logprobs_and_entropy, mean_std, repeat_groups, GroupObjective, GroupPlan, GroupSettings, RolloutBatch,
 };
 use crate::guard::{At, Guard, Verdict};
 use crate::onpolicy::policies::ActorCriticArgs;
+use crate::onpolicy::ppo::KlLogprobs;
 use crate::onpolicy::{build_models, generate_for, generation_config, run_tokenizers, OnPolicyState, PromptSampler};
 use crate::over_optimization::EvalScoring;
 use crate::settings::{check_splits, loop_settings};
@@ -71,7 +75,7 @@ use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
 use std::time::Instant;
 use tril_core::config::Section;
-use tril_core::ops::{clip_grad_norm, entropy_from_logits, masked_mean};
+use tril_core::ops::{clip_grad_norm, masked_mean};
 use tril_core::ops::{host, scalar};
 use tril_core::plugin::{
     Algorithm, BuildCtx, CriticLayout, LrSchedule, Metric, OptimizerSpec, PluginError, PolicySpec, RewardFn, RunCtx,
@@ -359,6 +363,12 @@ impl<B: AutodiffBackend, O: GroupObjective> Loop<'_, B, O> {
         let rows = repeat_groups(&prompts, g);
         let (mut ids_parts, mut mask_parts, mut gen_mask_parts) = (Vec::new(), Vec::new(), Vec::new());
         let (mut old_parts, mut ref_parts, mut scores) = (Vec::new(), Vec::new(), Vec::new());
+        let mut kl_parts = Vec::new();
+        // The KL's policy side from the generation's own log-probs only where the sampler
+        // truncates the distribution; at a plain temperature they equal the recomputed ones.
+        let gen_cfg = &self.alg.generation;
+        let truncates = gen_cfg.top_k > 0 || gen_cfg.top_p < 1.0 || gen_cfg.min_length > 0;
+        let sampled_kl = self.alg.settings.kl_logprobs == KlLogprobs::Sampled && truncates;
         let mut diagnostics: BTreeMap<String, (f64, f64)> = BTreeMap::new();
         for chunk in rows.chunks(self.alg.sampling.batch_size_per_process.max(1)) {
             let samples: Vec<&Sample> = chunk.iter().map(|&i| &self.train[i]).collect();
@@ -380,10 +390,18 @@ impl<B: AutodiffBackend, O: GroupObjective> Loop<'_, B, O> {
             scores.extend(chunk_scores);
             // 3. old and reference log-probs
             if self.alg.plan.off_policy() || self.alg.settings.generation_logprobs {
-                old_parts.push(completion_logprobs(&policy, gen.ids.clone(), gen.mask.clone(), n, temp).0);
+                let old = completion_logprobs(&policy, gen.ids.clone(), gen.mask.clone(), n, temp); // [b, T]
+                kl_parts.push(if sampled_kl {
+                    let shape = [gen.output.batch, gen.output.max_new_tokens];
+                    let data = TensorData::new(gen.output.sampling_logprobs.clone(), shape);
+                    Tensor::from_data(data, (&self.device, burn::tensor::DType::F32)) // [b, T]
+                } else {
+                    old.clone()
+                });
+                old_parts.push(old);
             }
             if let Some(reference) = &self.reference {
-                ref_parts.push(completion_logprobs(reference, gen.ids.clone(), gen.mask.clone(), n, temp).0);
+                ref_parts.push(completion_logprobs(reference, gen.ids.clone(), gen.mask.clone(), n, temp));
             }
             ids_parts.push(gen.ids);
             mask_parts.push(gen.mask);
@@ -401,6 +419,7 @@ impl<B: AutodiffBackend, O: GroupObjective> Loop<'_, B, O> {
         let batch = RolloutBatch {
             rewards,
             old_logprobs: old_logprobs.clone(),
+            kl_logprobs: cat_f(kl_parts), // [N, T]
             ref_logprobs: ref_logprobs.clone(),
             mask: gen_mask.clone(),
             group_size: g,
@@ -470,7 +489,7 @@ impl<B: AutodiffBackend, O: GroupObjective> Loop<'_, B, O> {
                     };
                     let mask = pick(&buf.gen_mask); // [b, T]
                     let advantages = pick(&buf.advantages); // [b, 1] or [b, T]
-                    let (new_logprobs, logits) = completion_logprobs(
+                    let (new_logprobs, entropy) = completion_logprobs_and_entropy(
                         &self.policy,
                         pick_int(&buf.ids),
                         pick_int(&buf.mask),
@@ -487,7 +506,7 @@ impl<B: AutodiffBackend, O: GroupObjective> Loop<'_, B, O> {
                         mask.clone(),
                         Some(items),
                     )?;
-                    let entropy = masked_mean(entropy_from_logits(logits.detach()), mask);
+                    let entropy = masked_mean(entropy, mask);
                     let mut record = |k: &str, v: f64| values.push((format!("{id}/{k}"), v));
                     record("entropy", scalar(entropy));
                     for (name, value) in stats.values {

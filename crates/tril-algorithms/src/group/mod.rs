@@ -13,12 +13,13 @@ pub mod reinforce_pp;
 pub mod rloo;
 
 use crate::group::grpo::GrpoStats;
+use crate::onpolicy::ppo::KlLogprobs;
 use crate::validate::ensure;
 use crate::AlgorithmError;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 use tril_core::config::Section;
-use tril_core::ops::gather_logprobs;
+use tril_core::ops::{gather_logprobs, logprobs_and_entropy};
 use tril_core::plugin::Split;
 use tril_core::CoreError;
 use tril_models::causal_lm::CausalLm;
@@ -99,6 +100,16 @@ pub fn check_settings(
 /// This macro shares the plumbing instead.
 macro_rules! group_settings {
     ($args:expr, kl_coef: $kl:expr, loss_per_step: $per_step:expr, generation_logprobs: $gen:expr $(,)?) => {
+        $crate::group::group_settings!(
+            $args,
+            kl_coef: $kl,
+            loss_per_step: $per_step,
+            generation_logprobs: $gen,
+            kl_logprobs: $crate::onpolicy::ppo::KlLogprobs::Model,
+        )
+    };
+    ($args:expr, kl_coef: $kl:expr, loss_per_step: $per_step:expr, generation_logprobs: $gen:expr,
+     kl_logprobs: $klp:expr $(,)?) => {
         $crate::group::GroupSettings {
             num_generations: $args.num_generations,
             steps_per_generation: $args.steps_per_generation,
@@ -108,6 +119,7 @@ macro_rules! group_settings {
             kl_coef: $kl,
             loss_per_step: $per_step,
             generation_logprobs: $gen,
+            kl_logprobs: $klp,
             train: $crate::group::TrainArgs {
                 seed: $args.seed,
                 n_iters: $args.n_iters,
@@ -203,6 +215,10 @@ pub struct GroupSettings {
     /// Whether the advantages read the generation-time log-probs (a KL folded into the
     /// reward), so that they are computed even on-policy.
     pub generation_logprobs: bool,
+    /// The policy side of a KL the advantages fold into the reward
+    /// ([`RolloutBatch::kl_logprobs`]): RLOO's and REINFORCE++'s `alg.args.kl_logprobs`;
+    /// `model` for the objectives without one.
+    pub kl_logprobs: KlLogprobs,
     /// The loop settings.
     pub train: TrainArgs,
 }
@@ -271,6 +287,12 @@ pub struct RolloutBatch<B: Backend> {
     /// Log-probs at generation time, `[N, T]`: present off-policy and when
     /// [`GroupSettings::generation_logprobs`].
     pub old_logprobs: Option<Tensor<B, 2>>,
+    /// The policy side of a KL estimate folded into the reward, `[N, T]`, present with
+    /// `old_logprobs`: those, or with [`GroupSettings::kl_logprobs`] `sampled` and a sampler
+    /// that truncates (`top_k`, `top_p`, `min_length`), the log-prob of each token under the
+    /// distribution it was drawn from, recorded at generation (see [`KlLogprobs`]: the
+    /// model's own log-probs make the KL a bonus for spreading mass outside the top k).
+    pub kl_logprobs: Option<Tensor<B, 2>>,
     /// Reference log-probs, `[N, T]`: present when `kl_coef > 0`.
     pub ref_logprobs: Option<Tensor<B, 2>>,
     /// Completion mask, `[N, T]`.
@@ -376,21 +398,53 @@ pub(crate) fn required<T>(id: &str, value: Option<T>, what: &str) -> crate::Resu
     })
 }
 
-/// Log-probs of the last `n` tokens of `ids` under `lm` with logits divided by
-/// `temperature`, and the logits themselves (for the entropy).
+/// Logits of the last `n` positions' predictions divided by `temperature`.
 ///
 /// # Shapes
-/// `ids`, `mask`: `[B, P + N]` -> log-probs `[B, N]`, logits `[B, N, V]`
+/// `ids`, `mask`: `[B, P + N]` -> `[B, N, V]`
+fn completion_logits<B: Backend>(
+    lm: &CausalLm<B>,
+    ids: Tensor<B, 2, Int>,
+    mask: Tensor<B, 2, Int>,
+    n: usize,
+    temperature: f64,
+) -> Tensor<B, 3> {
+    let len = ids.dims()[1];
+    lm.span_logits(ids, Some(mask), len - n - 1, n) / temperature
+}
+
+/// Log-probs of the last `n` tokens of `ids` under `lm` with logits divided by
+/// `temperature`.
+///
+/// # Shapes
+/// `ids`, `mask`: `[B, P + N]` -> `[B, N]`
 pub fn completion_logprobs<B: Backend>(
     lm: &CausalLm<B>,
     ids: Tensor<B, 2, Int>,
     mask: Tensor<B, 2, Int>,
     n: usize,
     temperature: f64,
-) -> (Tensor<B, 2>, Tensor<B, 3>) {
+) -> Tensor<B, 2> {
     let [b, len] = ids.dims();
-    let logits = lm.span_logits(ids.clone(), Some(mask), len - n - 1, n) / temperature; // [B, N, V]
-    (gather_logprobs(logits.clone(), ids.slice([0..b, len - n..len])), logits)
+    let logits = completion_logits(lm, ids.clone(), mask, n, temperature); // [B, N, V]
+    gather_logprobs(logits, ids.slice([0..b, len - n..len]))
+}
+
+/// [`completion_logprobs`] and the policy's entropy at each of those positions (at the
+/// same temperature; detached: it is logged, not trained), from one log-softmax.
+///
+/// # Shapes
+/// `ids`, `mask`: `[B, P + N]` -> log-probs `[B, N]`, entropy `[B, N]`
+pub fn completion_logprobs_and_entropy<B: Backend>(
+    lm: &CausalLm<B>,
+    ids: Tensor<B, 2, Int>,
+    mask: Tensor<B, 2, Int>,
+    n: usize,
+    temperature: f64,
+) -> (Tensor<B, 2>, Tensor<B, 2>) {
+    let [b, len] = ids.dims();
+    let logits = completion_logits(lm, ids.clone(), mask, n, temperature); // [B, N, V]
+    logprobs_and_entropy(logits, ids.slice([0..b, len - n..len]), false)
 }
 
 /// Row indices of a generation batch: each of `prompts` repeated `g` times in a row, so
@@ -478,6 +532,7 @@ mod tests {
             let batch = RolloutBatch {
                 rewards: t1(&rewards),
                 old_logprobs: None,
+                kl_logprobs: None,
                 ref_logprobs: None,
                 mask: mask.clone(),
                 group_size: 4,
@@ -528,12 +583,14 @@ mod tests {
             Tensor::<Cpu, 2, Int>::from_data(TensorData::new(vec![0i64, 3, 4, 1, 2, 6, 5, 5, 6, 1], [2, 5]), &device);
         let mask =
             Tensor::<Cpu, 2, Int>::from_data(TensorData::new(vec![0i64, 1, 1, 1, 1, 1, 1, 1, 1, 0], [2, 5]), &device);
-        let (lp1, _) = completion_logprobs(&model, ids.clone(), mask.clone(), 3, 1.0);
+        let lp1 = completion_logprobs(&model, ids.clone(), mask.clone(), 3, 1.0);
         let want = crate::onpolicy::lm_logprobs(&model, ids.clone(), mask.clone(), 3);
         let (a, b) = (host(lp1), host(want));
         assert!(a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-6), "{a:?} vs {b:?}");
 
-        let (lp2, logits) = completion_logprobs(&model, ids.clone(), mask.clone(), 3, 2.0);
+        let lp2 = completion_logprobs(&model, ids.clone(), mask.clone(), 3, 2.0);
+        let (lp2_fused, entropy) = completion_logprobs_and_entropy(&model, ids.clone(), mask.clone(), 3, 2.0);
+        assert_eq!(host(lp2.clone()), host(lp2_fused));
         let raw = model.forward(ids.clone(), Some(mask)).logits; // [2, 5, 7]
         let raw: Vec<f32> = raw.into_data().to_vec().unwrap();
         let ids: Vec<i64> = ids.into_data().convert::<i64>().to_vec().unwrap();
@@ -547,6 +604,7 @@ mod tests {
                 assert!((f64::from(got[row * 3 + j]) - want).abs() < 1e-5, "row {row} pos {pos}");
             }
         }
-        assert_eq!(logits.dims(), [2, 3, 7]);
+        assert_eq!(entropy.dims(), [2, 3]);
+        assert!(host(entropy).iter().all(|&h| h > 0.0 && f64::from(h) < 7f64.ln() + 1e-6));
     }
 }

@@ -45,6 +45,7 @@
 use crate::group::rloo::{check_2d, shape_error};
 use crate::group::{check_loop, group_settings, required, Advantages, GroupObjective, GroupSettings};
 use crate::group::{LossStats, RolloutBatch};
+use crate::onpolicy::ppo::KlLogprobs;
 use crate::Result;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
@@ -77,6 +78,11 @@ pub struct ReinforcePpArgs {
     pub kl_coef: f64,
     /// KL estimator of the penalty (OpenRLHF `kl.estimator`: k1).
     pub kl_estimator: KlEstimator,
+    /// The policy log-prob of the KL penalty (PPO's key, [`KlLogprobs`]): `sampled` (tril's
+    /// default) the log-prob under the distribution each token was drawn from when the
+    /// generation settings truncate it (`top_k`, `top_p`, `min_length`), `model` the plain
+    /// log-prob at `temperature` (OpenRLHF). The two agree without truncation.
+    pub kl_logprobs: KlLogprobs,
     /// Discount of the returns (OpenRLHF `advantage.gamma`: 1).
     pub gamma: f64,
     /// Lower clip range of the token ratio (OpenRLHF `actor.eps_clip`: 0.2).
@@ -127,6 +133,7 @@ impl Default for ReinforcePpArgs {
             num_generations: 1,
             kl_coef: 0.01,
             kl_estimator: KlEstimator::K1,
+            kl_logprobs: KlLogprobs::Sampled,
             gamma: 1.0,
             eps_clip: 0.2,
             eps_clip_high: None,
@@ -410,7 +417,13 @@ impl GroupObjective for ReinforcePpArgs {
     /// The KL is a per-token reward from the generation-time log-probs, so those are computed
     /// even on-policy when `kl_coef > 0`; the loss is a per-micro-batch token mean.
     fn settings(&self) -> GroupSettings {
-        group_settings!(self, kl_coef: self.kl_coef, loss_per_step: false, generation_logprobs: self.kl_coef > 0.0)
+        group_settings!(
+            self,
+            kl_coef: self.kl_coef,
+            loss_per_step: false,
+            generation_logprobs: self.kl_coef > 0.0,
+            kl_logprobs: self.kl_logprobs,
+        )
     }
 
     /// [`reinforce_pp_advantages`] over the iteration's whole batch (the whitening sees every
@@ -423,7 +436,7 @@ impl GroupObjective for ReinforcePpArgs {
         let mask = to_f32(batch.mask); // [N, T]
         let mut stats = Vec::new();
         let (old_logprobs, ref_logprobs) = if self.kl_coef > 0.0 {
-            let old_logprobs = required("reinforce_pp", batch.old_logprobs, "generation-time log-probs")?; // [N, T]
+            let old_logprobs = required("reinforce_pp", batch.kl_logprobs, "generation-time log-probs")?; // [N, T]
             let ref_logprobs = required("reinforce_pp", batch.ref_logprobs, "reference log-probs")?; // [N, T]
             let kl = approx_kl(old_logprobs.clone(), ref_logprobs.clone(), self.kl_estimator)?; // [N, T]
             stats.push(("kl", scalar(masked_mean(kl, mask.clone()))));
@@ -511,6 +524,7 @@ mod tests {
         RolloutBatch {
             rewards: t1(&REWARDS),
             old_logprobs: old.map(|x| t2(x, 4)),
+            kl_logprobs: old.map(|x| t2(x, 4)),
             ref_logprobs: reference.map(|x| t2(x, 4)),
             mask: t2(&MASK, 4),
             group_size,

@@ -41,6 +41,7 @@ use crate::group::{
     check_loop, group_settings, required, sequence_advantages, Advantages, GroupObjective, GroupSettings, LossStats,
     RolloutBatch,
 };
+use crate::onpolicy::ppo::KlLogprobs;
 use crate::{AlgorithmError, Result};
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
@@ -59,6 +60,11 @@ pub struct RlooArgs {
     pub num_generations: usize,
     /// Coefficient of the sequence-level k1 KL penalty subtracted from the reward (TRL: 0.05).
     pub beta: f64,
+    /// The policy log-prob of the KL penalty (PPO's key, [`KlLogprobs`]): `sampled` (tril's
+    /// default) the log-prob under the distribution each token was drawn from when the
+    /// generation settings truncate it (`top_k`, `top_p`, `min_length`), `model` the plain
+    /// log-prob at `temperature` (TRL). The two agree without truncation.
+    pub kl_logprobs: KlLogprobs,
     /// Lower clip range of the sequence ratio: clipped below at `1 - epsilon` (TRL: 0.2).
     pub epsilon: f64,
     /// Upper clip range, `1 + epsilon_high`; null: `epsilon` (TRL: null).
@@ -103,6 +109,7 @@ impl Default for RlooArgs {
         RlooArgs {
             num_generations: 2,
             beta: 0.05,
+            kl_logprobs: KlLogprobs::Sampled,
             epsilon: 0.2,
             epsilon_high: None,
             normalize_advantages: false,
@@ -293,19 +300,25 @@ impl GroupObjective for RlooArgs {
     /// The KL is folded into the reward from the generation-time log-probs, so those are
     /// computed even on-policy when `beta > 0`; the loss is a per-micro-batch mean.
     fn settings(&self) -> GroupSettings {
-        group_settings!(self, kl_coef: self.beta, loss_per_step: false, generation_logprobs: self.beta > 0.0)
+        group_settings!(
+            self,
+            kl_coef: self.beta,
+            loss_per_step: false,
+            generation_logprobs: self.beta > 0.0,
+            kl_logprobs: self.kl_logprobs,
+        )
     }
 
     /// [`rloo_kl_rewards`] (with `beta > 0`), then [`rloo_advantages`] over groups of
     /// `group_size`; sequence-level.
     ///
     /// # Shapes
-    /// `rewards`: `[N]`; `old_logprobs`, `ref_logprobs`, `mask`: `[N, T]` -> `[N, 1]`
+    /// `rewards`: `[N]`; `kl_logprobs`, `ref_logprobs`, `mask`: `[N, T]` -> `[N, 1]`
     fn advantages<B: Backend>(&self, batch: RolloutBatch<B>) -> Result<Advantages<B>> {
         let [n] = batch.rewards.dims();
         let mut stats = Vec::new();
         let rewards = if self.beta > 0.0 {
-            let old_logprobs = required("rloo", batch.old_logprobs, "generation-time log-probs")?; // [N, T]
+            let old_logprobs = required("rloo", batch.kl_logprobs, "generation-time log-probs")?; // [N, T]
             let ref_logprobs = required("rloo", batch.ref_logprobs, "reference log-probs")?; // [N, T]
             let rewards = rloo_kl_rewards(
                 batch.rewards,
@@ -393,6 +406,7 @@ mod tests {
         RolloutBatch {
             rewards: t1(&REWARDS),
             old_logprobs: old.map(|x| t2(x, 4)),
+            kl_logprobs: old.map(|x| t2(x, 4)),
             ref_logprobs: reference.map(|x| t2(x, 4)),
             mask: t2(&MASK, 4),
             group_size: 2,

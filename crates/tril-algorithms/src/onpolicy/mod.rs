@@ -21,7 +21,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
 use rand_chacha::ChaCha8Rng;
 use std::collections::HashMap;
-use tril_core::ops::{entropy_from_logits, gather_logprobs};
+use tril_core::ops::{gather_logprobs, logprobs_and_entropy};
 use tril_core::plugin::{CriticLayout, PluginError, PolicyLm, PolicySpec, Sample};
 use tril_core::schema::{GenKwargs, Side};
 use tril_models::causal_lm::{CausalLm, LmConfig};
@@ -68,10 +68,12 @@ impl<B: Backend> ActorCritic<B> {
     /// # Shapes
     /// `ids`, `mask`: `[B, P + N]` -> [`Scored`] of `[B, N]`
     pub fn score(&self, ids: Tensor<B, 2, Int>, mask: Tensor<B, 2, Int>, n: usize) -> Scored<B> {
-        self.score_with(ids, mask, n, crate::onpolicy::rollin::ValueFn::Policy)
+        self.score_with(ids, mask, n, crate::onpolicy::rollin::ValueFn::Policy, false)
     }
 
     /// [`ActorCritic::score`] with the values of the critic `value_fn` names.
+    /// `entropy_grad: false` detaches the entropy (logged, not trained: `ent_coef: 0`), so the
+    /// backward pass skips its vocabulary-wide product ([`logprobs_and_entropy`]).
     ///
     /// # Panics
     /// With [`crate::onpolicy::rollin::ValueFn::Guide`] on a model built without a guide critic.
@@ -81,6 +83,7 @@ impl<B: Backend> ActorCritic<B> {
         mask: Tensor<B, 2, Int>,
         n: usize,
         value_fn: crate::onpolicy::rollin::ValueFn,
+        entropy_grad: bool,
     ) -> Scored<B> {
         let [b, len] = ids.dims();
         let span = generated_span(len, n);
@@ -99,9 +102,10 @@ impl<B: Backend> ActorCritic<B> {
             (_, None, Some(head)) => head.forward(out.last_hidden_state), // [B, P + N]
             (_, None, None) => panic!("ActorCritic built without a critic"),
         };
+        let (logprobs, entropy) = logprobs_and_entropy(logits, actions, entropy_grad); // [B, N] each
         Scored {
-            logprobs: gather_logprobs(logits.clone(), actions),
-            entropy: entropy_from_logits(logits),
+            logprobs,
+            entropy,
             values: tril_core::ops::to_f32(values.slice([0..b, span])), // losses are f32
         }
     }

@@ -368,7 +368,7 @@ pub fn minibatch_gradients<B: AutodiffBackend>(
         let pick_int = |x: &Tensor<Inner<B>, 2, Int>| Tensor::<B, 2, Int>::from_inner(x.clone().select(0, idx.clone()));
         let masks = pick(&buf.update_mask); // [b, N]
         let (ids, attn) = (pick_int(&buf.ids), pick_int(&buf.mask)); // [b, P + N]
-        let scored = model.score_with(ids, attn.clone(), n, buf.value_fn);
+        let scored = model.score_with(ids, attn.clone(), n, buf.value_fn, args.ent_coef != 0.0);
         let (old_values, returns) = (pick(&buf.values), pick(&buf.returns));
         // TRIL's value diagnostics: over every entry of the micro-batch, padding included.
         let returns_host = f64s(&host(returns.clone().inner()));
@@ -802,7 +802,7 @@ impl<B: AutodiffBackend> Loop<'_, B> {
             let actions = action_mask(&gen.output, self.prompt_tok.eos_token_id(), self.ppo.args.train_eos);
             let actions = Tensor::from_data(TensorData::new(actions, [b, n]), (&self.device, F32)); // [b, N]
             let attention = rollout_attention(gen.mask, actions.clone(), self.ppo.args.train_eos); // [b, P + N]
-            let scored = policy.score_with(gen.ids.clone(), attention.clone(), n, plan.value_fn);
+            let scored = policy.score_with(gen.ids.clone(), attention.clone(), n, plan.value_fn, false);
             let ref_lp = lm_logprobs(&self.reference, gen.ids.clone(), attention.clone(), n);
             let kl_lp = self.kl_logprobs(&gen.output, scored.logprobs.clone(), plan);
             let prompt = gen.ids.clone().slice([0..b, 0..p]);
