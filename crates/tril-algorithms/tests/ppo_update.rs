@@ -303,7 +303,8 @@ fn export_inputs() {
     let critic =
         tril_models::hf::load_value_model::<Inner>(&dir().join("critic"), false, &device).expect("critic").model;
     let model = ActorCritic { policy, critic: Some(critic), shared_head: None, guide_critic: None };
-    let scored = model.score_with(int_matrix(ids.clone(), B), int_matrix(attention.clone(), B), N, ValueFn::Policy, true);
+    let scored =
+        model.score_with(int_matrix(ids.clone(), B), int_matrix(attention.clone(), B), N, ValueFn::Policy, true);
     let mut noise = |x: Vec<f32>, scale: f32| -> Vec<f32> {
         x.into_iter().map(|v| v + scale * (rng.random::<f32>() * 2.0 - 1.0)).collect()
     };

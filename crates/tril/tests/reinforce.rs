@@ -70,7 +70,7 @@ fn rloo_improves_the_synthetic_reward_and_logs_finite_metrics() {
     // starts at KL(q || ref) >= 0, small (-log(1 - p_eos) per masked step); the policy then
     // drifts, and beta 0.05 moves the penalized reward off the raw one.
     let kl = jsonl(&dir.join("rollout_info.jsonl"), "rollout/kl");
-    assert!(kl[0] >= 0.0 && kl[0] < 0.5 && kl[1..].iter().any(|k| (k - kl[0]).abs() > 1e-4), "{kl:?}");
+    assert!((0.0..0.5).contains(&kl[0]) && kl[1..].iter().any(|k| (k - kl[0]).abs() > 1e-4), "{kl:?}");
     // Two optimizer steps per generation: the second is off-policy and the sequence ratio clips.
     assert!(jsonl(&dir.join("training_info.jsonl"), "rloo/clip_ratio").iter().any(|&c| c > 0.0));
     assert_checkpoint(&dir, 20, "rloo");
@@ -200,6 +200,6 @@ fn rloo_and_reinforce_pp_kl_reads_the_sampling_distribution() {
         assert!(sampled > 0.05, "{alg}: the top-3 sampler's KL from the reference is {sampled}");
         // No top-k: only min_length truncates, and each masked step adds -log(1 - p_eos) >= 0.
         let (model, sampled) = (first_kl(alg, "model", "0"), first_kl(alg, "sampled", "0"));
-        assert!(model.abs() < 1e-6 && sampled >= 0.0 && sampled < 0.5, "{alg}: {model} {sampled}");
+        assert!(model.abs() < 1e-6 && (0.0..0.5).contains(&sampled), "{alg}: {model} {sampled}");
     }
 }

@@ -56,7 +56,8 @@
 
 use crate::evaluation::Evaluation;
 use crate::group::{
-    completion_logprobs, completion_logprobs_and_entropy, mean_std, repeat_groups, GroupObjective, GroupPlan, GroupSettings, RolloutBatch,
+    completion_logprobs, completion_logprobs_and_entropy, mean_std, repeat_groups, GroupObjective, GroupPlan,
+    GroupSettings, RolloutBatch,
 };
 use crate::guard::{At, Guard, Verdict};
 use crate::onpolicy::policies::ActorCriticArgs;
@@ -394,7 +395,8 @@ impl<B: AutodiffBackend, O: GroupObjective> Loop<'_, B, O> {
                 kl_parts.push(if sampled_kl {
                     let shape = [gen.output.batch, gen.output.max_new_tokens];
                     let data = TensorData::new(gen.output.sampling_logprobs.clone(), shape);
-                    Tensor::from_data(data, (&self.device, burn::tensor::DType::F32)) // [b, T]
+                    Tensor::from_data(data, (&self.device, burn::tensor::DType::F32))
+                // [b, T]
                 } else {
                     old.clone()
                 });
