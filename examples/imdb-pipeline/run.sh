@@ -8,7 +8,7 @@
 #
 # usage: examples/imdb-pipeline/run.sh [--tiny | --cpu | --gpu] [--out DIR] [--tril BIN]
 #                                      [--data CSV] [--device DEVICE] [-- OVERRIDE...]
-#   --tiny    CI size: the 32-wide 1-layer GPT-2 on 600 reviews (under 3 minutes on 2 CPU cores)
+#   --tiny    CI size: the 32-wide 1-layer GPT-2 trained on 600 reviews (under 3 minutes on 2 CPU cores)
 #   --cpu     (default) the 32-wide 1-layer GPT-2 on all 2,499 reviews (about 7 minutes on 2 CPU cores)
 #   --gpu     a 512-wide 6-layer GPT-2, longer runs, device=cuda (a binary built with --features cuda)
 #   --out     where the run directories go (default: examples/imdb-pipeline/runs, where the cfgs'
@@ -59,7 +59,7 @@ case "$size" in
     lm=(task.args.max_rows=600 alg.args.batch_size=8 alg.args.eval_every=0 alg.optimizer.args.lr=5e-3
         sampling.max_prompt_len=16 sampling.max_gen_len=16)
     cls=(alg.args.epochs=2 alg.args.max_length=96 alg.args.eval_every=0)
-    rl=(task.args.max_rows=600 alg.args.eval_every=8 alg.args.trajectories_per_update=64 alg.args.n_epochs=2) ;;
+    rl=(alg.args.eval_every=8) ;;
   cpu)
     model=tiny dev=cpu
     lm=()
