@@ -9,7 +9,7 @@
 # usage: examples/imdb-pipeline/run.sh [--tiny | --cpu | --gpu] [--out DIR] [--tril BIN]
 #                                      [--data CSV] [--device DEVICE] [-- OVERRIDE...]
 #   --tiny    CI size: the 32-wide 1-layer GPT-2 trained on 600 reviews (under 3 minutes on 2 CPU cores)
-#   --cpu     (default) the 32-wide 1-layer GPT-2 on all 2,499 reviews (about 7 minutes on 2 CPU cores)
+#   --cpu     (default) the 32-wide 1-layer GPT-2 on all 2,499 reviews (about 8 minutes on 2 CPU cores)
 #   --gpu     a 512-wide 6-layer GPT-2, longer runs, device=cuda (a binary built with --features cuda)
 #   --out     where the run directories go (default: examples/imdb-pipeline/runs, where the cfgs'
 #             model paths point, so a stage can also be rerun by hand without overrides)

@@ -107,7 +107,10 @@ fn tiny_pipeline_learns_at_every_stage() {
         let (rise, se, n) = paired_rise(&run, key);
         eprintln!("3-ppo-{label}: val P({label}) {first:.4} -> {last:.4}, paired rise {rise:.4} +- {se:.4} over {n}");
         assert!((rise - (last - first)).abs() < 1e-6, "{label}: the per-prompt values do not average to the metric");
-        assert!(rise > 2.0 * se, "{label}: val reward {first} -> {last}, a rise of {rise} +- {se} (paired, {n} prompts)");
+        assert!(
+            rise > 2.0 * se,
+            "{label}: val reward {first} -> {last}, a rise of {rise} +- {se} (paired, {n} prompts)"
+        );
         let (_, kl) = first_last(&run, "over_optimization/kl");
         assert!(kl.is_finite() && kl < 20.0, "{label}: KL {kl} nats");
     }

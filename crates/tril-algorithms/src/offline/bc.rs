@@ -502,7 +502,7 @@ impl<B: AutodiffBackend> Loop<B> {
             }
             self.guard.record(&mut stats);
             self.tracker.log_training(step, &stats)?;
-            tracing::info!(step, total, loss = format!("{loss:.4}"), "bc");
+            tracing::debug!(step, total, loss = format!("{loss:.4}"), "bc");
             bar.set_message(format!("loss {loss:.3}"));
             bar.inc(1);
             let settings = loop_settings!(args);

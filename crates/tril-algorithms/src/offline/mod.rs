@@ -438,6 +438,9 @@ pub fn train<B: AutodiffBackend, O: Objective<B>>(
         })
     };
     let name = setup.name;
+    // Progress: a bar on a terminal, a throttled INFO line elsewhere; the per-step line is DEBUG.
+    let bar = tril_core::progress::bar(total as u64, name);
+    bar.set_position(first as u64);
     let state = |step: usize, rng: &ChaCha8Rng, sampler: &PromptSampler| OnPolicyState::new(name, step, rng, sampler);
     for step in first + 1..=total {
         let epoch = (step - 1) / steps_per_epoch;
@@ -474,7 +477,9 @@ pub fn train<B: AutodiffBackend, O: Objective<B>>(
         stats.insert("time/steps_per_second".into(), done_here / started.elapsed().as_secs_f64().max(1e-9));
         setup.tracker.log_training(step, &stats)?;
         let loss = stats.get("loss").copied().unwrap_or(f64::NAN);
-        tracing::info!(step, total, loss = format!("{loss:.4}"), "{}", setup.name);
+        tracing::debug!(step, total, loss = format!("{loss:.4}"), "{}", setup.name);
+        bar.set_message(format!("loss {loss:.3}"));
+        bar.inc(1);
         if args.evaluates_at(step, total) {
             log_eval(objective, &model, &mut setup, step)?;
         }
@@ -489,6 +494,7 @@ pub fn train<B: AutodiffBackend, O: Objective<B>>(
             return Err(setup.guard.interrupted(At::step(step)));
         }
     }
+    bar.finish_and_clear();
     Ok(model)
 }
 
