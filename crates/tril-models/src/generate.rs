@@ -452,8 +452,13 @@ mod tests {
             let want = l[token] - norm;
             let got = top.sampling_logprobs[row * 4] as f64;
             assert!((got - want).abs() < 1e-5, "row {row}: {got} vs {want}");
-            // The unmodified log-prob spreads over the whole vocabulary: lower.
-            assert!(top.logprobs[row * 4] < top.sampling_logprobs[row * 4]);
+            // The unmodified log-prob normalizes over the whole vocabulary: never above the
+            // renormalized one (equal in f32 when a fresh model puts all its mass on one token).
+            let full = l.iter().map(|x| (x - sorted[0]).exp()).sum::<f64>().ln() + sorted[0];
+            let want_full = l[token] - full;
+            let got_full = top.logprobs[row * 4] as f64;
+            assert!((got_full - want_full).abs() < 1e-5, "row {row}: {got_full} vs {want_full}");
+            assert!(want_full <= want && got_full <= got, "row {row}: {got_full} > {got}");
         }
     }
 
